@@ -1,0 +1,220 @@
+//! The `rfile` / `wfile` of `socketserver.StreamRequestHandler`: a bounded
+//! buffered reader with `read_line`, and a writer that never writes partially.
+
+use core::fmt;
+
+use embedded_io::{BufRead, ErrorKind, ErrorType, Read, Write};
+
+/// Why [`BufStream::read_line`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLineError<E> {
+    /// The stream failed.
+    Io(E),
+    /// The line is longer than the caller's buffer. The buffer holds the
+    /// first `limit` bytes of it; the rest of the line is still unread (skip
+    /// it with [`BufStream::discard_line`] or close the connection).
+    TooLong {
+        /// The caller's buffer length.
+        limit: usize,
+    },
+}
+
+impl<E> From<E> for ReadLineError<E> {
+    fn from(e: E) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for ReadLineError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "read failed: {e:?}"),
+            Self::TooLong { limit } => write!(f, "line longer than {limit} bytes"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> core::error::Error for ReadLineError<E> {}
+
+impl<E: embedded_io::Error> embedded_io::Error for ReadLineError<E> {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Io(e) => e.kind(),
+            Self::TooLong { .. } => ErrorKind::InvalidData,
+        }
+    }
+}
+
+/// A stream with a read buffer of `N` bytes: CPython's `rfile` and `wfile`
+/// in one value, so that a handler can read lines and write answers without
+/// fighting over the borrow.
+///
+/// * Reads go through the buffer ([`BufRead`], [`read_line`](Self::read_line)).
+/// * Writes go straight to the stream, and [`Write::write`] only returns
+///   once **all** bytes are written (CPython's `_SocketWriter`): never a
+///   partial write.
+///
+/// ```
+/// use embedded_io::{Read, Write};
+/// use sockserv_core::{BufStream, ReadLineError, StreamHandler};
+///
+/// /// Answers each line with its length.
+/// struct LineLen;
+///
+/// impl<S: Read + Write> StreamHandler<S> for LineLen {
+///     type Error = ReadLineError<S::Error>;
+///     fn handle(&mut self, stream: &mut S) -> Result<(), Self::Error> {
+///         let mut io = BufStream::<_, 256>::new(stream);
+///         let mut line = [0u8; 128];
+///         loop {
+///             let n = io.read_line(&mut line)?;
+///             if n == 0 {
+///                 return Ok(()); // EOF
+///             }
+///             write!(io, "{n}\n").map_err(|_| ReadLineError::TooLong { limit: 0 })?;
+///         }
+///     }
+/// }
+/// ```
+pub struct BufStream<S, const N: usize> {
+    inner: S,
+    buf: [u8; N],
+    start: usize,
+    end: usize,
+}
+
+impl<S, const N: usize> BufStream<S, N> {
+    /// Wraps `inner` with an empty read buffer.
+    pub fn new(inner: S) -> Self {
+        Self { inner, buf: [0; N], start: 0, end: 0 }
+    }
+
+    /// The wrapped stream. Bytes still in the read buffer are lost.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped stream. Reading from it directly skips buffered bytes.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The bytes read from the stream but not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+impl<S: Read, const N: usize> BufStream<S, N> {
+    /// Reads one line, up to and including `\n`, into `line`; returns its
+    /// length. At EOF it returns the last bytes without a newline, then `0`.
+    ///
+    /// Memory never grows: a line longer than `line` fails with
+    /// [`ReadLineError::TooLong`] after filling `line`, and leaves the rest of
+    /// the line unread. Blocks until a whole line, EOF or `line.len()` bytes
+    /// are there.
+    ///
+    /// # Errors
+    /// [`ReadLineError::Io`] when the stream fails (bytes of the line read
+    /// so far are in `line` but not counted), [`ReadLineError::TooLong`].
+    pub fn read_line(&mut self, line: &mut [u8]) -> Result<usize, ReadLineError<S::Error>> {
+        let mut n = 0;
+        loop {
+            let avail = self.fill_buf()?;
+            if avail.is_empty() {
+                return Ok(n);
+            }
+            let take = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => avail.len(),
+            };
+            let room = line.len() - n;
+            if take > room {
+                line[n..].copy_from_slice(&avail[..room]);
+                self.consume(room);
+                return Err(ReadLineError::TooLong { limit: line.len() });
+            }
+            line[n..n + take].copy_from_slice(&avail[..take]);
+            self.consume(take);
+            n += take;
+            if line[n - 1] == b'\n' {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Skips input up to and including the next `\n` (or EOF); returns how
+    /// many bytes were skipped. Used after [`ReadLineError::TooLong`].
+    ///
+    /// # Errors
+    /// The stream failed.
+    pub fn discard_line(&mut self) -> Result<usize, S::Error> {
+        let mut skipped = 0;
+        loop {
+            let avail = self.fill_buf()?;
+            if avail.is_empty() {
+                return Ok(skipped);
+            }
+            let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            self.consume(take);
+            skipped += take;
+            if done {
+                return Ok(skipped);
+            }
+        }
+    }
+}
+
+impl<S: ErrorType, const N: usize> ErrorType for BufStream<S, N> {
+    type Error = S::Error;
+}
+
+impl<S: Read, const N: usize> Read for BufStream<S, N> {
+    fn read(&mut self, out: &mut [u8]) -> Result<usize, S::Error> {
+        if self.start == self.end && out.len() >= N {
+            // Large reads bypass the buffer.
+            return self.inner.read(out);
+        }
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<S: Read, const N: usize> BufRead for BufStream<S, N> {
+    fn fill_buf(&mut self) -> Result<&[u8], S::Error> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = self.inner.read(&mut self.buf)?;
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.start = (self.start + amt).min(self.end);
+    }
+}
+
+impl<S: Write, const N: usize> Write for BufStream<S, N> {
+    /// Writes all of `data` before returning (`Ok(data.len())`).
+    fn write(&mut self, data: &[u8]) -> Result<usize, S::Error> {
+        // embedded-io forbids `Ok(0)` for a non-empty write (a writer that
+        // cannot take more must fail with `WriteZero`), so this cannot spin.
+        self.inner.write_all(data)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> Result<(), S::Error> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod bufio;
+mod handler;
+#[cfg(any(test, feature = "mock"))]
+pub mod mock;
+mod request;
+mod server;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use bufio::{BufStream, ReadLineError};
+pub use handler::{
+    DatagramHandler, DatagramService, FnService, Hooks, ReplyFull, ReplyWriter, RequestError,
+    StreamHandler, StreamService,
+};
+pub use request::{serve_datagram, serve_stream, shutdown_stream};
+pub use server::{
+    DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, Server, ShutdownFlag,
+    ShutdownSignal, Stream, StreamDispatch, Transport,
+};
+pub use transport::{Clock, Connection, DatagramSocket, Readiness, Received, StreamListener};
+
+pub use embedded_io;

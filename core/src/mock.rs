@@ -1,0 +1,520 @@
+//! A scripted transport and virtual clock for host unit tests: no network,
+//! no allocator, no real time. Our `TestingDevice`.
+//!
+//! A [`MockNet`] holds a script of events, each due at a virtual time:
+//! connections with the bytes their client sends ([`MockConn`]), datagrams,
+//! and accept or receive failures. Listeners and sockets made from it take
+//! events when they are due; waiting moves the virtual clock forward to the
+//! next event or by the timeout. Everything a server does is recorded:
+//! bytes written per connection, half-closes, closes, datagrams sent, and
+//! counts of waits, pauses and accepts.
+//!
+//! Capacities are fixed: [`MAX_EVENTS`] pending events, [`MAX_CONNS`]
+//! connections per net, [`CAPTURE`] bytes captured per connection,
+//! [`MAX_SENT`] datagrams of up to [`CAPTURE`] bytes each. Going past them
+//! fails the scripting call (or the server's write, with `OutOfMemory`).
+
+use core::cell::RefCell;
+use core::fmt;
+use core::time::Duration;
+
+use embedded_io::{ErrorKind, ErrorType, Read, Write};
+use heapless::{Deque, Vec};
+
+use crate::transport::{Clock, Connection, DatagramSocket, Readiness, Received, StreamListener};
+
+/// Pending events a net can hold.
+pub const MAX_EVENTS: usize = 64;
+/// Connections a net can record.
+pub const MAX_CONNS: usize = 32;
+/// Bytes captured per connection or sent datagram.
+pub const CAPTURE: usize = 2048;
+/// Datagrams a net can record as sent.
+pub const MAX_SENT: usize = 32;
+
+/// A mock peer address.
+pub type MockAddr = u32;
+
+/// A mock failure, carrying the `embedded_io` kind it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MockError(pub ErrorKind);
+
+impl fmt::Display for MockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mock: {:?}", self.0)
+    }
+}
+
+impl core::error::Error for MockError {}
+
+impl embedded_io::Error for MockError {
+    fn kind(&self) -> ErrorKind {
+        self.0
+    }
+}
+
+/// A scripted client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct MockConn<'s> {
+    from: MockAddr,
+    input: &'s [u8],
+    read_chunk: usize,
+    read_delay: Duration,
+    reset_after: Option<usize>,
+    write_error: Option<ErrorKind>,
+}
+
+impl<'s> MockConn<'s> {
+    /// A client at `from` that sends `input`, then closes its side (EOF).
+    pub const fn new(from: MockAddr, input: &'s [u8]) -> Self {
+        Self {
+            from,
+            input,
+            read_chunk: usize::MAX,
+            read_delay: Duration::ZERO,
+            reset_after: None,
+            write_error: None,
+        }
+    }
+
+    /// A slow peer: each read returns at most one byte.
+    pub const fn one_byte_at_a_time(mut self) -> Self {
+        self.read_chunk = 1;
+        self
+    }
+
+    /// Each read moves the virtual clock forward by `delay` first.
+    pub const fn read_delay(mut self, delay: Duration) -> Self {
+        self.read_delay = delay;
+        self
+    }
+
+    /// The peer resets after sending `n` bytes: the next read fails with
+    /// `ConnectionReset`, and so do writes.
+    pub const fn reset_after(mut self, n: usize) -> Self {
+        self.reset_after = Some(n);
+        self
+    }
+
+    /// Every write fails with `kind`.
+    pub const fn write_error(mut self, kind: ErrorKind) -> Self {
+        self.write_error = Some(kind);
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Event<'s> {
+    Connect(MockConn<'s>),
+    Datagram { from: MockAddr, data: &'s [u8] },
+    Fail(ErrorKind),
+}
+
+/// What a net recorded of one connection.
+#[derive(Clone, Debug, Default)]
+pub struct ConnLog {
+    from: MockAddr,
+    output: Vec<u8, CAPTURE>,
+    bytes_read: usize,
+    shutdown_writes: u32,
+    closes: u32,
+    reset_seen: bool,
+}
+
+impl ConnLog {
+    /// The client's address.
+    pub fn from(&self) -> MockAddr {
+        self.from
+    }
+    /// The bytes the server wrote.
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+    /// How many input bytes the server read.
+    pub fn bytes_read(&self) -> usize {
+        self.bytes_read
+    }
+    /// How many times the server half-closed (`shutdown(SHUT_WR)`).
+    pub fn shutdown_writes(&self) -> u32 {
+        self.shutdown_writes
+    }
+    /// How many times the connection was closed (dropped).
+    pub fn closes(&self) -> u32 {
+        self.closes
+    }
+    /// Whether the server hit the scripted reset.
+    pub fn reset_seen(&self) -> bool {
+        self.reset_seen
+    }
+}
+
+/// Counts of what servers did to a net.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MockStats {
+    /// Calls to `wait`.
+    pub waits: u32,
+    /// Calls to `pause`.
+    pub pauses: u32,
+    /// Calls to `try_accept` / `try_recv_from`.
+    pub accepts: u32,
+    /// Of those, how many failed.
+    pub accept_errors: u32,
+}
+
+struct State<'s> {
+    now: Duration,
+    script: Deque<(Duration, Event<'s>), MAX_EVENTS>,
+    conns: Vec<ConnLog, MAX_CONNS>,
+    sent: Vec<(MockAddr, Vec<u8, CAPTURE>), MAX_SENT>,
+    stats: MockStats,
+}
+
+/// A scripted network with a virtual clock. See the [module docs](self).
+pub struct MockNet<'s> {
+    state: RefCell<State<'s>>,
+}
+
+impl Default for MockNet<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'s> MockNet<'s> {
+    /// An empty net at virtual time zero.
+    pub const fn new() -> Self {
+        Self {
+            state: RefCell::new(State {
+                now: Duration::ZERO,
+                script: Deque::new(),
+                conns: Vec::new(),
+                sent: Vec::new(),
+                stats: MockStats { waits: 0, pauses: 0, accepts: 0, accept_errors: 0 },
+            }),
+        }
+    }
+
+    fn push(&self, at: Duration, event: Event<'s>) -> Result<(), MockError> {
+        let mut st = self.state.borrow_mut();
+        // Keep the script in time order: insert after every event due no later.
+        let mut tail: Vec<(Duration, Event<'s>), MAX_EVENTS> = Vec::new();
+        while let Some(last) = st.script.back() {
+            if last.0 <= at {
+                break;
+            }
+            let last = st.script.pop_back().ok_or(MockError(ErrorKind::Other))?;
+            tail.push(last).map_err(|_| MockError(ErrorKind::OutOfMemory))?;
+        }
+        let full = st.script.push_back((at, event)).is_err();
+        while let Some(e) = tail.pop() {
+            st.script.push_back(e).map_err(|_| MockError(ErrorKind::OutOfMemory))?;
+        }
+        if full { Err(MockError(ErrorKind::OutOfMemory)) } else { Ok(()) }
+    }
+
+    /// Scripts a connection arriving now.
+    ///
+    /// # Panics
+    /// When the script is full ([`MAX_EVENTS`]): a test-setup mistake.
+    pub fn connect(&self, conn: MockConn<'s>) {
+        let now = self.now();
+        self.connect_at(now, conn);
+    }
+
+    /// Scripts a connection arriving at virtual time `at`.
+    ///
+    /// # Panics
+    /// When the script is full.
+    pub fn connect_at(&self, at: Duration, conn: MockConn<'s>) {
+        self.push(at, Event::Connect(conn)).expect("mock script full");
+    }
+
+    /// Scripts a datagram from `from` arriving now.
+    ///
+    /// # Panics
+    /// When the script is full.
+    pub fn datagram(&self, from: MockAddr, data: &'s [u8]) {
+        let now = self.now();
+        self.push(now, Event::Datagram { from, data }).expect("mock script full");
+    }
+
+    /// Scripts a failing accept / receive (for instance
+    /// `ErrorKind::OutOfMemory` standing for EMFILE) due now: the socket
+    /// reports readiness and the accept fails.
+    ///
+    /// # Panics
+    /// When the script is full.
+    pub fn fail(&self, kind: ErrorKind) {
+        let now = self.now();
+        self.push(now, Event::Fail(kind)).expect("mock script full");
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Duration {
+        self.state.borrow().now
+    }
+
+    /// Moves the virtual clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut st = self.state.borrow_mut();
+        st.now = st.now.saturating_add(by);
+    }
+
+    /// Events not yet taken.
+    pub fn pending(&self) -> usize {
+        self.state.borrow().script.len()
+    }
+
+    /// The record of the `i`-th connection accepted (from 0).
+    pub fn conn(&self, i: usize) -> Option<ConnLog> {
+        self.state.borrow().conns.get(i).cloned()
+    }
+
+    /// How many connections were accepted.
+    pub fn conn_count(&self) -> usize {
+        self.state.borrow().conns.len()
+    }
+
+    /// The `i`-th datagram sent: its destination and bytes.
+    pub fn sent(&self, i: usize) -> Option<(MockAddr, Vec<u8, CAPTURE>)> {
+        self.state.borrow().sent.get(i).cloned()
+    }
+
+    /// How many datagrams were sent.
+    pub fn sent_count(&self) -> usize {
+        self.state.borrow().sent.len()
+    }
+
+    /// Counts of waits, pauses and accepts.
+    pub fn stats(&self) -> MockStats {
+        self.state.borrow().stats
+    }
+
+    /// A stream listener over this net.
+    pub fn listener(&self) -> MockListener<'_, 's> {
+        MockListener { net: self }
+    }
+
+    /// A datagram socket over this net.
+    pub fn socket(&self) -> MockSocket<'_, 's> {
+        MockSocket { net: self }
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
+        let mut st = self.state.borrow_mut();
+        st.stats.waits += 1;
+        let next = st.script.front().map(|e| e.0);
+        match (next, timeout) {
+            (Some(at), _) if at <= st.now => Ok(Readiness::Ready),
+            (Some(at), None) => {
+                st.now = at;
+                Ok(Readiness::Ready)
+            }
+            (Some(at), Some(t)) if at <= st.now.saturating_add(t) => {
+                st.now = at;
+                Ok(Readiness::Ready)
+            }
+            (_, Some(t)) => {
+                st.now = st.now.saturating_add(t);
+                Ok(Readiness::TimedOut)
+            }
+            // Nothing scripted and no timeout: a real socket would block for
+            // ever; the mock reports the script as exhausted instead.
+            (None, None) => Err(MockError(ErrorKind::TimedOut)),
+        }
+    }
+
+    fn pause(&self, d: Duration) -> Readiness {
+        let mut st = self.state.borrow_mut();
+        st.stats.pauses += 1;
+        st.now = st.now.saturating_add(d);
+        Readiness::TimedOut
+    }
+
+    fn take(&self) -> Option<Event<'s>> {
+        let mut st = self.state.borrow_mut();
+        st.stats.accepts += 1;
+        let now = st.now;
+        match st.script.front() {
+            Some((at, _)) if *at <= now => st.script.pop_front().map(|e| e.1),
+            _ => None,
+        }
+    }
+
+    fn count_accept_error(&self) {
+        self.state.borrow_mut().stats.accept_errors += 1;
+    }
+
+    fn with_conn<R>(&self, id: usize, f: impl FnOnce(&mut ConnLog, &mut Duration) -> R) -> R {
+        let mut st = self.state.borrow_mut();
+        let State { conns, now, .. } = &mut *st;
+        f(&mut conns[id], now)
+    }
+}
+
+impl Clock for MockNet<'_> {
+    fn now(&self) -> Duration {
+        MockNet::now(self)
+    }
+}
+
+/// A stream listener over a [`MockNet`].
+pub struct MockListener<'n, 's> {
+    net: &'n MockNet<'s>,
+}
+
+impl ErrorType for MockListener<'_, '_> {
+    type Error = MockError;
+}
+
+impl<'n, 's> StreamListener for MockListener<'n, 's> {
+    type Stream = MockStream<'n, 's>;
+    type Address = MockAddr;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
+        self.net.wait(timeout)
+    }
+
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, MockError> {
+        Ok(self.net.pause(duration))
+    }
+
+    fn try_accept(&mut self) -> Result<Option<(Self::Stream, MockAddr)>, MockError> {
+        match self.net.take() {
+            None => Ok(None),
+            Some(Event::Connect(conn)) => {
+                let id = {
+                    let mut st = self.net.state.borrow_mut();
+                    let log = ConnLog { from: conn.from, ..ConnLog::default() };
+                    st.conns.push(log).map_err(|_| MockError(ErrorKind::OutOfMemory))?;
+                    st.conns.len() - 1
+                };
+                let stream = MockStream { net: self.net, id, conn, pos: 0 };
+                Ok(Some((stream, conn.from)))
+            }
+            Some(Event::Fail(kind)) => {
+                self.net.count_accept_error();
+                Err(MockError(kind))
+            }
+            Some(Event::Datagram { .. }) => Err(MockError(ErrorKind::Unsupported)),
+        }
+    }
+}
+
+/// One accepted mock connection: reads the scripted input, records writes.
+pub struct MockStream<'n, 's> {
+    net: &'n MockNet<'s>,
+    id: usize,
+    conn: MockConn<'s>,
+    pos: usize,
+}
+
+impl MockStream<'_, '_> {
+    fn reset_reached(&self) -> bool {
+        self.conn.reset_after.is_some_and(|n| self.pos >= n)
+    }
+}
+
+impl ErrorType for MockStream<'_, '_> {
+    type Error = MockError;
+}
+
+impl Read for MockStream<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, MockError> {
+        let delay = self.conn.read_delay;
+        let reset = self.reset_reached();
+        let limit = self.conn.reset_after.unwrap_or(usize::MAX).min(self.conn.input.len());
+        let n = buf.len().min(self.conn.read_chunk).min(limit.saturating_sub(self.pos));
+        let start = self.pos;
+        self.net.with_conn(self.id, |log, now| {
+            *now = now.saturating_add(delay);
+            if reset {
+                log.reset_seen = true;
+            } else {
+                log.bytes_read += n;
+            }
+        });
+        if reset {
+            return Err(MockError(ErrorKind::ConnectionReset));
+        }
+        buf[..n].copy_from_slice(&self.conn.input[start..start + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for MockStream<'_, '_> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, MockError> {
+        if let Some(kind) = self.conn.write_error {
+            return Err(MockError(kind));
+        }
+        if self.reset_reached() {
+            return Err(MockError(ErrorKind::ConnectionReset));
+        }
+        self.net.with_conn(self.id, |log, _| {
+            log.output.extend_from_slice(data).map_err(|_| MockError(ErrorKind::OutOfMemory))
+        })?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> Result<(), MockError> {
+        Ok(())
+    }
+}
+
+impl Connection for MockStream<'_, '_> {
+    fn shutdown_write(&mut self) -> Result<(), MockError> {
+        self.net.with_conn(self.id, |log, _| log.shutdown_writes += 1);
+        Ok(())
+    }
+}
+
+impl Drop for MockStream<'_, '_> {
+    fn drop(&mut self) {
+        self.net.with_conn(self.id, |log, _| log.closes += 1);
+    }
+}
+
+/// A datagram socket over a [`MockNet`].
+pub struct MockSocket<'n, 's> {
+    net: &'n MockNet<'s>,
+}
+
+impl ErrorType for MockSocket<'_, '_> {
+    type Error = MockError;
+}
+
+impl DatagramSocket for MockSocket<'_, '_> {
+    type Address = MockAddr;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
+        self.net.wait(timeout)
+    }
+
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, MockError> {
+        Ok(self.net.pause(duration))
+    }
+
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<MockAddr>>, MockError> {
+        match self.net.take() {
+            None => Ok(None),
+            Some(Event::Datagram { from, data }) => {
+                let len = data.len().min(buf.len());
+                buf[..len].copy_from_slice(&data[..len]);
+                let truncated = (data.len() > buf.len()).then_some(data.len());
+                Ok(Some(Received { len, from, truncated }))
+            }
+            Some(Event::Fail(kind)) => {
+                self.net.count_accept_error();
+                Err(MockError(kind))
+            }
+            Some(Event::Connect(_)) => Err(MockError(ErrorKind::Unsupported)),
+        }
+    }
+
+    fn send_to(&mut self, data: &[u8], to: &MockAddr) -> Result<(), MockError> {
+        let bytes = Vec::from_slice(data).map_err(|_| MockError(ErrorKind::InvalidInput))?;
+        let mut st = self.net.state.borrow_mut();
+        st.sent.push((*to, bytes)).map_err(|_| MockError(ErrorKind::OutOfMemory))
+    }
+}

@@ -1,0 +1,506 @@
+//! The server state machine: CPython's `BaseServer` loop, generic over the
+//! transport, the service, the clock, the shutdown signal and the dispatch
+//! strategy.
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
+
+use embedded_io::{Error as _, ErrorKind, ErrorType};
+
+use crate::handler::{DatagramService, Hooks, StreamService};
+use crate::request::{serve_datagram, serve_stream, shutdown_stream};
+use crate::transport::{Clock, DatagramSocket, Readiness, StreamListener};
+
+/// How a server learns that it should stop: CPython's `__shutdown_request`
+/// flag and `__is_shut_down` event.
+///
+/// [`ShutdownFlag`] is the allocation-free implementation; the std adapter
+/// has one that also wakes the wait at once and lets `shutdown()` block
+/// until the loop has returned.
+pub trait ShutdownSignal {
+    /// Whether a stop was asked for.
+    fn is_requested(&self) -> bool;
+    /// Told when `serve_forever` starts.
+    fn loop_started(&self) {}
+    /// Told when `serve_forever` returns; must clear the request, so that
+    /// the server can serve again.
+    fn loop_stopped(&self);
+}
+
+impl<T: ShutdownSignal + ?Sized> ShutdownSignal for &T {
+    fn is_requested(&self) -> bool {
+        (**self).is_requested()
+    }
+    fn loop_started(&self) {
+        (**self).loop_started();
+    }
+    fn loop_stopped(&self) {
+        (**self).loop_stopped();
+    }
+}
+
+/// An allocation-free shutdown signal made of two atomics.
+///
+/// [`request`](Self::request) does not wait; [`is_running`](Self::is_running)
+/// tells whether `serve_forever` is still looping. It can be a `static`.
+#[derive(Debug, Default)]
+pub struct ShutdownFlag {
+    requested: AtomicBool,
+    running: AtomicBool,
+}
+
+impl ShutdownFlag {
+    /// A flag with no stop requested.
+    pub const fn new() -> Self {
+        Self { requested: AtomicBool::new(false), running: AtomicBool::new(false) }
+    }
+
+    /// Asks `serve_forever` to stop after its current turn (or at once, if
+    /// it has not started yet). Safe to call from a handler or a hook.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `serve_forever` is running.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+impl ShutdownSignal for ShutdownFlag {
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+    fn loop_started(&self) {
+        self.running.store(true, Ordering::SeqCst);
+    }
+    fn loop_stopped(&self) {
+        self.requested.store(false, Ordering::SeqCst);
+        self.running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The concurrency strategy's server-level duties: CPython's mix-ins
+/// override `service_actions`, `handle_timeout` and `server_close` to reap
+/// and join their workers.
+pub trait Dispatch {
+    /// Once per `serve_forever` turn (forking: reap finished children;
+    /// threading: drop finished threads).
+    fn service_actions(&mut self) {}
+    /// When `handle_request` times out.
+    fn handle_timeout(&mut self) {}
+    /// When the server closes (join / wait when blocking on close).
+    fn server_close(&mut self) {}
+}
+
+/// How a stream request is run: inline, on a thread, in a child process...
+/// CPython's `process_request`.
+pub trait StreamDispatch<S, A, Svc: ?Sized>: Dispatch {
+    /// Serves `stream` from `client`, usually by calling
+    /// [`serve_stream`](crate::serve_stream) wherever it runs it.
+    fn process_request(&mut self, service: &Svc, stream: S, client: A);
+}
+
+/// How a datagram request is run. CPython's `process_request` for UDP.
+pub trait DatagramDispatch<U: DatagramSocket + ?Sized, Svc: ?Sized>: Dispatch {
+    /// Serves the datagram `packet` from `client`, usually by calling
+    /// [`serve_datagram`](crate::serve_datagram).
+    fn process_request(
+        &mut self,
+        service: &Svc,
+        socket: &mut U,
+        packet: &[u8],
+        truncated: Option<usize>,
+        client: U::Address,
+    );
+}
+
+/// One request at a time, on the server's own thread: the default of
+/// `socketserver.TCPServer` / `UDPServer` (no mix-in).
+///
+/// `reply` is the datagram reply buffer (unused for streams); `Inline::new()`
+/// gives a 512-byte array, enough for small protocols without an allocator.
+#[derive(Debug)]
+pub struct Inline<B = [u8; 512]> {
+    reply: B,
+}
+
+impl Inline {
+    /// Inline dispatch with a 512-byte datagram reply buffer.
+    pub const fn new() -> Self {
+        Self { reply: [0; 512] }
+    }
+}
+
+impl Default for Inline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: AsMut<[u8]>> Inline<B> {
+    /// Inline dispatch with `reply` as the datagram reply buffer.
+    pub const fn with_reply_buffer(reply: B) -> Self {
+        Self { reply }
+    }
+}
+
+impl<B> Dispatch for Inline<B> {}
+
+impl<B, S, A, Svc> StreamDispatch<S, A, Svc> for Inline<B>
+where
+    S: crate::Connection,
+    A: fmt::Debug,
+    Svc: StreamService<S, A> + ?Sized,
+{
+    fn process_request(&mut self, service: &Svc, stream: S, client: A) {
+        serve_stream(service, stream, &client);
+    }
+}
+
+impl<B, U, Svc> DatagramDispatch<U, Svc> for Inline<B>
+where
+    B: AsMut<[u8]>,
+    U: DatagramSocket + ?Sized,
+    Svc: DatagramService<U::Address> + ?Sized,
+{
+    fn process_request(
+        &mut self,
+        service: &Svc,
+        socket: &mut U,
+        packet: &[u8],
+        truncated: Option<usize>,
+        client: U::Address,
+    ) {
+        serve_datagram(service, socket, packet, truncated, &client, self.reply.as_mut());
+    }
+}
+
+/// The request-level half of a transport, as the server loop uses it:
+/// wait, pause, and take one request through the dispatch. Implemented by
+/// [`Stream`] (for [`StreamListener`]s) and [`Datagram`] (for
+/// [`DatagramSocket`]s).
+pub trait Transport<Svc: ?Sized, D>: ErrorType {
+    /// A client's address, as the hooks receive it.
+    type Address: fmt::Debug;
+
+    /// See [`StreamListener::wait`].
+    ///
+    /// # Errors
+    /// The stack failed to wait at all; the loop stops with it.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Self::Error>;
+
+    /// See [`StreamListener::pause`].
+    ///
+    /// # Errors
+    /// The stack failed to wait at all; the loop stops with it.
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, Self::Error>;
+
+    /// CPython's `_handle_request_noblock`: take one pending request, verify
+    /// it, process it through `dispatch` (or shut it down if refused).
+    /// Returns `Ok(false)` when nothing was pending.
+    ///
+    /// # Errors
+    /// The accept or receive failed; nothing was served.
+    fn handle_request_noblock(&mut self, service: &Svc, dispatch: &mut D)
+    -> Result<bool, ErrorKind>;
+}
+
+/// A [`StreamListener`] as a server transport.
+#[derive(Debug)]
+pub struct Stream<L>(pub L);
+
+impl<L: StreamListener> ErrorType for Stream<L> {
+    type Error = L::Error;
+}
+
+impl<L, Svc, D> Transport<Svc, D> for Stream<L>
+where
+    L: StreamListener,
+    Svc: Hooks<L::Address> + ?Sized,
+    D: StreamDispatch<L::Stream, L::Address, Svc>,
+{
+    type Address = L::Address;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, L::Error> {
+        self.0.wait(timeout)
+    }
+
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, L::Error> {
+        self.0.pause(duration)
+    }
+
+    fn handle_request_noblock(&mut self, service: &Svc, dispatch: &mut D) -> Result<bool, ErrorKind> {
+        let Some((stream, client)) = self.0.try_accept().map_err(|e| e.kind())? else {
+            return Ok(false);
+        };
+        if service.verify_request(&client) {
+            dispatch.process_request(service, stream, client);
+        } else {
+            shutdown_stream(stream);
+        }
+        Ok(true)
+    }
+}
+
+/// A [`DatagramSocket`] and its receive buffer (`max_packet_size` bytes) as
+/// a server transport.
+#[derive(Debug)]
+pub struct Datagram<U, B> {
+    /// The socket.
+    pub socket: U,
+    /// The receive buffer.
+    pub buffer: B,
+}
+
+impl<U: DatagramSocket, B> ErrorType for Datagram<U, B> {
+    type Error = U::Error;
+}
+
+impl<U, B, Svc, D> Transport<Svc, D> for Datagram<U, B>
+where
+    U: DatagramSocket,
+    B: AsMut<[u8]>,
+    Svc: Hooks<U::Address> + ?Sized,
+    D: DatagramDispatch<U, Svc>,
+{
+    type Address = U::Address;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, U::Error> {
+        self.socket.wait(timeout)
+    }
+
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, U::Error> {
+        self.socket.pause(duration)
+    }
+
+    fn handle_request_noblock(&mut self, service: &Svc, dispatch: &mut D) -> Result<bool, ErrorKind> {
+        let buf = self.buffer.as_mut();
+        let Some(got) = self.socket.try_recv_from(buf).map_err(|e| e.kind())? else {
+            return Ok(false);
+        };
+        // UDP's shutdown_request is a no-op: a refused datagram is dropped.
+        if service.verify_request(&got.from) {
+            let packet = &buf[..got.len];
+            dispatch.process_request(service, &mut self.socket, packet, got.truncated, got.from);
+        }
+        Ok(true)
+    }
+}
+
+/// The equivalent of `socketserver.BaseServer`: the loop that waits for
+/// requests and hands them to a dispatch strategy, with CPython's hooks.
+///
+/// * `T`: the transport ([`Stream`] or [`Datagram`] around a socket).
+/// * `Svc`: the service — hooks plus handler factory ([`StreamService`],
+///   [`DatagramService`]); Python's `self.server` for the handlers.
+/// * `C`: the [`Clock`] for `handle_request`'s timeout.
+/// * `Sh`: the [`ShutdownSignal`].
+/// * `D`: the dispatch strategy (CPython's mix-in), [`Inline`] by default.
+///
+/// # Example: a scripted request, no network
+/// ```
+/// use core::time::Duration;
+/// use sockserv_core::mock::{MockConn, MockNet};
+/// use sockserv_core::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
+/// use embedded_io::{Read, Write};
+///
+/// struct Upper;
+/// impl<S: Read + Write> StreamHandler<S> for Upper {
+///     type Error = S::Error;
+///     fn handle(&mut self, s: &mut S) -> Result<(), S::Error> {
+///         let mut buf = [0u8; 64];
+///         let n = s.read(&mut buf)?;
+///         buf[..n].make_ascii_uppercase();
+///         s.write_all(&buf[..n])
+///     }
+/// }
+///
+/// let net = MockNet::new();
+/// net.connect(MockConn::new(1, b"hi"));
+/// let flag = ShutdownFlag::new();
+/// let mut server = Server::new(Stream(net.listener()), FnService(|_: &u32| Upper), &net, &flag, Inline::new());
+/// server.set_timeout(Some(Duration::from_secs(1)));
+/// server.handle_request().unwrap();
+/// assert_eq!(net.conn(0).unwrap().output(), b"HI");
+/// ```
+pub struct Server<T, Svc, C, Sh, D = Inline> {
+    transport: T,
+    service: Svc,
+    clock: C,
+    shutdown: Sh,
+    dispatch: D,
+    timeout: Option<Duration>,
+    accept_backoff: Duration,
+}
+
+/// How long `serve_forever` pauses after a failed accept or receive, by
+/// default.
+pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+impl<T, Svc, C, Sh, D> Server<T, Svc, C, Sh, D>
+where
+    T: Transport<Svc, D>,
+    Svc: Hooks<<T as Transport<Svc, D>>::Address>,
+    C: Clock,
+    Sh: ShutdownSignal,
+    D: Dispatch,
+{
+    /// A server over a transport that is already bound and listening.
+    pub fn new(transport: T, service: Svc, clock: C, shutdown: Sh, dispatch: D) -> Self {
+        Self {
+            transport,
+            service,
+            clock,
+            shutdown,
+            dispatch,
+            timeout: None,
+            accept_backoff: DEFAULT_ACCEPT_BACKOFF,
+        }
+    }
+
+    /// CPython's `serve_forever(poll_interval)`: handle requests until the
+    /// shutdown signal is seen.
+    ///
+    /// Each turn waits up to `poll_interval` for a request, re-checks the
+    /// shutdown signal (no request is accepted once a stop was asked for,
+    /// bpo-35017), handles at most one request, then runs
+    /// `service_actions` (the dispatch's, then the service's). It ignores
+    /// [`timeout`](Self::set_timeout). After a failed accept it pauses
+    /// [`accept_backoff`](Self::set_accept_backoff) instead of waiting on the
+    /// listener, so a listener that stays readable (out of file
+    /// descriptors) cannot make it spin. It can be called again after it
+    /// returned.
+    ///
+    /// # Errors
+    /// Only when the transport cannot wait at all; requests that fail never
+    /// stop the loop.
+    pub fn serve_forever(&mut self, poll_interval: Duration) -> Result<(), T::Error> {
+        self.shutdown.loop_started();
+        let result = self.serve_loop(poll_interval);
+        self.shutdown.loop_stopped();
+        result
+    }
+
+    fn serve_loop(&mut self, poll_interval: Duration) -> Result<(), T::Error> {
+        let mut backoff = false;
+        while !self.shutdown.is_requested() {
+            let ready = if backoff {
+                self.transport.pause(self.accept_backoff)?
+            } else {
+                self.transport.wait(Some(poll_interval))?
+            };
+            if self.shutdown.is_requested() {
+                break;
+            }
+            backoff = false;
+            if ready == Readiness::Ready {
+                backoff = !self.handle_request_noblock();
+            }
+            self.dispatch.service_actions();
+            self.service.service_actions();
+        }
+        Ok(())
+    }
+
+    /// Takes one pending request if any; `false` if the accept failed.
+    fn handle_request_noblock(&mut self) -> bool {
+        match self.transport.handle_request_noblock(&self.service, &mut self.dispatch) {
+            Ok(_) => true,
+            Err(kind) => {
+                self.service.handle_accept_error(kind);
+                false
+            }
+        }
+    }
+
+    /// CPython's `handle_request()`: wait for one request and handle it,
+    /// waiting at most [`timeout`](Self::set_timeout) (for ever when `None`).
+    /// Wake-ups and interruptions do not cut the wait short. When the
+    /// timeout passes, calls `handle_timeout` (the dispatch's, then the
+    /// service's) and returns.
+    ///
+    /// # Errors
+    /// Only when the transport cannot wait at all. A failed accept is
+    /// reported to [`Hooks::handle_accept_error`] and counts as the request.
+    pub fn handle_request(&mut self) -> Result<(), T::Error> {
+        let deadline = self.timeout.map(|t| self.clock.now().saturating_add(t));
+        let mut remaining = self.timeout;
+        loop {
+            if self.transport.wait(remaining)? == Readiness::Ready {
+                self.handle_request_noblock();
+                return Ok(());
+            }
+            if let Some(deadline) = deadline {
+                let now = self.clock.now();
+                if now >= deadline {
+                    self.dispatch.handle_timeout();
+                    self.service.handle_timeout();
+                    return Ok(());
+                }
+                remaining = Some(deadline - now);
+            }
+        }
+    }
+
+    /// CPython's `server_close()` for the dispatch: joins threads or waits
+    /// for children as the strategy was configured. The transport closes
+    /// when the server is dropped.
+    pub fn server_close(&mut self) {
+        self.dispatch.server_close();
+    }
+
+    /// `handle_request`'s timeout (CPython's `timeout` attribute); `None`
+    /// waits for ever.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// `handle_request`'s timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// How long `serve_forever` pauses after a failed accept.
+    pub fn set_accept_backoff(&mut self, backoff: Duration) {
+        self.accept_backoff = backoff;
+    }
+}
+
+impl<T, Svc, C, Sh, D> Server<T, Svc, C, Sh, D> {
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// The service (Python's server object with its hooks and state).
+    pub fn service(&self) -> &Svc {
+        &self.service
+    }
+
+    /// The dispatch strategy.
+    pub fn dispatch(&self) -> &D {
+        &self.dispatch
+    }
+
+    /// The dispatch strategy.
+    pub fn dispatch_mut(&mut self) -> &mut D {
+        &mut self.dispatch
+    }
+
+    /// The shutdown signal.
+    pub fn shutdown_signal(&self) -> &Sh {
+        &self.shutdown
+    }
+
+    /// Takes the server apart.
+    pub fn into_parts(self) -> (T, Svc, D) {
+        (self.transport, self.service, self.dispatch)
+    }
+}

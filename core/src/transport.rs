@@ -1,0 +1,136 @@
+//! Transport traits: what the server state machine needs from a network stack.
+//!
+//! A transport is the equivalent of the socket half of `socketserver.TCPServer`
+//! or `socketserver.UDPServer`: it can wait for readiness, accept a connection
+//! or receive a datagram without blocking, and close. The std adapter
+//! implements these over real sockets, the smoltcp adapter over a smoltcp
+//! interface, and [`crate::mock`] over a script.
+
+use core::fmt;
+use core::time::Duration;
+
+use embedded_io::{ErrorType, Read, Write};
+
+/// What a wait on a transport ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// A connection or datagram may be waiting: try to accept / receive.
+    Ready,
+    /// The timeout passed with nothing to do.
+    TimedOut,
+    /// The wait was cut short on purpose (a shutdown wake-up). The server
+    /// re-checks its shutdown signal.
+    Woken,
+}
+
+/// A monotonic clock, for timeouts without `std`.
+///
+/// `now` counts from an arbitrary fixed origin; only differences matter.
+pub trait Clock {
+    /// The time elapsed since this clock's origin.
+    fn now(&self) -> Duration;
+}
+
+impl<C: Clock + ?Sized> Clock for &C {
+    fn now(&self) -> Duration {
+        (**self).now()
+    }
+}
+
+/// A connected stream: a blocking [`Read`] + [`Write`] with a half-close.
+///
+/// Dropping the stream closes it.
+pub trait Connection: Read + Write {
+    /// Shuts down the sending half (`shutdown(SHUT_WR)`): the peer reads EOF
+    /// after everything written so far.
+    ///
+    /// # Errors
+    /// The stack's error; a peer that already went away is reported, and the
+    /// server ignores it (as CPython's `shutdown_request` does).
+    fn shutdown_write(&mut self) -> Result<(), Self::Error>;
+}
+
+/// A listening stream socket: the equivalent of the socket owned by
+/// `socketserver.TCPServer` / `UnixStreamServer`.
+pub trait StreamListener: ErrorType {
+    /// The connections this listener accepts.
+    type Stream: Connection;
+    /// A peer's address (`client_address`).
+    type Address: Clone + fmt::Debug;
+
+    /// Waits until a connection may be accepted, the timeout passes
+    /// (`None`: no timeout) or the wait is woken for shutdown.
+    ///
+    /// Interruptions (EINTR) are retried inside, never reported.
+    ///
+    /// # Errors
+    /// The stack failed to wait at all.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Self::Error>;
+
+    /// Sleeps for `duration` without watching for connections, but still
+    /// returns [`Readiness::Woken`] at once when woken for shutdown.
+    ///
+    /// The server uses it to back off after a failed accept, so that a
+    /// listener that stays readable (out of file descriptors) cannot make it
+    /// spin.
+    ///
+    /// # Errors
+    /// The stack failed to wait at all.
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, Self::Error>;
+
+    /// Accepts one pending connection without blocking; `Ok(None)` when none
+    /// is pending.
+    ///
+    /// # Errors
+    /// The accept failed (for instance, out of file descriptors). The server
+    /// drops the attempt, tells [`crate::Hooks::handle_accept_error`] and
+    /// backs off.
+    fn try_accept(&mut self) -> Result<Option<(Self::Stream, Self::Address)>, Self::Error>;
+}
+
+/// A received datagram's facts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received<A> {
+    /// Bytes stored in the caller's buffer.
+    pub len: usize,
+    /// The sender.
+    pub from: A,
+    /// `Some(size)` when the datagram did not fit the buffer: it was
+    /// `size` bytes (or more, when the stack cannot tell: then `size` is
+    /// the buffer length plus one). Never silently cut.
+    pub truncated: Option<usize>,
+}
+
+/// A datagram socket: the equivalent of the socket owned by
+/// `socketserver.UDPServer` / `UnixDatagramServer`.
+pub trait DatagramSocket: ErrorType {
+    /// A peer's address.
+    type Address: Clone + fmt::Debug;
+
+    /// Waits until a datagram may be received; see [`StreamListener::wait`].
+    ///
+    /// # Errors
+    /// The stack failed to wait at all.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Self::Error>;
+
+    /// Sleeps without watching for datagrams; see [`StreamListener::pause`].
+    ///
+    /// # Errors
+    /// The stack failed to wait at all.
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, Self::Error>;
+
+    /// Receives one datagram into `buf` without blocking; `Ok(None)` when none
+    /// is waiting. A datagram larger than `buf` is consumed and reported in
+    /// [`Received::truncated`].
+    ///
+    /// # Errors
+    /// The receive failed.
+    fn try_recv_from(&mut self, buf: &mut [u8])
+    -> Result<Option<Received<Self::Address>>, Self::Error>;
+
+    /// Sends `data` as one datagram to `to` (blocking until the stack takes it).
+    ///
+    /// # Errors
+    /// The send failed (too large, unreachable, ...).
+    fn send_to(&mut self, data: &[u8], to: &Self::Address) -> Result<(), Self::Error>;
+}

@@ -1,0 +1,1 @@
+//! sockserv on real sockets (lands with the std-adapter issue).
