@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "std")]
+#[cfg(any(test, feature = "std"))]
 extern crate std;
 
 mod bufio;
@@ -27,6 +27,8 @@ pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, Server, ShutdownFlag,
     ShutdownSignal, Stream, StreamDispatch, Transport,
 };
-pub use transport::{Clock, Connection, DatagramSocket, Readiness, Received, StreamListener};
+pub use transport::{
+    Accepted, Clock, Connection, DatagramSocket, Readiness, Received, StreamListener,
+};
 
 pub use embedded_io;

@@ -21,7 +21,9 @@ use core::time::Duration;
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use heapless::{Deque, Vec};
 
-use crate::transport::{Clock, Connection, DatagramSocket, Readiness, Received, StreamListener};
+use crate::transport::{
+    Accepted, Clock, Connection, DatagramSocket, Readiness, Received, StreamListener,
+};
 
 /// Pending events a net can hold.
 pub const MAX_EVENTS: usize = 64;
@@ -379,7 +381,7 @@ impl<'n, 's> StreamListener for MockListener<'n, 's> {
         Ok(self.net.pause(duration))
     }
 
-    fn try_accept(&mut self) -> Result<Option<(Self::Stream, MockAddr)>, MockError> {
+    fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, MockError> {
         match self.net.take() {
             None => Ok(None),
             Some(Event::Connect(conn)) => {
@@ -449,6 +451,7 @@ impl Write for MockStream<'_, '_> {
             return Err(MockError(kind));
         }
         if self.reset_reached() {
+            self.net.with_conn(self.id, |log, _| log.reset_seen = true);
             return Err(MockError(ErrorKind::ConnectionReset));
         }
         self.net.with_conn(self.id, |log, _| {

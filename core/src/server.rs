@@ -203,8 +203,11 @@ pub trait Transport<Svc: ?Sized, D>: ErrorType {
     ///
     /// # Errors
     /// The accept or receive failed; nothing was served.
-    fn handle_request_noblock(&mut self, service: &Svc, dispatch: &mut D)
-    -> Result<bool, ErrorKind>;
+    fn handle_request_noblock(
+        &mut self,
+        service: &Svc,
+        dispatch: &mut D,
+    ) -> Result<bool, ErrorKind>;
 }
 
 /// A [`StreamListener`] as a server transport.
@@ -231,7 +234,11 @@ where
         self.0.pause(duration)
     }
 
-    fn handle_request_noblock(&mut self, service: &Svc, dispatch: &mut D) -> Result<bool, ErrorKind> {
+    fn handle_request_noblock(
+        &mut self,
+        service: &Svc,
+        dispatch: &mut D,
+    ) -> Result<bool, ErrorKind> {
         let Some((stream, client)) = self.0.try_accept().map_err(|e| e.kind())? else {
             return Ok(false);
         };
@@ -275,7 +282,11 @@ where
         self.socket.pause(duration)
     }
 
-    fn handle_request_noblock(&mut self, service: &Svc, dispatch: &mut D) -> Result<bool, ErrorKind> {
+    fn handle_request_noblock(
+        &mut self,
+        service: &Svc,
+        dispatch: &mut D,
+    ) -> Result<bool, ErrorKind> {
         let buf = self.buffer.as_mut();
         let Some(got) = self.socket.try_recv_from(buf).map_err(|e| e.kind())? else {
             return Ok(false);
@@ -301,6 +312,7 @@ where
 ///
 /// # Example: a scripted request, no network
 /// ```
+/// # #[cfg(feature = "mock")] fn main() {
 /// use core::time::Duration;
 /// use sockserv_core::mock::{MockConn, MockNet};
 /// use sockserv_core::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
@@ -324,7 +336,11 @@ where
 /// server.set_timeout(Some(Duration::from_secs(1)));
 /// server.handle_request().unwrap();
 /// assert_eq!(net.conn(0).unwrap().output(), b"HI");
+/// # }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
 /// ```
+///
+/// (The example needs the `mock` feature.)
 pub struct Server<T, Svc, C, Sh, D = Inline> {
     transport: T,
     service: Svc,

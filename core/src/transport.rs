@@ -85,8 +85,11 @@ pub trait StreamListener: ErrorType {
     /// The accept failed (for instance, out of file descriptors). The server
     /// drops the attempt, tells [`crate::Hooks::handle_accept_error`] and
     /// backs off.
-    fn try_accept(&mut self) -> Result<Option<(Self::Stream, Self::Address)>, Self::Error>;
+    fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, Self::Error>;
 }
+
+/// An accepted connection and its peer's address.
+pub type Accepted<L> = (<L as StreamListener>::Stream, <L as StreamListener>::Address);
 
 /// A received datagram's facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,8 +128,10 @@ pub trait DatagramSocket: ErrorType {
     ///
     /// # Errors
     /// The receive failed.
-    fn try_recv_from(&mut self, buf: &mut [u8])
-    -> Result<Option<Received<Self::Address>>, Self::Error>;
+    fn try_recv_from(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Result<Option<Received<Self::Address>>, Self::Error>;
 
     /// Sends `data` as one datagram to `to` (blocking until the stack takes it).
     ///

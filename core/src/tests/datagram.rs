@@ -1,0 +1,103 @@
+//! The datagram server: replies, the empty reply, truncation.
+
+use std::vec;
+
+use super::{Behaviour, Recorder};
+use crate::mock::{MockNet, MockSocket};
+use crate::{Datagram, Inline, Server, ShutdownFlag};
+
+type DgramServer<'a, 's, 'f> = Server<
+    Datagram<MockSocket<'a, 's>, [u8; 16]>,
+    &'a Recorder<'f>,
+    &'a MockNet<'s>,
+    &'a ShutdownFlag,
+    Inline,
+>;
+
+fn server<'a, 's, 'f>(
+    net: &'a MockNet<'s>,
+    rec: &'a Recorder<'f>,
+    flag: &'a ShutdownFlag,
+) -> DgramServer<'a, 's, 'f> {
+    let transport = Datagram { socket: net.socket(), buffer: [0u8; 16] };
+    Server::new(transport, rec, net, flag, Inline::new())
+}
+
+#[test]
+fn a_datagram_goes_back_to_its_sender_whole() {
+    let net = MockNet::new();
+    net.datagram(4, b"hello world\n");
+    let rec = Recorder::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    server(&net, &rec, &flag).handle_request().unwrap();
+    let (to, bytes) = net.sent(0).unwrap();
+    assert_eq!((to, bytes.as_slice()), (4, &b"hello world\n"[..]));
+    assert_eq!(rec.log(), vec!["verify 4", "setup 4", "handle 4", "finish 4"]);
+}
+
+#[test]
+fn a_handler_that_writes_nothing_sends_an_empty_datagram() {
+    let net = MockNet::new();
+    net.datagram(4, b"ping");
+    let rec = Recorder::new(Behaviour::Silent);
+    let flag = ShutdownFlag::new();
+    server(&net, &rec, &flag).handle_request().unwrap();
+    assert_eq!(net.sent_count(), 1);
+    assert!(net.sent(0).unwrap().1.is_empty());
+}
+
+#[test]
+fn an_oversized_datagram_is_reported_not_cut() {
+    // CPython gh-128319: it silently cut datagrams at max_packet_size.
+    let net = MockNet::new();
+    net.datagram(5, &[b'x'; 40]);
+    net.datagram(6, b"next");
+    let flag = ShutdownFlag::new();
+    let rec = Recorder::new(Behaviour::Echo);
+    let mut srv = server(&net, &rec, &flag);
+    srv.handle_request().unwrap();
+    assert_eq!(
+        rec.log(),
+        vec!["verify 5", "error 5: datagram of 40 bytes does not fit the 16-byte buffer; dropped"]
+    );
+    assert_eq!(net.sent_count(), 0, "no reply to a truncated datagram");
+    srv.handle_request().unwrap();
+    assert_eq!(net.sent(0).unwrap().1.as_slice(), b"next", "the next sender is served");
+}
+
+#[test]
+fn a_refused_datagram_gets_no_reply() {
+    let net = MockNet::new();
+    net.datagram(5, b"x");
+    let rec = Recorder::new(Behaviour::Echo);
+    rec.verify.set(false);
+    let flag = ShutdownFlag::new();
+    server(&net, &rec, &flag).handle_request().unwrap();
+    assert_eq!(net.sent_count(), 0);
+    assert_eq!(rec.log(), vec!["verify 5"]);
+}
+
+#[test]
+fn a_failing_handler_still_replies_as_cpython_does() {
+    let net = MockNet::new();
+    net.datagram(5, b"x");
+    let rec = Recorder::new(Behaviour::Fail);
+    let flag = ShutdownFlag::new();
+    server(&net, &rec, &flag).handle_request().unwrap();
+    assert_eq!(rec.count("error 5"), 1);
+    assert_eq!(net.sent_count(), 1, "DatagramRequestHandler.finish always sends");
+}
+
+#[test]
+fn a_reply_larger_than_the_buffer_fails_whole() {
+    let net = MockNet::new();
+    net.datagram(5, &[b'y'; 16]);
+    let rec = Recorder::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    // A 4-byte reply buffer: the echo of 16 bytes does not fit.
+    let transport = Datagram { socket: net.socket(), buffer: [0u8; 16] };
+    let mut srv = Server::new(transport, &rec, &net, &flag, Inline::with_reply_buffer([0u8; 4]));
+    srv.handle_request().unwrap();
+    assert_eq!(rec.count("error 5: handler failed: Io(ReplyFull { capacity: 4 })"), 1);
+    assert!(net.sent(0).unwrap().1.is_empty(), "nothing partial was written");
+}

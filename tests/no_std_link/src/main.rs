@@ -1,0 +1,63 @@
+//! Links `sockserv-core` without `std` and serves one scripted request
+//! through the real server state machine. Exit status 0 when the reply
+//! was right, 1 when not.
+#![no_std]
+#![no_main]
+
+use core::time::Duration;
+
+use embedded_io::{Read, Write};
+use sockserv_core::mock::{MockConn, MockNet};
+use sockserv_core::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
+
+struct Echo;
+
+impl<S: Read + Write> StreamHandler<S> for Echo {
+    type Error = S::Error;
+    fn handle(&mut self, stream: &mut S) -> Result<(), S::Error> {
+        let mut buf = [0u8; 16];
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            stream.write_all(&buf[..n])?;
+        }
+    }
+}
+
+static FLAG: ShutdownFlag = ShutdownFlag::new();
+
+// The C runtime calls `main`; libc provides `_start` and `exit`.
+#[link(name = "c")]
+unsafe extern "C" {
+    fn abort() -> !;
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"hello world\n").one_byte_at_a_time());
+    let service = FnService(|_: &u32| Echo);
+    let mut server = Server::new(Stream(net.listener()), service, &net, &FLAG, Inline::new());
+    server.set_timeout(Some(Duration::from_secs(1)));
+    if server.handle_request().is_err() {
+        return 1;
+    }
+    match net.conn(0) {
+        Some(c) if c.output() == b"hello world\n" && c.closes() == 1 => 0,
+        _ => 1,
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: abort(3) has no preconditions and never returns.
+    unsafe { abort() }
+}
+
+/// The prebuilt `core` of the only toolchain here was compiled with
+/// unwinding and still names this symbol; with `panic = "abort"` nothing
+/// calls it.
+#[unsafe(no_mangle)]
+extern "C" fn rust_eh_personality() {}
