@@ -5,3 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub use sockserv_core::*;
+
+/// The std adapter (feature `std`, on by default): real sockets, threads,
+/// fork.
+#[cfg(feature = "std")]
+pub use sockserv_std as std_adapter;

@@ -4,12 +4,12 @@
 
 use core::fmt;
 
-use embedded_io::Error as _;
+use embedded_io::ErrorKind;
 
 use crate::handler::{
     DatagramHandler, DatagramService, ReplyWriter, RequestError, StreamHandler, StreamService,
 };
-use crate::transport::{Connection, DatagramSocket};
+use crate::transport::Connection;
 
 /// Serves one stream connection: makes the handler, runs `setup`, `handle`
 /// (if setup succeeded) and `finish` (always), reports the first error to
@@ -54,22 +54,26 @@ pub fn shutdown_stream<S: Connection>(mut stream: S) {
 /// Serves one datagram: reports a truncated datagram to
 /// [`crate::Hooks::handle_error`] (the handler never sees it); otherwise
 /// runs the handler with a [`ReplyWriter`] over `reply_buf` and sends the
-/// reply to `client` — an empty datagram when the handler wrote nothing, as
-/// CPython's `DatagramRequestHandler.finish` does, unless the handler
-/// suppressed it.
+/// reply to `client` through `send` — an empty datagram when the handler
+/// wrote nothing, as CPython's `DatagramRequestHandler.finish` does, unless
+/// the handler suppressed it.
+///
+/// `send` is the socket's `send_to` (a closure so that a strategy can reply
+/// through whatever handle to the socket it holds).
 ///
 /// Returns `true` when the handler and the send succeeded.
-pub fn serve_datagram<U, Svc>(
+pub fn serve_datagram<A, Svc, F>(
     service: &Svc,
-    socket: &mut U,
     packet: &[u8],
     truncated: Option<usize>,
-    client: &U::Address,
+    client: &A,
     reply_buf: &mut [u8],
+    send: F,
 ) -> bool
 where
-    U: DatagramSocket + ?Sized,
-    Svc: DatagramService<U::Address> + ?Sized,
+    A: fmt::Debug,
+    Svc: DatagramService<A> + ?Sized,
+    F: FnOnce(&[u8], &A) -> Result<(), ErrorKind>,
 {
     if let Some(size) = truncated {
         let error = RequestError::Truncated { size, capacity: packet.len() };
@@ -90,9 +94,9 @@ where
         ok = false;
     }
     if !reply.is_suppressed()
-        && let Err(e) = socket.send_to(reply.as_slice(), client)
+        && let Err(kind) = send(reply.as_slice(), client)
     {
-        service.handle_error(client, &RequestError::Reply(e.kind()));
+        service.handle_error(client, &RequestError::Reply(kind));
         ok = false;
     }
     ok

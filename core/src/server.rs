@@ -173,7 +173,8 @@ where
         truncated: Option<usize>,
         client: U::Address,
     ) {
-        serve_datagram(service, socket, packet, truncated, &client, self.reply.as_mut());
+        let send = |data: &[u8], to: &U::Address| socket.send_to(data, to).map_err(|e| e.kind());
+        serve_datagram(service, packet, truncated, &client, self.reply.as_mut(), send);
     }
 }
 

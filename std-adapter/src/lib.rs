@@ -1,1 +1,28 @@
-//! sockserv on real sockets (lands with the std-adapter issue).
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod addr;
+mod conn;
+pub mod dispatch;
+mod server;
+mod shutdown;
+mod socket;
+mod sys;
+
+pub use addr::{Address, BindAddr, IntoBindAddr};
+pub use conn::Conn;
+pub use dispatch::{Forking, Sequential, Threading};
+pub use server::{
+    Bound, Builder, DatagramServer, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
+    ForkingUnixStreamServer, SocketServer, StreamServer, TcpServer, ThreadingTcpServer,
+    ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
+    UnixDatagramServer, UnixStreamServer,
+};
+pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
+pub use socket::{BindError, Options, SocketDatagram, SocketListener};
+
+pub use sockserv_core::{
+    BufStream, DatagramHandler, DatagramService, FnService, Hooks, ReadLineError, ReplyFull,
+    ReplyWriter, RequestError, StreamHandler, StreamService, embedded_io,
+};

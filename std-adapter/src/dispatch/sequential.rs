@@ -1,0 +1,55 @@
+use sockserv_core::{DatagramDispatch, DatagramService, Dispatch, StreamDispatch, StreamService};
+
+use super::guarded;
+use crate::addr::Address;
+use crate::conn::Conn;
+use crate::socket::{SocketDatagram, send_reply};
+
+/// One request at a time on the server's thread: plain `TCPServer` /
+/// `UDPServer`. A handler panic is caught and reported, like an error.
+#[derive(Debug, Default)]
+pub struct Sequential {
+    reply: Vec<u8>,
+}
+
+impl Sequential {
+    /// The strategy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Dispatch for Sequential {}
+
+impl<Svc> StreamDispatch<Conn, Address, Svc> for Sequential
+where
+    Svc: StreamService<Conn, Address>,
+{
+    fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
+        guarded(service, &client, || sockserv_core::serve_stream(service, stream, &client));
+    }
+}
+
+impl<Svc> DatagramDispatch<SocketDatagram, Svc> for Sequential
+where
+    Svc: DatagramService<Address>,
+{
+    fn process_request(
+        &mut self,
+        service: &Svc,
+        socket: &mut SocketDatagram,
+        packet: &[u8],
+        truncated: Option<usize>,
+        client: Address,
+    ) {
+        let reply = &mut self.reply;
+        if reply.len() < socket.max_reply() {
+            reply.resize(socket.max_reply(), 0);
+        }
+        let sender = socket.socket();
+        guarded(service, &client, || {
+            let send = |data: &[u8], to: &Address| send_reply(sender, data, to);
+            sockserv_core::serve_datagram(service, packet, truncated, &client, reply, send)
+        });
+    }
+}

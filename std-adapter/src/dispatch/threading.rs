@@ -1,0 +1,195 @@
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use sockserv_core::{
+    DatagramDispatch, DatagramService, Dispatch, Hooks, RequestError, StreamDispatch, StreamService,
+};
+
+use super::guarded;
+use crate::addr::Address;
+use crate::conn::Conn;
+use crate::socket::{SocketDatagram, send_reply};
+
+/// A thread per request: the equivalent of `socketserver.ThreadingMixIn`.
+///
+/// * `daemon_threads` (default `false`): when `true`, closing the server
+///   does not wait for handler threads.
+/// * `block_on_close` (default `true`): `server_close` joins the
+///   non-daemon handler threads still running.
+/// * Finished threads are reaped as they end — at each request and each
+///   `serve_forever` turn — so memory does not grow per request (CPython
+///   bpo-37193 kept every thread).
+/// * [`max_threads`](Self::max_threads) (default: no cap, as CPython):
+///   with a cap, a new request waits in the server loop for a free slot,
+///   so a burst cannot exhaust the machine.
+///
+/// The service is cloned into each thread (`Svc: Clone + Send + 'static`):
+/// keep shared state behind an `Arc`.
+#[derive(Debug)]
+pub struct Threading {
+    /// CPython's `daemon_threads`.
+    pub daemon_threads: bool,
+    /// CPython's `block_on_close`.
+    pub block_on_close: bool,
+    max_threads: Option<NonZeroUsize>,
+    slots: Arc<Slots>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    live: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// Frees a slot when a handler thread ends, even by panic.
+struct SlotGuard(Arc<Slots>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut live = self.0.live.lock().unwrap_or_else(PoisonError::into_inner);
+        *live -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+impl Default for Threading {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Threading {
+    /// CPython's defaults: non-daemon threads, block on close, no cap.
+    pub fn new() -> Self {
+        Self {
+            daemon_threads: false,
+            block_on_close: true,
+            max_threads: None,
+            slots: Arc::default(),
+            threads: Vec::new(),
+        }
+    }
+
+    /// Caps the number of live handler threads; a new request waits for a
+    /// free slot.
+    pub fn max_threads(mut self, cap: NonZeroUsize) -> Self {
+        self.max_threads = Some(cap);
+        self
+    }
+
+    /// Sets `daemon_threads`.
+    pub fn daemon_threads(mut self, daemon: bool) -> Self {
+        self.daemon_threads = daemon;
+        self
+    }
+
+    /// Sets `block_on_close`.
+    pub fn block_on_close(mut self, block: bool) -> Self {
+        self.block_on_close = block;
+        self
+    }
+
+    /// Handler threads running now.
+    pub fn live_threads(&self) -> usize {
+        *self.slots.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Threads whose handles are kept for joining (finished ones are
+    /// reaped at each request and loop turn).
+    pub fn tracked_threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    fn reap(&mut self) {
+        let (done, running): (Vec<_>, Vec<_>) =
+            self.threads.drain(..).partition(|t| t.is_finished());
+        self.threads = running;
+        for t in done {
+            let _ = t.join();
+        }
+    }
+
+    /// Waits for a free slot (with a cap) and takes it.
+    fn take_slot(&self) -> SlotGuard {
+        let mut live = self.slots.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cap) = self.max_threads {
+            while *live >= cap.get() {
+                live = self.slots.freed.wait(live).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        *live += 1;
+        SlotGuard(Arc::clone(&self.slots))
+    }
+
+    fn spawn<Svc, F>(&mut self, service: &Svc, client: Address, run: F)
+    where
+        Svc: Hooks<Address> + Clone + Send + 'static,
+        F: FnOnce(&Svc, &Address) + Send + 'static,
+    {
+        self.reap();
+        let slot = self.take_slot();
+        let svc = service.clone();
+        let who = client.clone();
+        let spawned = thread::Builder::new().name("sockserv-request".into()).spawn(move || {
+            let _slot = slot;
+            run(&svc, &client);
+        });
+        match spawned {
+            Ok(handle) if !self.daemon_threads && self.block_on_close => self.threads.push(handle),
+            Ok(_) => {}
+            Err(e) => service.handle_error(&who, &RequestError::Handler(&e)),
+        }
+    }
+}
+
+impl Dispatch for Threading {
+    fn service_actions(&mut self) {
+        self.reap();
+    }
+
+    fn server_close(&mut self) {
+        if self.block_on_close {
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl<Svc> StreamDispatch<Conn, Address, Svc> for Threading
+where
+    Svc: StreamService<Conn, Address> + Clone + Send + 'static,
+{
+    fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
+        self.spawn(service, client, move |svc, client| {
+            guarded(svc, client, || sockserv_core::serve_stream(svc, stream, client));
+        });
+    }
+}
+
+impl<Svc> DatagramDispatch<SocketDatagram, Svc> for Threading
+where
+    Svc: DatagramService<Address> + Clone + Send + 'static,
+{
+    fn process_request(
+        &mut self,
+        service: &Svc,
+        socket: &mut SocketDatagram,
+        packet: &[u8],
+        truncated: Option<usize>,
+        client: Address,
+    ) {
+        let sender = socket.sender();
+        let packet = packet.to_vec();
+        let reply_size = socket.max_reply();
+        self.spawn(service, client, move |svc, client| {
+            let mut reply = vec![0u8; reply_size];
+            guarded(svc, client, || {
+                let send = |data: &[u8], to: &Address| send_reply(&sender, data, to);
+                sockserv_core::serve_datagram(svc, &packet, truncated, client, &mut reply, send)
+            });
+        });
+    }
+}

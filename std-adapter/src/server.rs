@@ -1,0 +1,395 @@
+//! The server types: CPython's eight server classes as aliases of two
+//! generic servers.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sockserv_core::{Datagram, Dispatch, Hooks, Server, Stream, Transport};
+
+use crate::addr::{Address, BindAddr, IntoBindAddr};
+use crate::dispatch::{Forking, Sequential, Threading};
+use crate::shutdown::{Shared, ShutdownHandle, Signal, StdClock};
+use crate::socket::{BindError, Options, SocketDatagram, SocketListener};
+
+/// A transport of the std adapter: knows its bound address.
+pub trait Bound {
+    /// The address bound.
+    fn bound_address(&self) -> &BindAddr;
+}
+
+impl Bound for Stream<SocketListener> {
+    fn bound_address(&self) -> &BindAddr {
+        self.0.address()
+    }
+}
+
+impl Bound for Datagram<SocketDatagram, Vec<u8>> {
+    fn bound_address(&self) -> &BindAddr {
+        self.socket.address()
+    }
+}
+
+/// A server on real sockets: CPython's `TCPServer`, `UDPServer`,
+/// `UnixStreamServer`, `UnixDatagramServer` and their threading / forking
+/// variants, which are aliases of this type (see [`TcpServer`] and the
+/// rest). `D` is the dispatch strategy (the mix-in).
+///
+/// Dropping the server is CPython's `server_close()` (and `with server:`):
+/// the strategy joins threads / waits for children as configured, the
+/// socket closes, and a Unix socket path the server created is removed.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use sockserv_std::{FnService, StreamHandler, ThreadingTcpServer};
+///
+/// struct Echo;
+/// impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
+///     type Error = S::Error;
+///     fn handle(&mut self, s: &mut S) -> Result<(), S::Error> {
+///         let mut buf = [0u8; 1024];
+///         loop {
+///             let n = s.read(&mut buf)?;
+///             if n == 0 { return Ok(()); }
+///             s.write_all(&buf[..n])?;
+///         }
+///     }
+/// }
+///
+/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", FnService(|_: &_| Echo))?;
+/// let addr = server.server_address().to_string();
+/// let stop = server.shutdown_handle();
+/// let loop_thread = std::thread::spawn(move || server.serve_forever(Duration::from_millis(500)));
+///
+/// let mut client = std::net::TcpStream::connect(addr)?;
+/// client.write_all(b"hello world\n")?;
+/// client.shutdown(std::net::Shutdown::Write)?;
+/// let mut answer = String::new();
+/// client.read_to_string(&mut answer)?;
+/// assert_eq!(answer, "hello world\n");
+///
+/// stop.shutdown().unwrap();
+/// loop_thread.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SocketServer<T, Svc, D: Dispatch> {
+    inner: Server<T, Svc, StdClock, Signal, D>,
+    shared: Arc<Shared>,
+}
+
+/// A stream server (TCP or Unix, by the address).
+#[allow(type_alias_bounds)]
+pub type StreamServer<Svc, D = Sequential> = SocketServer<Stream<SocketListener>, Svc, D>;
+/// A datagram server (UDP or Unix, by the address).
+pub type DatagramServer<Svc, D = Sequential> =
+    SocketServer<Datagram<SocketDatagram, Vec<u8>>, Svc, D>;
+
+/// The equivalent of `socketserver.TCPServer` (IPv4 or IPv6 by the address).
+pub type TcpServer<Svc> = StreamServer<Svc, Sequential>;
+/// The equivalent of `socketserver.ThreadingTCPServer`.
+pub type ThreadingTcpServer<Svc> = StreamServer<Svc, Threading>;
+/// The equivalent of `socketserver.ForkingTCPServer`.
+pub type ForkingTcpServer<Svc> = StreamServer<Svc, Forking>;
+/// The equivalent of `socketserver.UDPServer`.
+pub type UdpServer<Svc> = DatagramServer<Svc, Sequential>;
+/// The equivalent of `socketserver.ThreadingUDPServer`.
+pub type ThreadingUdpServer<Svc> = DatagramServer<Svc, Threading>;
+/// The equivalent of `socketserver.ForkingUDPServer`.
+pub type ForkingUdpServer<Svc> = DatagramServer<Svc, Forking>;
+/// The equivalent of `socketserver.UnixStreamServer` (bind it to a path).
+pub type UnixStreamServer<Svc> = StreamServer<Svc, Sequential>;
+/// The equivalent of `socketserver.ThreadingUnixStreamServer`.
+pub type ThreadingUnixStreamServer<Svc> = StreamServer<Svc, Threading>;
+/// The equivalent of `socketserver.ForkingUnixStreamServer`.
+pub type ForkingUnixStreamServer<Svc> = StreamServer<Svc, Forking>;
+/// The equivalent of `socketserver.UnixDatagramServer` (bind it to a path).
+pub type UnixDatagramServer<Svc> = DatagramServer<Svc, Sequential>;
+/// The equivalent of `socketserver.ThreadingUnixDatagramServer`.
+pub type ThreadingUnixDatagramServer<Svc> = DatagramServer<Svc, Threading>;
+/// The equivalent of `socketserver.ForkingUnixDatagramServer`.
+pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
+
+/// Builds a server with CPython's knobs ([`Options`]) and a strategy.
+///
+/// ```
+/// # use sockserv_std::{Builder, FnService, Threading, StreamHandler};
+/// # struct Nop;
+/// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Nop {
+/// #     type Error = S::Error;
+/// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
+/// # }
+/// let server = Builder::new()
+///     .request_queue_size(64)
+///     .allow_reuse_address(true)
+///     .dispatch(Threading::new().daemon_threads(true))
+///     .stream("[::1]:0", FnService(|_: &_| Nop));
+/// # let _ = server; // IPv6 may be off on some machines
+/// ```
+#[derive(Debug, Default)]
+pub struct Builder<D = Sequential> {
+    options: Options,
+    dispatch: D,
+}
+
+impl Builder {
+    /// CPython's defaults, one request at a time.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<D> Builder<D> {
+    /// The strategy: [`Sequential`], [`Threading`] or [`Forking`].
+    pub fn dispatch<D2>(self, dispatch: D2) -> Builder<D2> {
+        Builder { options: self.options, dispatch }
+    }
+
+    /// All options at once.
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// [`Options::request_queue_size`].
+    pub fn request_queue_size(mut self, n: i32) -> Self {
+        self.options.request_queue_size = n;
+        self
+    }
+
+    /// [`Options::allow_reuse_address`].
+    pub fn allow_reuse_address(mut self, yes: bool) -> Self {
+        self.options.allow_reuse_address = yes;
+        self
+    }
+
+    /// [`Options::allow_reuse_port`].
+    pub fn allow_reuse_port(mut self, yes: bool) -> Self {
+        self.options.allow_reuse_port = yes;
+        self
+    }
+
+    /// [`Options::max_packet_size`].
+    pub fn max_packet_size(mut self, n: usize) -> Self {
+        self.options.max_packet_size = n;
+        self
+    }
+
+    /// [`Options::bind_and_activate`].
+    pub fn bind_and_activate(mut self, yes: bool) -> Self {
+        self.options.bind_and_activate = yes;
+        self
+    }
+
+    /// [`Options::stream_timeout`].
+    pub fn stream_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.stream_timeout = timeout;
+        self
+    }
+
+    /// [`Options::disable_nagle_algorithm`].
+    pub fn disable_nagle_algorithm(mut self, yes: bool) -> Self {
+        self.options.disable_nagle_algorithm = yes;
+        self
+    }
+
+    fn resolve(address: impl IntoBindAddr) -> Result<BindAddr, BindError> {
+        address.into_bind_addr().map_err(|source| BindError {
+            address: BindAddr::Unix("(unresolved address)".into()),
+            source,
+        })
+    }
+
+    /// A stream server (TCP for socket addresses, Unix for paths).
+    ///
+    /// # Errors
+    /// The socket could not be made, bound or set listening; the error names
+    /// the address and the cause, and no descriptor leaks.
+    pub fn stream<Svc>(
+        self,
+        address: impl IntoBindAddr,
+        service: Svc,
+    ) -> Result<StreamServer<Svc, D>, BindError>
+    where
+        Svc: Hooks<Address>,
+        D: Dispatch,
+        Stream<SocketListener>: Transport<Svc, D, Address = Address, Error = io::Error>,
+    {
+        let address = Self::resolve(address)?;
+        let shared = new_shared(&address)?;
+        let listener = SocketListener::new(address, &self.options, Arc::clone(&shared))?;
+        Ok(SocketServer::from_parts(Stream(listener), service, self.dispatch, shared))
+    }
+
+    /// A datagram server (UDP for socket addresses, Unix for paths).
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream).
+    pub fn datagram<Svc>(
+        self,
+        address: impl IntoBindAddr,
+        service: Svc,
+    ) -> Result<DatagramServer<Svc, D>, BindError>
+    where
+        Svc: Hooks<Address>,
+        D: Dispatch,
+        Datagram<SocketDatagram, Vec<u8>>: Transport<Svc, D, Address = Address, Error = io::Error>,
+    {
+        let address = Self::resolve(address)?;
+        let shared = new_shared(&address)?;
+        let socket = SocketDatagram::new(address, &self.options, Arc::clone(&shared))?;
+        let buffer = vec![0u8; self.options.max_packet_size];
+        Ok(SocketServer::from_parts(Datagram { socket, buffer }, service, self.dispatch, shared))
+    }
+}
+
+fn new_shared(address: &BindAddr) -> Result<Arc<Shared>, BindError> {
+    Shared::new().map_err(|source| BindError { address: address.clone(), source })
+}
+
+impl<Svc, D> StreamServer<Svc, D>
+where
+    Svc: Hooks<Address>,
+    D: Dispatch + Default,
+    Stream<SocketListener>: Transport<Svc, D, Address = Address, Error = io::Error>,
+{
+    /// Binds and listens with CPython's defaults and the strategy's
+    /// defaults. The family follows the address: `"127.0.0.1:0"`,
+    /// `"[::1]:0"`, or a `Path` for a Unix socket.
+    ///
+    /// # Errors
+    /// See [`Builder::stream`].
+    pub fn bind(address: impl IntoBindAddr, service: Svc) -> Result<Self, BindError> {
+        Builder::new().dispatch(D::default()).stream(address, service)
+    }
+
+    /// The listening socket (CPython's `server.socket`).
+    pub fn listener(&self) -> &SocketListener {
+        &self.inner.transport().0
+    }
+
+    /// CPython's `server_bind` + `server_activate`, for a server built with
+    /// `bind_and_activate(false)`.
+    ///
+    /// # Errors
+    /// The bind or listen failed.
+    pub fn bind_and_activate(&mut self) -> Result<(), BindError> {
+        let l = &mut self.inner.transport_mut().0;
+        l.server_bind()?;
+        l.server_activate()
+    }
+}
+
+impl<Svc, D> DatagramServer<Svc, D>
+where
+    Svc: Hooks<Address>,
+    D: Dispatch + Default,
+    Datagram<SocketDatagram, Vec<u8>>: Transport<Svc, D, Address = Address, Error = io::Error>,
+{
+    /// Binds with CPython's defaults and the strategy's defaults.
+    ///
+    /// # Errors
+    /// See [`Builder::datagram`].
+    pub fn bind(address: impl IntoBindAddr, service: Svc) -> Result<Self, BindError> {
+        Builder::new().dispatch(D::default()).datagram(address, service)
+    }
+
+    /// The socket (CPython's `server.socket`).
+    pub fn datagram_socket(&self) -> &SocketDatagram {
+        &self.inner.transport().socket
+    }
+
+    /// CPython's `server_bind`, for a server built with
+    /// `bind_and_activate(false)`.
+    ///
+    /// # Errors
+    /// The bind failed.
+    pub fn bind_and_activate(&mut self) -> Result<(), BindError> {
+        self.inner.transport_mut().socket.server_bind()
+    }
+}
+
+impl<T, Svc, D> SocketServer<T, Svc, D>
+where
+    T: Transport<Svc, D, Error = io::Error> + Bound,
+    Svc: Hooks<<T as Transport<Svc, D>>::Address>,
+    D: Dispatch,
+{
+    fn from_parts(transport: T, service: Svc, dispatch: D, shared: Arc<Shared>) -> Self {
+        let signal = Signal(Arc::clone(&shared));
+        let inner = Server::new(transport, service, StdClock::new(), signal, dispatch);
+        Self { inner, shared }
+    }
+
+    /// CPython's `serve_forever(poll_interval)`: serve until
+    /// [`ShutdownHandle::shutdown`]. The wait is woken at once by a
+    /// shutdown; `poll_interval` only paces `service_actions`.
+    ///
+    /// # Errors
+    /// Only if the socket cannot be waited on at all.
+    pub fn serve_forever(&mut self, poll_interval: Duration) -> io::Result<()> {
+        self.inner.serve_forever(poll_interval)
+    }
+
+    /// CPython's `handle_request()`: one request, waiting at most
+    /// [`timeout`](Self::set_timeout); `handle_timeout` when it passes.
+    ///
+    /// # Errors
+    /// Only if the socket cannot be waited on at all.
+    pub fn handle_request(&mut self) -> io::Result<()> {
+        self.inner.handle_request()
+    }
+
+    /// A handle that stops `serve_forever` from another thread or a signal.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(Arc::clone(&self.shared))
+    }
+
+    /// CPython's `server_address`: the bound address, with the real port
+    /// after binding port 0.
+    pub fn server_address(&self) -> &BindAddr {
+        self.inner.transport().bound_address()
+    }
+
+    /// CPython's `timeout` for `handle_request`.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.inner.set_timeout(timeout);
+    }
+
+    /// How long `serve_forever` backs off after a failed accept (50 ms).
+    pub fn set_accept_backoff(&mut self, backoff: Duration) {
+        self.inner.set_accept_backoff(backoff);
+    }
+}
+
+impl<T, Svc, D: Dispatch> SocketServer<T, Svc, D> {
+    /// The service (hooks and shared state).
+    pub fn service(&self) -> &Svc {
+        self.inner.service()
+    }
+
+    /// The strategy (for instance to read `Threading::live_threads`).
+    pub fn dispatch(&self) -> &D {
+        self.inner.dispatch()
+    }
+
+    /// The strategy.
+    pub fn dispatch_mut(&mut self) -> &mut D {
+        self.inner.dispatch_mut()
+    }
+}
+
+impl<T, Svc, D: Dispatch> SocketServer<T, Svc, D> {
+    /// CPython's `server_close()`: joins threads / waits for children as
+    /// the strategy says, closes the socket, removes a Unix socket path the
+    /// server created. Dropping the server does the same.
+    pub fn server_close(self) {
+        drop(self);
+    }
+}
+
+impl<T, Svc, D: Dispatch> Drop for SocketServer<T, Svc, D> {
+    fn drop(&mut self) {
+        self.inner.dispatch_mut().server_close();
+    }
+}

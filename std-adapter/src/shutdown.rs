@@ -1,0 +1,192 @@
+//! The std shutdown signal: wakes the wait at once and lets `shutdown()`
+//! block until `serve_forever` has returned.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
+
+use sockserv_core::{Clock, ShutdownSignal};
+
+use crate::sys;
+
+#[derive(Debug, Default)]
+struct LoopState {
+    /// The thread running `serve_forever`, while it runs.
+    thread: Option<ThreadId>,
+    /// CPython's `__is_shut_down` event: set when `serve_forever` returns.
+    shut_down: bool,
+}
+
+/// The state shared by a server and its [`ShutdownHandle`]s.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    requested: Arc<AtomicBool>,
+    state: Mutex<LoopState>,
+    stopped: Condvar,
+    wake_read: OwnedFd,
+    wake_write: OwnedFd,
+}
+
+impl Shared {
+    pub(crate) fn new() -> io::Result<Arc<Self>> {
+        let (wake_read, wake_write) = sys::pipe()?;
+        Ok(Arc::new(Self {
+            requested: Arc::new(AtomicBool::new(false)),
+            state: Mutex::new(LoopState::default()),
+            stopped: Condvar::new(),
+            wake_read,
+            wake_write,
+        }))
+    }
+
+    /// The descriptor that becomes readable when a stop is asked for.
+    pub(crate) fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake_read.as_fd()
+    }
+
+    /// Empties the wake-up pipe after a wake-up was seen.
+    pub(crate) fn drain(&self) {
+        sys::pipe_drain(self.wake_read.as_fd());
+    }
+
+    fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        sys::pipe_poke(self.wake_write.as_fd());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoopState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The server's side of the shared shutdown state (a [`ShutdownSignal`]).
+#[derive(Debug, Clone)]
+pub struct Signal(pub(crate) Arc<Shared>);
+
+impl ShutdownSignal for Signal {
+    fn is_requested(&self) -> bool {
+        self.0.requested.load(Ordering::SeqCst)
+    }
+
+    fn loop_started(&self) {
+        let mut st = self.0.lock();
+        st.thread = Some(thread::current().id());
+        st.shut_down = false;
+    }
+
+    fn loop_stopped(&self) {
+        let mut st = self.0.lock();
+        self.0.requested.store(false, Ordering::SeqCst);
+        self.0.drain();
+        st.thread = None;
+        st.shut_down = true;
+        self.0.stopped.notify_all();
+    }
+}
+
+/// Why [`ShutdownHandle::shutdown`] did not wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// Called from the thread that runs `serve_forever` (a handler in sync
+    /// mode, or a hook): waiting would deadlock (CPython gh-83978). The stop
+    /// *was* requested; `serve_forever` returns after the current turn.
+    FromServeThread,
+}
+
+impl std::fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "shutdown() called from the thread running serve_forever; the stop was requested but not awaited",
+        )
+    }
+}
+
+impl std::error::Error for ShutdownError {}
+
+/// Stops a running `serve_forever` from anywhere: CPython's
+/// `server.shutdown()`. Cheap to clone, `Send + Sync`.
+///
+/// ```
+/// # use sockserv_std::{TcpServer, FnService};
+/// # use std::time::Duration;
+/// # struct Nop;
+/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv_std::StreamHandler<S> for Nop {
+/// #     type Error = S::Error;
+/// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
+/// # }
+/// let mut server = TcpServer::bind("127.0.0.1:0", FnService(|_: &_| Nop)).unwrap();
+/// let handle = server.shutdown_handle();
+/// let t = std::thread::spawn(move || server.serve_forever(Duration::from_secs(60)));
+/// handle.shutdown().unwrap(); // returns as soon as the loop has: no 60 s wait
+/// t.join().unwrap().unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(pub(crate) Arc<Shared>);
+
+impl ShutdownHandle {
+    /// Asks `serve_forever` to stop, wakes it at once (not after up to
+    /// `poll_interval`, CPython gh-88932), and blocks until it has returned.
+    /// Called before `serve_forever` starts, it returns once the loop has
+    /// started and stopped, as CPython's does. It neither closes the socket
+    /// nor stops handler threads.
+    ///
+    /// # Errors
+    /// [`ShutdownError::FromServeThread`] when called on the loop's own
+    /// thread: the stop is requested, but waiting would deadlock.
+    pub fn shutdown(&self) -> Result<(), ShutdownError> {
+        self.0.request();
+        let mut st = self.0.lock();
+        if st.thread == Some(thread::current().id()) {
+            return Err(ShutdownError::FromServeThread);
+        }
+        while !st.shut_down {
+            st = self.0.stopped.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        Ok(())
+    }
+
+    /// Asks `serve_forever` to stop and wakes it, without waiting.
+    pub fn request(&self) {
+        self.0.request();
+    }
+
+    /// Makes `signal` (for instance `SIGINT`, `SIGTERM`) request a stop and
+    /// wake the loop. Only async-signal-safe work happens in the handler (an
+    /// atomic store and a pipe write), through `signal-hook`.
+    ///
+    /// # Errors
+    /// The signal cannot be handled (`SIGKILL`, ...).
+    pub fn stop_on_signal(&self, signal: i32) -> io::Result<()> {
+        signal_hook::flag::register(signal, Arc::clone(&self.0.requested))?;
+        let write = self.0.wake_write.try_clone()?;
+        signal_hook::low_level::pipe::register_raw(signal, write)?;
+        Ok(())
+    }
+}
+
+/// A monotonic clock for `handle_request`'s timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct StdClock(Instant);
+
+impl StdClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Default for StdClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for StdClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}

@@ -1,0 +1,395 @@
+//! Real sockets as core transports: [`SocketListener`] (TCP, Unix stream)
+//! and [`SocketDatagram`] (UDP, Unix datagram), built with the CPython
+//! knobs in [`Options`].
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use embedded_io::ErrorType;
+use socket2::{Domain, SockAddr, Socket, Type};
+use sockserv_core::{Accepted, DatagramSocket, Readiness, Received, StreamListener};
+
+use crate::addr::{Address, BindAddr};
+use crate::conn::Conn;
+use crate::shutdown::Shared;
+use crate::sys;
+
+/// CPython's server class attributes, with its names and meaning.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `listen()` backlog. Default: the system's `SOMAXCONN`
+    /// (`/proc/sys/net/core/somaxconn`), as CPython now does (gh-80184:
+    /// its old 5 made clients wait seconds).
+    pub request_queue_size: i32,
+    /// `SO_REUSEADDR` before bind. Default `false`, as CPython.
+    pub allow_reuse_address: bool,
+    /// `SO_REUSEPORT` before bind, for IPv4/IPv6 only (Linux refuses it on
+    /// Unix sockets, CPython gh-128916). Default `false`.
+    pub allow_reuse_port: bool,
+    /// The datagram receive buffer. Default 65,536: a 65,507-byte UDP
+    /// datagram fits; a larger one is reported as truncated, never cut
+    /// silently (CPython's 8192 cuts, gh-128319).
+    pub max_packet_size: usize,
+    /// Bind and listen when the server is made. With `false`, call
+    /// `server_bind` and `server_activate` yourself (set socket options
+    /// in between through `socket()`).
+    pub bind_and_activate: bool,
+    /// `StreamRequestHandler.timeout`: a read on a connection that waits
+    /// longer fails with `TimedOut`. Default `None` (wait for ever).
+    pub stream_timeout: Option<Duration>,
+    /// `StreamRequestHandler.disable_nagle_algorithm`: `TCP_NODELAY` on
+    /// accepted TCP connections. Default `false`.
+    pub disable_nagle_algorithm: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            request_queue_size: sys::somaxconn(),
+            allow_reuse_address: false,
+            allow_reuse_port: false,
+            max_packet_size: 65_536,
+            bind_and_activate: true,
+            stream_timeout: None,
+            disable_nagle_algorithm: false,
+        }
+    }
+}
+
+/// A bind (or listen) that failed: names the address and the cause.
+#[derive(Debug)]
+pub struct BindError {
+    /// What we tried to bind.
+    pub address: BindAddr,
+    /// Why it failed.
+    pub source: io::Error,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot bind {}: {}", self.address, self.source)
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// A socket of the address's family, created but not bound, with the
+/// pre-bind options set. On error the socket is closed (dropped): nothing
+/// leaks (CPython bpo-22435).
+fn create(address: &BindAddr, ty: Type, opts: &Options) -> io::Result<Socket> {
+    let socket = Socket::new(address.domain(), ty, None)?;
+    let inet = address.domain() != Domain::UNIX;
+    if opts.allow_reuse_address && inet {
+        socket.set_reuse_address(true)?;
+    }
+    if opts.allow_reuse_port && inet {
+        socket.set_reuse_port(true)?;
+    }
+    Ok(socket)
+}
+
+/// The common part of both socket kinds: the socket, its address, the
+/// shutdown state, and the Unix path to remove on close.
+#[derive(Debug)]
+struct Bound {
+    socket: Socket,
+    address: BindAddr,
+    shared: Arc<Shared>,
+    created_path: Option<PathBuf>,
+    bound: bool,
+}
+
+impl Bound {
+    fn new(
+        address: BindAddr,
+        ty: Type,
+        opts: &Options,
+        shared: Arc<Shared>,
+    ) -> Result<Self, BindError> {
+        let socket = create(&address, ty, opts)
+            .map_err(|source| BindError { address: address.clone(), source })?;
+        Ok(Self { socket, address, shared, created_path: None, bound: false })
+    }
+
+    /// CPython's `server_bind`: bind, then learn the real address (the port
+    /// the system picked for port 0).
+    fn bind(&mut self) -> Result<(), BindError> {
+        let err = |source| BindError { address: self.address.clone(), source };
+        let addr = self.address.to_sockaddr().map_err(err)?;
+        self.socket.bind(&addr).map_err(err)?;
+        self.bound = true;
+        if let BindAddr::Unix(p) = &self.address {
+            self.created_path = Some(p.clone());
+        }
+        if let Some(real) = self.socket.local_addr().ok().and_then(|a| a.as_socket()) {
+            self.address = BindAddr::Inet(real);
+        }
+        self.socket
+            .set_nonblocking(true)
+            .map_err(|source| BindError { address: self.address.clone(), source })
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
+        let polled = sys::poll_readable(
+            [self.shared.wake_fd(), std::os::fd::AsFd::as_fd(&self.socket)],
+            timeout,
+        )?;
+        if polled.ready[0] {
+            self.shared.drain();
+            return Ok(Readiness::Woken);
+        }
+        Ok(if polled.any { Readiness::Ready } else { Readiness::TimedOut })
+    }
+
+    fn pause(&self, duration: Duration) -> io::Result<Readiness> {
+        // Watch only the wake-up pipe (twice: poll_readable takes two fds).
+        let polled =
+            sys::poll_readable([self.shared.wake_fd(), self.shared.wake_fd()], Some(duration))?;
+        if polled.any {
+            self.shared.drain();
+            return Ok(Readiness::Woken);
+        }
+        Ok(Readiness::TimedOut)
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        // `with server:` / server_close: the socket closes with `self.socket`;
+        // a Unix path this server created is removed.
+        if let Some(p) = self.created_path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A listening TCP or Unix stream socket: CPython's `TCPServer.socket` /
+/// `UnixStreamServer.socket`.
+#[derive(Debug)]
+pub struct SocketListener {
+    inner: Bound,
+    stream_timeout: Option<Duration>,
+    nodelay: bool,
+    backlog: i32,
+}
+
+impl SocketListener {
+    pub(crate) fn new(
+        address: BindAddr,
+        opts: &Options,
+        shared: Arc<Shared>,
+    ) -> Result<Self, BindError> {
+        let inner = Bound::new(address, Type::STREAM, opts, shared)?;
+        let mut listener = Self {
+            inner,
+            stream_timeout: opts.stream_timeout,
+            nodelay: opts.disable_nagle_algorithm,
+            backlog: opts.request_queue_size,
+        };
+        if opts.bind_and_activate {
+            listener.server_bind()?;
+            listener.server_activate()?;
+        }
+        Ok(listener)
+    }
+
+    /// CPython's `server_bind`.
+    ///
+    /// # Errors
+    /// The bind failed; the error names the address.
+    pub fn server_bind(&mut self) -> Result<(), BindError> {
+        self.inner.bind()
+    }
+
+    /// CPython's `server_activate`: `listen(request_queue_size)`.
+    ///
+    /// # Errors
+    /// The listen failed.
+    pub fn server_activate(&mut self) -> Result<(), BindError> {
+        let inner = &self.inner;
+        inner
+            .socket
+            .listen(self.backlog)
+            .map_err(|source| BindError { address: inner.address.clone(), source })
+    }
+
+    /// The address bound (with the real port after binding port 0).
+    pub fn address(&self) -> &BindAddr {
+        &self.inner.address
+    }
+
+    /// The socket, for options this crate does not cover.
+    pub fn socket(&self) -> &Socket {
+        &self.inner.socket
+    }
+
+    fn prepare(&self, socket: &Socket) -> io::Result<()> {
+        socket.set_nonblocking(false)?;
+        if self.stream_timeout.is_some() {
+            socket.set_read_timeout(self.stream_timeout)?;
+        }
+        if self.nodelay && self.inner.address.domain() != Domain::UNIX {
+            socket.set_tcp_nodelay(true)?;
+        }
+        Ok(())
+    }
+}
+
+impl ErrorType for SocketListener {
+    type Error = io::Error;
+}
+
+impl StreamListener for SocketListener {
+    type Stream = Conn;
+    type Address = Address;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
+        self.inner.wait(timeout)
+    }
+
+    fn pause(&mut self, duration: Duration) -> io::Result<Readiness> {
+        self.inner.pause(duration)
+    }
+
+    fn try_accept(&mut self) -> io::Result<Option<Accepted<Self>>> {
+        loop {
+            match self.inner.socket.accept() {
+                Ok((socket, addr)) => {
+                    // A connection we cannot configure is closed, not served.
+                    self.prepare(&socket)?;
+                    return Ok(Some((Conn::new(socket), Address::from_sockaddr(&addr))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                // A connection reset before we accepted it is not ours to report.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A bound UDP or Unix datagram socket: CPython's `UDPServer.socket` /
+/// `UnixDatagramServer.socket`.
+#[derive(Debug)]
+pub struct SocketDatagram {
+    inner: Bound,
+    sender: Arc<Socket>,
+    max_packet_size: usize,
+}
+
+impl SocketDatagram {
+    pub(crate) fn new(
+        address: BindAddr,
+        opts: &Options,
+        shared: Arc<Shared>,
+    ) -> Result<Self, BindError> {
+        let inner = Bound::new(address, Type::DGRAM, opts, shared)?;
+        let sender = inner
+            .socket
+            .try_clone()
+            .map_err(|source| BindError { address: inner.address.clone(), source })?;
+        let mut s = Self { inner, sender: Arc::new(sender), max_packet_size: opts.max_packet_size };
+        if opts.bind_and_activate {
+            s.server_bind()?;
+        }
+        Ok(s)
+    }
+
+    /// CPython's `server_bind` (datagram servers have no `server_activate`).
+    ///
+    /// # Errors
+    /// The bind failed; the error names the address.
+    pub fn server_bind(&mut self) -> Result<(), BindError> {
+        self.inner.bind()
+    }
+
+    /// The address bound (with the real port after binding port 0).
+    pub fn address(&self) -> &BindAddr {
+        &self.inner.address
+    }
+
+    /// The socket, for options this crate does not cover.
+    pub fn socket(&self) -> &Socket {
+        &self.inner.socket
+    }
+
+    /// The reply buffer size strategies give a datagram handler:
+    /// `max_packet_size`, as large as the biggest datagram received.
+    pub fn max_reply(&self) -> usize {
+        self.max_packet_size
+    }
+
+    /// A handle to the same socket that can send from other threads (the
+    /// threading strategy replies through it).
+    pub fn sender(&self) -> Arc<Socket> {
+        Arc::clone(&self.sender)
+    }
+}
+
+/// Sends one datagram reply through `socket`.
+pub(crate) fn send_reply(
+    socket: &Socket,
+    data: &[u8],
+    to: &Address,
+) -> Result<(), embedded_io::ErrorKind> {
+    let to = to.to_sockaddr().map_err(|e| embedded_io::ErrorKind::from(e.kind()))?;
+    send_to(socket, data, &to).map_err(|e| embedded_io::ErrorKind::from(e.kind()))
+}
+
+fn send_to(socket: &Socket, data: &[u8], to: &SockAddr) -> io::Result<()> {
+    loop {
+        match socket.send_to(data, to) {
+            Ok(n) if n == data.len() => return Ok(()),
+            Ok(_) => {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "datagram sent partially"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The socket is non-blocking for receiving; a full send buffer
+            // means wait for room.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sys::poll_writable(socket)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl ErrorType for SocketDatagram {
+    type Error = io::Error;
+}
+
+impl DatagramSocket for SocketDatagram {
+    type Address = Address;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
+        self.inner.wait(timeout)
+    }
+
+    fn pause(&mut self, duration: Duration) -> io::Result<Readiness> {
+        self.inner.pause(duration)
+    }
+
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<Address>>> {
+        match sys::recv_from_trunc(&self.inner.socket, buf) {
+            Ok((size, from)) => {
+                let len = size.min(buf.len());
+                let truncated = (size > buf.len()).then_some(size);
+                Ok(Some(Received { len, from: Address::from_sockaddr(&from), truncated }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_to(&mut self, data: &[u8], to: &Address) -> io::Result<()> {
+        send_to(&self.inner.socket, data, &to.to_sockaddr()?)
+    }
+}

@@ -1,0 +1,215 @@
+//! Every libc call of the std adapter lives here; the rest is safe Rust.
+//!
+//! Each function retries `EINTR` itself (CPython bpo-7978, bpo-35310).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use socket2::{SockAddr, Socket};
+
+/// Readiness of the descriptors given to [`poll_readable`].
+pub(crate) struct Polled {
+    /// Per descriptor, whether it is readable (or hung up / in error).
+    pub ready: [bool; 2],
+    /// Whether any descriptor was ready before the timeout.
+    pub any: bool,
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes (`None`: no
+/// limit). `EINTR` restarts the wait with the time that is left.
+pub(crate) fn poll_readable(
+    fds: [BorrowedFd<'_>; 2],
+    timeout: Option<Duration>,
+) -> io::Result<Polled> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut pfds =
+        fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so that a short timeout does not become a busy 0.
+                let ms = left.as_micros().div_ceil(1000);
+                i32::try_from(ms).unwrap_or(i32::MAX)
+            }
+        };
+        // SAFETY: `pfds` is a valid array of 2 pollfd structs that lives
+        // across the call; the descriptors are borrowed, so they stay open.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if n >= 0 {
+            let ready = pfds.map(|p| p.revents != 0);
+            return Ok(Polled { ready, any: n > 0 });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// A non-blocking, close-on-exec pipe: (read end, write end). The
+/// shutdown waker (a self-pipe, so that a signal handler can write to it).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and ours alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Writes one byte to a non-blocking pipe; a full pipe already wakes the
+/// reader, so `EAGAIN` is success.
+pub(crate) fn pipe_poke(fd: BorrowedFd<'_>) {
+    loop {
+        // SAFETY: writes 1 byte from a valid 1-byte buffer to an open fd.
+        let r = unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Reads everything waiting in a non-blocking pipe.
+pub(crate) fn pipe_drain(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: reads at most buf.len() bytes into a valid buffer.
+        let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r <= 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// `recvfrom(2)` with `MSG_TRUNC`: returns the datagram's real length even
+/// when it was larger than `buf` (Linux: UDP and Unix datagram sockets).
+pub(crate) fn recv_from_trunc(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    loop {
+        // SAFETY: `buf` is valid for writes of buf.len() bytes; the address
+        // storage is filled by recvfrom and its length updated through the
+        // pointer, which SockAddr::try_init hands us for exactly that.
+        let res = unsafe {
+            SockAddr::try_init(|storage, len| {
+                let n = libc::recvfrom(
+                    sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                    storage.cast(),
+                    len,
+                );
+                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            })
+        };
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The kernel's `net.core.somaxconn` (what CPython now uses as the default
+/// backlog), or libc's `SOMAXCONN` when it cannot be read.
+pub(crate) fn somaxconn() -> i32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(libc::SOMAXCONN)
+}
+
+/// Forks; the child runs `run` and leaves with `_exit(run())`, never
+/// returning into the caller, running no destructor and flushing no stdio of
+/// the parent's. Returns the child's pid in the parent.
+///
+/// Precondition (not checkable here, documented on `Forking`): in a process
+/// with other threads the child may only do async-signal-safe work, because
+/// locks held by those threads at the fork stay locked in the child. The
+/// forking strategy requires a single-threaded process for that reason.
+pub(crate) fn fork_run<F: FnOnce() -> i32>(run: F) -> io::Result<libc::pid_t> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the
+    // child's restrictions are the caller's documented precondition, and the
+    // child never returns from this function: it leaves through _exit.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let status = run();
+            // SAFETY: _exit is async-signal-safe and never returns.
+            unsafe { libc::_exit(status) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Reaps `pid` if it has exited (`block`: wait until it does). Returns its
+/// exit status (`Some`) once reaped, `None` if still running. Only ever
+/// waits for the given pid (never `-1`: CPython issue 1540386).
+pub(crate) fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<i32>> {
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int for waitpid to write.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        match r {
+            0 => return Ok(None),
+            r if r == pid => return Ok(Some(status)),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// Waits until one of `fds` becomes readable (any number of them).
+pub(crate) fn poll_any(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .collect();
+    loop {
+        // SAFETY: `pfds` is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Waits until `fd` can be written to (a full send buffer drained).
+pub(crate) fn poll_writable<F: std::os::fd::AsFd>(fd: &F) -> io::Result<()> {
+    let mut pfd = libc::pollfd { fd: fd.as_fd().as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
