@@ -262,7 +262,9 @@ where
     pub fn bind(address: impl IntoBindAddr, service: Svc) -> Result<Self, BindError> {
         Builder::new().dispatch(D::default()).stream(address, service)
     }
+}
 
+impl<Svc, D: Dispatch> StreamServer<Svc, D> {
     /// The listening socket (CPython's `server.socket`).
     pub fn listener(&self) -> &SocketListener {
         &self.inner.transport().0
@@ -293,7 +295,9 @@ where
     pub fn bind(address: impl IntoBindAddr, service: Svc) -> Result<Self, BindError> {
         Builder::new().dispatch(D::default()).datagram(address, service)
     }
+}
 
+impl<Svc, D: Dispatch> DatagramServer<Svc, D> {
     /// The socket (CPython's `server.socket`).
     pub fn datagram_socket(&self) -> &SocketDatagram {
         &self.inner.transport().socket
