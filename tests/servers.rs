@@ -13,8 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Conn, DatagramServer, Hooks, Sequential, ShutdownError, ShutdownHandle,
-    StreamHandler, StreamServer, TcpServer, Threading, ThreadingTcpServer, UdpServer, UnixStreamServer,
+    Address, BindAddr, Builder, Conn, DatagramServer, Hooks, Sequential, ShutdownError,
+    ShutdownHandle, StreamHandler, StreamServer, TcpServer, Threading, ThreadingTcpServer,
+    UdpServer, UnixStreamServer,
 };
 use sockserv::{DatagramDispatch, Dispatch, FnService, StreamDispatch, StreamService};
 use util::{Behaviour, Recorder, TEST_STR, dgram_examine, open_fds, stream_examine, unix_path};
@@ -55,7 +56,10 @@ where
 
 fn run_dgram_server<D>(addr: BindAddr, dispatch: D)
 where
-    D: Dispatch + DatagramDispatch<sockserv::std_adapter::SocketDatagram, Recorder> + Send + 'static,
+    D: Dispatch
+        + DatagramDispatch<sockserv::std_adapter::SocketDatagram, Recorder>
+        + Send
+        + 'static,
 {
     let rec = Recorder::new(Behaviour::LineEcho);
     let mut server = Builder::new().dispatch(dispatch).datagram(addr, rec.clone()).unwrap();
@@ -180,7 +184,9 @@ fn test_close_immediately() {
 fn test_tcpserver_bind_leak() {
     let before = open_fds();
     for _ in 0..1024 {
-        let err = TcpServer::bind("192.0.2.1:0", Recorder::new(Behaviour::Echo)).err().expect("bind fails");
+        let err = TcpServer::bind("192.0.2.1:0", Recorder::new(Behaviour::Echo))
+            .err()
+            .expect("bind fails");
         assert_eq!(err.source.kind(), std::io::ErrorKind::AddrNotAvailable);
     }
     // Other tests run in parallel threads; allow their few descriptors.
@@ -234,7 +240,10 @@ fn error_handler_test_panic_is_reported_as_a_panic() {
         error_test_server(Behaviour::Panic, Sequential::new()),
         error_test_server(Behaviour::Panic, Threading::new()),
     ] {
-        assert_eq!(rec.lines(), ["Handler called", "Error handled: panic: handler panicked: Test error"]);
+        assert_eq!(
+            rec.lines(),
+            ["Handler called", "Error handled: panic: handler panicked: Test error"]
+        );
     }
 }
 
@@ -244,7 +253,8 @@ fn error_handler_test_panic_is_reported_as_a_panic() {
 /// more request reaps them: at most that one is tracked.
 #[test]
 fn test_threads_reaped() {
-    let mut server = ThreadingTcpServer::bind("127.0.0.1:0", Recorder::new(Behaviour::Echo)).unwrap();
+    let mut server =
+        ThreadingTcpServer::bind("127.0.0.1:0", Recorder::new(Behaviour::Echo)).unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     for _ in 0..10 {
         let c = TcpStream::connect(a).unwrap();
@@ -259,7 +269,11 @@ fn test_threads_reaped() {
     let c = TcpStream::connect(a).unwrap();
     server.handle_request().unwrap();
     drop(c);
-    assert!(server.dispatch().tracked_threads() <= 1, "kept {}", server.dispatch().tracked_threads());
+    assert!(
+        server.dispatch().tracked_threads() <= 1,
+        "kept {}",
+        server.dispatch().tracked_threads()
+    );
     server.server_close();
 }
 
@@ -292,7 +306,9 @@ fn socket_writer_test_basics() {
     }
     let seen = Arc::new(Mutex::new(None));
     let s2 = Arc::clone(&seen);
-    let mut server = TcpServer::bind("127.0.0.1:0", FnService(move |_: &Address| PeerOf(Arc::clone(&s2)))).unwrap();
+    let mut server =
+        TcpServer::bind("127.0.0.1:0", FnService(move |_: &Address| PeerOf(Arc::clone(&s2))))
+            .unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     let c = TcpStream::connect(a).unwrap();
     server.handle_request().unwrap();
@@ -339,7 +355,9 @@ fn socket_writer_test_write() {
     }
     let tid = Arc::new(AtomicU64::new(0));
     let t2 = Arc::clone(&tid);
-    let mut server = TcpServer::bind("127.0.0.1:0", FnService(move |_: &Address| Writer(Arc::clone(&t2)))).unwrap();
+    let mut server =
+        TcpServer::bind("127.0.0.1:0", FnService(move |_: &Address| Writer(Arc::clone(&t2))))
+            .unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     let srv = thread::spawn(move || server.handle_request().unwrap());
 
@@ -397,7 +415,10 @@ fn an_oversized_datagram_is_reported_and_the_next_is_served() {
     server.handle_request().unwrap();
     assert_eq!(
         rec.lines(),
-        ["Error handled: truncated: datagram of 2000 bytes does not fit the 1024-byte buffer; dropped", "Handler called"]
+        [
+            "Error handled: truncated: datagram of 2000 bytes does not fit the 1024-byte buffer; dropped",
+            "Handler called"
+        ]
     );
     let mut buf = [0u8; 64];
     let n = c.recv(&mut buf).unwrap();
@@ -467,7 +488,10 @@ fn shutdown_before_serve_forever_starts() {
 #[test]
 fn shutdown_from_the_serving_thread_is_an_error_not_a_deadlock() {
     #[derive(Clone)]
-    struct Stopper(Arc<Mutex<Option<ShutdownHandle>>>, Arc<Mutex<Option<Result<(), ShutdownError>>>>);
+    struct Stopper(
+        Arc<Mutex<Option<ShutdownHandle>>>,
+        Arc<Mutex<Option<Result<(), ShutdownError>>>>,
+    );
     impl Hooks<Address> for Stopper {}
     struct H(Stopper);
     impl StreamHandler<Conn> for H {

@@ -41,6 +41,8 @@ pub struct Forking {
     /// CPython's `block_on_close`.
     pub block_on_close: bool,
     children: Vec<Child>,
+    reaped: u64,
+    failed: u64,
 }
 
 #[derive(Debug)]
@@ -59,7 +61,7 @@ impl Default for Forking {
 impl Forking {
     /// CPython's defaults: 40 children, block on close.
     pub fn new() -> Self {
-        Self { max_children: 40, block_on_close: true, children: Vec::new() }
+        Self { max_children: 40, block_on_close: true, children: Vec::new(), reaped: 0, failed: 0 }
     }
 
     /// Sets `max_children` (at least 1).
@@ -79,6 +81,25 @@ impl Forking {
         self.children.len()
     }
 
+    /// Children reaped so far.
+    pub fn children_reaped(&self) -> u64 {
+        self.reaped
+    }
+
+    /// Of the children reaped, how many did not exit with status 0 (the
+    /// handler failed or panicked, or the child was killed).
+    pub fn children_failed(&self) -> u64 {
+        self.failed
+    }
+
+    fn record(&mut self, status: Option<i32>) {
+        self.reaped += 1;
+        let ok = status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0);
+        if !ok {
+            self.failed += 1;
+        }
+    }
+
     /// CPython's `collect_children`: reap the children that have exited;
     /// while at `max_children`, wait for one to exit first.
     fn collect_children(&mut self) {
@@ -91,9 +112,9 @@ impl Forking {
                 }
             } else {
                 // No pidfd (old kernel): wait for the oldest child.
-                let pid = self.children[0].pid;
-                let _ = sys::reap(pid, true);
-                self.children.remove(0);
+                let pid = self.children.remove(0).pid;
+                let status = sys::reap(pid, true).ok().flatten();
+                self.record(status);
             }
             self.reap_exited();
         }
@@ -101,7 +122,22 @@ impl Forking {
     }
 
     fn reap_exited(&mut self) {
-        self.children.retain(|c| !matches!(sys::reap(c.pid, false), Ok(Some(_)) | Err(_)));
+        let mut statuses = Vec::new();
+        self.children.retain(|c| match sys::reap(c.pid, false) {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                statuses.push(Some(status));
+                false
+            }
+            // Not our child any more (someone else reaped it): forget it.
+            Err(_) => {
+                statuses.push(None);
+                false
+            }
+        });
+        for s in statuses {
+            self.record(s);
+        }
     }
 
     /// Forks; in the child runs `run` and exits with its outcome. Returns
@@ -131,8 +167,9 @@ impl Dispatch for Forking {
 
     fn server_close(&mut self) {
         if self.block_on_close {
-            for c in self.children.drain(..) {
-                let _ = sys::reap(c.pid, true);
+            for c in std::mem::take(&mut self.children) {
+                let status = sys::reap(c.pid, true).ok().flatten();
+                self.record(status);
             }
         } else {
             self.reap_exited();
