@@ -86,6 +86,7 @@ pub struct BufStream<S, const N: usize> {
 impl<S, const N: usize> BufStream<S, N> {
     /// Wraps `inner` with an empty read buffer.
     pub fn new(inner: S) -> Self {
+        const { assert!(N > 0, "BufStream needs a buffer of at least one byte") };
         Self { inner, buf: [0; N], start: 0, end: 0 }
     }
 
@@ -165,7 +166,7 @@ impl<S: Read, const N: usize> BufStream<S, N> {
                 None => (avail.len(), false),
             };
             self.consume(take);
-            skipped += take;
+            skipped = skipped.saturating_add(take);
             if done {
                 return Ok(skipped);
             }
@@ -179,6 +180,9 @@ impl<S: ErrorType, const N: usize> ErrorType for BufStream<S, N> {
 
 impl<S: Read, const N: usize> Read for BufStream<S, N> {
     fn read(&mut self, out: &mut [u8]) -> Result<usize, S::Error> {
+        if out.is_empty() {
+            return Ok(0);
+        }
         if self.start == self.end && out.len() >= N {
             // Large reads bypass the buffer.
             return self.inner.read(out);
@@ -194,14 +198,17 @@ impl<S: Read, const N: usize> Read for BufStream<S, N> {
 impl<S: Read, const N: usize> BufRead for BufStream<S, N> {
     fn fill_buf(&mut self) -> Result<&[u8], S::Error> {
         if self.start == self.end {
+            // Only touch the indices once the read succeeded: a failed read
+            // (a timeout the caller may retry) must not resurrect old bytes.
+            let n = self.inner.read(&mut self.buf)?;
             self.start = 0;
-            self.end = self.inner.read(&mut self.buf)?;
+            self.end = n.min(N);
         }
         Ok(&self.buf[self.start..self.end])
     }
 
     fn consume(&mut self, amt: usize) {
-        self.start = (self.start + amt).min(self.end);
+        self.start = self.start.saturating_add(amt).min(self.end);
     }
 }
 

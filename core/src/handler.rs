@@ -14,10 +14,11 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 /// The equivalent of `socketserver.BaseRequestHandler` for stream
 /// connections (`StreamRequestHandler`).
 ///
-/// The server calls [`setup`](Self::setup), then [`handle`](Self::handle)
-/// (only if setup succeeded), then [`finish`](Self::finish) — always, even
-/// when `handle` failed, as `BaseRequestHandler.__init__` does with
-/// `try/finally`. The first error goes to [`Hooks::handle_error`].
+/// The server calls [`setup`](Self::setup); if it succeeded,
+/// [`handle`](Self::handle) and then [`finish`](Self::finish) — even when
+/// `handle` failed — as `BaseRequestHandler.__init__` does with
+/// `setup(); try: handle() finally: finish()`. Each error goes to
+/// [`Hooks::handle_error`] (both, when `handle` and `finish` fail).
 ///
 /// Implement it generically over the stream, so that the same handler runs
 /// on every transport:
@@ -83,7 +84,9 @@ pub trait StreamHandler<S: Read + Write> {
 /// datagram when nothing was written**, as CPython does — unless the handler
 /// called [`ReplyWriter::suppress`]. As in CPython, the reply is sent even
 /// when `handle` failed (the error still goes to [`Hooks::handle_error`]);
-/// call `suppress` first if a failed request must not answer.
+/// call `suppress` first if a failed request must not answer. When `setup`
+/// fails, nothing else runs and nothing is sent (CPython's `finish`, which
+/// sends, is skipped then too).
 ///
 /// ```
 /// use sockserv_core::{DatagramHandler, ReplyWriter};

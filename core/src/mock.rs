@@ -21,6 +21,7 @@ use core::time::Duration;
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use heapless::{Deque, Vec};
 
+use crate::server::ShutdownFlag;
 use crate::transport::{
     Accepted, Clock, Connection, DatagramSocket, Readiness, Received, StreamListener,
 };
@@ -108,8 +109,15 @@ impl<'s> MockConn<'s> {
 #[derive(Clone, Copy, Debug)]
 enum Event<'s> {
     Connect(MockConn<'s>),
-    Datagram { from: MockAddr, data: &'s [u8] },
+    Datagram {
+        from: MockAddr,
+        data: &'s [u8],
+    },
     Fail(ErrorKind),
+    /// Readiness with nothing behind it (another process took it).
+    Spurious,
+    /// Another thread asks the server to stop while it waits.
+    Stop(&'s ShutdownFlag),
 }
 
 /// What a net recorded of one connection.
@@ -251,6 +259,26 @@ impl<'s> MockNet<'s> {
         self.push(now, Event::Fail(kind)).expect("mock script full");
     }
 
+    /// Scripts readiness at `at` that yields nothing when the server tries
+    /// to accept or receive (the connection went to another process).
+    ///
+    /// # Panics
+    /// When the script is full.
+    pub fn spurious_ready_at(&self, at: Duration) {
+        self.push(at, Event::Spurious).expect("mock script full");
+    }
+
+    /// Scripts another thread asking the server to stop at virtual time
+    /// `at`, while the server waits: `flag` is requested and the wait wakes
+    /// (`Woken`, or `Ready` when a connection is due at the same time — the
+    /// race of CPython bpo-35017).
+    ///
+    /// # Panics
+    /// When the script is full.
+    pub fn request_stop_at(&self, at: Duration, flag: &'s ShutdownFlag) {
+        self.push(at, Event::Stop(flag)).expect("mock script full");
+    }
+
     /// The virtual time.
     pub fn now(&self) -> Duration {
         self.state.borrow().now
@@ -306,24 +334,44 @@ impl<'s> MockNet<'s> {
         let mut st = self.state.borrow_mut();
         st.stats.waits += 1;
         let next = st.script.front().map(|e| e.0);
-        match (next, timeout) {
-            (Some(at), _) if at <= st.now => Ok(Readiness::Ready),
+        let ready = match (next, timeout) {
+            (Some(at), _) if at <= st.now => true,
             (Some(at), None) => {
                 st.now = at;
-                Ok(Readiness::Ready)
+                true
             }
             (Some(at), Some(t)) if at <= st.now.saturating_add(t) => {
                 st.now = at;
-                Ok(Readiness::Ready)
+                true
             }
             (_, Some(t)) => {
                 st.now = st.now.saturating_add(t);
-                Ok(Readiness::TimedOut)
+                false
             }
             // Nothing scripted and no timeout: a real socket would block for
             // ever; the mock reports the script as exhausted instead.
-            (None, None) => Err(MockError(ErrorKind::TimedOut)),
+            (None, None) => return Err(MockError(ErrorKind::TimedOut)),
+        };
+        if !ready {
+            return Ok(Readiness::TimedOut);
         }
+        // Stops due now happen during this wait: they set the flag and wake it.
+        let mut stopped = false;
+        while let Some((at, Event::Stop(flag))) = st.script.front().copied()
+            && at <= st.now
+        {
+            flag.request();
+            st.script.pop_front();
+            stopped = true;
+        }
+        let due = st.script.front().is_some_and(|e| e.0 <= st.now);
+        Ok(if due {
+            Readiness::Ready
+        } else if stopped {
+            Readiness::Woken
+        } else {
+            Readiness::TimedOut
+        })
     }
 
     fn pause(&self, d: Duration) -> Readiness {
@@ -338,7 +386,15 @@ impl<'s> MockNet<'s> {
         st.stats.accepts += 1;
         let now = st.now;
         match st.script.front() {
-            Some((at, _)) if *at <= now => st.script.pop_front().map(|e| e.1),
+            Some((at, _)) if *at <= now => match st.script.pop_front().map(|e| e.1) {
+                Some(Event::Spurious) => None,
+                // A stop is not taken by accept; leave it for the next wait.
+                Some(stop @ Event::Stop(_)) => {
+                    let _ = st.script.push_front((now, stop));
+                    None
+                }
+                other => other,
+            },
             _ => None,
         }
     }
@@ -388,7 +444,10 @@ impl<'n, 's> StreamListener for MockListener<'n, 's> {
                 let id = {
                     let mut st = self.net.state.borrow_mut();
                     let log = ConnLog { from: conn.from, ..ConnLog::default() };
-                    st.conns.push(log).map_err(|_| MockError(ErrorKind::OutOfMemory))?;
+                    if st.conns.push(log).is_err() {
+                        st.stats.accept_errors += 1;
+                        return Err(MockError(ErrorKind::OutOfMemory));
+                    }
                     st.conns.len() - 1
                 };
                 let stream = MockStream { net: self.net, id, conn, pos: 0 };
@@ -399,6 +458,7 @@ impl<'n, 's> StreamListener for MockListener<'n, 's> {
                 Err(MockError(kind))
             }
             Some(Event::Datagram { .. }) => Err(MockError(ErrorKind::Unsupported)),
+            Some(Event::Spurious | Event::Stop(_)) => Ok(None),
         }
     }
 }
@@ -512,6 +572,7 @@ impl DatagramSocket for MockSocket<'_, '_> {
                 Err(MockError(kind))
             }
             Some(Event::Connect(_)) => Err(MockError(ErrorKind::Unsupported)),
+            Some(Event::Spurious | Event::Stop(_)) => Ok(None),
         }
     }
 

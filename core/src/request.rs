@@ -11,9 +11,11 @@ use crate::handler::{
 };
 use crate::transport::Connection;
 
-/// Serves one stream connection: makes the handler, runs `setup`, `handle`
-/// (if setup succeeded) and `finish` (always), reports the first error to
-/// [`crate::Hooks::handle_error`], then shuts the connection down
+/// Serves one stream connection: makes the handler, runs `setup`, then —
+/// if setup succeeded — `handle` and `finish` (always, even when `handle`
+/// failed): CPython's `setup(); try: handle() finally: finish()`. Every
+/// error goes to [`crate::Hooks::handle_error`] (`handle`'s first, then
+/// `finish`'s: none is lost). Then the connection is shut down
 /// (`shutdown(SHUT_WR)`, then close by drop) — CPython's `finish_request`
 /// followed by `shutdown_request`.
 ///
@@ -21,39 +23,68 @@ use crate::transport::Connection;
 /// status 0 then, 1 otherwise).
 ///
 /// A panic in the handler unwinds through this function (CPython lets
-/// `SystemExit` through the same way); adapters that can catch panics do so
-/// around it.
-pub fn serve_stream<S, A, Svc>(service: &Svc, mut stream: S, client: &A) -> bool
+/// `SystemExit` through the same way); the connection is still half-closed
+/// and closed on the way out, as CPython's bare `except:` does. Adapters
+/// that can catch panics do so around it.
+pub fn serve_stream<S, A, Svc>(service: &Svc, stream: S, client: &A) -> bool
 where
     S: Connection,
     A: fmt::Debug,
     Svc: StreamService<S, A> + ?Sized,
 {
+    let mut stream = ShutdownOnDrop(stream);
     let mut handler = service.handler(client);
-    let mut result = handler.setup(&mut stream);
-    if result.is_ok() {
-        result = handler.handle(&mut stream);
+    if let Err(e) = handler.setup(&mut stream.0) {
+        service.handle_error(client, &RequestError::Handler(&e));
+        return false;
     }
-    let finished = handler.finish(&mut stream);
-    let result = result.and(finished);
-    if let Err(e) = &result {
-        service.handle_error(client, &RequestError::Handler(e));
+    let handled = handler.handle(&mut stream.0);
+    let finished = handler.finish(&mut stream.0);
+    report(service, client, &handled, &finished)
+}
+
+/// Reports `handle`'s and `finish`'s errors, in that order; `true` if
+/// neither failed.
+fn report<A, E, Svc>(
+    service: &Svc,
+    client: &A,
+    handled: &Result<(), E>,
+    finished: &Result<(), E>,
+) -> bool
+where
+    A: fmt::Debug,
+    E: fmt::Debug,
+    Svc: crate::Hooks<A> + ?Sized,
+{
+    for result in [handled, finished] {
+        if let Err(e) = result {
+            service.handle_error(client, &RequestError::Handler(e));
+        }
     }
-    shutdown_stream(stream);
-    result.is_ok()
+    handled.is_ok() && finished.is_ok()
+}
+
+/// Half-closes, then closes, when dropped: also on the way out of a panic.
+struct ShutdownOnDrop<S: Connection>(S);
+
+impl<S: Connection> Drop for ShutdownOnDrop<S> {
+    fn drop(&mut self) {
+        // A peer that already went away is not an error here (CPython
+        // ignores OSError in shutdown_request).
+        let _ = self.0.shutdown_write();
+    }
 }
 
 /// CPython's `TCPServer.shutdown_request`: half-close the sending side (so
 /// the peer reads everything already written, then EOF), ignoring a peer
 /// that already went away, then close.
-pub fn shutdown_stream<S: Connection>(mut stream: S) {
-    let _ = stream.shutdown_write();
-    drop(stream);
+pub fn shutdown_stream<S: Connection>(stream: S) {
+    drop(ShutdownOnDrop(stream));
 }
 
 /// Serves one datagram: reports a truncated datagram to
 /// [`crate::Hooks::handle_error`] (the handler never sees it); otherwise
-/// runs the handler with a [`ReplyWriter`] over `reply_buf` and sends the
+/// runs `setup`, `handle` and `finish` as [`serve_stream`] does, with a [`ReplyWriter`] over `reply_buf` and sends the
 /// reply to `client` through `send` — an empty datagram when the handler
 /// wrote nothing, as CPython's `DatagramRequestHandler.finish` does, unless
 /// the handler suppressed it.
@@ -81,18 +112,15 @@ where
         return false;
     }
     let mut handler = service.handler(client);
+    if let Err(e) = handler.setup() {
+        // CPython: setup failing skips handle and finish, so no reply.
+        service.handle_error(client, &RequestError::Handler(&e));
+        return false;
+    }
     let mut reply = ReplyWriter::new(reply_buf);
-    let mut result = handler.setup();
-    if result.is_ok() {
-        result = handler.handle(packet, &mut reply);
-    }
+    let handled = handler.handle(packet, &mut reply);
     let finished = handler.finish(&mut reply);
-    let result = result.and(finished);
-    let mut ok = true;
-    if let Err(e) = &result {
-        service.handle_error(client, &RequestError::Handler(e));
-        ok = false;
-    }
+    let mut ok = report(service, client, &handled, &finished);
     if !reply.is_suppressed()
         && let Err(kind) = send(reply.as_slice(), client)
     {

@@ -292,9 +292,13 @@ where
         let Some(got) = self.socket.try_recv_from(buf).map_err(|e| e.kind())? else {
             return Ok(false);
         };
+        // A transport that reports more than it stored is broken; never
+        // trust the length.
+        let Some(packet) = buf.get(..got.len) else {
+            return Err(ErrorKind::InvalidData);
+        };
         // UDP's shutdown_request is a no-op: a refused datagram is dropped.
         if service.verify_request(&got.from) {
-            let packet = &buf[..got.len];
             dispatch.process_request(service, &mut self.socket, packet, got.truncated, got.from);
         }
         Ok(true)
@@ -352,6 +356,15 @@ pub struct Server<T, Svc, C, Sh, D = Inline> {
     accept_backoff: Duration,
 }
 
+/// Calls `loop_stopped` when dropped: `serve_forever`'s `finally`.
+struct Stopped<'a, Sh: ShutdownSignal>(&'a Sh);
+
+impl<Sh: ShutdownSignal> Drop for Stopped<'_, Sh> {
+    fn drop(&mut self) {
+        self.0.loop_stopped();
+    }
+}
+
 /// How long `serve_forever` pauses after a failed accept or receive, by
 /// default.
 pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -395,41 +408,59 @@ where
     /// stop the loop.
     pub fn serve_forever(&mut self, poll_interval: Duration) -> Result<(), T::Error> {
         self.shutdown.loop_started();
-        let result = self.serve_loop(poll_interval);
-        self.shutdown.loop_stopped();
-        result
+        // CPython's `finally:`: the request is cleared and waiters told even
+        // when a handler or hook panics out of the loop.
+        let _stopped = Stopped(&self.shutdown);
+        Self::serve_loop(
+            &mut self.transport,
+            &self.service,
+            &mut self.dispatch,
+            &self.shutdown,
+            poll_interval,
+            self.accept_backoff,
+        )
     }
 
-    fn serve_loop(&mut self, poll_interval: Duration) -> Result<(), T::Error> {
+    fn serve_loop(
+        transport: &mut T,
+        service: &Svc,
+        dispatch: &mut D,
+        shutdown: &Sh,
+        poll_interval: Duration,
+        accept_backoff: Duration,
+    ) -> Result<(), T::Error> {
         let mut backoff = false;
-        while !self.shutdown.is_requested() {
+        while !shutdown.is_requested() {
             let ready = if backoff {
-                self.transport.pause(self.accept_backoff)?
+                transport.pause(accept_backoff)?
             } else {
-                self.transport.wait(Some(poll_interval))?
+                transport.wait(Some(poll_interval))?
             };
-            if self.shutdown.is_requested() {
+            // bpo-35017: no request is accepted once a stop was asked for.
+            if shutdown.is_requested() {
                 break;
             }
             backoff = false;
             if ready == Readiness::Ready {
-                backoff = !self.handle_request_noblock();
+                backoff = Self::handle_request_noblock(transport, service, dispatch).is_err();
             }
-            self.dispatch.service_actions();
-            self.service.service_actions();
+            dispatch.service_actions();
+            service.service_actions();
         }
         Ok(())
     }
 
-    /// Takes one pending request if any; `false` if the accept failed.
-    fn handle_request_noblock(&mut self) -> bool {
-        match self.transport.handle_request_noblock(&self.service, &mut self.dispatch) {
-            Ok(_) => true,
-            Err(kind) => {
-                self.service.handle_accept_error(kind);
-                false
-            }
-        }
+    /// Takes one pending request if any: `Ok(true)` if one was taken,
+    /// `Ok(false)` if none was pending, `Err` if the accept failed (told to
+    /// the hooks).
+    fn handle_request_noblock(
+        transport: &mut T,
+        service: &Svc,
+        dispatch: &mut D,
+    ) -> Result<bool, ()> {
+        transport
+            .handle_request_noblock(service, dispatch)
+            .map_err(|kind| service.handle_accept_error(kind))
     }
 
     /// CPython's `handle_request()`: wait for one request and handle it,
@@ -446,8 +477,16 @@ where
         let mut remaining = self.timeout;
         loop {
             if self.transport.wait(remaining)? == Readiness::Ready {
-                self.handle_request_noblock();
-                return Ok(());
+                let taken = Self::handle_request_noblock(
+                    &mut self.transport,
+                    &self.service,
+                    &mut self.dispatch,
+                );
+                // A readiness that led to nothing (another process took the
+                // connection) is not the request: keep waiting.
+                if taken != Ok(false) {
+                    return Ok(());
+                }
             }
             if let Some(deadline) = deadline {
                 let now = self.clock.now();

@@ -80,3 +80,77 @@ fn reply_writer_refuses_what_does_not_fit_whole() {
     assert_eq!(w.write(b"def"), Err(ReplyFull { capacity: 5 }));
     assert_eq!(w.as_slice(), b"abc");
 }
+
+/// A reader that plays a script of chunks and errors.
+struct Script(std::collections::VecDeque<Result<&'static [u8], embedded_io::ErrorKind>>, usize);
+impl ErrorType for Script {
+    type Error = embedded_io::ErrorKind;
+}
+impl Read for Script {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        self.1 += 1;
+        match self.0.pop_front() {
+            None => Ok(0),
+            Some(Err(e)) => Err(e),
+            Some(Ok(chunk)) => {
+                buf[..chunk.len()].copy_from_slice(chunk);
+                Ok(chunk.len())
+            }
+        }
+    }
+}
+
+fn script(items: &[Result<&'static [u8], embedded_io::ErrorKind>]) -> Script {
+    Script(items.iter().copied().collect(), 0)
+}
+
+#[test]
+fn a_failed_read_does_not_replay_old_bytes() {
+    let mut io = BufStream::<_, 16>::new(script(&[
+        Ok(b"ab\n"),
+        Err(embedded_io::ErrorKind::TimedOut),
+        Ok(b"cd\n"),
+    ]));
+    let mut line = [0u8; 8];
+    assert_eq!(io.read_line(&mut line), Ok(3));
+    assert_eq!(io.read_line(&mut line), Err(ReadLineError::Io(embedded_io::ErrorKind::TimedOut)));
+    assert_eq!(io.buffered(), b"");
+    assert_eq!(io.read_line(&mut line), Ok(3));
+    assert_eq!(&line[..3], b"cd\n");
+    assert_eq!(io.read_line(&mut line), Ok(0));
+}
+
+#[test]
+fn several_lines_in_one_read_are_split() {
+    let mut io = BufStream::<_, 32>::new(script(&[Ok(b"a\nbb\nccc\nd")]));
+    let mut line = [0u8; 8];
+    let mut got = std::vec::Vec::new();
+    loop {
+        let n = io.read_line(&mut line).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.push(line[..n].to_vec());
+    }
+    assert_eq!(got, [b"a\n".to_vec(), b"bb\n".to_vec(), b"ccc\n".to_vec(), b"d".to_vec()]);
+    assert_eq!(io.get_ref().1, 3, "one read for the data; EOF ends the last line, then is the end");
+}
+
+#[test]
+fn discard_line_says_how_much_it_skipped() {
+    let mut io = BufStream::<_, 4>::new(script(&[Ok(b"abcd"), Ok(b"ef\no"), Ok(b"k\n")]));
+    assert_eq!(io.discard_line().unwrap(), 7);
+    let mut line = [0u8; 8];
+    assert_eq!(io.read_line(&mut line), Ok(3));
+    assert_eq!(io.discard_line().unwrap(), 0, "EOF");
+}
+
+#[test]
+fn large_reads_bypass_the_buffer_and_empty_reads_touch_nothing() {
+    let mut io = BufStream::<_, 4>::new(script(&[Ok(b"0123456789")]));
+    assert_eq!(io.read(&mut []).unwrap(), 0);
+    assert_eq!(io.get_ref().1, 0, "an empty read does not reach the stream");
+    let mut big = [0u8; 16];
+    assert_eq!(io.read(&mut big).unwrap(), 10, "straight into the caller's buffer");
+    assert_eq!(&big[..10], b"0123456789");
+}

@@ -101,3 +101,36 @@ fn a_reply_larger_than_the_buffer_fails_whole() {
     assert_eq!(rec.count("error 5: handler failed: Io(ReplyFull { capacity: 4 })"), 1);
     assert!(net.sent(0).unwrap().1.is_empty(), "nothing partial was written");
 }
+
+#[test]
+fn a_suppressed_reply_is_not_sent() {
+    let net = MockNet::new();
+    net.datagram(5, b"quiet");
+    let rec = Recorder::new(Behaviour::Suppress);
+    let flag = ShutdownFlag::new();
+    server(&net, &rec, &flag).handle_request().unwrap();
+    assert_eq!(net.sent_count(), 0);
+    assert_eq!(rec.count("error"), 0);
+}
+
+#[test]
+fn a_failing_setup_sends_nothing() {
+    let net = MockNet::new();
+    net.datagram(5, b"x");
+    let rec = Recorder::new(Behaviour::FailSetup);
+    let flag = ShutdownFlag::new();
+    server(&net, &rec, &flag).handle_request().unwrap();
+    assert_eq!(net.sent_count(), 0, "CPython's finish (which sends) is skipped too");
+    assert_eq!(rec.log(), vec!["verify 5", "setup 5", "error 5: handler failed: Refused"]);
+}
+
+#[test]
+fn a_failing_finish_is_reported_and_the_reply_still_sent() {
+    let net = MockNet::new();
+    net.datagram(5, b"x");
+    let rec = Recorder::new(Behaviour::FailFinish);
+    let flag = ShutdownFlag::new();
+    server(&net, &rec, &flag).handle_request().unwrap();
+    assert_eq!(rec.count("error 5: handler failed: FinishFailed"), 1);
+    assert_eq!(net.sent_count(), 1, "the (empty) reply is still sent, as CPython's finish does");
+}

@@ -43,6 +43,16 @@ pub(crate) enum Behaviour {
     Lines,
     /// Write nothing (datagrams: the default empty reply).
     Silent,
+    /// Fail in `setup`.
+    FailSetup,
+    /// Succeed in `handle`, fail in `finish`.
+    FailFinish,
+    /// Fail in `handle` and in `finish`.
+    FailBoth,
+    /// Datagrams: echo, then suppress the reply.
+    Suppress,
+    /// Ask the loop to stop from inside the handler (the `stop_after` flag).
+    Stop,
 }
 
 impl<'f> Recorder<'f> {
@@ -108,6 +118,13 @@ impl RecHandler<'_, '_> {
     fn note(&self, what: &str) {
         self.rec.push(format!("{what} {}", self.client));
     }
+
+    fn finish_result<E>(&self) -> Result<(), TestError<E>> {
+        match self.rec.behaviour {
+            Behaviour::FailFinish | Behaviour::FailBoth => Err(TestError::FinishFailed),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -115,6 +132,7 @@ pub(crate) enum TestError<E> {
     Io(E),
     Line(ReadLineError<E>),
     Refused,
+    FinishFailed,
 }
 
 impl<E> From<E> for TestError<E> {
@@ -131,7 +149,7 @@ where
 
     fn setup(&mut self, _: &mut S) -> Result<(), Self::Error> {
         self.note("setup");
-        Ok(())
+        if self.rec.behaviour == Behaviour::FailSetup { Err(TestError::Refused) } else { Ok(()) }
     }
 
     fn handle(&mut self, stream: &mut S) -> Result<(), Self::Error> {
@@ -148,7 +166,6 @@ where
                     stream.write_all(&buf[..n])?;
                 }
             }
-            Behaviour::Fail => Err(TestError::Refused),
             Behaviour::Panic => panic!("handler panicked on purpose"),
             Behaviour::Lines => {
                 let mut io = BufStream::<_, 8>::new(stream);
@@ -161,14 +178,19 @@ where
                     }
                 }
             }
-            Behaviour::Silent => Ok(()),
+            Behaviour::Fail | Behaviour::FailBoth => Err(TestError::Refused),
+            Behaviour::Stop => {
+                self.rec.stop_after.expect("a flag to stop").1.request();
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 
     fn finish(&mut self, stream: &mut S) -> Result<(), Self::Error> {
         self.note("finish");
         stream.flush()?;
-        Ok(())
+        self.finish_result()
     }
 }
 
@@ -212,7 +234,7 @@ impl DatagramHandler for RecHandler<'_, '_> {
 
     fn setup(&mut self) -> Result<(), Self::Error> {
         self.note("setup");
-        Ok(())
+        if self.rec.behaviour == Behaviour::FailSetup { Err(TestError::Refused) } else { Ok(()) }
     }
 
     fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), Self::Error> {
@@ -220,14 +242,19 @@ impl DatagramHandler for RecHandler<'_, '_> {
         self.rec.handled.set(self.rec.handled.get() + 1);
         match self.rec.behaviour {
             Behaviour::Echo | Behaviour::Lines => Ok(reply.write_all(packet)?),
-            Behaviour::Fail => Err(TestError::Refused),
+            Behaviour::Suppress => {
+                reply.write_all(packet)?;
+                reply.suppress();
+                Ok(())
+            }
+            Behaviour::Fail | Behaviour::FailBoth => Err(TestError::Refused),
             Behaviour::Panic => panic!("handler panicked on purpose"),
-            Behaviour::Silent => Ok(()),
+            _ => Ok(()),
         }
     }
 
     fn finish(&mut self, _: &mut ReplyWriter<'_>) -> Result<(), Self::Error> {
         self.note("finish");
-        Ok(())
+        self.finish_result()
     }
 }
