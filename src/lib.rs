@@ -1,8 +1,7 @@
-//! sockserv: Python's `socketserver` rebuilt in Rust, embedded-first.
-//!
-//! This facade re-exports [`sockserv_core`]; see the workspace README.
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub use sockserv_core::*;
 

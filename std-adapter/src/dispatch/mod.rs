@@ -5,7 +5,7 @@
 //! * [`Forking`]: a process per request (`ForkingMixIn`).
 //!
 //! All three catch a handler's panic and report it to
-//! [`Hooks::handle_error`](sockserv_core::Hooks::handle_error) as
+//! [`Hooks::handle_error`] as
 //! [`RequestError::Panic`]; the server keeps serving.
 
 mod forking;
