@@ -146,6 +146,19 @@ pub enum RequestError<'a> {
     },
     /// Sending a datagram reply failed.
     Reply(ErrorKind),
+    /// The connection failed under an event-mode handler (reset, broken
+    /// pipe, ...); it was closed.
+    Io(ErrorKind),
+    /// Event mode: nothing was read or written for the idle timeout; the
+    /// connection was closed.
+    IdleTimeout,
+    /// Event mode: the receive buffer is full and the handler consumed
+    /// none of it (a line or message longer than the buffer); the
+    /// connection was closed.
+    Stalled {
+        /// The receive buffer's size.
+        capacity: usize,
+    },
 }
 
 impl fmt::Debug for RequestError<'_> {
@@ -164,6 +177,14 @@ impl fmt::Display for RequestError<'_> {
                 "datagram of {size} bytes does not fit the {capacity}-byte buffer; dropped"
             ),
             Self::Reply(kind) => write!(f, "sending the reply failed: {kind:?}"),
+            Self::Io(kind) => write!(f, "connection failed: {kind:?}"),
+            Self::IdleTimeout => f.write_str("idle for too long; closed"),
+            Self::Stalled { capacity } => {
+                write!(
+                    f,
+                    "the {capacity}-byte receive buffer is full and the handler took none of it; closed"
+                )
+            }
         }
     }
 }
@@ -199,6 +220,17 @@ pub trait Hooks<A: fmt::Debug> {
         std::eprintln!("sockserv: accept failed: {kind:?}; backing off");
         #[cfg(not(feature = "std"))]
         let _ = kind;
+    }
+
+    /// Told when a connection was refused because the event mode's table
+    /// is full (the connection is closed at once; the others keep being
+    /// served). Default: with the `std` feature, one line on stderr;
+    /// without it, nothing.
+    fn handle_table_full(&self, client: &A) {
+        #[cfg(feature = "std")]
+        std::eprintln!("sockserv: connection table full; refused {client:?}");
+        #[cfg(not(feature = "std"))]
+        let _ = client;
     }
 
     /// Called when [`crate::Server::handle_request`]'s timeout passes

@@ -7,6 +7,7 @@
 extern crate std;
 
 mod bufio;
+pub mod event;
 mod handler;
 #[cfg(any(test, feature = "mock"))]
 pub mod mock;
@@ -28,7 +29,8 @@ pub use server::{
     ShutdownSignal, Stream, StreamDispatch, Transport,
 };
 pub use transport::{
-    Accepted, Clock, Connection, DatagramSocket, Readiness, Received, StreamListener,
+    Accepted, Clock, Connection, DatagramSocket, Event, EventSource, Interest, NbAccepted,
+    NbConnection, Readiness, Received, StreamListener,
 };
 
 pub use embedded_io;

@@ -23,7 +23,8 @@ use heapless::{Deque, Vec};
 
 use crate::server::ShutdownFlag;
 use crate::transport::{
-    Accepted, Clock, Connection, DatagramSocket, Readiness, Received, StreamListener,
+    Accepted, Clock, Connection, DatagramSocket, Event as IoEvent, EventSource, Interest,
+    NbAccepted, NbConnection, Readiness, Received, StreamListener,
 };
 
 /// Pending events a net can hold.
@@ -65,6 +66,8 @@ pub struct MockConn<'s> {
     read_delay: Duration,
     reset_after: Option<usize>,
     write_error: Option<ErrorKind>,
+    hold_open: bool,
+    write_window: Option<usize>,
 }
 
 impl<'s> MockConn<'s> {
@@ -77,7 +80,26 @@ impl<'s> MockConn<'s> {
             read_delay: Duration::ZERO,
             reset_after: None,
             write_error: None,
+            hold_open: false,
+            write_window: None,
         }
+    }
+
+    /// After its input the peer keeps the connection open without sending:
+    /// non-blocking reads find nothing (a client that never speaks, or
+    /// stops speaking); blocking reads fail with `TimedOut`, as a read
+    /// timeout would.
+    pub const fn hold_open(mut self) -> Self {
+        self.hold_open = true;
+        self
+    }
+
+    /// A slow reader: the peer accepts only `n` bytes until the test opens
+    /// its window further ([`MockNet::open_window`]); writes beyond it
+    /// would block.
+    pub const fn write_window(mut self, n: usize) -> Self {
+        self.write_window = Some(n);
+        self
     }
 
     /// A slow peer: each read returns at most one byte.
@@ -118,6 +140,11 @@ enum Event<'s> {
     Spurious,
     /// Another thread asks the server to stop while it waits.
     Stop(&'s ShutdownFlag),
+    /// The peer of connection `conn` reads `n` more bytes.
+    Window {
+        conn: usize,
+        n: usize,
+    },
 }
 
 /// What a net recorded of one connection.
@@ -171,10 +198,54 @@ pub struct MockStats {
     pub accept_errors: u32,
 }
 
+/// Where a connection's script stands.
+struct ConnScript<'s> {
+    conn: MockConn<'s>,
+    pos: usize,
+}
+
+impl ConnScript<'_> {
+    fn reset_reached(&self) -> bool {
+        self.conn.reset_after.is_some_and(|n| self.pos >= n)
+    }
+
+    fn readable(&self) -> bool {
+        self.reset_reached() || self.pos < self.conn.input.len() || !self.conn.hold_open
+    }
+
+    fn writable(&self) -> bool {
+        self.conn.write_error.is_some() || self.reset_reached() || self.conn.write_window != Some(0)
+    }
+}
+
+impl State<'_> {
+    /// Applies the stops and window openings due now; whether any was.
+    fn apply_due(&mut self) -> bool {
+        let mut any = false;
+        while let Some((at, event)) = self.script.front().copied()
+            && at <= self.now
+        {
+            match event {
+                Event::Stop(flag) => flag.request(),
+                Event::Window { conn, n } => {
+                    if let Some(sc) = self.scripts.get_mut(conn) {
+                        sc.conn.write_window = sc.conn.write_window.map(|w| w.saturating_add(n));
+                    }
+                }
+                _ => break,
+            }
+            self.script.pop_front();
+            any = true;
+        }
+        any
+    }
+}
+
 struct State<'s> {
     now: Duration,
     script: Deque<(Duration, Event<'s>), MAX_EVENTS>,
     conns: Vec<ConnLog, MAX_CONNS>,
+    scripts: Vec<ConnScript<'s>, MAX_CONNS>,
     sent: Vec<(MockAddr, Vec<u8, CAPTURE>), MAX_SENT>,
     stats: MockStats,
 }
@@ -198,6 +269,7 @@ impl<'s> MockNet<'s> {
                 now: Duration::ZERO,
                 script: Deque::new(),
                 conns: Vec::new(),
+                scripts: Vec::new(),
                 sent: Vec::new(),
                 stats: MockStats { waits: 0, pauses: 0, accepts: 0, accept_errors: 0 },
             }),
@@ -279,6 +351,29 @@ impl<'s> MockNet<'s> {
         self.push(at, Event::Stop(flag)).expect("mock script full");
     }
 
+    /// Lets the peer of the `i`-th connection take `n` more bytes (see
+    /// [`MockConn::write_window`]).
+    pub fn open_window(&self, i: usize, n: usize) {
+        let mut st = self.state.borrow_mut();
+        if let Some(sc) = st.scripts.get_mut(i) {
+            sc.conn.write_window = sc.conn.write_window.map(|w| w.saturating_add(n));
+        }
+    }
+
+    /// Scripts the peer of the `i`-th connection reading `n` more bytes at
+    /// virtual time `at` (a wait ends then).
+    ///
+    /// # Panics
+    /// When the script is full.
+    pub fn open_window_at(&self, at: Duration, i: usize, n: usize) {
+        self.push(at, Event::Window { conn: i, n }).expect("mock script full");
+    }
+
+    /// A readiness source for the event mode over this net.
+    pub fn event_source(&self) -> MockEventSource<'_, 's> {
+        MockEventSource { net: self, registered: Vec::new(), accepting: false }
+    }
+
     /// The virtual time.
     pub fn now(&self) -> Duration {
         self.state.borrow().now
@@ -356,14 +451,7 @@ impl<'s> MockNet<'s> {
             return Ok(Readiness::TimedOut);
         }
         // Stops due now happen during this wait: they set the flag and wake it.
-        let mut stopped = false;
-        while let Some((at, Event::Stop(flag))) = st.script.front().copied()
-            && at <= st.now
-        {
-            flag.request();
-            st.script.pop_front();
-            stopped = true;
-        }
+        let stopped = st.apply_due();
         let due = st.script.front().is_some_and(|e| e.0 <= st.now);
         Ok(if due {
             Readiness::Ready
@@ -372,6 +460,22 @@ impl<'s> MockNet<'s> {
         } else {
             Readiness::TimedOut
         })
+    }
+
+    /// Moves the clock by `t` unless a scripted stop comes first (then to
+    /// it, requesting it). Returns whether a stop happened.
+    fn stop_within(&self, t: Duration) -> bool {
+        let mut st = self.state.borrow_mut();
+        st.stats.waits += 1;
+        let end = st.now.saturating_add(t);
+        if let Some((at, Event::Stop(_) | Event::Window { .. })) = st.script.front().copied()
+            && at <= end
+        {
+            st.now = st.now.max(at);
+            return st.apply_due();
+        }
+        st.now = end;
+        false
     }
 
     fn pause(&self, d: Duration) -> Readiness {
@@ -388,8 +492,8 @@ impl<'s> MockNet<'s> {
         match st.script.front() {
             Some((at, _)) if *at <= now => match st.script.pop_front().map(|e| e.1) {
                 Some(Event::Spurious) => None,
-                // A stop is not taken by accept; leave it for the next wait.
-                Some(stop @ Event::Stop(_)) => {
+                // Not taken by accept; leave it for the next wait.
+                Some(stop @ (Event::Stop(_) | Event::Window { .. })) => {
                     let _ = st.script.push_front((now, stop));
                     None
                 }
@@ -403,10 +507,61 @@ impl<'s> MockNet<'s> {
         self.state.borrow_mut().stats.accept_errors += 1;
     }
 
-    fn with_conn<R>(&self, id: usize, f: impl FnOnce(&mut ConnLog, &mut Duration) -> R) -> R {
+    fn with_conn<R>(
+        &self,
+        id: usize,
+        f: impl FnOnce(&mut ConnLog, &mut ConnScript<'s>, &mut Duration) -> R,
+    ) -> R {
         let mut st = self.state.borrow_mut();
-        let State { conns, now, .. } = &mut *st;
-        f(&mut conns[id], now)
+        let State { conns, scripts, now, .. } = &mut *st;
+        f(&mut conns[id], &mut scripts[id], now)
+    }
+
+    fn read_conn(&self, id: usize, buf: &mut [u8]) -> Result<Option<usize>, MockError> {
+        self.with_conn(id, |log, sc, now| {
+            *now = now.saturating_add(sc.conn.read_delay);
+            if sc.reset_reached() {
+                log.reset_seen = true;
+                return Err(MockError(ErrorKind::ConnectionReset));
+            }
+            let limit = sc.conn.reset_after.unwrap_or(usize::MAX).min(sc.conn.input.len());
+            let n = buf.len().min(sc.conn.read_chunk).min(limit.saturating_sub(sc.pos));
+            if n == 0 && !buf.is_empty() && sc.conn.hold_open {
+                return Ok(None);
+            }
+            buf[..n].copy_from_slice(&sc.conn.input[sc.pos..sc.pos + n]);
+            sc.pos += n;
+            log.bytes_read += n;
+            Ok(Some(n))
+        })
+    }
+
+    fn write_conn(&self, id: usize, data: &[u8]) -> Result<Option<usize>, MockError> {
+        self.with_conn(id, |log, sc, _| {
+            if let Some(kind) = sc.conn.write_error {
+                return Err(MockError(kind));
+            }
+            if sc.reset_reached() {
+                log.reset_seen = true;
+                return Err(MockError(ErrorKind::ConnectionReset));
+            }
+            let n = data.len().min(sc.conn.write_window.unwrap_or(usize::MAX));
+            if n == 0 && !data.is_empty() {
+                return Ok(None);
+            }
+            log.output
+                .extend_from_slice(&data[..n])
+                .map_err(|_| MockError(ErrorKind::OutOfMemory))?;
+            if let Some(w) = &mut sc.conn.write_window {
+                *w -= n;
+            }
+            Ok(Some(n))
+        })
+    }
+
+    fn readiness(&self, id: usize) -> (bool, bool) {
+        let st = self.state.borrow();
+        st.scripts.get(id).map_or((false, false), |sc| (sc.readable(), sc.writable()))
     }
 }
 
@@ -444,13 +599,15 @@ impl<'n, 's> StreamListener for MockListener<'n, 's> {
                 let id = {
                     let mut st = self.net.state.borrow_mut();
                     let log = ConnLog { from: conn.from, ..ConnLog::default() };
-                    if st.conns.push(log).is_err() {
+                    if st.conns.push(log).is_err()
+                        || st.scripts.push(ConnScript { conn, pos: 0 }).is_err()
+                    {
                         st.stats.accept_errors += 1;
                         return Err(MockError(ErrorKind::OutOfMemory));
                     }
                     st.conns.len() - 1
                 };
-                let stream = MockStream { net: self.net, id, conn, pos: 0 };
+                let stream = MockStream { net: self.net, id };
                 Ok(Some((stream, conn.from)))
             }
             Some(Event::Fail(kind)) => {
@@ -458,22 +615,22 @@ impl<'n, 's> StreamListener for MockListener<'n, 's> {
                 Err(MockError(kind))
             }
             Some(Event::Datagram { .. }) => Err(MockError(ErrorKind::Unsupported)),
-            Some(Event::Spurious | Event::Stop(_)) => Ok(None),
+            Some(Event::Spurious | Event::Stop(_) | Event::Window { .. }) => Ok(None),
         }
     }
 }
 
 /// One accepted mock connection: reads the scripted input, records writes.
+/// Blocking ([`Read`]/[`Write`]) and non-blocking ([`NbConnection`]).
 pub struct MockStream<'n, 's> {
     net: &'n MockNet<'s>,
     id: usize,
-    conn: MockConn<'s>,
-    pos: usize,
 }
 
 impl MockStream<'_, '_> {
-    fn reset_reached(&self) -> bool {
-        self.conn.reset_after.is_some_and(|n| self.pos >= n)
+    /// The connection's index in the net's records.
+    pub fn id(&self) -> usize {
+        self.id
     }
 }
 
@@ -483,41 +640,14 @@ impl ErrorType for MockStream<'_, '_> {
 
 impl Read for MockStream<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, MockError> {
-        let delay = self.conn.read_delay;
-        let reset = self.reset_reached();
-        let limit = self.conn.reset_after.unwrap_or(usize::MAX).min(self.conn.input.len());
-        let n = buf.len().min(self.conn.read_chunk).min(limit.saturating_sub(self.pos));
-        let start = self.pos;
-        self.net.with_conn(self.id, |log, now| {
-            *now = now.saturating_add(delay);
-            if reset {
-                log.reset_seen = true;
-            } else {
-                log.bytes_read += n;
-            }
-        });
-        if reset {
-            return Err(MockError(ErrorKind::ConnectionReset));
-        }
-        buf[..n].copy_from_slice(&self.conn.input[start..start + n]);
-        self.pos += n;
-        Ok(n)
+        // A held-open peer with nothing to say: what a read timeout gives.
+        self.net.read_conn(self.id, buf)?.ok_or(MockError(ErrorKind::TimedOut))
     }
 }
 
 impl Write for MockStream<'_, '_> {
     fn write(&mut self, data: &[u8]) -> Result<usize, MockError> {
-        if let Some(kind) = self.conn.write_error {
-            return Err(MockError(kind));
-        }
-        if self.reset_reached() {
-            self.net.with_conn(self.id, |log, _| log.reset_seen = true);
-            return Err(MockError(ErrorKind::ConnectionReset));
-        }
-        self.net.with_conn(self.id, |log, _| {
-            log.output.extend_from_slice(data).map_err(|_| MockError(ErrorKind::OutOfMemory))
-        })?;
-        Ok(data.len())
+        self.net.write_conn(self.id, data)?.ok_or(MockError(ErrorKind::TimedOut))
     }
 
     fn flush(&mut self) -> Result<(), MockError> {
@@ -527,14 +657,150 @@ impl Write for MockStream<'_, '_> {
 
 impl Connection for MockStream<'_, '_> {
     fn shutdown_write(&mut self) -> Result<(), MockError> {
-        self.net.with_conn(self.id, |log, _| log.shutdown_writes += 1);
+        self.net.with_conn(self.id, |log, _, _| log.shutdown_writes += 1);
         Ok(())
+    }
+}
+
+impl NbConnection for MockStream<'_, '_> {
+    fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, MockError> {
+        self.net.read_conn(self.id, buf)
+    }
+
+    fn try_write(&mut self, data: &[u8]) -> Result<Option<usize>, MockError> {
+        self.net.write_conn(self.id, data)
+    }
+
+    fn half_close(&mut self) -> Result<(), MockError> {
+        Connection::shutdown_write(self)
     }
 }
 
 impl Drop for MockStream<'_, '_> {
     fn drop(&mut self) {
-        self.net.with_conn(self.id, |log, _| log.closes += 1);
+        self.net.with_conn(self.id, |log, _, _| log.closes += 1);
+    }
+}
+
+/// The event mode's readiness source over a [`MockNet`]: a connection is
+/// readable when it has bytes, EOF or a reset to deliver, writable when its
+/// peer's window is open. With nothing ready, waiting moves the virtual
+/// clock like [`MockListener::wait`].
+pub struct MockEventSource<'n, 's> {
+    net: &'n MockNet<'s>,
+    registered: Vec<(usize, usize, Interest), MAX_CONNS>,
+    accepting: bool,
+}
+
+impl MockEventSource<'_, '_> {
+    /// Whether accepting is on.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
+    fn accept_due(&self) -> bool {
+        let st = self.net.state.borrow();
+        let now = st.now;
+        st.script.front().is_some_and(|(at, e)| {
+            *at <= now && !matches!(e, Event::Stop(_) | Event::Window { .. })
+        })
+    }
+}
+
+impl ErrorType for MockEventSource<'_, '_> {
+    type Error = MockError;
+}
+
+impl<'n, 's> EventSource for MockEventSource<'n, 's> {
+    type Conn = MockStream<'n, 's>;
+    type Address = MockAddr;
+
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        events: &mut [IoEvent],
+    ) -> Result<usize, MockError> {
+        let mut n = 0;
+        let mut push = |e: IoEvent| {
+            if let Some(slot) = events.get_mut(n) {
+                *slot = e;
+                n += 1;
+            }
+        };
+        for &(token, id, interest) in &self.registered {
+            let (r, w) = self.net.readiness(id);
+            let (read, write) = (interest.read && r, interest.write && w);
+            if read || write {
+                push(IoEvent::Conn { token, read, write });
+            }
+        }
+        if self.accepting && self.accept_due() {
+            push(IoEvent::Accept);
+        }
+        if n > 0 {
+            self.net.state.borrow_mut().stats.waits += 1;
+            return Ok(n);
+        }
+        if !self.accepting {
+            // Due connections stay in the backlog: only time and stops matter.
+            let t = timeout.ok_or(MockError(ErrorKind::TimedOut))?;
+            let woken = self.net.stop_within(t);
+            return Ok(if woken { usize::from(!events.is_empty()) } else { 0 });
+        }
+        match self.net.wait(timeout)? {
+            Readiness::Ready => {
+                if let Some(slot) = events.first_mut() {
+                    *slot = IoEvent::Accept;
+                }
+                Ok(1)
+            }
+            Readiness::Woken => {
+                if let Some(slot) = events.first_mut() {
+                    *slot = IoEvent::Woken;
+                }
+                Ok(1)
+            }
+            Readiness::TimedOut => Ok(0),
+        }
+    }
+
+    fn try_accept(&mut self) -> Result<Option<NbAccepted<Self>>, MockError> {
+        self.net.listener().try_accept()
+    }
+
+    fn set_accepting(&mut self, on: bool) -> Result<(), MockError> {
+        self.accepting = on;
+        Ok(())
+    }
+
+    fn register(
+        &mut self,
+        token: usize,
+        conn: &mut Self::Conn,
+        interest: Interest,
+    ) -> Result<(), MockError> {
+        self.registered
+            .push((token, conn.id, interest))
+            .map_err(|_| MockError(ErrorKind::OutOfMemory))
+    }
+
+    fn reregister(
+        &mut self,
+        token: usize,
+        _: &mut Self::Conn,
+        interest: Interest,
+    ) -> Result<(), MockError> {
+        let entry = self
+            .registered
+            .iter_mut()
+            .find(|e| e.0 == token)
+            .ok_or(MockError(ErrorKind::NotFound))?;
+        entry.2 = interest;
+        Ok(())
+    }
+
+    fn deregister(&mut self, token: usize, _: &mut Self::Conn) {
+        self.registered.retain(|e| e.0 != token);
     }
 }
 
@@ -572,7 +838,7 @@ impl DatagramSocket for MockSocket<'_, '_> {
                 Err(MockError(kind))
             }
             Some(Event::Connect(_)) => Err(MockError(ErrorKind::Unsupported)),
-            Some(Event::Spurious | Event::Stop(_)) => Ok(None),
+            Some(Event::Spurious | Event::Stop(_) | Event::Window { .. }) => Ok(None),
         }
     }
 

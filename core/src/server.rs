@@ -357,7 +357,7 @@ pub struct Server<T, Svc, C, Sh, D = Inline> {
 }
 
 /// Calls `loop_stopped` when dropped: `serve_forever`'s `finally`.
-struct Stopped<'a, Sh: ShutdownSignal>(&'a Sh);
+pub(crate) struct Stopped<'a, Sh: ShutdownSignal>(pub(crate) &'a Sh);
 
 impl<Sh: ShutdownSignal> Drop for Stopped<'_, Sh> {
     fn drop(&mut self) {

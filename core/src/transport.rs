@@ -139,3 +139,118 @@ pub trait DatagramSocket: ErrorType {
     /// The send failed (too large, unreachable, ...).
     fn send_to(&mut self, data: &[u8], to: &Self::Address) -> Result<(), Self::Error>;
 }
+
+/// Which readiness a connection of the event mode waits for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Wake when bytes (or EOF) can be read.
+    pub read: bool,
+    /// Wake when bytes can be written.
+    pub write: bool,
+}
+
+/// A connected stream that never blocks: the connection of the event mode
+/// (CPython's "explicit table of partially finished requests").
+pub trait NbConnection: ErrorType {
+    /// Reads what is there: `Ok(Some(n))` bytes, `Ok(Some(0))` at EOF (the
+    /// peer closed its side), `Ok(None)` when nothing is there yet.
+    ///
+    /// # Errors
+    /// The connection failed (reset, ...).
+    fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Self::Error>;
+
+    /// Writes what fits now: `Ok(Some(n))` with `n > 0` for a non-empty
+    /// `buf`, `Ok(None)` when nothing fits yet.
+    ///
+    /// # Errors
+    /// The connection failed (reset, broken pipe, ...).
+    fn try_write(&mut self, buf: &[u8]) -> Result<Option<usize>, Self::Error>;
+
+    /// Shuts down the sending half: the peer reads EOF after what was sent.
+    ///
+    /// # Errors
+    /// The stack's error (ignored by the table when closing).
+    fn half_close(&mut self) -> Result<(), Self::Error>;
+}
+
+/// A connection accepted by an [`EventSource`] and its peer's address.
+pub type NbAccepted<S> = (<S as EventSource>::Conn, <S as EventSource>::Address);
+
+/// A readiness event of the event mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The listener may have connections to accept.
+    Accept,
+    /// The connection registered under `token` is ready.
+    Conn {
+        /// The token it was registered with.
+        token: usize,
+        /// Readable (or EOF, or an error to collect).
+        read: bool,
+        /// Writable.
+        write: bool,
+    },
+    /// The wait was woken for shutdown.
+    Woken,
+}
+
+/// The readiness source of the event mode: a non-blocking listener plus a
+/// registry of connections (epoll on Linux, poll(2) elsewhere, `iface.poll`
+/// on smoltcp, a script in the mock).
+pub trait EventSource: ErrorType {
+    /// The connections it accepts.
+    type Conn: NbConnection;
+    /// A peer's address.
+    type Address: Clone + fmt::Debug;
+
+    /// Waits up to `timeout` (`None`: no limit) for readiness and stores
+    /// the events in `events`; returns how many. `Ok(0)` when the timeout
+    /// passed. Interruptions are retried inside.
+    ///
+    /// # Errors
+    /// The wait itself failed.
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        events: &mut [Event],
+    ) -> Result<usize, Self::Error>;
+
+    /// Accepts one connection without blocking; `Ok(None)` when none is
+    /// pending. The connection is non-blocking.
+    ///
+    /// # Errors
+    /// The accept failed (for instance, out of file descriptors).
+    fn try_accept(&mut self) -> Result<Option<NbAccepted<Self>>, Self::Error>;
+
+    /// Starts or stops reporting [`Event::Accept`] (stopped while the
+    /// table is full or after a failed accept).
+    ///
+    /// # Errors
+    /// The registry failed.
+    fn set_accepting(&mut self, on: bool) -> Result<(), Self::Error>;
+
+    /// Starts reporting readiness of `conn` under `token`.
+    ///
+    /// # Errors
+    /// The registry failed; the connection is then closed.
+    fn register(
+        &mut self,
+        token: usize,
+        conn: &mut Self::Conn,
+        interest: Interest,
+    ) -> Result<(), Self::Error>;
+
+    /// Changes what `conn` waits for.
+    ///
+    /// # Errors
+    /// The registry failed; the connection is then closed.
+    fn reregister(
+        &mut self,
+        token: usize,
+        conn: &mut Self::Conn,
+        interest: Interest,
+    ) -> Result<(), Self::Error>;
+
+    /// Stops reporting `conn` (called before it is closed).
+    fn deregister(&mut self, token: usize, conn: &mut Self::Conn);
+}

@@ -17,6 +17,7 @@ use crate::{
 mod bufio;
 mod cpython;
 mod datagram;
+mod event;
 mod faults;
 mod stream;
 

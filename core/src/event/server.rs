@@ -1,0 +1,303 @@
+//! The event loop around a [`ConnTable`]: CPython's `serve_forever` for the
+//! event mode.
+
+use core::fmt;
+use core::time::Duration;
+
+use embedded_io::{Error as _, ErrorKind};
+
+use super::{ConnTable, EventService, Outcome, Slot};
+use crate::server::ShutdownSignal;
+use crate::transport::{Clock, Event, EventSource, Interest, NbConnection};
+
+/// Knobs of an [`EventServer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventServerConfig {
+    /// How long accepting pauses after a failed accept (out of file
+    /// descriptors): existing connections keep being served meanwhile.
+    pub accept_backoff: Duration,
+    /// How long a shutdown waits for connections to send what is buffered
+    /// before closing them anyway.
+    pub shutdown_grace: Duration,
+    /// At most this many connections are accepted per readiness event, so
+    /// that a flood of new connections cannot starve open ones.
+    pub accept_burst: usize,
+}
+
+impl Default for EventServerConfig {
+    fn default() -> Self {
+        Self {
+            accept_backoff: Duration::from_millis(50),
+            shutdown_grace: Duration::from_secs(1),
+            accept_burst: 128,
+        }
+    }
+}
+
+type Table<Src, Svc, S, const RB: usize, const SB: usize> = ConnTable<
+    <Src as EventSource>::Conn,
+    <Svc as EventService<<Src as EventSource>::Address>>::Handler,
+    <Src as EventSource>::Address,
+    S,
+    RB,
+    SB,
+>;
+
+/// The slot type an [`EventServer`] over `Src` serving `Svc` stores.
+pub type ServerSlot<Src, Svc, const RB: usize, const SB: usize> = Slot<
+    <Src as EventSource>::Conn,
+    <Svc as EventService<<Src as EventSource>::Address>>::Handler,
+    <Src as EventSource>::Address,
+    RB,
+    SB,
+>;
+
+/// A server in event mode: one thread, many connections, each served as
+/// its transport reports readiness. The same hooks as the other modes:
+/// `verify_request` (a refused connection is closed at once),
+/// `handle_error` (per connection; the others keep being served),
+/// `handle_accept_error` (accepting pauses, serving goes on),
+/// `handle_table_full`, `service_actions` (once per turn), and shutdown
+/// (stop accepting, send what is buffered, close, return).
+pub struct EventServer<Src, Svc, Clk, Sh, S, const RB: usize, const SB: usize>
+where
+    Src: EventSource,
+    Svc: EventService<Src::Address>,
+{
+    source: Src,
+    service: Svc,
+    clock: Clk,
+    shutdown: Sh,
+    table: Table<Src, Svc, S, RB, SB>,
+    config: EventServerConfig,
+    accept_resume: Option<Duration>,
+}
+
+/// How many readiness events one wait collects.
+const EVENTS: usize = 64;
+
+impl<Src, Svc, Clk, Sh, S, const RB: usize, const SB: usize>
+    EventServer<Src, Svc, Clk, Sh, S, RB, SB>
+where
+    Src: EventSource,
+    Src::Address: fmt::Debug,
+    Svc: EventService<Src::Address>,
+    Clk: Clock,
+    Sh: ShutdownSignal + Clone,
+    S: AsMut<[ServerSlot<Src, Svc, RB, SB>]> + AsRef<[ServerSlot<Src, Svc, RB, SB>]>,
+{
+    /// A server over `source` with a table over `slots` (all empty).
+    pub fn new(
+        source: Src,
+        service: Svc,
+        clock: Clk,
+        shutdown: Sh,
+        slots: S,
+        idle_timeout: Option<Duration>,
+        config: EventServerConfig,
+    ) -> Self {
+        let table = ConnTable::new(slots, idle_timeout);
+        Self { source, service, clock, shutdown, table, config, accept_resume: None }
+    }
+
+    /// CPython's `serve_forever(poll_interval)` for the event mode: serve
+    /// until the shutdown signal is seen, then stop accepting, give open
+    /// connections up to `shutdown_grace` to send what is buffered, close
+    /// them all and return. It can be called again afterwards.
+    ///
+    /// # Errors
+    /// Only when the source cannot wait at all (connections are closed
+    /// first).
+    pub fn serve_forever(&mut self, poll_interval: Duration) -> Result<(), Src::Error> {
+        self.shutdown.loop_started();
+        // Cleared even if a handler or hook panics out of the loop.
+        let signal = self.shutdown.clone();
+        let _stopped = crate::server::Stopped(&signal);
+        let result = self.serve_loop(poll_interval);
+        let drained = self.drain();
+        result.and(drained)
+    }
+
+    fn serve_loop(&mut self, poll_interval: Duration) -> Result<(), Src::Error> {
+        self.accept_resume = None;
+        self.source.set_accepting(true)?;
+        let mut events = [Event::Woken; EVENTS];
+        while !self.shutdown.is_requested() {
+            let timeout = self.wait_timeout(poll_interval);
+            let n = self.source.wait(Some(timeout), &mut events)?;
+            // No connection is accepted once a stop was asked for.
+            if self.shutdown.is_requested() {
+                break;
+            }
+            for event in &events[..n] {
+                match *event {
+                    Event::Accept => self.accept()?,
+                    Event::Conn { token, read, write } => self.service(token, read, write),
+                    Event::Woken => {}
+                }
+            }
+            self.housekeeping()?;
+            self.service.service_actions();
+        }
+        Ok(())
+    }
+
+    /// Until the next deadline of ours, at most `poll_interval`.
+    fn wait_timeout(&self, poll_interval: Duration) -> Duration {
+        let now = self.clock.now();
+        [self.accept_resume, self.table.next_sweep()]
+            .into_iter()
+            .flatten()
+            .map(|at| at.saturating_sub(now))
+            .fold(poll_interval, Duration::min)
+    }
+
+    /// Resumes accepting after a back-off; closes idle connections.
+    fn housekeeping(&mut self) -> Result<(), Src::Error> {
+        let now = self.clock.now();
+        if self.accept_resume.is_some_and(|at| now >= at) {
+            self.accept_resume = None;
+            self.source.set_accepting(true)?;
+        }
+        let Self { table, source, service, .. } = self;
+        table.sweep(service, now, |token, mut conn| source.deregister(token, &mut conn));
+        Ok(())
+    }
+
+    /// Accepts until the listener would block (at most `accept_burst`).
+    fn accept(&mut self) -> Result<(), Src::Error> {
+        if self.accept_resume.is_some() {
+            return Ok(());
+        }
+        for _ in 0..self.config.accept_burst {
+            match self.source.try_accept() {
+                Ok(Some((conn, client))) => self.admit(conn, client),
+                Ok(None) => break,
+                Err(e) => {
+                    self.service.handle_accept_error(e.kind());
+                    self.accept_resume = Some(self.clock.now() + self.config.accept_backoff);
+                    self.source.set_accepting(false)?;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies a new connection and gives it a slot (or refuses it).
+    fn admit(&mut self, mut conn: Src::Conn, client: Src::Address) {
+        if !self.service.verify_request(&client) {
+            let _ = conn.half_close();
+            return;
+        }
+        if self.table.is_full() {
+            self.service.handle_table_full(&client);
+            let _ = conn.half_close();
+            return;
+        }
+        let handler = self.service.handler(&client);
+        let now = self.clock.now();
+        match self.table.insert(conn, client, handler, &self.service, now) {
+            Ok((token, Outcome::Open { interest, .. })) => self.register(token, interest),
+            Ok(_) => {}
+            Err((mut conn, client, _)) => {
+                self.service.handle_table_full(&client);
+                let _ = conn.half_close();
+            }
+        }
+    }
+
+    fn register(&mut self, token: usize, interest: Interest) {
+        let Some(conn) = self.table.conn_mut(token) else { return };
+        if let Err(e) = self.source.register(token, conn, interest) {
+            self.fail_registry(token, e.kind());
+        }
+    }
+
+    /// A connection the registry refused is closed and reported.
+    fn fail_registry(&mut self, token: usize, kind: ErrorKind) {
+        if let Some(client) = self.table.client(token) {
+            self.service.handle_error(client, &crate::RequestError::Io(kind));
+        }
+        if let Some(mut conn) = self.table.remove(token) {
+            self.source.deregister(token, &mut conn);
+        }
+    }
+
+    fn service(&mut self, token: usize, read: bool, write: bool) {
+        let now = self.clock.now();
+        match self.table.service(token, read, write, &self.service, now) {
+            Outcome::Open { interest, changed: true } => {
+                let Some(conn) = self.table.conn_mut(token) else { return };
+                if let Err(e) = self.source.reregister(token, conn, interest) {
+                    self.fail_registry(token, e.kind());
+                }
+            }
+            Outcome::Closed(mut conn) => self.source.deregister(token, &mut conn),
+            Outcome::Open { .. } | Outcome::Absent => {}
+        }
+    }
+
+    /// Shutdown: stop accepting; let connections send what is buffered for
+    /// up to `shutdown_grace`; close the rest.
+    fn drain(&mut self) -> Result<(), Src::Error> {
+        let accepting_off = self.source.set_accepting(false);
+        let now = self.clock.now();
+        let deadline = now + self.config.shutdown_grace;
+        {
+            let Self { table, source, service, .. } = self;
+            table.close_gracefully(service, now, |token, mut conn| {
+                source.deregister(token, &mut conn)
+            });
+        }
+        let mut events = [Event::Woken; EVENTS];
+        let mut result = Ok(());
+        while !self.table.is_empty() {
+            let now = self.clock.now();
+            if now >= deadline {
+                break;
+            }
+            match self.source.wait(Some(deadline - now), &mut events) {
+                Ok(n) => {
+                    for event in &events[..n] {
+                        if let Event::Conn { token, read, write } = *event {
+                            self.service(token, read, write);
+                        }
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let Self { table, source, .. } = self;
+        table.close_all(|token, mut conn| source.deregister(token, &mut conn));
+        accepting_off.and(result)
+    }
+
+    /// The connection table.
+    pub fn table(&self) -> &Table<Src, Svc, S, RB, SB> {
+        &self.table
+    }
+
+    /// The readiness source.
+    pub fn source(&self) -> &Src {
+        &self.source
+    }
+
+    /// The readiness source.
+    pub fn source_mut(&mut self) -> &mut Src {
+        &mut self.source
+    }
+
+    /// The service.
+    pub fn service_ref(&self) -> &Svc {
+        &self.service
+    }
+
+    /// The shutdown signal.
+    pub fn shutdown_signal(&self) -> &Sh {
+        &self.shutdown
+    }
+}

@@ -1,0 +1,393 @@
+//! Event mode through the mock: partial reads and writes, back-pressure,
+//! a full table, idle timeouts, resets, shutdown with data buffered.
+
+use core::cell::{Cell, RefCell};
+use core::time::Duration;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use embedded_io::ErrorKind;
+
+use crate::event::{
+    EventHandler, EventServer, EventServerConfig, EventService, Next, Outbox, Slot, Step,
+};
+use crate::mock::{MockAddr, MockConn, MockEventSource, MockNet, MockStream};
+use crate::{Hooks, RequestError, ShutdownFlag};
+
+const SEC: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Echo what fits.
+    Echo,
+    /// Answer each whole line with "ok\n"; "quit\n" closes; "bad\n" fails.
+    Lines,
+    /// Greet on open, then echo.
+    Greeter,
+}
+
+/// Records hook calls; stops the loop when `stop_when` says so.
+struct Ev<'n, 's> {
+    kind: Kind,
+    net: &'n MockNet<'s>,
+    flag: &'n ShutdownFlag,
+    log: RefCell<Vec<String>>,
+    verify: Cell<bool>,
+    turns: Cell<usize>,
+    first_error_at: Cell<Option<Duration>>,
+    stop_when: fn(&Ev<'n, 's>) -> bool,
+}
+
+impl<'n, 's> Ev<'n, 's> {
+    fn new(
+        kind: Kind,
+        net: &'n MockNet<'s>,
+        flag: &'n ShutdownFlag,
+        stop_when: fn(&Ev<'n, 's>) -> bool,
+    ) -> Self {
+        Self {
+            kind,
+            net,
+            flag,
+            log: RefCell::default(),
+            verify: Cell::new(true),
+            turns: Cell::new(0),
+            first_error_at: Cell::new(None),
+            stop_when,
+        }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.log.borrow().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+}
+
+impl Hooks<MockAddr> for &Ev<'_, '_> {
+    fn verify_request(&self, client: &MockAddr) -> bool {
+        self.log.borrow_mut().push(format!("verify {client}"));
+        self.verify.get()
+    }
+    fn handle_error(&self, client: &MockAddr, error: &RequestError<'_>) {
+        self.log.borrow_mut().push(format!("error {client}: {error}"));
+        if self.first_error_at.get().is_none() {
+            self.first_error_at.set(Some(self.net.now()));
+        }
+    }
+    fn handle_accept_error(&self, kind: ErrorKind) {
+        self.log.borrow_mut().push(format!("accept error {kind:?}"));
+    }
+    fn handle_table_full(&self, client: &MockAddr) {
+        self.log.borrow_mut().push(format!("table full {client}"));
+    }
+    fn service_actions(&self) {
+        self.turns.set(self.turns.get() + 1);
+        if (self.stop_when)(self) || self.turns.get() > 10_000 {
+            self.flag.request();
+        }
+    }
+}
+
+struct H<'e, 'n, 's> {
+    ev: &'e Ev<'n, 's>,
+    client: MockAddr,
+}
+
+impl EventHandler for H<'_, '_, '_> {
+    type Error = &'static str;
+
+    fn opened(&mut self, out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+        self.ev.log.borrow_mut().push(format!("opened {}", self.client));
+        if self.ev.kind == Kind::Greeter {
+            out.write_all(b"hi\n").map_err(|_| "no room")?;
+        }
+        Ok(Next::Continue)
+    }
+
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        match self.ev.kind {
+            Kind::Echo | Kind::Greeter => Ok(Step::consumed(out.write(input))),
+            Kind::Lines => {
+                let Some(end) = input.iter().position(|&b| b == b'\n') else {
+                    return Ok(Step::consumed(0));
+                };
+                match &input[..=end] {
+                    b"quit\n" => Ok(Step::close(end + 1)),
+                    b"bad\n" => Err("bad line"),
+                    _ if out.write_all(b"ok\n").is_ok() => Ok(Step::consumed(end + 1)),
+                    _ => Ok(Step::consumed(0)),
+                }
+            }
+        }
+    }
+
+    fn closed(&mut self) {
+        self.ev.log.borrow_mut().push(format!("closed {}", self.client));
+    }
+}
+
+impl<'e, 'n, 's> EventService<MockAddr> for &'e Ev<'n, 's> {
+    type Handler = H<'e, 'n, 's>;
+    fn handler(&self, client: &MockAddr) -> Self::Handler {
+        H { ev: self, client: *client }
+    }
+}
+
+type Server<'e, 'n, 's, const N: usize, const B: usize> = EventServer<
+    MockEventSource<'n, 's>,
+    &'e Ev<'n, 's>,
+    &'n MockNet<'s>,
+    &'n ShutdownFlag,
+    [Slot<MockStream<'n, 's>, H<'e, 'n, 's>, MockAddr, B, B>; N],
+    B,
+    B,
+>;
+
+fn server<'e, 'n, 's, const N: usize, const B: usize>(
+    ev: &'e Ev<'n, 's>,
+    idle: Option<Duration>,
+) -> Server<'e, 'n, 's, N, B> {
+    let slots = core::array::from_fn(|_| Slot::new());
+    EventServer::new(
+        ev.net.event_source(),
+        ev,
+        ev.net,
+        ev.flag,
+        slots,
+        idle,
+        EventServerConfig::default(),
+    )
+}
+
+fn all_closed(ev: &Ev<'_, '_>) -> bool {
+    let n = ev.net.conn_count();
+    ev.net.pending() == 0 && n > 0 && (0..n).all(|i| ev.net.conn(i).unwrap().closes() == 1)
+}
+
+#[test]
+fn echo_one_byte_at_a_time_then_half_close() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"hello world\n").one_byte_at_a_time());
+    let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
+    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert_eq!(c.output(), b"hello world\n");
+    assert_eq!(
+        (c.shutdown_writes(), c.closes()),
+        (1, 1),
+        "half-closed after the peer's EOF, then closed"
+    );
+    assert_eq!(ev.log(), ["verify 1", "opened 1", "closed 1"]);
+}
+
+#[test]
+fn partial_writes_complete_as_the_peer_reads() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"0123456789abcdef").write_window(3));
+    for i in 1..=5 {
+        net.open_window_at(i * SEC, 0, 3);
+    }
+    let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
+    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(net.conn(0).unwrap().output(), b"0123456789abcdef");
+    assert!(net.now() >= 5 * SEC, "it waited for the peer");
+}
+
+#[test]
+fn a_full_send_buffer_stops_reading_until_it_drains() {
+    static INPUT: [u8; 200] = [b'x'; 200];
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    // The peer sends 200 bytes and reads none of the echo.
+    net.connect(MockConn::new(1, &INPUT).write_window(0));
+    net.request_stop_at(9 * SEC, &flag);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server::<2, 16>(&ev, None).serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert!(c.bytes_read() <= 32, "read {} bytes with 16 + 16 bytes of buffers", c.bytes_read());
+    assert!(c.bytes_read() >= 16, "it did read until the buffers filled");
+    assert_eq!(c.closes(), 1, "shutdown closed it after the grace period");
+}
+
+#[test]
+fn back_pressure_then_everything_flows_once_the_peer_reads() {
+    static INPUT: [u8; 200] = [b'y'; 200];
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, &INPUT).write_window(0));
+    net.open_window_at(10 * SEC, 0, 1_000);
+    let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
+    server::<2, 16>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(net.conn(0).unwrap().output(), &INPUT[..]);
+}
+
+#[test]
+fn a_full_table_refuses_new_connections_and_keeps_serving() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"one").hold_open());
+    net.connect(MockConn::new(2, b"two").hold_open());
+    net.connect(MockConn::new(3, b"three"));
+    net.request_stop_at(5 * SEC, &flag);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(ev.count("table full 3"), 1);
+    let refused = net.conn(2).unwrap();
+    assert_eq!((refused.bytes_read(), refused.closes()), (0, 1), "closed at once, unread");
+    assert_eq!(net.conn(0).unwrap().output(), b"one");
+    assert_eq!(net.conn(1).unwrap().output(), b"two");
+}
+
+#[test]
+fn an_idle_connection_is_closed_and_reported() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"").hold_open());
+    net.request_stop_at(20 * SEC, &flag);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server::<2, 64>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
+    assert_eq!(ev.count("error 1: idle for too long; closed"), 1);
+    assert_eq!(net.conn(0).unwrap().closes(), 1);
+    assert_eq!(ev.count("closed 1"), 1, "the handler was told");
+    let at = ev.first_error_at.get().unwrap();
+    assert!(at >= 4 * SEC && at <= 5 * SEC, "closed {at:?} after opening: within 1.25 timeouts");
+}
+
+#[test]
+fn an_idle_timeout_does_not_close_a_busy_connection() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    // Trickles one byte per second for 8 s: never idle 4 s.
+    net.connect(MockConn::new(1, b"abcdefgh").one_byte_at_a_time().read_delay(SEC).hold_open());
+    net.request_stop_at(30 * SEC, &flag);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server::<2, 64>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
+    assert_eq!(net.conn(0).unwrap().output(), b"abcdefgh");
+    let errors = ev.count("error");
+    assert_eq!(errors, 1, "closed once, after it went quiet: {:?}", ev.log());
+}
+
+#[test]
+fn a_reset_mid_buffer_closes_that_connection_only() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"0123456789").reset_after(4).one_byte_at_a_time());
+    net.connect(MockConn::new(2, b"fine"));
+    let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
+    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(ev.count("error 1: connection failed: ConnectionReset"), 1);
+    assert_eq!(net.conn(0).unwrap().shutdown_writes(), 0, "a broken connection is not half-closed");
+    assert_eq!(net.conn(1).unwrap().output(), b"fine");
+}
+
+#[test]
+fn shutdown_sends_what_is_buffered_within_the_grace_period() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"0123456789").write_window(4).hold_open());
+    net.request_stop_at(SEC, &flag);
+    // The peer reads the rest during the shutdown's grace period.
+    net.open_window_at(Duration::from_millis(1500), 0, 100);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert_eq!(c.output(), b"0123456789", "buffered bytes were sent before closing");
+    assert_eq!((c.shutdown_writes(), c.closes()), (1, 1));
+}
+
+#[test]
+fn shutdown_gives_up_on_a_peer_that_never_reads() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"0123456789").write_window(4).hold_open());
+    net.request_stop_at(SEC, &flag);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert_eq!(c.output(), b"0123");
+    assert_eq!(c.closes(), 1, "closed when the grace period ended");
+    assert!(net.now() >= 2 * SEC && net.now() < 3 * SEC, "{:?}", net.now());
+}
+
+#[test]
+fn a_refused_connection_gets_no_handler() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(7, b"x"));
+    let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
+    ev.verify.set(false);
+    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(ev.log(), ["verify 7"]);
+    let c = net.conn(0).unwrap();
+    assert_eq!((c.bytes_read(), c.shutdown_writes(), c.closes()), (0, 1, 1));
+}
+
+#[test]
+fn lines_a_handler_error_and_a_close_request() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"a\nb\nquit\nignored\n").hold_open());
+    net.connect(MockConn::new(2, b"x\nbad\ny\n").hold_open());
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(net.conn(0).unwrap().output(), b"ok\nok\n", "quit closed after the answers");
+    assert_eq!(net.conn(0).unwrap().shutdown_writes(), 1);
+    assert_eq!(net.conn(1).unwrap().output(), b"ok\n");
+    assert_eq!(ev.count("error 2: handler failed: \"bad line\""), 1);
+}
+
+#[test]
+fn a_line_longer_than_the_receive_buffer_stalls_and_is_closed() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"this line has no end in sight").hold_open());
+    net.connect(MockConn::new(2, b"ok?\n"));
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    server::<4, 8>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(
+        ev.count(
+            "error 1: the 8-byte receive buffer is full and the handler took none of it; closed"
+        ),
+        1
+    );
+    assert_eq!(net.conn(1).unwrap().output(), b"ok\n");
+}
+
+#[test]
+fn accept_errors_pause_accepting_but_not_serving() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"first").hold_open());
+    for _ in 0..3 {
+        net.fail(ErrorKind::OutOfMemory);
+    }
+    net.connect(MockConn::new(2, b"second"));
+    let ev = Ev::new(Kind::Echo, &net, &flag, |ev| ev.net.conn(1).is_some_and(|c| c.closes() == 1));
+    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(ev.count("accept error OutOfMemory"), 3);
+    assert_eq!(net.conn(0).unwrap().output(), b"first");
+    assert_eq!(net.conn(1).unwrap().output(), b"second", "accepting resumed");
+    assert!(net.now() >= 3 * crate::DEFAULT_ACCEPT_BACKOFF, "it backed off: {:?}", net.now());
+}
+
+#[test]
+fn opened_can_greet_and_serve_again_after_shutdown() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"x"));
+    let ev = Ev::new(Kind::Greeter, &net, &flag, all_closed);
+    let mut srv = server::<2, 64>(&ev, None);
+    srv.serve_forever(POLL).unwrap();
+    assert_eq!(net.conn(0).unwrap().output(), b"hi\nx");
+    net.connect(MockConn::new(2, b"y"));
+    srv.serve_forever(POLL).unwrap();
+    assert_eq!(net.conn(1).unwrap().output(), b"hi\ny");
+    assert!(srv.table().is_empty());
+}
