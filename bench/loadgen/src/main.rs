@@ -16,7 +16,9 @@
 //! each, then hold them idle and report the server's resident memory.
 //!
 //! Requests are counted only inside the measuring window (after the
-//! warm-up). The server's CPU time (utime+stime+cutime+cstime of
+//! warm-up). The latency percentiles include the requests still waiting at
+//! the end of the window, with their age then (a lower bound), so clients
+//! that a server starves raise p99 instead of dropping out of it. The server's CPU time (utime+stime+cutime+cstime of
 //! /proc/PID/stat, so threads and reaped children are included) and this
 //! process's own (/proc/self/stat) are read at both ends of the window and
 //! divided by the requests done in it. The result is one JSON line on
@@ -207,6 +209,9 @@ struct Stats {
     mismatches: u64,
     lost: u64,
     connect_ns: Vec<u64>,
+    /// Requests still outstanding at the end of the window, counted in the
+    /// latencies with their age then.
+    censored: u64,
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -255,6 +260,7 @@ struct Tcp<'a> {
     pending_connect: Vec<usize>,
     hold_done: usize,
     src: u32,
+    draining: bool,
 }
 
 /// A non-blocking connect. To an IPv4 loopback server, each connection
@@ -367,7 +373,9 @@ impl<'a> Tcp<'a> {
             let _ = self.poll.registry().deregister(&mut s);
         }
         sl.st = St::Idle;
-        sl.retry_at = Some(now + Duration::from_millis(10));
+        if !self.draining {
+            sl.retry_at = Some(now + Duration::from_millis(10));
+        }
     }
 
     fn begin_request(&mut self, i: usize, now: Instant) {
@@ -450,7 +458,7 @@ impl<'a> Tcp<'a> {
                                     sl.done += 1;
                                     self.stats.latencies_ns.push((now - sl.t_req).as_nanos() as u64);
                                 }
-                                if self.o.hold.is_some() {
+                                if self.o.hold.is_some() || self.draining {
                                     sl.st = St::Idle;
                                     self.hold_done += 1;
                                     return;
@@ -513,6 +521,7 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
         pending_connect: Vec::new(),
         hold_done: 0,
         src: 0,
+        draining: false,
     };
     t.stats.latencies_ns.reserve(1 << 20);
     for i in (0..o.conns).rev() {
@@ -593,7 +602,27 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
     let w1 = Instant::now();
     let cpu1s = server.as_deref().and_then(cpu_seconds);
     let cpu1 = cpu_seconds("self").unwrap_or(0.0);
+    // A request still waiting at the end counts with its age so far: a
+    // client a server starves shows in p99 instead of vanishing.
+    for sl in &t.slots {
+        if sl.st != St::Idle {
+            t.stats.latencies_ns.push((w1 - sl.t_req).as_nanos() as u64);
+            t.stats.censored += 1;
+        }
+    }
     let per_slot: Vec<u64> = t.slots.iter().map(|s| s.done).collect();
+    // Drain: no new requests; the outstanding ones get up to 1 s to come
+    // back, so closing does not reset connections with replies unread (a
+    // server would log each reset as a failed request).
+    t.measuring = false;
+    t.draining = true;
+    let drain_end = Instant::now() + Duration::from_secs(1);
+    while t.slots.iter().any(|s| matches!(s.st, St::Sending | St::Receiving)) && Instant::now() < drain_end {
+        t.poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+        for ev in events.iter() {
+            t.drive(ev.token().0);
+        }
+    }
     let w = Window {
         requests: t.stats.requests,
         secs: (w1 - w0).as_secs_f64(),
@@ -713,6 +742,10 @@ fn run_udp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
     let w1 = Instant::now();
     let cpu1s = server.as_deref().and_then(cpu_seconds);
     let cpu1 = cpu_seconds("self").unwrap_or(0.0);
+    for sl in &slots {
+        stats.latencies_ns.push((w1 - sl.t_req).as_nanos() as u64);
+        stats.censored += 1;
+    }
     let per_slot = slots.iter().map(|s| s.done).collect();
     let w = Window {
         requests: stats.requests,
@@ -764,7 +797,7 @@ fn main() {
     println!(
         "{{\"mode\":\"{mode}\",\"conns\":{},\"size\":{},\"secs\":{},\"requests\":{},\"rps\":{},\
          \"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"errors\":{},\"mismatches\":{},\"lost\":{},\
-         \"stalled\":{stalled},\"connects\":{},\"connect_p50_us\":{},\"connect_p99_us\":{},\
+         \"stalled\":{stalled},\"outstanding_at_end\":{},\"connects\":{},\"connect_p50_us\":{},\"connect_p99_us\":{},\
          \"connect_max_us\":{},\"server_cpu_s\":{},\"server_cpu_us_per_req\":{},\
          \"self_cpu_s\":{},\"self_cpu_us_per_req\":{},\"self_user_us_per_req\":{},\
          \"server_util\":{},\"self_util\":{}}}",
@@ -779,6 +812,7 @@ fn main() {
         stats.errors,
         stats.mismatches,
         stats.lost,
+        stats.censored,
         c.len(),
         jnum(pct(c, 0.5)),
         jnum(pct(c, 0.99)),
