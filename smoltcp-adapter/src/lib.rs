@@ -1,3 +1,25 @@
-//! sockserv on smoltcp (lands with the embedded-transports issue).
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod conn;
+mod error;
+#[cfg(feature = "embedded-nal")]
+pub mod nal;
+mod pool;
+mod stack;
+mod tcp;
+mod udp;
+mod wait;
+
+pub use conn::TcpConn;
+pub use error::{BindError, Error, ListenError};
+pub use stack::{Stack, Storage};
+pub use tcp::{Options, TcpListener};
+pub use udp::UdpSocket;
+pub use wait::{Spin, Wait, Woke};
+#[cfg(feature = "tap")]
+pub use wait::{StdClock, TapWait};
+
+pub use smoltcp;

@@ -1,0 +1,231 @@
+//! TCP over embedded-nal: a listener and its connections.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use embedded_io::{ErrorKind, ErrorType, Read, Write};
+use embedded_nal::{TcpClientStack, TcpError, TcpErrorKind, TcpFullStack};
+use sockserv_core::{Accepted, Clock, Connection, Readiness, StreamListener};
+
+use super::{Gave, NalError, NalStack};
+
+type TcpErr<T> = NalError<<T as TcpClientStack>::Error>;
+
+fn stack_error<E: TcpError>(e: E) -> NalError<E> {
+    let kind = match e.kind() {
+        TcpErrorKind::PipeClosed => ErrorKind::BrokenPipe,
+        _ => ErrorKind::Other,
+    };
+    NalError::new(kind, Some(e))
+}
+
+fn gave<E: TcpError>(g: Gave<E>) -> NalError<E> {
+    match g {
+        Gave::Failed(e) => stack_error(e),
+        Gave::TimedOut => NalError::new(ErrorKind::TimedOut, None),
+        Gave::Woken => NalError::new(ErrorKind::Interrupted, None),
+    }
+}
+
+/// A listening embedded-nal TCP socket as a [`StreamListener`]. See the
+/// [module docs](super) for what embedded-nal cannot say.
+pub struct NalListener<'n, T: TcpFullStack, C, P> {
+    net: &'n NalStack<T, C, P>,
+    socket: Option<T::TcpSocket>,
+    pending: Option<(T::TcpSocket, SocketAddr)>,
+    stream_timeout: Option<Duration>,
+}
+
+impl<T, C, P> NalStack<T, C, P>
+where
+    T: TcpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+{
+    /// Binds and listens on `port`; accepted connections get
+    /// `stream_timeout` (see [`NalConn`]).
+    ///
+    /// # Errors
+    /// The stack's error from `socket`, `bind` or `listen` (the socket is
+    /// closed then).
+    pub fn listen(
+        &self,
+        port: u16,
+        stream_timeout: Option<Duration>,
+    ) -> Result<NalListener<'_, T, C, P>, TcpErr<T>> {
+        self.with_stack(|s| {
+            let mut socket = TcpClientStack::socket(s).map_err(stack_error)?;
+            let bound = TcpFullStack::bind(s, &mut socket, port)
+                .and_then(|()| TcpFullStack::listen(s, &mut socket));
+            match bound {
+                Ok(()) => Ok(socket),
+                Err(e) => {
+                    let _ = TcpClientStack::close(s, socket);
+                    Err(stack_error(e))
+                }
+            }
+        })
+        .map(|socket| NalListener {
+            net: self,
+            socket: Some(socket),
+            pending: None,
+            stream_timeout,
+        })
+    }
+}
+
+impl<T: TcpFullStack, C, P> ErrorType for NalListener<'_, T, C, P> {
+    type Error = TcpErr<T>;
+}
+
+impl<'n, T, C, P> NalListener<'n, T, C, P>
+where
+    T: TcpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+{
+    fn accept(&mut self, deadline: Option<Duration>, wake: bool) -> Result<(), Gave<T::Error>> {
+        if self.pending.is_some() {
+            return Ok(());
+        }
+        let Some(listening) = self.socket.as_mut() else { return Err(Gave::TimedOut) };
+        let got = self.net.retry(deadline, wake, |s| TcpFullStack::accept(s, listening))?;
+        self.pending = Some(got);
+        Ok(())
+    }
+}
+
+impl<'n, T, C, P> StreamListener for NalListener<'n, T, C, P>
+where
+    T: TcpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+{
+    type Stream = NalConn<'n, T, C, P>;
+    type Address = SocketAddr;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, TcpErr<T>> {
+        // embedded-nal has no readiness: try to accept, and hold what comes.
+        let deadline = self.net.deadline(timeout);
+        match self.accept(deadline, true) {
+            Ok(()) => Ok(Readiness::Ready),
+            Err(Gave::TimedOut) => Ok(Readiness::TimedOut),
+            Err(Gave::Woken) => Ok(Readiness::Woken),
+            // A failed accept is the accept's to report.
+            Err(Gave::Failed(_)) => Ok(Readiness::Ready),
+        }
+    }
+
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, TcpErr<T>> {
+        let deadline = self.net.deadline(Some(duration)).unwrap_or_default();
+        Ok(if self.net.pause(deadline) { Readiness::Woken } else { Readiness::TimedOut })
+    }
+
+    fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, TcpErr<T>> {
+        match self.accept(self.net.deadline(Some(Duration::ZERO)), false) {
+            Ok(()) => {}
+            Err(Gave::TimedOut | Gave::Woken) => return Ok(None),
+            Err(Gave::Failed(e)) => return Err(stack_error(e)),
+        }
+        Ok(self.pending.take().map(|(socket, from)| {
+            let conn =
+                NalConn { net: self.net, socket: Some(socket), timeout: self.stream_timeout };
+            (conn, from)
+        }))
+    }
+}
+
+impl<T: TcpFullStack, C, P> Drop for NalListener<'_, T, C, P> {
+    fn drop(&mut self) {
+        let mut stack = self.net.stack.borrow_mut();
+        for socket in self.pending.take().map(|p| p.0).into_iter().chain(self.socket.take()) {
+            let _ = TcpClientStack::close(&mut *stack, socket);
+        }
+    }
+}
+
+/// An accepted embedded-nal TCP connection as a blocking `embedded-io`
+/// stream: `WouldBlock` is retried every tick; EOF is `Ok(0)`; writes are
+/// whole; a read or write waiting longer than the stream timeout fails
+/// with `TimedOut`. `shutdown_write` closes the socket (embedded-nal has
+/// no half-close).
+pub struct NalConn<'n, T: TcpFullStack, C, P> {
+    net: &'n NalStack<T, C, P>,
+    socket: Option<T::TcpSocket>,
+    timeout: Option<Duration>,
+}
+
+impl<T: TcpFullStack, C, P> ErrorType for NalConn<'_, T, C, P> {
+    type Error = TcpErr<T>;
+}
+
+impl<T, C, P> Read for NalConn<'_, T, C, P>
+where
+    T: TcpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+{
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, TcpErr<T>> {
+        let Some(socket) = self.socket.as_mut() else { return Ok(0) };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = self.net.deadline(self.timeout);
+        self.net.retry(deadline, false, |s| TcpClientStack::receive(s, socket, buf)).map_err(gave)
+    }
+}
+
+impl<T, C, P> Write for NalConn<'_, T, C, P>
+where
+    T: TcpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+{
+    fn write(&mut self, data: &[u8]) -> Result<usize, TcpErr<T>> {
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(NalError::new(ErrorKind::BrokenPipe, None));
+        };
+        let mut sent = 0;
+        while sent < data.len() {
+            let deadline = self.net.deadline(self.timeout);
+            let rest = &data[sent..];
+            let n = self
+                .net
+                .retry(deadline, false, |s| TcpClientStack::send(s, socket, rest))
+                .map_err(gave)?;
+            if n == 0 {
+                return Err(NalError::new(ErrorKind::WriteZero, None));
+            }
+            sent += n;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> Result<(), TcpErr<T>> {
+        Ok(())
+    }
+}
+
+impl<T, C, P> Connection for NalConn<'_, T, C, P>
+where
+    T: TcpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+{
+    fn shutdown_write(&mut self) -> Result<(), TcpErr<T>> {
+        match self.socket.take() {
+            Some(socket) => {
+                self.net.with_stack(|s| TcpClientStack::close(s, socket)).map_err(stack_error)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl<T: TcpFullStack, C, P> Drop for NalConn<'_, T, C, P> {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            let _ = TcpClientStack::close(&mut *self.net.stack.borrow_mut(), socket);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! UDP over embedded-nal.
+
+use core::fmt::Debug;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use embedded_io::{ErrorKind, ErrorType};
+use embedded_nal::{UdpClientStack, UdpFullStack};
+use sockserv_core::{Clock, DatagramSocket, Readiness, Received};
+
+use super::{Gave, NalError, NalStack};
+
+type UdpErr<T> = NalError<<T as UdpClientStack>::Error>;
+
+fn gave<E>(g: Gave<E>) -> NalError<E> {
+    match g {
+        Gave::Failed(e) => NalError::new(ErrorKind::Other, Some(e)),
+        Gave::TimedOut => NalError::new(ErrorKind::TimedOut, None),
+        Gave::Woken => NalError::new(ErrorKind::Interrupted, None),
+    }
+}
+
+/// A bound embedded-nal UDP socket as a [`DatagramSocket`], receiving into
+/// its own `stash` buffer (see the [module docs](super)): a datagram that
+/// fills the stash is reported as truncated, never served cut.
+pub struct NalUdp<'n, T: UdpFullStack, C, P, B> {
+    net: &'n NalStack<T, C, P>,
+    socket: Option<T::UdpSocket>,
+    stash: B,
+    pending: Option<(usize, SocketAddr)>,
+    send_timeout: Option<Duration>,
+}
+
+impl<T, C, P> NalStack<T, C, P>
+where
+    T: UdpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+{
+    /// Binds a UDP socket to `port`, receiving into `stash` (make it one
+    /// byte larger than the largest datagram served).
+    ///
+    /// # Errors
+    /// The stack's error from `socket` or `bind`.
+    pub fn bind_udp<B: AsMut<[u8]>>(
+        &self,
+        port: u16,
+        stash: B,
+    ) -> Result<NalUdp<'_, T, C, P, B>, UdpErr<T>> {
+        let socket = self.with_stack(|s| {
+            let mut socket = UdpClientStack::socket(s).map_err(|e| gave(Gave::Failed(e)))?;
+            match UdpFullStack::bind(s, &mut socket, port) {
+                Ok(()) => Ok(socket),
+                Err(e) => {
+                    let _ = UdpClientStack::close(s, socket);
+                    Err(gave(Gave::Failed(e)))
+                }
+            }
+        })?;
+        Ok(NalUdp {
+            net: self,
+            socket: Some(socket),
+            stash,
+            pending: None,
+            send_timeout: Some(Duration::from_secs(1)),
+        })
+    }
+}
+
+impl<T: UdpFullStack, C, P, B> ErrorType for NalUdp<'_, T, C, P, B>
+where
+    T::Error: Debug,
+{
+    type Error = UdpErr<T>;
+}
+
+impl<T, C, P, B> NalUdp<'_, T, C, P, B>
+where
+    T: UdpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+    B: AsMut<[u8]>,
+{
+    /// How long `send_to` retries a send that would block.
+    pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
+        self.send_timeout = timeout;
+    }
+
+    fn receive(&mut self, deadline: Option<Duration>, wake: bool) -> Result<(), Gave<T::Error>> {
+        if self.pending.is_some() {
+            return Ok(());
+        }
+        let Some(socket) = self.socket.as_mut() else { return Err(Gave::TimedOut) };
+        let stash = self.stash.as_mut();
+        let got = self.net.retry(deadline, wake, |s| UdpClientStack::receive(s, socket, stash))?;
+        self.pending = Some(got);
+        Ok(())
+    }
+}
+
+impl<T, C, P, B> DatagramSocket for NalUdp<'_, T, C, P, B>
+where
+    T: UdpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+    B: AsMut<[u8]>,
+{
+    type Address = SocketAddr;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, UdpErr<T>> {
+        let deadline = self.net.deadline(timeout);
+        match self.receive(deadline, true) {
+            Ok(()) => Ok(Readiness::Ready),
+            Err(Gave::TimedOut) => Ok(Readiness::TimedOut),
+            Err(Gave::Woken) => Ok(Readiness::Woken),
+            Err(Gave::Failed(_)) => Ok(Readiness::Ready),
+        }
+    }
+
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, UdpErr<T>> {
+        let deadline = self.net.deadline(Some(duration)).unwrap_or_default();
+        Ok(if self.net.pause(deadline) { Readiness::Woken } else { Readiness::TimedOut })
+    }
+
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<SocketAddr>>, UdpErr<T>> {
+        match self.receive(self.net.deadline(Some(Duration::ZERO)), false) {
+            Ok(()) => {}
+            Err(Gave::Failed(e)) => return Err(gave(Gave::Failed(e))),
+            Err(_) => return Ok(None),
+        }
+        let Some((n, from)) = self.pending.take() else { return Ok(None) };
+        let stash = self.stash.as_mut();
+        // A datagram that filled the stash may have been cut: size unknown.
+        let size = if n >= stash.len() { stash.len().saturating_add(1) } else { n };
+        let len = size.min(buf.len()).min(n);
+        buf[..len].copy_from_slice(&stash[..len]);
+        Ok(Some(Received { len, from, truncated: (size > len).then_some(size) }))
+    }
+
+    fn send_to(&mut self, data: &[u8], to: &SocketAddr) -> Result<(), UdpErr<T>> {
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(NalError::new(ErrorKind::NotConnected, None));
+        };
+        let deadline = self.net.deadline(self.send_timeout);
+        self.net
+            .retry(deadline, false, |s| UdpFullStack::send_to(s, socket, *to, data))
+            .map_err(gave)
+    }
+}
+
+impl<T: UdpFullStack, C, P, B> Drop for NalUdp<'_, T, C, P, B> {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            let _ = UdpClientStack::close(&mut *self.net.stack.borrow_mut(), socket);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The listeners' socket pools: smoltcp has no accept queue, so a backlog
+//! is a set of sockets listening on one port. This table remembers what
+//! each pooled socket is doing and re-arms listeners as soon as one leaves
+//! LISTEN.
+
+use core::time::Duration;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::wire::IpEndpoint;
+
+/// What a pooled socket is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Closed, ready to listen again.
+    Free,
+    /// In LISTEN.
+    Listening,
+    /// Took a SYN: a connection waiting to be accepted (the n-th to arrive).
+    Queued(u32),
+    /// Handed to a [`TcpConn`](crate::TcpConn).
+    Served,
+    /// The connection was dropped; TCP's close is finishing (since when).
+    Closing(Duration),
+}
+
+/// One pooled socket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    handle: SocketHandle,
+    port: u16,
+    backlog: usize,
+    close_timeout: Duration,
+    role: Role,
+    /// Its listener was dropped: remove the socket once it is closed.
+    retired: bool,
+}
+
+impl Entry {
+    pub(crate) fn new(
+        handle: SocketHandle,
+        port: u16,
+        backlog: usize,
+        close_timeout: Duration,
+    ) -> Self {
+        Self { handle, port, backlog, close_timeout, role: Role::Free, retired: false }
+    }
+
+    fn pending(&self, port: u16) -> bool {
+        self.port == port && !self.retired && matches!(self.role, Role::Listening | Role::Queued(_))
+    }
+}
+
+/// A storage slot of the pool table (opaque).
+#[derive(Clone, Copy, Debug)]
+pub struct Slot(Option<Entry>);
+
+impl Slot {
+    pub(crate) const EMPTY: Self = Self(None);
+}
+
+/// The pool table, in the caller's storage.
+#[derive(Debug)]
+pub(crate) struct Pool<'a> {
+    slots: &'a mut [Slot],
+    next_ticket: u32,
+}
+
+/// A socket whose close is over: CLOSED with no RST left to send, or
+/// TIME-WAIT (which `listen` may reuse at once).
+fn reclaimable(socket: &tcp::Socket<'_>) -> bool {
+    match socket.state() {
+        State::TimeWait => true,
+        State::Closed => socket.remote_endpoint().is_none(),
+        _ => false,
+    }
+}
+
+/// A connection that can be handed to the server.
+fn acceptable(socket: &tcp::Socket<'_>) -> bool {
+    matches!(socket.state(), State::Established | State::CloseWait)
+}
+
+impl<'a> Pool<'a> {
+    pub(crate) fn new(slots: &'a mut [Slot]) -> Self {
+        Self { slots, next_ticket: 0 }
+    }
+
+    fn entries(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.slots.iter_mut().filter_map(|s| s.0.as_mut())
+    }
+
+    /// Empty slots.
+    pub(crate) fn free(&self) -> usize {
+        self.slots.iter().filter(|s| s.0.is_none()).count()
+    }
+
+    /// Whether a live listener uses `port`.
+    pub(crate) fn has_port(&self, port: u16) -> bool {
+        self.slots.iter().filter_map(|s| s.0.as_ref()).any(|e| e.port == port && !e.retired)
+    }
+
+    /// Adds an entry; hands it back when the table is full.
+    pub(crate) fn add(&mut self, entry: Entry) -> Result<(), Entry> {
+        match self.slots.iter_mut().find(|s| s.0.is_none()) {
+            Some(slot) => {
+                slot.0 = Some(entry);
+                Ok(())
+            }
+            None => Err(entry),
+        }
+    }
+
+    /// Follows every pooled socket's state, reclaims closed ones, aborts
+    /// closes that lingered past their timeout, then re-arms each port up
+    /// to its backlog.
+    pub(crate) fn refill(&mut self, set: &mut SocketSet<'_>, now: Duration) {
+        let mut ticket = self.next_ticket;
+        for slot in self.slots.iter_mut() {
+            let Some(entry) = slot.0.as_mut() else { continue };
+            let socket = set.get_mut::<tcp::Socket>(entry.handle);
+            entry.role = next_role(entry, socket, now, &mut ticket);
+            if entry.retired && entry.role == Role::Free {
+                set.remove(entry.handle);
+                slot.0 = None;
+            }
+        }
+        self.next_ticket = ticket;
+        self.rearm(set);
+    }
+
+    fn rearm(&mut self, set: &mut SocketSet<'_>) {
+        for i in 0..self.slots.len() {
+            let Some(entry) = self.slots[i].0 else { continue };
+            if entry.retired || entry.role != Role::Free {
+                continue;
+            }
+            let pending = self.slots.iter().filter_map(|s| s.0).filter(|e| e.pending(entry.port));
+            if pending.count() >= entry.backlog {
+                continue;
+            }
+            let socket = set.get_mut::<tcp::Socket>(entry.handle);
+            if socket.listen(entry.port).is_ok()
+                && let Some(e) = self.slots[i].0.as_mut()
+            {
+                e.role = Role::Listening;
+            }
+        }
+    }
+
+    /// Whether `port` has a connection to accept.
+    pub(crate) fn ready(&mut self, port: u16, set: &mut SocketSet<'_>) -> bool {
+        self.entries().any(|e| {
+            e.port == port
+                && matches!(e.role, Role::Queued(_))
+                && acceptable(set.get::<tcp::Socket>(e.handle))
+        })
+    }
+
+    /// Hands out the oldest acceptable connection on `port`.
+    pub(crate) fn accept(
+        &mut self,
+        port: u16,
+        set: &mut SocketSet<'_>,
+    ) -> Option<(SocketHandle, IpEndpoint)> {
+        let entry = self
+            .entries()
+            .filter(|e| e.port == port && acceptable(set.get::<tcp::Socket>(e.handle)))
+            .filter_map(|e| match e.role {
+                Role::Queued(t) => Some((t, e)),
+                _ => None,
+            })
+            .min_by_key(|(t, _)| *t)?
+            .1;
+        let remote = set.get::<tcp::Socket>(entry.handle).remote_endpoint()?;
+        entry.role = Role::Served;
+        Some((entry.handle, remote))
+    }
+
+    /// A served connection was dropped (and its socket closed) at `now`.
+    pub(crate) fn release(&mut self, handle: SocketHandle, now: Duration) {
+        if let Some(e) = self.entries().find(|e| e.handle == handle) {
+            e.role = Role::Closing(now);
+        }
+    }
+
+    /// A listener was dropped: stop listening, reset connections nobody
+    /// accepted, and remove each socket once its close is over.
+    pub(crate) fn retire(&mut self, port: u16, set: &mut SocketSet<'_>) {
+        for e in self.entries().filter(|e| e.port == port && !e.retired) {
+            e.retired = true;
+            let socket = set.get_mut::<tcp::Socket>(e.handle);
+            match e.role {
+                Role::Listening => socket.close(),
+                Role::Queued(_) => socket.abort(),
+                Role::Free | Role::Served | Role::Closing(_) => {}
+            }
+        }
+    }
+}
+
+/// The role a pooled socket has now, given what smoltcp did to it.
+fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: Duration, ticket: &mut u32) -> Role {
+    match entry.role {
+        Role::Listening | Role::Queued(_) if socket.is_listening() => Role::Listening,
+        Role::Listening if socket.is_open() => {
+            *ticket = ticket.wrapping_add(1);
+            Role::Queued(*ticket)
+        }
+        Role::Listening | Role::Queued(_) if !socket.is_open() => {
+            if reclaimable(socket) {
+                Role::Free
+            } else {
+                Role::Closing(now)
+            }
+        }
+        Role::Closing(_) if reclaimable(socket) => Role::Free,
+        Role::Closing(since) => {
+            if now.saturating_sub(since) >= entry.close_timeout && socket.state() != State::Closed {
+                // A peer that never finishes the close (FIN-WAIT-2 for
+                // ever) gives its socket back with a reset.
+                socket.abort();
+            }
+            Role::Closing(since)
+        }
+        role => role,
+    }
+}

@@ -1,0 +1,289 @@
+//! The stack value: a smoltcp interface, its device and a socket set with
+//! caller-provided storage, shared by the listeners, sockets and
+//! connections made from it.
+
+use core::cell::{RefCell, RefMut};
+use core::time::Duration;
+
+use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketSet, SocketStorage};
+use smoltcp::phy::Device;
+use smoltcp::socket::{tcp, udp};
+use sockserv_core::Clock;
+
+use crate::error::{BindError, ListenError};
+use crate::pool::{Entry, Pool, Slot};
+use crate::tcp::{Options, TcpListener};
+use crate::udp::UdpSocket;
+use crate::wait::{Wait, Woke};
+
+/// The fixed storage a [`Stack`] keeps its sockets in: room for `N`
+/// sockets (TCP, UDP, and any of your own), with no allocator.
+///
+/// Make it a `static` (through `static_cell` or similar) or a local that
+/// outlives the stack.
+#[derive(Debug)]
+pub struct Storage<'a, const N: usize> {
+    sockets: [SocketStorage<'a>; N],
+    slots: [Slot; N],
+}
+
+impl<const N: usize> Storage<'_, N> {
+    /// Empty storage for `N` sockets.
+    pub const fn new() -> Self {
+        Self { sockets: [SocketStorage::EMPTY; N], slots: [Slot::EMPTY; N] }
+    }
+}
+
+impl<const N: usize> Default for Storage<'_, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The socket set, its capacity and the listeners' pools.
+#[derive(Debug)]
+pub(crate) struct Sockets<'a> {
+    pub(crate) set: SocketSet<'a>,
+    capacity: usize,
+    pub(crate) pool: Pool<'a>,
+}
+
+impl Sockets<'_> {
+    /// Room for `n` more sockets? (`SocketSet::add` panics when full.)
+    fn has_room(&self, n: usize) -> bool {
+        self.set.iter().count().saturating_add(n) <= self.capacity
+    }
+}
+
+struct Inner<'a, D, W> {
+    iface: Interface,
+    device: D,
+    wait: W,
+    socks: Sockets<'a>,
+}
+
+/// A smoltcp network stack as a sockserv transport: the interface, the
+/// device, the sockets (in caller-provided [`Storage`]), a [`Wait`] to
+/// sleep on and a [`Clock`].
+///
+/// Make listeners ([`listen`](Self::listen)) and UDP sockets
+/// ([`bind_udp`](Self::bind_udp)) from it; they, and the connections they
+/// accept, share the stack through a `&Stack` and poll the interface
+/// whenever they wait, so everything on one stack runs on one thread.
+///
+/// # Panics
+/// None of its methods panics on input from the network. A socket added
+/// through [`with_sockets`](Self::with_sockets) beyond the storage's room
+/// makes smoltcp panic, as `SocketSet::add` does: check first.
+pub struct Stack<'a, D, W, C> {
+    inner: RefCell<Inner<'a, D, W>>,
+    clock: C,
+}
+
+pub(crate) fn instant(t: Duration) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+}
+
+impl<'a, D, W, C> Stack<'a, D, W, C>
+where
+    D: Device,
+    W: Wait<D>,
+    C: Clock,
+{
+    /// A stack over `iface` (already configured: addresses, routes) and
+    /// its `device`, keeping sockets in `storage`.
+    pub fn new<const N: usize>(
+        iface: Interface,
+        device: D,
+        storage: &'a mut Storage<'a, N>,
+        wait: W,
+        clock: C,
+    ) -> Self {
+        let set = SocketSet::new(&mut storage.sockets[..]);
+        let socks = Sockets { set, capacity: N, pool: Pool::new(&mut storage.slots[..]) };
+        Self { inner: RefCell::new(Inner { iface, device, wait, socks }), clock }
+    }
+
+    /// Listens on `port` with a pool of `sockets` (smoltcp's backlog: see
+    /// [`TcpListener`]).
+    ///
+    /// # Errors
+    /// [`ListenError`]: no room in the storage, port in use, port 0, no
+    /// sockets or a zero backlog. The sockets are dropped then (they only
+    /// borrow their buffers).
+    pub fn listen<const K: usize>(
+        &self,
+        port: u16,
+        sockets: [tcp::Socket<'a>; K],
+        options: Options,
+    ) -> Result<TcpListener<'_, 'a>, ListenError> {
+        if port == 0 || K == 0 || options.backlog == 0 {
+            return Err(ListenError::Invalid);
+        }
+        let mut socks = self.sockets();
+        let socks = &mut *socks;
+        if socks.pool.has_port(port) {
+            return Err(ListenError::PortInUse);
+        }
+        if !socks.has_room(K) || socks.pool.free() < K {
+            return Err(ListenError::Full);
+        }
+        for socket in sockets {
+            let handle = socks.set.add(socket);
+            let entry = Entry::new(handle, port, options.backlog.min(K), options.close_timeout);
+            // Cannot fail: checked above.
+            let _ = socks.pool.add(entry);
+        }
+        socks.pool.refill(&mut socks.set, self.clock.now());
+        Ok(TcpListener::new(self, port, options))
+    }
+
+    /// Binds a UDP `socket` to `port`.
+    ///
+    /// # Errors
+    /// [`BindError`]: no room in the storage, port 0 or a socket already
+    /// bound.
+    pub fn bind_udp(
+        &self,
+        port: u16,
+        mut socket: udp::Socket<'a>,
+    ) -> Result<UdpSocket<'_, 'a>, BindError> {
+        socket.bind(port).map_err(|_| BindError::Invalid)?;
+        let mut socks = self.sockets();
+        if !socks.has_room(1) {
+            return Err(BindError::Full);
+        }
+        let handle = socks.set.add(socket);
+        Ok(UdpSocket::new(self, handle))
+    }
+
+    /// Polls the interface: receives and sends until nothing moves,
+    /// re-arming listeners as it goes. Returns whether any socket's state
+    /// may have changed. Listeners, sockets and connections poll whenever
+    /// they wait; call it yourself to drive sockets of your own.
+    pub fn poll(&self) -> bool {
+        <Self as Net<'a>>::poll(self)
+    }
+
+    /// Runs `f` on the interface (addresses, routes, ...).
+    pub fn with_interface<R>(&self, f: impl FnOnce(&mut Interface) -> R) -> R {
+        f(&mut self.inner.borrow_mut().iface)
+    }
+
+    /// Runs `f` on the socket set, for sockets of your own beside the
+    /// server's (check the room first: `SocketSet::add` panics when the
+    /// storage is full). Do not remove the server's sockets.
+    pub fn with_sockets<R>(&self, f: impl FnOnce(&mut SocketSet<'a>) -> R) -> R {
+        f(&mut self.sockets().set)
+    }
+
+    /// Runs `f` on the interface and the socket set together (to `connect`
+    /// a socket of your own, which needs `iface.context()`).
+    pub fn with_parts<R>(&self, f: impl FnOnce(&mut Interface, &mut SocketSet<'a>) -> R) -> R {
+        let inner = &mut *self.inner.borrow_mut();
+        f(&mut inner.iface, &mut inner.socks.set)
+    }
+
+    /// Runs `f` on the device.
+    pub fn with_device<R>(&self, f: impl FnOnce(&mut D) -> R) -> R {
+        f(&mut self.inner.borrow_mut().device)
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+}
+
+/// What listeners, sockets and connections need from a stack, with the
+/// device, waiter and clock types erased.
+pub(crate) trait Net<'a> {
+    /// The clock's time.
+    fn now(&self) -> Duration;
+    /// Polls the interface once (all ingress, then egress), re-arming
+    /// listeners after every socket state change. Returns whether any
+    /// socket's state may have changed.
+    fn poll(&self) -> bool;
+    /// Sleeps until the device may have a frame, `deadline` (clock time)
+    /// or smoltcp's next timer.
+    fn idle(&self, deadline: Option<Duration>) -> Woke;
+    /// The sockets.
+    fn sockets(&self) -> RefMut<'_, Sockets<'a>>;
+    /// The largest IP packet the device carries.
+    fn ip_mtu(&self) -> usize;
+}
+
+impl<'a, D, W, C> Net<'a> for Stack<'a, D, W, C>
+where
+    D: Device,
+    W: Wait<D>,
+    C: Clock,
+{
+    fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    fn poll(&self) -> bool {
+        let now = self.clock.now();
+        let t = instant(now);
+        let inner = &mut *self.inner.borrow_mut();
+        let socks = &mut inner.socks;
+        inner.iface.poll_maintenance(t);
+        let mut changed = false;
+        // Rounds of ingress then egress until one round moves nothing: a
+        // loopback device receives what the egress just sent.
+        loop {
+            let mut moved = false;
+            loop {
+                match inner.iface.poll_ingress_single(t, &mut inner.device, &mut socks.set) {
+                    PollIngressSingleResult::None => break,
+                    PollIngressSingleResult::PacketProcessed => moved = true,
+                    PollIngressSingleResult::SocketStateChanged => {
+                        moved = true;
+                        changed = true;
+                        // A listener that took a SYN is re-armed before
+                        // the next frame: a burst of SYNs finds the whole
+                        // backlog.
+                        socks.pool.refill(&mut socks.set, now);
+                    }
+                }
+            }
+            while inner.iface.poll_egress(t, &mut inner.device, &mut socks.set)
+                == PollResult::SocketStateChanged
+            {
+                moved = true;
+                changed = true;
+            }
+            socks.pool.refill(&mut socks.set, now);
+            if !moved {
+                return changed;
+            }
+        }
+    }
+
+    fn idle(&self, deadline: Option<Duration>) -> Woke {
+        let now = self.clock.now();
+        let inner = &mut *self.inner.borrow_mut();
+        let timer = inner
+            .iface
+            .poll_delay(instant(now), &inner.socks.set)
+            .map(|d| Duration::from_micros(d.total_micros()));
+        let left = deadline.map(|d| d.saturating_sub(now));
+        let timeout = match (timer, left) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if timeout == Some(Duration::ZERO) {
+            return Woke::Timeout;
+        }
+        inner.wait.wait(&mut inner.device, &mut inner.socks.set, timeout)
+    }
+
+    fn sockets(&self) -> RefMut<'_, Sockets<'a>> {
+        RefMut::map(self.inner.borrow_mut(), |i| &mut i.socks)
+    }
+
+    fn ip_mtu(&self) -> usize {
+        self.inner.borrow().device.capabilities().ip_mtu()
+    }
+}

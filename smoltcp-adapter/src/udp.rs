@@ -1,0 +1,131 @@
+//! A UDP socket on the stack as a [`DatagramSocket`].
+
+use core::time::Duration;
+
+use embedded_io::ErrorType;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::udp::{self, SendError};
+use smoltcp::wire::IpEndpoint;
+use sockserv_core::{DatagramSocket, Readiness, Received};
+
+use crate::error::Error;
+use crate::stack::Net;
+use crate::wait::Woke;
+
+/// IPv4 and UDP headers: what a datagram adds to its payload.
+const HEADERS: usize = 20 + 8;
+
+/// A bound UDP socket on a smoltcp [`Stack`](crate::Stack): the socket of
+/// `socketserver.UDPServer`.
+///
+/// * A datagram larger than the server's buffer is **reported, never cut
+///   silently**: the socket peeks first and tells the size in
+///   [`Received::truncated`] (smoltcp's own `recv_slice` would drop it).
+///   A datagram larger than the smoltcp socket's receive buffer never gets
+///   this far: smoltcp drops it on arrival, unseen.
+/// * `send_to` refuses (`InvalidInput`) a datagram larger than the device's
+///   MTU allows (this stack does not fragment) or than the send buffer
+///   holds; it waits for room in the send buffer up to
+///   [`send_timeout`](Self::set_send_timeout) (1 s by default: a peer whose
+///   link address never resolves cannot hold the server for ever).
+///
+/// Dropping it removes the socket from the stack.
+pub struct UdpSocket<'s, 'a> {
+    net: &'s dyn Net<'a>,
+    handle: SocketHandle,
+    send_timeout: Option<Duration>,
+}
+
+impl<'s, 'a> UdpSocket<'s, 'a> {
+    pub(crate) fn new(net: &'s dyn Net<'a>, handle: SocketHandle) -> Self {
+        Self { net, handle, send_timeout: Some(Duration::from_secs(1)) }
+    }
+
+    /// How long `send_to` waits for room in the send buffer (`None`: for
+    /// ever).
+    pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
+        self.send_timeout = timeout;
+    }
+
+    /// Runs `f` on the smoltcp socket.
+    pub fn with_socket<R>(&self, f: impl FnOnce(&mut udp::Socket<'a>) -> R) -> R {
+        f(self.net.sockets().set.get_mut::<udp::Socket<'a>>(self.handle))
+    }
+
+    fn run(&self, deadline: Option<Duration>, watch: bool) -> Readiness {
+        loop {
+            self.net.poll();
+            if watch && self.with_socket(|s| s.can_recv()) {
+                return Readiness::Ready;
+            }
+            if deadline.is_some_and(|d| self.net.now() >= d) {
+                return Readiness::TimedOut;
+            }
+            if self.net.idle(deadline) == Woke::Woken {
+                return Readiness::Woken;
+            }
+        }
+    }
+}
+
+impl ErrorType for UdpSocket<'_, '_> {
+    type Error = Error;
+}
+
+impl DatagramSocket for UdpSocket<'_, '_> {
+    type Address = IpEndpoint;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
+        let deadline = timeout.map(|t| self.net.now().saturating_add(t));
+        Ok(self.run(deadline, true))
+    }
+
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, Error> {
+        let deadline = self.net.now().saturating_add(duration);
+        Ok(self.run(Some(deadline), false))
+    }
+
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<IpEndpoint>>, Error> {
+        self.with_socket(|socket| {
+            // Peek first: recv_slice would drop a datagram too big for `buf`.
+            let Ok((payload, meta)) = socket.peek() else { return Ok(None) };
+            let size = payload.len();
+            let len = size.min(buf.len());
+            buf[..len].copy_from_slice(&payload[..len]);
+            let from = meta.endpoint;
+            let _ = socket.recv();
+            Ok(Some(Received { len, from, truncated: (size > len).then_some(size) }))
+        })
+    }
+
+    fn send_to(&mut self, data: &[u8], to: &IpEndpoint) -> Result<(), Error> {
+        let capacity = self.with_socket(|s| s.payload_send_capacity());
+        if data.len() > capacity || data.len() + HEADERS > self.net.ip_mtu() {
+            return Err(Error::TOO_LARGE);
+        }
+        let deadline = self.send_timeout.map(|t| self.net.now().saturating_add(t));
+        loop {
+            match self.with_socket(|s| s.send_slice(data, *to)) {
+                Ok(()) => {
+                    self.net.poll();
+                    return Ok(());
+                }
+                Err(SendError::Unaddressable) => return Err(Error::UNADDRESSABLE),
+                Err(SendError::BufferFull) => {}
+            }
+            if self.net.poll() {
+                continue;
+            }
+            if deadline.is_some_and(|d| self.net.now() >= d) {
+                return Err(Error::TIMED_OUT);
+            }
+            let _ = self.net.idle(deadline);
+        }
+    }
+}
+
+impl Drop for UdpSocket<'_, '_> {
+    fn drop(&mut self) {
+        self.net.sockets().set.remove(self.handle);
+    }
+}

@@ -1,0 +1,194 @@
+//! The embedded-nal transport for real: `std-embedded-nal`'s stack (the
+//! host's sockets behind the embedded-nal traits) serving std and Python
+//! clients on loopback.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use embedded_io::{Read, Write};
+use sockserv::std_adapter::StdClock;
+use sockserv::{
+    Datagram, DatagramHandler, DatagramService, Hooks, Inline, ReplyFull, ReplyWriter,
+    RequestError, Server, ShutdownFlag, ShutdownSignal, Stream, StreamHandler, StreamService,
+};
+use sockserv_smoltcp::nal::NalStack;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A port that was free a moment ago (embedded-nal binds by port only).
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        UdpSocket::bind("[::]:0").unwrap().local_addr().unwrap().port()
+    } else {
+        std::net::TcpListener::bind("[::]:0").unwrap().local_addr().unwrap().port()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Rec {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Rec {
+    fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Hooks<SocketAddr> for Rec {
+    fn handle_error(&self, _: &SocketAddr, error: &RequestError<'_>) {
+        self.log.lock().unwrap().push(format!("error: {error}"));
+    }
+}
+
+struct Echo;
+
+impl<S: Read + Write> StreamHandler<S> for Echo {
+    type Error = S::Error;
+    fn handle(&mut self, stream: &mut S) -> Result<(), S::Error> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            stream.write_all(&buf[..n])?;
+        }
+    }
+}
+
+impl DatagramHandler for Echo {
+    type Error = ReplyFull;
+    fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
+        reply.write_all(packet)
+    }
+}
+
+impl<S: Read + Write> StreamService<S, SocketAddr> for Rec {
+    type Handler = Echo;
+    fn handler(&self, _: &SocketAddr) -> Echo {
+        Echo
+    }
+}
+
+impl DatagramService<SocketAddr> for Rec {
+    type Handler = Echo;
+    fn handler(&self, _: &SocketAddr) -> Echo {
+        Echo
+    }
+}
+
+/// The sleep function: a short nap; wakes the server when a stop was asked.
+fn sleeper(flag: &'static ShutdownFlag) -> impl FnMut(Duration) -> bool {
+    move |d| {
+        thread::sleep(d);
+        flag.is_requested()
+    }
+}
+
+fn echo_client(port: u16, data: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut reader = s.try_clone().unwrap();
+    let got = thread::spawn(move || {
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).map(|_| out)
+    });
+    s.write_all(data).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    got.join().unwrap().expect("the echo arrived in time")
+}
+
+fn python(code: &str) -> String {
+    let out = Command::new("timeout").args(["-s", "KILL", "30", "python3", "-c", code]).output();
+    let out = out.expect("python3 is needed for this test");
+    assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn tcp_echo_over_std_embedded_nal() {
+    static FLAG: ShutdownFlag = ShutdownFlag::new();
+    let port = free_port(false);
+    let rec = Rec::default();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server_rec = rec.clone();
+    let server = thread::spawn(move || {
+        let net = NalStack::new(std_embedded_nal::Stack, StdClock::new(), sleeper(&FLAG))
+            .with_tick(Duration::from_millis(2));
+        let listener = net.listen(port, Some(TIMEOUT)).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut server =
+            Server::new(Stream(listener), server_rec, StdClock::new(), &FLAG, Inline::new());
+        server.serve_forever(Duration::from_millis(100))
+    });
+    ready_rx.recv_timeout(TIMEOUT).unwrap();
+
+    for i in 0..5 {
+        let msg = format!("sequential {i}\n");
+        assert_eq!(echo_client(port, msg.as_bytes()), msg.as_bytes());
+    }
+    let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    assert_eq!(echo_client(port, &big), big, "1 MiB echo");
+    let answer = python(&format!(
+        "import socket\n\
+         s = socket.create_connection(('127.0.0.1', {port}), timeout=10)\n\
+         s.sendall(b'from python'); s.shutdown(socket.SHUT_WR)\n\
+         out = b''\n\
+         while True:\n    b = s.recv(100)\n    if not b: break\n    out += b\n\
+         print(out.decode())"
+    ));
+    assert_eq!(answer, "from python");
+
+    FLAG.request();
+    server.join().unwrap().unwrap();
+    assert!(rec.lines().is_empty(), "{:?}", rec.lines());
+}
+
+#[test]
+fn udp_echo_and_truncation_over_std_embedded_nal() {
+    static FLAG: ShutdownFlag = ShutdownFlag::new();
+    let port = free_port(true);
+    let rec = Rec::default();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server_rec = rec.clone();
+    let server = thread::spawn(move || {
+        let net = NalStack::new(std_embedded_nal::Stack, StdClock::new(), sleeper(&FLAG))
+            .with_tick(Duration::from_millis(2));
+        // 64-byte datagrams served whole: the stash is one byte larger.
+        let socket = net.bind_udp(port, [0u8; 65]).unwrap();
+        ready_tx.send(()).unwrap();
+        let transport = Datagram { socket, buffer: [0u8; 64] };
+        let mut server = Server::new(transport, server_rec, StdClock::new(), &FLAG, Inline::new());
+        server.serve_forever(Duration::from_millis(100))
+    });
+    ready_rx.recv_timeout(TIMEOUT).unwrap();
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 200];
+    client.send_to(&[7u8; 100], ("127.0.0.1", port)).unwrap();
+    client.send_to(&[9u8; 64], ("127.0.0.1", port)).unwrap();
+    let n = client.recv(&mut buf).expect("the 64-byte datagram came back");
+    assert_eq!(&buf[..n], &[9u8; 64], "the truncated datagram got no reply");
+    let answer = python(&format!(
+        "import socket\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)\n\
+         u.sendto(b'python datagram', ('127.0.0.1', {port}))\n\
+         print(u.recvfrom(100)[0].decode())"
+    ));
+    assert_eq!(answer, "python datagram");
+
+    FLAG.request();
+    server.join().unwrap().unwrap();
+    let lines = rec.lines();
+    assert_eq!(
+        lines,
+        ["error: datagram of 66 bytes does not fit the 64-byte buffer; dropped"],
+        "a datagram that filled the stash is reported (size unknown: stash + 1)"
+    );
+}

@@ -1,0 +1,97 @@
+//! One request served by sockserv-smoltcp over smoltcp's Loopback device,
+//! without std: the client is a smoltcp socket in the same set, driven by
+//! the stack's `Wait`, which also moves a virtual clock.
+
+use core::cell::Cell;
+use core::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Loopback, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+use sockserv_core::{Clock, FnService, Inline, Server, ShutdownFlag, Stream};
+use sockserv_smoltcp::{Options, Stack, Storage, Wait, Woke};
+
+use crate::Echo;
+
+const MESSAGE: &[u8] = b"hello smoltcp\n";
+
+struct Ticks(Cell<Duration>);
+
+impl Clock for Ticks {
+    fn now(&self) -> Duration {
+        self.0.get()
+    }
+}
+
+/// Sends the message once connected, then half-closes.
+struct Peer<'c> {
+    clock: &'c Ticks,
+    client: Cell<Option<SocketHandle>>,
+    sent: Cell<bool>,
+}
+
+impl<D> Wait<D> for &Peer<'_> {
+    fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Woke {
+        if let Some(h) = self.client.get() {
+            let s = set.get_mut::<tcp::Socket>(h);
+            if !self.sent.get() && s.may_send() && s.send_slice(MESSAGE) == Ok(MESSAGE.len()) {
+                s.close();
+                self.sent.set(true);
+                return Woke::Device;
+            }
+        }
+        let step = timeout.unwrap_or(Duration::from_millis(10));
+        self.clock.0.set(self.clock.0.get() + step);
+        Woke::Timeout
+    }
+}
+
+static FLAG: ShutdownFlag = ShutdownFlag::new();
+
+/// `true` when the client got its message back and the server's FIN.
+pub fn serve_one() -> bool {
+    let clock = Ticks(Cell::new(Duration::ZERO));
+    let peer = Peer { clock: &clock, client: Cell::new(None), sent: Cell::new(false) };
+    let mut device = Loopback::new(Medium::Ethernet);
+    let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+    let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
+    let addr = IpAddress::v4(127, 0, 0, 1);
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::new(addr, 8));
+    });
+    let mut bufs = [[0u8; 512]; 6];
+    let [b0, b1, b2, b3, b4, b5] = &mut bufs;
+    let pool = [
+        tcp::Socket::new(tcp::SocketBuffer::new(&mut b0[..]), tcp::SocketBuffer::new(&mut b1[..])),
+        tcp::Socket::new(tcp::SocketBuffer::new(&mut b2[..]), tcp::SocketBuffer::new(&mut b3[..])),
+    ];
+    let client =
+        tcp::Socket::new(tcp::SocketBuffer::new(&mut b4[..]), tcp::SocketBuffer::new(&mut b5[..]));
+    let mut storage = Storage::<4>::new();
+    let stack = Stack::new(iface, device, &mut storage, &peer, &clock);
+    let Ok(listener) = stack.listen(7000, pool, Options::default()) else { return false };
+    let handle = stack.with_parts(|iface, set| {
+        let h = set.add(client);
+        let ok = set.get_mut::<tcp::Socket>(h).connect(iface.context(), (addr, 7000), 40000);
+        ok.map(|()| h)
+    });
+    let Ok(handle) = handle else { return false };
+    peer.client.set(Some(handle));
+    let service = FnService(|_: &_| Echo);
+    let mut server = Server::new(Stream(listener), service, &clock, &FLAG, Inline::new());
+    server.set_timeout(Some(Duration::from_secs(5)));
+    if server.handle_request().is_err() {
+        return false;
+    }
+    for _ in 0..20 {
+        stack.poll();
+    }
+    stack.with_sockets(|set| {
+        let s = set.get_mut::<tcp::Socket>(handle);
+        let mut got = [0u8; 64];
+        let n = s.recv_slice(&mut got).unwrap_or(0);
+        // Everything echoed, then the server's FIN.
+        &got[..n] == MESSAGE && s.recv_slice(&mut got) == Err(tcp::RecvError::Finished)
+    })
+}

@@ -1,0 +1,631 @@
+//! The smoltcp adapter in-process, over smoltcp's `Loopback` device: no
+//! privileges, no real time. The clients are smoltcp sockets in the same
+//! socket set, driven by the stack's `Wait` (which also moves a virtual
+//! clock forward when nobody has anything to do), so the server runs
+//! inline, exactly as on a microcontroller.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Debug;
+use std::rc::Rc;
+use std::time::Duration;
+
+use embedded_io::{ErrorKind, Read, Write};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Loopback, Medium};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use sockserv::{
+    BufStream, Clock, Datagram, DatagramHandler, DatagramService, Hooks, Inline, ReplyFull,
+    ReplyWriter, RequestError, Server, ShutdownFlag, Stream, StreamHandler, StreamService,
+};
+use sockserv_smoltcp::{Options, Stack, Storage, Wait, Woke};
+
+const SERVER: IpAddress = IpAddress::v4(127, 0, 0, 1);
+const PORT: u16 = 7000;
+
+/// A virtual clock: moves only when the waiter says so.
+#[derive(Default)]
+struct VClock(Cell<Duration>);
+
+impl Clock for VClock {
+    fn now(&self) -> Duration {
+        self.0.get()
+    }
+}
+
+/// A scripted smoltcp TCP client in the stack's own socket set.
+#[derive(Debug, Default)]
+struct Client {
+    handle: Option<SocketHandle>,
+    send: Vec<u8>,
+    sent: usize,
+    /// Bytes per send (1: one segment per byte, Nagle off).
+    chunk: usize,
+    close_when_sent: bool,
+    /// Reset (abort) once this many bytes were sent.
+    abort_after: Option<usize>,
+    received: Vec<u8>,
+    closed: bool,
+    aborted: bool,
+}
+
+impl Client {
+    fn new(send: &[u8]) -> Self {
+        Self { send: send.to_vec(), chunk: usize::MAX, close_when_sent: true, ..Self::default() }
+    }
+
+    fn step(&mut self, set: &mut SocketSet<'_>) -> bool {
+        let Some(handle) = self.handle else { return false };
+        let s = set.get_mut::<tcp::Socket>(handle);
+        let mut worked = false;
+        while s.can_recv() {
+            let got = s.recv(|b| (b.len(), b.to_vec())).unwrap();
+            self.received.extend_from_slice(&got);
+            worked = true;
+        }
+        if self.closed || self.aborted || !s.may_send() {
+            return worked;
+        }
+        if self.abort_after.is_some_and(|n| self.sent >= n) {
+            s.abort();
+            self.aborted = true;
+            return true;
+        }
+        let limit = self.abort_after.unwrap_or(usize::MAX).min(self.send.len());
+        if self.sent < limit {
+            let end = limit.min(self.sent.saturating_add(self.chunk));
+            if let Ok(n) = s.send_slice(&self.send[self.sent..end])
+                && n > 0
+            {
+                self.sent += n;
+                worked = true;
+            }
+        } else if self.close_when_sent {
+            s.close();
+            self.closed = true;
+            worked = true;
+        }
+        worked
+    }
+}
+
+type Clients = Rc<RefCell<Vec<Client>>>;
+
+/// The stack's waiter: drives the clients; when none has work, moves the
+/// virtual clock to the deadline (100 ms when there is none).
+struct Peers<'c> {
+    clock: &'c VClock,
+    clients: Clients,
+    waits: Rc<Cell<u32>>,
+}
+
+impl<D> Wait<D> for Peers<'_> {
+    fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Woke {
+        self.waits.set(self.waits.get() + 1);
+        let mut worked = false;
+        for c in self.clients.borrow_mut().iter_mut() {
+            worked |= c.step(set);
+        }
+        if worked {
+            return Woke::Device;
+        }
+        let step = timeout.unwrap_or(Duration::from_millis(100));
+        self.clock.0.set(self.clock.0.get() + step);
+        Woke::Timeout
+    }
+}
+
+type TestStack<'a> = Stack<'a, Loopback, Peers<'a>, &'a VClock>;
+
+struct World {
+    clock: VClock,
+    clients: Clients,
+    waits: Rc<Cell<u32>>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self { clock: VClock::default(), clients: Clients::default(), waits: Rc::default() }
+    }
+
+    fn stack<'a>(&'a self, storage: &'a mut Storage<'a, 16>) -> TestStack<'a> {
+        let mut device = Loopback::new(Medium::Ethernet);
+        let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+        let now = smoltcp::time::Instant::from_micros(0);
+        let mut iface = Interface::new(config, &mut device, now);
+        iface.update_ip_addrs(|a| a.push(IpCidr::new(SERVER, 8)).unwrap());
+        let wait = Peers {
+            clock: &self.clock,
+            clients: Rc::clone(&self.clients),
+            waits: Rc::clone(&self.waits),
+        };
+        Stack::new(iface, device, storage, wait, &self.clock)
+    }
+
+    /// Adds a client that connects to the server from `local_port`;
+    /// returns its index.
+    fn connect(&self, stack: &TestStack<'_>, local_port: u16, mut client: Client) -> usize {
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+        );
+        let handle = stack.with_parts(|iface, set| {
+            let h = set.add(socket);
+            let s = set.get_mut::<tcp::Socket>(h);
+            s.set_nagle_enabled(client.chunk == usize::MAX);
+            s.connect(iface.context(), (SERVER, PORT), local_port).unwrap();
+            h
+        });
+        client.handle = Some(handle);
+        let mut clients = self.clients.borrow_mut();
+        clients.push(client);
+        clients.len() - 1
+    }
+
+    /// Polls and drives the clients until nothing moves for a while.
+    fn settle(&self, stack: &TestStack<'_>) {
+        for _ in 0..200 {
+            stack.poll();
+            stack.with_sockets(|set| {
+                for c in self.clients.borrow_mut().iter_mut() {
+                    c.step(set);
+                }
+            });
+            self.clock.0.set(self.clock.0.get() + Duration::from_millis(5));
+        }
+    }
+
+    fn state(&self, stack: &TestStack<'_>, i: usize) -> tcp::State {
+        let h = self.clients.borrow()[i].handle.unwrap();
+        stack.with_sockets(|set| set.get::<tcp::Socket>(h).state())
+    }
+
+    fn received(&self, i: usize) -> Vec<u8> {
+        self.clients.borrow()[i].received.clone()
+    }
+}
+
+fn pool<const K: usize>() -> [tcp::Socket<'static>; K] {
+    std::array::from_fn(|_| {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 1024]),
+            tcp::SocketBuffer::new(vec![0; 1024]),
+        )
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Behaviour {
+    /// Every byte back until EOF, through a 7-byte buffer.
+    Echo,
+    /// One line back (BufStream::read_line).
+    Line,
+    /// Fails at once.
+    Fail,
+}
+
+/// A service that records every hook call.
+#[derive(Clone)]
+struct Rec {
+    behaviour: Behaviour,
+    verify: bool,
+    log: Rc<RefCell<Vec<String>>>,
+    /// Ask `flag` to stop after this many `service_actions`.
+    stop_after: Option<(u32, &'static ShutdownFlag)>,
+    actions: Rc<Cell<u32>>,
+}
+
+impl Rec {
+    fn new(behaviour: Behaviour) -> Self {
+        Self {
+            behaviour,
+            verify: true,
+            log: Rc::default(),
+            stop_after: None,
+            actions: Rc::default(),
+        }
+    }
+
+    fn note(&self, line: String) {
+        self.log.borrow_mut().push(line);
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.lines().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+}
+
+impl Hooks<IpEndpoint> for Rec {
+    fn verify_request(&self, client: &IpEndpoint) -> bool {
+        self.note(format!("verify {client}"));
+        self.verify
+    }
+    fn handle_error(&self, _: &IpEndpoint, error: &RequestError<'_>) {
+        self.note(format!("error: {error}"));
+    }
+    fn handle_timeout(&self) {
+        self.note("timeout".into());
+    }
+    fn service_actions(&self) {
+        let n = self.actions.get() + 1;
+        self.actions.set(n);
+        if let Some((after, flag)) = self.stop_after
+            && n >= after
+        {
+            flag.request();
+        }
+    }
+}
+
+struct Handler(Rec);
+
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Failure<E> {
+    Io(E),
+    Line(sockserv::ReadLineError<E>),
+    Test,
+}
+
+impl<E> From<E> for Failure<E> {
+    fn from(e: E) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl<S: Read + Write> StreamHandler<S> for Handler
+where
+    S::Error: Debug,
+{
+    type Error = Failure<S::Error>;
+    fn handle(&mut self, stream: &mut S) -> Result<(), Self::Error> {
+        self.0.note("handle".into());
+        match self.0.behaviour {
+            Behaviour::Echo => {
+                let mut buf = [0u8; 7];
+                loop {
+                    let n = stream.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    stream.write_all(&buf[..n])?;
+                }
+            }
+            Behaviour::Line => {
+                let mut io = BufStream::<_, 256>::new(stream);
+                let mut line = [0u8; 256];
+                let n = io.read_line(&mut line).map_err(Failure::Line)?;
+                io.write_all(&line[..n])?;
+                Ok(())
+            }
+            Behaviour::Fail => Err(Failure::Test),
+        }
+    }
+}
+
+impl DatagramHandler for Handler {
+    type Error = ReplyFull;
+    fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
+        self.0.note("handle".into());
+        reply.write_all(packet)
+    }
+}
+
+impl<S: Read + Write> StreamService<S, IpEndpoint> for Rec
+where
+    S::Error: Debug,
+{
+    type Handler = Handler;
+    fn handler(&self, _: &IpEndpoint) -> Handler {
+        Handler(self.clone())
+    }
+}
+
+impl DatagramService<IpEndpoint> for Rec {
+    type Handler = Handler;
+    fn handler(&self, _: &IpEndpoint) -> Handler {
+        Handler(self.clone())
+    }
+}
+
+fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn echo_many_segments_through_small_buffers() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<3>(), Options::default()).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    let data = payload(20_000);
+    let c = world.connect(&stack, 40001, Client::new(&data));
+    server.set_timeout(Some(Duration::from_secs(5)));
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(rec.lines(), ["verify 127.0.0.1:40001", "handle"]);
+    // 20 000 bytes through 1 KiB socket buffers and a 7-byte handler buffer.
+    assert_eq!(world.received(c), data);
+    // The server half-closed after the handler: the client saw FIN.
+    assert!(
+        matches!(world.state(&stack, c), tcp::State::TimeWait | tcp::State::Closed),
+        "client state {}",
+        world.state(&stack, c)
+    );
+}
+
+#[test]
+fn partial_reads_one_byte_segments_make_one_line() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
+    let rec = Rec::new(Behaviour::Line);
+    let flag = ShutdownFlag::new();
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    let mut client = Client::new(b"hello world\n");
+    client.chunk = 1;
+    client.close_when_sent = false;
+    let c = world.connect(&stack, 40002, client);
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(c), b"hello world\n");
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
+    // More than one wait: the bytes did come one segment at a time.
+    assert!(world.waits.get() > 12, "waits: {}", world.waits.get());
+}
+
+#[test]
+fn verify_request_false_closes_without_a_handler() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
+    let mut rec = Rec::new(Behaviour::Echo);
+    rec.verify = false;
+    let flag = ShutdownFlag::new();
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    let mut client = Client::new(b"");
+    client.close_when_sent = false;
+    let c = world.connect(&stack, 40003, client);
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(rec.lines(), ["verify 127.0.0.1:40003"]);
+    assert!(world.received(c).is_empty());
+    // The server's FIN arrived: the client's receive side is closed.
+    assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
+}
+
+#[test]
+fn handler_error_reaches_handle_error_and_the_server_goes_on() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<3>(), Options::default()).unwrap();
+    let rec = Rec::new(Behaviour::Fail);
+    let flag = ShutdownFlag::new();
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    world.connect(&stack, 40004, Client::new(b"x"));
+    server.handle_request().unwrap();
+    assert_eq!(rec.count("error: handler failed: Test"), 1, "{:?}", rec.lines());
+    let (_, mut svc_ok, _) = {
+        let (t, _, d) = server.into_parts();
+        ((), Server::new(t, Rec::new(Behaviour::Echo), &world.clock, &flag, d), ())
+    };
+    let c = world.connect(&stack, 40005, Client::new(b"still serving"));
+    svc_ok.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(c), b"still serving");
+}
+
+#[test]
+fn handle_timeout_after_the_virtual_deadline() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    server.set_timeout(Some(Duration::from_secs(3)));
+    server.handle_request().unwrap();
+    assert_eq!(rec.lines(), ["timeout"]);
+    assert!(world.clock.now() >= Duration::from_secs(3));
+    assert!(world.clock.now() < Duration::from_secs(4), "{:?}", world.clock.now());
+}
+
+#[test]
+fn serve_forever_runs_service_actions_and_stops_on_the_flag() {
+    static FLAG: ShutdownFlag = ShutdownFlag::new();
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<3>(), Options::default()).unwrap();
+    let mut rec = Rec::new(Behaviour::Echo);
+    rec.stop_after = Some((5, &FLAG));
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &FLAG, Inline::new());
+    let c = world.connect(&stack, 40006, Client::new(b"served inside serve_forever"));
+    server.serve_forever(Duration::from_millis(500)).unwrap();
+    world.settle(&stack);
+    assert_eq!(rec.actions.get(), 5);
+    assert_eq!(rec.count("handle"), 1);
+    assert_eq!(world.received(c), b"served inside serve_forever");
+    assert!(!FLAG.is_running());
+}
+
+#[test]
+fn backlog_overflow_gets_a_reset_and_the_pool_rearms() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let options = Options { backlog: 2, ..Options::default() };
+    let listener = stack.listen(PORT, pool::<3>(), options).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let mut keep_open = Client::new(b"");
+    keep_open.close_when_sent = false;
+    let a = world.connect(&stack, 40010, Client::new(b"first"));
+    let b = world.connect(&stack, 40011, Client::new(b"second"));
+    let c = world.connect(&stack, 40012, Client::new(b"third"));
+    let started = world.clock.now();
+    // Nobody accepts: two connections fill the backlog.
+    for _ in 0..5 {
+        stack.poll();
+    }
+    assert_eq!(world.state(&stack, a), tcp::State::Established);
+    assert_eq!(world.state(&stack, b), tcp::State::Established);
+    // The third SYN found no listening socket: RST, not a timeout.
+    assert_eq!(world.state(&stack, c), tcp::State::Closed);
+    assert_eq!(world.clock.now(), started);
+    // Accepting one frees a place in the backlog: a new client gets in.
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    server.handle_request().unwrap();
+    let d = world.connect(&stack, 40013, Client::new(b"fourth"));
+    server.handle_request().unwrap();
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(a), b"first");
+    assert_eq!(world.received(b), b"second");
+    assert_eq!(world.received(d), b"fourth");
+    assert!(world.received(c).is_empty());
+}
+
+#[test]
+fn client_reset_mid_request_is_a_handler_error() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<3>(), Options::default()).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    let mut client = Client::new(&payload(5000));
+    client.abort_after = Some(3000);
+    world.connect(&stack, 40020, client);
+    server.handle_request().unwrap();
+    let lines = rec.lines();
+    assert_eq!(rec.count("error"), 1, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("ConnectionReset")), "{lines:?}");
+    // And the next client is served.
+    let c = world.connect(&stack, 40021, Client::new(b"after the reset"));
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(c), b"after the reset");
+}
+
+#[test]
+fn idle_peer_times_out_with_stream_timeout() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let options = Options { stream_timeout: Some(Duration::from_secs(2)), ..Options::default() };
+    let listener = stack.listen(PORT, pool::<2>(), options).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    let mut idle = Client::new(b"");
+    idle.close_when_sent = false;
+    let c = world.connect(&stack, 40030, idle);
+    server.handle_request().unwrap();
+    let lines = rec.lines();
+    assert!(lines.iter().any(|l| l.contains("TimedOut")), "{lines:?}");
+    assert!(world.clock.now() >= Duration::from_secs(2));
+    world.settle(&stack);
+    // The server closed its side after the timeout.
+    assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
+}
+
+#[test]
+fn write_after_shutdown_is_broken_pipe_and_errors_map_to_kinds() {
+    use sockserv::{Connection, StreamListener};
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
+    let mut client = Client::new(b"abc");
+    client.close_when_sent = false;
+    world.connect(&stack, 40040, client);
+    assert_eq!(listener.wait(Some(Duration::from_secs(1))).unwrap(), sockserv::Readiness::Ready);
+    let (mut conn, from) = listener.try_accept().unwrap().unwrap();
+    assert_eq!(from.port, 40040);
+    let mut buf = [0u8; 8];
+    let n = conn.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"abc");
+    conn.shutdown_write().unwrap();
+    let e = conn.write(b"late").unwrap_err();
+    assert_eq!(embedded_io::Error::kind(&e), ErrorKind::BrokenPipe);
+}
+
+#[test]
+fn udp_echo_and_truncation_reported() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let server_socket = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+    );
+    let socket = stack.bind_udp(7001, server_socket).unwrap();
+    let client = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+    );
+    let big = payload(100);
+    let h = stack.with_sockets(|set| {
+        let h = set.add(client);
+        let s = set.get_mut::<udp::Socket>(h);
+        s.bind(5000).unwrap();
+        s.send_slice(&big, (SERVER, 7001)).unwrap();
+        s.send_slice(b"small", (SERVER, 7001)).unwrap();
+        h
+    });
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let transport = Datagram { socket, buffer: [0u8; 64] };
+    let mut server = Server::new(transport, rec.clone(), &world.clock, &flag, Inline::new());
+    server.handle_request().unwrap();
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(
+        rec.lines(),
+        [
+            "verify 127.0.0.1:5000",
+            "error: datagram of 100 bytes does not fit the 64-byte buffer; dropped",
+            "verify 127.0.0.1:5000",
+            "handle",
+        ]
+    );
+    let replies = stack.with_sockets(|set| {
+        let s = set.get_mut::<udp::Socket>(h);
+        let mut out = Vec::new();
+        while let Ok((data, _)) = s.recv() {
+            out.push(data.to_vec());
+        }
+        out
+    });
+    assert_eq!(replies, [b"small".to_vec()]);
+}
+
+#[test]
+fn listen_refuses_when_storage_is_full_instead_of_panicking() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let _a = stack.listen(PORT, pool::<10>(), Options::default()).unwrap();
+    assert_eq!(
+        stack.listen(PORT + 1, pool::<7>(), Options::default()).err(),
+        Some(sockserv_smoltcp::ListenError::Full)
+    );
+    assert_eq!(
+        stack.listen(PORT, pool::<1>(), Options::default()).err(),
+        Some(sockserv_smoltcp::ListenError::PortInUse)
+    );
+    let _b = stack.listen(PORT + 1, pool::<6>(), Options::default()).unwrap();
+}

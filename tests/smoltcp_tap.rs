@@ -1,0 +1,215 @@
+//! The `smoltcp_echo` example against a real peer: the Linux kernel's TCP
+//! and UDP stack, over a TAP device, inside a network namespace this test
+//! creates (`unshare --net`), never in the machine's own.
+//!
+//! Needs root (CI runs as root). Where the machine cannot make a namespace
+//! or a TAP device the test FAILS with the reason: it never passes without
+//! having talked to the kernel.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The example binary cargo built for this test run (`cargo test` builds
+/// the examples; a filtered run such as `--test smoltcp_tap` does not, so
+/// then the test builds it, with the same profile).
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/examples/smoltcp_echo
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = profile_dir.join("examples").join("smoltcp_echo");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--example", "smoltcp_echo"]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cannot run cargo to build the example");
+        assert!(status.success(), "building the smoltcp_echo example failed");
+    }
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// Runs inside the namespace: `$1` is the example, `$2` the Python client.
+const SCRIPT: &str = r#"
+set -u
+example=$1
+client=$2
+fail() { echo "FAIL: $*"; exit 1; }
+ip link set lo up || fail "cannot configure the namespace's loopback"
+ip tuntap add dev tap0 mode tap || {
+    echo "FAIL: cannot create a TAP device here (needs root and /dev/net/tun)"; exit 3; }
+ip addr add 192.168.69.100/24 dev tap0 || fail "cannot address tap0"
+ip link set tap0 up || fail "cannot bring tap0 up"
+pid=
+trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null' EXIT
+
+# start PROTO PORT: runs the example, waits for its first line.
+start() {
+    out=$(mktemp)
+    timeout -s KILL 100 "$example" --tap tap0 --addr 192.168.69.1:$2 --proto $1 >"$out" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.05; done
+    line=$(head -1 "$out")
+    [ "$line" = "listening on 192.168.69.1:$2" ] || fail "first line: '$line' ($(cat "$out"))"
+    echo "server ($1): $line"
+}
+
+# stop SIGNAL: the example must exit 0.
+stop() {
+    kill -$1 $pid
+    wait $pid
+    status=$?
+    pid=
+    [ $status = 0 ] || fail "exit status $status after SIG$1: $(cat "$out")"
+    echo "server stopped by SIG$1 with status 0"
+}
+
+start tcp 7000
+timeout -s KILL 90 python3 "$client" tcp 7000 || fail "TCP client checks"
+stop INT
+start udp 7001
+timeout -s KILL 30 python3 "$client" udp 7001 || fail "UDP client checks"
+stop TERM
+echo "ALL OK"
+"#;
+
+/// The Linux stack as the peer.
+const CLIENT: &str = r#"
+import socket, struct, sys, threading, time
+HOST = "192.168.69.1"
+proto, port = sys.argv[1], int(sys.argv[2])
+
+def connect():
+    s = socket.create_connection((HOST, port), timeout=10)
+    s.settimeout(20)
+    return s
+
+def echo(data, chunk=65536):
+    """Sends data while a thread reads the echo; half-closes; reads to EOF."""
+    s = connect()
+    got = bytearray()
+    def reader():
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return
+            got.extend(b)
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(0, len(data), chunk):
+        s.sendall(data[i:i + chunk])
+    s.shutdown(socket.SHUT_WR)
+    t.join(30)
+    assert not t.is_alive(), "no EOF from the server"
+    s.close()
+    return bytes(got)
+
+if proto == "tcp":
+    for i in range(5):
+        msg = b"sequential %d\n" % i
+        assert echo(msg) == msg, "sequential client %d" % i
+    print("5 sequential clients echoed")
+
+    results = {}
+    def concurrent(i):
+        data = bytes([i]) * 50000 + b"end %d" % i
+        results[i] = echo(data, chunk=5000) == data
+    threads = [threading.Thread(target=concurrent, args=(i,)) for i in range(4)]
+    for t in threads: t.start()
+    for t in threads: t.join(60)
+    assert results == {0: True, 1: True, 2: True, 3: True}, results
+    print("4 concurrent clients echoed")
+
+    big = bytes(range(256)) * 4096
+    start = time.time()
+    assert echo(big) == big, "1 MiB transfer"
+    print("1 MiB echoed in %.3f s" % (time.time() - start))
+
+    # Half-close: the server keeps sending after our FIN, then sends its own.
+    s = connect()
+    s.sendall(b"before the half-close")
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        b = s.recv(100)
+        if not b:
+            break
+        got += b
+    assert got == b"before the half-close", got
+    s.close()
+    print("half-close: data, then EOF")
+
+    # A reset mid-request (SO_LINGER 0 closes with RST); the server goes on.
+    s = connect()
+    s.sendall(b"x" * 30000)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    time.sleep(0.2)
+    assert echo(b"after a reset") == b"after a reset"
+    print("reset mid-request: the next client is served")
+else:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    for size in (0, 1, 100, 1472):
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        u.sendto(data, (HOST, port))
+        reply, addr = u.recvfrom(4096)
+        assert reply == data and addr == (HOST, port), (size, len(reply), addr)
+    print("UDP datagrams of 0, 1, 100 and 1472 bytes echoed whole")
+print("client checks passed")
+"#;
+
+#[test]
+fn smoltcp_echo_serves_the_linux_stack_over_tap() {
+    let example = example();
+    let dir = std::env::temp_dir().join(format!("sockserv-tap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("tap.sh");
+    let client = dir.join("client.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::write(&client, CLIENT).unwrap();
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", "170", "unshare", "--net", "--", "bash"])
+        .arg(&script)
+        .arg(&example)
+        .arg(&client)
+        .output()
+        .expect("cannot run timeout/unshare (util-linux, coreutils)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "the TAP test failed (status {:?}); it needs root to create a network namespace and a \
+         TAP device (unshare --net, ip tuntap):\n{stdout}\n{stderr}",
+        out.status
+    );
+    for line in [
+        "5 sequential clients echoed",
+        "4 concurrent clients echoed",
+        "1 MiB echoed",
+        "half-close: data, then EOF",
+        "reset mid-request: the next client is served",
+        "UDP datagrams of 0, 1, 100 and 1472 bytes echoed whole",
+        "server stopped by SIGINT with status 0",
+        "server stopped by SIGTERM with status 0",
+    ] {
+        assert!(stdout.contains(line), "missing '{line}' in:\n{stdout}");
+    }
+}
+
+#[test]
+fn smoltcp_echo_refuses_event_mode_with_status_2() {
+    let out = Command::new(example())
+        .args(["--tap", "tap-unused", "--addr", "192.168.69.1:7000", "--mode", "event"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--mode event is not available"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
