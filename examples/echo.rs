@@ -8,6 +8,8 @@
 //! Prints `listening on ADDR` first (the real port after port 0), echoes
 //! until the client closes its side (stream) or each datagram back whole
 //! (datagram), and exits 0 on SIGINT/SIGTERM, removing a Unix socket path.
+//! `--mode event` serves streams from one thread with epoll and a fixed
+//! connection table (`--max-connections`, default 10,000).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use embedded_io::{Read, Write};
+use sockserv::event::{EventHandler, Outbox, Step};
+use sockserv::std_adapter::event::{EventOptions, EventTcpServer};
 use sockserv::std_adapter::{
     BindAddr, BindError, Builder, DatagramHandler, Forking, IntoBindAddr, ReplyFull, ReplyWriter,
     Sequential, ShutdownHandle, StreamHandler, Threading,
@@ -54,6 +58,10 @@ struct Args {
     /// in the temporary directory).
     #[arg(long)]
     path: Option<PathBuf>,
+    /// Event mode: the connection table's capacity (4 KiB + 4 KiB of
+    /// buffers each).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
 }
 
 /// Sends every byte back until the client closes its side.
@@ -70,6 +78,14 @@ impl<S: Read + Write> StreamHandler<S> for Echo {
             }
             stream.write_all(&buf[..n])?;
         }
+    }
+}
+
+impl EventHandler for Echo {
+    type Error = std::convert::Infallible;
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        // What does not fit stays buffered until the client reads.
+        Ok(Step::consumed(out.write(input)))
     }
 }
 
@@ -101,12 +117,7 @@ fn main() -> ExitCode {
         // open: a signal stops the server within a second.
         Mode::Threading => serve(args.proto, address, Threading::new().block_on_close(false)),
         Mode::Forking => serve(args.proto, address, Forking::new().block_on_close(false)),
-        Mode::Event => {
-            eprintln!(
-                "echo: --mode event is not available yet (it arrives with the event-mode issue)"
-            );
-            return ExitCode::from(2);
-        }
+        Mode::Event => serve_event(args.proto, address, args.max_connections),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +169,24 @@ where
             announce(server.server_address(), &server.shutdown_handle())?;
             server.serve_forever(poll).map_err(Failure::Io)
         }
+    }
+}
+
+/// Event mode: streams on the epoll-driven connection table; datagrams on
+/// the datagram server, which already is a non-blocking loop over one
+/// socket (one datagram per readiness, no per-client state).
+fn serve_event(proto: Proto, address: BindAddr, max_connections: usize) -> Result<(), Failure> {
+    let poll = Duration::from_millis(500);
+    match proto {
+        Proto::Tcp | Proto::Unix => {
+            let options = EventOptions { max_connections, ..EventOptions::default() };
+            let service: FnService<fn(&_) -> Echo> = FnService(|_| Echo);
+            let mut server: EventTcpServer<_> =
+                Builder::new().event(address, service, options).map_err(Failure::Bind)?;
+            announce(server.server_address(), &server.shutdown_handle())?;
+            server.serve_forever(poll).map_err(Failure::Io)
+        }
+        Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new()),
     }
 }
 

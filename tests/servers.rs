@@ -605,3 +605,25 @@ fn a_reset_mid_request_is_reported_and_the_server_goes_on() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("ConnectionReset"), "{errors:?}");
 }
+
+/// A sequential server stops on shutdown() even while a client keeps its
+/// connection open without sending (its read wakes up and fails with
+/// Interrupted); CPython would wait for the client.
+#[test]
+fn a_sequential_server_stops_while_a_client_idles() {
+    let rec = Recorder::new(Behaviour::Echo);
+    let mut server = TcpServer::bind("127.0.0.1:0", rec.clone()).unwrap();
+    let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
+    let stop = server.shutdown_handle();
+    let t = thread::spawn(move || server.serve_forever(POLL));
+    let mut idle = TcpStream::connect(a).unwrap();
+    idle.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    idle.set_read_timeout(Some(util::CLIENT_TIMEOUT)).unwrap();
+    idle.read_exact(&mut b).unwrap(); // the handler is now waiting in a read
+    stop.shutdown().unwrap();
+    t.join().unwrap().unwrap();
+    assert_eq!(idle.read(&mut b).unwrap(), 0, "the connection was shut down");
+    let errors: Vec<_> = rec.lines().into_iter().filter(|l| l.starts_with("Error")).collect();
+    assert!(errors.len() == 1 && errors[0].contains("shutting down"), "{errors:?}");
+}

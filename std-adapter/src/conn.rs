@@ -2,11 +2,16 @@
 
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
 
 use embedded_io::{ErrorType, Read, Write};
 use socket2::Socket;
 use sockserv_core::Connection;
+
+use crate::shutdown::Shared;
+use crate::sys;
 
 /// A connected TCP or Unix stream socket, blocking, as `embedded_io`
 /// [`Read`] + [`Write`]: what a [`StreamHandler`](sockserv_core::StreamHandler)
@@ -18,22 +23,66 @@ use sockserv_core::Connection;
 ///   `io::ErrorKind::TimedOut` (std would say `WouldBlock`, which
 ///   `embedded-io` cannot express).
 /// * EOF is `Ok(0)`. Dropping the value closes the socket.
+/// * With the sequential strategy, a read that has to wait also wakes up
+///   when the server is asked to stop (a signal registered with
+///   [`ShutdownHandle::stop_on_signal`](crate::ShutdownHandle::stop_on_signal),
+///   or [`ShutdownHandle::shutdown`](crate::ShutdownHandle::shutdown)) and
+///   fails with `io::ErrorKind::Interrupted`, so that one client keeping its
+///   connection open cannot hold a one-request-at-a-time server (CPython's
+///   `KeyboardInterrupt` ends it the same way). Threads and children keep
+///   serving, as in CPython.
 #[derive(Debug)]
-pub struct Conn(Socket);
+pub struct Conn {
+    socket: Socket,
+    shared: Arc<Shared>,
+    timeout: Option<Duration>,
+    /// Waits wake up on a stop request (sequential strategy).
+    pub(crate) cancellable: bool,
+    /// The listening socket's descriptor, for a forked child to close.
+    pub(crate) listener: RawFd,
+}
 
 impl Conn {
-    pub(crate) fn new(socket: Socket) -> Self {
-        Self(socket)
+    pub(crate) fn new(
+        socket: Socket,
+        shared: Arc<Shared>,
+        timeout: Option<Duration>,
+        listener: RawFd,
+    ) -> Self {
+        Self { socket, shared, timeout, cancellable: false, listener }
+    }
+
+    /// A read that gives up when the server is asked to stop: try without
+    /// waiting; when nothing is there, wait for the socket or the stop.
+    fn read_cancellable(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match sys::recv_dontwait(&self.socket, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+            let polled =
+                sys::poll_readable([self.shared.wake_fd(), self.socket.as_fd()], self.timeout)?;
+            if polled.ready[0] {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the server is shutting down",
+                ));
+            }
+            if !polled.any {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out"));
+            }
+        }
     }
 
     /// The socket, for options this type does not cover.
     pub fn get_ref(&self) -> &Socket {
-        &self.0
+        &self.socket
     }
 
     /// The socket.
     pub fn into_inner(self) -> Socket {
-        self.0
+        self.socket
     }
 }
 
@@ -51,8 +100,11 @@ impl ErrorType for Conn {
 
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancellable && !buf.is_empty() {
+            return self.read_cancellable(buf);
+        }
         loop {
-            match (&self.0).read(buf) {
+            match (&self.socket).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => return other.map_err(timeout_kind),
             }
@@ -65,7 +117,7 @@ impl Write for Conn {
     /// partially either).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // std's write_all retries EINTR and fails on a zero write.
-        (&self.0).write_all(buf).map_err(timeout_kind)?;
+        (&self.socket).write_all(buf).map_err(timeout_kind)?;
         Ok(buf.len())
     }
 
@@ -76,12 +128,12 @@ impl Write for Conn {
 
 impl Connection for Conn {
     fn shutdown_write(&mut self) -> io::Result<()> {
-        self.0.shutdown(Shutdown::Write)
+        self.socket.shutdown(Shutdown::Write)
     }
 }
 
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+        self.socket.as_fd()
     }
 }

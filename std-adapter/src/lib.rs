@@ -5,6 +5,7 @@
 mod addr;
 mod conn;
 pub mod dispatch;
+pub mod event;
 mod server;
 mod shutdown;
 mod socket;

@@ -200,6 +200,13 @@ impl<D> Builder<D> {
         })
     }
 
+    /// A bound, listening socket with these options.
+    pub(crate) fn listener(&self, address: impl IntoBindAddr) -> Result<SocketListener, BindError> {
+        let address = Self::resolve(address)?;
+        let shared = new_shared(&address)?;
+        SocketListener::new(address, &self.options, shared)
+    }
+
     /// A stream server (TCP for socket addresses, Unix for paths).
     ///
     /// # Errors
@@ -215,9 +222,8 @@ impl<D> Builder<D> {
         D: Dispatch,
         Stream<SocketListener>: Transport<Svc, D, Address = Address, Error = io::Error>,
     {
-        let address = Self::resolve(address)?;
-        let shared = new_shared(&address)?;
-        let listener = SocketListener::new(address, &self.options, Arc::clone(&shared))?;
+        let listener = self.listener(address)?;
+        let shared = Arc::clone(listener.shared());
         Ok(SocketServer::from_parts(Stream(listener), service, self.dispatch, shared))
     }
 

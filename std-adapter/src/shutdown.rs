@@ -160,11 +160,14 @@ impl ShutdownHandle {
     ///
     /// # Errors
     /// The signal cannot be handled (`SIGKILL`, ...).
+    ///
+    /// Forked children of a forking server get the signal's default
+    /// action back.
     pub fn stop_on_signal(&self, signal: i32) -> io::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&self.0.requested))?;
         let write = self.0.wake_write.try_clone()?;
         signal_hook::low_level::pipe::register_raw(signal, write)?;
-        Ok(())
+        sys::stop_signal_registered(signal)
     }
 }
 

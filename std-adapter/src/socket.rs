@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,6 +231,31 @@ impl SocketListener {
         &self.inner.socket
     }
 
+    /// The shared shutdown state (its wake-up pipe).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// Accepts one connection for the event mode: non-blocking, with
+    /// `TCP_NODELAY` if asked; `Ok(None)` when none is pending.
+    pub(crate) fn accept_nonblocking(&self) -> io::Result<Option<(Socket, Address)>> {
+        loop {
+            match self.inner.socket.accept() {
+                Ok((socket, addr)) => {
+                    socket.set_nonblocking(true)?;
+                    if self.nodelay && self.inner.address.domain() != Domain::UNIX {
+                        socket.set_tcp_nodelay(true)?;
+                    }
+                    return Ok(Some((socket, Address::from_sockaddr(&addr))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn prepare(&self, socket: &Socket) -> io::Result<()> {
         socket.set_nonblocking(false)?;
         if self.stream_timeout.is_some() {
@@ -264,7 +290,14 @@ impl StreamListener for SocketListener {
                 Ok((socket, addr)) => {
                     // A connection we cannot configure is closed, not served.
                     self.prepare(&socket)?;
-                    return Ok(Some((Conn::new(socket), Address::from_sockaddr(&addr))));
+                    let shared = Arc::clone(&self.inner.shared);
+                    let conn = Conn::new(
+                        socket,
+                        shared,
+                        self.stream_timeout,
+                        self.inner.socket.as_raw_fd(),
+                    );
+                    return Ok(Some((conn, Address::from_sockaddr(&addr))));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),

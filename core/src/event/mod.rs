@@ -31,7 +31,7 @@ mod table;
 use core::fmt;
 
 pub use buf::Buf;
-pub use server::{EventServer, EventServerConfig};
+pub use server::{EventServer, EventServerConfig, ServerSlot};
 pub use table::{ConnTable, Outcome, Slot};
 
 use crate::Hooks;

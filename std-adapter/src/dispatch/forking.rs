@@ -13,6 +13,10 @@ use crate::sys;
 
 /// A process per request: the equivalent of `socketserver.ForkingMixIn`.
 ///
+/// * The child first closes the listening socket (so that the port is free
+///   once the server exits, even while children still serve) and gives
+///   the stop signals of [`ShutdownHandle::stop_on_signal`](crate::ShutdownHandle::stop_on_signal)
+///   their default action back (a SIGTERM ends a child).
 /// * The child serves the request, then leaves with `_exit`: status 0 when
 ///   the handler succeeded, 1 when it failed or panicked. It never returns
 ///   into the server loop, and runs no destructor of the parent's (a Unix
@@ -142,14 +146,23 @@ impl Forking {
 
     /// Forks; in the child runs `run` and exits with its outcome. Returns
     /// in the parent only.
-    fn fork_and_run<Svc, F>(&mut self, service: &Svc, client: &Address, run: F) -> io::Result<()>
+    fn fork_and_run<Svc, F>(
+        &mut self,
+        service: &Svc,
+        client: &Address,
+        listener: Option<std::os::fd::RawFd>,
+        run: F,
+    ) -> io::Result<()>
     where
         Svc: Hooks<Address>,
         F: FnOnce() -> bool,
     {
         self.collect_children();
         // The child runs the request and leaves with status 0 or 1.
-        let pid = sys::fork_run(|| if guarded(service, client, run) { 0 } else { 1 })?;
+        let pid = sys::fork_run(|| {
+            sys::after_fork_in_child(listener);
+            if guarded(service, client, run) { 0 } else { 1 }
+        })?;
         let pidfd = sys::pidfd_open(pid).ok();
         self.children.push(Child { pid, pidfd });
         Ok(())
@@ -182,8 +195,9 @@ where
     Svc: StreamService<Conn, Address>,
 {
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
+        let listener = Some(stream.listener);
         let mut stream = Some(stream);
-        let forked = self.fork_and_run(service, &client, || {
+        let forked = self.fork_and_run(service, &client, listener, || {
             stream.take().is_some_and(|s| sockserv_core::serve_stream(service, s, &client))
         });
         // The parent closes its copy (CPython's close_request); when the
@@ -212,7 +226,9 @@ where
     ) {
         let sender = socket.sender();
         let reply_size = socket.max_reply();
-        let forked = self.fork_and_run(service, &client, || {
+        // The child replies through the socket (a duplicate descriptor of
+        // it): it keeps the original open too, only until it exits.
+        let forked = self.fork_and_run(service, &client, None, || {
             let mut reply = vec![0u8; reply_size];
             let send = |data: &[u8], to: &Address| send_reply(&sender, data, to);
             sockserv_core::serve_datagram(service, packet, truncated, &client, &mut reply, send)

@@ -6,7 +6,8 @@ use crate::conn::Conn;
 use crate::socket::{SocketDatagram, send_reply};
 
 /// One request at a time on the server's thread: plain `TCPServer` /
-/// `UDPServer`. A handler panic is caught and reported, like an error.
+/// `UDPServer`. A handler panic is caught and reported, like an error. A
+/// stop request interrupts a handler waiting in a read (see [`Conn`]).
 #[derive(Debug, Default)]
 pub struct Sequential {
     reply: Vec<u8>,
@@ -25,7 +26,10 @@ impl<Svc> StreamDispatch<Conn, Address, Svc> for Sequential
 where
     Svc: StreamService<Conn, Address>,
 {
-    fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
+    fn process_request(&mut self, service: &Svc, mut stream: Conn, client: Address) {
+        // One request at a time: a stop request must not wait for this
+        // client to leave.
+        stream.cancellable = true;
         guarded(service, &client, || sockserv_core::serve_stream(service, stream, &client));
     }
 }

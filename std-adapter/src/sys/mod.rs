@@ -9,6 +9,18 @@ use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
+/// Milliseconds left until `deadline` for poll/epoll (`-1`: no limit),
+/// rounded up so that a short timeout does not become a busy 0.
+fn timeout_ms(deadline: Option<Instant>) -> i32 {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let ms = d.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        }
+    }
+}
+
 /// Readiness of the descriptors given to [`poll_readable`].
 pub(crate) struct Polled {
     /// Per descriptor, whether it is readable (or hung up / in error).
@@ -27,15 +39,7 @@ pub(crate) fn poll_readable(
     let mut pfds =
         fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
     loop {
-        let ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so that a short timeout does not become a busy 0.
-                let ms = left.as_micros().div_ceil(1000);
-                i32::try_from(ms).unwrap_or(i32::MAX)
-            }
-        };
+        let ms = timeout_ms(deadline);
         // SAFETY: `pfds` is a valid array of 2 pollfd structs that lives
         // across the call; the descriptors are borrowed, so they stay open.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
@@ -210,6 +214,114 @@ pub(crate) fn poll_writable<F: std::os::fd::AsFd>(fd: &F) -> io::Result<()> {
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
+        }
+    }
+}
+
+/// An epoll instance (close-on-exec).
+pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes flags and returns a new fd or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `epoll_ctl(op)` for `fd` with `events`, carrying `token`.
+pub(crate) fn epoll_ctl(
+    epoll: BorrowedFd<'_>,
+    op: i32,
+    fd: BorrowedFd<'_>,
+    events: u32,
+    token: u64,
+) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: both descriptors are open (borrowed); `ev` is a valid event.
+    let r = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `epoll_wait` into `buf`; returns how many events. Retries EINTR with
+/// the time left.
+pub(crate) fn epoll_wait(
+    epoll: BorrowedFd<'_>,
+    buf: &mut [libc::epoll_event],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms = timeout_ms(deadline);
+        let max = i32::try_from(buf.len()).unwrap_or(i32::MAX);
+        // SAFETY: `buf` has room for `max` events; the epoll fd is open.
+        let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), buf.as_mut_ptr(), max, ms) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// poll(2) over any number of descriptors with their event masks; fills
+/// `revents`. Retries EINTR with the time left.
+pub(crate) fn poll_many(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms = timeout_ms(deadline);
+        // SAFETY: `fds` is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Signals [`stop_signal_registered`] was told about (a bit per signal
+/// number below 64), for [`after_fork_in_child`].
+static STOP_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Remembers `signal` as a stop signal, so that forked children reset it.
+pub(crate) fn stop_signal_registered(signal: i32) -> io::Result<()> {
+    if (0..64).contains(&signal) {
+        STOP_SIGNALS.fetch_or(1 << signal, std::sync::atomic::Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// `recv(MSG_DONTWAIT)` on a blocking socket: what is there, or
+/// `WouldBlock`.
+pub(crate) fn recv_dontwait(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of buf.len() bytes; the fd is open.
+    let n = unsafe {
+        libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// In a forked child, before serving: closes the listening socket (the
+/// child must not keep the port after the parent exits) and gives the stop
+/// signals their default action back (the parent's handlers would only
+/// set a flag the child never reads). Async-signal-safe calls only.
+pub(crate) fn after_fork_in_child(listener: Option<RawFd>) {
+    if let Some(fd) = listener {
+        // SAFETY: the child owns its copy of the descriptor table; the
+        // parent's Socket value for this fd is never used or dropped in the
+        // child, which leaves with _exit.
+        unsafe { libc::close(fd) };
+    }
+    let signals = STOP_SIGNALS.load(std::sync::atomic::Ordering::SeqCst);
+    for sig in 0..64 {
+        if signals & (1 << sig) != 0 {
+            // SAFETY: signal(2) is async-signal-safe; SIG_DFL is valid.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
     }
 }

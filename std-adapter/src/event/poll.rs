@@ -1,0 +1,131 @@
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::Duration;
+
+use embedded_io::ErrorType;
+use sockserv_core::{Event, EventSource, Interest, NbAccepted};
+
+use super::conn::NbConn;
+use crate::addr::Address;
+use crate::socket::SocketListener;
+use crate::sys;
+
+/// The portable fallback of [`EpollSource`](super::EpollSource): poll(2)
+/// over the listener, the wake-up pipe and every connection, rebuilt each
+/// wait (O(connections) per wait: fine for hundreds, not for 10,000).
+#[derive(Debug)]
+pub struct PollSource {
+    listener: SocketListener,
+    accepting: bool,
+    /// Per token: the descriptor and what it waits for.
+    conns: Vec<Option<(RawFd, Interest)>>,
+    fds: Vec<libc::pollfd>,
+    tokens: Vec<usize>,
+}
+
+impl PollSource {
+    /// A source for `listener` (bound and listening).
+    pub fn new(listener: SocketListener) -> Self {
+        Self { listener, accepting: false, conns: Vec::new(), fds: Vec::new(), tokens: Vec::new() }
+    }
+
+    /// The listener.
+    pub fn listener(&self) -> &SocketListener {
+        &self.listener
+    }
+
+    fn set(&mut self, token: usize, entry: Option<(RawFd, Interest)>) {
+        if self.conns.len() <= token {
+            self.conns.resize(token + 1, None);
+        }
+        self.conns[token] = entry;
+    }
+}
+
+impl ErrorType for PollSource {
+    type Error = io::Error;
+}
+
+fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
+    libc::pollfd { fd, events, revents: 0 }
+}
+
+impl EventSource for PollSource {
+    type Conn = NbConn;
+    type Address = Address;
+
+    fn wait(&mut self, timeout: Option<Duration>, events: &mut [Event]) -> io::Result<usize> {
+        self.fds.clear();
+        self.tokens.clear();
+        self.fds.push(pollfd(self.listener.shared().wake_fd().as_raw_fd(), libc::POLLIN));
+        let listen_events = if self.accepting { libc::POLLIN } else { 0 };
+        self.fds.push(pollfd(self.listener.socket().as_raw_fd(), listen_events));
+        for (token, entry) in self.conns.iter().enumerate() {
+            let Some((fd, interest)) = *entry else { continue };
+            if !interest.read && !interest.write {
+                continue; // nothing to wait for (and no hang-up spin)
+            }
+            let mut ev = 0;
+            if interest.read {
+                ev |= libc::POLLIN;
+            }
+            if interest.write {
+                ev |= libc::POLLOUT;
+            }
+            self.fds.push(pollfd(fd, ev));
+            self.tokens.push(token);
+        }
+        sys::poll_many(&mut self.fds, timeout)?;
+        let mut out = 0;
+        let mut push = |e: Event| {
+            if out < events.len() {
+                events[out] = e;
+                out += 1;
+            }
+        };
+        if self.fds[0].revents != 0 {
+            self.listener.shared().drain();
+            push(Event::Woken);
+        }
+        if self.fds[1].revents != 0 {
+            push(Event::Accept);
+        }
+        for (pfd, &token) in self.fds[2..].iter().zip(&self.tokens) {
+            let r = pfd.revents;
+            if r == 0 {
+                continue;
+            }
+            let read = r & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+            let write = r & (libc::POLLOUT | libc::POLLERR) != 0;
+            push(Event::Conn { token, read, write });
+        }
+        Ok(out)
+    }
+
+    fn try_accept(&mut self) -> io::Result<Option<NbAccepted<Self>>> {
+        Ok(self.listener.accept_nonblocking()?.map(|(s, a)| (NbConn::new(s), a)))
+    }
+
+    fn set_accepting(&mut self, on: bool) -> io::Result<()> {
+        self.accepting = on;
+        Ok(())
+    }
+
+    fn register(&mut self, token: usize, conn: &mut NbConn, interest: Interest) -> io::Result<()> {
+        self.set(token, Some((conn.as_fd().as_raw_fd(), interest)));
+        Ok(())
+    }
+
+    fn reregister(
+        &mut self,
+        token: usize,
+        conn: &mut NbConn,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.register(token, conn, interest)
+    }
+
+    fn deregister(&mut self, token: usize, _: &mut NbConn) {
+        self.set(token, None);
+    }
+}
