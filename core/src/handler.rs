@@ -212,14 +212,15 @@ pub trait Hooks<A: fmt::Debug> {
     }
 
     /// Told when an accept or receive failed (for instance, out of file
-    /// descriptors). CPython drops these silently; the server still drops
+    /// descriptors: `error` displays the system's message, `error.kind()`
+    /// gives the portable kind). CPython drops these silently; the server still drops
     /// the attempt and backs off, but says so here. Default: with the `std`
     /// feature, one line on stderr; without it, nothing.
-    fn handle_accept_error(&self, kind: ErrorKind) {
+    fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
         #[cfg(feature = "std")]
-        std::eprintln!("sockserv: accept failed: {kind:?}; backing off");
+        std::eprintln!("sockserv: accept failed: {error} ({:?}); backing off", error.kind());
         #[cfg(not(feature = "std"))]
-        let _ = kind;
+        let _ = error;
     }
 
     /// Told when a connection was refused because the event mode's table

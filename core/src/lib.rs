@@ -25,8 +25,8 @@ pub use handler::{
 };
 pub use request::{serve_datagram, serve_stream, shutdown_stream};
 pub use server::{
-    DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, Server, ShutdownFlag,
-    ShutdownSignal, Stream, StreamDispatch, Transport,
+    DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, MAX_ACCEPT_BACKOFF,
+    Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,
 };
 pub use transport::{
     Accepted, Clock, Connection, DatagramSocket, Event, EventSource, Interest, NbAccepted,

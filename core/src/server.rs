@@ -6,7 +6,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 
-use embedded_io::{Error as _, ErrorKind, ErrorType};
+use embedded_io::{Error as _, ErrorType};
 
 use crate::handler::{DatagramService, Hooks, StreamService};
 use crate::request::{serve_datagram, serve_stream, shutdown_stream};
@@ -208,7 +208,7 @@ pub trait Transport<Svc: ?Sized, D>: ErrorType {
         &mut self,
         service: &Svc,
         dispatch: &mut D,
-    ) -> Result<bool, ErrorKind>;
+    ) -> Result<bool, Self::Error>;
 }
 
 /// A [`StreamListener`] as a server transport.
@@ -239,8 +239,8 @@ where
         &mut self,
         service: &Svc,
         dispatch: &mut D,
-    ) -> Result<bool, ErrorKind> {
-        let Some((stream, client)) = self.0.try_accept().map_err(|e| e.kind())? else {
+    ) -> Result<bool, L::Error> {
+        let Some((stream, client)) = self.0.try_accept()? else {
             return Ok(false);
         };
         if service.verify_request(&client) {
@@ -287,19 +287,21 @@ where
         &mut self,
         service: &Svc,
         dispatch: &mut D,
-    ) -> Result<bool, ErrorKind> {
+    ) -> Result<bool, U::Error> {
         let buf = self.buffer.as_mut();
-        let Some(got) = self.socket.try_recv_from(buf).map_err(|e| e.kind())? else {
+        let Some(got) = self.socket.try_recv_from(buf)? else {
             return Ok(false);
         };
-        // A transport that reports more than it stored is broken; never
-        // trust the length.
-        let Some(packet) = buf.get(..got.len) else {
-            return Err(ErrorKind::InvalidData);
+        // Never trust a length: a transport that reports more than the
+        // buffer holds gets its datagram treated as truncated.
+        let capacity = buf.len();
+        let (packet, truncated) = match buf.get(..got.len) {
+            Some(p) => (p, got.truncated),
+            None => (&buf[..], Some(got.len.max(capacity + 1))),
         };
         // UDP's shutdown_request is a no-op: a refused datagram is dropped.
         if service.verify_request(&got.from) {
-            dispatch.process_request(service, &mut self.socket, packet, got.truncated, got.from);
+            dispatch.process_request(service, &mut self.socket, packet, truncated, got.from);
         }
         Ok(true)
     }
@@ -365,8 +367,19 @@ impl<Sh: ShutdownSignal> Drop for Stopped<'_, Sh> {
     }
 }
 
+/// The longest pause after failed accepts.
+pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The pause after `failures` failed accepts in a row: `base`, doubling
+/// with each further failure, at most [`MAX_ACCEPT_BACKOFF`] (so that a
+/// lasting EMFILE costs a few wake-ups and lines a second, not a spin).
+pub(crate) fn backoff_after(base: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(5);
+    base.saturating_mul(1 << doublings).min(MAX_ACCEPT_BACKOFF.max(base))
+}
+
 /// How long `serve_forever` pauses after a failed accept or receive, by
-/// default.
+/// default (doubling while failures go on, up to [`MAX_ACCEPT_BACKOFF`]).
 pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 impl<T, Svc, C, Sh, D> Server<T, Svc, C, Sh, D>
@@ -398,7 +411,8 @@ where
     /// bpo-35017), handles at most one request, then runs
     /// `service_actions` (the dispatch's, then the service's). It ignores
     /// [`timeout`](Self::set_timeout). After a failed accept it pauses
-    /// [`accept_backoff`](Self::set_accept_backoff) instead of waiting on the
+    /// [`accept_backoff`](Self::set_accept_backoff) (doubling while accepts
+    /// keep failing, up to [`MAX_ACCEPT_BACKOFF`]) instead of waiting on the
     /// listener, so a listener that stays readable (out of file
     /// descriptors) cannot make it spin. It can be called again after it
     /// returned.
@@ -430,9 +444,10 @@ where
         accept_backoff: Duration,
     ) -> Result<(), T::Error> {
         let mut backoff = false;
+        let mut failures = 0;
         while !shutdown.is_requested() {
             let ready = if backoff {
-                transport.pause(accept_backoff)?
+                transport.pause(backoff_after(accept_backoff, failures))?
             } else {
                 transport.wait(Some(poll_interval))?
             };
@@ -442,7 +457,14 @@ where
             }
             backoff = false;
             if ready == Readiness::Ready {
-                backoff = Self::handle_request_noblock(transport, service, dispatch).is_err();
+                match Self::handle_request_noblock(transport, service, dispatch) {
+                    Ok(true) => failures = 0,
+                    Ok(false) => {}
+                    Err(()) => {
+                        failures += 1;
+                        backoff = true;
+                    }
+                }
             }
             dispatch.service_actions();
             service.service_actions();
@@ -460,7 +482,7 @@ where
     ) -> Result<bool, ()> {
         transport
             .handle_request_noblock(service, dispatch)
-            .map_err(|kind| service.handle_accept_error(kind))
+            .map_err(|e| service.handle_accept_error(&e))
     }
 
     /// CPython's `handle_request()`: wait for one request and handle it,

@@ -14,7 +14,9 @@ use crate::transport::{Clock, Event, EventSource, Interest, NbConnection};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventServerConfig {
     /// How long accepting pauses after a failed accept (out of file
-    /// descriptors): existing connections keep being served meanwhile.
+    /// descriptors), doubling while failures go on (at most
+    /// [`MAX_ACCEPT_BACKOFF`](crate::MAX_ACCEPT_BACKOFF)): existing
+    /// connections keep being served meanwhile.
     pub accept_backoff: Duration,
     /// How long a shutdown waits for connections to send what is buffered
     /// before closing them anyway.
@@ -71,6 +73,7 @@ where
     table: Table<Src, Svc, S, RB, SB>,
     config: EventServerConfig,
     accept_resume: Option<Duration>,
+    accept_failures: u32,
 }
 
 /// How many readiness events one wait collects.
@@ -97,7 +100,16 @@ where
         config: EventServerConfig,
     ) -> Self {
         let table = ConnTable::new(slots, idle_timeout);
-        Self { source, service, clock, shutdown, table, config, accept_resume: None }
+        Self {
+            source,
+            service,
+            clock,
+            shutdown,
+            table,
+            config,
+            accept_resume: None,
+            accept_failures: 0,
+        }
     }
 
     /// CPython's `serve_forever(poll_interval)` for the event mode: serve
@@ -171,11 +183,19 @@ where
         }
         for _ in 0..self.config.accept_burst {
             match self.source.try_accept() {
-                Ok(Some((conn, client))) => self.admit(conn, client),
+                Ok(Some((conn, client))) => {
+                    self.accept_failures = 0;
+                    self.admit(conn, client);
+                }
                 Ok(None) => break,
                 Err(e) => {
-                    self.service.handle_accept_error(e.kind());
-                    self.accept_resume = Some(self.clock.now() + self.config.accept_backoff);
+                    self.service.handle_accept_error(&e);
+                    self.accept_failures += 1;
+                    let pause = crate::server::backoff_after(
+                        self.config.accept_backoff,
+                        self.accept_failures,
+                    );
+                    self.accept_resume = Some(self.clock.now() + pause);
                     self.source.set_accepting(false)?;
                     break;
                 }

@@ -79,8 +79,8 @@ impl Hooks<MockAddr> for &Ev<'_, '_> {
             self.first_error_at.set(Some(self.net.now()));
         }
     }
-    fn handle_accept_error(&self, kind: ErrorKind) {
-        self.log.borrow_mut().push(format!("accept error {kind:?}"));
+    fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
+        self.log.borrow_mut().push(format!("accept error {:?}", error.kind()));
     }
     fn handle_table_full(&self, client: &MockAddr) {
         self.log.borrow_mut().push(format!("table full {client}"));

@@ -97,3 +97,19 @@ fn a_handler_that_fails_every_time_never_stops_the_server() {
         assert_eq!((c.shutdown_writes(), c.closes()), (1, 1), "connection {i}");
     }
 }
+
+#[test]
+fn the_back_off_doubles_while_accepts_keep_failing_up_to_a_cap() {
+    let ms = |n| crate::server::backoff_after(Duration::from_millis(50), n).as_millis();
+    assert_eq!([1, 2, 3, 4, 5, 6, 50].map(ms), [50, 100, 200, 400, 800, 1000, 1000]);
+    // 20 failures in a row: 50 + 100 + ... + 800 + 15 x 1000 ms of pauses.
+    let net = MockNet::new();
+    let flag = ShutdownFlag::new();
+    let rec = Recorder::new(Behaviour::Echo).stopping_after(1, &flag);
+    for _ in 0..20 {
+        net.fail(ErrorKind::OutOfMemory);
+    }
+    net.connect(MockConn::new(1, b"x"));
+    server(&net, &rec, &flag).serve_forever(POLL).unwrap();
+    assert_eq!(net.now(), Duration::from_millis(50 + 100 + 200 + 400 + 800 + 15 * 1000));
+}

@@ -93,8 +93,8 @@ impl Hooks<MockAddr> for Recorder<'_> {
     fn handle_error(&self, client: &MockAddr, error: &RequestError<'_>) {
         self.push(format!("error {client}: {error}"));
     }
-    fn handle_accept_error(&self, kind: embedded_io::ErrorKind) {
-        self.push(format!("accept error {kind:?}"));
+    fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
+        self.push(format!("accept error {:?}", error.kind()));
     }
     fn handle_timeout(&self) {
         self.push("timeout".into());
@@ -219,8 +219,8 @@ impl Hooks<MockAddr> for &Recorder<'_> {
     fn handle_error(&self, client: &MockAddr, error: &RequestError<'_>) {
         (**self).handle_error(client, error);
     }
-    fn handle_accept_error(&self, kind: embedded_io::ErrorKind) {
-        (**self).handle_accept_error(kind);
+    fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
+        (**self).handle_accept_error(error);
     }
     fn handle_timeout(&self) {
         (**self).handle_timeout();

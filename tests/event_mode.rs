@@ -1,0 +1,372 @@
+//! Event mode on real sockets: epoll and the poll(2) fallback, 1,000 open
+//! connections, a full table, idle clients, back-pressure, and running out
+//! of file descriptors.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sockserv::event::{EventHandler, EventService, Outbox, Step};
+use sockserv::std_adapter::event::{
+    EpollSource, EventOptions, EventStreamServer, FromListener, PollSource,
+};
+use sockserv::std_adapter::{Address, BindAddr, Builder, Hooks, RequestError, ShutdownHandle};
+use util::CLIENT_TIMEOUT;
+
+/// Echo, recording hook calls.
+#[derive(Clone, Default)]
+struct Echo {
+    log: Arc<Mutex<Vec<String>>>,
+    refuse: bool,
+}
+
+impl Echo {
+    fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Hooks<Address> for Echo {
+    fn verify_request(&self, _: &Address) -> bool {
+        !self.refuse
+    }
+    fn handle_error(&self, _: &Address, error: &RequestError<'_>) {
+        self.log.lock().unwrap().push(format!("error: {error}"));
+    }
+    fn handle_table_full(&self, _: &Address) {
+        self.log.lock().unwrap().push("table full".into());
+    }
+}
+
+struct EchoHandler;
+
+impl EventHandler for EchoHandler {
+    type Error = std::convert::Infallible;
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        Ok(Step::consumed(out.write(input)))
+    }
+}
+
+impl EventService<Address> for Echo {
+    type Handler = EchoHandler;
+    fn handler(&self, _: &Address) -> EchoHandler {
+        EchoHandler
+    }
+}
+
+/// A running event server on a thread; stops and joins on drop.
+struct Running {
+    addr: SocketAddr,
+    stop: ShutdownHandle,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.shutdown().unwrap();
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+fn start<Src: FromListener + Send + 'static>(echo: &Echo, options: EventOptions) -> Running
+where
+    Src::Conn: Send,
+{
+    let mut server: EventStreamServer<Echo, Src> =
+        Builder::new().event("127.0.0.1:0", echo.clone(), options).unwrap();
+    let BindAddr::Inet(addr) = server.server_address().clone() else { unreachable!() };
+    let stop = server.shutdown_handle();
+    let thread = thread::spawn(move || server.serve_forever(Duration::from_millis(50)).unwrap());
+    Running { addr, stop, thread: Some(thread) }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    s
+}
+
+fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    s.write_all(msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got).unwrap();
+    got
+}
+
+/// Sends 1 MiB while reading it back, then half-closes: all of it comes
+/// back, then EOF.
+fn big_echo(addr: SocketAddr) {
+    let s = connect(addr);
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut w = s.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    (&s).read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert!(got == data, "1 MiB came back intact ({} bytes)", got.len());
+}
+
+fn echo_works<Src: FromListener + Send + 'static>()
+where
+    Src::Conn: Send,
+{
+    let echo = Echo::default();
+    let server = start::<Src>(&echo, EventOptions::default());
+    let mut a = connect(server.addr);
+    let mut b = connect(server.addr);
+    assert_eq!(roundtrip(&mut a, b"hello world\n"), b"hello world\n");
+    assert_eq!(roundtrip(&mut b, b"second\n"), b"second\n");
+    big_echo(server.addr);
+    drop(server);
+    assert!(echo.lines().is_empty(), "{:?}", echo.lines());
+}
+
+#[test]
+fn epoll_echo() {
+    echo_works::<EpollSource>();
+}
+
+#[test]
+fn poll_fallback_echo() {
+    echo_works::<PollSource>();
+}
+
+/// Raises this process's descriptor limit (1,000 clients and 1,000 server
+/// connections live in one process here).
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY (test): valid pointer to an rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want.min(lim.rlim_max);
+        // SAFETY (test): valid pointer; raising the soft limit up to the hard one.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    }
+    assert!(lim.rlim_cur >= want, "RLIMIT_NOFILE hard limit {} is below {want}", lim.rlim_max);
+}
+
+fn thousand_open_connections<Src: FromListener + Send + 'static>()
+where
+    Src::Conn: Send,
+{
+    raise_nofile(4096);
+    let echo = Echo::default();
+    let options = EventOptions { max_connections: 1100, ..EventOptions::default() };
+    let server = start::<Src>(&echo, options);
+    let mut clients: Vec<TcpStream> = (0..1000).map(|_| connect(server.addr)).collect();
+    // Every connection is open at once; each exchanges three messages.
+    for round in 0..3 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(format!("{round}:{i:04}\n").as_bytes()).unwrap();
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let want = format!("{round}:{i:04}\n");
+            let mut got = vec![0u8; want.len()];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(got, want.as_bytes(), "connection {i}, round {round}");
+        }
+    }
+    drop(clients);
+    drop(server);
+    assert!(echo.lines().is_empty(), "{:?}", echo.lines());
+}
+
+#[test]
+fn a_thousand_open_connections_on_one_thread() {
+    thousand_open_connections::<EpollSource>();
+}
+
+#[test]
+fn a_thousand_open_connections_with_the_poll_fallback() {
+    thousand_open_connections::<PollSource>();
+}
+
+#[test]
+fn a_full_table_refuses_and_keeps_serving() {
+    let echo = Echo::default();
+    let options = EventOptions { max_connections: 2, ..EventOptions::default() };
+    let server = start::<EpollSource>(&echo, options);
+    let mut a = connect(server.addr);
+    let mut b = connect(server.addr);
+    assert_eq!(roundtrip(&mut a, b"a"), b"a");
+    assert_eq!(roundtrip(&mut b, b"b"), b"b");
+    let mut c = connect(server.addr);
+    let mut buf = [0u8; 1];
+    assert_eq!(c.read(&mut buf).unwrap(), 0, "the third connection is closed at once");
+    assert_eq!(roundtrip(&mut a, b"still"), b"still");
+    drop(server);
+    assert_eq!(echo.lines(), ["table full"]);
+}
+
+#[test]
+fn a_client_that_never_speaks_is_closed_after_the_idle_timeout() {
+    let echo = Echo::default();
+    let options =
+        EventOptions { idle_timeout: Some(Duration::from_millis(200)), ..EventOptions::default() };
+    let server = start::<EpollSource>(&echo, options);
+    let mut silent = connect(server.addr);
+    let mut busy = connect(server.addr);
+    assert_eq!(roundtrip(&mut busy, b"x"), b"x");
+    let mut buf = [0u8; 1];
+    assert_eq!(silent.read(&mut buf).unwrap(), 0, "closed by the server");
+    drop(server);
+    assert!(
+        echo.lines().contains(&"error: idle for too long; closed".to_string()),
+        "{:?}",
+        echo.lines()
+    );
+}
+
+#[test]
+fn a_refused_client_is_closed() {
+    let echo = Echo { refuse: true, ..Echo::default() };
+    let server = start::<EpollSource>(&echo, EventOptions::default());
+    let mut c = connect(server.addr);
+    c.write_all(b"x").unwrap();
+    assert_eq!(c.read(&mut [0u8; 1]).unwrap(), 0);
+}
+
+/// A client that sends and never reads: the server stops reading once its
+/// buffers and the kernel's fill, so the client's writes stop being taken
+/// (memory does not grow); when it reads, every byte comes back in order.
+#[test]
+fn a_fast_sender_with_a_slow_reader_is_held_back_and_loses_nothing() {
+    let echo = Echo::default();
+    let server = start::<EpollSource>(&echo, EventOptions::default());
+    let c = connect(server.addr);
+    c.set_nonblocking(true).unwrap();
+    let chunk = [7u8; 64 * 1024];
+    let mut sent = 0usize;
+    let start = Instant::now();
+    let mut idle_since = Instant::now();
+    // Write until the writes have been refused for half a second.
+    while idle_since.elapsed() < Duration::from_millis(500) {
+        match (&c).write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                idle_since = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the server kept taking data: {sent} bytes"
+        );
+    }
+    assert!(sent < 64 * 1024 * 1024, "held back after {sent} bytes");
+    c.set_nonblocking(false).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    (&c).read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), sent);
+    assert!(got.iter().all(|&b| b == 7));
+}
+
+fn echo_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    // Always ask cargo: a stale example would test old code.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "--example", "echo"]);
+    if dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success());
+    dir.join("examples/echo")
+}
+
+/// The server's user + system CPU time, from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY (test): sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Out of file descriptors (RLIMIT_NOFILE lowered for the server's process
+/// only): accepting fails, the server says so, does not spin, keeps
+/// serving the connections it has, and accepts again when descriptors
+/// free up.
+#[test]
+fn running_out_of_file_descriptors_neither_spins_nor_stops_the_server() {
+    let bin = echo_binary();
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=32:32", "--"])
+        .arg(&bin)
+        .args(["--mode", "event", "--addr", "127.0.0.1:0", "--max-connections", "100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux) runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        first.push(byte[0]);
+    }
+    let line = String::from_utf8(first).unwrap();
+    let addr: SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+
+    // Far more clients than descriptors: the first ones get in.
+    let mut clients: Vec<TcpStream> = (0..60).map(|_| connect(addr)).collect();
+    thread::sleep(Duration::from_millis(300));
+    let served: Vec<usize> = (0..clients.len())
+        .filter(|&i| {
+            let c = &mut clients[i];
+            c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            c.write_all(b"?").unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).is_ok()
+        })
+        .collect();
+    assert!(!served.is_empty() && served.len() < 60, "served {} of 60 at the limit", served.len());
+
+    // While accepts keep failing, the server must not spin.
+    let before = cpu_time(child.id());
+    thread::sleep(Duration::from_secs(1));
+    let used = cpu_time(child.id()) - before;
+    assert!(used < Duration::from_millis(300), "{used:?} of CPU in 1 s while out of descriptors");
+
+    // The connections it has are still served.
+    let i = served[0];
+    clients[i].set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    assert_eq!(roundtrip(&mut clients[i], b"alive"), b"alive");
+
+    // Free descriptors: the waiting clients get in and are answered.
+    for &i in &served {
+        clients[i].shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    let waiting: Vec<usize> = (0..60).filter(|i| !served.contains(i)).take(10).collect();
+    for &i in &waiting {
+        let c = &mut clients[i];
+        c.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        let mut got = [0u8; 1];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"?", "client {i} was served once descriptors freed up");
+    }
+    drop(clients);
+
+    // SAFETY (test): signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("Too many open files"), "it said what happened: {stderr}");
+}
