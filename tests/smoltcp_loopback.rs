@@ -415,12 +415,12 @@ fn handler_error_reaches_handle_error_and_the_server_goes_on() {
     world.connect(&stack, 40004, Client::new(b"x"));
     server.handle_request().unwrap();
     assert_eq!(rec.count("error: handler failed: Test"), 1, "{:?}", rec.lines());
-    let (_, mut svc_ok, _) = {
-        let (t, _, d) = server.into_parts();
-        ((), Server::new(t, Rec::new(Behaviour::Echo), &world.clock, &flag, d), ())
-    };
+    // The same listener, now with a handler that works.
+    let (transport, _, dispatch) = server.into_parts();
+    let echo = Rec::new(Behaviour::Echo);
+    let mut server = Server::new(transport, echo, &world.clock, &flag, dispatch);
     let c = world.connect(&stack, 40005, Client::new(b"still serving"));
-    svc_ok.handle_request().unwrap();
+    server.handle_request().unwrap();
     world.settle(&stack);
     assert_eq!(world.received(c), b"still serving");
 }
@@ -628,4 +628,51 @@ fn listen_refuses_when_storage_is_full_instead_of_panicking() {
         Some(sockserv_smoltcp::ListenError::PortInUse)
     );
     let _b = stack.listen(PORT + 1, pool::<6>(), Options::default()).unwrap();
+}
+
+#[test]
+fn a_close_that_never_finishes_gives_its_socket_back_after_close_timeout() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let options =
+        Options { backlog: 1, close_timeout: Duration::from_secs(3), ..Options::default() };
+    let listener = stack.listen(PORT, pool::<1>(), options).unwrap();
+    let rec = Rec::new(Behaviour::Line);
+    let flag = ShutdownFlag::new();
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    // A client that never closes: the server's socket stays in FIN-WAIT-2.
+    let mut lingering = Client::new(b"one line\n");
+    lingering.close_when_sent = false;
+    let a = world.connect(&stack, 40050, lingering);
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(a), b"one line\n");
+    assert_eq!(world.state(&stack, a), tcp::State::CloseWait);
+    // The only socket is still closing: a new client is refused.
+    let b = world.connect(&stack, 40051, Client::new(b"refused"));
+    world.settle(&stack);
+    assert_eq!(world.state(&stack, b), tcp::State::Closed);
+    // After close_timeout the socket is reset, freed and listening again.
+    world.clock.0.set(world.clock.0.get() + Duration::from_secs(4));
+    world.settle(&stack);
+    assert_eq!(world.state(&stack, a), tcp::State::Closed, "the lingering peer was reset");
+    let c = world.connect(&stack, 40052, Client::new(b"welcome back\n"));
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(c), b"welcome back\n");
+}
+
+#[test]
+fn dropping_a_listener_frees_its_sockets_and_port() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<12>(), Options::default()).unwrap();
+    drop(listener);
+    for _ in 0..3 {
+        stack.poll();
+    }
+    let again = stack.listen(PORT, pool::<12>(), Options::default());
+    assert!(again.is_ok(), "{:?}", again.err());
 }
