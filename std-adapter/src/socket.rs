@@ -239,15 +239,18 @@ impl SocketListener {
     /// Accepts one connection for the event mode: non-blocking, with
     /// `TCP_NODELAY` if asked; `Ok(None)` when none is pending.
     pub(crate) fn accept_nonblocking(&self) -> io::Result<Option<(Socket, Address)>> {
+        let Some((socket, addr)) = self.accept_raw()? else { return Ok(None) };
+        socket.set_nonblocking(true)?;
+        self.set_nodelay(&socket)?;
+        Ok(Some((socket, addr)))
+    }
+
+    /// One `accept`, retrying interruptions; `Ok(None)` when none is pending
+    /// (or the connection was reset before we took it: not ours to report).
+    fn accept_raw(&self) -> io::Result<Option<(Socket, Address)>> {
         loop {
             match self.inner.socket.accept() {
-                Ok((socket, addr)) => {
-                    socket.set_nonblocking(true)?;
-                    if self.nodelay && self.inner.address.domain() != Domain::UNIX {
-                        socket.set_tcp_nodelay(true)?;
-                    }
-                    return Ok(Some((socket, Address::from_sockaddr(&addr))));
-                }
+                Ok((socket, addr)) => return Ok(Some((socket, Address::from_sockaddr(&addr)))),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Ok(None),
@@ -256,15 +259,19 @@ impl SocketListener {
         }
     }
 
+    fn set_nodelay(&self, socket: &Socket) -> io::Result<()> {
+        if self.nodelay && self.inner.address.domain() != Domain::UNIX {
+            socket.set_tcp_nodelay(true)?;
+        }
+        Ok(())
+    }
+
     fn prepare(&self, socket: &Socket) -> io::Result<()> {
         socket.set_nonblocking(false)?;
         if self.stream_timeout.is_some() {
             socket.set_read_timeout(self.stream_timeout)?;
         }
-        if self.nodelay && self.inner.address.domain() != Domain::UNIX {
-            socket.set_tcp_nodelay(true)?;
-        }
-        Ok(())
+        self.set_nodelay(socket)
     }
 }
 
@@ -285,27 +292,12 @@ impl StreamListener for SocketListener {
     }
 
     fn try_accept(&mut self) -> io::Result<Option<Accepted<Self>>> {
-        loop {
-            match self.inner.socket.accept() {
-                Ok((socket, addr)) => {
-                    // A connection we cannot configure is closed, not served.
-                    self.prepare(&socket)?;
-                    let shared = Arc::clone(&self.inner.shared);
-                    let conn = Conn::new(
-                        socket,
-                        shared,
-                        self.stream_timeout,
-                        self.inner.socket.as_raw_fd(),
-                    );
-                    return Ok(Some((conn, Address::from_sockaddr(&addr))));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                // A connection reset before we accepted it is not ours to report.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
+        let Some((socket, addr)) = self.accept_raw()? else { return Ok(None) };
+        // A connection we cannot configure is closed, not served.
+        self.prepare(&socket)?;
+        let shared = Arc::clone(&self.inner.shared);
+        let conn = Conn::new(socket, shared, self.stream_timeout, self.inner.socket.as_raw_fd());
+        Ok(Some((conn, addr)))
     }
 }
 

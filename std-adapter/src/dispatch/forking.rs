@@ -5,10 +5,10 @@ use sockserv_core::{
     DatagramDispatch, DatagramService, Dispatch, Hooks, RequestError, StreamDispatch, StreamService,
 };
 
-use super::guarded;
+use super::{guarded, serve_datagram_apart};
 use crate::addr::Address;
 use crate::conn::Conn;
-use crate::socket::{SocketDatagram, send_reply};
+use crate::socket::SocketDatagram;
 use crate::sys;
 
 /// A process per request: the equivalent of `socketserver.ForkingMixIn`.
@@ -229,9 +229,7 @@ where
         // The child replies through the socket (a duplicate descriptor of
         // it): it keeps the original open too, only until it exits.
         let forked = self.fork_and_run(service, &client, None, || {
-            let mut reply = vec![0u8; reply_size];
-            let send = |data: &[u8], to: &Address| send_reply(&sender, data, to);
-            sockserv_core::serve_datagram(service, packet, truncated, &client, &mut reply, send)
+            serve_datagram_apart(service, &sender, packet, truncated, &client, reply_size)
         });
         if let Err(e) = forked {
             service.handle_error(&client, &RequestError::Handler(&e));

@@ -23,6 +23,27 @@ use sockserv_core::{Hooks, RequestError};
 
 use crate::addr::Address;
 
+/// Serves one datagram away from the server loop (on a thread or in a
+/// child), replying through `sender` with a fresh reply buffer of
+/// `reply_size` bytes. Returns whether it succeeded.
+pub(crate) fn serve_datagram_apart<Svc>(
+    service: &Svc,
+    sender: &socket2::Socket,
+    packet: &[u8],
+    truncated: Option<usize>,
+    client: &Address,
+    reply_size: usize,
+) -> bool
+where
+    Svc: sockserv_core::DatagramService<Address> + ?Sized,
+{
+    let mut reply = vec![0u8; reply_size];
+    guarded(service, client, || {
+        let send = |data: &[u8], to: &Address| crate::socket::send_reply(sender, data, to);
+        sockserv_core::serve_datagram(service, packet, truncated, client, &mut reply, send)
+    })
+}
+
 /// Runs one request, turning a panic into a `handle_error` report.
 /// Returns whether the request succeeded.
 pub(crate) fn guarded<Svc, F>(service: &Svc, client: &Address, run: F) -> bool

@@ -6,10 +6,10 @@ use sockserv_core::{
     DatagramDispatch, DatagramService, Dispatch, Hooks, RequestError, StreamDispatch, StreamService,
 };
 
-use super::guarded;
+use super::{guarded, serve_datagram_apart};
 use crate::addr::Address;
 use crate::conn::Conn;
-use crate::socket::{SocketDatagram, send_reply};
+use crate::socket::SocketDatagram;
 
 /// A thread per request: the equivalent of `socketserver.ThreadingMixIn`.
 ///
@@ -185,11 +185,7 @@ where
         let packet = packet.to_vec();
         let reply_size = socket.max_reply();
         self.spawn(service, client, move |svc, client| {
-            let mut reply = vec![0u8; reply_size];
-            guarded(svc, client, || {
-                let send = |data: &[u8], to: &Address| send_reply(&sender, data, to);
-                sockserv_core::serve_datagram(svc, &packet, truncated, client, &mut reply, send)
-            });
+            serve_datagram_apart(svc, &sender, &packet, truncated, client, reply_size);
         });
     }
 }
