@@ -141,6 +141,18 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / clk_tck())
 }
 
+/// Busy time of the whole machine (every CPU, all but idle and iowait),
+/// in seconds: what is left after the server and this process is someone
+/// else's work competing for the two cores.
+fn machine_busy_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = s.lines().next() else { return 0.0 };
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0)).collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user)
+    let busy: u64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy as f64 / clk_tck()
+}
+
 /// utime alone (user space) of this process, in seconds.
 fn self_user_seconds() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -505,6 +517,7 @@ struct Window {
     server_cpu: Option<f64>,
     self_cpu: f64,
     self_user: f64,
+    machine_busy: f64,
 }
 
 fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
@@ -567,12 +580,13 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
             "held {ready}/{} connections; server RSS {:?} -> {:?} KiB: {:.0} B/conn",
             o.conns, rss0, rss1, per
         );
-        return Ok((t.stats, Window { requests: 0, secs: 0.0, server_cpu: None, self_cpu: 0.0, self_user: 0.0 }, vec![], j));
+        return Ok((t.stats, Window { requests: 0, secs: 0.0, server_cpu: None, self_cpu: 0.0, self_user: 0.0, machine_busy: 0.0 }, vec![], j));
     }
 
     let t0 = start + Duration::from_secs_f64(o.warmup);
     let t1 = t0 + Duration::from_secs_f64(o.duration);
     let (mut cpu0s, mut cpu0, mut w0, mut user0) = (None, 0.0, t0, 0.0);
+    let mut busy0 = 0.0;
     loop {
         let now = Instant::now();
         if !t.measuring && now >= t0 {
@@ -580,6 +594,7 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
             cpu0s = server.as_deref().and_then(cpu_seconds);
             cpu0 = cpu_seconds("self").unwrap_or(0.0);
             user0 = self_user_seconds();
+            busy0 = machine_busy_seconds();
             w0 = Instant::now();
         }
         if now >= t1 {
@@ -600,6 +615,7 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
         }
     }
     let w1 = Instant::now();
+    let busy1 = machine_busy_seconds();
     let cpu1s = server.as_deref().and_then(cpu_seconds);
     let cpu1 = cpu_seconds("self").unwrap_or(0.0);
     // A request still waiting at the end counts with its age so far: a
@@ -632,6 +648,7 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
         },
         self_cpu: cpu1 - cpu0,
         self_user: self_user_seconds() - user0,
+        machine_busy: busy1 - busy0,
     };
     Ok((t.stats, w, per_slot, String::new()))
 }
@@ -672,6 +689,7 @@ fn run_udp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
     let t1 = t0 + Duration::from_secs_f64(o.duration);
     let server = o.server_pid.map(|p| p.to_string());
     let (mut cpu0s, mut cpu0, mut w0, mut user0) = (None, 0.0, t0, 0.0);
+    let mut busy0 = 0.0;
     let mut measuring = false;
     let mut events = Events::with_capacity(1024);
     let mut last_scan = start;
@@ -682,6 +700,7 @@ fn run_udp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
             cpu0s = server.as_deref().and_then(cpu_seconds);
             cpu0 = cpu_seconds("self").unwrap_or(0.0);
             user0 = self_user_seconds();
+            busy0 = machine_busy_seconds();
             w0 = Instant::now();
         }
         if now >= t1 {
@@ -740,6 +759,7 @@ fn run_udp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
         }
     }
     let w1 = Instant::now();
+    let busy1 = machine_busy_seconds();
     let cpu1s = server.as_deref().and_then(cpu_seconds);
     let cpu1 = cpu_seconds("self").unwrap_or(0.0);
     for sl in &slots {
@@ -756,6 +776,7 @@ fn run_udp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
         },
         self_cpu: cpu1 - cpu0,
         self_user: self_user_seconds() - user0,
+        machine_busy: busy1 - busy0,
     };
     Ok((stats, w, per_slot, String::new()))
 }
@@ -800,7 +821,7 @@ fn main() {
          \"stalled\":{stalled},\"outstanding_at_end\":{},\"connects\":{},\"connect_p50_us\":{},\"connect_p99_us\":{},\
          \"connect_max_us\":{},\"server_cpu_s\":{},\"server_cpu_us_per_req\":{},\
          \"self_cpu_s\":{},\"self_cpu_us_per_req\":{},\"self_user_us_per_req\":{},\
-         \"server_util\":{},\"self_util\":{}}}",
+         \"server_util\":{},\"self_util\":{},\"other_util\":{}}}",
         o.conns,
         o.size,
         jnum(w.secs),
@@ -824,6 +845,7 @@ fn main() {
         jnum(per_req(w.self_user)),
         jnum(w.server_cpu.unwrap_or(f64::NAN) / w.secs),
         jnum(w.self_cpu / w.secs),
+        jnum((w.machine_busy - w.self_cpu - w.server_cpu.unwrap_or(0.0)).max(0.0) / w.secs),
     );
     eprintln!(
         "{mode} conns={} size={}: {:.0} req/s, p50 {:.1} us, p99 {:.1} us, errors {}, mismatches {}, lost {}, stalled {stalled}, \
