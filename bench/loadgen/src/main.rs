@@ -141,16 +141,50 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / clk_tck())
 }
 
-/// Busy time of the whole machine (every CPU, all but idle and iowait),
-/// in seconds: what is left after the server and this process is someone
-/// else's work competing for the two cores.
-fn machine_busy_seconds() -> f64 {
+/// The CPUs a process may run on (`Cpus_allowed_list` of its status).
+fn allowed_cpus(pid: &str) -> Vec<usize> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let Some(list) = s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")) else {
+        return Vec::new();
+    };
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',') {
+        let mut ends = part.split('-').filter_map(|x| x.trim().parse::<usize>().ok());
+        if let Some(a) = ends.next() {
+            cpus.extend(a..=ends.next().unwrap_or(a));
+        }
+    }
+    cpus
+}
+
+/// Busy time (all but idle and iowait) of the given CPUs, from
+/// /proc/stat, in seconds: on the CPUs the server and this process run on,
+/// whatever is not theirs is someone else's work competing with them.
+fn busy_seconds(cpus: &[usize]) -> f64 {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = s.lines().next() else { return 0.0 };
-    let f: Vec<u64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0)).collect();
-    // user nice system idle iowait irq softirq steal (guest is inside user)
-    let busy: u64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    let mut busy = 0u64;
+    for line in s.lines() {
+        let mut f = line.split_whitespace();
+        let Some(name) = f.next() else { continue };
+        let Some(n) = name.strip_prefix("cpu").and_then(|n| n.parse::<usize>().ok()) else { continue };
+        if !cpus.contains(&n) {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal (guest is in user)
+        busy += f.take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v.parse::<u64>().unwrap_or(0)).sum::<u64>();
+    }
     busy as f64 / clk_tck()
+}
+
+/// The CPUs of this process and of the server.
+fn watched_cpus(server: Option<&str>) -> Vec<usize> {
+    let mut c = allowed_cpus("self");
+    if let Some(p) = server {
+        c.extend(allowed_cpus(p));
+    }
+    c.sort_unstable();
+    c.dedup();
+    c
 }
 
 /// utime alone (user space) of this process, in seconds.
@@ -587,6 +621,7 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
     let t1 = t0 + Duration::from_secs_f64(o.duration);
     let (mut cpu0s, mut cpu0, mut w0, mut user0) = (None, 0.0, t0, 0.0);
     let mut busy0 = 0.0;
+    let cpus = watched_cpus(server.as_deref());
     loop {
         let now = Instant::now();
         if !t.measuring && now >= t0 {
@@ -594,7 +629,7 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
             cpu0s = server.as_deref().and_then(cpu_seconds);
             cpu0 = cpu_seconds("self").unwrap_or(0.0);
             user0 = self_user_seconds();
-            busy0 = machine_busy_seconds();
+            busy0 = busy_seconds(&cpus);
             w0 = Instant::now();
         }
         if now >= t1 {
@@ -615,7 +650,7 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
         }
     }
     let w1 = Instant::now();
-    let busy1 = machine_busy_seconds();
+    let busy1 = busy_seconds(&cpus);
     let cpu1s = server.as_deref().and_then(cpu_seconds);
     let cpu1 = cpu_seconds("self").unwrap_or(0.0);
     // A request still waiting at the end counts with its age so far: a
@@ -690,6 +725,7 @@ fn run_udp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
     let server = o.server_pid.map(|p| p.to_string());
     let (mut cpu0s, mut cpu0, mut w0, mut user0) = (None, 0.0, t0, 0.0);
     let mut busy0 = 0.0;
+    let cpus = watched_cpus(server.as_deref());
     let mut measuring = false;
     let mut events = Events::with_capacity(1024);
     let mut last_scan = start;
@@ -700,7 +736,7 @@ fn run_udp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
             cpu0s = server.as_deref().and_then(cpu_seconds);
             cpu0 = cpu_seconds("self").unwrap_or(0.0);
             user0 = self_user_seconds();
-            busy0 = machine_busy_seconds();
+            busy0 = busy_seconds(&cpus);
             w0 = Instant::now();
         }
         if now >= t1 {
@@ -759,7 +795,7 @@ fn run_udp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
         }
     }
     let w1 = Instant::now();
-    let busy1 = machine_busy_seconds();
+    let busy1 = busy_seconds(&cpus);
     let cpu1s = server.as_deref().and_then(cpu_seconds);
     let cpu1 = cpu_seconds("self").unwrap_or(0.0);
     for sl in &slots {
