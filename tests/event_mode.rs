@@ -23,6 +23,9 @@ use util::CLIENT_TIMEOUT;
 struct Echo {
     log: Arc<Mutex<Vec<String>>>,
     refuse: bool,
+    /// Stay open after the peer's EOF (`peer_closed` returns Continue).
+    linger: bool,
+    turns: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Echo {
@@ -41,21 +44,29 @@ impl Hooks<Address> for Echo {
     fn handle_table_full(&self, _: &Address) {
         self.log.lock().unwrap().push("table full".into());
     }
+    fn service_actions(&self) {
+        self.turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
-struct EchoHandler;
+struct EchoHandler {
+    linger: bool,
+}
 
 impl EventHandler for EchoHandler {
     type Error = std::convert::Infallible;
     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
         Ok(Step::consumed(out.write(input)))
     }
+    fn peer_closed(&mut self, _: &mut Outbox<'_>) -> Result<sockserv::event::Next, Self::Error> {
+        Ok(if self.linger { sockserv::event::Next::Continue } else { sockserv::event::Next::Close })
+    }
 }
 
 impl EventService<Address> for Echo {
     type Handler = EchoHandler;
     fn handler(&self, _: &Address) -> EchoHandler {
-        EchoHandler
+        EchoHandler { linger: self.linger }
     }
 }
 
@@ -369,4 +380,132 @@ fn running_out_of_file_descriptors_neither_spins_nor_stops_the_server() {
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.contains("Too many open files"), "it said what happened: {stderr}");
+}
+
+/// A connection that waits for nothing (the peer closed, the handler keeps
+/// it open, nothing to send) and is then reset by its peer: epoll reports
+/// hang-ups whatever the mask, so such a socket must not stay in epoll, or
+/// the loop spins.
+fn no_spin_on_a_reset_connection_waiting_for_nothing<Src: FromListener + Send + 'static>()
+where
+    Src::Conn: Send,
+{
+    let echo = Echo { linger: true, ..Echo::default() };
+    let server = start::<Src>(&echo, EventOptions::default());
+    let s = socket2::Socket::from(connect(server.addr));
+    (&s).write_all(b"bye").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = [0u8; 3];
+    (&s).read_exact(&mut got).unwrap();
+    thread::sleep(Duration::from_millis(100)); // the server saw the EOF and lingers
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s); // RST
+    let before = echo.turns.load(std::sync::atomic::Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(500));
+    let turns = echo.turns.load(std::sync::atomic::Ordering::SeqCst) - before;
+    // A 50 ms poll interval makes about 10 turns in 500 ms; a spin, 100,000s.
+    assert!(turns < 200, "{turns} loop turns in 500 ms");
+}
+
+#[test]
+fn epoll_does_not_spin_on_a_reset_connection_waiting_for_nothing() {
+    no_spin_on_a_reset_connection_waiting_for_nothing::<EpollSource>();
+}
+
+#[test]
+fn poll_does_not_spin_on_a_reset_connection_waiting_for_nothing() {
+    no_spin_on_a_reset_connection_waiting_for_nothing::<PollSource>();
+}
+
+/// With more connections ready than one wait reports (64), the poll(2)
+/// source must take turns: 70 clients keep streaming, and one more client's
+/// single round trip must still be answered.
+#[test]
+fn the_poll_fallback_does_not_starve_later_connections() {
+    let echo = Echo::default();
+    let server = start::<PollSource>(&echo, EventOptions::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut streamers = Vec::new();
+    for _ in 0..70 {
+        let c = connect(server.addr);
+        let r = c.try_clone().unwrap();
+        let stop_w = Arc::clone(&stop);
+        streamers.push(thread::spawn(move || {
+            let chunk = [1u8; 8192];
+            while !stop_w.load(std::sync::atomic::Ordering::SeqCst) {
+                if (&c).write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = c.shutdown(std::net::Shutdown::Write);
+        }));
+        streamers.push(thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while (&r).read(&mut buf).is_ok_and(|n| n > 0) {}
+        }));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let mut probe = connect(server.addr);
+    let answered = probe.write_all(b"probe").and_then(|()| {
+        let mut got = [0u8; 5];
+        probe.read_exact(&mut got).map(|()| got)
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in streamers {
+        t.join().unwrap();
+    }
+    assert_eq!(&answered.expect("the probe was answered within the client timeout"), b"probe");
+}
+
+/// Shutdown with a peer that keeps sending and never reads: during the
+/// grace period the connection waits to write only; the loop must not spin
+/// on its readable socket.
+#[test]
+fn the_shutdown_grace_period_does_not_spin() {
+    let bin = echo_binary();
+    let mut child = Command::new(&bin)
+        .args(["--mode", "event", "--addr", "127.0.0.1:0", "--max-connections", "16"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        first.push(byte[0]);
+    }
+    let line = String::from_utf8(first).unwrap();
+    let addr: SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+    let c = connect(addr);
+    let w = c.try_clone().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_w = Arc::clone(&stop);
+    w.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+    let writer = thread::spawn(move || {
+        let chunk = [3u8; 4096];
+        while !stop_w.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = (&w).write(&chunk);
+        }
+    });
+    thread::sleep(Duration::from_millis(300)); // buffers full both ways
+    let pid = child.id();
+    let mut last = cpu_time(pid);
+    let before = last;
+    // SAFETY (test): signals our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && !stat.contains(") Z")
+        {
+            last = cpu_time(pid);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    let used = last - before;
+    assert!(used < Duration::from_millis(300), "{used:?} of CPU during the 1 s grace period");
 }

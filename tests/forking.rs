@@ -31,6 +31,7 @@ fn main() {
         ("error_handler_test_forking_handled", forking_handled),
         ("error_handler_test_forking_panic", forking_panic),
         ("max_children_makes_a_new_request_wait", max_children),
+        ("a_panicking_hook_in_a_child_never_returns_into_the_server", panicking_hook_in_child),
     ];
     for (name, case) in cases {
         assert_single_threaded();
@@ -235,4 +236,45 @@ c2.close(); c3.close()
     serve_until_stopped(&mut server.shutdown_handle(), || server.serve_forever(POLL).unwrap());
     finish_client(client);
     assert_eq!(close_children(server.dispatch_mut()), (3, 0));
+}
+
+/// A service whose handler fails and whose `handle_error` hook then panics
+/// (in the child): the child must still leave with `_exit(1)`, never unwind
+/// back into the server loop it was forked from.
+fn panicking_hook_in_child() {
+    use sockserv::std_adapter::{Address, Conn, Hooks, RequestError, StreamHandler};
+
+    struct Fails;
+    impl StreamHandler<Conn> for Fails {
+        type Error = &'static str;
+        fn handle(&mut self, _: &mut Conn) -> Result<(), &'static str> {
+            Err("fails")
+        }
+    }
+    struct PanickyHooks;
+    impl Hooks<Address> for PanickyHooks {
+        fn handle_error(&self, _: &Address, _: &RequestError<'_>) {
+            panic!("handle_error panics");
+        }
+    }
+    impl sockserv::StreamService<Conn, Address> for PanickyHooks {
+        type Handler = Fails;
+        fn handler(&self, _: &Address) -> Fails {
+            Fails
+        }
+    }
+
+    let me = std::process::id();
+    let mut server =
+        Builder::new().dispatch(Forking::new()).stream("127.0.0.1:0", PanickyHooks).unwrap();
+    let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
+    drop(std::net::TcpStream::connect(a).unwrap());
+    server.handle_request().unwrap();
+    // A child that unwound out of fork_run would be running this line too.
+    if std::process::id() != me {
+        // SAFETY (test): leave the stray child with a status the parent checks.
+        unsafe { libc::_exit(99) };
+    }
+    let _ = close_children(server.dispatch_mut());
+    assert_eq!(server.dispatch().last_exit_code(), Some(1), "the child left through _exit(1)");
 }

@@ -627,3 +627,95 @@ fn a_sequential_server_stops_while_a_client_idles() {
     let errors: Vec<_> = rec.lines().into_iter().filter(|l| l.starts_with("Error")).collect();
     assert!(errors.len() == 1 && errors[0].contains("shutting down"), "{errors:?}");
 }
+
+/// gh-style deadlock: with the thread cap reached, a request waits for a
+/// slot in the server loop; shutdown() must still return.
+#[test]
+fn shutdown_returns_while_the_loop_waits_for_a_thread_slot() {
+    let rec = Recorder::new(Behaviour::Echo);
+    let dispatch =
+        Threading::new().max_threads(NonZeroUsize::new(1).unwrap()).block_on_close(false);
+    let mut server: StreamServer<_, Threading> =
+        Builder::new().dispatch(dispatch).stream("127.0.0.1:0", rec.clone()).unwrap();
+    let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
+    let stop = server.shutdown_handle();
+    let t = thread::spawn(move || server.serve_forever(POLL));
+    let mut holder = TcpStream::connect(a).unwrap();
+    holder.set_read_timeout(Some(util::CLIENT_TIMEOUT)).unwrap();
+    holder.write_all(b"x").unwrap();
+    holder.read_exact(&mut [0u8; 1]).unwrap(); // the only slot is taken
+    let waiting = TcpStream::connect(a).unwrap();
+    thread::sleep(Duration::from_millis(100)); // the loop now waits for a slot
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || done_tx.send(stop.shutdown()).unwrap());
+    let result = done_rx.recv_timeout(util::CLIENT_TIMEOUT).expect("shutdown() returned");
+    assert_eq!(result, Ok(()));
+    t.join().unwrap().unwrap();
+    drop((holder, waiting));
+}
+
+/// A handler writing to a client that never reads: `stream_timeout`
+/// covers writes too (CPython's settimeout does).
+#[test]
+fn the_stream_timeout_covers_writes() {
+    struct Flood;
+    impl StreamHandler<Conn> for Flood {
+        type Error = std::io::Error;
+        fn handle(&mut self, conn: &mut Conn) -> std::io::Result<()> {
+            use embedded_io::Write as _;
+            conn.write_all(&vec![0u8; 64 << 20])
+        }
+    }
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    #[derive(Clone)]
+    struct Svc(Arc<Mutex<Vec<String>>>);
+    impl Hooks<Address> for Svc {
+        fn handle_error(&self, _: &Address, e: &sockserv::RequestError<'_>) {
+            self.0.lock().unwrap().push(e.to_string());
+        }
+    }
+    impl StreamService<Conn, Address> for Svc {
+        type Handler = Flood;
+        fn handler(&self, _: &Address) -> Flood {
+            Flood
+        }
+    }
+    let mut server: StreamServer<_, Threading> = Builder::new()
+        .dispatch(Threading::new())
+        .stream_timeout(Some(Duration::from_millis(300)))
+        .stream("127.0.0.1:0", Svc(Arc::clone(&errors)))
+        .unwrap();
+    let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
+    let c = TcpStream::connect(a).unwrap();
+    server.handle_request().unwrap();
+    server.server_close(); // joins the handler thread: it must end by itself
+    drop(c);
+    let errors = errors.lock().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("TimedOut"), "{errors:?}");
+}
+
+/// A sequential server whose handler is blocked writing to a client that
+/// never reads still stops on shutdown().
+#[test]
+fn a_sequential_server_stops_while_a_write_is_blocked() {
+    struct Flood;
+    impl StreamHandler<Conn> for Flood {
+        type Error = std::io::Error;
+        fn handle(&mut self, conn: &mut Conn) -> std::io::Result<()> {
+            use embedded_io::Write as _;
+            conn.write_all(&vec![0u8; 64 << 20])
+        }
+    }
+    let mut server = TcpServer::bind("127.0.0.1:0", FnService(|_: &Address| Flood)).unwrap();
+    let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
+    let stop = server.shutdown_handle();
+    let t = thread::spawn(move || server.serve_forever(POLL));
+    let c = TcpStream::connect(a).unwrap();
+    thread::sleep(Duration::from_millis(300)); // the kernel buffers are full now
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || done_tx.send(stop.shutdown()).unwrap());
+    assert_eq!(done_rx.recv_timeout(util::CLIENT_TIMEOUT).expect("shutdown() returned"), Ok(()));
+    t.join().unwrap().unwrap();
+    drop(c);
+}

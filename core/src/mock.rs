@@ -33,6 +33,9 @@ pub const MAX_EVENTS: usize = 64;
 pub const MAX_CONNS: usize = 32;
 /// Bytes captured per connection or sent datagram.
 pub const CAPTURE: usize = 2048;
+/// The virtual time a wait that finds readiness at once takes.
+pub const READY_WAIT: Duration = Duration::from_micros(100);
+
 /// Datagrams a net can record as sent.
 pub const MAX_SENT: usize = 32;
 
@@ -720,6 +723,8 @@ impl<'n, 's> EventSource for MockEventSource<'n, 's> {
         timeout: Option<Duration>,
         events: &mut [IoEvent],
     ) -> Result<usize, MockError> {
+        // Stops and window openings due now happen even while busy.
+        let woken = self.net.state.borrow_mut().apply_due();
         let mut n = 0;
         let mut push = |e: IoEvent| {
             if let Some(slot) = events.get_mut(n) {
@@ -737,8 +742,16 @@ impl<'n, 's> EventSource for MockEventSource<'n, 's> {
         if self.accepting && self.accept_due() {
             push(IoEvent::Accept);
         }
+        if woken {
+            push(IoEvent::Woken);
+        }
         if n > 0 {
-            self.net.state.borrow_mut().stats.waits += 1;
+            // Even a wait that finds readiness at once takes a moment, so
+            // that a loop spinning on readiness it ignores runs out its
+            // deadlines (and shows in `stats().waits`) instead of hanging.
+            let mut st = self.net.state.borrow_mut();
+            st.stats.waits += 1;
+            st.now = st.now.saturating_add(READY_WAIT);
             return Ok(n);
         }
         if !self.accepting {

@@ -19,11 +19,11 @@ use crate::sys;
 ///
 /// * Interruptions (`EINTR`) are retried; a write returns only when all
 ///   bytes are written or the socket failed.
-/// * A read that passes the server's `stream_timeout` fails with
+/// * A read or write that passes the server's `stream_timeout` fails with
 ///   `io::ErrorKind::TimedOut` (std would say `WouldBlock`, which
 ///   `embedded-io` cannot express).
 /// * EOF is `Ok(0)`. Dropping the value closes the socket.
-/// * With the sequential strategy, a read that has to wait also wakes up
+/// * With the sequential strategy, a read or write that has to wait also wakes up
 ///   when the server is asked to stop (a signal registered with
 ///   [`ShutdownHandle::stop_on_signal`](crate::ShutdownHandle::stop_on_signal),
 ///   or [`ShutdownHandle::shutdown`](crate::ShutdownHandle::shutdown)) and
@@ -52,6 +52,37 @@ impl Conn {
         Self { socket, shared, timeout, cancellable: false, listener }
     }
 
+    /// A write of all of `buf` that gives up when the server is asked to
+    /// stop (a client that never reads must not hold the server either).
+    fn write_cancellable(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match sys::send_dontwait(&self.socket, buf) {
+                Ok(n) => {
+                    buf = &buf[n..];
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let (stop, ready) = sys::poll_writable_or_wake(
+                self.shared.wake_fd(),
+                self.socket.as_fd(),
+                self.timeout,
+            )?;
+            if stop {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the server is shutting down",
+                ));
+            }
+            if !ready {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
+            }
+        }
+        Ok(())
+    }
+
     /// A read that gives up when the server is asked to stop: try without
     /// waiting; when nothing is there, wait for the socket or the stop.
     fn read_cancellable(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -75,6 +106,11 @@ impl Conn {
         }
     }
 
+    /// The shared stop state of the server that accepted this connection.
+    pub(crate) fn stop_handle(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     /// The socket, for options this type does not cover.
     pub fn get_ref(&self) -> &Socket {
         &self.socket
@@ -88,7 +124,7 @@ impl Conn {
 
 fn timeout_kind(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::WouldBlock {
-        io::Error::new(io::ErrorKind::TimedOut, "read timed out")
+        io::Error::new(io::ErrorKind::TimedOut, "timed out (stream_timeout)")
     } else {
         e
     }
@@ -116,6 +152,10 @@ impl Write for Conn {
     /// Writes all of `buf` (CPython's `_SocketWriter` never writes
     /// partially either).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cancellable {
+            self.write_cancellable(buf)?;
+            return Ok(buf.len());
+        }
         // std's write_all retries EINTR and fails on a zero write.
         (&self.socket).write_all(buf).map_err(timeout_kind)?;
         Ok(buf.len())

@@ -42,6 +42,11 @@ impl Shared {
         }))
     }
 
+    /// Whether a stop is requested now.
+    pub(crate) fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
     /// The descriptor that becomes readable when a stop is asked for.
     pub(crate) fn wake_fd(&self) -> BorrowedFd<'_> {
         self.wake_read.as_fd()

@@ -38,8 +38,8 @@ pub struct Options {
     /// `server_bind` and `server_activate` yourself (set socket options
     /// in between through `socket()`).
     pub bind_and_activate: bool,
-    /// `StreamRequestHandler.timeout`: a read on a connection that waits
-    /// longer fails with `TimedOut`. Default `None` (wait for ever).
+    /// `StreamRequestHandler.timeout`: a read or write on a connection that
+    /// waits longer fails with `TimedOut`. Default `None` (wait for ever).
     pub stream_timeout: Option<Duration>,
     /// `StreamRequestHandler.disable_nagle_algorithm`: `TCP_NODELAY` on
     /// accepted TCP connections. Default `false`.
@@ -269,7 +269,9 @@ impl SocketListener {
     fn prepare(&self, socket: &Socket) -> io::Result<()> {
         socket.set_nonblocking(false)?;
         if self.stream_timeout.is_some() {
+            // CPython's settimeout covers both directions.
             socket.set_read_timeout(self.stream_timeout)?;
+            socket.set_write_timeout(self.stream_timeout)?;
         }
         self.set_nodelay(socket)
     }
@@ -350,6 +352,11 @@ impl SocketDatagram {
     /// `max_packet_size`, as large as the biggest datagram received.
     pub fn max_reply(&self) -> usize {
         self.max_packet_size
+    }
+
+    /// Whether the server is asked to stop.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.inner.shared.is_requested()
     }
 
     /// A handle to the same socket that can send from other threads (the

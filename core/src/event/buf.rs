@@ -39,9 +39,10 @@ impl<const N: usize> Buf<N> {
         N - self.len()
     }
 
-    /// The free space after the data, compacting first if needed.
+    /// The free space after the data: all of [`room`](Self::room) (the
+    /// data is moved to the front first when it does not start there).
     pub fn free_mut(&mut self) -> &mut [u8] {
-        if self.start > 0 && self.end == N {
+        if self.start > 0 {
             self.bytes.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;

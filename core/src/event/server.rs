@@ -264,11 +264,12 @@ where
         let accepting_off = self.source.set_accepting(false);
         let now = self.clock.now();
         let deadline = now + self.config.shutdown_grace;
-        {
-            let Self { table, source, service, .. } = self;
-            table.close_gracefully(service, now, |token, mut conn| {
-                source.deregister(token, &mut conn)
-            });
+        self.table.close_gracefully();
+        for token in 0..self.table.capacity() {
+            if self.table.is_live(token) {
+                // Sends what it can now; re-registers for writing only, or closes.
+                self.service(token, false, false);
+            }
         }
         let mut events = [Event::Woken; EVENTS];
         let mut result = Ok(());

@@ -256,26 +256,22 @@ where
         self.idle_timeout.filter(|_| self.len > 0).map(|_| self.next_sweep)
     }
 
-    /// Starts a graceful shutdown: every connection sends what is buffered,
-    /// then closes. Those with nothing buffered close now (`closed` gets
-    /// them); the rest close as they are serviced.
-    pub fn close_gracefully<Svc>(
-        &mut self,
-        service: &Svc,
-        now: Duration,
-        mut closed: impl FnMut(usize, C),
-    ) where
-        Svc: Hooks<A> + ?Sized,
-    {
-        for token in 0..self.capacity() {
-            let slot = &mut self.slots.as_mut()[token];
-            let Some(live) = slot.live.as_mut() else { continue };
-            live.closing = true;
-            let result = flush(live, &mut slot.send, now);
-            if let Outcome::Closed(conn) = self.settle(token, result, service, now) {
-                closed(token, conn);
+    /// Starts a graceful shutdown: every connection stops reading and will
+    /// close once what is buffered has been sent. Service each
+    /// [`live`](Self::is_live) token afterwards (with no readiness) to send
+    /// and to learn its new interest or its close.
+    pub fn close_gracefully(&mut self) {
+        for slot in self.slots.as_mut() {
+            if let Some(live) = slot.live.as_mut() {
+                live.closing = true;
+                slot.recv.clear();
             }
         }
+    }
+
+    /// Whether a connection is open under `token`.
+    pub fn is_live(&self, token: usize) -> bool {
+        self.slots.as_ref().get(token).is_some_and(|s| s.live.is_some())
     }
 
     /// Closes every connection now, without reporting (the end of a
@@ -302,14 +298,17 @@ where
     {
         let slot = &mut self.slots.as_mut()[token];
         let Some(live) = slot.live.as_mut() else { return Outcome::Absent };
-        // A handler error is reported; what it answered before the error is
-        // still sent (as in the blocking modes), then the connection closes.
+        // A handler error or a stall is reported; what the handler answered
+        // before it is still sent (as in the blocking modes), then the
+        // connection closes.
         let result = match result {
             Err(Failure::Handler(e)) => {
                 service.handle_error(&live.client, &RequestError::Handler(&e));
-                live.closing = true;
-                slot.recv.clear();
-                flush(live, &mut slot.send, now)
+                close_after_flush(live, &mut slot.recv, &mut slot.send, now)
+            }
+            Err(Failure::Stalled) => {
+                service.handle_error(&live.client, &RequestError::Stalled { capacity: RB });
+                close_after_flush(live, &mut slot.recv, &mut slot.send, now)
             }
             other => other,
         };
@@ -332,11 +331,8 @@ where
             Some(Failure::Io(kind)) => {
                 self.close(token, Some(RequestError::Io(kind)), service).into()
             }
-            Some(Failure::Stalled) => {
-                self.close(token, Some(RequestError::Stalled { capacity: RB }), service).into()
-            }
-            // Reported above; flush turned it into Ok or Io.
-            Some(Failure::Handler(_)) => self.release(token).into(),
+            // Reported above; flush turned them into Ok or Io.
+            Some(Failure::Stalled | Failure::Handler(_)) => self.release(token).into(),
         }
     }
 
@@ -446,7 +442,9 @@ where
             live.closing = true;
         }
         if consumed == 0 {
-            if recv.room() == 0 && written == 0 {
+            // Full input, nothing taken, nothing answered and nothing left
+            // to send (that could make room): no progress is possible.
+            if recv.room() == 0 && written == 0 && send.is_empty() && !live.closing {
                 return Err(Failure::Stalled);
             }
             waiting_for_more = true;
@@ -470,6 +468,23 @@ where
         }
     }
     Ok(())
+}
+
+/// Stops reading, drops unread input, sends what is buffered; the
+/// connection closes once that is out.
+fn close_after_flush<C, H, A, const RB: usize, const SB: usize>(
+    live: &mut Live<C, H, A>,
+    recv: &mut Buf<RB>,
+    send: &mut Buf<SB>,
+    now: Duration,
+) -> Result<(), Failure<H::Error>>
+where
+    C: NbConnection,
+    H: EventHandler,
+{
+    live.closing = true;
+    recv.clear();
+    flush(live, send, now)
 }
 
 /// Writes what is buffered until the connection would block.

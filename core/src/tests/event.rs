@@ -26,6 +26,10 @@ enum Kind {
     Lines,
     /// Greet on open, then echo.
     Greeter,
+    /// Echo; when the peer closes, stay open (count the calls).
+    Lingering,
+    /// Greet on open, then swallow all input without answering.
+    Sink,
 }
 
 /// Records hook calls; stops the loop when `stop_when` says so.
@@ -36,6 +40,7 @@ struct Ev<'n, 's> {
     log: RefCell<Vec<String>>,
     verify: Cell<bool>,
     turns: Cell<usize>,
+    peer_closed_calls: Cell<usize>,
     first_error_at: Cell<Option<Duration>>,
     stop_when: fn(&Ev<'n, 's>) -> bool,
 }
@@ -54,6 +59,7 @@ impl<'n, 's> Ev<'n, 's> {
             log: RefCell::default(),
             verify: Cell::new(true),
             turns: Cell::new(0),
+            peer_closed_calls: Cell::new(0),
             first_error_at: Cell::new(None),
             stop_when,
         }
@@ -103,7 +109,7 @@ impl EventHandler for H<'_, '_, '_> {
 
     fn opened(&mut self, out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
         self.ev.log.borrow_mut().push(format!("opened {}", self.client));
-        if self.ev.kind == Kind::Greeter {
+        if matches!(self.ev.kind, Kind::Greeter | Kind::Sink) {
             out.write_all(b"hi\n").map_err(|_| "no room")?;
         }
         Ok(Next::Continue)
@@ -111,7 +117,8 @@ impl EventHandler for H<'_, '_, '_> {
 
     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
         match self.ev.kind {
-            Kind::Echo | Kind::Greeter => Ok(Step::consumed(out.write(input))),
+            Kind::Echo | Kind::Greeter | Kind::Lingering => Ok(Step::consumed(out.write(input))),
+            Kind::Sink => Ok(Step::consumed(input.len())),
             Kind::Lines => {
                 let Some(end) = input.iter().position(|&b| b == b'\n') else {
                     return Ok(Step::consumed(0));
@@ -124,6 +131,11 @@ impl EventHandler for H<'_, '_, '_> {
                 }
             }
         }
+    }
+
+    fn peer_closed(&mut self, _out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+        self.ev.peer_closed_calls.set(self.ev.peer_closed_calls.get() + 1);
+        Ok(if self.ev.kind == Kind::Lingering { Next::Continue } else { Next::Close })
     }
 
     fn closed(&mut self) {
@@ -390,4 +402,78 @@ fn opened_can_greet_and_serve_again_after_shutdown() {
     srv.serve_forever(POLL).unwrap();
     assert_eq!(net.conn(1).unwrap().output(), b"hi\ny");
     assert!(srv.table().is_empty());
+}
+
+#[test]
+fn peer_closed_is_told_once_and_a_lingering_connection_waits_for_the_idle_timeout() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    // The echo waits for the peer to read, so the connection is serviced
+    // again after the peer's EOF was seen.
+    net.connect(MockConn::new(1, b"bye").write_window(0));
+    net.open_window_at(2 * SEC, 0, 100);
+    net.request_stop_at(30 * SEC, &flag);
+    let ev = Ev::new(Kind::Lingering, &net, &flag, |_| false);
+    server::<2, 64>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
+    assert_eq!(ev.peer_closed_calls.get(), 1);
+    assert_eq!(net.conn(0).unwrap().output(), b"bye");
+    assert_eq!(ev.count("error 1: idle for too long; closed"), 1, "{:?}", ev.log());
+}
+
+#[test]
+fn pipelined_lines_to_a_slow_reader_get_every_answer() {
+    // 200 lines arrive at once; the peer reads 4 bytes a second at first.
+    static INPUT: [u8; 400] = {
+        let mut a = [b'a'; 400];
+        let mut i = 1;
+        while i < 400 {
+            a[i] = b'\n';
+            i += 2;
+        }
+        a
+    };
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, &INPUT).write_window(4));
+    for i in 1..=20u32 {
+        net.open_window_at(i * SEC, 0, 4);
+    }
+    net.open_window_at(30 * SEC, 0, 1_000);
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(ev.count("error"), 0, "{:?}", ev.log());
+    let out = net.conn(0).unwrap();
+    assert_eq!(out.output().len(), 600, "200 answers");
+    assert!(out.output().chunks(3).all(|c| c == b"ok\n"));
+}
+
+#[test]
+fn a_buffer_compacts_so_all_its_room_is_usable() {
+    let mut b = crate::event::Buf::<8>::new();
+    b.free_mut()[..6].copy_from_slice(b"abcdef");
+    b.fill(6);
+    b.consume(4);
+    assert_eq!((b.data(), b.room()), (&b"ef"[..], 6));
+    assert_eq!(b.free_mut().len(), 6, "the free part is all the room, not the 2-byte tail");
+    assert_eq!(b.data(), b"ef");
+    b.consume(2);
+    assert!(b.is_empty());
+    assert_eq!(b.free_mut().len(), 8);
+}
+
+#[test]
+fn the_shutdown_drain_stops_reading_and_does_not_spin() {
+    // At the stop the connection still reads (its greeting waits in the
+    // send buffer; the peer reads nothing) and its peer keeps sending;
+    // during the grace period it must wait to write only.
+    static INPUT: [u8; 2000] = [b'z'; 2000];
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, &INPUT).write_window(0).one_byte_at_a_time().hold_open());
+    net.request_stop_at(Duration::from_millis(5), &flag);
+    let ev = Ev::new(Kind::Sink, &net, &flag, |_| false);
+    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    let waits = net.stats().waits;
+    assert!(waits < 100, "{waits} waits: the drain spun on a readable socket it would not read");
+    assert_eq!(net.conn(0).unwrap().closes(), 1);
 }

@@ -47,6 +47,7 @@ pub struct Forking {
     children: Vec<Child>,
     reaped: u64,
     failed: u64,
+    last_status: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -65,7 +66,14 @@ impl Default for Forking {
 impl Forking {
     /// CPython's defaults: 40 children, block on close.
     pub fn new() -> Self {
-        Self { max_children: 40, block_on_close: true, children: Vec::new(), reaped: 0, failed: 0 }
+        Self {
+            max_children: 40,
+            block_on_close: true,
+            children: Vec::new(),
+            reaped: 0,
+            failed: 0,
+            last_status: None,
+        }
     }
 
     /// Sets `max_children` (at least 1).
@@ -96,8 +104,15 @@ impl Forking {
         self.failed
     }
 
+    /// The exit code of the child reaped last (`None` before any, or when
+    /// it did not exit normally).
+    pub fn last_exit_code(&self) -> Option<i32> {
+        self.last_status
+    }
+
     fn record(&mut self, status: Option<i32>) {
         self.reaped += 1;
+        self.last_status = status.filter(|&s| libc::WIFEXITED(s)).map(|s| libc::WEXITSTATUS(s));
         let ok = status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0);
         if !ok {
             self.failed += 1;

@@ -1,6 +1,7 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use sockserv_core::{
     DatagramDispatch, DatagramService, Dispatch, Hooks, RequestError, StreamDispatch, StreamService,
@@ -111,25 +112,43 @@ impl Threading {
         }
     }
 
-    /// Waits for a free slot (with a cap) and takes it.
-    fn take_slot(&self) -> SlotGuard {
+    /// Waits for a free slot (with a cap) and takes it; `None` when the
+    /// server is asked to stop meanwhile (so that `shutdown()` cannot hang
+    /// behind a full cap, not even when a handler thread calls it).
+    fn take_slot(&self, stop: &dyn Fn() -> bool) -> Option<SlotGuard> {
         let mut live = self.slots.live.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cap) = self.max_threads {
             while *live >= cap.get() {
-                live = self.slots.freed.wait(live).unwrap_or_else(PoisonError::into_inner);
+                if stop() {
+                    return None;
+                }
+                let (guard, _) = self
+                    .slots
+                    .freed
+                    .wait_timeout(live, Duration::from_millis(50))
+                    .unwrap_or_else(PoisonError::into_inner);
+                live = guard;
             }
         }
         *live += 1;
-        SlotGuard(Arc::clone(&self.slots))
+        Some(SlotGuard(Arc::clone(&self.slots)))
     }
 
-    fn spawn<Svc, F>(&mut self, service: &Svc, client: Address, run: F)
+    /// Runs `run` on a new thread once a slot is free. Returns `false` (and
+    /// runs nothing) when the server was asked to stop while waiting.
+    fn spawn<Svc, F>(
+        &mut self,
+        service: &Svc,
+        client: Address,
+        stop: &dyn Fn() -> bool,
+        run: F,
+    ) -> bool
     where
         Svc: Hooks<Address> + Clone + Send + 'static,
         F: FnOnce(&Svc, &Address) + Send + 'static,
     {
         self.reap();
-        let slot = self.take_slot();
+        let Some(slot) = self.take_slot(stop) else { return false };
         let svc = service.clone();
         let who = client.clone();
         let spawned = thread::Builder::new().name("sockserv-request".into()).spawn(move || {
@@ -141,6 +160,7 @@ impl Threading {
             Ok(_) => {}
             Err(e) => service.handle_error(&who, &RequestError::Handler(&e)),
         }
+        true
     }
 }
 
@@ -163,7 +183,11 @@ where
     Svc: StreamService<Conn, Address> + Clone + Send + 'static,
 {
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
-        self.spawn(service, client, move |svc, client| {
+        // The stream moves into the thread; a second handle on its stop
+        // flag lets the wait for a slot give up on shutdown (the connection
+        // is then closed, as the closure that owns it is dropped).
+        let stop = stream.stop_handle();
+        self.spawn(service, client, &move || stop.is_requested(), move |svc, client| {
             guarded(svc, client, || sockserv_core::serve_stream(svc, stream, client));
         });
     }
@@ -184,7 +208,8 @@ where
         let sender = socket.sender();
         let packet = packet.to_vec();
         let reply_size = socket.max_reply();
-        self.spawn(service, client, move |svc, client| {
+        let stop = || socket.stop_requested();
+        self.spawn(service, client, &stop, move |svc, client| {
             serve_datagram_apart(svc, &sender, &packet, truncated, client, reply_size);
         });
     }

@@ -59,11 +59,20 @@ impl EpollSource {
         &mut self.registered[token]
     }
 
+    /// A connection waiting for nothing is kept out of epoll altogether:
+    /// epoll reports hang-ups and errors whatever the mask, and a socket the
+    /// table will not read would be reported for ever (a spin).
     fn ctl(&mut self, token: usize, conn: &NbConn, interest: Interest) -> io::Result<()> {
         let events = mask(interest);
-        let op = if self.slot(token).is_some() { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+        let registered = self.slot(token).is_some();
+        let op = match (registered, events) {
+            (false, 0) => return Ok(()),
+            (true, 0) => libc::EPOLL_CTL_DEL,
+            (true, _) => libc::EPOLL_CTL_MOD,
+            (false, _) => libc::EPOLL_CTL_ADD,
+        };
         sys::epoll_ctl(self.epoll.as_fd(), op, conn.as_fd(), events, token as u64)?;
-        *self.slot(token) = Some(events);
+        *self.slot(token) = (events != 0).then_some(events);
         Ok(())
     }
 }
@@ -91,13 +100,6 @@ impl EventSource for EpollSource {
                 }
                 t => {
                     let t = t as usize;
-                    let hup = bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
-                    // A hung-up socket waiting for nothing would be reported
-                    // for ever: take it out of epoll until it waits again.
-                    if hup && self.registered.get(t).copied().flatten() == Some(0) {
-                        *self.slot(t) = None;
-                        continue;
-                    }
                     let read = bits & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
                     let write = bits & (libc::EPOLLOUT | libc::EPOLLERR) as u32 != 0;
                     Event::Conn { token: t, read, write }

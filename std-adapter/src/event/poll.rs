@@ -21,12 +21,22 @@ pub struct PollSource {
     conns: Vec<Option<(RawFd, Interest)>>,
     fds: Vec<libc::pollfd>,
     tokens: Vec<usize>,
+    /// Where the next wait starts looking, so that more ready connections
+    /// than one wait reports take turns (no starvation of high tokens).
+    next_start: usize,
 }
 
 impl PollSource {
     /// A source for `listener` (bound and listening).
     pub fn new(listener: SocketListener) -> Self {
-        Self { listener, accepting: false, conns: Vec::new(), fds: Vec::new(), tokens: Vec::new() }
+        Self {
+            listener,
+            accepting: false,
+            conns: Vec::new(),
+            fds: Vec::new(),
+            tokens: Vec::new(),
+            next_start: 0,
+        }
     }
 
     /// The listener.
@@ -60,8 +70,10 @@ impl EventSource for PollSource {
         self.fds.push(pollfd(self.listener.shared().wake_fd().as_raw_fd(), libc::POLLIN));
         let listen_events = if self.accepting { libc::POLLIN } else { 0 };
         self.fds.push(pollfd(self.listener.socket().as_raw_fd(), listen_events));
-        for (token, entry) in self.conns.iter().enumerate() {
-            let Some((fd, interest)) = *entry else { continue };
+        let n = self.conns.len();
+        let start = if n == 0 { 0 } else { self.next_start % n };
+        for token in (start..n).chain(0..start) {
+            let Some((fd, interest)) = self.conns[token] else { continue };
             if !interest.read && !interest.write {
                 continue; // nothing to wait for (and no hang-up spin)
             }
@@ -76,28 +88,36 @@ impl EventSource for PollSource {
             self.tokens.push(token);
         }
         sys::poll_many(&mut self.fds, timeout)?;
-        let mut out = 0;
-        let mut push = |e: Event| {
-            if out < events.len() {
-                events[out] = e;
-                out += 1;
-            }
-        };
+        let mut ready = Vec::with_capacity(2);
         if self.fds[0].revents != 0 {
             self.listener.shared().drain();
-            push(Event::Woken);
+            ready.push(Event::Woken);
         }
         if self.fds[1].revents != 0 {
-            push(Event::Accept);
+            ready.push(Event::Accept);
         }
+        let mut out = 0;
+        for event in ready {
+            if out < events.len() {
+                events[out] = event;
+                out += 1;
+            }
+        }
+        self.next_start = 0;
         for (pfd, &token) in self.fds[2..].iter().zip(&self.tokens) {
             let r = pfd.revents;
             if r == 0 {
                 continue;
             }
+            if out == events.len() {
+                // More are ready than fit: start with this one next time.
+                self.next_start = token;
+                break;
+            }
             let read = r & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
             let write = r & (libc::POLLOUT | libc::POLLERR) != 0;
-            push(Event::Conn { token, read, write });
+            events[out] = Event::Conn { token, read, write };
+            out += 1;
         }
         Ok(out)
     }

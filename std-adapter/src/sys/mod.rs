@@ -142,7 +142,9 @@ pub(crate) fn fork_run<F: FnOnce() -> i32>(run: F) -> io::Result<libc::pid_t> {
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {
-            let status = run();
+            // Whatever happens in the child (even a panic out of a hook),
+            // it must never unwind back into the parent's code.
+            let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or(1);
             // SAFETY: _exit is async-signal-safe and never returns.
             unsafe { libc::_exit(status) }
         }
@@ -200,6 +202,36 @@ pub(crate) fn poll_any(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
             return Err(err);
         }
     }
+}
+
+/// Waits until `fd` can be written to or `wake` is readable (a stop
+/// request), at most `timeout`. Returns (wake readable, socket ready).
+pub(crate) fn poll_writable_or_wake(
+    wake: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    timeout: Option<Duration>,
+) -> io::Result<(bool, bool)> {
+    let mut fds = [
+        libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 },
+    ];
+    poll_many(&mut fds, timeout)?;
+    Ok((fds[0].revents != 0, fds[1].revents != 0))
+}
+
+/// `send(MSG_DONTWAIT | MSG_NOSIGNAL)` on a blocking socket: what fits, or
+/// `WouldBlock`.
+pub(crate) fn send_dontwait(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of buf.len() bytes; the fd is open.
+    let n = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 /// Waits until `fd` can be written to (a full send buffer drained).
