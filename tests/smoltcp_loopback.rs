@@ -1,8 +1,7 @@
-//! The smoltcp adapter in-process, over smoltcp's `Loopback` device: no
-//! privileges, no real time. The clients are smoltcp sockets in the same
-//! socket set, driven by the stack's `Wait` (which also moves a virtual
-//! clock forward when nobody has anything to do), so the server runs
-//! inline, exactly as on a microcontroller.
+//! The smoltcp adapter in-process, sync mode, over smoltcp's `Loopback`
+//! device: no privileges, no real time (see `smoltcp_world`).
+
+mod smoltcp_world;
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Debug;
@@ -10,189 +9,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use embedded_io::{ErrorKind, Read, Write};
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::{tcp, udp};
-use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use smoltcp::wire::IpEndpoint;
+use smoltcp_world::{Client, PORT, SERVER, World, payload, pool};
 use sockserv::{
     BufStream, Clock, Datagram, DatagramHandler, DatagramService, Hooks, Inline, ReplyFull,
     ReplyWriter, RequestError, Server, ShutdownFlag, Stream, StreamHandler, StreamService,
 };
-use sockserv_smoltcp::{Options, Stack, Storage, Wait, Woke};
-
-const SERVER: IpAddress = IpAddress::v4(127, 0, 0, 1);
-const PORT: u16 = 7000;
-
-/// A virtual clock: moves only when the waiter says so.
-#[derive(Default)]
-struct VClock(Cell<Duration>);
-
-impl Clock for VClock {
-    fn now(&self) -> Duration {
-        self.0.get()
-    }
-}
-
-/// A scripted smoltcp TCP client in the stack's own socket set.
-#[derive(Debug, Default)]
-struct Client {
-    handle: Option<SocketHandle>,
-    send: Vec<u8>,
-    sent: usize,
-    /// Bytes per send (1: one segment per byte, Nagle off).
-    chunk: usize,
-    close_when_sent: bool,
-    /// Reset (abort) once this many bytes were sent.
-    abort_after: Option<usize>,
-    received: Vec<u8>,
-    closed: bool,
-    aborted: bool,
-}
-
-impl Client {
-    fn new(send: &[u8]) -> Self {
-        Self { send: send.to_vec(), chunk: usize::MAX, close_when_sent: true, ..Self::default() }
-    }
-
-    fn step(&mut self, set: &mut SocketSet<'_>) -> bool {
-        let Some(handle) = self.handle else { return false };
-        let s = set.get_mut::<tcp::Socket>(handle);
-        let mut worked = false;
-        while s.can_recv() {
-            let got = s.recv(|b| (b.len(), b.to_vec())).unwrap();
-            self.received.extend_from_slice(&got);
-            worked = true;
-        }
-        if self.closed || self.aborted || !s.may_send() {
-            return worked;
-        }
-        if self.abort_after.is_some_and(|n| self.sent >= n) {
-            s.abort();
-            self.aborted = true;
-            return true;
-        }
-        let limit = self.abort_after.unwrap_or(usize::MAX).min(self.send.len());
-        if self.sent < limit {
-            let end = limit.min(self.sent.saturating_add(self.chunk));
-            if let Ok(n) = s.send_slice(&self.send[self.sent..end])
-                && n > 0
-            {
-                self.sent += n;
-                worked = true;
-            }
-        } else if self.close_when_sent {
-            s.close();
-            self.closed = true;
-            worked = true;
-        }
-        worked
-    }
-}
-
-type Clients = Rc<RefCell<Vec<Client>>>;
-
-/// The stack's waiter: drives the clients; when none has work, moves the
-/// virtual clock to the deadline (100 ms when there is none).
-struct Peers<'c> {
-    clock: &'c VClock,
-    clients: Clients,
-    waits: Rc<Cell<u32>>,
-}
-
-impl<D> Wait<D> for Peers<'_> {
-    fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Woke {
-        self.waits.set(self.waits.get() + 1);
-        let mut worked = false;
-        for c in self.clients.borrow_mut().iter_mut() {
-            worked |= c.step(set);
-        }
-        if worked {
-            return Woke::Device;
-        }
-        let step = timeout.unwrap_or(Duration::from_millis(100));
-        self.clock.0.set(self.clock.0.get() + step);
-        Woke::Timeout
-    }
-}
-
-type TestStack<'a> = Stack<'a, Loopback, Peers<'a>, &'a VClock>;
-
-struct World {
-    clock: VClock,
-    clients: Clients,
-    waits: Rc<Cell<u32>>,
-}
-
-impl World {
-    fn new() -> Self {
-        Self { clock: VClock::default(), clients: Clients::default(), waits: Rc::default() }
-    }
-
-    fn stack<'a>(&'a self, storage: &'a mut Storage<'a, 16>) -> TestStack<'a> {
-        let mut device = Loopback::new(Medium::Ethernet);
-        let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
-        let now = smoltcp::time::Instant::from_micros(0);
-        let mut iface = Interface::new(config, &mut device, now);
-        iface.update_ip_addrs(|a| a.push(IpCidr::new(SERVER, 8)).unwrap());
-        let wait = Peers {
-            clock: &self.clock,
-            clients: Rc::clone(&self.clients),
-            waits: Rc::clone(&self.waits),
-        };
-        Stack::new(iface, device, storage, wait, &self.clock)
-    }
-
-    /// Adds a client that connects to the server from `local_port`;
-    /// returns its index.
-    fn connect(&self, stack: &TestStack<'_>, local_port: u16, mut client: Client) -> usize {
-        let socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-        );
-        let handle = stack.with_parts(|iface, set| {
-            let h = set.add(socket);
-            let s = set.get_mut::<tcp::Socket>(h);
-            s.set_nagle_enabled(client.chunk == usize::MAX);
-            s.connect(iface.context(), (SERVER, PORT), local_port).unwrap();
-            h
-        });
-        client.handle = Some(handle);
-        let mut clients = self.clients.borrow_mut();
-        clients.push(client);
-        clients.len() - 1
-    }
-
-    /// Polls and drives the clients until nothing moves for a while.
-    fn settle(&self, stack: &TestStack<'_>) {
-        for _ in 0..200 {
-            stack.poll();
-            stack.with_sockets(|set| {
-                for c in self.clients.borrow_mut().iter_mut() {
-                    c.step(set);
-                }
-            });
-            self.clock.0.set(self.clock.0.get() + Duration::from_millis(5));
-        }
-    }
-
-    fn state(&self, stack: &TestStack<'_>, i: usize) -> tcp::State {
-        let h = self.clients.borrow()[i].handle.unwrap();
-        stack.with_sockets(|set| set.get::<tcp::Socket>(h).state())
-    }
-
-    fn received(&self, i: usize) -> Vec<u8> {
-        self.clients.borrow()[i].received.clone()
-    }
-}
-
-fn pool<const K: usize>() -> [tcp::Socket<'static>; K] {
-    std::array::from_fn(|_| {
-        tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 1024]),
-            tcp::SocketBuffer::new(vec![0; 1024]),
-        )
-    })
-}
+use sockserv_smoltcp::{Options, Storage};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Behaviour {
@@ -330,10 +154,6 @@ impl DatagramService<IpEndpoint> for Rec {
     fn handler(&self, _: &IpEndpoint) -> Handler {
         Handler(self.clone())
     }
-}
-
-fn payload(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 % 251) as u8).collect()
 }
 
 #[test]
@@ -675,4 +495,28 @@ fn dropping_a_listener_frees_its_sockets_and_port() {
     }
     let again = stack.listen(PORT, pool::<12>(), Options::default());
     assert!(again.is_ok(), "{:?}", again.err());
+}
+
+#[test]
+fn a_stop_interrupts_a_read_waiting_on_an_idle_peer() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let mut server =
+        Server::new(Stream(listener), rec.clone(), &world.clock, &world.flag, Inline::new());
+    let c = world.connect(&stack, 40060, Client::idle());
+    // The stack's Wait asks for the stop at 2 s (TapWait does on SIGINT).
+    world.wake_at.set(Some(Duration::from_secs(2)));
+    server.handle_request().unwrap();
+    let lines = rec.lines();
+    assert_eq!(rec.count("error"), 1, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("Interrupted")), "{lines:?}");
+    let now = world.clock.now();
+    assert!(now >= Duration::from_secs(2) && now < Duration::from_secs(3), "{now:?}");
+    assert!(sockserv::ShutdownSignal::is_requested(&world.flag));
+    world.settle(&stack);
+    // The request ended as usual: the server closed its side.
+    assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
 }

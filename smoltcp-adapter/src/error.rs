@@ -22,6 +22,10 @@ impl Error {
         Self::new(ErrorKind::InvalidInput, "datagram larger than the stack can send");
     pub(crate) const UNADDRESSABLE: Self =
         Self::new(ErrorKind::InvalidInput, "unaddressable destination");
+    pub(crate) const INTERRUPTED: Self =
+        Self::new(ErrorKind::Interrupted, "the server is shutting down");
+    pub(crate) const FOREIGN: Self =
+        Self::new(ErrorKind::InvalidInput, "not a connection of this listener");
 
     pub(crate) const fn new(kind: ErrorKind, reason: &'static str) -> Self {
         Self { kind, reason }

@@ -5,6 +5,7 @@
 
 mod conn;
 mod error;
+mod event;
 #[cfg(feature = "embedded-nal")]
 pub mod nal;
 mod pool;
@@ -15,6 +16,7 @@ mod wait;
 
 pub use conn::TcpConn;
 pub use error::{BindError, Error, ListenError};
+pub use event::{NbTcpConn, TcpEventSource};
 pub use stack::{Stack, Storage};
 pub use tcp::{Options, TcpListener};
 pub use udp::UdpSocket;

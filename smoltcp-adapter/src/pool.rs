@@ -8,6 +8,7 @@ use core::time::Duration;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::IpEndpoint;
+use sockserv_core::Interest;
 
 /// What a pooled socket is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,17 @@ pub(crate) struct Entry {
     role: Role,
     /// Its listener was dropped: remove the socket once it is closed.
     retired: bool,
+    /// Event mode: the table's token and what the served socket waits for.
+    watch: Option<Watch>,
+}
+
+/// A served socket's registration with an event source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Watch {
+    /// The connection table's slot index.
+    pub(crate) token: usize,
+    /// What it waits for.
+    pub(crate) interest: Interest,
 }
 
 impl Entry {
@@ -43,7 +55,7 @@ impl Entry {
         backlog: usize,
         close_timeout: Duration,
     ) -> Self {
-        Self { handle, port, backlog, close_timeout, role: Role::Free, retired: false }
+        Self { handle, port, backlog, close_timeout, role: Role::Free, retired: false, watch: None }
     }
 
     fn pending(&self, port: u16) -> bool {
@@ -181,7 +193,52 @@ impl<'a> Pool<'a> {
     pub(crate) fn release(&mut self, handle: SocketHandle, now: Duration) {
         if let Some(e) = self.entries().find(|e| e.handle == handle) {
             e.role = Role::Closing(now);
+            e.watch = None;
         }
+    }
+
+    /// Registers (or, with `None`, deregisters) the served socket `handle`
+    /// of `port` with the event mode. `false` when it is not one.
+    pub(crate) fn set_watch(
+        &mut self,
+        port: u16,
+        handle: SocketHandle,
+        watch: Option<Watch>,
+    ) -> bool {
+        let served =
+            self.entries().find(|e| e.handle == handle && e.port == port && e.role == Role::Served);
+        match served {
+            Some(e) => {
+                e.watch = watch;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many slots the table has (registered or not).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The registration of slot `i`, if it holds a registered served
+    /// socket of `port`.
+    pub(crate) fn watched(&self, i: usize, port: u16) -> Option<(SocketHandle, Watch)> {
+        let e = self.slots.get(i)?.0.as_ref()?;
+        let watch = e.watch.filter(|_| e.port == port && e.role == Role::Served)?;
+        Some((e.handle, watch))
+    }
+
+    /// Whether a closed connection still has queued data or its FIN not
+    /// yet acknowledged by the peer.
+    pub(crate) fn lingering(&self, set: &SocketSet<'_>) -> bool {
+        self.slots.iter().filter_map(|s| s.0.as_ref()).any(|e| {
+            matches!(e.role, Role::Closing(_))
+                && !matches!(
+                    set.get::<tcp::Socket>(e.handle).state(),
+                    State::FinWait2 | State::TimeWait | State::Closed | State::Listen
+                )
+        })
     }
 
     /// A listener was dropped: stop listening, reset connections nobody

@@ -165,6 +165,30 @@ where
         <Self as Net<'a>>::poll(self)
     }
 
+    /// Keeps the stack going until every connection already closed has
+    /// delivered what it queued and its FIN was acknowledged, or until
+    /// `timeout` passes; returns whether everything was delivered.
+    /// `SO_LINGER`'s analogue: call it before a program stops polling
+    /// (after `serve_forever` returned), since smoltcp sends only while
+    /// someone polls. Shutdown wake-ups do not end it early.
+    pub fn linger(&self, timeout: Duration) -> bool {
+        let deadline = self.clock.now().saturating_add(timeout);
+        loop {
+            <Self as Net<'a>>::poll(self);
+            let lingering = {
+                let socks = self.sockets();
+                socks.pool.lingering(&socks.set)
+            };
+            if !lingering {
+                return true;
+            }
+            if self.clock.now() >= deadline {
+                return false;
+            }
+            let _ = self.idle(Some(deadline));
+        }
+    }
+
     /// Runs `f` on the interface (addresses, routes, ...).
     pub fn with_interface<R>(&self, f: impl FnOnce(&mut Interface) -> R) -> R {
         f(&mut self.inner.borrow_mut().iface)

@@ -4,6 +4,7 @@
 use core::time::Duration;
 
 use embedded_io::ErrorType;
+use smoltcp::iface::SocketHandle;
 use smoltcp::wire::IpEndpoint;
 use sockserv_core::{Accepted, Readiness, StreamListener};
 
@@ -86,7 +87,28 @@ impl<'s, 'a> TcpListener<'s, 'a> {
         &self.options
     }
 
-    fn ready(&self) -> bool {
+    /// The stack this listener lives on.
+    pub(crate) fn net(&self) -> &'s dyn Net<'a> {
+        self.net
+    }
+
+    /// Takes the oldest connection waiting on the port and applies the
+    /// options to its socket.
+    pub(crate) fn accept_socket(&self) -> Option<(SocketHandle, IpEndpoint)> {
+        let mut guard = self.net.sockets();
+        let socks = &mut *guard;
+        let (handle, remote) = socks.pool.accept(self.port, &mut socks.set)?;
+        let socket = socks.set.get_mut::<smoltcp::socket::tcp::Socket>(handle);
+        socket.set_nagle_enabled(!self.options.disable_nagle_algorithm);
+        if let Some(interval) = self.options.keep_alive {
+            socket.set_keep_alive(Some(to_smol(interval)));
+            socket.set_timeout(Some(to_smol(interval.saturating_mul(3))));
+        }
+        Some((handle, remote))
+    }
+
+    /// Whether a connection waits to be accepted.
+    pub(crate) fn ready(&self) -> bool {
         let mut socks = self.net.sockets();
         let socks = &mut *socks;
         socks.pool.ready(self.port, &mut socks.set)
@@ -132,19 +154,9 @@ impl<'s, 'a> StreamListener for TcpListener<'s, 'a> {
     }
 
     fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, Error> {
-        let mut guard = self.net.sockets();
-        let socks = &mut *guard;
-        let Some((handle, remote)) = socks.pool.accept(self.port, &mut socks.set) else {
-            return Ok(None);
-        };
-        let socket = socks.set.get_mut::<smoltcp::socket::tcp::Socket>(handle);
-        socket.set_nagle_enabled(!self.options.disable_nagle_algorithm);
-        if let Some(interval) = self.options.keep_alive {
-            socket.set_keep_alive(Some(to_smol(interval)));
-            socket.set_timeout(Some(to_smol(interval.saturating_mul(3))));
-        }
-        drop(guard);
-        Ok(Some((TcpConn::new(self.net, handle, self.options.stream_timeout), remote)))
+        Ok(self.accept_socket().map(|(handle, remote)| {
+            (TcpConn::new(self.net, handle, self.options.stream_timeout), remote)
+        }))
     }
 }
 

@@ -1,0 +1,452 @@
+//! Event mode on smoltcp: the core's `EventServer` over a
+//! `TcpEventSource`, in-process over smoltcp's `Loopback` device, with
+//! smoltcp clients in the same socket set and a virtual clock (see
+//! `smoltcp_world`).
+
+mod smoltcp_world;
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpEndpoint;
+use smoltcp_world::{Client, PORT, TestStack, World, payload, pool};
+use sockserv::event::{
+    EventHandler, EventServer, EventServerConfig, EventService, Next, Outbox, ServerSlot, Slot,
+    Step,
+};
+use sockserv::{Clock, Hooks, RequestError, ShutdownFlag};
+use sockserv_smoltcp::{Options, Storage, TcpEventSource};
+
+const POLL: Duration = Duration::from_millis(500);
+/// More loop turns than any of these tests needs: the loop spun.
+const MAX_TURNS: u32 = 20_000;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Every byte back until EOF, then close.
+    Echo,
+    /// One line back, then close.
+    Line,
+    /// Fails on the first bytes.
+    Fail,
+    /// Echo, but stays open after the peer's FIN (waits for nothing).
+    KeepAfterEof,
+}
+
+/// The service: records hooks, counts loop turns and closed connections,
+/// and stops the server when told to.
+struct Rec<'w> {
+    world: &'w World,
+    kind: Kind,
+    log: RefCell<Vec<String>>,
+    turns: Cell<u32>,
+    closed: Cell<usize>,
+    /// Bytes the handlers put in their outboxes.
+    written: Cell<usize>,
+    /// Stop once this many connections closed.
+    stop_after_closed: Cell<Option<usize>>,
+    /// Stop at this virtual time.
+    stop_at: Option<Duration>,
+}
+
+impl<'w> Rec<'w> {
+    fn new(world: &'w World, kind: Kind) -> Self {
+        Self {
+            world,
+            kind,
+            log: RefCell::default(),
+            turns: Cell::new(0),
+            closed: Cell::new(0),
+            written: Cell::new(0),
+            stop_after_closed: Cell::new(None),
+            stop_at: None,
+        }
+    }
+
+    fn note(&self, line: String) {
+        self.log.borrow_mut().push(line);
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.lines().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+}
+
+impl Hooks<IpEndpoint> for &Rec<'_> {
+    fn verify_request(&self, client: &IpEndpoint) -> bool {
+        self.note(format!("verify {client}"));
+        true
+    }
+    fn handle_error(&self, _: &IpEndpoint, error: &RequestError<'_>) {
+        self.note(format!("error: {error}"));
+    }
+    fn handle_table_full(&self, client: &IpEndpoint) {
+        self.note(format!("table full {client}"));
+    }
+    fn service_actions(&self) {
+        let turns = self.turns.get() + 1;
+        self.turns.set(turns);
+        let done = self.stop_after_closed.get().is_some_and(|n| self.closed.get() >= n);
+        let late = self.stop_at.is_some_and(|t| self.world.clock.now() >= t);
+        if done || late || turns >= MAX_TURNS {
+            self.world.flag.request();
+        }
+    }
+}
+
+struct Handler<'r, 'w>(&'r Rec<'w>);
+
+impl EventHandler for Handler<'_, '_> {
+    type Error = &'static str;
+
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        let rec = self.0;
+        match rec.kind {
+            Kind::Echo | Kind::KeepAfterEof => {
+                let n = out.write(input);
+                rec.written.set(rec.written.get() + n);
+                Ok(Step::consumed(n))
+            }
+            Kind::Line => match input.iter().position(|&b| b == b'\n') {
+                Some(i) if out.room() > i => {
+                    rec.written.set(rec.written.get() + out.write(&input[..=i]));
+                    Ok(Step::close(i + 1))
+                }
+                _ => Ok(Step::consumed(0)),
+            },
+            Kind::Fail => Err("test failure"),
+        }
+    }
+
+    fn peer_closed(&mut self, _: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+        self.0.note("peer closed".into());
+        Ok(if self.0.kind == Kind::KeepAfterEof { Next::Continue } else { Next::Close })
+    }
+
+    fn closed(&mut self) {
+        self.0.closed.set(self.0.closed.get() + 1);
+    }
+}
+
+impl<'r, 'w> EventService<IpEndpoint> for &'r Rec<'w> {
+    type Handler = Handler<'r, 'w>;
+    fn handler(&self, _: &IpEndpoint) -> Handler<'r, 'w> {
+        Handler(self)
+    }
+}
+
+type Source<'s, 'a> = TcpEventSource<'s, 'a>;
+type Server<'s, 'a, 'r, 'w, const N: usize, const B: usize> = EventServer<
+    Source<'s, 'a>,
+    &'r Rec<'w>,
+    &'w smoltcp_world::VClock,
+    &'w ShutdownFlag,
+    [ServerSlot<Source<'s, 'a>, &'r Rec<'w>, B, B>; N],
+    B,
+    B,
+>;
+
+/// An event server with `N` slots of `B`-byte buffers over a listener
+/// with a pool of `K` sockets.
+fn server<'s, 'a, 'r, 'w, const N: usize, const B: usize, const K: usize>(
+    stack: &'s TestStack<'a>,
+    rec: &'r Rec<'w>,
+    options: Options,
+    idle: Option<Duration>,
+) -> Server<'s, 'a, 'r, 'w, N, B> {
+    let listener = stack.listen(PORT, pool::<K>(), options).unwrap();
+    let world = rec.world;
+    let slots = std::array::from_fn(|_| Slot::new());
+    let config = EventServerConfig::default();
+    EventServer::new(
+        TcpEventSource::new(listener),
+        rec,
+        &world.clock,
+        &world.flag,
+        slots,
+        idle,
+        config,
+    )
+}
+
+fn closed_by_server(state: tcp::State) -> bool {
+    matches!(state, tcp::State::TimeWait | tcp::State::Closed | tcp::State::CloseWait)
+}
+
+#[test]
+fn echo_three_clients_at_once_through_small_buffers() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut rec = Rec::new(&world, Kind::Echo);
+    rec.stop_after_closed = Cell::new(Some(3));
+    // Three 20 kB transfers through 1 KiB sockets and 64-byte table
+    // buffers: partial reads and partial writes all the way.
+    let mut srv = server::<4, 64, 6>(&stack, &rec, Options::default(), None);
+    let data: Vec<Vec<u8>> = (0..3).map(|i| payload(20_000 + i * 333)).collect();
+    let clients: Vec<usize> =
+        (0..3).map(|i| world.connect(&stack, 41000 + i as u16, Client::new(&data[i]))).collect();
+    srv.serve_forever(POLL).unwrap();
+    world.settle(&stack);
+    for (i, &c) in clients.iter().enumerate() {
+        assert_eq!(world.received(c).len(), data[i].len(), "client {i}");
+        assert_eq!(world.received(c), data[i], "client {i}");
+        // The server's FIN came after the data.
+        assert!(closed_by_server(world.state(&stack, c)), "{}", world.state(&stack, c));
+    }
+    assert_eq!(rec.count("verify"), 3);
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
+    assert!(rec.turns.get() < MAX_TURNS);
+    assert_eq!(srv.table().len(), 0);
+}
+
+#[test]
+fn one_byte_segments_make_one_line() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut rec = Rec::new(&world, Kind::Line);
+    rec.stop_after_closed = Cell::new(Some(1));
+    let mut srv = server::<2, 64, 3>(&stack, &rec, Options::default(), None);
+    let mut client = Client::new(b"hello world\nand more");
+    client.chunk = 1;
+    client.close_when_sent = false;
+    let c = world.connect(&stack, 41010, client);
+    srv.serve_forever(POLL).unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(c), b"hello world\n");
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
+    // The line did arrive in many segments: many waits.
+    assert!(world.waits.get() > 12, "waits: {}", world.waits.get());
+    assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
+}
+
+#[test]
+fn back_pressure_stops_reading_until_the_peer_reads() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut rec = Rec::new(&world, Kind::Echo);
+    // Stop while stalled, to look: everything in flight is bounded by the
+    // buffers, not by the 100 kB the client wants to send.
+    rec.stop_at = Some(Duration::from_secs(20));
+    let mut srv = server::<2, 256, 3>(&stack, &rec, Options::default(), None);
+    let data = payload(100_000);
+    let mut client = Client::new(&data);
+    // Reads nothing for 30 s, through a 1 KiB window.
+    client.rx_buffer = 1024;
+    client.read_from = Duration::from_secs(30);
+    let c = world.connect(&stack, 41020, client);
+    srv.serve_forever(POLL).unwrap();
+    let sent = world.sent(c);
+    // At most client rx 1 KiB + server tx 1 KiB + table 256 + 256 +
+    // server rx 1 KiB + client tx 64 KiB: the table stopped reading.
+    assert!(sent < 64 * 1024 + 4 * 1024, "the client sent {sent} bytes");
+    assert!(world.received(c).is_empty());
+    // The loop slept while stalled: about a turn per poll interval.
+    assert!(rec.turns.get() < 200, "turns: {}", rec.turns.get());
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
+}
+
+#[test]
+fn back_pressure_then_everything_is_delivered() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut rec = Rec::new(&world, Kind::Echo);
+    rec.stop_after_closed = Cell::new(Some(1));
+    let mut srv = server::<2, 256, 3>(&stack, &rec, Options::default(), None);
+    let data = payload(100_000);
+    let mut client = Client::new(&data);
+    client.rx_buffer = 1024;
+    client.read_from = Duration::from_secs(30);
+    let c = world.connect(&stack, 41021, client);
+    srv.serve_forever(POLL).unwrap();
+    world.settle(&stack);
+    assert!(world.clock.now() >= Duration::from_secs(30));
+    assert_eq!(world.received(c), data);
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
+}
+
+#[test]
+fn a_full_table_refuses_the_next_connection_and_serves_the_others() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut rec = Rec::new(&world, Kind::Echo);
+    rec.stop_at = Some(Duration::from_secs(5));
+    // Two slots, a pool of five: the pool takes a third connection.
+    let mut srv = server::<2, 64, 5>(&stack, &rec, Options::default(), None);
+    let words: [&[u8]; 3] = [b"first", b"second", b"third"];
+    let clients: Vec<usize> = (0..3)
+        .map(|i| {
+            let mut c = Client::new(words[i]);
+            c.close_when_sent = false;
+            world.connect(&stack, 41030 + i as u16, c)
+        })
+        .collect();
+    srv.serve_forever(POLL).unwrap();
+    world.settle(&stack);
+    let lines = rec.lines();
+    assert_eq!(rec.count("table full 127.0.0.1:4103"), 1, "{lines:?}");
+    let echoed: Vec<bool> = (0..3).map(|i| world.received(clients[i]) == words[i]).collect();
+    let refused: Vec<bool> = (0..3).map(|i| world.received(clients[i]).is_empty()).collect();
+    assert_eq!(echoed.iter().filter(|&&e| e).count(), 2, "{echoed:?}");
+    assert_eq!(refused.iter().filter(|&&r| r).count(), 1, "{refused:?}");
+    // Everyone got the server's FIN: the refused at once, the others at
+    // the shutdown.
+    for &c in &clients {
+        assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
+    }
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let rec = Rec::new(&world, Kind::Echo);
+    rec.stop_after_closed.set(Some(1));
+    let idle = Some(Duration::from_secs(2));
+    let mut srv = server::<2, 64, 3>(&stack, &rec, Options::default(), idle);
+    let c = world.connect(&stack, 41040, Client::idle());
+    srv.serve_forever(POLL).unwrap();
+    let now = world.clock.now();
+    assert_eq!(rec.count("error: idle for too long"), 1, "{:?}", rec.lines());
+    // Swept every quarter of the timeout: closed within 1.25 timeouts.
+    assert!(now >= Duration::from_secs(2) && now <= Duration::from_millis(2600), "{now:?}");
+    world.settle(&stack);
+    assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
+}
+
+#[test]
+fn a_reset_mid_request_is_reported_and_the_others_are_served() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let rec = Rec::new(&world, Kind::Echo);
+    rec.stop_after_closed.set(Some(2));
+    let mut srv = server::<4, 64, 4>(&stack, &rec, Options::default(), None);
+    let mut resetting = Client::new(&payload(5000));
+    resetting.abort_after = Some(3000);
+    world.connect(&stack, 41050, resetting);
+    let c = world.connect(&stack, 41051, Client::new(&payload(4000)));
+    srv.serve_forever(POLL).unwrap();
+    world.settle(&stack);
+    let lines = rec.lines();
+    assert_eq!(rec.count("error"), 1, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("ConnectionReset")), "{lines:?}");
+    assert_eq!(world.received(c), payload(4000));
+}
+
+#[test]
+fn a_handler_error_closes_only_its_connection() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let rec = Rec::new(&world, Kind::Fail);
+    rec.stop_after_closed.set(Some(1));
+    let mut srv = server::<2, 64, 3>(&stack, &rec, Options::default(), None);
+    let mut client = Client::new(b"boom");
+    client.close_when_sent = false;
+    let c = world.connect(&stack, 41060, client);
+    srv.serve_forever(POLL).unwrap();
+    world.settle(&stack);
+    assert_eq!(rec.count("error: handler failed: \"test failure\""), 1, "{:?}", rec.lines());
+    assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
+}
+
+#[test]
+fn shutdown_delivers_what_the_table_buffered() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut rec = Rec::new(&world, Kind::Echo);
+    rec.stop_at = Some(Duration::from_secs(1));
+    let mut srv = server::<2, 512, 3>(&stack, &rec, Options::default(), None);
+    let data = payload(6000);
+    let mut client = Client::new(&data);
+    client.close_when_sent = false;
+    client.rx_buffer = 1024;
+    // Starts reading after the stop, within the 1 s shutdown grace.
+    client.read_from = Duration::from_millis(1500);
+    let c = world.connect(&stack, 41070, client);
+    srv.serve_forever(POLL).unwrap();
+    let stopped_at = world.clock.now();
+    assert!(stopped_at < Duration::from_millis(2100), "{stopped_at:?}");
+    assert_eq!(srv.table().len(), 0);
+    // Nothing polls once serve_forever returned: linger sends the rest.
+    assert!(stack.linger(Duration::from_secs(5)));
+    world.settle(&stack);
+    let written = rec.written.get();
+    // The client had read nothing at the stop, and its window and the
+    // server socket's send buffer hold 2 KiB: the rest was in the table.
+    assert!(written > 2048, "written: {written}");
+    assert_eq!(world.received(c), data[..written]);
+    assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
+}
+
+#[test]
+fn a_connection_waiting_for_nothing_does_not_spin_the_loop() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut rec = Rec::new(&world, Kind::KeepAfterEof);
+    rec.stop_at = Some(Duration::from_secs(10));
+    let mut srv = server::<2, 64, 3>(&stack, &rec, Options::default(), None);
+    // Sends and half-closes; the handler keeps the connection with nothing
+    // to send: its socket (CLOSE-WAIT, EOF) waits for nothing.
+    let c = world.connect(&stack, 41080, Client::new(b"x"));
+    srv.serve_forever(POLL).unwrap();
+    assert_eq!(world.received(c), b"x");
+    assert_eq!(rec.count("peer closed"), 1);
+    // 10 s at one turn per 500 ms poll interval, plus the traffic.
+    assert!(rec.turns.get() < 60, "turns: {}", rec.turns.get());
+    world.settle(&stack);
+    assert!(closed_by_server(world.state(&stack, c)), "{}", world.state(&stack, c));
+}
+
+#[test]
+fn closed_connections_give_their_sockets_back_to_the_pool() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let rec = Rec::new(&world, Kind::Echo);
+    // Two sockets, one listening: six clients one after the other can only
+    // be served if every closed socket listens again.
+    let options = Options { backlog: 1, ..Options::default() };
+    let mut srv = server::<2, 64, 2>(&stack, &rec, options, None);
+    for i in 0..6 {
+        let msg = format!("client {i}");
+        let c = world.connect(&stack, 41090 + i, Client::new(msg.as_bytes()));
+        rec.stop_after_closed.set(Some(i as usize + 1));
+        srv.serve_forever(POLL).unwrap();
+        world.settle(&stack);
+        assert_eq!(world.received(c), msg.as_bytes(), "client {i}");
+    }
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
+}
+
+#[test]
+fn a_wake_up_from_the_wait_stops_the_server_at_once() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let rec = Rec::new(&world, Kind::Echo);
+    let mut srv = server::<2, 64, 3>(&stack, &rec, Options::default(), None);
+    let c = world.connect(&stack, 41100, Client::idle());
+    // The stack's Wait asks for the stop at 3 s (TapWait does on SIGINT);
+    // the poll interval alone would not end the wait before 60 s.
+    world.wake_at.set(Some(Duration::from_secs(3)));
+    srv.serve_forever(Duration::from_secs(60)).unwrap();
+    let now = world.clock.now();
+    assert!(now >= Duration::from_secs(3) && now < Duration::from_secs(4), "{now:?}");
+    world.settle(&stack);
+    assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
+}

@@ -1,0 +1,241 @@
+//! The in-process world of the smoltcp tests: a stack over smoltcp's
+//! `Loopback` device, scripted smoltcp clients in the stack's own socket
+//! set, and a virtual clock. The stack's `Wait` drives the clients and,
+//! when none has anything to do, moves the clock to the deadline, so the
+//! server runs inline, exactly as on a microcontroller.
+#![allow(dead_code)] // each test crate uses part of it
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Loopback, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+use sockserv::{Clock, ShutdownFlag};
+use sockserv_smoltcp::{Stack, Storage, Wait, Woke};
+
+pub const SERVER: IpAddress = IpAddress::v4(127, 0, 0, 1);
+pub const PORT: u16 = 7000;
+
+/// Virtual time past this means a test waits for something that never
+/// comes: it fails instead of hanging.
+const RUNAWAY: Duration = Duration::from_secs(3600);
+
+/// A virtual clock: moves only when the waiter says so.
+#[derive(Default)]
+pub struct VClock(pub Cell<Duration>);
+
+impl Clock for VClock {
+    fn now(&self) -> Duration {
+        self.0.get()
+    }
+}
+
+impl VClock {
+    pub fn advance(&self, d: Duration) {
+        self.0.set(self.0.get() + d);
+    }
+}
+
+/// A scripted smoltcp TCP client in the stack's own socket set.
+#[derive(Debug)]
+pub struct Client {
+    pub handle: Option<SocketHandle>,
+    pub send: Vec<u8>,
+    pub sent: usize,
+    /// Bytes per send (1: one segment per byte, Nagle off).
+    pub chunk: usize,
+    pub close_when_sent: bool,
+    /// Reset (abort) once this many bytes were sent.
+    pub abort_after: Option<usize>,
+    /// The client's receive buffer (small: the peer's window closes soon).
+    pub rx_buffer: usize,
+    /// Reads nothing before this (virtual) time.
+    pub read_from: Duration,
+    pub received: Vec<u8>,
+    pub closed: bool,
+    pub aborted: bool,
+}
+
+impl Client {
+    pub fn new(send: &[u8]) -> Self {
+        Self {
+            handle: None,
+            send: send.to_vec(),
+            sent: 0,
+            chunk: usize::MAX,
+            close_when_sent: true,
+            abort_after: None,
+            rx_buffer: 64 * 1024,
+            read_from: Duration::ZERO,
+            received: Vec::new(),
+            closed: false,
+            aborted: false,
+        }
+    }
+
+    /// A client that connects, says nothing and keeps its side open.
+    pub fn idle() -> Self {
+        let mut c = Self::new(b"");
+        c.close_when_sent = false;
+        c
+    }
+
+    pub fn step(&mut self, set: &mut SocketSet<'_>, now: Duration) -> bool {
+        let Some(handle) = self.handle else { return false };
+        let s = set.get_mut::<tcp::Socket>(handle);
+        let mut worked = false;
+        while now >= self.read_from && s.can_recv() {
+            let got = s.recv(|b| (b.len(), b.to_vec())).unwrap();
+            self.received.extend_from_slice(&got);
+            worked = true;
+        }
+        if self.closed || self.aborted || !s.may_send() {
+            return worked;
+        }
+        if self.abort_after.is_some_and(|n| self.sent >= n) {
+            s.abort();
+            self.aborted = true;
+            return true;
+        }
+        let limit = self.abort_after.unwrap_or(usize::MAX).min(self.send.len());
+        if self.sent < limit {
+            let end = limit.min(self.sent.saturating_add(self.chunk));
+            if let Ok(n) = s.send_slice(&self.send[self.sent..end])
+                && n > 0
+            {
+                self.sent += n;
+                worked = true;
+            }
+        } else if self.close_when_sent {
+            s.close();
+            self.closed = true;
+            worked = true;
+        }
+        worked
+    }
+}
+
+/// Everything a test's stack shares: the clock, the clients, how often
+/// the stack waited, and a shutdown flag with the time the `Wait` asks
+/// for it (as `TapWait` does on a signal).
+#[derive(Default)]
+pub struct World {
+    pub clock: VClock,
+    pub clients: RefCell<Vec<Client>>,
+    pub waits: Cell<u32>,
+    pub flag: ShutdownFlag,
+    /// From this time on, every wait requests `flag` and says `Woken`.
+    pub wake_at: Cell<Option<Duration>>,
+}
+
+/// The stack's waiter: drives the clients; when none has work, moves the
+/// virtual clock towards the deadline, one tick at most.
+pub struct Peers<'w>(&'w World);
+
+/// The longest virtual sleep of one wait.
+pub const TICK: Duration = Duration::from_millis(100);
+
+impl<D> Wait<D> for Peers<'_> {
+    fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Woke {
+        let world = self.0;
+        world.waits.set(world.waits.get() + 1);
+        let now = world.clock.now();
+        assert!(
+            now < RUNAWAY,
+            "virtual time ran away: the test waits for something that never comes"
+        );
+        let mut worked = false;
+        for c in world.clients.borrow_mut().iter_mut() {
+            worked |= c.step(set, now);
+        }
+        if worked {
+            return Woke::Device;
+        }
+        // At most a tick at a time, as TapWait sleeps.
+        world.clock.advance(timeout.map_or(TICK, |t| t.min(TICK)));
+        if world.wake_at.get().is_some_and(|at| world.clock.now() >= at) {
+            world.flag.request();
+            return Woke::Woken;
+        }
+        Woke::Timeout
+    }
+}
+
+pub type TestStack<'a> = Stack<'a, Loopback, Peers<'a>, &'a VClock>;
+
+impl World {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stack<'a>(&'a self, storage: &'a mut Storage<'a, 16>) -> TestStack<'a> {
+        let mut device = Loopback::new(Medium::Ethernet);
+        let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+        let now = smoltcp::time::Instant::from_micros(0);
+        let mut iface = Interface::new(config, &mut device, now);
+        iface.update_ip_addrs(|a| a.push(IpCidr::new(SERVER, 8)).unwrap());
+        Stack::new(iface, device, storage, Peers(self), &self.clock)
+    }
+
+    /// Adds a client that connects to the server from `local_port`;
+    /// returns its index.
+    pub fn connect(&self, stack: &TestStack<'_>, local_port: u16, mut client: Client) -> usize {
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; client.rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+        );
+        let handle = stack.with_parts(|iface, set| {
+            let h = set.add(socket);
+            let s = set.get_mut::<tcp::Socket>(h);
+            s.set_nagle_enabled(client.chunk == usize::MAX);
+            s.connect(iface.context(), (SERVER, PORT), local_port).unwrap();
+            h
+        });
+        client.handle = Some(handle);
+        let mut clients = self.clients.borrow_mut();
+        clients.push(client);
+        clients.len() - 1
+    }
+
+    /// Polls and drives the clients until nothing moves for a while.
+    pub fn settle(&self, stack: &TestStack<'_>) {
+        for _ in 0..200 {
+            stack.poll();
+            stack.with_sockets(|set| {
+                for c in self.clients.borrow_mut().iter_mut() {
+                    c.step(set, self.clock.now());
+                }
+            });
+            self.clock.advance(Duration::from_millis(5));
+        }
+    }
+
+    pub fn state(&self, stack: &TestStack<'_>, i: usize) -> tcp::State {
+        let h = self.clients.borrow()[i].handle.unwrap();
+        stack.with_sockets(|set| set.get::<tcp::Socket>(h).state())
+    }
+
+    pub fn received(&self, i: usize) -> Vec<u8> {
+        self.clients.borrow()[i].received.clone()
+    }
+
+    pub fn sent(&self, i: usize) -> usize {
+        self.clients.borrow()[i].sent
+    }
+}
+
+/// `K` pooled server sockets with 1 KiB buffers.
+pub fn pool<const K: usize>() -> [tcp::Socket<'static>; K] {
+    std::array::from_fn(|_| {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 1024]),
+            tcp::SocketBuffer::new(vec![0; 1024]),
+        )
+    })
+}
+
+pub fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
