@@ -9,13 +9,20 @@
 //! `echo` example: every byte back until the client half-closes, then FIN
 //! (tcp), or each datagram back whole (udp). Prints `listening on IP:PORT`
 //! first; SIGINT / SIGTERM stop it with exit status 0 (within the 50 ms
-//! tick of the TAP wait). `--mode event` waits for the core's event table.
+//! tick of the TAP wait), even while a client holds an idle connection
+//! (in sync mode its read fails with `Interrupted`).
+//!
+//! `--mode event` serves TCP from the core's `EventServer`: a table of 16
+//! connections with 4 KiB + 4 KiB buffers over a `TcpEventSource` (a
+//! 17th connection is refused: closed at once), idle connections closed
+//! after 5 minutes. UDP needs no table: in event mode it is served by the
+//! same non-blocking datagram loop as in sync mode.
 //!
 //! Try it by hand in a private network namespace (as root):
 //! ```text
 //! unshare --net bash
 //! ip tuntap add dev tap0 mode tap && ip addr add 192.168.69.100/24 dev tap0 && ip link set tap0 up
-//! cargo run --release --example smoltcp_echo -- --tap tap0 --addr 192.168.69.1:7000 &
+//! cargo run --release --example smoltcp_echo -- --tap tap0 --addr 192.168.69.1:7000 [--mode event] &
 //! echo hello | nc -N 192.168.69.1 7000
 //! ```
 
@@ -32,11 +39,12 @@ use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::{Device, Medium, TunTapInterface};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
+use sockserv::event::{EventHandler, EventServer, EventServerConfig, Outbox, Slot, Step};
 use sockserv::{
     Clock, Datagram, DatagramHandler, FnService, Inline, ReplyFull, ReplyWriter, Server,
     ShutdownFlag, Stream, StreamHandler,
 };
-use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait};
+use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait, TcpEventSource};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Proto {
@@ -87,6 +95,14 @@ impl<S: Read + Write> StreamHandler<S> for Echo {
     }
 }
 
+impl EventHandler for Echo {
+    type Error = std::convert::Infallible;
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        // What does not fit stays buffered until the client reads.
+        Ok(Step::consumed(out.write(input)))
+    }
+}
+
 impl DatagramHandler for Echo {
     type Error = ReplyFull;
     fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
@@ -96,20 +112,23 @@ impl DatagramHandler for Echo {
 
 static FLAG: ShutdownFlag = ShutdownFlag::new();
 
-/// Sockets in the TCP listener's pool, and how many may wait at once.
-const POOL: usize = 10;
+/// How many connections may wait to be accepted at once.
 const BACKLOG: usize = 8;
+/// Event mode: the connection table's capacity and buffers.
+const CONNECTIONS: usize = 16;
+const EVENT_BUFFER: usize = 4096;
+/// Sockets in the TCP listener's pool: sync mode serves one connection at
+/// a time; event mode up to the table's capacity. Two more for closes
+/// that are finishing.
+const SYNC_POOL: usize = BACKLOG + 1 + 2;
+const EVENT_POOL: usize = BACKLOG + CONNECTIONS + 2;
 /// TCP buffers per socket.
 const TCP_BUFFER: usize = 64 * 1024;
+/// How long a stopping server keeps sending what closed connections queued.
+const LINGER: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.mode == Mode::Event {
-        eprintln!(
-            "smoltcp_echo: --mode event is not available yet (it arrives with the core's event table)"
-        );
-        return ExitCode::from(2);
-    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -151,24 +170,47 @@ fn run(args: &Args) -> Result<(), String> {
         }
         stopping
     });
-    let storage = Box::leak(Box::new(Storage::<{ POOL + 2 }>::new()));
+    let storage = Box::leak(Box::new(Storage::<{ EVENT_POOL + 2 }>::new()));
     let stack = Stack::new(iface, device, storage, wait, clock);
     let port = args.addr.port();
     let service = FnService(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
     match args.proto {
         Proto::Tcp => {
-            let pool = std::array::from_fn::<_, POOL, _>(|_| {
-                tcp::Socket::new(
-                    tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
-                    tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
-                )
-            });
             let options = Options { backlog: BACKLOG, ..Options::default() };
-            let listener = stack.listen(port, pool, options).map_err(|e| e.to_string())?;
-            announce(args)?;
-            let mut server = Server::new(Stream(listener), service, clock, &FLAG, Inline::new());
-            server.serve_forever(poll).map_err(|e| e.to_string())
+            let result = match args.mode {
+                Mode::Sync => {
+                    let listener = stack
+                        .listen(port, tcp_pool::<SYNC_POOL>(), options)
+                        .map_err(|e| e.to_string())?;
+                    announce(args)?;
+                    let mut server =
+                        Server::new(Stream(listener), service, clock, &FLAG, Inline::new());
+                    server.serve_forever(poll).map_err(|e| e.to_string())
+                }
+                Mode::Event => {
+                    let listener = stack
+                        .listen(port, tcp_pool::<EVENT_POOL>(), options)
+                        .map_err(|e| e.to_string())?;
+                    announce(args)?;
+                    // A table fixed at compile time, as on a microcontroller.
+                    let slots: [_; CONNECTIONS] = std::array::from_fn(|_| Slot::new());
+                    let mut server = EventServer::<_, _, _, _, _, EVENT_BUFFER, EVENT_BUFFER>::new(
+                        TcpEventSource::new(listener),
+                        service,
+                        clock,
+                        &FLAG,
+                        slots,
+                        Some(Duration::from_secs(300)),
+                        EventServerConfig::default(),
+                    );
+                    server.serve_forever(poll).map_err(|e| e.to_string())
+                }
+            };
+            // smoltcp sends only while polled: finish what closed
+            // connections queued before the process goes.
+            stack.linger(LINGER);
+            result
         }
         Proto::Udp => {
             let meta = || vec![udp::PacketMetadata::EMPTY; 16].leak();
@@ -186,6 +228,16 @@ fn run(args: &Args) -> Result<(), String> {
             server.serve_forever(poll).map_err(|e| e.to_string())
         }
     }
+}
+
+/// The TCP listener's pool of `K` sockets.
+fn tcp_pool<const K: usize>() -> [tcp::Socket<'static>; K] {
+    std::array::from_fn(|_| {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
+            tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
+        )
+    })
 }
 
 fn announce(args: &Args) -> Result<(), String> {

@@ -45,20 +45,23 @@ ip link set tap0 up || fail "cannot bring tap0 up"
 pid=
 trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null' EXIT
 
-# start PROTO PORT: runs the example, waits for its first line.
+# start PROTO PORT MODE: runs the example, waits for its first line.
 start() {
     out=$(mktemp)
-    timeout -s KILL 100 "$example" --tap tap0 --addr 192.168.69.1:$2 --proto $1 >"$out" 2>&1 &
+    timeout -s KILL 100 "$example" --tap tap0 --addr 192.168.69.1:$2 --proto $1 --mode $3 \
+        >"$out" 2>&1 &
     pid=$!
     for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.05; done
     line=$(head -1 "$out")
     [ "$line" = "listening on 192.168.69.1:$2" ] || fail "first line: '$line' ($(cat "$out"))"
-    echo "server ($1): $line"
+    echo "server ($1, $3): $line"
 }
 
-# stop SIGNAL: the example must exit 0.
+# stop SIGNAL: the example must exit 0, within 5 s.
 stop() {
     kill -$1 $pid
+    for _ in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+    kill -0 $pid 2>/dev/null && fail "still running 5 s after SIG$1: $(cat "$out")"
     wait $pid
     status=$?
     pid=
@@ -66,12 +69,25 @@ stop() {
     echo "server stopped by SIG$1 with status 0"
 }
 
-start tcp 7000
-timeout -s KILL 90 python3 "$client" tcp 7000 || fail "TCP client checks"
-stop INT
-start udp 7001
-timeout -s KILL 30 python3 "$client" udp 7001 || fail "UDP client checks"
-stop TERM
+# stop_idle SIGNAL PORT: the same, while a client holds an idle connection.
+stop_idle() {
+    exec 3<>/dev/tcp/192.168.69.1/$2 || fail "idle client cannot connect"
+    sleep 0.3
+    stop $1
+    exec 3<&-
+    echo "stopped while an idle client was connected"
+}
+
+for mode in sync event; do
+    echo "=== mode $mode"
+    [ $mode = sync ] && port=7000 || port=7010
+    start tcp $port $mode
+    timeout -s KILL 90 python3 "$client" tcp $port || fail "TCP client checks ($mode)"
+    stop_idle INT $port
+    start udp $((port + 1)) $mode
+    timeout -s KILL 30 python3 "$client" udp $((port + 1)) || fail "UDP client checks ($mode)"
+    stop TERM
+done
 echo "ALL OK"
 "#;
 
@@ -162,7 +178,7 @@ print("client checks passed")
 "#;
 
 #[test]
-fn smoltcp_echo_serves_the_linux_stack_over_tap() {
+fn smoltcp_echo_serves_the_linux_stack_over_tap_in_sync_and_event_mode() {
     let example = example();
     let dir = std::env::temp_dir().join(format!("sockserv-tap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -171,7 +187,7 @@ fn smoltcp_echo_serves_the_linux_stack_over_tap() {
     std::fs::write(&script, SCRIPT).unwrap();
     std::fs::write(&client, CLIENT).unwrap();
     let out = Command::new("timeout")
-        .args(["-s", "KILL", "170", "unshare", "--net", "--", "bash"])
+        .args(["-s", "KILL", "300", "unshare", "--net", "--", "bash"])
         .arg(&script)
         .arg(&example)
         .arg(&client)
@@ -188,28 +204,23 @@ fn smoltcp_echo_serves_the_linux_stack_over_tap() {
          TAP device (unshare --net, ip tuntap):\n{stdout}\n{stderr}",
         out.status
     );
-    for line in [
-        "5 sequential clients echoed",
-        "4 concurrent clients echoed",
-        "1 MiB echoed",
-        "half-close: data, then EOF",
-        "reset mid-request: the next client is served",
-        "UDP datagrams of 0, 1, 100 and 1472 bytes echoed whole",
-        "server stopped by SIGINT with status 0",
-        "server stopped by SIGTERM with status 0",
-    ] {
-        assert!(stdout.contains(line), "missing '{line}' in:\n{stdout}");
+    let sync = stdout.split("=== mode sync").nth(1).unwrap_or_default();
+    let sync = sync.split("=== mode event").next().unwrap_or_default();
+    let event = stdout.split("=== mode event").nth(1).unwrap_or_default();
+    for (mode, section) in [("sync", sync), ("event", event)] {
+        for line in [
+            &format!("server (tcp, {mode}): listening on"),
+            "5 sequential clients echoed",
+            "4 concurrent clients echoed",
+            "1 MiB echoed",
+            "half-close: data, then EOF",
+            "reset mid-request: the next client is served",
+            "server stopped by SIGINT with status 0\nstopped while an idle client was connected",
+            &format!("server (udp, {mode}): listening on"),
+            "UDP datagrams of 0, 1, 100 and 1472 bytes echoed whole",
+            "server stopped by SIGTERM with status 0",
+        ] {
+            assert!(section.contains(line), "{mode} mode: missing '{line}' in:\n{stdout}");
+        }
     }
-}
-
-#[test]
-fn smoltcp_echo_refuses_event_mode_with_status_2() {
-    let out = Command::new(example())
-        .args(["--tap", "tap-unused", "--addr", "192.168.69.1:7000", "--mode", "event"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--mode event is not available"), "{stderr}");
-    assert!(out.stdout.is_empty());
 }
