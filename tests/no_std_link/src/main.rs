@@ -1,7 +1,8 @@
 //! Links `sockserv-core` without `std` and serves one scripted request
 //! through the real server state machine, then links `sockserv-smoltcp`
-//! without `std` and serves one request over smoltcp's Loopback device.
-//! Exit status 0 when both replies were right, 1 or 2 when not.
+//! without `std` and serves one request over smoltcp's Loopback device in
+//! sync mode and one through the core's `EventServer` (event mode).
+//! Exit status 0 when every reply was right; 1, 2 or 3 says which was not.
 #![no_std]
 #![no_main]
 
@@ -84,7 +85,13 @@ extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
         Some(c) if c.output() == b"hello world\n" && c.closes() == 1 => {}
         _ => return 1,
     }
-    if smoltcp_check::serve_one() { 0 } else { 2 }
+    if !smoltcp_check::serve_one(smoltcp_check::Mode::Sync) {
+        return 2;
+    }
+    if !smoltcp_check::serve_one(smoltcp_check::Mode::Event) {
+        return 3;
+    }
+    0
 }
 
 #[panic_handler]

@@ -1,16 +1,24 @@
 //! One request served by sockserv-smoltcp over smoltcp's Loopback device,
-//! without std: the client is a smoltcp socket in the same set, driven by
-//! the stack's `Wait`, which also moves a virtual clock.
+//! without std, in sync mode (`Server`) and in event mode (the core's
+//! `EventServer` over a `TcpEventSource`): the client is a smoltcp socket
+//! in the same set, driven by the stack's `Wait`, which also moves a
+//! virtual clock.
 
 use core::cell::Cell;
 use core::time::Duration;
 
+use core::convert::Infallible;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-use sockserv_core::{Clock, FnService, Inline, Server, ShutdownFlag, Stream};
-use sockserv_smoltcp::{Options, Stack, Storage, Wait, Woke};
+
+use smoltcp::wire::IpEndpoint;
+use sockserv_core::event::{
+    EventHandler, EventServer, EventServerConfig, EventService, Outbox, Slot, Step,
+};
+use sockserv_core::{Clock, FnService, Hooks, Inline, Server, ShutdownFlag, Stream};
+use sockserv_smoltcp::{Options, Stack, Storage, TcpEventSource, Wait, Woke};
 
 use crate::Echo;
 
@@ -49,8 +57,42 @@ impl<D> Wait<D> for &Peer<'_> {
 
 static FLAG: ShutdownFlag = ShutdownFlag::new();
 
+/// How a request is served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Sync,
+    Event,
+}
+
+/// The event mode's echo; stops the server once its connection closed.
+struct EventEcho<'f>(&'f ShutdownFlag);
+
+impl EventHandler for EventEcho<'_> {
+    type Error = Infallible;
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Infallible> {
+        Ok(Step::consumed(out.write(input)))
+    }
+    fn closed(&mut self) {
+        self.0.request();
+    }
+}
+
+/// Makes an [`EventEcho`] per connection.
+struct EventEchoService<'f>(&'f ShutdownFlag);
+
+impl Hooks<IpEndpoint> for EventEchoService<'_> {}
+
+impl<'f> EventService<IpEndpoint> for EventEchoService<'f> {
+    type Handler = EventEcho<'f>;
+    fn handler(&self, _: &IpEndpoint) -> EventEcho<'f> {
+        EventEcho(self.0)
+    }
+}
+
+static EVENT_FLAG: ShutdownFlag = ShutdownFlag::new();
+
 /// `true` when the client got its message back and the server's FIN.
-pub fn serve_one() -> bool {
+pub fn serve_one(mode: Mode) -> bool {
     let clock = Ticks(Cell::new(Duration::ZERO));
     let peer = Peer { clock: &clock, client: Cell::new(None), sent: Cell::new(false) };
     let mut device = Loopback::new(Medium::Ethernet);
@@ -78,10 +120,30 @@ pub fn serve_one() -> bool {
     });
     let Ok(handle) = handle else { return false };
     peer.client.set(Some(handle));
-    let service = FnService(|_: &_| Echo);
-    let mut server = Server::new(Stream(listener), service, &clock, &FLAG, Inline::new());
-    server.set_timeout(Some(Duration::from_secs(5)));
-    if server.handle_request().is_err() {
+    let served = match mode {
+        Mode::Sync => {
+            let service = FnService(|_: &_| Echo);
+            let mut server = Server::new(Stream(listener), service, &clock, &FLAG, Inline::new());
+            server.set_timeout(Some(Duration::from_secs(5)));
+            server.handle_request().is_ok()
+        }
+        Mode::Event => {
+            // A table of two connections with 64-byte buffers, no heap.
+            let slots: [_; 2] = core::array::from_fn(|_| Slot::new());
+            let mut server = EventServer::<_, _, _, _, _, 64, 64>::new(
+                TcpEventSource::new(listener),
+                EventEchoService(&EVENT_FLAG),
+                &clock,
+                &EVENT_FLAG,
+                slots,
+                Some(Duration::from_secs(5)),
+                EventServerConfig::default(),
+            );
+            server.serve_forever(Duration::from_millis(100)).is_ok()
+                && clock.now() < Duration::from_secs(5)
+        }
+    };
+    if !served {
         return false;
     }
     for _ in 0..20 {
