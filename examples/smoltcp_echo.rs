@@ -10,7 +10,7 @@
 //! (tcp), or each datagram back whole (udp). Prints `listening on IP:PORT`
 //! first; SIGINT / SIGTERM stop it with exit status 0 (within the 50 ms
 //! tick of the TAP wait), even while a client holds an idle connection
-//! (in sync mode its read fails with `Interrupted`).
+//! (in sync mode a read or write that must wait fails with `Interrupted`).
 //!
 //! `--mode event` serves TCP from the core's `EventServer`: a table of 16
 //! connections with 4 KiB + 4 KiB buffers over a `TcpEventSource` (a

@@ -520,3 +520,28 @@ fn a_stop_interrupts_a_read_waiting_on_an_idle_peer() {
     // The request ended as usual: the server closed its side.
     assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
 }
+
+#[test]
+fn a_stop_interrupts_a_write_waiting_on_a_peer_that_does_not_read() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let mut server =
+        Server::new(Stream(listener), rec.clone(), &world.clock, &world.flag, Inline::new());
+    // Sends 50 kB and never reads: the echo's writes fill its 1 KiB window
+    // and the server's 1 KiB send buffer, then must wait.
+    let mut client = Client::new(&payload(50_000));
+    client.close_when_sent = false;
+    client.rx_buffer = 1024;
+    client.read_from = Duration::MAX;
+    world.connect(&stack, 40061, client);
+    world.wake_at.set(Some(Duration::from_secs(2)));
+    server.handle_request().unwrap();
+    let lines = rec.lines();
+    assert_eq!(rec.count("error"), 1, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("Interrupted")), "{lines:?}");
+    let now = world.clock.now();
+    assert!(now >= Duration::from_secs(2) && now < Duration::from_secs(3), "{now:?}");
+}

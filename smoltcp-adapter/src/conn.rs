@@ -25,15 +25,16 @@ use crate::wait::Woke;
 ///   `BrokenPipe`.
 /// * With a `stream_timeout` ([`Options`](crate::Options)), a read or
 ///   write that waits longer fails with `TimedOut`.
-/// * A read that must wait is cut short by a shutdown wake-up (the stack's
-///   [`Wait`](crate::Wait) returning [`Woke::Woken`], as the `tap`
-///   feature's `TapWait` does once its shutdown check says so): it
+/// * A read or write that must wait is cut short by a shutdown wake-up
+///   (the stack's [`Wait`](crate::Wait) returning [`Woke::Woken`], as the
+///   `tap` feature's `TapWait` does once its shutdown check says so): it
 ///   fails with `Interrupted`, so a client that keeps its connection open
-///   without speaking cannot hold a stopping server (std's sequential
-///   server does the same; CPython's `KeyboardInterrupt` ends a sync
-///   server that way). A read that finds data returns it, and writes are
-///   not interrupted. With [`Spin`](crate::Spin), or any `Wait` that never
-///   says `Woken`, reads wait on.
+///   without speaking, or stops reading, cannot hold a stopping server
+///   (std's sequential server does the same; CPython's
+///   `KeyboardInterrupt` ends a sync server that way). A read that finds
+///   data returns it; a write interrupted part-way has queued a prefix.
+///   With [`Spin`](crate::Spin), or any `Wait` that never says `Woken`,
+///   they wait on.
 /// * `shutdown_write` is smoltcp's `close()`: a FIN after the queued data.
 ///   Dropping the connection closes it the same way; the stack finishes the
 ///   close in the background and gives the socket back to the listener.
@@ -64,11 +65,10 @@ impl<'s, 'a> TcpConn<'s, 'a> {
     }
 
     /// Calls `attempt` until it gives an answer, polling the interface and
-    /// sleeping in between, up to the stream timeout; an `interruptible`
-    /// wait ends with `Interrupted` when the stack is woken for shutdown.
+    /// sleeping in between, up to the stream timeout; a wait ends with
+    /// `Interrupted` when the stack is woken for shutdown.
     fn block<T>(
         &self,
-        interruptible: bool,
         mut attempt: impl FnMut(&mut tcp::Socket<'a>) -> Option<Result<T, Error>>,
     ) -> Result<T, Error> {
         let deadline = self.timeout.map(|t| self.net.now().saturating_add(t));
@@ -82,7 +82,7 @@ impl<'s, 'a> TcpConn<'s, 'a> {
             if deadline.is_some_and(|d| self.net.now() >= d) {
                 return Err(Error::TIMED_OUT);
             }
-            if self.net.idle(deadline) == Woke::Woken && interruptible {
+            if self.net.idle(deadline) == Woke::Woken {
                 return Err(Error::INTERRUPTED);
             }
         }
@@ -113,7 +113,7 @@ impl Read for TcpConn<'_, '_> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let n = self.block(true, |socket| try_read(socket, buf))?;
+        let n = self.block(|socket| try_read(socket, buf))?;
         // Let the peer know about the window we just opened.
         self.net.poll();
         Ok(n)
@@ -124,7 +124,7 @@ impl Write for TcpConn<'_, '_> {
     fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
         let mut sent = 0;
         while sent < data.len() {
-            sent += self.block(false, |socket| {
+            sent += self.block(|socket| {
                 if !socket.may_send() {
                     return Some(Err(self.send_error(socket)));
                 }
