@@ -392,7 +392,14 @@ fn interest<C, H, A, const RB: usize, const SB: usize>(
     }
 }
 
-/// Send, read, process, send.
+/// How many read–process–send rounds one service call may run for one
+/// connection (fairness: the others wait meanwhile).
+const ROUNDS: usize = 8;
+
+/// Send, then read, process, send — again while a read filled all the
+/// room it had (more is likely waiting) and the answer went out, up to
+/// [`ROUNDS`] times. A message larger than the buffers is then served in
+/// one readiness event instead of one per buffer-full.
 fn step<C, H, A, const RB: usize, const SB: usize>(
     live: &mut Live<C, H, A>,
     recv: &mut Buf<RB>,
@@ -405,19 +412,29 @@ where
     H: EventHandler,
 {
     flush(live, send, now)?;
-    if read && interest(live, recv, send).read {
-        match live.conn.try_read(recv.free_mut()) {
-            Ok(Some(0)) => live.peer_closed = true,
-            Ok(Some(n)) => {
-                recv.fill(n);
-                live.last_active = now;
+    for _ in 0..ROUNDS {
+        let mut filled = false;
+        if read && interest(live, recv, send).read {
+            let free = recv.free_mut();
+            let room = free.len();
+            match live.conn.try_read(free) {
+                Ok(Some(0)) => live.peer_closed = true,
+                Ok(Some(n)) => {
+                    recv.fill(n);
+                    live.last_active = now;
+                    filled = n == room;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Failure::Io(e.kind())),
             }
-            Ok(None) => {}
-            Err(e) => return Err(Failure::Io(e.kind())),
+        }
+        process(live, recv, send)?;
+        flush(live, send, now)?;
+        if !filled || !send.is_empty() {
+            break;
         }
     }
-    process(live, recv, send)?;
-    flush(live, send, now)
+    Ok(())
 }
 
 /// Offers the input to the handler while it consumes and there is room to

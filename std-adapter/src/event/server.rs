@@ -23,6 +23,13 @@ pub struct EventOptions {
     /// so that clients that never speak cannot hold a slot for ever.
     /// Default: 5 minutes. `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// `TCP_NODELAY` on accepted TCP connections. Default **`true`**
+    /// (unlike the blocking modes, which keep CPython's default): the table
+    /// sends an answer in pieces of at most `SB` bytes, and with Nagle's
+    /// algorithm each piece smaller than the MSS waits for the peer's
+    /// delayed ACK (40 ms) — measured: 16 KiB echoes fell from ~100,000 to
+    /// ~1,100 a second.
+    pub disable_nagle_algorithm: bool,
     /// Back-off after a failed accept, shutdown grace, accept burst.
     pub server: EventServerConfig,
 }
@@ -32,6 +39,7 @@ impl Default for EventOptions {
         Self {
             max_connections: 1024,
             idle_timeout: Some(Duration::from_secs(300)),
+            disable_nagle_algorithm: true,
             server: EventServerConfig::default(),
         }
     }
@@ -182,7 +190,8 @@ where
 impl<D> Builder<D> {
     /// An event-mode stream server (TCP for socket addresses, Unix for
     /// paths). The dispatch strategy set on the builder does not apply; the
-    /// socket options do (`request_queue_size`, reuse, Nagle).
+    /// socket options do (`request_queue_size`, reuse); Nagle is off when
+    /// either the builder or `options` says so.
     ///
     /// # Errors
     /// The socket could not be made, bound or set listening, or epoll could
@@ -197,7 +206,11 @@ impl<D> Builder<D> {
         Src: FromListener,
         Svc: EventService<Address>,
     {
-        let listener = self.listener(address)?;
+        let mut builder = self;
+        if options.disable_nagle_algorithm {
+            builder = builder.disable_nagle_algorithm(true);
+        }
+        let listener = builder.listener(address)?;
         EventStreamServer::from_listener(listener, service, options)
     }
 }
