@@ -11,7 +11,7 @@ use std::time::Duration;
 use embedded_io::{ErrorKind, Read, Write};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::IpEndpoint;
-use smoltcp_world::{Client, PORT, SERVER, World, payload, pool};
+use smoltcp_world::{Client, PORT, SERVER, World, ghost_arp, ghost_syn, payload, pool};
 use sockserv::{
     BufStream, Clock, Datagram, DatagramHandler, DatagramService, Hooks, Inline, ReplyFull,
     ReplyWriter, RequestError, Server, ShutdownFlag, Stream, StreamHandler, StreamService,
@@ -448,6 +448,53 @@ fn listen_refuses_when_storage_is_full_instead_of_panicking() {
         Some(sockserv_smoltcp::ListenError::PortInUse)
     );
     let _b = stack.listen(PORT + 1, pool::<6>(), Options::default()).unwrap();
+}
+
+#[test]
+fn half_open_syns_from_a_vanished_peer_give_the_backlog_back() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let options = Options {
+        backlog: 2,
+        handshake_timeout: Duration::from_secs(3),
+        close_timeout: Duration::from_secs(60),
+        ..Options::default()
+    };
+    let listener = stack.listen(PORT, pool::<3>(), options).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    // Two SYNs from a host that never completes the handshake fill the
+    // backlog with half-open connections.
+    ghost_arp(&stack);
+    ghost_syn(&stack, 50001);
+    ghost_syn(&stack, 50002);
+    world.settle(&stack);
+    let half_open = stack.with_sockets(|set| {
+        set.iter()
+            .filter_map(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => Some(t.state()),
+                _ => None,
+            })
+            .filter(|&s| s == tcp::State::SynReceived)
+            .count()
+    });
+    assert_eq!(half_open, 2, "the ghost's SYNs were taken");
+    let refused = world.connect(&stack, 40070, Client::new(b"refused"));
+    world.settle(&stack);
+    assert_eq!(world.state(&stack, refused), tcp::State::Closed, "the backlog is full");
+    // After the handshake timeout the half-open sockets are reset and
+    // listen again: a new client is served.
+    world.clock.advance(Duration::from_secs(3));
+    world.settle(&stack);
+    let c = world.connect(&stack, 40071, Client::new(b"welcome"));
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    server.set_timeout(Some(Duration::from_secs(5)));
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(c), b"welcome");
+    assert_eq!(rec.count("timeout"), 0, "{:?}", rec.lines());
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
 }
 
 #[test]

@@ -17,8 +17,9 @@ enum Role {
     Free,
     /// In LISTEN.
     Listening,
-    /// Took a SYN: a connection waiting to be accepted (the n-th to arrive).
-    Queued(u32),
+    /// Took a SYN: a connection waiting to be accepted (the `ticket`-th
+    /// to arrive), since when.
+    Queued { ticket: u32, since: Duration },
     /// Handed to a [`TcpConn`](crate::TcpConn).
     Served,
     /// The connection was dropped; TCP's close is finishing (since when).
@@ -32,6 +33,7 @@ pub(crate) struct Entry {
     port: u16,
     backlog: usize,
     close_timeout: Duration,
+    handshake_timeout: Duration,
     role: Role,
     /// Its listener was dropped: remove the socket once it is closed.
     retired: bool,
@@ -54,12 +56,24 @@ impl Entry {
         port: u16,
         backlog: usize,
         close_timeout: Duration,
+        handshake_timeout: Duration,
     ) -> Self {
-        Self { handle, port, backlog, close_timeout, role: Role::Free, retired: false, watch: None }
+        Self {
+            handle,
+            port,
+            backlog,
+            close_timeout,
+            handshake_timeout,
+            role: Role::Free,
+            retired: false,
+            watch: None,
+        }
     }
 
     fn pending(&self, port: u16) -> bool {
-        self.port == port && !self.retired && matches!(self.role, Role::Listening | Role::Queued(_))
+        self.port == port
+            && !self.retired
+            && matches!(self.role, Role::Listening | Role::Queued { .. })
     }
 }
 
@@ -164,7 +178,7 @@ impl<'a> Pool<'a> {
     pub(crate) fn ready(&mut self, port: u16, set: &mut SocketSet<'_>) -> bool {
         self.entries().any(|e| {
             e.port == port
-                && matches!(e.role, Role::Queued(_))
+                && matches!(e.role, Role::Queued { .. })
                 && acceptable(set.get::<tcp::Socket>(e.handle))
         })
     }
@@ -179,7 +193,7 @@ impl<'a> Pool<'a> {
             .entries()
             .filter(|e| e.port == port && acceptable(set.get::<tcp::Socket>(e.handle)))
             .filter_map(|e| match e.role {
-                Role::Queued(t) => Some((t, e)),
+                Role::Queued { ticket, .. } => Some((ticket, e)),
                 _ => None,
             })
             .min_by_key(|(t, _)| *t)?
@@ -249,7 +263,7 @@ impl<'a> Pool<'a> {
             let socket = set.get_mut::<tcp::Socket>(e.handle);
             match e.role {
                 Role::Listening => socket.close(),
-                Role::Queued(_) => socket.abort(),
+                Role::Queued { .. } => socket.abort(),
                 Role::Free | Role::Served | Role::Closing(_) => {}
             }
         }
@@ -259,17 +273,21 @@ impl<'a> Pool<'a> {
 /// The role a pooled socket has now, given what smoltcp did to it.
 fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: Duration, ticket: &mut u32) -> Role {
     match entry.role {
-        Role::Listening | Role::Queued(_) if socket.is_listening() => Role::Listening,
+        Role::Listening | Role::Queued { .. } if socket.is_listening() => Role::Listening,
         Role::Listening if socket.is_open() => {
             *ticket = ticket.wrapping_add(1);
-            Role::Queued(*ticket)
+            Role::Queued { ticket: *ticket, since: now }
         }
-        Role::Listening | Role::Queued(_) if !socket.is_open() => {
-            if reclaimable(socket) {
-                Role::Free
-            } else {
-                Role::Closing(now)
-            }
+        Role::Listening | Role::Queued { .. } if !socket.is_open() => closing(socket, now),
+        Role::Queued { since, .. }
+            if socket.state() == State::SynReceived
+                && now.saturating_sub(since) >= entry.handshake_timeout =>
+        {
+            // A peer that sent a SYN and vanished: smoltcp would resend
+            // the SYN-ACK for ever and the socket would hold its place in
+            // the backlog. Reset it (it comes back once the RST is out).
+            socket.abort();
+            closing(socket, now)
         }
         Role::Closing(_) if reclaimable(socket) => Role::Free,
         Role::Closing(since) => {
@@ -282,4 +300,9 @@ fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: Duration, ticket:
         }
         role => role,
     }
+}
+
+/// A socket that left the connection: free at once if its close is over.
+fn closing(socket: &tcp::Socket<'_>, now: Duration) -> Role {
+    if reclaimable(socket) { Role::Free } else { Role::Closing(now) }
 }

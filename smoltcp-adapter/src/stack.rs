@@ -75,6 +75,14 @@ struct Inner<'a, D, W> {
 /// None of its methods panics on input from the network. A socket added
 /// through [`with_sockets`](Self::with_sockets) beyond the storage's room
 /// makes smoltcp panic, as `SocketSet::add` does: check first.
+///
+/// The stack keeps its parts in one `RefCell`: calling back into the stack
+/// (any of its methods, or a listener, socket or connection made from it)
+/// from inside [`Wait::wait`], `TapWait`'s closure or the closures of
+/// [`with_interface`](Self::with_interface),
+/// [`with_sockets`](Self::with_sockets), [`with_parts`](Self::with_parts)
+/// or [`with_device`](Self::with_device) panics (already borrowed). Work
+/// on the arguments those calls hand you instead.
 pub struct Stack<'a, D, W, C> {
     inner: RefCell<Inner<'a, D, W>>,
     clock: C,
@@ -130,7 +138,13 @@ where
         }
         for socket in sockets {
             let handle = socks.set.add(socket);
-            let entry = Entry::new(handle, port, options.backlog.min(K), options.close_timeout);
+            let entry = Entry::new(
+                handle,
+                port,
+                options.backlog.min(K),
+                options.close_timeout,
+                options.handshake_timeout,
+            );
             // Cannot fail: checked above.
             let _ = socks.pool.add(entry);
         }

@@ -36,6 +36,12 @@ pub struct Options {
     /// (FIN-WAIT-2 with a peer that never closes) before its socket is
     /// reset and reused. Default 30 s.
     pub close_timeout: Duration,
+    /// How long a connection may stay half-open (a SYN taken, the
+    /// handshake not finished) before its socket is reset and listens
+    /// again, so that SYNs from peers that vanished cannot hold the
+    /// backlog for ever. Only the handshake is timed: an established
+    /// connection waits to be accepted as long as it takes. Default 10 s.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Options {
@@ -46,6 +52,7 @@ impl Default for Options {
             disable_nagle_algorithm: false,
             keep_alive: None,
             close_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }

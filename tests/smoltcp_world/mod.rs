@@ -11,7 +11,7 @@ use std::time::Duration;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
 use sockserv::{Clock, ShutdownFlag};
 use sockserv_smoltcp::{Stack, Storage, Wait, Woke};
 
@@ -238,4 +238,84 @@ pub fn pool<const K: usize>() -> [tcp::Socket<'static>; K] {
 
 pub fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// A host on the loopback network with no socket of its own: frames the
+/// test writes on its behalf go into the device, and what the server
+/// sends back to it is dropped (its MAC is not the interface's).
+pub const GHOST: Ipv4Address = Ipv4Address::new(127, 0, 0, 2);
+const SERVER_V4: Ipv4Address = Ipv4Address::new(127, 0, 0, 1);
+const GHOST_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
+const SERVER_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
+
+/// Puts one Ethernet frame of `len` bytes, filled by `fill`, into the
+/// loopback device, as if it had arrived from the wire.
+fn inject(stack: &TestStack<'_>, len: usize, fill: impl FnOnce(&mut [u8])) {
+    use smoltcp::phy::{Device, TxToken};
+    let now = smoltcp::time::Instant::ZERO;
+    stack.with_device(|d| d.transmit(now).unwrap().consume(len, fill));
+}
+
+/// The ghost announces itself (an ARP request to the server), so that the
+/// server knows where to send and its SYN-ACKs leave at once.
+pub fn ghost_arp(stack: &TestStack<'_>) {
+    use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
+    let (src, dst) = (GHOST, SERVER_V4);
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: GHOST_MAC,
+        source_protocol_addr: src,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: dst,
+    };
+    inject(stack, 14 + arp.buffer_len(), |buf| {
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        frame.set_src_addr(GHOST_MAC);
+        frame.set_dst_addr(EthernetAddress::BROADCAST);
+        frame.set_ethertype(EthernetProtocol::Arp);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    });
+}
+
+/// A SYN to the server's `PORT` from the ghost's `src_port`; the ghost
+/// never answers the SYN-ACK (a peer that vanished, or a SYN flood).
+pub fn ghost_syn(stack: &TestStack<'_>, src_port: u16) {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket,
+        TcpRepr, TcpSeqNumber,
+    };
+    let (src, dst) = (GHOST, SERVER_V4);
+    let tcp = TcpRepr {
+        src_port,
+        dst_port: PORT,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 1024,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let caps = ChecksumCapabilities::default();
+    inject(stack, 14 + ip.buffer_len() + tcp.buffer_len(), |buf| {
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        frame.set_src_addr(GHOST_MAC);
+        frame.set_dst_addr(SERVER_MAC);
+        frame.set_ethertype(EthernetProtocol::Ipv4);
+        let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
+        ip.emit(&mut packet, &caps);
+        let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
+        tcp.emit(&mut segment, &src.into(), &dst.into(), &caps);
+    });
 }
