@@ -245,7 +245,8 @@ impl<'s, 'a> EventSource for TcpEventSource<'s, 'a> {
 /// source's `wait` does).
 ///
 /// * `try_read`: what the socket holds, `Some(0)` at the peer's FIN,
-///   `None` when nothing is there yet; a reset is `ConnectionReset`.
+///   `None` when nothing is there yet (and always for an empty buffer,
+///   which cannot tell EOF); a reset is `ConnectionReset`.
 /// * `try_write`: what fits in the socket's send buffer, `None` when it is
 ///   full; a reset is `ConnectionReset`, a write after `half_close`
 ///   `BrokenPipe`.
@@ -280,8 +281,12 @@ impl ErrorType for NbTcpConn<'_, '_> {
 
 impl NbConnection for NbTcpConn<'_, '_> {
     fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
+        if buf.is_empty() {
+            // Nothing can be read into no room; `Some(0)` would say EOF.
+            return Ok(None);
+        }
         self.with_socket(|socket| match socket.recv_slice(buf) {
-            Ok(0) if !buf.is_empty() => Ok(None),
+            Ok(0) => Ok(None),
             Ok(n) => Ok(Some(n)),
             Err(RecvError::Finished) => Ok(Some(0)),
             Err(RecvError::InvalidState) => Err(Error::RESET),
