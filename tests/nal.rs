@@ -192,3 +192,190 @@ fn udp_echo_and_truncation_over_std_embedded_nal() {
         "a datagram that filled the stash is reported (size unknown: stash + 1)"
     );
 }
+
+/// A scripted embedded-nal stack on a virtual clock: a peer that never
+/// sends nor reads (every receive and send would block), accepts and UDP
+/// receives that fail once when told to.
+mod scripted {
+    use std::cell::Cell;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use embedded_nal::{
+        TcpClientStack, TcpError, TcpErrorKind, TcpFullStack, UdpClientStack, UdpFullStack, nb,
+    };
+    use sockserv::Clock;
+
+    #[derive(Debug, PartialEq)]
+    pub struct Broken;
+
+    impl TcpError for Broken {
+        fn kind(&self) -> TcpErrorKind {
+            TcpErrorKind::Other
+        }
+    }
+
+    #[derive(Default)]
+    pub struct Script {
+        pub now: Cell<Duration>,
+        /// The sleep function says "wake for shutdown" from now on.
+        pub woken: Cell<bool>,
+        /// A client waits to be accepted.
+        pub client: Cell<bool>,
+        /// The next accept, or UDP receive, fails.
+        pub fail_once: Cell<bool>,
+    }
+
+    impl Clock for &Script {
+        fn now(&self) -> Duration {
+            self.now.get()
+        }
+    }
+
+    impl Script {
+        /// The sleep function: moves the clock, reports `woken`.
+        pub fn sleeper(&self) -> impl FnMut(Duration) -> bool + '_ {
+            |d| {
+                self.now.set(self.now.get() + d);
+                self.woken.get()
+            }
+        }
+
+        fn fail(&self) -> bool {
+            self.fail_once.replace(false)
+        }
+    }
+
+    pub struct Stack<'s>(pub &'s Script);
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    impl TcpClientStack for Stack<'_> {
+        type TcpSocket = ();
+        type Error = Broken;
+        fn socket(&mut self) -> Result<(), Broken> {
+            Ok(())
+        }
+        fn connect(&mut self, _: &mut (), _: SocketAddr) -> nb::Result<(), Broken> {
+            Err(nb::Error::Other(Broken))
+        }
+        fn send(&mut self, _: &mut (), _: &[u8]) -> nb::Result<usize, Broken> {
+            Err(nb::Error::WouldBlock)
+        }
+        fn receive(&mut self, _: &mut (), _: &mut [u8]) -> nb::Result<usize, Broken> {
+            Err(nb::Error::WouldBlock)
+        }
+        fn close(&mut self, _: ()) -> Result<(), Broken> {
+            Ok(())
+        }
+    }
+
+    impl TcpFullStack for Stack<'_> {
+        fn bind(&mut self, _: &mut (), _: u16) -> Result<(), Broken> {
+            Ok(())
+        }
+        fn listen(&mut self, _: &mut ()) -> Result<(), Broken> {
+            Ok(())
+        }
+        fn accept(&mut self, _: &mut ()) -> nb::Result<((), SocketAddr), Broken> {
+            if self.0.fail() {
+                Err(nb::Error::Other(Broken))
+            } else if self.0.client.replace(false) {
+                Ok(((), peer()))
+            } else {
+                Err(nb::Error::WouldBlock)
+            }
+        }
+    }
+
+    impl UdpClientStack for Stack<'_> {
+        type UdpSocket = ();
+        type Error = Broken;
+        fn socket(&mut self) -> Result<(), Broken> {
+            Ok(())
+        }
+        fn connect(&mut self, _: &mut (), _: SocketAddr) -> Result<(), Broken> {
+            Ok(())
+        }
+        fn send(&mut self, _: &mut (), _: &[u8]) -> nb::Result<(), Broken> {
+            Err(nb::Error::WouldBlock)
+        }
+        fn receive(&mut self, _: &mut (), _: &mut [u8]) -> nb::Result<(usize, SocketAddr), Broken> {
+            if self.0.fail() { Err(nb::Error::Other(Broken)) } else { Err(nb::Error::WouldBlock) }
+        }
+        fn close(&mut self, _: ()) -> Result<(), Broken> {
+            Ok(())
+        }
+    }
+
+    impl UdpFullStack for Stack<'_> {
+        fn bind(&mut self, _: &mut (), _: u16) -> Result<(), Broken> {
+            Ok(())
+        }
+        fn send_to(&mut self, _: &mut (), _: SocketAddr, _: &[u8]) -> nb::Result<(), Broken> {
+            Err(nb::Error::WouldBlock)
+        }
+    }
+}
+
+#[test]
+fn a_stop_interrupts_a_nal_read_and_write_that_must_wait() {
+    use embedded_io::{Error as _, ErrorKind};
+    use sockserv::StreamListener;
+    let script = scripted::Script::default();
+    let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
+    let mut listener = net.listen(7000, Some(Duration::from_secs(30))).unwrap();
+    script.client.set(true);
+    let (mut conn, _) = listener.try_accept().unwrap().expect("the client");
+    // The stop comes while the read waits on a silent peer (the stream
+    // timeout alone would end it only after 30 s).
+    script.woken.set(true);
+    let mut buf = [0u8; 8];
+    assert_eq!(conn.read(&mut buf).unwrap_err().kind(), ErrorKind::Interrupted);
+    assert_eq!(conn.write(b"x").unwrap_err().kind(), ErrorKind::Interrupted);
+    assert!(script.now.get() < Duration::from_secs(1), "{:?}", script.now.get());
+}
+
+#[test]
+fn a_stop_interrupts_a_nal_datagram_send_that_must_wait() {
+    use embedded_io::{Error as _, ErrorKind};
+    use sockserv::DatagramSocket;
+    let script = scripted::Script::default();
+    let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
+    let mut socket = net.bind_udp(7000, [0u8; 65]).unwrap();
+    socket.set_send_timeout(Some(Duration::from_secs(30)));
+    script.woken.set(true);
+    let to = "127.0.0.1:4000".parse().unwrap();
+    assert_eq!(socket.send_to(b"x", &to).unwrap_err().kind(), ErrorKind::Interrupted);
+    assert!(script.now.get() < Duration::from_secs(1), "{:?}", script.now.get());
+}
+
+#[test]
+fn an_accept_error_met_by_wait_reaches_try_accept() {
+    use sockserv::{Readiness, StreamListener};
+    let script = scripted::Script::default();
+    let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
+    let mut listener = net.listen(7000, None).unwrap();
+    script.fail_once.set(true);
+    assert_eq!(listener.wait(Some(Duration::from_secs(1))).unwrap(), Readiness::Ready);
+    let err = listener.try_accept().err().expect("the accept error");
+    assert_eq!(err.source, Some(scripted::Broken));
+    // Reported once; then nothing waits.
+    assert!(listener.try_accept().unwrap().is_none());
+}
+
+#[test]
+fn a_receive_error_met_by_wait_reaches_try_recv_from() {
+    use sockserv::{DatagramSocket, Readiness};
+    let script = scripted::Script::default();
+    let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
+    let mut socket = net.bind_udp(7000, [0u8; 65]).unwrap();
+    script.fail_once.set(true);
+    assert_eq!(socket.wait(Some(Duration::from_secs(1))).unwrap(), Readiness::Ready);
+    let mut buf = [0u8; 64];
+    let err = socket.try_recv_from(&mut buf).expect_err("the receive error");
+    assert_eq!(err.source, Some(scripted::Broken));
+    assert!(socket.try_recv_from(&mut buf).unwrap().is_none());
+}

@@ -8,7 +8,10 @@
 //!   (10 ms by default) and sleeps in between through a function the
 //!   caller supplies (`FnMut(Duration) -> bool`: sleep about that long,
 //!   return `true` to wake the server for shutdown). Latency is up to one
-//!   tick; the CPU sleeps in between.
+//!   tick; the CPU sleeps in between. Every wait, a connection's read
+//!   and write and a datagram's send included, ends when the sleep
+//!   function asks for a shutdown wake-up (reads and writes then fail
+//!   with `Interrupted`).
 //! * **No backlog size.** `listen` takes no queue length: the stack
 //!   decides (std-embedded-nal: std's 128). A waiting connection is
 //!   accepted while waiting (embedded-nal has no peek) and held until the

@@ -33,6 +33,8 @@ pub struct NalListener<'n, T: TcpFullStack, C, P> {
     net: &'n NalStack<T, C, P>,
     socket: Option<T::TcpSocket>,
     pending: Option<(T::TcpSocket, SocketAddr)>,
+    /// An accept that failed inside `wait`, for `try_accept` to report.
+    pending_err: Option<T::Error>,
     stream_timeout: Option<Duration>,
 }
 
@@ -69,6 +71,7 @@ where
             net: self,
             socket: Some(socket),
             pending: None,
+            pending_err: None,
             stream_timeout,
         })
     }
@@ -105,14 +108,20 @@ where
     type Address = SocketAddr;
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, TcpErr<T>> {
+        if self.pending_err.is_some() {
+            return Ok(Readiness::Ready);
+        }
         // embedded-nal has no readiness: try to accept, and hold what comes.
         let deadline = self.net.deadline(timeout);
         match self.accept(deadline, true) {
             Ok(()) => Ok(Readiness::Ready),
             Err(Gave::TimedOut) => Ok(Readiness::TimedOut),
             Err(Gave::Woken) => Ok(Readiness::Woken),
-            // A failed accept is the accept's to report.
-            Err(Gave::Failed(_)) => Ok(Readiness::Ready),
+            // A failed accept is the accept's to report: keep it.
+            Err(Gave::Failed(e)) => {
+                self.pending_err = Some(e);
+                Ok(Readiness::Ready)
+            }
         }
     }
 
@@ -121,7 +130,12 @@ where
         Ok(if self.net.pause(deadline) { Readiness::Woken } else { Readiness::TimedOut })
     }
 
+    /// # Errors
+    /// The stack's error from `accept`, including one that `wait` met.
     fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, TcpErr<T>> {
+        if let Some(e) = self.pending_err.take() {
+            return Err(stack_error(e));
+        }
         match self.accept(self.net.deadline(Some(Duration::ZERO)), false) {
             Ok(()) => {}
             Err(Gave::TimedOut | Gave::Woken) => return Ok(None),
@@ -147,8 +161,12 @@ impl<T: TcpFullStack, C, P> Drop for NalListener<'_, T, C, P> {
 /// An accepted embedded-nal TCP connection as a blocking `embedded-io`
 /// stream: `WouldBlock` is retried every tick; EOF is `Ok(0)`; writes are
 /// whole; a read or write waiting longer than the stream timeout fails
-/// with `TimedOut`. `shutdown_write` closes the socket (embedded-nal has
-/// no half-close).
+/// with `TimedOut`. A read or write that must wait fails with
+/// `Interrupted` when the sleep function asks for a shutdown wake-up (as
+/// the smoltcp [`TcpConn`](crate::TcpConn) and std's sequential server
+/// do: an idle client, or one that stops reading, cannot hold a stopping
+/// server). `shutdown_write` closes the socket (embedded-nal has no
+/// half-close).
 pub struct NalConn<'n, T: TcpFullStack, C, P> {
     net: &'n NalStack<T, C, P>,
     socket: Option<T::TcpSocket>,
@@ -171,7 +189,7 @@ where
             return Ok(0);
         }
         let deadline = self.net.deadline(self.timeout);
-        self.net.retry(deadline, false, |s| TcpClientStack::receive(s, socket, buf)).map_err(gave)
+        self.net.retry(deadline, true, |s| TcpClientStack::receive(s, socket, buf)).map_err(gave)
     }
 }
 
@@ -191,7 +209,7 @@ where
             let rest = &data[sent..];
             let n = self
                 .net
-                .retry(deadline, false, |s| TcpClientStack::send(s, socket, rest))
+                .retry(deadline, true, |s| TcpClientStack::send(s, socket, rest))
                 .map_err(gave)?;
             if n == 0 {
                 return Err(NalError::new(ErrorKind::WriteZero, None));

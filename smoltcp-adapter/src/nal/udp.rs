@@ -28,6 +28,8 @@ pub struct NalUdp<'n, T: UdpFullStack, C, P, B> {
     socket: Option<T::UdpSocket>,
     stash: B,
     pending: Option<(usize, SocketAddr)>,
+    /// A receive that failed inside `wait`, for `try_recv_from` to report.
+    pending_err: Option<T::Error>,
     send_timeout: Option<Duration>,
 }
 
@@ -62,6 +64,7 @@ where
             socket: Some(socket),
             stash,
             pending: None,
+            pending_err: None,
             send_timeout: Some(Duration::from_secs(1)),
         })
     }
@@ -81,7 +84,8 @@ where
     P: FnMut(Duration) -> bool,
     B: AsMut<[u8]>,
 {
-    /// How long `send_to` retries a send that would block.
+    /// How long `send_to` retries a send that would block (a shutdown
+    /// wake-up ends it sooner, with `Interrupted`).
     pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
         self.send_timeout = timeout;
     }
@@ -108,12 +112,19 @@ where
     type Address = SocketAddr;
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, UdpErr<T>> {
+        if self.pending_err.is_some() {
+            return Ok(Readiness::Ready);
+        }
         let deadline = self.net.deadline(timeout);
         match self.receive(deadline, true) {
             Ok(()) => Ok(Readiness::Ready),
             Err(Gave::TimedOut) => Ok(Readiness::TimedOut),
             Err(Gave::Woken) => Ok(Readiness::Woken),
-            Err(Gave::Failed(_)) => Ok(Readiness::Ready),
+            // A failed receive is the receive's to report: keep it.
+            Err(Gave::Failed(e)) => {
+                self.pending_err = Some(e);
+                Ok(Readiness::Ready)
+            }
         }
     }
 
@@ -122,7 +133,12 @@ where
         Ok(if self.net.pause(deadline) { Readiness::Woken } else { Readiness::TimedOut })
     }
 
+    /// # Errors
+    /// The stack's error from `receive`, including one that `wait` met.
     fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<SocketAddr>>, UdpErr<T>> {
+        if let Some(e) = self.pending_err.take() {
+            return Err(gave(Gave::Failed(e)));
+        }
         match self.receive(self.net.deadline(Some(Duration::ZERO)), false) {
             Ok(()) => {}
             Err(Gave::Failed(e)) => return Err(gave(Gave::Failed(e))),
@@ -143,7 +159,7 @@ where
         };
         let deadline = self.net.deadline(self.send_timeout);
         self.net
-            .retry(deadline, false, |s| UdpFullStack::send_to(s, socket, *to, data))
+            .retry(deadline, true, |s| UdpFullStack::send_to(s, socket, *to, data))
             .map_err(gave)
     }
 }
