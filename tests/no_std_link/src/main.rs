@@ -1,16 +1,20 @@
 //! Links `sockserv-core` without `std` and serves one scripted request
 //! through the real server state machine, then links `sockserv-smoltcp`
-//! without `std` and serves one request over smoltcp's Loopback device in
-//! sync mode and one through the core's `EventServer` (event mode).
+//! without `std` and serves one request over a loopback device of fixed
+//! frames in sync mode and one through the core's `EventServer` (event
+//! mode). There is no global allocator: if anything allocates, linking
+//! fails.
 //! Exit status 0 when every reply was right; 1, 2 or 3 says which was not.
 #![no_std]
 #![no_main]
 
+// The check checks itself: with the `pull-alloc` feature the binary
+// allocates once, and must then fail to link.
+#[cfg(feature = "pull-alloc")]
 extern crate alloc;
 
+mod ring;
 mod smoltcp_check;
-
-use core::alloc::{GlobalAlloc, Layout};
 
 use core::time::Duration;
 
@@ -40,39 +44,14 @@ static FLAG: ShutdownFlag = ShutdownFlag::new();
 #[link(name = "c")]
 unsafe extern "C" {
     fn abort() -> !;
-    fn posix_memalign(out: *mut *mut u8, align: usize, size: usize) -> i32;
-    fn free(ptr: *mut u8);
 }
-
-/// libc's allocator, for smoltcp's Loopback device (the adapter itself
-/// allocates nothing).
-struct Malloc;
-
-// SAFETY: posix_memalign returns suitably aligned, unaliased memory of at
-// least `size` bytes (or fails, reported as null); free takes it back.
-unsafe impl GlobalAlloc for Malloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let align = layout.align().max(core::mem::size_of::<usize>());
-        let mut ptr = core::ptr::null_mut();
-        // SAFETY: `align` is a power of two and a multiple of the pointer size.
-        if unsafe { posix_memalign(&mut ptr, align, layout.size().max(1)) } == 0 {
-            ptr
-        } else {
-            core::ptr::null_mut()
-        }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, _: Layout) {
-        // SAFETY: `ptr` came from `alloc` above.
-        unsafe { free(ptr) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Malloc = Malloc;
 
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
+    #[cfg(feature = "pull-alloc")]
+    if alloc::vec![0u8; _argc as usize].len() == usize::MAX {
+        return 4;
+    }
     let net = MockNet::new();
     net.connect(MockConn::new(1, b"hello world\n").one_byte_at_a_time());
     let service = FnService(|_: &u32| Echo);

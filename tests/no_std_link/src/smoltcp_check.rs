@@ -1,5 +1,5 @@
-//! One request served by sockserv-smoltcp over smoltcp's Loopback device,
-//! without std, in sync mode (`Server`) and in event mode (the core's
+//! One request served by sockserv-smoltcp over a loopback device of
+//! fixed frames ([`Ring`]), without std and without an allocator, in sync mode (`Server`) and in event mode (the core's
 //! `EventServer` over a `TcpEventSource`): the client is a smoltcp socket
 //! in the same set, driven by the stack's `Wait`, which also moves a
 //! virtual clock.
@@ -9,7 +9,6 @@ use core::time::Duration;
 
 use core::convert::Infallible;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
@@ -21,6 +20,7 @@ use sockserv_core::{Clock, FnService, Hooks, Inline, Server, ShutdownFlag, Strea
 use sockserv_smoltcp::{Options, Stack, Storage, TcpEventSource, Wait, Woke};
 
 use crate::Echo;
+use crate::ring::Ring;
 
 const MESSAGE: &[u8] = b"hello smoltcp\n";
 
@@ -95,7 +95,7 @@ static EVENT_FLAG: ShutdownFlag = ShutdownFlag::new();
 pub fn serve_one(mode: Mode) -> bool {
     let clock = Ticks(Cell::new(Duration::ZERO));
     let peer = Peer { clock: &clock, client: Cell::new(None), sent: Cell::new(false) };
-    let mut device = Loopback::new(Medium::Ethernet);
+    let mut device = Ring::new();
     let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
     let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
     let addr = IpAddress::v4(127, 0, 0, 1);
