@@ -279,9 +279,14 @@ where
                     PollIngressSingleResult::SocketStateChanged => {
                         moved = true;
                         changed = true;
-                        // A listener that took a SYN is re-armed before
-                        // the next frame: a burst of SYNs finds the whole
-                        // backlog.
+                        // Follow the pool after every state change, not
+                        // once per batch: connections that took a SYN get
+                        // their tickets in arrival order (accepted oldest
+                        // first), and a socket this frame freed (a reset, a
+                        // finished close) listens again before the next
+                        // frame. A socket that took a SYN is not replaced:
+                        // it still counts against the backlog, as a
+                        // connection in a kernel's accept queue does.
                         socks.pool.refill(&mut socks.set, now);
                     }
                 }
