@@ -477,3 +477,52 @@ fn reading_into_an_empty_buffer_is_not_eof() {
     assert_eq!(conn.try_read(&mut buf).unwrap(), Some(4));
     assert_eq!(conn.try_read(&mut []).unwrap(), None);
 }
+
+#[test]
+fn three_ready_connections_through_a_one_event_buffer_are_each_reported() {
+    use sockserv::{Event, EventSource, Interest};
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let listener = stack.listen(PORT, pool::<4>(), Options::default()).unwrap();
+    let mut source = TcpEventSource::new(listener);
+    for i in 0..3 {
+        let mut client = Client::new(b"ready");
+        client.close_when_sent = false;
+        world.connect(&stack, 41120 + i, client);
+    }
+    world.settle(&stack);
+    let mut conns = Vec::new();
+    while let Some((mut conn, _)) = source.try_accept().unwrap() {
+        let token = conns.len();
+        source.register(token, &mut conn, Interest { read: true, write: false }).unwrap();
+        conns.push(conn);
+    }
+    assert_eq!(conns.len(), 3);
+    // All three stay readable (nobody reads): each wait has room for one
+    // event, and the scan must not report the same connection every time.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let mut events = [Event::Woken];
+        let n = source.wait(Some(Duration::ZERO), &mut events).unwrap();
+        assert_eq!(n, 1);
+        match events[0] {
+            Event::Conn { token, read: true, write: false } => seen.push(token),
+            other => panic!("{other:?}"),
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2]);
+}
+
+#[test]
+#[should_panic(expected = "the code under test spins")]
+fn the_test_world_fails_a_loop_that_never_sleeps() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    // Polling without ever waiting reads the clock but never moves it.
+    loop {
+        stack.poll();
+    }
+}

@@ -498,6 +498,27 @@ fn half_open_syns_from_a_vanished_peer_give_the_backlog_back() {
 }
 
 #[test]
+fn a_wait_sleeps_no_longer_than_smoltcps_retransmit_timer() {
+    use sockserv::{Readiness, StreamListener};
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
+    // A SYN-ACK to a peer that never answers: unacknowledged, so smoltcp
+    // must be polled again when its retransmit timer (1 s at first) fires.
+    ghost_arp(&stack);
+    ghost_syn(&stack, 50003);
+    world.timeouts.borrow_mut().clear();
+    let waited = listener.wait(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(waited, Readiness::TimedOut);
+    let timeouts = world.timeouts.borrow();
+    let first = timeouts.first().copied().flatten().expect("a bounded wait");
+    assert!(first > Duration::ZERO && first <= Duration::from_secs(1), "{first:?}");
+    // Backed off, but each wait still ends at smoltcp's next timer.
+    assert!(timeouts.iter().all(|t| t.is_some_and(|t| t < Duration::from_secs(30))));
+}
+
+#[test]
 fn a_close_that_never_finishes_gives_its_socket_back_after_close_timeout() {
     let world = World::new();
     let mut storage = Storage::new();
@@ -521,7 +542,7 @@ fn a_close_that_never_finishes_gives_its_socket_back_after_close_timeout() {
     world.settle(&stack);
     assert_eq!(world.state(&stack, b), tcp::State::Closed);
     // After close_timeout the socket is reset, freed and listening again.
-    world.clock.0.set(world.clock.0.get() + Duration::from_secs(4));
+    world.clock.advance(Duration::from_secs(4));
     world.settle(&stack);
     assert_eq!(world.state(&stack, a), tcp::State::Closed, "the lingering peer was reset");
     let c = world.connect(&stack, 40052, Client::new(b"welcome back\n"));

@@ -22,19 +22,38 @@ pub const PORT: u16 = 7000;
 /// comes: it fails instead of hanging.
 const RUNAWAY: Duration = Duration::from_secs(3600);
 
-/// A virtual clock: moves only when the waiter says so.
+/// How many times the clock may be read without moving: past it, the code
+/// under test spins (busy-polls without ever sleeping), and the test fails
+/// instead of hanging.
+const SPIN_BUDGET: u64 = 1_000_000;
+
+/// A virtual clock: moves only when the waiter says so. Counts the reads
+/// since it last moved, and panics past [`SPIN_BUDGET`].
 #[derive(Default)]
-pub struct VClock(pub Cell<Duration>);
+pub struct VClock(pub Cell<Duration>, Cell<u64>);
 
 impl Clock for VClock {
     fn now(&self) -> Duration {
+        let reads = self.1.get() + 1;
+        self.1.set(reads);
+        assert!(
+            reads < SPIN_BUDGET,
+            "the clock was read {reads} times without moving: the code under test spins"
+        );
         self.0.get()
     }
 }
 
 impl VClock {
     pub fn advance(&self, d: Duration) {
-        self.0.set(self.0.get() + d);
+        self.set(self.0.get() + d);
+    }
+
+    pub fn set(&self, t: Duration) {
+        if t != self.0.get() {
+            self.1.set(0);
+        }
+        self.0.set(t);
     }
 }
 
@@ -128,6 +147,9 @@ pub struct World {
     pub flag: ShutdownFlag,
     /// From this time on, every wait requests `flag` and says `Woken`.
     pub wake_at: Cell<Option<Duration>>,
+    /// The timeout each wait was given (smoltcp's next timer or the
+    /// caller's deadline, the sooner).
+    pub timeouts: RefCell<Vec<Option<Duration>>>,
 }
 
 /// The stack's waiter: drives the clients; when none has work, moves the
@@ -141,6 +163,7 @@ impl<D> Wait<D> for Peers<'_> {
     fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Woke {
         let world = self.0;
         world.waits.set(world.waits.get() + 1);
+        world.timeouts.borrow_mut().push(timeout);
         let now = world.clock.now();
         assert!(
             now < RUNAWAY,
