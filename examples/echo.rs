@@ -17,12 +17,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use embedded_io::{Read, Write};
-use sockserv::event::{EventHandler, Outbox, Step};
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer};
 use sockserv::std_adapter::{
-    BindAddr, BindError, Builder, DatagramHandler, Forking, IntoBindAddr, ReplyFull, ReplyWriter,
-    Sequential, ShutdownHandle, StreamHandler, Threading,
+    BindAddr, BindError, Builder, Forking, IntoBindAddr, Sequential, ShutdownHandle, Threading,
 };
 use sockserv::{Dispatch, FnService};
 
@@ -64,37 +61,9 @@ struct Args {
     max_connections: usize,
 }
 
-/// Sends every byte back until the client closes its side.
-struct Echo;
-
-impl<S: Read + Write> StreamHandler<S> for Echo {
-    type Error = S::Error;
-    fn handle(&mut self, stream: &mut S) -> Result<(), S::Error> {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            stream.write_all(&buf[..n])?;
-        }
-    }
-}
-
-impl EventHandler for Echo {
-    type Error = std::convert::Infallible;
-    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
-        // What does not fit stays buffered until the client reads.
-        Ok(Step::consumed(out.write(input)))
-    }
-}
-
-impl DatagramHandler for Echo {
-    type Error = ReplyFull;
-    fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
-        reply.write_all(packet)
-    }
-}
+#[path = "shared/mod.rs"]
+mod shared;
+use shared::Echo;
 
 fn main() -> ExitCode {
     let args = Args::parse();

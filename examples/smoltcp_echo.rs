@@ -34,16 +34,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use embedded_io::{Read, Write};
 use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::{Device, Medium, TunTapInterface};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
-use sockserv::event::{EventHandler, EventServer, EventServerConfig, Outbox, Slot, Step};
-use sockserv::{
-    Clock, Datagram, DatagramHandler, FnService, Inline, ReplyFull, ReplyWriter, Server,
-    ShutdownFlag, Stream, StreamHandler,
-};
+use sockserv::event::{EventServer, EventServerConfig, Slot};
+use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
 use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait, TcpEventSource};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -78,37 +74,9 @@ struct Args {
     mode: Mode,
 }
 
-/// Sends every byte back until the client closes its side.
-struct Echo;
-
-impl<S: Read + Write> StreamHandler<S> for Echo {
-    type Error = S::Error;
-    fn handle(&mut self, stream: &mut S) -> Result<(), S::Error> {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            stream.write_all(&buf[..n])?;
-        }
-    }
-}
-
-impl EventHandler for Echo {
-    type Error = std::convert::Infallible;
-    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
-        // What does not fit stays buffered until the client reads.
-        Ok(Step::consumed(out.write(input)))
-    }
-}
-
-impl DatagramHandler for Echo {
-    type Error = ReplyFull;
-    fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
-        reply.write_all(packet)
-    }
-}
+#[path = "shared/mod.rs"]
+mod shared;
+use shared::Echo;
 
 static FLAG: ShutdownFlag = ShutdownFlag::new();
 

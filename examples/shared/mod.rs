@@ -1,0 +1,39 @@
+//! The echo handler both echo examples serve, in all three forms: blocking
+//! stream, event mode and datagram. `#[path]`-included by each example.
+
+use embedded_io::{Read, Write};
+use sockserv::event::{EventHandler, Outbox, Step};
+use sockserv::{DatagramHandler, ReplyFull, ReplyWriter, StreamHandler};
+
+/// Sends every byte back until the client closes its side; each datagram
+/// back whole.
+pub struct Echo;
+
+impl<S: Read + Write> StreamHandler<S> for Echo {
+    type Error = S::Error;
+    fn handle(&mut self, stream: &mut S) -> Result<(), S::Error> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            stream.write_all(&buf[..n])?;
+        }
+    }
+}
+
+impl EventHandler for Echo {
+    type Error = core::convert::Infallible;
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        // What does not fit stays buffered until the client reads.
+        Ok(Step::consumed(out.write(input)))
+    }
+}
+
+impl DatagramHandler for Echo {
+    type Error = ReplyFull;
+    fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
+        reply.write_all(packet)
+    }
+}
