@@ -406,7 +406,8 @@ where
     /// CPython's `serve_forever(poll_interval)`: handle requests until the
     /// shutdown signal is seen.
     ///
-    /// Each turn waits up to `poll_interval` for a request, re-checks the
+    /// Each turn waits up to `poll_interval` for a request (unless the
+    /// previous turn took one: then it tries at once), re-checks the
     /// shutdown signal (no request is accepted once a stop was asked for,
     /// bpo-35017), handles at most one request, then runs
     /// `service_actions` (the dispatch's, then the service's). It ignores
@@ -445,9 +446,16 @@ where
     ) -> Result<(), T::Error> {
         let mut backoff = false;
         let mut failures = 0;
+        // After a turn that took a request, the next turn tries to take one
+        // at once instead of waiting first: under load that saves a wait
+        // per request; when idle it costs the same (one try that finds
+        // nothing, then the wait).
+        let mut eager = false;
         while !shutdown.is_requested() {
             let ready = if backoff {
                 transport.pause(backoff_after(accept_backoff, failures))?
+            } else if eager {
+                Readiness::Ready
             } else {
                 transport.wait(Some(poll_interval))?
             };
@@ -456,9 +464,13 @@ where
                 break;
             }
             backoff = false;
+            eager = false;
             if ready == Readiness::Ready {
                 match Self::handle_request_noblock(transport, service, dispatch) {
-                    Ok(true) => failures = 0,
+                    Ok(true) => {
+                        failures = 0;
+                        eager = true;
+                    }
                     Ok(false) => {}
                     Err(()) => {
                         failures += 1;
