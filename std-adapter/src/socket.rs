@@ -150,10 +150,8 @@ impl Bound {
     }
 
     fn pause(&self, duration: Duration) -> io::Result<Readiness> {
-        // Watch only the wake-up pipe (twice: poll_readable takes two fds).
-        let polled =
-            sys::poll_readable([self.shared.wake_fd(), self.shared.wake_fd()], Some(duration))?;
-        if polled.any {
+        // Watch only the wake-up pipe.
+        if sys::wait_readable(self.shared.wake_fd(), Some(duration))? {
             self.shared.drain();
             return Ok(Readiness::Woken);
         }

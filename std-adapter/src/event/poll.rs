@@ -8,7 +8,7 @@ use sockserv_core::{Event, EventSource, Interest, NbAccepted};
 use super::conn::NbConn;
 use crate::addr::Address;
 use crate::socket::SocketListener;
-use crate::sys;
+use crate::sys::{self, pollfd};
 
 /// The portable fallback of [`EpollSource`](super::EpollSource): poll(2)
 /// over the listener, the wake-up pipe and every connection, rebuilt each
@@ -54,10 +54,6 @@ impl PollSource {
 
 impl ErrorType for PollSource {
     type Error = io::Error;
-}
-
-fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
-    libc::pollfd { fd, events, revents: 0 }
 }
 
 impl EventSource for PollSource {

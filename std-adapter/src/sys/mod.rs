@@ -21,6 +21,11 @@ fn timeout_ms(deadline: Option<Instant>) -> i32 {
     }
 }
 
+/// A `pollfd` for `fd` waiting for `events`.
+pub(crate) fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
+    libc::pollfd { fd, events, revents: 0 }
+}
+
 /// Readiness of the descriptors given to [`poll_readable`].
 pub(crate) struct Polled {
     /// Per descriptor, whether it is readable (or hung up / in error).
@@ -30,28 +35,19 @@ pub(crate) struct Polled {
 }
 
 /// Waits until one of `fds` is readable or `timeout` passes (`None`: no
-/// limit). `EINTR` restarts the wait with the time that is left.
+/// limit).
 pub(crate) fn poll_readable(
     fds: [BorrowedFd<'_>; 2],
     timeout: Option<Duration>,
 ) -> io::Result<Polled> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut pfds =
-        fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-    loop {
-        let ms = timeout_ms(deadline);
-        // SAFETY: `pfds` is a valid array of 2 pollfd structs that lives
-        // across the call; the descriptors are borrowed, so they stay open.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-        if n >= 0 {
-            let ready = pfds.map(|p| p.revents != 0);
-            return Ok(Polled { ready, any: n > 0 });
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    let mut pfds = fds.map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN));
+    let n = poll_many(&mut pfds, timeout)?;
+    Ok(Polled { ready: pfds.map(|p| p.revents != 0), any: n > 0 })
+}
+
+/// Waits until `fd` is readable or `timeout` passes; whether it is.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    Ok(poll_many(&mut [pollfd(fd.as_raw_fd(), libc::POLLIN)], timeout)? > 0)
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end). The
@@ -187,21 +183,9 @@ pub(crate) fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<i32>> {
 
 /// Waits until one of `fds` becomes readable (any number of them).
 pub(crate) fn poll_any(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-        .collect();
-    loop {
-        // SAFETY: `pfds` is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-        if n >= 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN)).collect();
+    poll_many(&mut pfds, None).map(drop)
 }
 
 /// Waits until `fd` can be written to or `wake` is readable (a stop
@@ -211,10 +195,7 @@ pub(crate) fn poll_writable_or_wake(
     fd: BorrowedFd<'_>,
     timeout: Option<Duration>,
 ) -> io::Result<(bool, bool)> {
-    let mut fds = [
-        libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 },
-    ];
+    let mut fds = [pollfd(wake.as_raw_fd(), libc::POLLIN), pollfd(fd.as_raw_fd(), libc::POLLOUT)];
     poll_many(&mut fds, timeout)?;
     Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
@@ -236,18 +217,7 @@ pub(crate) fn send_dontwait(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
 
 /// Waits until `fd` can be written to (a full send buffer drained).
 pub(crate) fn poll_writable<F: std::os::fd::AsFd>(fd: &F) -> io::Result<()> {
-    let mut pfd = libc::pollfd { fd: fd.as_fd().as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-    loop {
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
-        if n >= 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    poll_many(&mut [pollfd(fd.as_fd().as_raw_fd(), libc::POLLOUT)], None).map(drop)
 }
 
 /// An epoll instance (close-on-exec).
@@ -299,7 +269,8 @@ pub(crate) fn epoll_wait(
 }
 
 /// poll(2) over any number of descriptors with their event masks; fills
-/// `revents`. Retries EINTR with the time left.
+/// `revents`. Retries EINTR with the time left. Every poll of this crate
+/// goes through here.
 pub(crate) fn poll_many(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
