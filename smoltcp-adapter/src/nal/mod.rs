@@ -37,7 +37,7 @@ use core::time::Duration;
 
 use embedded_io::ErrorKind;
 use embedded_nal::nb;
-use sockserv_core::Clock;
+use sockserv_core::{Clock, Readiness};
 
 mod tcp;
 mod udp;
@@ -91,6 +91,23 @@ pub(crate) enum Gave<E> {
     Failed(E),
     TimedOut,
     Woken,
+}
+
+impl<E> Gave<E> {
+    /// What a `wait` that tried the operation itself ends with. A failure
+    /// is the operation's to report: it is kept in `pending` for the next
+    /// accept / receive, and the wait says `Ready`.
+    pub(crate) fn into_readiness(tried: Result<(), Self>, pending: &mut Option<E>) -> Readiness {
+        match tried {
+            Ok(()) => Readiness::Ready,
+            Err(Gave::TimedOut) => Readiness::TimedOut,
+            Err(Gave::Woken) => Readiness::Woken,
+            Err(Gave::Failed(e)) => {
+                *pending = Some(e);
+                Readiness::Ready
+            }
+        }
+    }
 }
 
 impl<T, C: Clock, P: FnMut(Duration) -> bool> NalStack<T, C, P> {
@@ -149,13 +166,15 @@ impl<T, C: Clock, P: FnMut(Duration) -> bool> NalStack<T, C, P> {
         }
     }
 
-    /// Sleeps until `deadline`; `true` if woken first.
-    pub(crate) fn pause(&self, deadline: Duration) -> bool {
+    /// Sleeps for `duration` (a transport's `pause`): `Woken` if a
+    /// shutdown wake-up came first, else `TimedOut`.
+    pub(crate) fn pause(&self, duration: Duration) -> Readiness {
+        let deadline = self.clock.now().saturating_add(duration);
         while self.clock.now() < deadline {
             if self.nap(Some(deadline)) {
-                return true;
+                return Readiness::Woken;
             }
         }
-        false
+        Readiness::TimedOut
     }
 }

@@ -113,21 +113,12 @@ where
         }
         // embedded-nal has no readiness: try to accept, and hold what comes.
         let deadline = self.net.deadline(timeout);
-        match self.accept(deadline, true) {
-            Ok(()) => Ok(Readiness::Ready),
-            Err(Gave::TimedOut) => Ok(Readiness::TimedOut),
-            Err(Gave::Woken) => Ok(Readiness::Woken),
-            // A failed accept is the accept's to report: keep it.
-            Err(Gave::Failed(e)) => {
-                self.pending_err = Some(e);
-                Ok(Readiness::Ready)
-            }
-        }
+        let tried = self.accept(deadline, true);
+        Ok(Gave::into_readiness(tried, &mut self.pending_err))
     }
 
     fn pause(&mut self, duration: Duration) -> Result<Readiness, TcpErr<T>> {
-        let deadline = self.net.deadline(Some(duration)).unwrap_or_default();
-        Ok(if self.net.pause(deadline) { Readiness::Woken } else { Readiness::TimedOut })
+        Ok(self.net.pause(duration))
     }
 
     /// # Errors

@@ -115,22 +115,14 @@ where
         if self.pending_err.is_some() {
             return Ok(Readiness::Ready);
         }
+        // embedded-nal has no readiness: try to receive, and hold what comes.
         let deadline = self.net.deadline(timeout);
-        match self.receive(deadline, true) {
-            Ok(()) => Ok(Readiness::Ready),
-            Err(Gave::TimedOut) => Ok(Readiness::TimedOut),
-            Err(Gave::Woken) => Ok(Readiness::Woken),
-            // A failed receive is the receive's to report: keep it.
-            Err(Gave::Failed(e)) => {
-                self.pending_err = Some(e);
-                Ok(Readiness::Ready)
-            }
-        }
+        let tried = self.receive(deadline, true);
+        Ok(Gave::into_readiness(tried, &mut self.pending_err))
     }
 
     fn pause(&mut self, duration: Duration) -> Result<Readiness, UdpErr<T>> {
-        let deadline = self.net.deadline(Some(duration)).unwrap_or_default();
-        Ok(if self.net.pause(deadline) { Readiness::Woken } else { Readiness::TimedOut })
+        Ok(self.net.pause(duration))
     }
 
     /// # Errors
