@@ -306,6 +306,18 @@ fn echo_binary() -> std::path::PathBuf {
     dir.join("examples/echo")
 }
 
+/// Reads the server's first line, `listening on ADDR`, and returns ADDR.
+fn listening_address(child: &mut std::process::Child) -> SocketAddr {
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        first.push(byte[0]);
+    }
+    let line = String::from_utf8(first).unwrap();
+    line.strip_prefix("listening on ").unwrap().parse().unwrap()
+}
+
 /// The server's user + system CPU time, from /proc/PID/stat.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -332,14 +344,7 @@ fn running_out_of_file_descriptors_neither_spins_nor_stops_the_server() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("prlimit (util-linux) runs");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        first.push(byte[0]);
-    }
-    let line = String::from_utf8(first).unwrap();
-    let addr: SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+    let addr = listening_address(&mut child);
 
     // Far more clients than descriptors: the first ones get in.
     let mut clients: Vec<TcpStream> = (0..60).map(|_| connect(addr)).collect();
@@ -476,14 +481,7 @@ fn the_shutdown_grace_period_does_not_spin() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        first.push(byte[0]);
-    }
-    let line = String::from_utf8(first).unwrap();
-    let addr: SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+    let addr = listening_address(&mut child);
     let c = connect(addr);
     let w = c.try_clone().unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
