@@ -141,14 +141,16 @@ where
             if self.shutdown.is_requested() {
                 break;
             }
+            // One clock read per batch of events, not one per event.
+            let now = self.clock.now();
             for event in &events[..n] {
                 match *event {
-                    Event::Accept => self.accept()?,
-                    Event::Conn { token, read, write } => self.service(token, read, write),
+                    Event::Accept => self.accept(now)?,
+                    Event::Conn { token, read, write } => self.service(token, read, write, now),
                     Event::Woken => {}
                 }
             }
-            self.housekeeping()?;
+            self.housekeeping(now)?;
             self.service.service_actions();
         }
         Ok(())
@@ -165,8 +167,7 @@ where
     }
 
     /// Resumes accepting after a back-off; closes idle connections.
-    fn housekeeping(&mut self) -> Result<(), Src::Error> {
-        let now = self.clock.now();
+    fn housekeeping(&mut self, now: Duration) -> Result<(), Src::Error> {
         if self.accept_resume.is_some_and(|at| now >= at) {
             self.accept_resume = None;
             self.source.set_accepting(true)?;
@@ -177,7 +178,7 @@ where
     }
 
     /// Accepts until the listener would block (at most `accept_burst`).
-    fn accept(&mut self) -> Result<(), Src::Error> {
+    fn accept(&mut self, now: Duration) -> Result<(), Src::Error> {
         if self.accept_resume.is_some() {
             return Ok(());
         }
@@ -185,7 +186,7 @@ where
             match self.source.try_accept() {
                 Ok(Some((conn, client))) => {
                     self.accept_failures = 0;
-                    self.admit(conn, client);
+                    self.admit(conn, client, now);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -195,7 +196,7 @@ where
                         self.config.accept_backoff,
                         self.accept_failures,
                     );
-                    self.accept_resume = Some(self.clock.now() + pause);
+                    self.accept_resume = Some(now + pause);
                     self.source.set_accepting(false)?;
                     break;
                 }
@@ -205,7 +206,7 @@ where
     }
 
     /// Verifies a new connection and gives it a slot (or refuses it).
-    fn admit(&mut self, mut conn: Src::Conn, client: Src::Address) {
+    fn admit(&mut self, mut conn: Src::Conn, client: Src::Address, now: Duration) {
         if !self.service.verify_request(&client) {
             let _ = conn.half_close();
             return;
@@ -216,7 +217,6 @@ where
             return;
         }
         let handler = self.service.handler(&client);
-        let now = self.clock.now();
         match self.table.insert(conn, client, handler, &self.service, now) {
             Ok((token, Outcome::Open { interest, .. })) => self.register(token, interest),
             Ok(_) => {}
@@ -244,8 +244,7 @@ where
         }
     }
 
-    fn service(&mut self, token: usize, read: bool, write: bool) {
-        let now = self.clock.now();
+    fn service(&mut self, token: usize, read: bool, write: bool, now: Duration) {
         match self.table.service(token, read, write, &self.service, now) {
             Outcome::Open { interest, changed: true } => {
                 let Some(conn) = self.table.conn_mut(token) else { return };
@@ -268,7 +267,7 @@ where
         for token in 0..self.table.capacity() {
             if self.table.is_live(token) {
                 // Sends what it can now; re-registers for writing only, or closes.
-                self.service(token, false, false);
+                self.service(token, false, false, now);
             }
         }
         let mut events = [Event::Woken; EVENTS];
@@ -280,9 +279,10 @@ where
             }
             match self.source.wait(Some(deadline - now), &mut events) {
                 Ok(n) => {
+                    let now = self.clock.now();
                     for event in &events[..n] {
                         if let Event::Conn { token, read, write } = *event {
-                            self.service(token, read, write);
+                            self.service(token, read, write, now);
                         }
                     }
                 }
