@@ -181,12 +181,6 @@ impl Connection for TcpConn<'_, '_> {
 
 impl Drop for TcpConn<'_, '_> {
     fn drop(&mut self) {
-        let now = self.net.now();
-        {
-            let mut socks = self.net.sockets();
-            socks.set.get_mut::<tcp::Socket>(self.handle).close();
-            socks.pool.release(self.handle, now);
-        }
-        self.net.poll();
+        self.net.close_conn(self.handle);
     }
 }

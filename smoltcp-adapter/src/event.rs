@@ -326,13 +326,6 @@ fn send_error(shut: bool, socket: &tcp::Socket<'_>) -> Error {
 
 impl Drop for NbTcpConn<'_, '_> {
     fn drop(&mut self) {
-        let now = self.net.now();
-        {
-            let mut socks = self.net.sockets();
-            socks.set.get_mut::<tcp::Socket>(self.handle).close();
-            socks.pool.release(self.handle, now);
-        }
-        // Send the FIN now rather than at the next wait.
-        self.net.poll();
+        self.net.close_conn(self.handle);
     }
 }

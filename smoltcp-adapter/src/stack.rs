@@ -5,7 +5,9 @@
 use core::cell::{RefCell, RefMut};
 use core::time::Duration;
 
-use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketSet, SocketStorage};
+use smoltcp::iface::{
+    Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet, SocketStorage,
+};
 use smoltcp::phy::Device;
 use smoltcp::socket::{tcp, udp};
 use sockserv_core::Clock;
@@ -249,6 +251,20 @@ pub(crate) trait Net<'a> {
     fn sockets(&self) -> RefMut<'_, Sockets<'a>>;
     /// The largest IP packet the device carries.
     fn ip_mtu(&self) -> usize;
+
+    /// Closes an accepted connection's socket (a FIN after what is queued),
+    /// gives it back to the listener's pool, and polls so the FIN leaves
+    /// now rather than at the next wait. What both kinds of connection do
+    /// when dropped.
+    fn close_conn(&self, handle: SocketHandle) {
+        let now = self.now();
+        {
+            let mut socks = self.sockets();
+            socks.set.get_mut::<tcp::Socket>(handle).close();
+            socks.pool.release(handle, now);
+        }
+        self.poll();
+    }
 }
 
 impl<'a, D, W, C> Net<'a> for Stack<'a, D, W, C>
