@@ -172,7 +172,8 @@ impl ShutdownHandle {
         signal_hook::flag::register(signal, Arc::clone(&self.0.requested))?;
         let write = self.0.wake_write.try_clone()?;
         signal_hook::low_level::pipe::register_raw(signal, write)?;
-        sys::stop_signal_registered(signal)
+        sys::stop_signal_registered(signal);
+        Ok(())
     }
 }
 

@@ -104,7 +104,6 @@ struct Bound {
     address: BindAddr,
     shared: Arc<Shared>,
     created_path: Option<PathBuf>,
-    bound: bool,
 }
 
 impl Bound {
@@ -116,7 +115,7 @@ impl Bound {
     ) -> Result<Self, BindError> {
         let socket = create(&address, ty, opts)
             .map_err(|source| BindError { address: address.clone(), source })?;
-        Ok(Self { socket, address, shared, created_path: None, bound: false })
+        Ok(Self { socket, address, shared, created_path: None })
     }
 
     /// CPython's `server_bind`: bind, then learn the real address (the port
@@ -125,7 +124,6 @@ impl Bound {
         let err = |source| BindError { address: self.address.clone(), source };
         let addr = self.address.to_sockaddr().map_err(err)?;
         self.socket.bind(&addr).map_err(err)?;
-        self.bound = true;
         if let BindAddr::Unix(p) = &self.address {
             self.created_path = Some(p.clone());
         }

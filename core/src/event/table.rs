@@ -323,7 +323,6 @@ where
                 live.interest = interest;
                 return Outcome::Open { interest, changed };
             }
-            Err(Failure::Io(kind)) => Some(Failure::Io(kind)),
             Err(f) => Some(f),
         };
         match failure {

@@ -134,21 +134,16 @@ impl Threading {
         Some(SlotGuard(Arc::clone(&self.slots)))
     }
 
-    /// Runs `run` on a new thread once a slot is free. Returns `false` (and
-    /// runs nothing) when the server was asked to stop while waiting.
-    fn spawn<Svc, F>(
-        &mut self,
-        service: &Svc,
-        client: Address,
-        stop: &dyn Fn() -> bool,
-        run: F,
-    ) -> bool
+    /// Runs `run` on a new thread once a slot is free; runs nothing (and
+    /// drops `run`, closing what it owns) when the server was asked to stop
+    /// while waiting.
+    fn spawn<Svc, F>(&mut self, service: &Svc, client: Address, stop: &dyn Fn() -> bool, run: F)
     where
         Svc: Hooks<Address> + Clone + Send + 'static,
         F: FnOnce(&Svc, &Address) + Send + 'static,
     {
         self.reap();
-        let Some(slot) = self.take_slot(stop) else { return false };
+        let Some(slot) = self.take_slot(stop) else { return };
         let svc = service.clone();
         let who = client.clone();
         let spawned = thread::Builder::new().name("sockserv-request".into()).spawn(move || {
@@ -160,7 +155,6 @@ impl Threading {
             Ok(_) => {}
             Err(e) => service.handle_error(&who, &RequestError::Handler(&e)),
         }
-        true
     }
 }
 

@@ -292,11 +292,10 @@ pub(crate) fn poll_many(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> 
 static STOP_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Remembers `signal` as a stop signal, so that forked children reset it.
-pub(crate) fn stop_signal_registered(signal: i32) -> io::Result<()> {
+pub(crate) fn stop_signal_registered(signal: i32) {
     if (0..64).contains(&signal) {
         STOP_SIGNALS.fetch_or(1 << signal, std::sync::atomic::Ordering::SeqCst);
     }
-    Ok(())
 }
 
 /// `recv(MSG_DONTWAIT)` on a blocking socket: what is there, or
