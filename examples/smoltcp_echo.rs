@@ -13,7 +13,7 @@
 //! (in sync mode a read or write that must wait fails with `Interrupted`).
 //!
 //! `--mode event` serves TCP from the core's `EventServer`: a table of 16
-//! connections with 4 KiB + 4 KiB buffers over a `TcpEventSource` (a
+//! connections sharing four 16 KiB buffers over a `TcpEventSource` (a
 //! 17th connection is refused: closed at once), idle connections closed
 //! after 5 minutes. UDP needs no table: in event mode it is served by the
 //! same non-blocking datagram loop as in sync mode.
@@ -38,7 +38,7 @@ use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::{Device, Medium, TunTapInterface};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
-use sockserv::event::{EventServer, EventServerConfig, Slot};
+use sockserv::event::{EventServer, EventServerConfig, FixedPool, FixedSlots};
 use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
 use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait, TcpEventSource};
 
@@ -82,9 +82,12 @@ static FLAG: ShutdownFlag = ShutdownFlag::new();
 
 /// How many connections may wait to be accepted at once.
 const BACKLOG: usize = 8;
-/// Event mode: the connection table's capacity and buffers.
+/// Event mode: the connection table's capacity, and the buffers its
+/// connections share (borrowed while a connection has input to consume or
+/// output to queue; an idle connection holds none).
 const CONNECTIONS: usize = 16;
-const EVENT_BUFFER: usize = 4096;
+const EVENT_BUFFER: usize = 16 * 1024;
+const EVENT_BUFFERS: usize = 4;
 /// Sockets in the TCP listener's pool: sync mode serves one connection at
 /// a time; event mode up to the table's capacity. Two more for closes
 /// that are finishing.
@@ -161,15 +164,15 @@ fn run(args: &Args) -> Result<(), String> {
                         .listen(port, tcp_pool::<EVENT_POOL>(), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
-                    // A table fixed at compile time, as on a microcontroller.
-                    let slots: [_; CONNECTIONS] = std::array::from_fn(|_| Slot::new());
-                    let mut server = EventServer::<_, _, _, _, _, EVENT_BUFFER, EVENT_BUFFER>::new(
+                    // A table and a buffer pool fixed at compile time, as on
+                    // a microcontroller: CONNECTIONS share EVENT_BUFFERS.
+                    let mut server = EventServer::new(
                         TcpEventSource::new(listener),
                         service,
                         clock,
                         &FLAG,
-                        slots,
-                        Some(Duration::from_secs(300)),
+                        FixedSlots::<_, CONNECTIONS>::new(),
+                        FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new(),
                         EventServerConfig::default(),
                     );
                     server.serve_forever(poll).map_err(|e| e.to_string())

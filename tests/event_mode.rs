@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserv::event::{EventHandler, EventService, Outbox, Step};
+use sockserv::event::{EventHandler, EventServerConfig, EventService, Outbox, Step};
 use sockserv::std_adapter::event::{
     EpollSource, EventOptions, EventStreamServer, FromListener, PollSource,
 };
@@ -228,8 +228,10 @@ fn a_full_table_refuses_and_keeps_serving() {
 #[test]
 fn a_client_that_never_speaks_is_closed_after_the_idle_timeout() {
     let echo = Echo::default();
-    let options =
-        EventOptions { idle_timeout: Some(Duration::from_millis(200)), ..EventOptions::default() };
+    let options = EventOptions {
+        server: idle_timeout(Duration::from_millis(200)),
+        ..EventOptions::default()
+    };
     let server = start::<EpollSource>(&echo, options);
     let mut silent = connect(server.addr);
     let mut busy = connect(server.addr);
@@ -532,4 +534,9 @@ fn large_answers_do_not_wait_for_delayed_acks() {
     }
     let took = start.elapsed();
     assert!(took < Duration::from_millis(400), "20 round trips of 16 KiB took {took:?}");
+}
+
+/// The event server's knobs with an idle timeout of `timeout`.
+fn idle_timeout(timeout: Duration) -> EventServerConfig {
+    EventServerConfig { idle_timeout: Some(timeout), ..EventServerConfig::default() }
 }

@@ -12,8 +12,8 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 use smoltcp_world::{Client, PORT, TestStack, World, payload, pool};
 use sockserv::event::{
-    EventHandler, EventServer, EventServerConfig, EventService, Next, Outbox, ServerSlot, Slot,
-    Step,
+    EventHandler, EventServer, EventServerConfig, EventService, FixedPool, FixedSlots, Next,
+    Outbox, ServerSlot, Step,
 };
 use sockserv::{Clock, Hooks, RequestError, ShutdownFlag};
 use sockserv_smoltcp::{Options, Storage, TcpEventSource};
@@ -146,13 +146,12 @@ type Server<'s, 'a, 'r, 'w, const N: usize, const B: usize> = EventServer<
     &'r Rec<'w>,
     &'w smoltcp_world::VClock,
     &'w ShutdownFlag,
-    [ServerSlot<Source<'s, 'a>, &'r Rec<'w>, B, B>; N],
-    B,
-    B,
+    FixedSlots<ServerSlot<Source<'s, 'a>, &'r Rec<'w>>, N>,
+    FixedPool<B, N>,
 >;
 
-/// An event server with `N` slots of `B`-byte buffers over a listener
-/// with a pool of `K` sockets.
+/// An event server with `N` slots sharing `N` buffers of `B` bytes over a
+/// listener with a pool of `K` sockets.
 fn server<'s, 'a, 'r, 'w, const N: usize, const B: usize, const K: usize>(
     stack: &'s TestStack<'a>,
     rec: &'r Rec<'w>,
@@ -161,15 +160,14 @@ fn server<'s, 'a, 'r, 'w, const N: usize, const B: usize, const K: usize>(
 ) -> Server<'s, 'a, 'r, 'w, N, B> {
     let listener = stack.listen(PORT, pool::<K>(), options).unwrap();
     let world = rec.world;
-    let slots = std::array::from_fn(|_| Slot::new());
-    let config = EventServerConfig::default();
+    let config = EventServerConfig { idle_timeout: idle, ..EventServerConfig::default() };
     EventServer::new(
         TcpEventSource::new(listener),
         rec,
         &world.clock,
         &world.flag,
-        slots,
-        idle,
+        FixedSlots::new(),
+        FixedPool::new(),
         config,
     )
 }

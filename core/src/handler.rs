@@ -234,6 +234,18 @@ pub trait Hooks<A: fmt::Debug> {
         let _ = client;
     }
 
+    /// Told when a connection of the event mode needed a buffer (to read
+    /// into, or to queue an answer the connection could not take at once)
+    /// and every buffer of the pool was lent: the connection waits, not
+    /// read from, until another connection gives a buffer back (nothing is
+    /// lost; the peer's data waits in the transport). Told once each time
+    /// a connection starts waiting. Default: nothing (it is back-pressure,
+    /// not a failure; the table counts it in
+    /// [`TableStats::buffer_waits`](crate::event::TableStats)).
+    fn handle_buffers_exhausted(&self, client: &A) {
+        let _ = client;
+    }
+
     /// Called when [`crate::Server::handle_request`]'s timeout passes
     /// (CPython's `handle_timeout`). Default: nothing.
     fn handle_timeout(&self) {}

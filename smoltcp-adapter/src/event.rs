@@ -52,7 +52,7 @@ use crate::wait::Woke;
 /// # use smoltcp::phy::{Loopback, Medium};
 /// # use smoltcp::socket::tcp;
 /// # use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-/// use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, Outbox, Slot, Step};
+/// use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step};
 /// use sockserv_core::{Clock, FnService, ShutdownFlag};
 /// use sockserv_smoltcp::{Options, Spin, Stack, Storage, TcpEventSource};
 ///
@@ -78,17 +78,18 @@ use crate::wait::Woke;
 /// let pool = [socket(), socket(), socket(), socket()];
 /// let listener = stack.listen(7000, pool, Options { backlog: 1, ..Options::default() })?;
 ///
-/// // The core's event loop over it: two connections, 512-byte buffers.
+/// // The core's event loop over it: two connections sharing two
+/// // 512-byte buffers.
 /// static FLAG: ShutdownFlag = ShutdownFlag::new();
-/// let slots: [_; 2] = core::array::from_fn(|_| Slot::new());
-/// let mut server = EventServer::<_, _, _, _, _, 512, 512>::new(
+/// let config = EventServerConfig { idle_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+/// let mut server = EventServer::new(
 ///     TcpEventSource::new(listener),
 ///     FnService(|_: &_| Echo),
 ///     clock(),
 ///     &FLAG,
-///     slots,
-///     Some(Duration::from_secs(60)), // idle timeout
-///     EventServerConfig::default(),
+///     FixedSlots::<_, 2>::new(),
+///     FixedPool::<512, 2>::new(),
+///     config,
 /// );
 /// FLAG.request(); // (so that this example returns at once)
 /// server.serve_forever(Duration::from_millis(500))?;

@@ -3,9 +3,10 @@
 //!
 //! An [`EventHandler`] never blocks: the table calls it with the bytes that
 //! arrived and a place ([`Outbox`]) to put its answer. The
-//! [`ConnTable`] holds a fixed number of connections, each with fixed
-//! receive and send buffers, and moves bytes between the transport, the
-//! buffers and the handlers. [`EventServer`] is the loop around it, over
+//! [`ConnTable`] holds up to a fixed number of connections, lends them
+//! buffers from a [`BufferPool`] while they have input to consume or
+//! output to send, and moves bytes between the transport, the buffers and
+//! the handlers. [`EventServer`] is the loop around it, over
 //! any [`EventSource`](crate::EventSource).
 //!
 //! ```
@@ -24,17 +25,25 @@
 //! }
 //! ```
 
-mod buf;
+pub(crate) mod pool;
 mod server;
 mod table;
 
 use core::fmt;
 
-pub use buf::Buf;
+use embedded_io::{Error as _, ErrorKind};
+
+pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
 pub use server::{EventServer, EventServerConfig, ServerSlot};
-pub use table::{ConnTable, Outcome, Slot};
+pub use table::{ConnTable, Outcome, Slot, SlotStorage, TableStats};
+
+/// Slot storage with a capacity of `N` fixed at compile time, no
+/// allocator: `FixedSlots::new()` (a `heapless::Vec`; slots are made as
+/// connections first need them).
+pub type FixedSlots<T, const N: usize> = heapless::Vec<T, N>;
 
 use crate::Hooks;
+use crate::transport::NbConnection;
 
 /// What a connection does next, as its handler decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,33 +76,79 @@ impl Step {
     }
 }
 
-/// The free part of a connection's send buffer, where a handler writes
-/// its answer. Bytes written here are sent as the peer reads them.
-#[derive(Debug)]
+/// Where a handler writes its answer. While nothing is queued for the
+/// connection, bytes written here go straight to it (no copy); what it
+/// does not take at once is queued in a send buffer borrowed from the
+/// pool and sent as the peer reads.
 pub struct Outbox<'a> {
+    direct: Option<&'a mut dyn TryWrite>,
     free: &'a mut [u8],
-    written: usize,
+    queued: usize,
+    sent: usize,
+    failed: Option<ErrorKind>,
+    drain_wanted: bool,
+}
+
+impl fmt::Debug for Outbox<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("room", &self.room())
+            .field("queued", &self.queued)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an [`Outbox`] did, for the table.
+pub(crate) struct Done {
+    pub(crate) queued: usize,
+    pub(crate) sent: usize,
+    pub(crate) failed: Option<ErrorKind>,
+    pub(crate) drain_wanted: bool,
 }
 
 impl<'a> Outbox<'a> {
-    pub(crate) fn new(free: &'a mut [u8]) -> Self {
-        Self { free, written: 0 }
+    pub(crate) fn new(direct: Option<&'a mut dyn TryWrite>, free: &'a mut [u8]) -> Self {
+        Self { direct, free, queued: 0, sent: 0, failed: None, drain_wanted: false }
     }
 
-    /// How many more bytes fit now.
+    /// How many more bytes are certain to be taken now: the free room of
+    /// the send buffer. [`write`](Self::write) may take more (what the
+    /// connection accepts at once).
     pub fn room(&self) -> usize {
-        self.free.len() - self.written
+        self.free.len() - self.queued
     }
 
-    /// Writes as much of `data` as fits; returns how much that was.
+    /// Writes as much of `data` as the connection and the send buffer take
+    /// now; returns how much that was (at least `min(data.len(), room())`).
     pub fn write(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.room());
-        self.free[self.written..self.written + n].copy_from_slice(&data[..n]);
-        self.written += n;
-        n
+        let mut n = 0;
+        // Straight to the connection while nothing is queued (order kept).
+        if self.queued == 0
+            && let Some(conn) = self.direct.as_mut()
+        {
+            match conn.try_write_kind(data) {
+                Ok(k) => n = k.min(data.len()),
+                Err(kind) => {
+                    self.failed = Some(kind);
+                    self.direct = None;
+                }
+            }
+            self.sent += n;
+            if n < data.len() {
+                // The connection is full: the rest waits in the buffer.
+                self.direct = None;
+            }
+        }
+        let rest = &data[n..];
+        let k = rest.len().min(self.room());
+        self.free[self.queued..self.queued + k].copy_from_slice(&rest[..k]);
+        self.queued += k;
+        n + k
     }
 
-    /// Writes all of `data`, or nothing when it does not fit.
+    /// Writes all of `data`, or nothing when it is longer than
+    /// [`room`](Self::room).
     ///
     /// # Errors
     /// [`crate::ReplyFull`] when `data` is longer than [`room`](Self::room).
@@ -105,8 +160,38 @@ impl<'a> Outbox<'a> {
         Ok(())
     }
 
-    pub(crate) fn written(&self) -> usize {
-        self.written
+    /// Asks for [`EventHandler::drained`] once everything written so far
+    /// has been handed to the connection: the way to send an answer larger
+    /// than one buffer in steps.
+    pub fn notify_drained(&mut self) {
+        self.drain_wanted = true;
+    }
+
+    pub(crate) fn done(self) -> Done {
+        Done {
+            queued: self.queued,
+            sent: self.sent,
+            failed: self.failed,
+            drain_wanted: self.drain_wanted,
+        }
+    }
+}
+
+/// A connection as an [`Outbox`] writes through to it.
+pub(crate) trait TryWrite {
+    /// Writes what fits now (0 when nothing does).
+    fn try_write_kind(&mut self, data: &[u8]) -> Result<usize, ErrorKind>;
+}
+
+impl<C: NbConnection> TryWrite for C {
+    fn try_write_kind(&mut self, data: &[u8]) -> Result<usize, ErrorKind> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        match self.try_write(data) {
+            Ok(n) => Ok(n.unwrap_or(0)),
+            Err(e) => Err(e.kind()),
+        }
     }
 }
 
@@ -145,6 +230,18 @@ pub trait EventHandler {
     /// Whatever the handler decides.
     fn peer_closed(&mut self, _out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
         Ok(Next::Close)
+    }
+
+    /// Everything written so far has been handed to the connection, and
+    /// the handler asked to be told ([`Outbox::notify_drained`]): write
+    /// the next part of a long answer. Asking again from here keeps the
+    /// calls coming while each one writes something; a call that writes
+    /// nothing ends them. Default: nothing.
+    ///
+    /// # Errors
+    /// Whatever the handler decides.
+    fn drained(&mut self, _out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+        Ok(Next::Continue)
     }
 
     /// The connection closed (for whatever reason). Default: nothing.

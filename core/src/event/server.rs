@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use embedded_io::{Error as _, ErrorKind};
 
-use super::{ConnTable, EventService, Outcome, Slot};
+use super::{BufferPool, ConnTable, EventService, Outcome, Slot, SlotStorage};
 use crate::server::ShutdownSignal;
 use crate::transport::{Clock, Event, EventSource, Interest, NbConnection};
 
@@ -24,6 +24,10 @@ pub struct EventServerConfig {
     /// At most this many connections are accepted per readiness event, so
     /// that a flood of new connections cannot starve open ones.
     pub accept_burst: usize,
+    /// Close a connection after this long without a byte read or written,
+    /// so that clients that never speak (or never read) cannot hold a slot
+    /// and its buffers for ever. `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for EventServerConfig {
@@ -32,26 +36,24 @@ impl Default for EventServerConfig {
             accept_backoff: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(1),
             accept_burst: 128,
+            idle_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
 
-type Table<Src, Svc, S, const RB: usize, const SB: usize> = ConnTable<
+type Table<Src, Svc, S, P> = ConnTable<
     <Src as EventSource>::Conn,
     <Svc as EventService<<Src as EventSource>::Address>>::Handler,
     <Src as EventSource>::Address,
     S,
-    RB,
-    SB,
+    P,
 >;
 
 /// The slot type an [`EventServer`] over `Src` serving `Svc` stores.
-pub type ServerSlot<Src, Svc, const RB: usize, const SB: usize> = Slot<
+pub type ServerSlot<Src, Svc> = Slot<
     <Src as EventSource>::Conn,
     <Svc as EventService<<Src as EventSource>::Address>>::Handler,
     <Src as EventSource>::Address,
-    RB,
-    SB,
 >;
 
 /// A server in event mode: one thread, many connections, each served as
@@ -61,7 +63,11 @@ pub type ServerSlot<Src, Svc, const RB: usize, const SB: usize> = Slot<
 /// `handle_accept_error` (accepting pauses, serving goes on),
 /// `handle_table_full`, `service_actions` (once per turn), and shutdown
 /// (stop accepting, send what is buffered, close, return).
-pub struct EventServer<Src, Svc, Clk, Sh, S, const RB: usize, const SB: usize>
+///
+/// `S` holds the slots (a `heapless::Vec` of [`ServerSlot`]s, or the std
+/// adapter's growable storage) and `P` the buffers ([`FixedPool`](super::FixedPool)
+/// or the std adapter's lazily allocated pool).
+pub struct EventServer<Src, Svc, Clk, Sh, S, P>
 where
     Src: EventSource,
     Svc: EventService<Src::Address>,
@@ -70,7 +76,7 @@ where
     service: Svc,
     clock: Clk,
     shutdown: Sh,
-    table: Table<Src, Svc, S, RB, SB>,
+    table: Table<Src, Svc, S, P>,
     config: EventServerConfig,
     accept_resume: Option<Duration>,
     accept_failures: u32,
@@ -79,27 +85,28 @@ where
 /// How many readiness events one wait collects.
 const EVENTS: usize = 64;
 
-impl<Src, Svc, Clk, Sh, S, const RB: usize, const SB: usize>
-    EventServer<Src, Svc, Clk, Sh, S, RB, SB>
+impl<Src, Svc, Clk, Sh, S, P> EventServer<Src, Svc, Clk, Sh, S, P>
 where
     Src: EventSource,
     Src::Address: fmt::Debug,
     Svc: EventService<Src::Address>,
     Clk: Clock,
     Sh: ShutdownSignal + Clone,
-    S: AsMut<[ServerSlot<Src, Svc, RB, SB>]> + AsRef<[ServerSlot<Src, Svc, RB, SB>]>,
+    S: SlotStorage<ServerSlot<Src, Svc>>,
+    P: BufferPool,
 {
-    /// A server over `source` with a table over `slots` (all empty).
+    /// A server over `source` with a table over empty slot storage `slots`
+    /// and the buffers of `pool`.
     pub fn new(
         source: Src,
         service: Svc,
         clock: Clk,
         shutdown: Sh,
         slots: S,
-        idle_timeout: Option<Duration>,
+        pool: P,
         config: EventServerConfig,
     ) -> Self {
-        let table = ConnTable::new(slots, idle_timeout);
+        let table = ConnTable::new(slots, pool, config.idle_timeout);
         Self {
             source,
             service,
@@ -150,6 +157,7 @@ where
                     Event::Woken => {}
                 }
             }
+            self.resume_starved(now);
             self.housekeeping(now)?;
             self.service.service_actions();
         }
@@ -257,6 +265,17 @@ where
         }
     }
 
+    /// Serves connections that wait for a buffer, while the pool has one
+    /// free (buffers were given back during this batch of events).
+    fn resume_starved(&mut self, now: Duration) {
+        // Bounded: each connection resumed either gets going or starves
+        // again with the pool empty.
+        for _ in 0..self.table.stats().starved {
+            let Some(token) = self.table.next_starved() else { break };
+            self.service(token, true, true, now);
+        }
+    }
+
     /// Shutdown: stop accepting; let connections send what is buffered for
     /// up to `shutdown_grace`; close the rest.
     fn drain(&mut self) -> Result<(), Src::Error> {
@@ -264,7 +283,7 @@ where
         let now = self.clock.now();
         let deadline = now + self.config.shutdown_grace;
         self.table.close_gracefully();
-        for token in 0..self.table.capacity() {
+        for token in self.table.tokens() {
             if self.table.is_live(token) {
                 // Sends what it can now; re-registers for writing only, or closes.
                 self.service(token, false, false, now);
@@ -298,7 +317,7 @@ where
     }
 
     /// The connection table.
-    pub fn table(&self) -> &Table<Src, Svc, S, RB, SB> {
+    pub fn table(&self) -> &Table<Src, Svc, S, P> {
         &self.table
     }
 

@@ -1,5 +1,7 @@
-//! The connection table: fixed slots, fixed buffers, and the state machine
-//! that moves bytes between a connection, its buffers and its handler.
+//! The connection table: small per-connection state in slots that are
+//! made on first use, buffers borrowed from a pool only while there is
+//! something in them, and the state machine that moves bytes between a
+//! connection, its buffers and its handler.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -7,30 +9,68 @@ use core::time::Duration;
 
 use embedded_io::{Error as _, ErrorKind};
 
-use super::{Buf, EventHandler, Next, Outbox};
+use super::pool::{BufferPool, Held};
+use super::{EventHandler, Next, Outbox};
 use crate::transport::{Interest, NbConnection};
 use crate::{Hooks, RequestError};
 
-/// One place in a [`ConnTable`]: a connection (when live) and its receive
-/// (`RB` bytes) and send (`SB` bytes) buffers. Make them with
-/// [`Slot::new`] (or `Default`).
-pub struct Slot<C, H, A, const RB: usize, const SB: usize> {
-    live: Option<Live<C, H, A>>,
-    next_free: usize,
-    recv: Buf<RB>,
-    send: Buf<SB>,
+/// Where a [`ConnTable`]'s slots live: a `heapless::Vec<Slot<..>, N>` for
+/// a capacity fixed at compile time (`no_std`, no allocator), or a
+/// growable vector on std (the std adapter's), so that slots never used
+/// take no memory. Slots are pushed on first use and reused after.
+pub trait SlotStorage<T> {
+    /// The slots made so far.
+    fn slots(&self) -> &[T];
+    /// The slots made so far.
+    fn slots_mut(&mut self) -> &mut [T];
+    /// How many slots there may be at most (the table's capacity).
+    fn max_slots(&self) -> usize;
+    /// Adds a slot.
+    ///
+    /// # Errors
+    /// There is no room for another: the item is handed back.
+    fn push(&mut self, item: T) -> Result<(), T>;
 }
 
-impl<C, H, A, const RB: usize, const SB: usize> Default for Slot<C, H, A, RB, SB> {
-    fn default() -> Self {
-        Self::new()
+impl<T, const N: usize> SlotStorage<T> for heapless::Vec<T, N> {
+    fn slots(&self) -> &[T] {
+        self
+    }
+    fn slots_mut(&mut self) -> &mut [T] {
+        self
+    }
+    fn max_slots(&self) -> usize {
+        N
+    }
+    fn push(&mut self, item: T) -> Result<(), T> {
+        heapless::Vec::push(self, item)
     }
 }
 
-impl<C, H, A, const RB: usize, const SB: usize> Slot<C, H, A, RB, SB> {
-    /// An empty slot.
-    pub const fn new() -> Self {
-        Self { live: None, next_free: usize::MAX, recv: Buf::new(), send: Buf::new() }
+/// One place in a [`ConnTable`]: a live connection's state (without its
+/// buffers, which are borrowed from the pool), or a link in the free list.
+pub struct Slot<C, H, A>(State<C, H, A>);
+
+enum State<C, H, A> {
+    Free { next: u32 },
+    Live(Live<C, H, A>),
+}
+
+/// No slot: the end of the free list.
+const NONE: u32 = u32::MAX;
+
+impl<C, H, A> Slot<C, H, A> {
+    fn live(&self) -> Option<&Live<C, H, A>> {
+        match &self.0 {
+            State::Live(l) => Some(l),
+            State::Free { .. } => None,
+        }
+    }
+    fn live_mut(&mut self) -> Option<&mut Live<C, H, A>> {
+        match &mut self.0 {
+            State::Live(l) => Some(l),
+            State::Free { .. } => None,
+        }
     }
 }
 
@@ -39,12 +79,21 @@ struct Live<C, H, A> {
     handler: H,
     client: A,
     last_active: Duration,
+    /// Unconsumed input.
+    recv: Held,
+    /// Unsent output.
+    send: Held,
     /// We read EOF.
     peer_closed: bool,
     /// `peer_closed` was told to the handler.
     told_peer_closed: bool,
     /// Send what is buffered, then close.
     closing: bool,
+    /// The handler asked to be told when its output has left.
+    drain_wanted: bool,
+    /// It needed a buffer and the pool had none: it waits for one
+    /// (not read from) until the server resumes it.
+    starved: bool,
     interest: Interest,
 }
 
@@ -72,26 +121,47 @@ enum Failure<E> {
     Stalled,
 }
 
+/// What the table counts, for a server's stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Times a connection needed a buffer and the pool had none (each
+    /// also told to `handle_buffers_exhausted`).
+    pub buffer_waits: u64,
+    /// Connections waiting for a buffer now.
+    pub starved: usize,
+}
+
 /// The equivalent of the "explicit table of partially finished requests"
-/// that socketserver's documentation describes: up to `slots.len()`
-/// connections, each with a `RB`-byte receive and an `SB`-byte send buffer,
-/// serviced when their transport reports readiness. It owns the
-/// connections' handles but does no waiting of its own.
+/// that socketserver's documentation describes: up to
+/// [`capacity`](Self::capacity) connections, serviced when their
+/// transport reports readiness. It owns the connections' handles and the
+/// buffer pool but does no waiting of its own.
 ///
+/// * **Memory follows use:** a connection's state is small (its handle,
+///   handler, peer address, a clock reading, two buffer references); it
+///   borrows a buffer from the pool `P` to read into, and one to queue
+///   output that the connection could not take at once, and gives each
+///   back the moment it is empty. An idle connection holds none.
+/// * **Output is written through:** while nothing is queued, what a
+///   handler writes to its [`Outbox`] goes straight to the connection;
+///   only what the connection does not take is copied into a buffer.
 /// * **Back-pressure:** a connection whose send buffer is full is not read
-///   from until it drains, so a fast sender with a slow reader cannot grow
-///   memory; a handler that consumes nothing while the receive buffer is
-///   full is closed with [`RequestError::Stalled`].
+///   from until it drains; a connection that needs a buffer when the pool
+///   has none is not read from until one is given back (and
+///   [`Hooks::handle_buffers_exhausted`] is told); a handler that consumes
+///   nothing while its receive buffer is full is closed with
+///   [`RequestError::Stalled`].
 /// * **Idle connections** (nothing read or written for `idle_timeout`) are
 ///   closed by [`sweep`](Self::sweep) with [`RequestError::IdleTimeout`].
 /// * **Half-closed peers** get everything already written before the close.
-///
-/// `S` is the storage: `[Slot<..>; N]` for a capacity fixed at compile time
-/// (`no_std`, no allocator), or a boxed slice on std.
-pub struct ConnTable<C, H, A, S, const RB: usize, const SB: usize> {
+pub struct ConnTable<C, H, A, S, P> {
     slots: S,
+    pool: P,
     len: usize,
-    free: usize,
+    free: u32,
+    /// Where the next search for a starved connection starts.
+    resume_cursor: usize,
+    stats: TableStats,
     idle_timeout: Option<Duration>,
     next_sweep: Duration,
     _types: Types<C, H, A>,
@@ -100,31 +170,34 @@ pub struct ConnTable<C, H, A, S, const RB: usize, const SB: usize> {
 /// Marks the types a table holds without owning them in the struct.
 type Types<C, H, A> = PhantomData<fn() -> (C, H, A)>;
 
-type Slots<C, H, A, const RB: usize, const SB: usize> = [Slot<C, H, A, RB, SB>];
-
-impl<C, H, A, S, const RB: usize, const SB: usize> ConnTable<C, H, A, S, RB, SB>
+impl<C, H, A, S, P> ConnTable<C, H, A, S, P>
 where
     C: NbConnection,
     H: EventHandler,
     A: fmt::Debug,
-    S: AsMut<Slots<C, H, A, RB, SB>> + AsRef<Slots<C, H, A, RB, SB>>,
+    S: SlotStorage<Slot<C, H, A>>,
+    P: BufferPool,
 {
-    /// A table over `slots` (which must all be empty, as [`Slot::new`]
-    /// makes them). `idle_timeout`: close connections idle that long.
-    pub fn new(mut slots: S, idle_timeout: Option<Duration>) -> Self {
-        let all = slots.as_mut();
-        let n = all.len();
-        for (i, slot) in all.iter_mut().enumerate() {
-            debug_assert!(slot.live.is_none(), "slots must start empty");
-            slot.next_free = if i + 1 < n { i + 1 } else { usize::MAX };
+    /// A table over empty slot storage `slots` and the buffer pool `pool`.
+    /// `idle_timeout`: close connections idle that long.
+    pub fn new(slots: S, pool: P, idle_timeout: Option<Duration>) -> Self {
+        debug_assert!(slots.slots().is_empty(), "slot storage must start empty");
+        Self {
+            slots,
+            pool,
+            len: 0,
+            free: NONE,
+            resume_cursor: 0,
+            stats: TableStats::default(),
+            idle_timeout,
+            next_sweep: Duration::ZERO,
+            _types: PhantomData,
         }
-        let free = if n > 0 { 0 } else { usize::MAX };
-        Self { slots, len: 0, free, idle_timeout, next_sweep: Duration::ZERO, _types: PhantomData }
     }
 
     /// How many connections fit.
     pub fn capacity(&self) -> usize {
-        self.slots.as_ref().len()
+        self.slots.max_slots().min(NONE as usize)
     }
 
     /// How many connections are open.
@@ -139,17 +212,58 @@ where
 
     /// Whether every slot is taken.
     pub fn is_full(&self) -> bool {
-        self.free == usize::MAX
+        self.len >= self.capacity()
+    }
+
+    /// The buffer pool.
+    pub fn pool(&self) -> &P {
+        &self.pool
+    }
+
+    /// What the table counted.
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    fn live(&self, token: usize) -> Option<&Live<C, H, A>> {
+        self.slots.slots().get(token)?.live()
     }
 
     /// The connection under `token`, to (re)register it with a source.
     pub fn conn_mut(&mut self, token: usize) -> Option<&mut C> {
-        self.slots.as_mut().get_mut(token)?.live.as_mut().map(|l| &mut l.conn)
+        self.slots.slots_mut().get_mut(token)?.live_mut().map(|l| &mut l.conn)
     }
 
     /// The client under `token`.
     pub fn client(&self, token: usize) -> Option<&A> {
-        self.slots.as_ref().get(token)?.live.as_ref().map(|l| &l.client)
+        self.live(token).map(|l| &l.client)
+    }
+
+    /// Every token a connection may be under (the slots made so far).
+    pub fn tokens(&self) -> core::ops::Range<usize> {
+        0..self.slots.slots().len()
+    }
+
+    /// Whether a connection is open under `token`.
+    pub fn is_live(&self, token: usize) -> bool {
+        self.live(token).is_some()
+    }
+
+    /// A free slot's index (made if needed), taken off the free list.
+    fn take_slot(&mut self) -> Option<usize> {
+        if self.free != NONE {
+            let token = self.free as usize;
+            if let State::Free { next } = self.slots.slots()[token].0 {
+                self.free = next;
+            }
+            return Some(token);
+        }
+        let token = self.slots.slots().len();
+        if token >= self.capacity() {
+            return None;
+        }
+        self.slots.push(Slot(State::Free { next: NONE })).ok()?;
+        Some(token)
     }
 
     /// Takes a free slot for `conn`; its handler is told
@@ -170,43 +284,36 @@ where
     where
         Svc: Hooks<A> + ?Sized,
     {
-        let token = self.free;
-        let Some(slot) = self.slots.as_mut().get_mut(token) else {
-            return Err((conn, client, handler));
-        };
-        self.free = slot.next_free;
+        let Some(token) = self.take_slot() else { return Err((conn, client, handler)) };
         self.len += 1;
-        slot.recv.clear();
-        slot.send.clear();
-        let live = Live {
+        let slot = &mut self.slots.slots_mut()[token];
+        slot.0 = State::Live(Live {
             conn,
             handler,
             client,
             last_active: now,
+            recv: Held::none(),
+            send: Held::none(),
             peer_closed: false,
             told_peer_closed: false,
             closing: false,
+            drain_wanted: false,
+            starved: false,
             interest: Interest::default(),
-        };
-        let live = slot.live.insert(live);
-        let mut out = Outbox::new(slot.send.free_mut());
-        let opened = live.handler.opened(&mut out);
-        let written = out.written();
-        slot.send.fill(written);
-        let result = match opened {
-            Ok(next) => {
-                live.closing = next == Next::Close;
-                flush(live, &mut slot.send, now)
-            }
-            Err(e) => Err(Failure::Handler(e)),
-        };
-        let outcome = self.settle(token, result, service, now);
-        Ok((token, outcome))
+        });
+        let Some(live) = slot.live_mut() else { unreachable!("just made live") };
+        let result = answer(live, &mut self.pool, now, |h, out| h.opened(out)).and_then(|next| {
+            live.closing = next == Next::Close;
+            flush(live, &mut self.pool, now)?;
+            drain(live, &mut self.pool, now)
+        });
+        Ok((token, self.settle(token, result, service)))
     }
 
     /// Services the connection under `token` after its source reported it
-    /// readable and/or writable: sends what is buffered, reads what arrived
-    /// (if it may), offers the input to the handler, sends again.
+    /// readable and/or writable (or after a buffer it waited for came
+    /// free): sends what is buffered, reads what arrived (if it may),
+    /// offers the input to the handler, sends again.
     pub fn service<Svc>(
         &mut self,
         token: usize,
@@ -218,11 +325,39 @@ where
     where
         Svc: Hooks<A> + ?Sized,
     {
-        let Some(slot) = self.slots.as_mut().get_mut(token) else { return Outcome::Absent };
-        let Some(live) = slot.live.as_mut() else { return Outcome::Absent };
+        let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
+        let Some(live) = slot.live_mut() else { return Outcome::Absent };
         let _ = write; // writing is attempted whenever something is buffered
-        let result = step(live, &mut slot.recv, &mut slot.send, read, now);
-        self.settle(token, result, service, now)
+        let was_starved = core::mem::take(&mut live.starved);
+        if was_starved {
+            self.stats.starved -= 1;
+        }
+        let result = step(live, &mut self.pool, read || was_starved, now);
+        if live.starved {
+            self.stats.starved += 1;
+            self.stats.buffer_waits += 1;
+            service.handle_buffers_exhausted(&live.client);
+        }
+        self.settle(token, result, service)
+    }
+
+    /// A connection waiting for a buffer, if the pool has one free now:
+    /// service it next (with [`service`](Self::service)). Connections are
+    /// resumed in turn, starting after the last one resumed.
+    pub fn next_starved(&mut self) -> Option<usize> {
+        if self.stats.starved == 0 || !self.pool.has_free() {
+            return None;
+        }
+        let n = self.slots.slots().len();
+        for i in 0..n {
+            let token = (self.resume_cursor + i) % n;
+            if self.live(token).is_some_and(|l| l.starved) {
+                self.resume_cursor = token + 1;
+                return Some(token);
+            }
+        }
+        debug_assert!(false, "starved count without a starved connection");
+        None
     }
 
     /// Closes connections idle for `idle_timeout`, reporting
@@ -238,11 +373,9 @@ where
             return;
         }
         self.next_sweep = now + (timeout / 4).max(Duration::from_millis(1));
-        for token in 0..self.capacity() {
-            let idle = self.slots.as_ref()[token]
-                .live
-                .as_ref()
-                .is_some_and(|l| now.saturating_sub(l.last_active) >= timeout);
+        for token in 0..self.slots.slots().len() {
+            let idle =
+                self.live(token).is_some_and(|l| now.saturating_sub(l.last_active) >= timeout);
             if idle && let Some(conn) = self.close(token, Some(RequestError::IdleTimeout), service)
             {
                 closed(token, conn);
@@ -256,28 +389,23 @@ where
         self.idle_timeout.filter(|_| self.len > 0).map(|_| self.next_sweep)
     }
 
-    /// Starts a graceful shutdown: every connection stops reading and will
-    /// close once what is buffered has been sent. Service each
-    /// [`live`](Self::is_live) token afterwards (with no readiness) to send
-    /// and to learn its new interest or its close.
+    /// Starts a graceful shutdown: every connection stops reading (its
+    /// unread input is dropped) and will close once what is buffered has
+    /// been sent. Service each [`live`](Self::is_live) token afterwards
+    /// (with no readiness) to send and to learn its new interest or its
+    /// close.
     pub fn close_gracefully(&mut self) {
-        for slot in self.slots.as_mut() {
-            if let Some(live) = slot.live.as_mut() {
-                live.closing = true;
-                slot.recv.clear();
-            }
+        let Self { slots, pool, .. } = self;
+        for live in slots.slots_mut().iter_mut().filter_map(Slot::live_mut) {
+            live.closing = true;
+            live.recv.clear(pool);
         }
-    }
-
-    /// Whether a connection is open under `token`.
-    pub fn is_live(&self, token: usize) -> bool {
-        self.slots.as_ref().get(token).is_some_and(|s| s.live.is_some())
     }
 
     /// Closes every connection now, without reporting (the end of a
     /// shutdown whose grace period passed).
     pub fn close_all(&mut self, mut closed: impl FnMut(usize, C)) {
-        for token in 0..self.capacity() {
+        for token in 0..self.slots.slots().len() {
             if let Some(conn) = self.release(token) {
                 closed(token, conn);
             }
@@ -291,47 +419,43 @@ where
         token: usize,
         result: Result<(), Failure<H::Error>>,
         service: &Svc,
-        now: Duration,
     ) -> Outcome<C>
     where
         Svc: Hooks<A> + ?Sized,
     {
-        let slot = &mut self.slots.as_mut()[token];
-        let Some(live) = slot.live.as_mut() else { return Outcome::Absent };
+        let Self { slots, pool, .. } = self;
+        let Some(live) = slots.slots_mut()[token].live_mut() else { return Outcome::Absent };
         // A handler error or a stall is reported; what the handler answered
         // before it is still sent (as in the blocking modes), then the
         // connection closes.
         let result = match result {
             Err(Failure::Handler(e)) => {
                 service.handle_error(&live.client, &RequestError::Handler(&e));
-                close_after_flush(live, &mut slot.recv, &mut slot.send, now)
+                close_after_flush(live, pool)
             }
             Err(Failure::Stalled) => {
-                service.handle_error(&live.client, &RequestError::Stalled { capacity: RB });
-                close_after_flush(live, &mut slot.recv, &mut slot.send, now)
+                let capacity = pool.buffer_size();
+                service.handle_error(&live.client, &RequestError::Stalled { capacity });
+                close_after_flush(live, pool)
             }
             other => other,
         };
-        let failure = match result {
-            Ok(()) if live.closing && slot.send.is_empty() => {
+        match result {
+            Ok(()) if live.closing && live.send.is_empty() => {
                 let _ = live.conn.half_close();
-                None
+                self.release(token).into()
             }
             Ok(()) => {
-                let interest = interest(live, &slot.recv, &slot.send);
+                let interest = interest(live, pool);
                 let changed = interest != live.interest;
                 live.interest = interest;
-                return Outcome::Open { interest, changed };
+                Outcome::Open { interest, changed }
             }
-            Err(f) => Some(f),
-        };
-        match failure {
-            None => self.release(token).map_or(Outcome::Absent, Outcome::Closed),
-            Some(Failure::Io(kind)) => {
+            Err(Failure::Io(kind)) => {
                 self.close(token, Some(RequestError::Io(kind)), service).into()
             }
-            // Reported above; flush turned them into Ok or Io.
-            Some(Failure::Stalled | Failure::Handler(_)) => self.release(token).into(),
+            // Reported above; close_after_flush turned them into Ok or Io.
+            Err(Failure::Stalled | Failure::Handler(_)) => self.release(token).into(),
         }
     }
 
@@ -357,16 +481,23 @@ where
         self.release(token)
     }
 
-    /// Tells the handler, frees the slot, hands the connection back.
+    /// Tells the handler, gives its buffers back, frees the slot, hands
+    /// the connection back.
     fn release(&mut self, token: usize) -> Option<C> {
-        let free = self.free;
-        let slot = self.slots.as_mut().get_mut(token)?;
-        let mut live = slot.live.take()?;
+        let slot = self.slots.slots_mut().get_mut(token)?;
+        slot.live()?;
+        let State::Live(mut live) =
+            core::mem::replace(&mut slot.0, State::Free { next: self.free })
+        else {
+            unreachable!("checked live above")
+        };
         live.handler.closed();
-        slot.recv.clear();
-        slot.send.clear();
-        slot.next_free = free;
-        self.free = token;
+        live.recv.clear(&mut self.pool);
+        live.send.clear(&mut self.pool);
+        if live.starved {
+            self.stats.starved -= 1;
+        }
+        self.free = token as u32;
         self.len -= 1;
         Some(live.conn)
     }
@@ -378,16 +509,24 @@ impl<C> From<Option<C>> for Outcome<C> {
     }
 }
 
-/// What a connection waits for, from its state: read while there is room
-/// on both sides (back-pressure), write while something is buffered.
-fn interest<C, H, A, const RB: usize, const SB: usize>(
-    live: &Live<C, H, A>,
-    recv: &Buf<RB>,
-    send: &Buf<SB>,
-) -> Interest {
+/// Whether the connection may read now: not closed or closing, room to
+/// read into (a buffer held with room, or one to borrow), and its send
+/// buffer not full (back-pressure).
+fn may_read<C, H, A>(live: &Live<C, H, A>, pool: &impl BufferPool) -> bool {
+    !live.peer_closed
+        && !live.closing
+        && !live.starved
+        && live.recv.room(pool) > 0
+        && !live.send.is_full(pool)
+}
+
+/// What a connection waits for, from its state: read while it may, write
+/// while something is queued or the handler waits for its output to leave.
+/// A starved connection waits for nothing but a buffer.
+fn interest<C, H, A>(live: &Live<C, H, A>, pool: &impl BufferPool) -> Interest {
     Interest {
-        read: !live.peer_closed && !live.closing && recv.room() > 0 && send.room() > 0,
-        write: !send.is_empty(),
+        read: may_read(live, pool),
+        write: !live.starved && (!live.send.is_empty() || live.drain_wanted),
     }
 }
 
@@ -399,10 +538,9 @@ const ROUNDS: usize = 8;
 /// room it had (more is likely waiting) and the answer went out, up to
 /// [`ROUNDS`] times. A message larger than the buffers is then served in
 /// one readiness event instead of one per buffer-full.
-fn step<C, H, A, const RB: usize, const SB: usize>(
+fn step<C, H, A>(
     live: &mut Live<C, H, A>,
-    recv: &mut Buf<RB>,
-    send: &mut Buf<SB>,
+    pool: &mut impl BufferPool,
     read: bool,
     now: Duration,
 ) -> Result<(), Failure<H::Error>>
@@ -410,75 +548,165 @@ where
     C: NbConnection,
     H: EventHandler,
 {
-    flush(live, send, now)?;
+    flush(live, pool, now)?;
+    drain(live, pool, now)?;
     for _ in 0..ROUNDS {
-        let mut filled = false;
-        if read && interest(live, recv, send).read {
-            let free = recv.free_mut();
-            let room = free.len();
-            match live.conn.try_read(free) {
-                Ok(Some(0)) => live.peer_closed = true,
-                Ok(Some(n)) => {
-                    recv.fill(n);
-                    live.last_active = now;
-                    filled = n == room;
-                }
-                Ok(None) => {}
-                Err(e) => return Err(Failure::Io(e.kind())),
-            }
-        }
-        process(live, recv, send)?;
-        flush(live, send, now)?;
-        if !filled || !send.is_empty() {
+        let filled = read && read_some(live, pool, now)?;
+        process(live, pool, now)?;
+        flush(live, pool, now)?;
+        drain(live, pool, now)?;
+        if !filled || !live.send.is_empty() || live.starved {
             break;
         }
     }
     Ok(())
 }
 
-/// Offers the input to the handler while it consumes and there is room to
-/// answer; tells it once when the peer closed and it has taken all it will.
-fn process<C, H, A, const RB: usize, const SB: usize>(
+/// Reads once into the receive buffer (borrowing one if needed) if the
+/// connection may read; returns whether the read filled all the room.
+fn read_some<C, H, A>(
     live: &mut Live<C, H, A>,
-    recv: &mut Buf<RB>,
-    send: &mut Buf<SB>,
-) -> Result<(), Failure<H::Error>>
+    pool: &mut impl BufferPool,
+    now: Duration,
+) -> Result<bool, Failure<H::Error>>
 where
+    C: NbConnection,
     H: EventHandler,
 {
-    let mut waiting_for_more = recv.is_empty();
-    while !live.closing && !recv.is_empty() && send.room() > 0 {
-        let mut out = Outbox::new(send.free_mut());
-        let step = live.handler.received(recv.data(), &mut out).map_err(Failure::Handler)?;
-        let written = out.written();
-        send.fill(written);
-        let consumed = step.consumed.min(recv.len());
-        recv.consume(consumed);
+    if !may_read(live, pool) {
+        return Ok(false);
+    }
+    if !live.recv.ensure(pool) {
+        live.starved = true;
+        return Ok(false);
+    }
+    let free = live.recv.free_mut(pool);
+    let room = free.len();
+    let result = live.conn.try_read(free);
+    let filled = match result {
+        Ok(Some(0)) => {
+            live.peer_closed = true;
+            false
+        }
+        Ok(Some(n)) => {
+            live.recv.fill(n.min(room));
+            live.last_active = now;
+            n >= room
+        }
+        Ok(None) => false,
+        Err(e) => return Err(Failure::Io(e.kind())),
+    };
+    live.recv.release_if_empty(pool);
+    Ok(filled)
+}
+
+/// Runs one handler call with an [`Outbox`] over the connection (written
+/// through while nothing is queued) and a send buffer (borrowed if the
+/// pool has one); queues what the connection did not take. Returns the
+/// handler's result and whether the outbox had any room.
+fn answer<C, H, A, R>(
+    live: &mut Live<C, H, A>,
+    pool: &mut impl BufferPool,
+    now: Duration,
+    call: impl FnOnce(&mut H, &mut Outbox<'_>) -> Result<R, H::Error>,
+) -> Result<R, Failure<H::Error>>
+where
+    C: NbConnection,
+    H: EventHandler,
+{
+    let (r, _) = answer_with_input(live, pool, now, |h, _, out| call(h, out))?;
+    Ok(r)
+}
+
+/// What [`answer_with_input`] saw.
+#[derive(Clone, Copy)]
+struct Answered {
+    /// Bytes written (through or queued).
+    wrote: usize,
+    /// Whether the outbox had a send buffer with room (without one, only
+    /// what the connection takes at once can be written).
+    had_room: bool,
+}
+
+/// [`answer`] for `received`: the handler also gets the unconsumed input.
+fn answer_with_input<C, H, A, R>(
+    live: &mut Live<C, H, A>,
+    pool: &mut impl BufferPool,
+    now: Duration,
+    call: impl FnOnce(&mut H, &[u8], &mut Outbox<'_>) -> Result<R, H::Error>,
+) -> Result<(R, Answered), Failure<H::Error>>
+where
+    C: NbConnection,
+    H: EventHandler,
+{
+    live.send.ensure(pool);
+    let direct = live.send.is_empty();
+    let (input, free) = live.recv.data_and_free(&mut live.send, pool);
+    let had_room = !free.is_empty();
+    let mut out = Outbox::new(direct.then_some(&mut live.conn as &mut dyn super::TryWrite), free);
+    let result = call(&mut live.handler, input, &mut out);
+    let done = out.done();
+    live.send.fill(done.queued);
+    live.send.release_if_empty(pool);
+    if done.queued + done.sent > 0 {
+        live.last_active = now;
+    }
+    if let Some(kind) = done.failed {
+        return Err(Failure::Io(kind));
+    }
+    if done.drain_wanted {
+        live.drain_wanted = true;
+    }
+    let r = result.map_err(Failure::Handler)?;
+    Ok((r, Answered { wrote: done.queued + done.sent, had_room }))
+}
+
+/// Offers the input to the handler while it consumes and there is room to
+/// answer; tells it once when the peer closed and it has taken all it will.
+fn process<C, H, A>(
+    live: &mut Live<C, H, A>,
+    pool: &mut impl BufferPool,
+    now: Duration,
+) -> Result<(), Failure<H::Error>>
+where
+    C: NbConnection,
+    H: EventHandler,
+{
+    let mut waiting_for_more = live.recv.is_empty();
+    while !live.closing && !live.recv.is_empty() && !live.send.is_full(pool) {
+        let (step, answered) =
+            answer_with_input(live, pool, now, |h, input, out| h.received(input, out))?;
+        let consumed = step.consumed.min(live.recv.len());
+        let recv_full = live.recv.is_full(pool);
+        live.recv.consume(consumed, pool);
         if step.next == Next::Close {
             live.closing = true;
         }
         if consumed == 0 {
-            // Full input, nothing taken, nothing answered and nothing left
-            // to send (that could make room): no progress is possible.
-            if recv.room() == 0 && written == 0 && send.is_empty() && !live.closing {
-                return Err(Failure::Stalled);
+            if answered.wrote == 0 && live.send.is_empty() && !live.closing {
+                if !answered.had_room {
+                    // It could not answer for want of a buffer (and the
+                    // connection took nothing): wait for one.
+                    live.starved = true;
+                } else if recv_full {
+                    // Full input, nothing taken, nothing answered although
+                    // it could: no progress is possible.
+                    return Err(Failure::Stalled);
+                }
             }
             waiting_for_more = true;
             break;
         }
-        waiting_for_more = recv.is_empty();
+        waiting_for_more = live.recv.is_empty();
     }
     if live.peer_closed
         && !live.told_peer_closed
         && !live.closing
         && waiting_for_more
-        && send.room() > 0
+        && !live.send.is_full(pool)
     {
         live.told_peer_closed = true;
-        let mut out = Outbox::new(send.free_mut());
-        let next = live.handler.peer_closed(&mut out).map_err(Failure::Handler)?;
-        let written = out.written();
-        send.fill(written);
+        let next = answer(live, pool, now, |h, out| h.peer_closed(out))?;
         if next == Next::Close {
             live.closing = true;
         }
@@ -486,37 +714,66 @@ where
     Ok(())
 }
 
+/// Tells the handler its output has left, when it asked to be told
+/// ([`Outbox::notify_drained`]) and the send buffer is empty; again (a few
+/// rounds) while it writes more and the connection takes it all. A call
+/// that writes nothing ends its request (no spin on a writable socket).
+fn drain<C, H, A>(
+    live: &mut Live<C, H, A>,
+    pool: &mut impl BufferPool,
+    now: Duration,
+) -> Result<(), Failure<H::Error>>
+where
+    C: NbConnection,
+    H: EventHandler,
+{
+    for _ in 0..ROUNDS {
+        if !live.drain_wanted || !live.send.is_empty() || live.closing {
+            return Ok(());
+        }
+        live.drain_wanted = false;
+        let (next, answered) = answer_with_input(live, pool, now, |h, _, out| h.drained(out))?;
+        if next == Next::Close {
+            live.closing = true;
+        }
+        if answered.wrote == 0 {
+            live.drain_wanted = false;
+        }
+        flush(live, pool, now)?;
+    }
+    Ok(())
+}
+
 /// Stops reading, drops unread input, sends what is buffered; the
 /// connection closes once that is out.
-fn close_after_flush<C, H, A, const RB: usize, const SB: usize>(
+fn close_after_flush<C, H, A>(
     live: &mut Live<C, H, A>,
-    recv: &mut Buf<RB>,
-    send: &mut Buf<SB>,
-    now: Duration,
+    pool: &mut impl BufferPool,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
 {
     live.closing = true;
-    recv.clear();
-    flush(live, send, now)
+    live.recv.clear(pool);
+    flush(live, pool, live.last_active)
 }
 
-/// Writes what is buffered until the connection would block.
-fn flush<C, H, A, const SB: usize>(
+/// Writes what is queued until the connection would block; gives the
+/// send buffer back once it is empty.
+fn flush<C, H, A>(
     live: &mut Live<C, H, A>,
-    send: &mut Buf<SB>,
+    pool: &mut impl BufferPool,
     now: Duration,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
 {
-    while !send.is_empty() {
-        match live.conn.try_write(send.data()) {
+    while !live.send.is_empty() {
+        match live.conn.try_write(live.send.data(pool)) {
             Ok(Some(n)) if n > 0 => {
-                send.consume(n);
+                live.send.consume(n, pool);
                 live.last_active = now;
             }
             Ok(_) => break,

@@ -10,7 +10,7 @@ use std::vec::Vec;
 use embedded_io::ErrorKind;
 
 use crate::event::{
-    EventHandler, EventServer, EventServerConfig, EventService, Next, Outbox, Slot, Step,
+    EventHandler, EventServer, EventServerConfig, EventService, FixedPool, Next, Outbox, Slot, Step,
 };
 use crate::mock::{MockAddr, MockConn, MockEventSource, MockNet, MockStream};
 use crate::{Hooks, RequestError, ShutdownFlag};
@@ -150,29 +150,28 @@ impl<'e, 'n, 's> EventService<MockAddr> for &'e Ev<'n, 's> {
     }
 }
 
-type Server<'e, 'n, 's, const N: usize, const B: usize> = EventServer<
+/// A server of `N` slots sharing `P` buffers of `B` bytes.
+type Server<'e, 'n, 's, const N: usize, const B: usize, const P: usize> = EventServer<
     MockEventSource<'n, 's>,
     &'e Ev<'n, 's>,
     &'n MockNet<'s>,
     &'n ShutdownFlag,
-    [Slot<MockStream<'n, 's>, H<'e, 'n, 's>, MockAddr, B, B>; N],
-    B,
-    B,
+    heapless::Vec<Slot<MockStream<'n, 's>, H<'e, 'n, 's>, MockAddr>, N>,
+    FixedPool<B, P>,
 >;
 
-fn server<'e, 'n, 's, const N: usize, const B: usize>(
+fn server<'e, 'n, 's, const N: usize, const B: usize, const P: usize>(
     ev: &'e Ev<'n, 's>,
     idle: Option<Duration>,
-) -> Server<'e, 'n, 's, N, B> {
-    let slots = core::array::from_fn(|_| Slot::new());
+) -> Server<'e, 'n, 's, N, B, P> {
     EventServer::new(
         ev.net.event_source(),
         ev,
         ev.net,
         ev.flag,
-        slots,
-        idle,
-        EventServerConfig::default(),
+        heapless::Vec::new(),
+        FixedPool::new(),
+        EventServerConfig { idle_timeout: idle, ..EventServerConfig::default() },
     )
 }
 
@@ -187,7 +186,7 @@ fn echo_one_byte_at_a_time_then_half_close() {
     let net = MockNet::new();
     net.connect(MockConn::new(1, b"hello world\n").one_byte_at_a_time());
     let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
-    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
     let c = net.conn(0).unwrap();
     assert_eq!(c.output(), b"hello world\n");
     assert_eq!(
@@ -207,7 +206,7 @@ fn partial_writes_complete_as_the_peer_reads() {
         net.open_window_at(i * SEC, 0, 3);
     }
     let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
-    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), b"0123456789abcdef");
     assert!(net.now() >= 5 * SEC, "it waited for the peer");
 }
@@ -221,7 +220,7 @@ fn a_full_send_buffer_stops_reading_until_it_drains() {
     net.connect(MockConn::new(1, &INPUT).write_window(0));
     net.request_stop_at(9 * SEC, &flag);
     let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
-    server::<2, 16>(&ev, None).serve_forever(POLL).unwrap();
+    server::<2, 16, 4>(&ev, None).serve_forever(POLL).unwrap();
     let c = net.conn(0).unwrap();
     assert!(c.bytes_read() <= 32, "read {} bytes with 16 + 16 bytes of buffers", c.bytes_read());
     assert!(c.bytes_read() >= 16, "it did read until the buffers filled");
@@ -236,7 +235,7 @@ fn back_pressure_then_everything_flows_once_the_peer_reads() {
     net.connect(MockConn::new(1, &INPUT).write_window(0));
     net.open_window_at(10 * SEC, 0, 1_000);
     let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
-    server::<2, 16>(&ev, None).serve_forever(POLL).unwrap();
+    server::<2, 16, 4>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), &INPUT[..]);
 }
 
@@ -249,7 +248,7 @@ fn a_full_table_refuses_new_connections_and_keeps_serving() {
     net.connect(MockConn::new(3, b"three"));
     net.request_stop_at(5 * SEC, &flag);
     let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
-    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<2, 64, 4>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(ev.count("table full 3"), 1);
     let refused = net.conn(2).unwrap();
     assert_eq!((refused.bytes_read(), refused.closes()), (0, 1), "closed at once, unread");
@@ -264,7 +263,7 @@ fn an_idle_connection_is_closed_and_reported() {
     net.connect(MockConn::new(1, b"").hold_open());
     net.request_stop_at(20 * SEC, &flag);
     let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
-    server::<2, 64>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
+    server::<2, 64, 4>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
     assert_eq!(ev.count("error 1: idle for too long; closed"), 1);
     assert_eq!(net.conn(0).unwrap().closes(), 1);
     assert_eq!(ev.count("closed 1"), 1, "the handler was told");
@@ -280,7 +279,7 @@ fn an_idle_timeout_does_not_close_a_busy_connection() {
     net.connect(MockConn::new(1, b"abcdefgh").one_byte_at_a_time().read_delay(SEC).hold_open());
     net.request_stop_at(30 * SEC, &flag);
     let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
-    server::<2, 64>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
+    server::<2, 64, 4>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), b"abcdefgh");
     let errors = ev.count("error");
     assert_eq!(errors, 1, "closed once, after it went quiet: {:?}", ev.log());
@@ -293,7 +292,7 @@ fn a_reset_mid_buffer_closes_that_connection_only() {
     net.connect(MockConn::new(1, b"0123456789").reset_after(4).one_byte_at_a_time());
     net.connect(MockConn::new(2, b"fine"));
     let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
-    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(ev.count("error 1: connection failed: ConnectionReset"), 1);
     assert_eq!(net.conn(0).unwrap().shutdown_writes(), 0, "a broken connection is not half-closed");
     assert_eq!(net.conn(1).unwrap().output(), b"fine");
@@ -308,7 +307,7 @@ fn shutdown_sends_what_is_buffered_within_the_grace_period() {
     // The peer reads the rest during the shutdown's grace period.
     net.open_window_at(Duration::from_millis(1500), 0, 100);
     let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
-    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<2, 64, 4>(&ev, None).serve_forever(POLL).unwrap();
     let c = net.conn(0).unwrap();
     assert_eq!(c.output(), b"0123456789", "buffered bytes were sent before closing");
     assert_eq!((c.shutdown_writes(), c.closes()), (1, 1));
@@ -321,7 +320,7 @@ fn shutdown_gives_up_on_a_peer_that_never_reads() {
     net.connect(MockConn::new(1, b"0123456789").write_window(4).hold_open());
     net.request_stop_at(SEC, &flag);
     let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
-    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<2, 64, 4>(&ev, None).serve_forever(POLL).unwrap();
     let c = net.conn(0).unwrap();
     assert_eq!(c.output(), b"0123");
     assert_eq!(c.closes(), 1, "closed when the grace period ended");
@@ -335,7 +334,7 @@ fn a_refused_connection_gets_no_handler() {
     net.connect(MockConn::new(7, b"x"));
     let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
     ev.verify.set(false);
-    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<2, 64, 4>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(ev.log(), ["verify 7"]);
     let c = net.conn(0).unwrap();
     assert_eq!((c.bytes_read(), c.shutdown_writes(), c.closes()), (0, 1, 1));
@@ -348,7 +347,7 @@ fn lines_a_handler_error_and_a_close_request() {
     net.connect(MockConn::new(1, b"a\nb\nquit\nignored\n").hold_open());
     net.connect(MockConn::new(2, b"x\nbad\ny\n").hold_open());
     let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
-    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), b"ok\nok\n", "quit closed after the answers");
     assert_eq!(net.conn(0).unwrap().shutdown_writes(), 1);
     assert_eq!(net.conn(1).unwrap().output(), b"ok\n");
@@ -362,7 +361,7 @@ fn a_line_longer_than_the_receive_buffer_stalls_and_is_closed() {
     net.connect(MockConn::new(1, b"this line has no end in sight").hold_open());
     net.connect(MockConn::new(2, b"ok?\n"));
     let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
-    server::<4, 8>(&ev, None).serve_forever(POLL).unwrap();
+    server::<4, 8, 8>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(
         ev.count(
             "error 1: the 8-byte receive buffer is full and the handler took none of it; closed"
@@ -382,7 +381,7 @@ fn accept_errors_pause_accepting_but_not_serving() {
     }
     net.connect(MockConn::new(2, b"second"));
     let ev = Ev::new(Kind::Echo, &net, &flag, |ev| ev.net.conn(1).is_some_and(|c| c.closes() == 1));
-    server::<4, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(ev.count("accept error OutOfMemory"), 3);
     assert_eq!(net.conn(0).unwrap().output(), b"first");
     assert_eq!(net.conn(1).unwrap().output(), b"second", "accepting resumed");
@@ -395,7 +394,7 @@ fn opened_can_greet_and_serve_again_after_shutdown() {
     let net = MockNet::new();
     net.connect(MockConn::new(1, b"x"));
     let ev = Ev::new(Kind::Greeter, &net, &flag, all_closed);
-    let mut srv = server::<2, 64>(&ev, None);
+    let mut srv = server::<2, 64, 4>(&ev, None);
     srv.serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), b"hi\nx");
     net.connect(MockConn::new(2, b"y"));
@@ -414,7 +413,7 @@ fn peer_closed_is_told_once_and_a_lingering_connection_waits_for_the_idle_timeou
     net.open_window_at(2 * SEC, 0, 100);
     net.request_stop_at(30 * SEC, &flag);
     let ev = Ev::new(Kind::Lingering, &net, &flag, |_| false);
-    server::<2, 64>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
+    server::<2, 64, 4>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
     assert_eq!(ev.peer_closed_calls.get(), 1);
     assert_eq!(net.conn(0).unwrap().output(), b"bye");
     assert_eq!(ev.count("error 1: idle for too long; closed"), 1, "{:?}", ev.log());
@@ -440,7 +439,7 @@ fn pipelined_lines_to_a_slow_reader_get_every_answer() {
     }
     net.open_window_at(30 * SEC, 0, 1_000);
     let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
-    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<2, 64, 4>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(ev.count("error"), 0, "{:?}", ev.log());
     let out = net.conn(0).unwrap();
     assert_eq!(out.output().len(), 600, "200 answers");
@@ -449,16 +448,26 @@ fn pipelined_lines_to_a_slow_reader_get_every_answer() {
 
 #[test]
 fn a_buffer_compacts_so_all_its_room_is_usable() {
-    let mut b = crate::event::Buf::<8>::new();
-    b.free_mut()[..6].copy_from_slice(b"abcdef");
+    use crate::event::BufferPool;
+    use crate::event::pool::Held;
+    let mut pool = FixedPool::<8, 1>::new();
+    let mut b = Held::none();
+    assert!(b.ensure(&mut pool));
+    assert!(!pool.has_free(), "the one buffer is lent");
+    b.free_mut(&mut pool)[..6].copy_from_slice(b"abcdef");
     b.fill(6);
-    b.consume(4);
-    assert_eq!((b.data(), b.room()), (&b"ef"[..], 6));
-    assert_eq!(b.free_mut().len(), 6, "the free part is all the room, not the 2-byte tail");
-    assert_eq!(b.data(), b"ef");
-    b.consume(2);
+    b.consume(4, &mut pool);
+    assert_eq!((b.data(&pool), b.room(&pool)), (&b"ef"[..], 6));
+    assert_eq!(
+        b.free_mut(&mut pool).len(),
+        6,
+        "the free part is all the room, not the 2-byte tail"
+    );
+    assert_eq!(b.data(&pool), b"ef");
+    b.consume(2, &mut pool);
     assert!(b.is_empty());
-    assert_eq!(b.free_mut().len(), 8);
+    assert!(pool.has_free(), "an empty buffer goes back to the pool at once");
+    assert_eq!(b.room(&pool), 8);
 }
 
 #[test]
@@ -472,7 +481,7 @@ fn the_shutdown_drain_stops_reading_and_does_not_spin() {
     net.connect(MockConn::new(1, &INPUT).write_window(0).one_byte_at_a_time().hold_open());
     net.request_stop_at(Duration::from_millis(5), &flag);
     let ev = Ev::new(Kind::Sink, &net, &flag, |_| false);
-    server::<2, 64>(&ev, None).serve_forever(POLL).unwrap();
+    server::<2, 64, 4>(&ev, None).serve_forever(POLL).unwrap();
     let waits = net.stats().waits;
     assert!(waits < 100, "{waits} waits: the drain spun on a readable socket it would not read");
     assert_eq!(net.conn(0).unwrap().closes(), 1);

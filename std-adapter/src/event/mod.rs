@@ -4,11 +4,13 @@
 mod conn;
 mod epoll;
 mod poll;
+mod pool;
 mod server;
 
 pub use conn::NbConn;
 pub use epoll::EpollSource;
 pub use poll::PollSource;
+pub use pool::{GrowSlots, LazyPool};
 pub use server::{
     EventOptions, EventStreamServer, EventTcpServer, EventUnixStreamServer, FromListener,
 };

@@ -3,8 +3,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sockserv_core::EventSource;
-use sockserv_core::event::{EventServer, EventServerConfig, EventService, ServerSlot, Slot};
+use sockserv_core::event::{EventServer, EventServerConfig, EventService, ServerSlot};
 
+use super::pool::{GrowSlots, LazyPool};
 use super::{EpollSource, PollSource};
 use crate::addr::{Address, BindAddr, IntoBindAddr};
 use crate::server::Builder;
@@ -15,22 +16,34 @@ use crate::socket::{BindError, SocketListener};
 #[derive(Clone, Copy, Debug)]
 pub struct EventOptions {
     /// The connection table's capacity; a connection beyond it is refused
-    /// (closed at once, `handle_table_full` told). Default 1,024. Each
-    /// connection costs its two buffers (`RB + SB` bytes) whether used or
-    /// not, allocated when the server is made.
+    /// (closed at once, `handle_table_full` told). Default 1,024. A slot is
+    /// made when a connection first needs it (about 100 bytes plus the
+    /// handler; see `docs/DESIGN.md`), and holds no buffer of its own.
     pub max_connections: usize,
-    /// Close a connection after this long without a byte read or written,
-    /// so that clients that never speak cannot hold a slot for ever.
-    /// Default: 5 minutes. `None`: never.
-    pub idle_timeout: Option<Duration>,
+    /// The size of every buffer of the pool: one read takes at most this
+    /// much, and what a connection cannot take at once is queued in one.
+    /// Default 64 KiB, so a 64 KiB message needs one read and one write.
+    pub buffer_size: usize,
+    /// How many buffers may be lent at once (a connection borrows one to
+    /// read into and one for output the connection could not take at
+    /// once, and gives each back as soon as it is empty). Beyond it a
+    /// connection waits (`handle_buffers_exhausted` told). Default 1,024
+    /// (64 MiB at most with the default size).
+    pub max_buffers: usize,
+    /// Free buffers kept allocated for the next connections; the others
+    /// are freed as they come back. Default 64.
+    pub keep_buffers: usize,
     /// `TCP_NODELAY` on accepted TCP connections. Default **`true`**
-    /// (unlike the blocking modes, which keep CPython's default): the table
-    /// sends an answer in pieces of at most `SB` bytes, and with Nagle's
-    /// algorithm each piece smaller than the MSS waits for the peer's
-    /// delayed ACK (40 ms) — measured: 16 KiB echoes fell from ~100,000 to
+    /// (the blocking modes' default is documented on `Builder`): an
+    /// answer may leave in several writes (what the connection took at
+    /// once, then the queued rest), and with Nagle's algorithm a piece
+    /// smaller than the MSS waits for the peer's delayed ACK (40 ms) —
+    /// measured with 4 KiB buffers: 16 KiB echoes fell from ~100,000 to
     /// ~1,100 a second.
     pub disable_nagle_algorithm: bool,
-    /// Back-off after a failed accept, shutdown grace, accept burst.
+    /// Back-off after a failed accept, shutdown grace, accept burst, idle
+    /// timeout (default 5 minutes: clients that never speak or never read
+    /// cannot hold a slot and its buffers for ever).
     pub server: EventServerConfig,
 }
 
@@ -38,7 +51,9 @@ impl Default for EventOptions {
     fn default() -> Self {
         Self {
             max_connections: 1024,
-            idle_timeout: Some(Duration::from_secs(300)),
+            buffer_size: 64 * 1024,
+            max_buffers: 1024,
+            keep_buffers: 64,
             disable_nagle_algorithm: true,
             server: EventServerConfig::default(),
         }
@@ -74,12 +89,14 @@ impl FromListener for PollSource {
     }
 }
 
-type Slots<Src, Svc, const RB: usize, const SB: usize> = Box<[ServerSlot<Src, Svc, RB, SB>]>;
+type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 
 /// A stream server in event mode: socketserver's "explicit table of
 /// partially finished requests" on one thread, over epoll (`Src =
-/// EpollSource`, the default) or poll(2) (`PollSource`). `RB` and `SB` are
-/// each connection's receive and send buffer sizes (4 KiB by default).
+/// EpollSource`, the default) or poll(2) (`PollSource`). Connections
+/// borrow buffers from a pool allocated as it is used
+/// ([`EventOptions::buffer_size`], [`EventOptions::max_buffers`]): an
+/// idle server holds none.
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -103,23 +120,21 @@ type Slots<Src, Svc, const RB: usize, const SB: usize> = Box<[ServerSlot<Src, Sv
 /// t.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct EventStreamServer<Svc, Src = EpollSource, const RB: usize = 4096, const SB: usize = 4096>
+pub struct EventStreamServer<Svc, Src = EpollSource>
 where
     Src: FromListener,
     Svc: EventService<Address>,
 {
-    inner: EventServer<Src, Svc, StdClock, Signal, Slots<Src, Svc, RB, SB>, RB, SB>,
+    inner: EventServer<Src, Svc, StdClock, Signal, Slots<Src, Svc>, LazyPool>,
     shared: Arc<Shared>,
 }
 
 /// An event-mode TCP server (epoll).
-pub type EventTcpServer<Svc, const RB: usize = 4096, const SB: usize = 4096> =
-    EventStreamServer<Svc, EpollSource, RB, SB>;
+pub type EventTcpServer<Svc> = EventStreamServer<Svc, EpollSource>;
 /// An event-mode Unix stream server (epoll); bind it to a path.
-pub type EventUnixStreamServer<Svc, const RB: usize = 4096, const SB: usize = 4096> =
-    EventStreamServer<Svc, EpollSource, RB, SB>;
+pub type EventUnixStreamServer<Svc> = EventStreamServer<Svc, EpollSource>;
 
-impl<Svc, Src, const RB: usize, const SB: usize> EventStreamServer<Svc, Src, RB, SB>
+impl<Svc, Src> EventStreamServer<Svc, Src>
 where
     Src: FromListener,
     Svc: EventService<Address>,
@@ -142,18 +157,11 @@ where
         let address = listener.address().clone();
         let source =
             Src::from_listener(listener).map_err(|source| BindError { address, source })?;
-        let slots: Slots<Src, Svc, RB, SB> =
-            (0..options.max_connections).map(|_| Slot::new()).collect();
+        let slots = GrowSlots::new(options.max_connections);
+        let pool = LazyPool::new(options.buffer_size, options.max_buffers, options.keep_buffers);
         let signal = Signal(Arc::clone(&shared));
-        let inner = EventServer::new(
-            source,
-            service,
-            StdClock::new(),
-            signal,
-            slots,
-            options.idle_timeout,
-            options.server,
-        );
+        let inner =
+            EventServer::new(source, service, StdClock::new(), signal, slots, pool, options.server);
         Ok(Self { inner, shared })
     }
 
@@ -181,6 +189,16 @@ where
         self.inner.table().len()
     }
 
+    /// Buffers lent to connections now (an idle connection holds none).
+    pub fn buffers_lent(&self) -> usize {
+        self.inner.table().pool().lent()
+    }
+
+    /// What the connection table counted (waits for a buffer, ...).
+    pub fn stats(&self) -> sockserv_core::event::TableStats {
+        self.inner.table().stats()
+    }
+
     /// The service.
     pub fn service(&self) -> &Svc {
         self.inner.service_ref()
@@ -196,12 +214,12 @@ impl<D> Builder<D> {
     /// # Errors
     /// The socket could not be made, bound or set listening, or epoll could
     /// not be created; the error names the address.
-    pub fn event<Svc, Src, const RB: usize, const SB: usize>(
+    pub fn event<Svc, Src>(
         self,
         address: impl IntoBindAddr,
         service: Svc,
         options: EventOptions,
-    ) -> Result<EventStreamServer<Svc, Src, RB, SB>, BindError>
+    ) -> Result<EventStreamServer<Svc, Src>, BindError>
     where
         Src: FromListener,
         Svc: EventService<Address>,

@@ -14,7 +14,8 @@ use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
 use smoltcp::wire::IpEndpoint;
 use sockserv_core::event::{
-    EventHandler, EventServer, EventServerConfig, EventService, Outbox, Slot, Step,
+    EventHandler, EventServer, EventServerConfig, EventService, FixedPool, FixedSlots, Outbox,
+    Step,
 };
 use sockserv_core::{Clock, FnService, Hooks, Inline, Server, ShutdownFlag, Stream};
 use sockserv_smoltcp::{Options, Stack, Storage, TcpEventSource, Wait, Woke};
@@ -128,16 +129,19 @@ pub fn serve_one(mode: Mode) -> bool {
             server.handle_request().is_ok()
         }
         Mode::Event => {
-            // A table of two connections with 64-byte buffers, no heap.
-            let slots: [_; 2] = core::array::from_fn(|_| Slot::new());
-            let mut server = EventServer::<_, _, _, _, _, 64, 64>::new(
+            // A table of two connections sharing two 64-byte buffers, no heap.
+            let config = EventServerConfig {
+                idle_timeout: Some(Duration::from_secs(5)),
+                ..EventServerConfig::default()
+            };
+            let mut server = EventServer::new(
                 TcpEventSource::new(listener),
                 EventEchoService(&EVENT_FLAG),
                 &clock,
                 &EVENT_FLAG,
-                slots,
-                Some(Duration::from_secs(5)),
-                EventServerConfig::default(),
+                FixedSlots::<_, 2>::new(),
+                FixedPool::<64, 2>::new(),
+                config,
             );
             server.serve_forever(Duration::from_millis(100)).is_ok()
                 && clock.now() < Duration::from_secs(5)

@@ -1,0 +1,264 @@
+//! The buffers of the event mode: a pool that connections borrow from
+//! while they hold unconsumed input or unsent output, and give back as
+//! soon as a buffer is empty. An idle connection holds none.
+
+/// The name of a buffer lent by a [`BufferPool`]: an index, stable while
+/// the buffer is lent (so a completion-based backend could hand the
+/// buffer itself to the kernel and name it by this id).
+pub type BufId = u32;
+
+/// Where the event mode's buffers come from: a fixed set
+/// ([`FixedPool`], `no_std`, no allocator) or buffers allocated on first
+/// use (the std adapter's pool). Every buffer of a pool has the same size.
+///
+/// The table takes a buffer when a connection has something to read or
+/// to queue, and gives it back the moment it is empty. When
+/// [`take`](Self::take) finds none, the connection waits (back-pressure:
+/// it is not read from) until another connection gives one back; the
+/// server tells [`Hooks::handle_buffers_exhausted`](crate::Hooks::handle_buffers_exhausted).
+pub trait BufferPool {
+    /// The size of every buffer, in bytes.
+    fn buffer_size(&self) -> usize;
+
+    /// Lends a free buffer, or `None` when every buffer is lent.
+    fn take(&mut self) -> Option<BufId>;
+
+    /// Gives back a buffer lent by [`take`](Self::take).
+    fn give(&mut self, id: BufId);
+
+    /// Whether [`take`](Self::take) would lend a buffer now.
+    fn has_free(&self) -> bool;
+
+    /// The bytes of a lent buffer ([`buffer_size`](Self::buffer_size) long).
+    ///
+    /// # Panics
+    /// May panic for an id that is not lent (a bug of the caller).
+    fn get(&self, id: BufId) -> &[u8];
+
+    /// The bytes of a lent buffer, to fill.
+    ///
+    /// # Panics
+    /// May panic for an id that is not lent.
+    fn get_mut(&mut self, id: BufId) -> &mut [u8];
+
+    /// Two distinct lent buffers at once: the input being read and the
+    /// output being written.
+    ///
+    /// # Panics
+    /// May panic when `a == b` or either is not lent.
+    fn pair_mut(&mut self, a: BufId, b: BufId) -> (&mut [u8], &mut [u8]);
+}
+
+/// `N` buffers of `B` bytes each, fixed at compile time: the pool of a
+/// `no_std` server (for instance 16 connections sharing 4 buffers).
+/// Its memory is the whole `N × B` wherever it is placed (a `static`, the
+/// stack); nothing is allocated.
+pub struct FixedPool<const B: usize, const N: usize> {
+    bufs: [[u8; B]; N],
+    free: heapless::Vec<BufId, N>,
+}
+
+impl<const B: usize, const N: usize> Default for FixedPool<B, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const B: usize, const N: usize> FixedPool<B, N> {
+    /// A pool with every buffer free.
+    pub fn new() -> Self {
+        let mut free = heapless::Vec::new();
+        // Lend low ids first.
+        for id in (0..N).rev() {
+            let _ = free.push(id as BufId);
+        }
+        Self { bufs: [[0; B]; N], free }
+    }
+
+    /// How many buffers are lent now.
+    pub fn lent(&self) -> usize {
+        N - self.free.len()
+    }
+}
+
+impl<const B: usize, const N: usize> BufferPool for FixedPool<B, N> {
+    fn buffer_size(&self) -> usize {
+        B
+    }
+
+    fn take(&mut self) -> Option<BufId> {
+        self.free.pop()
+    }
+
+    fn give(&mut self, id: BufId) {
+        debug_assert!(!self.free.contains(&id), "buffer {id} given back twice");
+        let _ = self.free.push(id);
+    }
+
+    fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    fn get(&self, id: BufId) -> &[u8] {
+        &self.bufs[id as usize]
+    }
+
+    fn get_mut(&mut self, id: BufId) -> &mut [u8] {
+        &mut self.bufs[id as usize]
+    }
+
+    fn pair_mut(&mut self, a: BufId, b: BufId) -> (&mut [u8], &mut [u8]) {
+        let (a, b) = pair_mut(&mut self.bufs, a as usize, b as usize);
+        (a, b)
+    }
+}
+
+/// Two distinct elements of a slice, mutably.
+///
+/// # Panics
+/// When `a == b` or either is out of range.
+pub fn pair_mut<T>(items: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
+    assert_ne!(a, b, "one buffer lent twice");
+    if a < b {
+        let (lo, hi) = items.split_at_mut(b);
+        (&mut lo[a], &mut hi[0])
+    } else {
+        let (lo, hi) = items.split_at_mut(a);
+        (&mut hi[0], &mut lo[b])
+    }
+}
+
+/// A run of bytes (`start..end`) in a buffer borrowed from a pool, or no
+/// buffer at all. It is the table's view of a connection's input or
+/// output; 12 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Held {
+    id: BufId,
+    start: u32,
+    end: u32,
+}
+
+impl Held {
+    const NONE: BufId = BufId::MAX;
+
+    pub(crate) const fn none() -> Self {
+        Self { id: Self::NONE, start: 0, end: 0 }
+    }
+
+    pub(crate) fn id(&self) -> Option<BufId> {
+        (self.id != Self::NONE).then_some(self.id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Free bytes: in the held buffer, or a whole buffer if the pool can
+    /// lend one.
+    pub(crate) fn room(&self, pool: &impl BufferPool) -> usize {
+        match self.id() {
+            Some(_) => pool.buffer_size() - self.len(),
+            None if pool.has_free() => pool.buffer_size(),
+            None => 0,
+        }
+    }
+
+    /// Whether it holds a full buffer.
+    pub(crate) fn is_full(&self, pool: &impl BufferPool) -> bool {
+        self.id().is_some() && self.len() == pool.buffer_size()
+    }
+
+    /// Borrows a buffer if none is held; `false` when the pool has none.
+    pub(crate) fn ensure(&mut self, pool: &mut impl BufferPool) -> bool {
+        if self.id().is_some() {
+            return true;
+        }
+        match pool.take() {
+            Some(id) => {
+                *self = Self { id, start: 0, end: 0 };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives the buffer back if it is empty.
+    pub(crate) fn release_if_empty(&mut self, pool: &mut impl BufferPool) {
+        if self.is_empty() {
+            self.clear(pool);
+        }
+    }
+
+    /// Drops the data and gives the buffer back.
+    pub(crate) fn clear(&mut self, pool: &mut impl BufferPool) {
+        if let Some(id) = self.id() {
+            pool.give(id);
+        }
+        *self = Self::none();
+    }
+
+    /// The data.
+    pub(crate) fn data<'p>(&self, pool: &'p impl BufferPool) -> &'p [u8] {
+        match self.id() {
+            Some(id) => &pool.get(id)[self.start as usize..self.end as usize],
+            None => &[],
+        }
+    }
+
+    /// Moves the data to the front of its buffer (so that all the room is
+    /// one run after it).
+    pub(crate) fn compact(&mut self, pool: &mut impl BufferPool) {
+        if let Some(id) = self.id()
+            && self.start > 0
+        {
+            let (start, end) = (self.start as usize, self.end as usize);
+            pool.get_mut(id).copy_within(start..end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// The free run after the data (compact first), empty without a buffer.
+    pub(crate) fn free_mut<'p>(&mut self, pool: &'p mut impl BufferPool) -> &'p mut [u8] {
+        self.compact(pool);
+        match self.id() {
+            Some(id) => &mut pool.get_mut(id)[self.end as usize..],
+            None => &mut [],
+        }
+    }
+
+    /// The data of `self` and the free run of `out` (both compacted), at once.
+    pub(crate) fn data_and_free<'p>(
+        &mut self,
+        out: &mut Held,
+        pool: &'p mut impl BufferPool,
+    ) -> (&'p [u8], &'p mut [u8]) {
+        out.compact(pool);
+        match (self.id(), out.id()) {
+            (Some(a), Some(b)) => {
+                let (input, output) = pool.pair_mut(a, b);
+                (&input[self.start as usize..self.end as usize], &mut output[out.end as usize..])
+            }
+            (Some(a), None) => (&pool.get(a)[self.start as usize..self.end as usize], &mut []),
+            (None, Some(b)) => (&[], &mut pool.get_mut(b)[out.end as usize..]),
+            (None, None) => (&[], &mut []),
+        }
+    }
+
+    /// Marks `n` bytes after the data as filled.
+    pub(crate) fn fill(&mut self, n: usize) {
+        debug_assert!(self.id().is_some() || n == 0);
+        self.end += n as u32;
+    }
+
+    /// Drops `n` bytes from the front (at most what it holds); gives the
+    /// buffer back once it is empty.
+    pub(crate) fn consume(&mut self, n: usize, pool: &mut impl BufferPool) {
+        self.start = (self.start + n as u32).min(self.end);
+        self.release_if_empty(pool);
+    }
+}
