@@ -26,8 +26,9 @@ pub trait BufferPool {
     /// Gives back a buffer lent by [`take`](Self::take).
     fn give(&mut self, id: BufId);
 
-    /// Whether [`take`](Self::take) would lend a buffer now.
-    fn has_free(&self) -> bool;
+    /// How many buffers [`take`](Self::take) would lend now (including
+    /// ones not allocated yet).
+    fn free(&self) -> usize;
 
     /// The bytes of a lent buffer ([`buffer_size`](Self::buffer_size) long).
     ///
@@ -95,8 +96,8 @@ impl<const B: usize, const N: usize> BufferPool for FixedPool<B, N> {
         let _ = self.free.push(id);
     }
 
-    fn has_free(&self) -> bool {
-        !self.free.is_empty()
+    fn free(&self) -> usize {
+        self.free.len()
     }
 
     fn get(&self, id: BufId) -> &[u8] {
@@ -157,19 +158,14 @@ impl Held {
         self.start == self.end
     }
 
-    /// Free bytes: in the held buffer, or a whole buffer if the pool can
-    /// lend one.
-    pub(crate) fn room(&self, pool: &impl BufferPool) -> usize {
-        match self.id() {
-            Some(_) => pool.buffer_size() - self.len(),
-            None if pool.has_free() => pool.buffer_size(),
-            None => 0,
-        }
-    }
-
     /// Whether it holds a full buffer.
     pub(crate) fn is_full(&self, pool: &impl BufferPool) -> bool {
         self.id().is_some() && self.len() == pool.buffer_size()
+    }
+
+    /// Free bytes in the held buffer (0 without one).
+    pub(crate) fn room(&self, pool: &impl BufferPool) -> usize {
+        self.id().map_or(0, |_| pool.buffer_size() - self.len())
     }
 
     /// Borrows a buffer if none is held; `false` when the pool has none.

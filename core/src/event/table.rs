@@ -159,12 +159,35 @@ pub struct ConnTable<C, H, A, S, P> {
     pool: P,
     len: usize,
     free: u32,
+    /// Connections holding input but no send buffer: each may need one
+    /// to answer, so at least this many buffers are kept free for them.
+    claims: usize,
     /// Where the next search for a starved connection starts.
     resume_cursor: usize,
     stats: TableStats,
     idle_timeout: Option<Duration>,
     next_sweep: Duration,
     _types: Types<C, H, A>,
+}
+
+impl TableStats {
+    /// Counts a connection that starts or stops waiting for a buffer (and
+    /// tells the hook when it starts).
+    fn note_starved<C, H, A, Svc>(&mut self, was: bool, live: &Live<C, H, A>, service: &Svc)
+    where
+        Svc: Hooks<A> + ?Sized,
+        A: fmt::Debug,
+    {
+        match (was, live.starved) {
+            (false, true) => {
+                self.starved += 1;
+                self.buffer_waits += 1;
+                service.handle_buffers_exhausted(&live.client);
+            }
+            (true, false) => self.starved -= 1,
+            _ => {}
+        }
+    }
 }
 
 /// Marks the types a table holds without owning them in the struct.
@@ -187,6 +210,7 @@ where
             pool,
             len: 0,
             free: NONE,
+            claims: 0,
             resume_cursor: 0,
             stats: TableStats::default(),
             idle_timeout,
@@ -302,12 +326,16 @@ where
             interest: Interest::default(),
         });
         let Some(live) = slot.live_mut() else { unreachable!("just made live") };
-        let result = answer(live, &mut self.pool, now, |h, out| h.opened(out)).and_then(|next| {
+        let mut bufs = Bufs { pool: &mut self.pool, others: self.claims };
+        let result = answer(live, &mut bufs, now, |h, out| h.opened(out)).and_then(|next| {
             live.closing = next == Next::Close;
-            flush(live, &mut self.pool, now)?;
-            drain(live, &mut self.pool, now)
+            flush(live, &mut bufs, now)?;
+            drain(live, &mut bufs, now)
         });
-        Ok((token, self.settle(token, result, service)))
+        let decision = decide(live, &mut bufs, result, service);
+        self.claims += usize::from(is_claim(live));
+        self.stats.note_starved(false, live, service);
+        Ok((token, self.apply(token, decision, service)))
     }
 
     /// Services the connection under `token` after its source reported it
@@ -329,23 +357,20 @@ where
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
         let _ = write; // writing is attempted whenever something is buffered
         let was_starved = core::mem::take(&mut live.starved);
-        if was_starved {
-            self.stats.starved -= 1;
-        }
-        let result = step(live, &mut self.pool, read || was_starved, now);
-        if live.starved {
-            self.stats.starved += 1;
-            self.stats.buffer_waits += 1;
-            service.handle_buffers_exhausted(&live.client);
-        }
-        self.settle(token, result, service)
+        let others = self.claims - usize::from(is_claim(live));
+        let mut bufs = Bufs { pool: &mut self.pool, others };
+        let result = step(live, &mut bufs, read || was_starved, now);
+        let decision = decide(live, &mut bufs, result, service);
+        self.claims = others + usize::from(is_claim(live));
+        self.stats.note_starved(was_starved, live, service);
+        self.apply(token, decision, service)
     }
 
     /// A connection waiting for a buffer, if the pool has one free now:
     /// service it next (with [`service`](Self::service)). Connections are
     /// resumed in turn, starting after the last one resumed.
     pub fn next_starved(&mut self) -> Option<usize> {
-        if self.stats.starved == 0 || !self.pool.has_free() {
+        if self.stats.starved == 0 || self.pool.free() <= self.claims {
             return None;
         }
         let n = self.slots.slots().len();
@@ -395,9 +420,10 @@ where
     /// (with no readiness) to send and to learn its new interest or its
     /// close.
     pub fn close_gracefully(&mut self) {
-        let Self { slots, pool, .. } = self;
+        let Self { slots, pool, claims, .. } = self;
         for live in slots.slots_mut().iter_mut().filter_map(Slot::live_mut) {
             live.closing = true;
+            *claims -= usize::from(is_claim(live));
             live.recv.clear(pool);
         }
     }
@@ -412,50 +438,15 @@ where
         }
     }
 
-    /// Turns the result of a step into an outcome: closes on failure (and
-    /// reports it) or when a closing connection has sent everything.
-    fn settle<Svc>(
-        &mut self,
-        token: usize,
-        result: Result<(), Failure<H::Error>>,
-        service: &Svc,
-    ) -> Outcome<C>
+    /// Carries out what [`decide`] chose for the connection under `token`.
+    fn apply<Svc>(&mut self, token: usize, decision: Decision, service: &Svc) -> Outcome<C>
     where
         Svc: Hooks<A> + ?Sized,
     {
-        let Self { slots, pool, .. } = self;
-        let Some(live) = slots.slots_mut()[token].live_mut() else { return Outcome::Absent };
-        // A handler error or a stall is reported; what the handler answered
-        // before it is still sent (as in the blocking modes), then the
-        // connection closes.
-        let result = match result {
-            Err(Failure::Handler(e)) => {
-                service.handle_error(&live.client, &RequestError::Handler(&e));
-                close_after_flush(live, pool)
-            }
-            Err(Failure::Stalled) => {
-                let capacity = pool.buffer_size();
-                service.handle_error(&live.client, &RequestError::Stalled { capacity });
-                close_after_flush(live, pool)
-            }
-            other => other,
-        };
-        match result {
-            Ok(()) if live.closing && live.send.is_empty() => {
-                let _ = live.conn.half_close();
-                self.release(token).into()
-            }
-            Ok(()) => {
-                let interest = interest(live, pool);
-                let changed = interest != live.interest;
-                live.interest = interest;
-                Outcome::Open { interest, changed }
-            }
-            Err(Failure::Io(kind)) => {
-                self.close(token, Some(RequestError::Io(kind)), service).into()
-            }
-            // Reported above; close_after_flush turned them into Ok or Io.
-            Err(Failure::Stalled | Failure::Handler(_)) => self.release(token).into(),
+        match decision {
+            Decision::Open { interest, changed } => Outcome::Open { interest, changed },
+            Decision::Release => self.release(token).into(),
+            Decision::Fail(kind) => self.close(token, Some(RequestError::Io(kind)), service).into(),
         }
     }
 
@@ -492,6 +483,7 @@ where
             unreachable!("checked live above")
         };
         live.handler.closed();
+        self.claims -= usize::from(is_claim(&live));
         live.recv.clear(&mut self.pool);
         live.send.clear(&mut self.pool);
         if live.starved {
@@ -509,24 +501,129 @@ impl<C> From<Option<C>> for Outcome<C> {
     }
 }
 
-/// Whether the connection may read now: not closed or closing, room to
-/// read into (a buffer held with room, or one to borrow), and its send
-/// buffer not full (back-pressure).
-fn may_read<C, H, A>(live: &Live<C, H, A>, pool: &impl BufferPool) -> bool {
-    !live.peer_closed
-        && !live.closing
+/// Whether a connection holds input but no send buffer (a claim on one).
+fn is_claim<C, H, A>(live: &Live<C, H, A>) -> bool {
+    live.recv.id().is_some() && live.send.id().is_none()
+}
+
+/// The pool as one connection's step sees it. A connection may take a
+/// buffer only while enough stay free for the *other* connections that
+/// hold input and no send buffer (each may need one to answer): so a
+/// connection that holds input can always get a buffer for its answer,
+/// and the pool can never be held entirely by connections that wait for
+/// a buffer (a deadlock). A reader therefore needs two free buffers
+/// beyond those claims; a pool needs at least two buffers.
+struct Bufs<'p, P> {
+    pool: &'p mut P,
+    /// Claims of the other connections.
+    others: usize,
+}
+
+impl<P: BufferPool> Bufs<'_, P> {
+    /// Whether a buffer for input (`for_input`) or output may be taken
+    /// for a connection now holding `recv` and `send`.
+    fn may_take(&self, recv: &Held, send: &Held, for_input: bool) -> bool {
+        let holds_input = recv.id().is_some() || for_input;
+        let holds_output = send.id().is_some() || !for_input;
+        let claim_after = usize::from(holds_input && !holds_output);
+        self.pool.free() > self.others + claim_after
+    }
+
+    /// A buffer to read into: the one held, or one taken if allowed.
+    fn take_input(&mut self, recv: &mut Held, send: &Held) -> bool {
+        recv.id().is_some() || (self.may_take(recv, send, true) && recv.ensure(self.pool))
+    }
+
+    /// A buffer to queue output in: the one held, or one taken if allowed.
+    fn take_output(&mut self, recv: &Held, send: &mut Held) -> bool {
+        send.id().is_some() || (self.may_take(recv, send, false) && send.ensure(self.pool))
+    }
+}
+
+/// Whether the connection would read now if it had a buffer: not closed
+/// or closing, room in the buffer it holds (if any), and its send buffer
+/// not full (back-pressure).
+fn wants_read<C, H, A>(live: &Live<C, H, A>, pool: &impl BufferPool) -> bool {
+    let room = live.recv.id().is_none() || live.recv.room(pool) > 0;
+    !live.peer_closed && !live.closing && room && !live.send.is_full(pool)
+}
+
+/// Whether the connection may read now: it wants to, and holds a buffer
+/// or may take one.
+fn may_read<C, H, A, P: BufferPool>(live: &Live<C, H, A>, bufs: &Bufs<'_, P>) -> bool {
+    wants_read(live, bufs.pool)
         && !live.starved
-        && live.recv.room(pool) > 0
-        && !live.send.is_full(pool)
+        && (live.recv.id().is_some() || bufs.may_take(&live.recv, &live.send, true))
 }
 
 /// What a connection waits for, from its state: read while it may, write
 /// while something is queued or the handler waits for its output to leave.
 /// A starved connection waits for nothing but a buffer.
-fn interest<C, H, A>(live: &Live<C, H, A>, pool: &impl BufferPool) -> Interest {
+fn interest<C, H, A, P: BufferPool>(live: &Live<C, H, A>, bufs: &Bufs<'_, P>) -> Interest {
     Interest {
-        read: may_read(live, pool),
+        read: may_read(live, bufs),
         write: !live.starved && (!live.send.is_empty() || live.drain_wanted),
+    }
+}
+
+/// What becomes of a connection after a step.
+enum Decision {
+    /// It stays open, waiting for `interest`.
+    Open { interest: Interest, changed: bool },
+    /// Close it without a report (done, or reported already).
+    Release,
+    /// Close it and report the failure.
+    Fail(ErrorKind),
+}
+
+/// Turns the result of a step into a decision: a handler error or a stall
+/// is reported at once and what the handler answered before it is still
+/// sent (as in the blocking modes); a closing connection that has sent
+/// everything is half-closed.
+fn decide<C, H, A, P, Svc>(
+    live: &mut Live<C, H, A>,
+    bufs: &mut Bufs<'_, P>,
+    result: Result<(), Failure<H::Error>>,
+    service: &Svc,
+) -> Decision
+where
+    C: NbConnection,
+    H: EventHandler,
+    A: fmt::Debug,
+    P: BufferPool,
+    Svc: Hooks<A> + ?Sized,
+{
+    let result = match result {
+        Err(Failure::Handler(e)) => {
+            service.handle_error(&live.client, &RequestError::Handler(&e));
+            close_after_flush(live, bufs)
+        }
+        Err(Failure::Stalled) => {
+            let capacity = bufs.pool.buffer_size();
+            service.handle_error(&live.client, &RequestError::Stalled { capacity });
+            close_after_flush(live, bufs)
+        }
+        other => other,
+    };
+    match result {
+        Ok(()) if live.closing && live.send.is_empty() => {
+            let _ = live.conn.half_close();
+            Decision::Release
+        }
+        Ok(()) => {
+            // One that would read but may not take a buffer waits for one
+            // (it is resumed when one comes back), instead of for readiness.
+            if wants_read(live, bufs.pool) && !may_read(live, bufs) {
+                live.starved = true;
+            }
+            let interest = interest(live, bufs);
+            let changed = interest != live.interest;
+            live.interest = interest;
+            Decision::Open { interest, changed }
+        }
+        Err(Failure::Io(kind)) => Decision::Fail(kind),
+        // Reported above; close_after_flush turned them into Ok or Io.
+        Err(Failure::Stalled | Failure::Handler(_)) => Decision::Release,
     }
 }
 
@@ -538,23 +635,24 @@ const ROUNDS: usize = 8;
 /// room it had (more is likely waiting) and the answer went out, up to
 /// [`ROUNDS`] times. A message larger than the buffers is then served in
 /// one readiness event instead of one per buffer-full.
-fn step<C, H, A>(
+fn step<C, H, A, P>(
     live: &mut Live<C, H, A>,
-    pool: &mut impl BufferPool,
+    bufs: &mut Bufs<'_, P>,
     read: bool,
     now: Duration,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
+    P: BufferPool,
 {
-    flush(live, pool, now)?;
-    drain(live, pool, now)?;
+    flush(live, bufs, now)?;
+    drain(live, bufs, now)?;
     for _ in 0..ROUNDS {
-        let filled = read && read_some(live, pool, now)?;
-        process(live, pool, now)?;
-        flush(live, pool, now)?;
-        drain(live, pool, now)?;
+        let filled = read && read_some(live, bufs, now)?;
+        process(live, bufs, now)?;
+        flush(live, bufs, now)?;
+        drain(live, bufs, now)?;
         if !filled || !live.send.is_empty() || live.starved {
             break;
         }
@@ -564,23 +662,20 @@ where
 
 /// Reads once into the receive buffer (borrowing one if needed) if the
 /// connection may read; returns whether the read filled all the room.
-fn read_some<C, H, A>(
+fn read_some<C, H, A, P>(
     live: &mut Live<C, H, A>,
-    pool: &mut impl BufferPool,
+    bufs: &mut Bufs<'_, P>,
     now: Duration,
 ) -> Result<bool, Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
+    P: BufferPool,
 {
-    if !may_read(live, pool) {
+    if !may_read(live, bufs) || !bufs.take_input(&mut live.recv, &live.send) {
         return Ok(false);
     }
-    if !live.recv.ensure(pool) {
-        live.starved = true;
-        return Ok(false);
-    }
-    let free = live.recv.free_mut(pool);
+    let free = live.recv.free_mut(bufs.pool);
     let room = free.len();
     let result = live.conn.try_read(free);
     let filled = match result {
@@ -596,7 +691,7 @@ where
         Ok(None) => false,
         Err(e) => return Err(Failure::Io(e.kind())),
     };
-    live.recv.release_if_empty(pool);
+    live.recv.release_if_empty(bufs.pool);
     Ok(filled)
 }
 
@@ -604,17 +699,18 @@ where
 /// through while nothing is queued) and a send buffer (borrowed if the
 /// pool has one); queues what the connection did not take. Returns the
 /// handler's result and whether the outbox had any room.
-fn answer<C, H, A, R>(
+fn answer<C, H, A, P, R>(
     live: &mut Live<C, H, A>,
-    pool: &mut impl BufferPool,
+    bufs: &mut Bufs<'_, P>,
     now: Duration,
     call: impl FnOnce(&mut H, &mut Outbox<'_>) -> Result<R, H::Error>,
 ) -> Result<R, Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
+    P: BufferPool,
 {
-    let (r, _) = answer_with_input(live, pool, now, |h, _, out| call(h, out))?;
+    let (r, _) = answer_with_input(live, bufs, now, |h, _, out| call(h, out))?;
     Ok(r)
 }
 
@@ -629,25 +725,26 @@ struct Answered {
 }
 
 /// [`answer`] for `received`: the handler also gets the unconsumed input.
-fn answer_with_input<C, H, A, R>(
+fn answer_with_input<C, H, A, P, R>(
     live: &mut Live<C, H, A>,
-    pool: &mut impl BufferPool,
+    bufs: &mut Bufs<'_, P>,
     now: Duration,
     call: impl FnOnce(&mut H, &[u8], &mut Outbox<'_>) -> Result<R, H::Error>,
 ) -> Result<(R, Answered), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
+    P: BufferPool,
 {
-    live.send.ensure(pool);
+    bufs.take_output(&live.recv, &mut live.send);
     let direct = live.send.is_empty();
-    let (input, free) = live.recv.data_and_free(&mut live.send, pool);
+    let (input, free) = live.recv.data_and_free(&mut live.send, bufs.pool);
     let had_room = !free.is_empty();
     let mut out = Outbox::new(direct.then_some(&mut live.conn as &mut dyn super::TryWrite), free);
     let result = call(&mut live.handler, input, &mut out);
     let done = out.done();
     live.send.fill(done.queued);
-    live.send.release_if_empty(pool);
+    live.send.release_if_empty(bufs.pool);
     if done.queued + done.sent > 0 {
         live.last_active = now;
     }
@@ -663,22 +760,23 @@ where
 
 /// Offers the input to the handler while it consumes and there is room to
 /// answer; tells it once when the peer closed and it has taken all it will.
-fn process<C, H, A>(
+fn process<C, H, A, P>(
     live: &mut Live<C, H, A>,
-    pool: &mut impl BufferPool,
+    bufs: &mut Bufs<'_, P>,
     now: Duration,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
+    P: BufferPool,
 {
     let mut waiting_for_more = live.recv.is_empty();
-    while !live.closing && !live.recv.is_empty() && !live.send.is_full(pool) {
+    while !live.closing && !live.recv.is_empty() && !live.send.is_full(bufs.pool) {
         let (step, answered) =
-            answer_with_input(live, pool, now, |h, input, out| h.received(input, out))?;
+            answer_with_input(live, bufs, now, |h, input, out| h.received(input, out))?;
         let consumed = step.consumed.min(live.recv.len());
-        let recv_full = live.recv.is_full(pool);
-        live.recv.consume(consumed, pool);
+        let recv_full = live.recv.is_full(bufs.pool);
+        live.recv.consume(consumed, bufs.pool);
         if step.next == Next::Close {
             live.closing = true;
         }
@@ -703,10 +801,10 @@ where
         && !live.told_peer_closed
         && !live.closing
         && waiting_for_more
-        && !live.send.is_full(pool)
+        && !live.send.is_full(bufs.pool)
     {
         live.told_peer_closed = true;
-        let next = answer(live, pool, now, |h, out| h.peer_closed(out))?;
+        let next = answer(live, bufs, now, |h, out| h.peer_closed(out))?;
         if next == Next::Close {
             live.closing = true;
         }
@@ -718,62 +816,65 @@ where
 /// ([`Outbox::notify_drained`]) and the send buffer is empty; again (a few
 /// rounds) while it writes more and the connection takes it all. A call
 /// that writes nothing ends its request (no spin on a writable socket).
-fn drain<C, H, A>(
+fn drain<C, H, A, P>(
     live: &mut Live<C, H, A>,
-    pool: &mut impl BufferPool,
+    bufs: &mut Bufs<'_, P>,
     now: Duration,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
+    P: BufferPool,
 {
     for _ in 0..ROUNDS {
         if !live.drain_wanted || !live.send.is_empty() || live.closing {
             return Ok(());
         }
         live.drain_wanted = false;
-        let (next, answered) = answer_with_input(live, pool, now, |h, _, out| h.drained(out))?;
+        let (next, answered) = answer_with_input(live, bufs, now, |h, _, out| h.drained(out))?;
         if next == Next::Close {
             live.closing = true;
         }
         if answered.wrote == 0 {
             live.drain_wanted = false;
         }
-        flush(live, pool, now)?;
+        flush(live, bufs, now)?;
     }
     Ok(())
 }
 
 /// Stops reading, drops unread input, sends what is buffered; the
 /// connection closes once that is out.
-fn close_after_flush<C, H, A>(
+fn close_after_flush<C, H, A, P>(
     live: &mut Live<C, H, A>,
-    pool: &mut impl BufferPool,
+    bufs: &mut Bufs<'_, P>,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
+    P: BufferPool,
 {
     live.closing = true;
-    live.recv.clear(pool);
-    flush(live, pool, live.last_active)
+    live.recv.clear(bufs.pool);
+    flush(live, bufs, live.last_active)
 }
 
 /// Writes what is queued until the connection would block; gives the
 /// send buffer back once it is empty.
-fn flush<C, H, A>(
+fn flush<C, H, A, P>(
     live: &mut Live<C, H, A>,
-    pool: &mut impl BufferPool,
+    bufs: &mut Bufs<'_, P>,
     now: Duration,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
+    P: BufferPool,
 {
     while !live.send.is_empty() {
-        match live.conn.try_write(live.send.data(pool)) {
+        match live.conn.try_write(live.send.data(bufs.pool)) {
             Ok(Some(n)) if n > 0 => {
-                live.send.consume(n, pool);
+                live.send.consume(n, bufs.pool);
                 live.last_active = now;
             }
             Ok(_) => break,

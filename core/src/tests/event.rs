@@ -30,7 +30,20 @@ enum Kind {
     Lingering,
     /// Greet on open, then swallow all input without answering.
     Sink,
+    /// On open, send [`LONG`] in steps through `drained`, then close.
+    Producer,
 }
+
+/// What a [`Kind::Producer`] sends: far more than one buffer.
+static LONG: [u8; 1500] = {
+    let mut a = [0u8; 1500];
+    let mut i = 0;
+    while i < 1500 {
+        a[i] = b'a' + (i % 26) as u8;
+        i += 1;
+    }
+    a
+};
 
 /// Records hook calls; stops the loop when `stop_when` says so.
 struct Ev<'n, 's> {
@@ -91,6 +104,9 @@ impl Hooks<MockAddr> for &Ev<'_, '_> {
     fn handle_table_full(&self, client: &MockAddr) {
         self.log.borrow_mut().push(format!("table full {client}"));
     }
+    fn handle_buffers_exhausted(&self, client: &MockAddr) {
+        self.log.borrow_mut().push(format!("no buffer {client}"));
+    }
     fn service_actions(&self) {
         self.turns.set(self.turns.get() + 1);
         if (self.stop_when)(self) || self.turns.get() > 10_000 {
@@ -102,6 +118,21 @@ impl Hooks<MockAddr> for &Ev<'_, '_> {
 struct H<'e, 'n, 's> {
     ev: &'e Ev<'n, 's>,
     client: MockAddr,
+    /// How much of [`LONG`] a producer has sent.
+    produced: usize,
+}
+
+impl H<'_, '_, '_> {
+    /// Writes the next part of [`LONG`]; asks to be told when it has left.
+    fn produce(&mut self, out: &mut Outbox<'_>) -> Next {
+        self.produced += out.write(&LONG[self.produced..]);
+        if self.produced < LONG.len() {
+            out.notify_drained();
+            Next::Continue
+        } else {
+            Next::Close
+        }
+    }
 }
 
 impl EventHandler for H<'_, '_, '_> {
@@ -112,12 +143,17 @@ impl EventHandler for H<'_, '_, '_> {
         if matches!(self.ev.kind, Kind::Greeter | Kind::Sink) {
             out.write_all(b"hi\n").map_err(|_| "no room")?;
         }
+        if self.ev.kind == Kind::Producer {
+            return Ok(self.produce(out));
+        }
         Ok(Next::Continue)
     }
 
     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
         match self.ev.kind {
-            Kind::Echo | Kind::Greeter | Kind::Lingering => Ok(Step::consumed(out.write(input))),
+            Kind::Echo | Kind::Greeter | Kind::Lingering | Kind::Producer => {
+                Ok(Step::consumed(out.write(input)))
+            }
             Kind::Sink => Ok(Step::consumed(input.len())),
             Kind::Lines => {
                 let Some(end) = input.iter().position(|&b| b == b'\n') else {
@@ -138,6 +174,11 @@ impl EventHandler for H<'_, '_, '_> {
         Ok(if self.ev.kind == Kind::Lingering { Next::Continue } else { Next::Close })
     }
 
+    fn drained(&mut self, out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+        self.ev.log.borrow_mut().push(format!("drained {}", self.client));
+        Ok(self.produce(out))
+    }
+
     fn closed(&mut self) {
         self.ev.log.borrow_mut().push(format!("closed {}", self.client));
     }
@@ -146,7 +187,7 @@ impl EventHandler for H<'_, '_, '_> {
 impl<'e, 'n, 's> EventService<MockAddr> for &'e Ev<'n, 's> {
     type Handler = H<'e, 'n, 's>;
     fn handler(&self, client: &MockAddr) -> Self::Handler {
-        H { ev: self, client: *client }
+        H { ev: self, client: *client, produced: 0 }
     }
 }
 
@@ -453,7 +494,7 @@ fn a_buffer_compacts_so_all_its_room_is_usable() {
     let mut pool = FixedPool::<8, 1>::new();
     let mut b = Held::none();
     assert!(b.ensure(&mut pool));
-    assert!(!pool.has_free(), "the one buffer is lent");
+    assert_eq!(pool.free(), 0, "the one buffer is lent");
     b.free_mut(&mut pool)[..6].copy_from_slice(b"abcdef");
     b.fill(6);
     b.consume(4, &mut pool);
@@ -466,8 +507,8 @@ fn a_buffer_compacts_so_all_its_room_is_usable() {
     assert_eq!(b.data(&pool), b"ef");
     b.consume(2, &mut pool);
     assert!(b.is_empty());
-    assert!(pool.has_free(), "an empty buffer goes back to the pool at once");
-    assert_eq!(b.room(&pool), 8);
+    assert_eq!(pool.free(), 1, "an empty buffer goes back to the pool at once");
+    assert_eq!(b.room(&pool), 0, "and is no longer held");
 }
 
 #[test]
@@ -485,4 +526,120 @@ fn the_shutdown_drain_stops_reading_and_does_not_spin() {
     let waits = net.stats().waits;
     assert!(waits < 100, "{waits} waits: the drain spun on a readable socket it would not read");
     assert_eq!(net.conn(0).unwrap().closes(), 1);
+}
+
+/// Bytes `i` of a connection's input: distinct per connection.
+fn pattern<const N: usize>(seed: u8) -> [u8; N] {
+    core::array::from_fn(|i| seed.wrapping_add(i as u8))
+}
+
+#[test]
+fn sixteen_connections_share_four_buffers_and_every_byte_arrives() {
+    // 16 connections of 100 bytes each through 4 buffers of 16 bytes; the
+    // peers read 5 bytes, then nothing until their turn comes, so answers
+    // queue and hold buffers while others wait.
+    static INPUTS: std::sync::OnceLock<[[u8; 100]; 16]> = std::sync::OnceLock::new();
+    let inputs = INPUTS.get_or_init(|| core::array::from_fn(|i| pattern(i as u8 * 16)));
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    for (i, input) in inputs.iter().enumerate() {
+        net.connect(MockConn::new(i as u32, input).write_window(5));
+        net.open_window_at(SEC + i as u32 * Duration::from_millis(100), i, 1_000);
+    }
+    let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
+    let mut srv = server::<16, 16, 4>(&ev, None);
+    srv.serve_forever(POLL).unwrap();
+    for (i, input) in inputs.iter().enumerate() {
+        assert_eq!(net.conn(i).unwrap().output(), &input[..], "connection {i}");
+    }
+    assert!(ev.count("no buffer") > 0, "with 4 buffers for 16 some waited: {:?}", ev.log());
+    assert_eq!(ev.count("error"), 0, "{:?}", ev.log());
+    let stats = srv.table().stats();
+    assert_eq!(stats.buffer_waits as usize, ev.count("no buffer"));
+    assert_eq!(stats.starved, 0, "nobody is left waiting");
+    assert_eq!(srv.table().pool().lent(), 0, "every buffer went back to the pool");
+    let waits = net.stats().waits;
+    assert!(waits < 2_000, "{waits} waits: the waiting connections spun");
+}
+
+#[test]
+fn two_buffers_for_four_connections_serve_them_all_without_spinning() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    let inputs: [&[u8]; 4] = [b"first line\n", b"second\n", b"third one\n", b"4th\n"];
+    for (i, input) in inputs.iter().enumerate() {
+        // Each peer reads nothing for a while: its answer holds the buffer.
+        net.connect(MockConn::new(i as u32, input).write_window(0));
+        net.open_window_at(SEC * (i as u32 + 1), i, 100);
+    }
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    let mut srv = server::<4, 16, 2>(&ev, None);
+    srv.serve_forever(POLL).unwrap();
+    for i in 0..4 {
+        assert_eq!(net.conn(i).unwrap().output(), b"ok\n", "connection {i}");
+    }
+    assert!(ev.count("no buffer") >= 3, "{:?}", ev.log());
+    assert_eq!(srv.table().pool().lent(), 0);
+    assert!(net.stats().waits < 200, "{} waits", net.stats().waits);
+}
+
+#[test]
+fn connections_holding_half_lines_cannot_take_the_whole_pool() {
+    // Four peers each send half a line and wait; then the rest arrives.
+    // If each could take a buffer for its half line, the four buffers
+    // would all hold input and none could answer (nor could anyone else
+    // read): a deadlock. The claims rule keeps a buffer for each answer.
+    static HALVES: [&[u8]; 4] = [b"aaaa", b"bbbb", b"cccc", b"dddd"];
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    for (i, half) in HALVES.iter().enumerate() {
+        net.connect(MockConn::new(i as u32, half).write_window(0).hold_open());
+    }
+    let ev = Ev::new(Kind::Lines, &net, &flag, |ev| ev.turns.get() > 50);
+    let mut srv = server::<4, 16, 4>(&ev, None);
+    srv.serve_forever(POLL).unwrap();
+    // At most (4 - 1) / 2 + ... : with 4 buffers, two half lines are held
+    // (each keeps one free for its answer); the others wait, unread.
+    let held = srv.table().pool().lent();
+    assert!(held <= 2, "{held} buffers hold half lines; answers would find none");
+    assert!(ev.count("no buffer") >= 2, "{:?}", ev.log());
+}
+
+#[test]
+fn a_connection_that_consumed_everything_holds_no_buffer() {
+    // After the echo, the peer keeps its connection open and idle: the
+    // table must hold no buffer for it.
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"hello").hold_open());
+    net.connect(MockConn::new(2, b"world").hold_open());
+    let ev = Ev::new(Kind::Echo, &net, &flag, |ev| ev.turns.get() > 20);
+    // Two buffers for two connections: a reader needs two free (one for
+    // its input, one kept for its answer), so the second is served only
+    // because the first gave its buffers back once its input was consumed.
+    let mut srv = server::<2, 64, 2>(&ev, None);
+    srv.serve_forever(POLL).unwrap();
+    assert_eq!(net.conn(0).unwrap().output(), b"hello");
+    assert_eq!(net.conn(1).unwrap().output(), b"world");
+    assert_eq!(ev.count("no buffer"), 0, "{:?}", ev.log());
+}
+
+#[test]
+fn a_long_answer_goes_out_in_steps_through_drained() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"").write_window(100).hold_open());
+    for t in 1..=20u32 {
+        net.open_window_at(t * Duration::from_millis(100), 0, 100);
+    }
+    let ev = Ev::new(Kind::Producer, &net, &flag, all_closed);
+    // 1,500 bytes through one 64-byte buffer (the answer needs no more).
+    let mut srv = server::<1, 64, 1>(&ev, None);
+    srv.serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert_eq!(c.output(), &LONG[..]);
+    assert_eq!(c.shutdown_writes(), 1, "closed once everything was sent");
+    assert!(ev.count("drained") >= 14, "{} calls", ev.count("drained"));
+    assert!(net.stats().waits < 200, "{} waits", net.stats().waits);
+    assert_eq!(srv.table().pool().lent(), 0);
 }
