@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sockserv::event::{EventHandler, EventServerConfig, EventService, Outbox, Step};
 use sockserv::std_adapter::event::{
-    EpollSource, EventOptions, EventStreamServer, FromListener, PollSource,
+    EpollSource, EventOptions, EventStreamServer, FromListener, NbConn, PollSource,
 };
 use sockserv::std_adapter::{Address, BindAddr, Builder, Hooks, RequestError, ShutdownHandle};
 use util::CLIENT_TIMEOUT;
@@ -539,4 +539,55 @@ fn large_answers_do_not_wait_for_delayed_acks() {
 /// The event server's knobs with an idle timeout of `timeout`.
 fn idle_timeout(timeout: Duration) -> EventServerConfig {
     EventServerConfig { idle_timeout: Some(timeout), ..EventServerConfig::default() }
+}
+
+/// Issue 9's checked number: a connection's state in the table, without
+/// buffers (they are borrowed from the pool only while in use), for the
+/// std event mode's connection, peer address and a handler without state.
+#[test]
+fn a_connections_state_without_buffers_is_at_most_256_bytes() {
+    let size = std::mem::size_of::<sockserv::event::Slot<NbConn, EchoHandler, Address>>();
+    println!("a slot is {size} bytes");
+    assert!(size <= 256, "a slot is {size} bytes");
+}
+
+/// Resident memory of a process, from /proc/PID/status (bytes).
+fn resident(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Memory follows use: an event server with room for 10,000 connections
+/// holds no slot and no buffer before a client comes (the fixed table of
+/// 4 KiB + 4 KiB per slot was 84 MB resident at start), and connections
+/// that have been served and sit idle hold no buffer (64 KiB each).
+#[test]
+fn an_idle_event_server_and_its_idle_connections_hold_no_buffers() {
+    raise_nofile(4096);
+    let bin = echo_binary();
+    let mut child = Command::new(&bin)
+        .args(["--mode", "event", "--addr", "127.0.0.1:0", "--max-connections", "10000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut child);
+    let at_start = resident(child.id());
+    let msg = vec![9u8; 16 * 1024];
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        let mut c = connect(addr);
+        assert_eq!(roundtrip(&mut c, &msg), msg);
+        clients.push(c);
+    }
+    let idle = resident(child.id());
+    drop(clients);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let per_conn = idle.saturating_sub(at_start) / 1000;
+    println!("resident at start {at_start} B, {per_conn} B per idle connection");
+    assert!(at_start < 8 << 20, "{at_start} bytes resident before any client");
+    assert!(per_conn < 4096, "{per_conn} bytes resident per idle connection");
 }
