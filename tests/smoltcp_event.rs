@@ -524,3 +524,22 @@ fn the_test_world_fails_a_loop_that_never_sleeps() {
         stack.poll();
     }
 }
+
+/// The smoltcp event mode's figure for issue 9 (documented in
+/// `docs/DESIGN.md`): a connection's state in the table without buffers,
+/// for a handler without state of its own.
+#[test]
+fn a_connections_state_without_buffers_is_at_most_256_bytes() {
+    struct Stateless;
+    impl EventHandler for Stateless {
+        type Error = core::convert::Infallible;
+        fn received(&mut self, i: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            Ok(Step::consumed(out.write(i)))
+        }
+    }
+    type Slot<'s, 'a> =
+        sockserv::event::Slot<sockserv_smoltcp::NbTcpConn<'s, 'a>, Stateless, IpEndpoint>;
+    let size = std::mem::size_of::<Slot<'_, '_>>();
+    println!("a smoltcp slot is {size} bytes");
+    assert!(size <= 256, "a smoltcp slot is {size} bytes");
+}
