@@ -19,7 +19,7 @@ const SEC: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
+pub(super) enum Kind {
     /// Echo what fits.
     Echo,
     /// Answer each whole line with "ok\n"; "quit\n" closes; "bad\n" fails.
@@ -46,20 +46,20 @@ static LONG: [u8; 1500] = {
 };
 
 /// Records hook calls; stops the loop when `stop_when` says so.
-struct Ev<'n, 's> {
+pub(super) struct Ev<'n, 's> {
     kind: Kind,
-    net: &'n MockNet<'s>,
+    pub(super) net: &'n MockNet<'s>,
     flag: &'n ShutdownFlag,
     log: RefCell<Vec<String>>,
     verify: Cell<bool>,
-    turns: Cell<usize>,
+    pub(super) turns: Cell<usize>,
     peer_closed_calls: Cell<usize>,
     first_error_at: Cell<Option<Duration>>,
     stop_when: fn(&Ev<'n, 's>) -> bool,
 }
 
 impl<'n, 's> Ev<'n, 's> {
-    fn new(
+    pub(super) fn new(
         kind: Kind,
         net: &'n MockNet<'s>,
         flag: &'n ShutdownFlag,
@@ -78,7 +78,7 @@ impl<'n, 's> Ev<'n, 's> {
         }
     }
 
-    fn log(&self) -> Vec<String> {
+    pub(super) fn log(&self) -> Vec<String> {
         self.log.borrow().clone()
     }
 
@@ -115,7 +115,7 @@ impl Hooks<MockAddr> for &Ev<'_, '_> {
     }
 }
 
-struct H<'e, 'n, 's> {
+pub(super) struct H<'e, 'n, 's> {
     ev: &'e Ev<'n, 's>,
     client: MockAddr,
     /// How much of [`LONG`] a producer has sent.
@@ -192,7 +192,7 @@ impl<'e, 'n, 's> EventService<MockAddr> for &'e Ev<'n, 's> {
 }
 
 /// A server of `N` slots sharing `P` buffers of `B` bytes.
-type Server<'e, 'n, 's, const N: usize, const B: usize, const P: usize> = EventServer<
+pub(super) type Server<'e, 'n, 's, const N: usize, const B: usize, const P: usize> = EventServer<
     MockEventSource<'n, 's>,
     &'e Ev<'n, 's>,
     &'n MockNet<'s>,
@@ -201,7 +201,7 @@ type Server<'e, 'n, 's, const N: usize, const B: usize, const P: usize> = EventS
     FixedPool<B, P>,
 >;
 
-fn server<'e, 'n, 's, const N: usize, const B: usize, const P: usize>(
+pub(super) fn server<'e, 'n, 's, const N: usize, const B: usize, const P: usize>(
     ev: &'e Ev<'n, 's>,
     idle: Option<Duration>,
 ) -> Server<'e, 'n, 's, N, B, P> {
@@ -216,7 +216,7 @@ fn server<'e, 'n, 's, const N: usize, const B: usize, const P: usize>(
     )
 }
 
-fn all_closed(ev: &Ev<'_, '_>) -> bool {
+pub(super) fn all_closed(ev: &Ev<'_, '_>) -> bool {
     let n = ev.net.conn_count();
     ev.net.pending() == 0 && n > 0 && (0..n).all(|i| ev.net.conn(i).unwrap().closes() == 1)
 }

@@ -18,6 +18,7 @@ mod bufio;
 mod cpython;
 mod datagram;
 mod event;
+mod event_props;
 mod faults;
 mod stream;
 
