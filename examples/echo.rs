@@ -118,13 +118,13 @@ where
         + sockserv::StreamDispatch<
             sockserv::std_adapter::Conn,
             sockserv::std_adapter::Address,
-            FnService<fn(&sockserv::std_adapter::Address) -> Echo>,
+            FnService<fn(&sockserv::std_adapter::Address) -> Echo, sockserv::std_adapter::Address>,
         > + sockserv::DatagramDispatch<
             sockserv::std_adapter::SocketDatagram,
-            FnService<fn(&sockserv::std_adapter::Address) -> Echo>,
+            FnService<fn(&sockserv::std_adapter::Address) -> Echo, sockserv::std_adapter::Address>,
         >,
 {
-    let service: FnService<fn(&_) -> Echo> = FnService(|_| Echo);
+    let service: FnService<fn(&_) -> Echo, _> = FnService(|_| Echo);
     let builder = Builder::new().dispatch(dispatch);
     let poll = Duration::from_millis(500);
     match proto {
@@ -149,7 +149,7 @@ fn serve_event(proto: Proto, address: BindAddr, max_connections: usize) -> Resul
     match proto {
         Proto::Tcp | Proto::Unix => {
             let options = EventOptions { max_connections, ..EventOptions::default() };
-            let service: FnService<fn(&_) -> Echo> = FnService(|_| Echo);
+            let service: FnService<fn(&_) -> Echo, _> = FnService(|_| Echo);
             let mut server: EventTcpServer<_> =
                 Builder::new().event(address, service, options).map_err(Failure::Bind)?;
             announce(server.server_address(), &server.shutdown_handle())?;

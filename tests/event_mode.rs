@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserv::event::{EventHandler, EventServerConfig, EventService, Outbox, Step};
+use sockserv::event::{EventHandler, EventServerConfig, Outbox, Step};
 use sockserv::std_adapter::event::{
     EpollSource, EventOptions, EventStreamServer, FromListener, NbConn, PollSource,
 };
-use sockserv::std_adapter::{Address, BindAddr, Builder, Hooks, RequestError, ShutdownHandle};
+use sockserv::std_adapter::{Address, BindAddr, Builder, RequestError, Service, ShutdownHandle};
 use util::CLIENT_TIMEOUT;
 
 /// Echo, recording hook calls.
@@ -34,21 +34,6 @@ impl Echo {
     }
 }
 
-impl Hooks<Address> for Echo {
-    fn verify_request(&self, _: &Address) -> bool {
-        !self.refuse
-    }
-    fn handle_error(&self, _: &Address, error: &RequestError<'_>) {
-        self.log.lock().unwrap().push(format!("error: {error}"));
-    }
-    fn handle_table_full(&self, _: &Address) {
-        self.log.lock().unwrap().push("table full".into());
-    }
-    fn service_actions(&self) {
-        self.turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 struct EchoHandler {
     linger: bool,
 }
@@ -63,10 +48,22 @@ impl EventHandler for EchoHandler {
     }
 }
 
-impl EventService<Address> for Echo {
+impl Service<Address> for Echo {
     type Handler = EchoHandler;
     fn handler(&self, _: &Address) -> EchoHandler {
         EchoHandler { linger: self.linger }
+    }
+    fn verify_request(&self, _: &Address) -> bool {
+        !self.refuse
+    }
+    fn handle_error(&self, _: &Address, error: &RequestError<'_>) {
+        self.log.lock().unwrap().push(format!("error: {error}"));
+    }
+    fn handle_table_full(&self, _: &Address) {
+        self.log.lock().unwrap().push("table full".into());
+    }
+    fn service_actions(&self) {
+        self.turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

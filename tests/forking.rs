@@ -242,7 +242,7 @@ c2.close(); c3.close()
 /// (in the child): the child must still leave with `_exit(1)`, never unwind
 /// back into the server loop it was forked from.
 fn panicking_hook_in_child() {
-    use sockserv::std_adapter::{Address, Conn, Hooks, RequestError, StreamHandler};
+    use sockserv::std_adapter::{Address, Conn, RequestError, Service, StreamHandler};
 
     struct Fails;
     impl StreamHandler<Conn> for Fails {
@@ -252,15 +252,14 @@ fn panicking_hook_in_child() {
         }
     }
     struct PanickyHooks;
-    impl Hooks<Address> for PanickyHooks {
-        fn handle_error(&self, _: &Address, _: &RequestError<'_>) {
-            panic!("handle_error panics");
-        }
-    }
-    impl sockserv::StreamService<Conn, Address> for PanickyHooks {
+
+    impl Service<Address> for PanickyHooks {
         type Handler = Fails;
         fn handler(&self, _: &Address) -> Fails {
             Fails
+        }
+        fn handle_error(&self, _: &Address, _: &RequestError<'_>) {
+            panic!("handle_error panics");
         }
     }
 

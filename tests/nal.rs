@@ -12,8 +12,8 @@ use std::time::Duration;
 use embedded_io::{Read, Write};
 use sockserv::std_adapter::StdClock;
 use sockserv::{
-    Datagram, DatagramHandler, DatagramService, Hooks, Inline, ReplyFull, ReplyWriter,
-    RequestError, Server, ShutdownFlag, ShutdownSignal, Stream, StreamHandler, StreamService,
+    Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server, Service,
+    ShutdownFlag, ShutdownSignal, Stream, StreamHandler,
 };
 use sockserv_smoltcp::nal::NalStack;
 
@@ -36,12 +36,6 @@ struct Rec {
 impl Rec {
     fn lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
-    }
-}
-
-impl Hooks<SocketAddr> for Rec {
-    fn handle_error(&self, _: &SocketAddr, error: &RequestError<'_>) {
-        self.log.lock().unwrap().push(format!("error: {error}"));
     }
 }
 
@@ -68,17 +62,13 @@ impl DatagramHandler for Echo {
     }
 }
 
-impl<S: Read + Write> StreamService<S, SocketAddr> for Rec {
+impl Service<SocketAddr> for Rec {
     type Handler = Echo;
     fn handler(&self, _: &SocketAddr) -> Echo {
         Echo
     }
-}
-
-impl DatagramService<SocketAddr> for Rec {
-    type Handler = Echo;
-    fn handler(&self, _: &SocketAddr) -> Echo {
-        Echo
+    fn handle_error(&self, _: &SocketAddr, error: &RequestError<'_>) {
+        self.log.lock().unwrap().push(format!("error: {error}"));
     }
 }
 

@@ -13,11 +13,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Conn, DatagramServer, Hooks, Sequential, ShutdownError,
+    Address, BindAddr, Builder, Conn, DatagramServer, Sequential, Service, ShutdownError,
     ShutdownHandle, StreamHandler, StreamServer, TcpServer, Threading, ThreadingTcpServer,
     UdpServer, UnixStreamServer,
 };
-use sockserv::{DatagramDispatch, Dispatch, FnService, StreamDispatch, StreamService};
+use sockserv::{DatagramDispatch, Dispatch, FnService, StreamDispatch};
 use util::{Behaviour, Recorder, TEST_STR, dgram_examine, open_fds, stream_examine, unix_path};
 
 const POLL: Duration = Duration::from_millis(10);
@@ -492,7 +492,7 @@ fn shutdown_from_the_serving_thread_is_an_error_not_a_deadlock() {
         Arc<Mutex<Option<ShutdownHandle>>>,
         Arc<Mutex<Option<Result<(), ShutdownError>>>>,
     );
-    impl Hooks<Address> for Stopper {}
+
     struct H(Stopper);
     impl StreamHandler<Conn> for H {
         type Error = std::io::Error;
@@ -502,7 +502,7 @@ fn shutdown_from_the_serving_thread_is_an_error_not_a_deadlock() {
             Ok(())
         }
     }
-    impl StreamService<Conn, Address> for Stopper {
+    impl Service<Address> for Stopper {
         type Handler = H;
         fn handler(&self, _: &Address) -> H {
             H(self.clone())
@@ -669,15 +669,14 @@ fn the_stream_timeout_covers_writes() {
     let errors = Arc::new(Mutex::new(Vec::new()));
     #[derive(Clone)]
     struct Svc(Arc<Mutex<Vec<String>>>);
-    impl Hooks<Address> for Svc {
-        fn handle_error(&self, _: &Address, e: &sockserv::RequestError<'_>) {
-            self.0.lock().unwrap().push(e.to_string());
-        }
-    }
-    impl StreamService<Conn, Address> for Svc {
+
+    impl Service<Address> for Svc {
         type Handler = Flood;
         fn handler(&self, _: &Address) -> Flood {
             Flood
+        }
+        fn handle_error(&self, _: &Address, e: &sockserv::RequestError<'_>) {
+            self.0.lock().unwrap().push(e.to_string());
         }
     }
     let mut server: StreamServer<_, Threading> = Builder::new()

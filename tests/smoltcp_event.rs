@@ -12,10 +12,10 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 use smoltcp_world::{Client, PORT, TestStack, World, payload, pool};
 use sockserv::event::{
-    EventHandler, EventServer, EventServerConfig, EventService, FixedPool, FixedSlots, Next,
-    Outbox, ServerSlot, Step,
+    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next, Outbox, ServerSlot,
+    Step,
 };
-use sockserv::{Clock, Hooks, RequestError, ShutdownFlag};
+use sockserv::{Clock, RequestError, Service, ShutdownFlag};
 use sockserv_smoltcp::{Options, Storage, TcpEventSource};
 
 const POLL: Duration = Duration::from_millis(500);
@@ -77,7 +77,11 @@ impl<'w> Rec<'w> {
     }
 }
 
-impl Hooks<IpEndpoint> for &Rec<'_> {
+impl<'r, 'w> Service<IpEndpoint> for &'r Rec<'w> {
+    type Handler = Handler<'r, 'w>;
+    fn handler(&self, _: &IpEndpoint) -> Handler<'r, 'w> {
+        Handler(self)
+    }
     fn verify_request(&self, client: &IpEndpoint) -> bool {
         self.note(format!("verify {client}"));
         true
@@ -130,13 +134,6 @@ impl EventHandler for Handler<'_, '_> {
 
     fn closed(&mut self) {
         self.0.closed.set(self.0.closed.get() + 1);
-    }
-}
-
-impl<'r, 'w> EventService<IpEndpoint> for &'r Rec<'w> {
-    type Handler = Handler<'r, 'w>;
-    fn handler(&self, _: &IpEndpoint) -> Handler<'r, 'w> {
-        Handler(self)
     }
 }
 

@@ -13,8 +13,8 @@ use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::IpEndpoint;
 use smoltcp_world::{Client, PORT, SERVER, World, ghost_arp, ghost_syn, payload, pool};
 use sockserv::{
-    BufStream, Clock, Datagram, DatagramHandler, DatagramService, Hooks, Inline, ReplyFull,
-    ReplyWriter, RequestError, Server, ShutdownFlag, Stream, StreamHandler, StreamService,
+    BufStream, Clock, Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError,
+    Server, Service, ShutdownFlag, Stream, StreamHandler,
 };
 use sockserv_smoltcp::{Options, Storage};
 
@@ -60,28 +60,6 @@ impl Rec {
 
     fn count(&self, prefix: &str) -> usize {
         self.lines().iter().filter(|l| l.starts_with(prefix)).count()
-    }
-}
-
-impl Hooks<IpEndpoint> for Rec {
-    fn verify_request(&self, client: &IpEndpoint) -> bool {
-        self.note(format!("verify {client}"));
-        self.verify
-    }
-    fn handle_error(&self, _: &IpEndpoint, error: &RequestError<'_>) {
-        self.note(format!("error: {error}"));
-    }
-    fn handle_timeout(&self) {
-        self.note("timeout".into());
-    }
-    fn service_actions(&self) {
-        let n = self.actions.get() + 1;
-        self.actions.set(n);
-        if let Some((after, flag)) = self.stop_after
-            && n >= after
-        {
-            flag.request();
-        }
     }
 }
 
@@ -139,20 +117,29 @@ impl DatagramHandler for Handler {
     }
 }
 
-impl<S: Read + Write> StreamService<S, IpEndpoint> for Rec
-where
-    S::Error: Debug,
-{
+impl Service<IpEndpoint> for Rec {
     type Handler = Handler;
     fn handler(&self, _: &IpEndpoint) -> Handler {
         Handler(self.clone())
     }
-}
-
-impl DatagramService<IpEndpoint> for Rec {
-    type Handler = Handler;
-    fn handler(&self, _: &IpEndpoint) -> Handler {
-        Handler(self.clone())
+    fn verify_request(&self, client: &IpEndpoint) -> bool {
+        self.note(format!("verify {client}"));
+        self.verify
+    }
+    fn handle_error(&self, _: &IpEndpoint, error: &RequestError<'_>) {
+        self.note(format!("error: {error}"));
+    }
+    fn handle_timeout(&self) {
+        self.note("timeout".into());
+    }
+    fn service_actions(&self) {
+        let n = self.actions.get() + 1;
+        self.actions.set(n);
+        if let Some((after, flag)) = self.stop_after
+            && n >= after
+        {
+            flag.request();
+        }
     }
 }
 

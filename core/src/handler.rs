@@ -2,12 +2,13 @@
 //!
 //! Python splits a server into the server (connection-level work) and a
 //! request handler (data-level work). Here the server-level part is a
-//! *service*: a [`Hooks`] implementation that also makes a fresh handler per
-//! request ([`StreamService`], [`DatagramService`]). The service is Python's
-//! `self.server`: a handler reaches shared state through what the service put
-//! into it when it made the handler.
+//! [`Service`]: the server's hooks plus a factory that makes a fresh
+//! handler per request. The service is Python's `self.server`: a handler
+//! reaches shared state through what the service put into it when it made
+//! the handler.
 
 use core::fmt;
+use core::marker::PhantomData;
 
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 
@@ -18,7 +19,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 /// [`handle`](Self::handle) and then [`finish`](Self::finish) — even when
 /// `handle` failed — as `BaseRequestHandler.__init__` does with
 /// `setup(); try: handle() finally: finish()`. Each error goes to
-/// [`Hooks::handle_error`] (both, when `handle` and `finish` fail).
+/// [`Service::handle_error`] (both, when `handle` and `finish` fail).
 ///
 /// Implement it generically over the stream, so that the same handler runs
 /// on every transport:
@@ -46,7 +47,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 /// ```
 pub trait StreamHandler<S: Read + Write> {
     /// What this handler's methods fail with; it reaches
-    /// [`Hooks::handle_error`] as [`RequestError::Handler`].
+    /// [`Service::handle_error`] as [`RequestError::Handler`].
     type Error: fmt::Debug;
 
     /// Runs before [`handle`](Self::handle). Default: nothing.
@@ -83,7 +84,7 @@ pub trait StreamHandler<S: Read + Write> {
 /// server sends what was written as one datagram to the sender — **an empty
 /// datagram when nothing was written**, as CPython does — unless the handler
 /// called [`ReplyWriter::suppress`]. As in CPython, the reply is sent even
-/// when `handle` failed (the error still goes to [`Hooks::handle_error`]);
+/// when `handle` failed (the error still goes to [`Service::handle_error`]);
 /// call `suppress` first if a failed request must not answer. When `setup`
 /// fails, nothing else runs and nothing is sent (CPython's `finish`, which
 /// sends, is skipped then too).
@@ -128,7 +129,7 @@ pub trait DatagramHandler {
     }
 }
 
-/// Why a request did not complete, as [`Hooks::handle_error`] receives it.
+/// Why a request did not complete, as [`Service::handle_error`] receives it.
 #[derive(Clone, Copy)]
 #[non_exhaustive]
 pub enum RequestError<'a> {
@@ -189,11 +190,48 @@ impl fmt::Display for RequestError<'_> {
     }
 }
 
-/// The server-level hooks of `socketserver.BaseServer`, with its defaults.
+/// What a server serves with: `socketserver.BaseServer`'s overridable
+/// methods, with its defaults, plus the factory that makes a fresh handler
+/// for each request (CPython's `RequestHandlerClass`). One trait for every
+/// mode: the server asks for a [`Handler`](Self::Handler) that implements
+/// what it needs ([`StreamHandler`], [`DatagramHandler`] or
+/// [`EventHandler`](crate::event::EventHandler)).
 ///
-/// Every method takes `&self`: with the threading strategy hooks run on
-/// handler threads, as CPython's do.
-pub trait Hooks<A: fmt::Debug> {
+/// The service is Python's `self.server`: a handler reaches shared state
+/// through what the service put into it. Every method takes `&self`: with
+/// the threading strategy they run on handler threads, as CPython's do
+/// (which clones the service per request: put shared state behind an
+/// `Arc`). Most servers need no service of their own: [`FnService`](struct@FnService) makes
+/// one from a closure, and [`ServiceExt`] overrides one hook at a time.
+///
+/// ```
+/// use sockserv_core::{Service, StreamHandler};
+/// # struct Echo;
+/// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
+/// #     type Error = S::Error;
+/// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
+/// # }
+///
+/// /// Serves only clients whose address is even.
+/// struct EvenOnly;
+///
+/// impl Service<u32> for EvenOnly {
+///     type Handler = Echo;
+///     fn handler(&self, _client: &u32) -> Echo {
+///         Echo
+///     }
+///     fn verify_request(&self, client: &u32) -> bool {
+///         client % 2 == 0
+///     }
+/// }
+/// ```
+pub trait Service<A: fmt::Debug> {
+    /// The handler made for each request.
+    type Handler;
+
+    /// Makes the handler for a request from `client`.
+    fn handler(&self, client: &A) -> Self::Handler;
+
     /// Returns whether to serve a request from `client` (CPython's
     /// `verify_request`). A refused connection is shut down and closed
     /// without making a handler. Default: `true`.
@@ -255,65 +293,183 @@ pub trait Hooks<A: fmt::Debug> {
     fn service_actions(&self) {}
 }
 
-/// A stream server's service: the hooks plus a factory that makes a fresh
-/// handler for each connection (CPython's `RequestHandlerClass`).
-pub trait StreamService<S: Read + Write, A: fmt::Debug>: Hooks<A> {
-    /// The handler made for each connection.
-    type Handler: StreamHandler<S>;
-
-    /// Makes the handler for a connection from `client`.
-    fn handler(&self, client: &A) -> Self::Handler;
+/// Forwards every method of a service `S` to `$inner`, but those listed.
+macro_rules! forward_service {
+    ($inner:ident; $($skip:ident)*) => {
+        forward_service!(@one $inner verify_request (client: &A) -> bool; $($skip)*);
+        forward_service!(@one $inner handle_error (client: &A, error: &RequestError<'_>) -> (); $($skip)*);
+        forward_service!(@one $inner handle_accept_error (error: &dyn embedded_io::Error) -> (); $($skip)*);
+        forward_service!(@one $inner handle_table_full (client: &A) -> (); $($skip)*);
+        forward_service!(@one $inner handle_buffers_exhausted (client: &A) -> (); $($skip)*);
+        forward_service!(@one $inner handle_timeout () -> (); $($skip)*);
+        forward_service!(@one $inner service_actions () -> (); $($skip)*);
+    };
+    (@one $inner:ident $name:ident ($($arg:ident: $ty:ty),*) -> $ret:ty; $($skip:ident)*) => {
+        forward_service!(@pick $name [$($skip)*] {
+            fn $name(&self, $($arg: $ty),*) -> $ret {
+                self.$inner.$name($($arg),*)
+            }
+        });
+    };
+    (@pick $name:ident [] { $($item:tt)* }) => { $($item)* };
+    (@pick verify_request [verify_request $($rest:ident)*] { $($item:tt)* }) => {};
+    (@pick handle_error [handle_error $($rest:ident)*] { $($item:tt)* }) => {};
+    (@pick $name:ident [$other:ident $($rest:ident)*] { $($item:tt)* }) => {
+        forward_service!(@pick $name [$($rest)*] { $($item)* });
+    };
 }
 
-/// A datagram server's service: the hooks plus a handler factory.
-pub trait DatagramService<A: fmt::Debug>: Hooks<A> {
-    /// The handler made for each datagram.
-    type Handler: DatagramHandler;
-
-    /// Makes the handler for a datagram from `client`.
-    fn handler(&self, client: &A) -> Self::Handler;
+impl<S: Service<A> + ?Sized, A: fmt::Debug> Service<A> for &S {
+    type Handler = S::Handler;
+    fn handler(&self, client: &A) -> S::Handler {
+        (**self).handler(client)
+    }
+    fn verify_request(&self, client: &A) -> bool {
+        (**self).verify_request(client)
+    }
+    fn handle_error(&self, client: &A, error: &RequestError<'_>) {
+        (**self).handle_error(client, error);
+    }
+    fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
+        (**self).handle_accept_error(error);
+    }
+    fn handle_table_full(&self, client: &A) {
+        (**self).handle_table_full(client);
+    }
+    fn handle_buffers_exhausted(&self, client: &A) {
+        (**self).handle_buffers_exhausted(client);
+    }
+    fn handle_timeout(&self) {
+        (**self).handle_timeout();
+    }
+    fn service_actions(&self) {
+        (**self).service_actions();
+    }
 }
 
-/// A service with the default hooks around a handler-making function, for
-/// servers that need no hooks of their own.
+/// A service with the default hooks around a handler-making closure (the
+/// closure gets the client's address):
 ///
 /// ```
-/// # use sockserv_core::{FnService, StreamService, StreamHandler};
+/// # use sockserv_core::{FnService, Service, StreamHandler};
 /// # struct Echo;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
-/// let service = FnService(|_client: &u32| Echo);
+/// let service = FnService(|_| Echo);
+/// # fn serves<A: core::fmt::Debug>(_: impl Service<A>) {}
+/// # serves::<u32>(service);
 /// ```
-#[derive(Clone, Copy, Debug)]
-pub struct FnService<F>(pub F);
+///
+/// The closure's argument type is inferred from the server it is given to;
+/// hooks are overridden with [`ServiceExt`] (`FnService(..).verify(..)`).
+pub struct FnService<F, A> {
+    make: F,
+    _client: PhantomData<fn(&A)>,
+}
 
-impl<F, A: fmt::Debug> Hooks<A> for FnService<F> {}
-
-impl<F, H, S, A> StreamService<S, A> for FnService<F>
+/// Makes a [`FnService`](struct@FnService) from a closure `&A -> Handler`.
+#[allow(non_snake_case)]
+pub fn FnService<A, H, F>(make: F) -> FnService<F, A>
 where
     F: Fn(&A) -> H,
-    H: StreamHandler<S>,
-    S: Read + Write,
-    A: fmt::Debug,
 {
-    type Handler = H;
-    fn handler(&self, client: &A) -> H {
-        (self.0)(client)
+    FnService { make, _client: PhantomData }
+}
+
+impl<F: Clone, A> Clone for FnService<F, A> {
+    fn clone(&self) -> Self {
+        Self { make: self.make.clone(), _client: PhantomData }
     }
 }
 
-impl<F, H, A> DatagramService<A> for FnService<F>
+impl<F: Copy, A> Copy for FnService<F, A> {}
+
+impl<F, A> fmt::Debug for FnService<F, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnService")
+    }
+}
+
+impl<F, H, A> Service<A> for FnService<F, A>
 where
     F: Fn(&A) -> H,
-    H: DatagramHandler,
     A: fmt::Debug,
 {
     type Handler = H;
     fn handler(&self, client: &A) -> H {
-        (self.0)(client)
+        (self.make)(client)
     }
+}
+
+/// Overrides one hook of a service with a closure, keeping the others.
+pub trait ServiceExt<A: fmt::Debug>: Service<A> + Sized {
+    /// Serves only clients for which `verify` returns `true` (CPython's
+    /// `verify_request`).
+    ///
+    /// ```
+    /// # use sockserv_core::{FnService, Service, ServiceExt, StreamHandler};
+    /// # struct Echo;
+    /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
+    /// #     type Error = S::Error;
+    /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
+    /// # }
+    /// let service = FnService(|_| Echo).verify(|client: &u32| *client != 13);
+    /// assert!(!service.verify_request(&13));
+    /// ```
+    fn verify<V: Fn(&A) -> bool>(self, verify: V) -> Verify<Self, V> {
+        Verify { inner: self, verify }
+    }
+
+    /// Reports failed requests to `on_error` instead of the default
+    /// (CPython's `handle_error`).
+    fn on_error<E: Fn(&A, &RequestError<'_>)>(self, on_error: E) -> OnError<Self, E> {
+        OnError { inner: self, on_error }
+    }
+}
+
+impl<S: Service<A>, A: fmt::Debug> ServiceExt<A> for S {}
+
+/// A service whose `verify_request` is a closure ([`ServiceExt::verify`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Verify<S, V> {
+    inner: S,
+    verify: V,
+}
+
+impl<S: Service<A>, V: Fn(&A) -> bool, A: fmt::Debug> Service<A> for Verify<S, V> {
+    type Handler = S::Handler;
+    fn handler(&self, client: &A) -> S::Handler {
+        self.inner.handler(client)
+    }
+    fn verify_request(&self, client: &A) -> bool {
+        (self.verify)(client)
+    }
+    forward_service!(inner; verify_request);
+}
+
+/// A service whose `handle_error` is a closure ([`ServiceExt::on_error`]).
+#[derive(Clone, Copy, Debug)]
+pub struct OnError<S, E> {
+    inner: S,
+    on_error: E,
+}
+
+impl<S, E, A> Service<A> for OnError<S, E>
+where
+    S: Service<A>,
+    E: Fn(&A, &RequestError<'_>),
+    A: fmt::Debug,
+{
+    type Handler = S::Handler;
+    fn handler(&self, client: &A) -> S::Handler {
+        self.inner.handler(client)
+    }
+    fn handle_error(&self, client: &A, error: &RequestError<'_>) {
+        (self.on_error)(client, error);
+    }
+    forward_service!(inner; handle_error);
 }
 
 /// A write that did not fit a [`ReplyWriter`]'s buffer.

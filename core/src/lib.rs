@@ -20,8 +20,8 @@ mod tests;
 
 pub use bufio::{BufStream, ReadLineError};
 pub use handler::{
-    DatagramHandler, DatagramService, FnService, Hooks, ReplyFull, ReplyWriter, RequestError,
-    StreamHandler, StreamService,
+    DatagramHandler, FnService, OnError, ReplyFull, ReplyWriter, RequestError, Service, ServiceExt,
+    StreamHandler, Verify,
 };
 pub use request::{serve_datagram, serve_stream, shutdown_stream};
 pub use server::{

@@ -6,15 +6,13 @@ use core::fmt;
 
 use embedded_io::ErrorKind;
 
-use crate::handler::{
-    DatagramHandler, DatagramService, ReplyWriter, RequestError, StreamHandler, StreamService,
-};
+use crate::handler::{DatagramHandler, ReplyWriter, RequestError, Service, StreamHandler};
 use crate::transport::Connection;
 
 /// Serves one stream connection: makes the handler, runs `setup`, then —
 /// if setup succeeded — `handle` and `finish` (always, even when `handle`
 /// failed): CPython's `setup(); try: handle() finally: finish()`. Every
-/// error goes to [`crate::Hooks::handle_error`] (`handle`'s first, then
+/// error goes to [`crate::Service::handle_error`] (`handle`'s first, then
 /// `finish`'s: none is lost). Then the connection is shut down
 /// (`shutdown(SHUT_WR)`, then close by drop) — CPython's `finish_request`
 /// followed by `shutdown_request`.
@@ -30,7 +28,7 @@ pub fn serve_stream<S, A, Svc>(service: &Svc, stream: S, client: &A) -> bool
 where
     S: Connection,
     A: fmt::Debug,
-    Svc: StreamService<S, A> + ?Sized,
+    Svc: Service<A, Handler: StreamHandler<S>> + ?Sized,
 {
     let mut stream = ShutdownOnDrop(stream);
     let mut handler = service.handler(client);
@@ -54,7 +52,7 @@ fn report<A, E, Svc>(
 where
     A: fmt::Debug,
     E: fmt::Debug,
-    Svc: crate::Hooks<A> + ?Sized,
+    Svc: crate::Service<A> + ?Sized,
 {
     for result in [handled, finished] {
         if let Err(e) = result {
@@ -83,7 +81,7 @@ pub fn shutdown_stream<S: Connection>(stream: S) {
 }
 
 /// Serves one datagram: reports a truncated datagram to
-/// [`crate::Hooks::handle_error`] (the handler never sees it); otherwise
+/// [`crate::Service::handle_error`] (the handler never sees it); otherwise
 /// runs `setup`, `handle` and `finish` as [`serve_stream`] does, with a [`ReplyWriter`] over `reply_buf` and sends the
 /// reply to `client` through `send` — an empty datagram when the handler
 /// wrote nothing, as CPython's `DatagramRequestHandler.finish` does, unless
@@ -103,7 +101,7 @@ pub fn serve_datagram<A, Svc, F>(
 ) -> bool
 where
     A: fmt::Debug,
-    Svc: DatagramService<A> + ?Sized,
+    Svc: Service<A, Handler: DatagramHandler> + ?Sized,
     F: FnOnce(&[u8], &A) -> Result<(), ErrorKind>,
 {
     if let Some(size) = truncated {

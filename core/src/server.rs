@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use embedded_io::{Error as _, ErrorType};
 
-use crate::handler::{DatagramService, Hooks, StreamService};
+use crate::handler::{DatagramHandler, Service, StreamHandler};
 use crate::request::{serve_datagram, serve_stream, shutdown_stream};
 use crate::transport::{Clock, DatagramSocket, Readiness, StreamListener};
 
@@ -152,7 +152,7 @@ impl<B, S, A, Svc> StreamDispatch<S, A, Svc> for Inline<B>
 where
     S: crate::Connection,
     A: fmt::Debug,
-    Svc: StreamService<S, A> + ?Sized,
+    Svc: Service<A, Handler: StreamHandler<S>> + ?Sized,
 {
     fn process_request(&mut self, service: &Svc, stream: S, client: A) {
         serve_stream(service, stream, &client);
@@ -163,7 +163,7 @@ impl<B, U, Svc> DatagramDispatch<U, Svc> for Inline<B>
 where
     B: AsMut<[u8]>,
     U: DatagramSocket + ?Sized,
-    Svc: DatagramService<U::Address> + ?Sized,
+    Svc: Service<U::Address, Handler: DatagramHandler> + ?Sized,
 {
     fn process_request(
         &mut self,
@@ -222,7 +222,7 @@ impl<L: StreamListener> ErrorType for Stream<L> {
 impl<L, Svc, D> Transport<Svc, D> for Stream<L>
 where
     L: StreamListener,
-    Svc: Hooks<L::Address> + ?Sized,
+    Svc: Service<L::Address> + ?Sized,
     D: StreamDispatch<L::Stream, L::Address, Svc>,
 {
     type Address = L::Address;
@@ -270,7 +270,7 @@ impl<U, B, Svc, D> Transport<Svc, D> for Datagram<U, B>
 where
     U: DatagramSocket,
     B: AsMut<[u8]>,
-    Svc: Hooks<U::Address> + ?Sized,
+    Svc: Service<U::Address> + ?Sized,
     D: DatagramDispatch<U, Svc>,
 {
     type Address = U::Address;
@@ -311,8 +311,8 @@ where
 /// requests and hands them to a dispatch strategy, with CPython's hooks.
 ///
 /// * `T`: the transport ([`Stream`] or [`Datagram`] around a socket).
-/// * `Svc`: the service — hooks plus handler factory ([`StreamService`],
-///   [`DatagramService`]); Python's `self.server` for the handlers.
+/// * `Svc`: the [`Service`] — hooks plus handler factory; Python's
+///   `self.server` for the handlers.
 /// * `C`: the [`Clock`] for `handle_request`'s timeout.
 /// * `Sh`: the [`ShutdownSignal`].
 /// * `D`: the dispatch strategy (CPython's mix-in), [`Inline`] by default.
@@ -385,7 +385,7 @@ pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 impl<T, Svc, C, Sh, D> Server<T, Svc, C, Sh, D>
 where
     T: Transport<Svc, D>,
-    Svc: Hooks<<T as Transport<Svc, D>>::Address>,
+    Svc: Service<<T as Transport<Svc, D>>::Address>,
     C: Clock,
     Sh: ShutdownSignal,
     D: Dispatch,
@@ -505,7 +505,7 @@ where
     ///
     /// # Errors
     /// Only when the transport cannot wait at all. A failed accept is
-    /// reported to [`Hooks::handle_accept_error`] and counts as the request.
+    /// reported to [`Service::handle_accept_error`] and counts as the request.
     pub fn handle_request(&mut self) -> Result<(), T::Error> {
         let deadline = self.timeout.map(|t| self.clock.now().saturating_add(t));
         let mut remaining = self.timeout;

@@ -83,7 +83,7 @@ pub trait StreamListener: ErrorType {
     ///
     /// # Errors
     /// The accept failed (for instance, out of file descriptors). The server
-    /// drops the attempt, tells [`crate::Hooks::handle_accept_error`] and
+    /// drops the attempt, tells [`crate::Service::handle_accept_error`] and
     /// backs off.
     fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, Self::Error>;
 }

@@ -84,7 +84,7 @@ use crate::wait::Woke;
 /// let config = EventServerConfig { idle_timeout: Some(Duration::from_secs(60)), ..Default::default() };
 /// let mut server = EventServer::new(
 ///     TcpEventSource::new(listener),
-///     FnService(|_: &_| Echo),
+///     FnService(|_| Echo),
 ///     clock(),
 ///     &FLAG,
 ///     FixedSlots::<_, 2>::new(),

@@ -24,6 +24,6 @@ pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
 pub use socket::{BindError, Options, SocketDatagram, SocketListener};
 
 pub use sockserv_core::{
-    BufStream, DatagramHandler, DatagramService, FnService, Hooks, ReadLineError, ReplyFull,
-    ReplyWriter, RequestError, StreamHandler, StreamService, embedded_io,
+    BufStream, DatagramHandler, FnService, OnError, ReadLineError, ReplyFull, ReplyWriter,
+    RequestError, Service, ServiceExt, StreamHandler, Verify, embedded_io,
 };

@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockserv_core::{Datagram, Dispatch, Hooks, Server, Stream, Transport};
+use sockserv_core::{Datagram, Dispatch, Server, Service, Stream, Transport};
 
 use crate::addr::{Address, BindAddr, IntoBindAddr};
 use crate::dispatch::{Forking, Sequential, Threading};
@@ -57,7 +57,7 @@ impl Bound for Datagram<SocketDatagram, Vec<u8>> {
 ///     }
 /// }
 ///
-/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", FnService(|_: &_| Echo))?;
+/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", FnService(|_| Echo))?;
 /// let addr = server.server_address().to_string();
 /// let stop = server.shutdown_handle();
 /// let loop_thread = std::thread::spawn(move || server.serve_forever(Duration::from_millis(500)));
@@ -123,7 +123,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 ///     .request_queue_size(64)
 ///     .allow_reuse_address(true)
 ///     .dispatch(Threading::new().daemon_threads(true))
-///     .stream("[::1]:0", FnService(|_: &_| Nop));
+///     .stream("[::1]:0", FnService(|_| Nop));
 /// # let _ = server; // IPv6 may be off on some machines
 /// ```
 #[derive(Debug, Default)]
@@ -218,7 +218,7 @@ impl<D> Builder<D> {
         service: Svc,
     ) -> Result<StreamServer<Svc, D>, BindError>
     where
-        Svc: Hooks<Address>,
+        Svc: Service<Address>,
         D: Dispatch,
         Stream<SocketListener>: Transport<Svc, D, Address = Address, Error = io::Error>,
     {
@@ -237,7 +237,7 @@ impl<D> Builder<D> {
         service: Svc,
     ) -> Result<DatagramServer<Svc, D>, BindError>
     where
-        Svc: Hooks<Address>,
+        Svc: Service<Address>,
         D: Dispatch,
         Datagram<SocketDatagram, Vec<u8>>: Transport<Svc, D, Address = Address, Error = io::Error>,
     {
@@ -255,7 +255,7 @@ fn new_shared(address: &BindAddr) -> Result<Arc<Shared>, BindError> {
 
 impl<Svc, D> StreamServer<Svc, D>
 where
-    Svc: Hooks<Address>,
+    Svc: Service<Address>,
     D: Dispatch + Default,
     Stream<SocketListener>: Transport<Svc, D, Address = Address, Error = io::Error>,
 {
@@ -290,7 +290,7 @@ impl<Svc, D: Dispatch> StreamServer<Svc, D> {
 
 impl<Svc, D> DatagramServer<Svc, D>
 where
-    Svc: Hooks<Address>,
+    Svc: Service<Address>,
     D: Dispatch + Default,
     Datagram<SocketDatagram, Vec<u8>>: Transport<Svc, D, Address = Address, Error = io::Error>,
 {
@@ -322,7 +322,7 @@ impl<Svc, D: Dispatch> DatagramServer<Svc, D> {
 impl<T, Svc, D> SocketServer<T, Svc, D>
 where
     T: Transport<Svc, D, Error = io::Error> + Bound,
-    Svc: Hooks<<T as Transport<Svc, D>>::Address>,
+    Svc: Service<<T as Transport<Svc, D>>::Address>,
     D: Dispatch,
 {
     fn from_parts(transport: T, service: Svc, dispatch: D, shared: Arc<Shared>) -> Self {

@@ -123,7 +123,7 @@ impl std::error::Error for ShutdownError {}
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
-/// let mut server = TcpServer::bind("127.0.0.1:0", FnService(|_: &_| Nop)).unwrap();
+/// let mut server = TcpServer::bind("127.0.0.1:0", FnService(|_| Nop)).unwrap();
 /// let handle = server.shutdown_handle();
 /// let t = std::thread::spawn(move || server.serve_forever(Duration::from_secs(60)));
 /// handle.shutdown().unwrap(); // returns as soon as the loop has: no 60 s wait

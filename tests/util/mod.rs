@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sockserv::embedded_io;
 use sockserv::std_adapter::{
-    Address, BindAddr, BufStream, DatagramHandler, Hooks, ReplyWriter, RequestError, StreamHandler,
+    Address, BindAddr, BufStream, DatagramHandler, ReplyWriter, RequestError, Service,
+    StreamHandler,
 };
-use sockserv::{DatagramService, StreamService, embedded_io};
 
 /// CPython's `TEST_STR`.
 pub const TEST_STR: &[u8] = b"hello world\n";
@@ -81,21 +82,6 @@ impl Recorder {
     }
 }
 
-impl Hooks<Address> for Recorder {
-    fn verify_request(&self, _: &Address) -> bool {
-        self.verify
-    }
-    fn handle_error(&self, _: &Address, error: &RequestError<'_>) {
-        let kind = match error {
-            RequestError::Handler(_) => "handler",
-            RequestError::Panic(_) => "panic",
-            RequestError::Truncated { .. } => "truncated",
-            _ => "other",
-        };
-        self.note(format!("Error handled: {kind}: {error}"));
-    }
-}
-
 pub struct RecHandler(Recorder);
 
 #[derive(Debug)]
@@ -160,20 +146,22 @@ impl DatagramHandler for RecHandler {
     }
 }
 
-impl<S: embedded_io::Read + embedded_io::Write> StreamService<S, Address> for Recorder
-where
-    S::Error: std::fmt::Debug,
-{
+impl Service<Address> for Recorder {
     type Handler = RecHandler;
     fn handler(&self, _: &Address) -> RecHandler {
         RecHandler(self.clone())
     }
-}
-
-impl DatagramService<Address> for Recorder {
-    type Handler = RecHandler;
-    fn handler(&self, _: &Address) -> RecHandler {
-        RecHandler(self.clone())
+    fn verify_request(&self, _: &Address) -> bool {
+        self.verify
+    }
+    fn handle_error(&self, _: &Address, error: &RequestError<'_>) {
+        let kind = match error {
+            RequestError::Handler(_) => "handler",
+            RequestError::Panic(_) => "panic",
+            RequestError::Truncated { .. } => "truncated",
+            _ => "other",
+        };
+        self.note(format!("Error handled: {kind}: {error}"));
     }
 }
 

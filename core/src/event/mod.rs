@@ -42,7 +42,6 @@ pub use table::{ConnTable, Outcome, Slot, SlotStorage, TableStats};
 /// connections first need them).
 pub type FixedSlots<T, const N: usize> = heapless::Vec<T, N>;
 
-use crate::Hooks;
 use crate::transport::NbConnection;
 
 /// What a connection does next, as its handler decides.
@@ -199,7 +198,8 @@ impl<C: NbConnection> TryWrite for C {
 /// equivalent of [`StreamHandler`](crate::StreamHandler).
 ///
 /// Every method gets an [`Outbox`] to answer into. An error is reported to
-/// [`Hooks::handle_error`] and the connection is closed at once.
+/// [`Service::handle_error`](crate::Service::handle_error) and the
+/// connection is closed at once.
 pub trait EventHandler {
     /// What the handler fails with.
     type Error: fmt::Debug;
@@ -246,26 +246,4 @@ pub trait EventHandler {
 
     /// The connection closed (for whatever reason). Default: nothing.
     fn closed(&mut self) {}
-}
-
-/// An event server's service: hooks plus a factory of one handler per
-/// connection.
-pub trait EventService<A: fmt::Debug>: Hooks<A> {
-    /// The handler made for each connection.
-    type Handler: EventHandler;
-
-    /// Makes the handler for a connection from `client`.
-    fn handler(&self, client: &A) -> Self::Handler;
-}
-
-impl<F, H, A> EventService<A> for crate::FnService<F>
-where
-    F: Fn(&A) -> H,
-    H: EventHandler,
-    A: fmt::Debug,
-{
-    type Handler = H;
-    fn handler(&self, client: &A) -> H {
-        (self.0)(client)
-    }
 }

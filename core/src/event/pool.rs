@@ -15,7 +15,7 @@ pub type BufId = u32;
 /// to queue, and gives it back the moment it is empty. When
 /// [`take`](Self::take) finds none, the connection waits (back-pressure:
 /// it is not read from) until another connection gives one back; the
-/// server tells [`Hooks::handle_buffers_exhausted`](crate::Hooks::handle_buffers_exhausted).
+/// server tells [`Service::handle_buffers_exhausted`](crate::Service::handle_buffers_exhausted).
 pub trait BufferPool {
     /// The size of every buffer, in bytes.
     fn buffer_size(&self) -> usize;

@@ -6,7 +6,8 @@ use core::time::Duration;
 
 use embedded_io::{Error as _, ErrorKind};
 
-use super::{BufferPool, ConnTable, EventService, Outcome, Slot, SlotStorage};
+use super::{BufferPool, ConnTable, EventHandler, Outcome, Slot, SlotStorage};
+use crate::Service;
 use crate::server::ShutdownSignal;
 use crate::transport::{Clock, Event, EventSource, Interest, NbConnection};
 
@@ -43,7 +44,7 @@ impl Default for EventServerConfig {
 
 type Table<Src, Svc, S, P> = ConnTable<
     <Src as EventSource>::Conn,
-    <Svc as EventService<<Src as EventSource>::Address>>::Handler,
+    <Svc as Service<<Src as EventSource>::Address>>::Handler,
     <Src as EventSource>::Address,
     S,
     P,
@@ -52,7 +53,7 @@ type Table<Src, Svc, S, P> = ConnTable<
 /// The slot type an [`EventServer`] over `Src` serving `Svc` stores.
 pub type ServerSlot<Src, Svc> = Slot<
     <Src as EventSource>::Conn,
-    <Svc as EventService<<Src as EventSource>::Address>>::Handler,
+    <Svc as Service<<Src as EventSource>::Address>>::Handler,
     <Src as EventSource>::Address,
 >;
 
@@ -70,7 +71,7 @@ pub type ServerSlot<Src, Svc> = Slot<
 pub struct EventServer<Src, Svc, Clk, Sh, S, P>
 where
     Src: EventSource,
-    Svc: EventService<Src::Address>,
+    Svc: Service<Src::Address, Handler: EventHandler>,
 {
     source: Src,
     service: Svc,
@@ -89,7 +90,7 @@ impl<Src, Svc, Clk, Sh, S, P> EventServer<Src, Svc, Clk, Sh, S, P>
 where
     Src: EventSource,
     Src::Address: fmt::Debug,
-    Svc: EventService<Src::Address>,
+    Svc: Service<Src::Address, Handler: EventHandler>,
     Clk: Clock,
     Sh: ShutdownSignal + Clone,
     S: SlotStorage<ServerSlot<Src, Svc>>,

@@ -12,7 +12,7 @@ use embedded_io::{Error as _, ErrorKind};
 use super::pool::{BufferPool, Held};
 use super::{EventHandler, Next, Outbox};
 use crate::transport::{Interest, NbConnection};
-use crate::{Hooks, RequestError};
+use crate::{RequestError, Service};
 
 /// Where a [`ConnTable`]'s slots live: a `heapless::Vec<Slot<..>, N>` for
 /// a capacity fixed at compile time (`no_std`, no allocator), or a
@@ -148,7 +148,7 @@ pub struct TableStats {
 /// * **Back-pressure:** a connection whose send buffer is full is not read
 ///   from until it drains; a connection that needs a buffer when the pool
 ///   has none is not read from until one is given back (and
-///   [`Hooks::handle_buffers_exhausted`] is told); a handler that consumes
+///   [`Service::handle_buffers_exhausted`] is told); a handler that consumes
 ///   nothing while its receive buffer is full is closed with
 ///   [`RequestError::Stalled`].
 /// * **Idle connections** (nothing read or written for `idle_timeout`) are
@@ -175,7 +175,7 @@ impl TableStats {
     /// tells the hook when it starts).
     fn note_starved<C, H, A, Svc>(&mut self, was: bool, live: &Live<C, H, A>, service: &Svc)
     where
-        Svc: Hooks<A> + ?Sized,
+        Svc: Service<A> + ?Sized,
         A: fmt::Debug,
     {
         match (was, live.starved) {
@@ -306,7 +306,7 @@ where
         now: Duration,
     ) -> Result<(usize, Outcome<C>), (C, A, H)>
     where
-        Svc: Hooks<A> + ?Sized,
+        Svc: Service<A> + ?Sized,
     {
         let Some(token) = self.take_slot() else { return Err((conn, client, handler)) };
         self.len += 1;
@@ -351,7 +351,7 @@ where
         now: Duration,
     ) -> Outcome<C>
     where
-        Svc: Hooks<A> + ?Sized,
+        Svc: Service<A> + ?Sized,
     {
         let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
@@ -391,7 +391,7 @@ where
     /// timeout, so an idle connection closes within 1.25 timeouts.
     pub fn sweep<Svc>(&mut self, service: &Svc, now: Duration, mut closed: impl FnMut(usize, C))
     where
-        Svc: Hooks<A> + ?Sized,
+        Svc: Service<A> + ?Sized,
     {
         let Some(timeout) = self.idle_timeout else { return };
         if now < self.next_sweep {
@@ -441,7 +441,7 @@ where
     /// Carries out what [`decide`] chose for the connection under `token`.
     fn apply<Svc>(&mut self, token: usize, decision: Decision, service: &Svc) -> Outcome<C>
     where
-        Svc: Hooks<A> + ?Sized,
+        Svc: Service<A> + ?Sized,
     {
         match decision {
             Decision::Open { interest, changed } => Outcome::Open { interest, changed },
@@ -458,7 +458,7 @@ where
         service: &Svc,
     ) -> Option<C>
     where
-        Svc: Hooks<A> + ?Sized,
+        Svc: Service<A> + ?Sized,
     {
         if let (Some(why), Some(client)) = (why, self.client(token)) {
             service.handle_error(client, &why);
@@ -591,7 +591,7 @@ where
     H: EventHandler,
     A: fmt::Debug,
     P: BufferPool,
-    Svc: Hooks<A> + ?Sized,
+    Svc: Service<A> + ?Sized,
 {
     let result = match result {
         Err(Failure::Handler(e)) => {

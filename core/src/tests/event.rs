@@ -10,10 +10,10 @@ use std::vec::Vec;
 use embedded_io::ErrorKind;
 
 use crate::event::{
-    EventHandler, EventServer, EventServerConfig, EventService, FixedPool, Next, Outbox, Slot, Step,
+    EventHandler, EventServer, EventServerConfig, FixedPool, Next, Outbox, Slot, Step,
 };
 use crate::mock::{MockAddr, MockConn, MockEventSource, MockNet, MockStream};
-use crate::{Hooks, RequestError, ShutdownFlag};
+use crate::{RequestError, Service, ShutdownFlag};
 
 const SEC: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(100);
@@ -87,7 +87,12 @@ impl<'n, 's> Ev<'n, 's> {
     }
 }
 
-impl Hooks<MockAddr> for &Ev<'_, '_> {
+impl<'e, 'n, 's> Service<MockAddr> for &'e Ev<'n, 's> {
+    type Handler = H<'e, 'n, 's>;
+    fn handler(&self, client: &MockAddr) -> Self::Handler {
+        H { ev: self, client: *client, produced: 0 }
+    }
+
     fn verify_request(&self, client: &MockAddr) -> bool {
         self.log.borrow_mut().push(format!("verify {client}"));
         self.verify.get()
@@ -181,13 +186,6 @@ impl EventHandler for H<'_, '_, '_> {
 
     fn closed(&mut self) {
         self.ev.log.borrow_mut().push(format!("closed {}", self.client));
-    }
-}
-
-impl<'e, 'n, 's> EventService<MockAddr> for &'e Ev<'n, 's> {
-    type Handler = H<'e, 'n, 's>;
-    fn handler(&self, client: &MockAddr) -> Self::Handler {
-        H { ev: self, client: *client, produced: 0 }
     }
 }
 

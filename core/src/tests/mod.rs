@@ -10,8 +10,8 @@ use embedded_io::{Read, Write};
 
 use crate::mock::MockAddr;
 use crate::{
-    BufStream, DatagramHandler, DatagramService, Hooks, ReadLineError, ReplyWriter, RequestError,
-    ShutdownFlag, StreamHandler, StreamService,
+    BufStream, DatagramHandler, ReadLineError, ReplyWriter, RequestError, Service, ShutdownFlag,
+    StreamHandler,
 };
 
 mod bufio;
@@ -83,30 +83,6 @@ impl<'f> Recorder<'f> {
 
     fn push(&self, line: String) {
         self.log.borrow_mut().push(line);
-    }
-}
-
-impl Hooks<MockAddr> for Recorder<'_> {
-    fn verify_request(&self, client: &MockAddr) -> bool {
-        self.push(format!("verify {client}"));
-        self.verify.get()
-    }
-    fn handle_error(&self, client: &MockAddr, error: &RequestError<'_>) {
-        self.push(format!("error {client}: {error}"));
-    }
-    fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
-        self.push(format!("accept error {:?}", error.kind()));
-    }
-    fn handle_timeout(&self) {
-        self.push("timeout".into());
-    }
-    fn service_actions(&self) {
-        self.push("service_actions".into());
-        if let Some((n, flag)) = self.stop_after
-            && self.handled.get() >= n
-        {
-            flag.request();
-        }
     }
 }
 
@@ -196,38 +172,31 @@ where
     }
 }
 
-impl<'r, 'f, S: Read + Write> StreamService<S, MockAddr> for &'r Recorder<'f>
-where
-    S::Error: core::fmt::Debug,
-{
+impl<'r, 'f> Service<MockAddr> for &'r Recorder<'f> {
     type Handler = RecHandler<'r, 'f>;
     fn handler(&self, client: &MockAddr) -> Self::Handler {
         RecHandler { rec: self, client: *client }
     }
-}
-
-impl<'r, 'f> DatagramService<MockAddr> for &'r Recorder<'f> {
-    type Handler = RecHandler<'r, 'f>;
-    fn handler(&self, client: &MockAddr) -> Self::Handler {
-        RecHandler { rec: self, client: *client }
-    }
-}
-
-impl Hooks<MockAddr> for &Recorder<'_> {
     fn verify_request(&self, client: &MockAddr) -> bool {
-        (**self).verify_request(client)
+        self.push(format!("verify {client}"));
+        self.verify.get()
     }
     fn handle_error(&self, client: &MockAddr, error: &RequestError<'_>) {
-        (**self).handle_error(client, error);
+        self.push(format!("error {client}: {error}"));
     }
     fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
-        (**self).handle_accept_error(error);
+        self.push(format!("accept error {:?}", error.kind()));
     }
     fn handle_timeout(&self) {
-        (**self).handle_timeout();
+        self.push("timeout".into());
     }
     fn service_actions(&self) {
-        (**self).service_actions();
+        self.push("service_actions".into());
+        if let Some((n, flag)) = self.stop_after
+            && self.handled.get() >= n
+        {
+            flag.request();
+        }
     }
 }
 

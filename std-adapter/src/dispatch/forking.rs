@@ -2,7 +2,8 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use sockserv_core::{
-    DatagramDispatch, DatagramService, Dispatch, Hooks, RequestError, StreamDispatch, StreamService,
+    DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
+    StreamHandler,
 };
 
 use super::{guarded, serve_datagram_apart};
@@ -169,7 +170,7 @@ impl Forking {
         run: F,
     ) -> io::Result<()>
     where
-        Svc: Hooks<Address>,
+        Svc: Service<Address>,
         F: FnOnce() -> bool,
     {
         self.collect_children();
@@ -207,7 +208,7 @@ impl Dispatch for Forking {
 
 impl<Svc> StreamDispatch<Conn, Address, Svc> for Forking
 where
-    Svc: StreamService<Conn, Address>,
+    Svc: Service<Address, Handler: StreamHandler<Conn>>,
 {
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
         let listener = Some(stream.listener);
@@ -229,7 +230,7 @@ where
 
 impl<Svc> DatagramDispatch<SocketDatagram, Svc> for Forking
 where
-    Svc: DatagramService<Address>,
+    Svc: Service<Address, Handler: DatagramHandler>,
 {
     fn process_request(
         &mut self,

@@ -5,7 +5,7 @@
 //! * [`Forking`]: a process per request (`ForkingMixIn`).
 //!
 //! All three catch a handler's panic and report it to
-//! [`Hooks::handle_error`] as
+//! [`Service::handle_error`] as
 //! [`RequestError::Panic`]; the server keeps serving.
 
 mod forking;
@@ -19,7 +19,7 @@ pub use forking::Forking;
 pub use sequential::Sequential;
 pub use threading::Threading;
 
-use sockserv_core::{Hooks, RequestError};
+use sockserv_core::{DatagramHandler, RequestError, Service};
 
 use crate::addr::Address;
 
@@ -35,7 +35,7 @@ pub(crate) fn serve_datagram_apart<Svc>(
     reply_size: usize,
 ) -> bool
 where
-    Svc: sockserv_core::DatagramService<Address> + ?Sized,
+    Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
 {
     let mut reply = vec![0u8; reply_size];
     guarded(service, client, || {
@@ -48,7 +48,7 @@ where
 /// Returns whether the request succeeded.
 pub(crate) fn guarded<Svc, F>(service: &Svc, client: &Address, run: F) -> bool
 where
-    Svc: Hooks<Address> + ?Sized,
+    Svc: Service<Address> + ?Sized,
     F: FnOnce() -> bool,
 {
     match catch_unwind(AssertUnwindSafe(run)) {

@@ -1,4 +1,6 @@
-use sockserv_core::{DatagramDispatch, DatagramService, Dispatch, StreamDispatch, StreamService};
+use sockserv_core::{
+    DatagramDispatch, DatagramHandler, Dispatch, Service, StreamDispatch, StreamHandler,
+};
 
 use super::guarded;
 use crate::addr::Address;
@@ -24,7 +26,7 @@ impl Dispatch for Sequential {}
 
 impl<Svc> StreamDispatch<Conn, Address, Svc> for Sequential
 where
-    Svc: StreamService<Conn, Address>,
+    Svc: Service<Address, Handler: StreamHandler<Conn>>,
 {
     fn process_request(&mut self, service: &Svc, mut stream: Conn, client: Address) {
         // One request at a time: a stop request must not wait for this
@@ -36,7 +38,7 @@ where
 
 impl<Svc> DatagramDispatch<SocketDatagram, Svc> for Sequential
 where
-    Svc: DatagramService<Address>,
+    Svc: Service<Address, Handler: DatagramHandler>,
 {
     fn process_request(
         &mut self,

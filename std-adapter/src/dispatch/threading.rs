@@ -4,7 +4,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use sockserv_core::{
-    DatagramDispatch, DatagramService, Dispatch, Hooks, RequestError, StreamDispatch, StreamService,
+    DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
+    StreamHandler,
 };
 
 use super::{guarded, serve_datagram_apart};
@@ -139,7 +140,7 @@ impl Threading {
     /// while waiting.
     fn spawn<Svc, F>(&mut self, service: &Svc, client: Address, stop: &dyn Fn() -> bool, run: F)
     where
-        Svc: Hooks<Address> + Clone + Send + 'static,
+        Svc: Service<Address> + Clone + Send + 'static,
         F: FnOnce(&Svc, &Address) + Send + 'static,
     {
         self.reap();
@@ -174,7 +175,7 @@ impl Dispatch for Threading {
 
 impl<Svc> StreamDispatch<Conn, Address, Svc> for Threading
 where
-    Svc: StreamService<Conn, Address> + Clone + Send + 'static,
+    Svc: Service<Address, Handler: StreamHandler<Conn>> + Clone + Send + 'static,
 {
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
         // The stream moves into the thread; a second handle on its stop
@@ -189,7 +190,7 @@ where
 
 impl<Svc> DatagramDispatch<SocketDatagram, Svc> for Threading
 where
-    Svc: DatagramService<Address> + Clone + Send + 'static,
+    Svc: Service<Address, Handler: DatagramHandler> + Clone + Send + 'static,
 {
     fn process_request(
         &mut self,

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sockserv_core::EventSource;
-use sockserv_core::event::{EventServer, EventServerConfig, EventService, ServerSlot};
+use sockserv_core::Service;
+use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, ServerSlot};
 
 use super::pool::{GrowSlots, LazyPool};
 use super::{EpollSource, PollSource};
@@ -113,7 +114,7 @@ type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 ///     }
 /// }
 ///
-/// let mut server: EventTcpServer<_> = EventTcpServer::bind("127.0.0.1:0", FnService(|_: &_| Echo))?;
+/// let mut server = EventTcpServer::bind("127.0.0.1:0", FnService(|_| Echo))?;
 /// let stop = server.shutdown_handle();
 /// let t = std::thread::spawn(move || server.serve_forever(Duration::from_millis(500)));
 /// stop.shutdown().unwrap();
@@ -123,7 +124,7 @@ type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 pub struct EventStreamServer<Svc, Src = EpollSource>
 where
     Src: FromListener,
-    Svc: EventService<Address>,
+    Svc: Service<Address, Handler: EventHandler>,
 {
     inner: EventServer<Src, Svc, StdClock, Signal, Slots<Src, Svc>, LazyPool>,
     shared: Arc<Shared>,
@@ -137,7 +138,7 @@ pub type EventUnixStreamServer<Svc> = EventStreamServer<Svc, EpollSource>;
 impl<Svc, Src> EventStreamServer<Svc, Src>
 where
     Src: FromListener,
-    Svc: EventService<Address>,
+    Svc: Service<Address, Handler: EventHandler>,
 {
     /// Binds and listens with CPython's defaults and [`EventOptions`]'
     /// defaults.
@@ -222,7 +223,7 @@ impl<D> Builder<D> {
     ) -> Result<EventStreamServer<Svc, Src>, BindError>
     where
         Src: FromListener,
-        Svc: EventService<Address>,
+        Svc: Service<Address, Handler: EventHandler>,
     {
         let mut builder = self;
         if options.disable_nagle_algorithm {

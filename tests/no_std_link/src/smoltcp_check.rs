@@ -14,10 +14,9 @@ use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
 use smoltcp::wire::IpEndpoint;
 use sockserv_core::event::{
-    EventHandler, EventServer, EventServerConfig, EventService, FixedPool, FixedSlots, Outbox,
-    Step,
+    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step,
 };
-use sockserv_core::{Clock, FnService, Hooks, Inline, Server, ShutdownFlag, Stream};
+use sockserv_core::{Clock, FnService, Inline, Server, Service, ShutdownFlag, Stream};
 use sockserv_smoltcp::{Options, Stack, Storage, TcpEventSource, Wait, Woke};
 
 use crate::Echo;
@@ -81,9 +80,7 @@ impl EventHandler for EventEcho<'_> {
 /// Makes an [`EventEcho`] per connection.
 struct EventEchoService<'f>(&'f ShutdownFlag);
 
-impl Hooks<IpEndpoint> for EventEchoService<'_> {}
-
-impl<'f> EventService<IpEndpoint> for EventEchoService<'f> {
+impl<'f> Service<IpEndpoint> for EventEchoService<'f> {
     type Handler = EventEcho<'f>;
     fn handler(&self, _: &IpEndpoint) -> EventEcho<'f> {
         EventEcho(self.0)
@@ -123,7 +120,7 @@ pub fn serve_one(mode: Mode) -> bool {
     peer.client.set(Some(handle));
     let served = match mode {
         Mode::Sync => {
-            let service = FnService(|_: &_| Echo);
+            let service = FnService(|_| Echo);
             let mut server = Server::new(Stream(listener), service, &clock, &FLAG, Inline::new());
             server.set_timeout(Some(Duration::from_secs(5)));
             server.handle_request().is_ok()
