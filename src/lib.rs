@@ -1,4 +1,45 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # One line a server
+//!
+//! The closure that makes a handler needs no annotation, and the server's
+//! type needs none either:
+//!
+//! ```
+//! # use std::convert::Infallible;
+//! # use sockserv::{DatagramHandler, ReplyWriter, StreamHandler, embedded_io::{Read, Write}};
+//! # use sockserv::event::{EventHandler, Outbox, Step};
+//! # struct Echo;
+//! # impl<S: Read + Write> StreamHandler<S> for Echo {
+//! #     type Error = S::Error;
+//! #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
+//! # }
+//! # struct Hello;
+//! # impl EventHandler for Hello {
+//! #     type Error = Infallible;
+//! #     fn received(&mut self, i: &[u8], out: &mut Outbox<'_>) -> Result<Step, Infallible> {
+//! #         Ok(Step::close(i.len()))
+//! #     }
+//! # }
+//! # struct Len;
+//! # impl DatagramHandler for Len {
+//! #     type Error = sockserv::ReplyFull;
+//! #     fn handle(&mut self, p: &[u8], r: &mut ReplyWriter<'_>) -> Result<(), Self::Error> {
+//! #         r.write_all(p.len().to_string().as_bytes())
+//! #     }
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut server = sockserv::std_adapter::ThreadingTcpServer::bind("127.0.0.1:0", sockserv::FnService(|_| Echo))?;
+//! # let stop = server.shutdown_handle(); stop.request();
+//! # server.serve_forever(std::time::Duration::from_millis(10))?;
+//! let mut server = sockserv::std_adapter::event::EventTcpServer::bind("127.0.0.1:0", sockserv::FnService(|_| Hello))?;
+//! # let stop = server.shutdown_handle(); stop.request();
+//! # server.serve_forever(std::time::Duration::from_millis(10))?;
+//! let mut server = sockserv::std_adapter::UdpServer::bind(("127.0.0.1", 0), sockserv::FnService(|_| Len))?;
+//! # let stop = server.shutdown_handle(); stop.request();
+//! # server.serve_forever(std::time::Duration::from_millis(10))?;
+//! # Ok(()) }
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -8,10 +49,12 @@ pub use sockserv_core::*;
 /// The std adapter (feature `std`, on by default): real sockets, threads,
 /// fork.
 #[cfg(feature = "std")]
+#[doc(inline)]
 pub use sockserv_std as std_adapter;
 
 /// The smoltcp adapter (feature `smoltcp`, with its TAP support): the same
 /// handlers on a `no_std` TCP/IP stack, and the embedded-nal transport
 /// when `sockserv-smoltcp/embedded-nal` is on.
 #[cfg(feature = "smoltcp")]
+#[doc(inline)]
 pub use sockserv_smoltcp as smoltcp_adapter;

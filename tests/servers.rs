@@ -718,3 +718,38 @@ fn a_sequential_server_stops_while_a_write_is_blocked() {
     t.join().unwrap().unwrap();
     drop(c);
 }
+
+/// A bind error names what the caller wrote (issue 12: it said
+/// "(unresolved address)" and its Debug showed a made-up Unix path).
+#[test]
+fn a_bind_error_names_the_address_as_written() {
+    let err = TcpServer::bind("127.0.0.1:99999", Recorder::new(Behaviour::Echo))
+        .err()
+        .expect("port 99999 does not exist");
+    assert_eq!(err.requested, "127.0.0.1:99999");
+    assert!(err.address.is_none());
+    assert_eq!(err.to_string(), "cannot bind 127.0.0.1:99999: invalid port value");
+    assert!(!format!("{err:?}").contains("Unix"), "{err:?}");
+    // Resolved, then refused: both what was asked and what it became.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let opts = Builder::new().allow_reuse_address(false);
+    let err = opts.stream(format!("localhost:{port}"), Recorder::new(Behaviour::Echo));
+    let err = err.err().expect("the port is taken");
+    assert_eq!(err.requested, format!("localhost:{port}"));
+    assert!(err.to_string().starts_with(&format!("cannot bind localhost:{port} (")), "{err}");
+}
+
+/// Python's `("127.0.0.1", 0)`, a `String` and a `&String` bind too.
+#[test]
+fn tuples_and_strings_are_bind_addresses() {
+    let svc = || Recorder::new(Behaviour::Echo);
+    let a = UdpServer::bind(("127.0.0.1", 0), svc()).unwrap();
+    let text = String::from("127.0.0.1:0");
+    let b = TcpServer::bind(&text, svc()).unwrap();
+    let c = TcpServer::bind(text, svc()).unwrap();
+    for addr in [a.server_address(), b.server_address(), c.server_address()] {
+        let BindAddr::Inet(a) = addr else { panic!("{addr:?}") };
+        assert!(a.ip().is_loopback() && a.port() != 0, "{a}");
+    }
+}

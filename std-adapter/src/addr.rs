@@ -2,10 +2,12 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr};
+
+use crate::socket::BindError;
 
 /// Where a server listens. The family follows the address (no subclassing,
 /// CPython gh-64414): an IPv4 or IPv6 socket address, or a Unix socket
@@ -45,51 +47,133 @@ impl fmt::Display for BindAddr {
 }
 
 /// Anything a server can bind to: socket addresses, `(ip, port)`,
-/// `"host:port"` strings (resolved; the first address wins), and paths
-/// (`&Path`, `PathBuf`) for Unix sockets.
+/// `("host", port)` (as Python's `("127.0.0.1", 0)`), `"host:port"`
+/// strings (`&str`, `String`, `&String`; resolved, the first address
+/// wins), and paths (`&Path`, `PathBuf`) for Unix sockets.
 pub trait IntoBindAddr {
     /// Resolves to one address.
     ///
     /// # Errors
-    /// A string that does not resolve.
-    fn into_bind_addr(self) -> io::Result<BindAddr>;
+    /// An address that does not resolve; the error keeps the text as the
+    /// caller wrote it ([`BindError::requested`]).
+    fn into_bind_addr(self) -> Result<BindAddr, BindError>;
+
+    /// The address as the caller wrote it, when that differs from what it
+    /// resolves to (`"localhost:80"`), for [`BindError::requested`].
+    fn as_written(&self) -> Option<String> {
+        None
+    }
 }
 
 impl IntoBindAddr for BindAddr {
-    fn into_bind_addr(self) -> io::Result<BindAddr> {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
         Ok(self)
     }
 }
 
 impl IntoBindAddr for SocketAddr {
-    fn into_bind_addr(self) -> io::Result<BindAddr> {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
         Ok(BindAddr::Inet(self))
     }
 }
 
 impl IntoBindAddr for (IpAddr, u16) {
-    fn into_bind_addr(self) -> io::Result<BindAddr> {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
         Ok(BindAddr::Inet(self.into()))
     }
 }
 
+impl IntoBindAddr for (Ipv4Addr, u16) {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        Ok(BindAddr::Inet(self.into()))
+    }
+}
+
+impl IntoBindAddr for (Ipv6Addr, u16) {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        Ok(BindAddr::Inet(self.into()))
+    }
+}
+
+/// The first address `what` resolves to.
+fn resolve(what: impl ToSocketAddrs + fmt::Display + Copy) -> Result<BindAddr, BindError> {
+    let mut addrs = what.to_socket_addrs().map_err(|e| BindError::unresolved(what, e))?;
+    addrs.next().map(BindAddr::Inet).ok_or_else(|| {
+        let e = io::Error::new(io::ErrorKind::InvalidInput, "resolves to no address");
+        BindError::unresolved(what, e)
+    })
+}
+
 impl IntoBindAddr for &str {
-    fn into_bind_addr(self) -> io::Result<BindAddr> {
-        let mut addrs = self.to_socket_addrs()?;
-        addrs.next().map(BindAddr::Inet).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{self} resolves to no address"))
-        })
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        resolve(self)
+    }
+    fn as_written(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl IntoBindAddr for String {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        resolve(self.as_str())
+    }
+    fn as_written(&self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl IntoBindAddr for &String {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        resolve(self.as_str())
+    }
+    fn as_written(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+/// `("host", port)`, shown as `host:port` in errors.
+#[derive(Clone, Copy)]
+struct HostPort<'a>(&'a str, u16);
+
+impl fmt::Display for HostPort<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0, self.1)
+    }
+}
+
+impl ToSocketAddrs for HostPort<'_> {
+    type Iter = std::vec::IntoIter<SocketAddr>;
+    fn to_socket_addrs(&self) -> io::Result<Self::Iter> {
+        (self.0, self.1).to_socket_addrs()
+    }
+}
+
+impl IntoBindAddr for (&str, u16) {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        resolve(HostPort(self.0, self.1))
+    }
+    fn as_written(&self) -> Option<String> {
+        Some(HostPort(self.0, self.1).to_string())
+    }
+}
+
+impl IntoBindAddr for (String, u16) {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        resolve(HostPort(&self.0, self.1))
+    }
+    fn as_written(&self) -> Option<String> {
+        Some(HostPort(&self.0, self.1).to_string())
     }
 }
 
 impl IntoBindAddr for &Path {
-    fn into_bind_addr(self) -> io::Result<BindAddr> {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
         Ok(BindAddr::Unix(self.to_path_buf()))
     }
 }
 
 impl IntoBindAddr for PathBuf {
-    fn into_bind_addr(self) -> io::Result<BindAddr> {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
         Ok(BindAddr::Unix(self))
     }
 }

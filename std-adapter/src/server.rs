@@ -193,18 +193,26 @@ impl<D> Builder<D> {
         self
     }
 
-    fn resolve(address: impl IntoBindAddr) -> Result<BindAddr, BindError> {
-        address.into_bind_addr().map_err(|source| BindError {
-            address: BindAddr::Unix("(unresolved address)".into()),
-            source,
+    /// Resolves `address` and binds it with `bind`; an error names the
+    /// address as the caller wrote it.
+    fn bind_with<T>(
+        address: impl IntoBindAddr,
+        bind: impl FnOnce(BindAddr) -> Result<T, BindError>,
+    ) -> Result<T, BindError> {
+        let written = address.as_written();
+        let address = address.into_bind_addr()?;
+        bind(address).map_err(|e| match written {
+            Some(requested) => BindError { requested, ..e },
+            None => e,
         })
     }
 
     /// A bound, listening socket with these options.
     pub(crate) fn listener(&self, address: impl IntoBindAddr) -> Result<SocketListener, BindError> {
-        let address = Self::resolve(address)?;
-        let shared = new_shared(&address)?;
-        SocketListener::new(address, &self.options, shared)
+        Self::bind_with(address, |address| {
+            let shared = new_shared(&address)?;
+            SocketListener::new(address, &self.options, shared)
+        })
     }
 
     /// A stream server (TCP for socket addresses, Unix for paths).
@@ -241,16 +249,18 @@ impl<D> Builder<D> {
         D: Dispatch,
         Datagram<SocketDatagram, Vec<u8>>: Transport<Svc, D, Address = Address, Error = io::Error>,
     {
-        let address = Self::resolve(address)?;
-        let shared = new_shared(&address)?;
-        let socket = SocketDatagram::new(address, &self.options, Arc::clone(&shared))?;
+        let options = &self.options;
+        let (socket, shared) = Self::bind_with(address, |address| {
+            let shared = new_shared(&address)?;
+            Ok((SocketDatagram::new(address, options, Arc::clone(&shared))?, shared))
+        })?;
         let buffer = vec![0u8; self.options.max_packet_size];
         Ok(SocketServer::from_parts(Datagram { socket, buffer }, service, self.dispatch, shared))
     }
 }
 
 fn new_shared(address: &BindAddr) -> Result<Arc<Shared>, BindError> {
-    Shared::new().map_err(|source| BindError { address: address.clone(), source })
+    Shared::new().map_err(|source| BindError::at(address, source))
 }
 
 impl<Svc, D> StreamServer<Svc, D>

@@ -60,18 +60,50 @@ impl Default for Options {
     }
 }
 
-/// A bind (or listen) that failed: names the address and the cause.
+/// A bind (or listen) that failed: names what the caller asked for (as
+/// written), the address it resolved to (when it did) and the cause.
+///
+/// ```
+/// let e = sockserv_std::TcpServer::bind("127.0.0.1:99999", sockserv_std::FnService(|_| ()))
+///     .err()
+///     .unwrap();
+/// assert_eq!(e.requested, "127.0.0.1:99999");
+/// assert!(e.address.is_none(), "it did not resolve");
+/// assert_eq!(e.to_string(), "cannot bind 127.0.0.1:99999: invalid port value");
+/// ```
 #[derive(Debug)]
 pub struct BindError {
-    /// What we tried to bind.
-    pub address: BindAddr,
+    /// What the caller passed, as written (`"localhost:80"`, a path).
+    pub requested: String,
+    /// What it resolved to; `None` when it did not resolve.
+    pub address: Option<BindAddr>,
     /// Why it failed.
     pub source: io::Error,
 }
 
+impl BindError {
+    /// Binding (or preparing to bind) the resolved `address` failed.
+    pub(crate) fn at(address: &BindAddr, source: io::Error) -> Self {
+        Self { requested: address.to_string(), address: Some(address.clone()), source }
+    }
+
+    /// `requested` did not resolve to an address.
+    pub(crate) fn unresolved(requested: impl fmt::Display, source: io::Error) -> Self {
+        Self { requested: requested.to_string(), address: None, source }
+    }
+}
+
 impl fmt::Display for BindError {
+    /// `cannot bind ADDR: cause`, or `cannot bind REQUESTED (ADDR): cause`
+    /// when what was asked for resolved to something that reads otherwise.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot bind {}: {}", self.address, self.source)
+        write!(f, "cannot bind {}", self.requested)?;
+        if let Some(address) = &self.address
+            && address.to_string() != self.requested
+        {
+            write!(f, " ({address})")?;
+        }
+        write!(f, ": {}", self.source)
     }
 }
 
@@ -113,15 +145,15 @@ impl Bound {
         opts: &Options,
         shared: Arc<Shared>,
     ) -> Result<Self, BindError> {
-        let socket = create(&address, ty, opts)
-            .map_err(|source| BindError { address: address.clone(), source })?;
+        let socket =
+            create(&address, ty, opts).map_err(|source| BindError::at(&address, source))?;
         Ok(Self { socket, address, shared, created_path: None })
     }
 
     /// CPython's `server_bind`: bind, then learn the real address (the port
     /// the system picked for port 0).
     fn bind(&mut self) -> Result<(), BindError> {
-        let err = |source| BindError { address: self.address.clone(), source };
+        let err = |source| BindError::at(&self.address, source);
         let addr = self.address.to_sockaddr().map_err(err)?;
         self.socket.bind(&addr).map_err(err)?;
         if let BindAddr::Unix(p) = &self.address {
@@ -130,9 +162,7 @@ impl Bound {
         if let Some(real) = self.socket.local_addr().ok().and_then(|a| a.as_socket()) {
             self.address = BindAddr::Inet(real);
         }
-        self.socket
-            .set_nonblocking(true)
-            .map_err(|source| BindError { address: self.address.clone(), source })
+        self.socket.set_nonblocking(true).map_err(|source| BindError::at(&self.address, source))
     }
 
     fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
@@ -211,10 +241,7 @@ impl SocketListener {
     /// The listen failed.
     pub fn server_activate(&mut self) -> Result<(), BindError> {
         let inner = &self.inner;
-        inner
-            .socket
-            .listen(self.backlog)
-            .map_err(|source| BindError { address: inner.address.clone(), source })
+        inner.socket.listen(self.backlog).map_err(|source| BindError::at(&inner.address, source))
     }
 
     /// The address bound (with the real port after binding port 0).
@@ -315,10 +342,8 @@ impl SocketDatagram {
         shared: Arc<Shared>,
     ) -> Result<Self, BindError> {
         let inner = Bound::new(address, Type::DGRAM, opts, shared)?;
-        let sender = inner
-            .socket
-            .try_clone()
-            .map_err(|source| BindError { address: inner.address.clone(), source })?;
+        let sender =
+            inner.socket.try_clone().map_err(|source| BindError::at(&inner.address, source))?;
         let mut s = Self { inner, sender: Arc::new(sender), max_packet_size: opts.max_packet_size };
         if opts.bind_and_activate {
             s.server_bind()?;

@@ -157,7 +157,7 @@ where
         let shared = Arc::clone(listener.shared());
         let address = listener.address().clone();
         let source =
-            Src::from_listener(listener).map_err(|source| BindError { address, source })?;
+            Src::from_listener(listener).map_err(|source| BindError::at(&address, source))?;
         let slots = GrowSlots::new(options.max_connections);
         let pool = LazyPool::new(options.buffer_size, options.max_buffers, options.keep_buffers);
         let signal = Signal(Arc::clone(&shared));
