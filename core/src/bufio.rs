@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use embedded_io::{BufRead, ErrorKind, ErrorType, Read, Write};
+use embedded_io::{BufRead, ErrorKind, ErrorType, Read, ReadExactError, Write, WriteFmtError};
 
 /// Why [`BufStream::read_line`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,101 @@ impl<E: embedded_io::Error> embedded_io::Error for ReadLineError<E> {
     }
 }
 
+/// Every way a stream handler's I/O can fail, in one type: the error to
+/// give a handler that reads lines, reads exactly, writes and formats, so
+/// that `?` works on each (`read_line`'s [`ReadLineError`], `read_exact`'s
+/// `ReadExactError`, `write_all`'s `E`, `write!`'s `WriteFmtError`).
+///
+/// ```
+/// use embedded_io::{Read, Write};
+/// use sockserv_core::{BufStream, StreamError, StreamHandler};
+///
+/// struct Greeter;
+///
+/// impl<S: Read + Write> StreamHandler<S> for Greeter {
+///     type Error = StreamError<S::Error>;
+///     fn handle(&mut self, stream: &mut S) -> Result<(), Self::Error> {
+///         let mut io = BufStream::<_, 256>::new(stream);
+///         let mut name = [0u8; 64];
+///         let n = io.read_line(&mut name)?; // ReadLineError
+///         io.write_all(b"hello, ")?; // S::Error
+///         write!(io, "{} bytes\n", n)?; // WriteFmtError
+///         Ok(())
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamError<E> {
+    /// The stream failed.
+    Io(E),
+    /// A line was longer than the caller's buffer ([`ReadLineError::TooLong`]).
+    LineTooLong {
+        /// The caller's buffer length.
+        limit: usize,
+    },
+    /// The stream ended before a `read_exact` was filled.
+    UnexpectedEof,
+    /// A `Display` implementation failed while formatting (`write!`).
+    Format,
+}
+
+impl<E> From<E> for StreamError<E> {
+    fn from(e: E) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl<E> From<ReadLineError<E>> for StreamError<E> {
+    fn from(e: ReadLineError<E>) -> Self {
+        match e {
+            ReadLineError::Io(e) => Self::Io(e),
+            ReadLineError::TooLong { limit } => Self::LineTooLong { limit },
+        }
+    }
+}
+
+impl<E> From<ReadExactError<E>> for StreamError<E> {
+    fn from(e: ReadExactError<E>) -> Self {
+        match e {
+            ReadExactError::Other(e) => Self::Io(e),
+            ReadExactError::UnexpectedEof => Self::UnexpectedEof,
+        }
+    }
+}
+
+impl<E> From<WriteFmtError<E>> for StreamError<E> {
+    fn from(e: WriteFmtError<E>) -> Self {
+        match e {
+            WriteFmtError::Other(e) => Self::Io(e),
+            _ => Self::Format,
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for StreamError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "stream failed: {e:?}"),
+            Self::LineTooLong { limit } => write!(f, "line longer than {limit} bytes"),
+            Self::UnexpectedEof => f.write_str("stream ended early"),
+            Self::Format => f.write_str("formatting failed"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> core::error::Error for StreamError<E> {}
+
+impl<E: embedded_io::Error> embedded_io::Error for StreamError<E> {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Io(e) => e.kind(),
+            Self::LineTooLong { .. } => ErrorKind::InvalidData,
+            Self::UnexpectedEof => ErrorKind::Other,
+            Self::Format => ErrorKind::InvalidInput,
+        }
+    }
+}
+
 /// A stream with a read buffer of `N` bytes: CPython's `rfile` and `wfile`
 /// in one value, so that a handler can read lines and write answers without
 /// fighting over the borrow.
@@ -56,13 +151,13 @@ impl<E: embedded_io::Error> embedded_io::Error for ReadLineError<E> {
 ///
 /// ```
 /// use embedded_io::{Read, Write};
-/// use sockserv_core::{BufStream, ReadLineError, StreamHandler};
+/// use sockserv_core::{BufStream, StreamError, StreamHandler};
 ///
 /// /// Answers each line with its length.
 /// struct LineLen;
 ///
 /// impl<S: Read + Write> StreamHandler<S> for LineLen {
-///     type Error = ReadLineError<S::Error>;
+///     type Error = StreamError<S::Error>;
 ///     fn handle(&mut self, stream: &mut S) -> Result<(), Self::Error> {
 ///         let mut io = BufStream::<_, 256>::new(stream);
 ///         let mut line = [0u8; 128];
@@ -71,7 +166,7 @@ impl<E: embedded_io::Error> embedded_io::Error for ReadLineError<E> {
 ///             if n == 0 {
 ///                 return Ok(()); // EOF
 ///             }
-///             write!(io, "{n}\n").map_err(|_| ReadLineError::TooLong { limit: 0 })?;
+///             write!(io, "{n}\n")?;
 ///         }
 ///     }
 /// }

@@ -18,7 +18,7 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
-pub use bufio::{BufStream, ReadLineError};
+pub use bufio::{BufStream, ReadLineError, StreamError};
 pub use handler::{
     DatagramHandler, FnService, OnError, ReplyFull, ReplyWriter, RequestError, Service, ServiceExt,
     StreamHandler, Verify,

@@ -25,5 +25,5 @@ pub use socket::{BindError, Options, SocketDatagram, SocketListener};
 
 pub use sockserv_core::{
     BufStream, DatagramHandler, FnService, OnError, ReadLineError, ReplyFull, ReplyWriter,
-    RequestError, Service, ServiceExt, StreamHandler, Verify, embedded_io,
+    RequestError, Service, ServiceExt, StreamError, StreamHandler, Verify, embedded_io,
 };

@@ -176,6 +176,17 @@ impl<'a> Outbox<'a> {
     }
 }
 
+/// Formatted answers: `write!(out, "{n}\n")`. A piece that does not fit
+/// (what the connection takes at once plus the send buffer's room) fails
+/// with `fmt::Error` after writing what fitted, so check
+/// [`room`](Outbox::room) first for an answer that must not be cut, or
+/// send a long one in steps ([`notify_drained`](Outbox::notify_drained)).
+impl fmt::Write for Outbox<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.write(s.as_bytes()) == s.len() { Ok(()) } else { Err(fmt::Error) }
+    }
+}
+
 /// A connection as an [`Outbox`] writes through to it.
 pub(crate) trait TryWrite {
     /// Writes what fits now (0 when nothing does).

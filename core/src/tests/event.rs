@@ -167,6 +167,11 @@ impl EventHandler for H<'_, '_, '_> {
                 match &input[..=end] {
                     b"quit\n" => Ok(Step::close(end + 1)),
                     b"bad\n" => Err("bad line"),
+                    b"len\n" if out.room() >= 16 => {
+                        core::fmt::Write::write_fmt(out, format_args!("{} bytes\n", input.len()))
+                            .map_err(|_| "cut")?;
+                        Ok(Step::consumed(end + 1))
+                    }
                     _ if out.write_all(b"ok\n").is_ok() => Ok(Step::consumed(end + 1)),
                     _ => Ok(Step::consumed(0)),
                 }
@@ -640,4 +645,14 @@ fn a_long_answer_goes_out_in_steps_through_drained() {
     assert!(ev.count("drained") >= 14, "{} calls", ev.count("drained"));
     assert!(net.stats().waits < 200, "{} waits", net.stats().waits);
     assert_eq!(srv.table().pool().lent(), 0);
+}
+
+#[test]
+fn an_outbox_takes_formatted_answers() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"len\nmore after\n"));
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    server::<1, 64, 2>(&ev, None).serve_forever(POLL).unwrap();
+    assert_eq!(net.conn(0).unwrap().output(), b"15 bytes\nok\n");
 }
