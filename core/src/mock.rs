@@ -16,6 +16,7 @@
 
 use core::cell::RefCell;
 use core::fmt;
+use core::marker::PhantomData;
 use core::time::Duration;
 
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
@@ -41,6 +42,28 @@ pub const MAX_SENT: usize = 32;
 
 /// A mock peer address.
 pub type MockAddr = u32;
+
+/// A client address type the mock can stand in for, so that a service
+/// written for a real stack's addresses (the std adapter's `Address`
+/// implements it with the `mock` feature) runs on the mock unchanged: the
+/// listener, socket and event source of a net hand out `A::from_mock(id)`
+/// for the scripted peer `id`, and datagram replies to `a` are recorded
+/// as sent to `a.to_mock()`.
+pub trait MockAddress: Clone + fmt::Debug {
+    /// The address standing for the mock peer `id`.
+    fn from_mock(id: MockAddr) -> Self;
+    /// The mock peer an address stands for.
+    fn to_mock(&self) -> MockAddr;
+}
+
+impl MockAddress for MockAddr {
+    fn from_mock(id: MockAddr) -> Self {
+        id
+    }
+    fn to_mock(&self) -> MockAddr {
+        *self
+    }
+}
 
 /// A mock failure, carrying the `embedded_io` kind it stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,9 +395,10 @@ impl<'s> MockNet<'s> {
         self.push(at, Event::Window { conn: i, n }).expect("mock script full");
     }
 
-    /// A readiness source for the event mode over this net.
-    pub fn event_source(&self) -> MockEventSource<'_, 's> {
-        MockEventSource { net: self, registered: Vec::new(), accepting: false }
+    /// A readiness source for the event mode over this net, handing out
+    /// client addresses of type `A` (inferred from the service).
+    pub fn event_source<A: MockAddress>(&self) -> MockEventSource<'_, 's, A> {
+        MockEventSource { net: self, registered: Vec::new(), accepting: false, _a: PhantomData }
     }
 
     /// The virtual time.
@@ -419,13 +443,13 @@ impl<'s> MockNet<'s> {
     }
 
     /// A stream listener over this net.
-    pub fn listener(&self) -> MockListener<'_, 's> {
-        MockListener { net: self }
+    pub fn listener<A: MockAddress>(&self) -> MockListener<'_, 's, A> {
+        MockListener { net: self, _a: PhantomData }
     }
 
     /// A datagram socket over this net.
-    pub fn socket(&self) -> MockSocket<'_, 's> {
-        MockSocket { net: self }
+    pub fn socket<A: MockAddress>(&self) -> MockSocket<'_, 's, A> {
+        MockSocket { net: self, _a: PhantomData }
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
@@ -574,18 +598,19 @@ impl Clock for MockNet<'_> {
     }
 }
 
-/// A stream listener over a [`MockNet`].
-pub struct MockListener<'n, 's> {
+/// A stream listener over a [`MockNet`], handing out addresses of type `A`.
+pub struct MockListener<'n, 's, A = MockAddr> {
     net: &'n MockNet<'s>,
+    _a: PhantomData<fn() -> A>,
 }
 
-impl ErrorType for MockListener<'_, '_> {
+impl<A> ErrorType for MockListener<'_, '_, A> {
     type Error = MockError;
 }
 
-impl<'n, 's> StreamListener for MockListener<'n, 's> {
+impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
     type Stream = MockStream<'n, 's>;
-    type Address = MockAddr;
+    type Address = A;
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
         self.net.wait(timeout)
@@ -611,7 +636,7 @@ impl<'n, 's> StreamListener for MockListener<'n, 's> {
                     st.conns.len() - 1
                 };
                 let stream = MockStream { net: self.net, id };
-                Ok(Some((stream, conn.from)))
+                Ok(Some((stream, A::from_mock(conn.from))))
             }
             Some(Event::Fail(kind)) => {
                 self.net.count_accept_error();
@@ -689,13 +714,14 @@ impl Drop for MockStream<'_, '_> {
 /// readable when it has bytes, EOF or a reset to deliver, writable when its
 /// peer's window is open. With nothing ready, waiting moves the virtual
 /// clock like [`MockListener::wait`].
-pub struct MockEventSource<'n, 's> {
+pub struct MockEventSource<'n, 's, A = MockAddr> {
     net: &'n MockNet<'s>,
     registered: Vec<(usize, usize, Interest), MAX_CONNS>,
     accepting: bool,
+    _a: PhantomData<fn() -> A>,
 }
 
-impl MockEventSource<'_, '_> {
+impl<A> MockEventSource<'_, '_, A> {
     /// Whether accepting is on.
     pub fn is_accepting(&self) -> bool {
         self.accepting
@@ -710,13 +736,13 @@ impl MockEventSource<'_, '_> {
     }
 }
 
-impl ErrorType for MockEventSource<'_, '_> {
+impl<A> ErrorType for MockEventSource<'_, '_, A> {
     type Error = MockError;
 }
 
-impl<'n, 's> EventSource for MockEventSource<'n, 's> {
+impl<'n, 's, A: MockAddress> EventSource for MockEventSource<'n, 's, A> {
     type Conn = MockStream<'n, 's>;
-    type Address = MockAddr;
+    type Address = A;
 
     fn wait(
         &mut self,
@@ -818,16 +844,17 @@ impl<'n, 's> EventSource for MockEventSource<'n, 's> {
 }
 
 /// A datagram socket over a [`MockNet`].
-pub struct MockSocket<'n, 's> {
+pub struct MockSocket<'n, 's, A = MockAddr> {
     net: &'n MockNet<'s>,
+    _a: PhantomData<fn() -> A>,
 }
 
-impl ErrorType for MockSocket<'_, '_> {
+impl<A> ErrorType for MockSocket<'_, '_, A> {
     type Error = MockError;
 }
 
-impl DatagramSocket for MockSocket<'_, '_> {
-    type Address = MockAddr;
+impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
+    type Address = A;
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
         self.net.wait(timeout)
@@ -837,14 +864,14 @@ impl DatagramSocket for MockSocket<'_, '_> {
         Ok(self.net.pause(duration))
     }
 
-    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<MockAddr>>, MockError> {
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<A>>, MockError> {
         match self.net.take() {
             None => Ok(None),
             Some(Event::Datagram { from, data }) => {
                 let len = data.len().min(buf.len());
                 buf[..len].copy_from_slice(&data[..len]);
                 let truncated = (data.len() > buf.len()).then_some(data.len());
-                Ok(Some(Received { len, from, truncated }))
+                Ok(Some(Received { len, from: A::from_mock(from), truncated }))
             }
             Some(Event::Fail(kind)) => {
                 self.net.count_accept_error();
@@ -855,9 +882,9 @@ impl DatagramSocket for MockSocket<'_, '_> {
         }
     }
 
-    fn send_to(&mut self, data: &[u8], to: &MockAddr) -> Result<(), MockError> {
+    fn send_to(&mut self, data: &[u8], to: &A) -> Result<(), MockError> {
         let bytes = Vec::from_slice(data).map_err(|_| MockError(ErrorKind::InvalidInput))?;
         let mut st = self.net.state.borrow_mut();
-        st.sent.push((*to, bytes)).map_err(|_| MockError(ErrorKind::OutOfMemory))
+        st.sent.push((to.to_mock(), bytes)).map_err(|_| MockError(ErrorKind::OutOfMemory))
     }
 }

@@ -223,3 +223,19 @@ impl fmt::Debug for Address {
         fmt::Display::fmt(self, f)
     }
 }
+
+/// The mock's peer `id` is `10.0.0.0 + id`, port 1 (so that a service
+/// written for `Address` runs on the core's mock transport).
+#[cfg(feature = "mock")]
+impl sockserv_core::mock::MockAddress for Address {
+    fn from_mock(id: sockserv_core::mock::MockAddr) -> Self {
+        let ip = std::net::Ipv4Addr::from(0x0A00_0000u32.wrapping_add(id));
+        Self::Inet(SocketAddr::from((ip, 1)))
+    }
+    fn to_mock(&self) -> sockserv_core::mock::MockAddr {
+        match self {
+            Self::Inet(SocketAddr::V4(a)) => u32::from(*a.ip()).wrapping_sub(0x0A00_0000),
+            _ => 0,
+        }
+    }
+}

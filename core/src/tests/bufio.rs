@@ -2,13 +2,13 @@
 
 use embedded_io::{ErrorType, Read, Write};
 
-use crate::mock::{MockConn, MockNet};
+use crate::mock::{MockAddr, MockConn, MockNet};
 use crate::{BufStream, ReadLineError, ReplyFull, ReplyWriter, StreamListener};
 
 fn read_lines(input: &[u8], line_cap: usize) -> std::vec::Vec<Result<std::vec::Vec<u8>, ()>> {
     let net = MockNet::new();
     net.connect(MockConn::new(1, input).one_byte_at_a_time());
-    let (stream, _) = net.listener().try_accept().unwrap().unwrap();
+    let (stream, _) = net.listener::<MockAddr>().try_accept().unwrap().unwrap();
     let mut io = BufStream::<_, 4>::new(stream);
     let mut out = std::vec::Vec::new();
     let mut line = std::vec![0u8; line_cap];
