@@ -64,7 +64,12 @@ impl Default for Options {
 /// written), the address it resolved to (when it did) and the cause.
 ///
 /// ```
-/// let e = sockserv_std::TcpServer::bind("127.0.0.1:99999", sockserv_std::FnService(|_| ()))
+/// # struct Nop;
+/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv_std::StreamHandler<S> for Nop {
+/// #     type Error = S::Error;
+/// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
+/// # }
+/// let e = sockserv_std::TcpServer::bind("127.0.0.1:99999", sockserv_std::FnService(|_| Nop))
 ///     .err()
 ///     .unwrap();
 /// assert_eq!(e.requested, "127.0.0.1:99999");
