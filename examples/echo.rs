@@ -17,11 +17,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use sockserv::FnService;
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer};
 use sockserv::std_adapter::{
-    BindAddr, BindError, Builder, Forking, IntoBindAddr, Sequential, ShutdownHandle, Threading,
+    BindAddr, BindError, Builder, Forking, IntoBindAddr, Sequential, ShutdownHandle, Strategy,
+    Threading,
 };
-use sockserv::{Dispatch, FnService};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Proto {
@@ -112,20 +113,9 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn serve<D>(proto: Proto, address: BindAddr, dispatch: D) -> Result<(), Failure>
-where
-    D: Dispatch
-        + sockserv::StreamDispatch<
-            sockserv::std_adapter::Conn,
-            sockserv::std_adapter::Address,
-            FnService<fn(&sockserv::std_adapter::Address) -> Echo, sockserv::std_adapter::Address>,
-        > + sockserv::DatagramDispatch<
-            sockserv::std_adapter::SocketDatagram,
-            FnService<fn(&sockserv::std_adapter::Address) -> Echo, sockserv::std_adapter::Address>,
-        >,
-{
-    let service: FnService<fn(&_) -> Echo, _> = FnService(|_| Echo);
-    let builder = Builder::new().dispatch(dispatch);
+fn serve(proto: Proto, address: BindAddr, strategy: impl Into<Strategy>) -> Result<(), Failure> {
+    let service = FnService(|_| Echo);
+    let builder = Builder::new().dispatch(strategy.into());
     let poll = Duration::from_millis(500);
     match proto {
         Proto::Tcp | Proto::Unix => {
@@ -149,7 +139,7 @@ fn serve_event(proto: Proto, address: BindAddr, max_connections: usize) -> Resul
     match proto {
         Proto::Tcp | Proto::Unix => {
             let options = EventOptions { max_connections, ..EventOptions::default() };
-            let service: FnService<fn(&_) -> Echo, _> = FnService(|_| Echo);
+            let service = FnService(|_| Echo);
             let mut server: EventTcpServer<_> =
                 Builder::new().event(address, service, options).map_err(Failure::Bind)?;
             announce(server.server_address(), &server.shutdown_handle())?;

@@ -40,6 +40,29 @@
 //! # server.serve_forever(std::time::Duration::from_millis(10))?;
 //! # Ok(()) }
 //! ```
+//!
+//! A server can be held in a field or passed to a function with one type
+//! parameter (the service) and no where-clause (an event server's service
+//! is bound by `Service`, which names its handler type):
+//!
+//! ```
+//! use std::time::Duration;
+//! use sockserv::Service;
+//! use sockserv::std_adapter::{Address, ThreadingTcpServer, event::EventTcpServer};
+//!
+//! struct App<S, E: Service<Address>> {
+//!     blocking: ThreadingTcpServer<S>,
+//!     events: EventTcpServer<E>,
+//! }
+//!
+//! fn run<S>(server: &mut ThreadingTcpServer<S>) -> std::io::Result<()> {
+//!     server.serve_forever(Duration::from_millis(500))
+//! }
+//!
+//! fn run_events<E: Service<Address>>(server: &mut EventTcpServer<E>) -> std::io::Result<()> {
+//!     server.serve_forever(Duration::from_millis(500))
+//! }
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -540,7 +540,9 @@ where
     pub fn server_close(&mut self) {
         self.dispatch.server_close();
     }
+}
 
+impl<T, Svc, C, Sh, D> Server<T, Svc, C, Sh, D> {
     /// `handle_request`'s timeout (CPython's `timeout` attribute); `None`
     /// waits for ever.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
@@ -556,9 +558,7 @@ where
     pub fn set_accept_backoff(&mut self, backoff: Duration) {
         self.accept_backoff = backoff;
     }
-}
 
-impl<T, Svc, C, Sh, D> Server<T, Svc, C, Sh, D> {
     /// The transport.
     pub fn transport(&self) -> &T {
         &self.transport

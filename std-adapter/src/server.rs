@@ -5,9 +5,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockserv_core::{Datagram, Dispatch, Server, Service, Stream, Transport};
+use sockserv_core::{
+    Datagram, DatagramDispatch, DatagramHandler, Dispatch, Server, Service, Stream, StreamDispatch,
+    StreamHandler, Transport,
+};
 
 use crate::addr::{Address, BindAddr, IntoBindAddr};
+use crate::conn::Conn;
 use crate::dispatch::{Forking, Sequential, Threading};
 use crate::shutdown::{Shared, ShutdownHandle, Signal, StdClock};
 use crate::socket::{BindError, Options, SocketDatagram, SocketListener};
@@ -73,10 +77,19 @@ impl Bound for Datagram<SocketDatagram, Vec<u8>> {
 /// loop_thread.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// Its methods need no bounds of their own (the server's type was checked
+/// when it was made), so it can be held in a field or passed to a
+/// function as `ThreadingTcpServer<S>` with no where-clause.
 pub struct SocketServer<T, Svc, D: Dispatch> {
-    inner: Server<T, Svc, StdClock, Signal, D>,
+    inner: Inner<T, Svc, D>,
     shared: Arc<Shared>,
+    /// The loop's entry points, fixed when the server was made.
+    serve: fn(&mut Inner<T, Svc, D>, Duration) -> io::Result<()>,
+    handle: fn(&mut Inner<T, Svc, D>) -> io::Result<()>,
 }
+
+type Inner<T, Svc, D> = Server<T, Svc, StdClock, Signal, D>;
 
 /// A stream server (TCP or Unix, by the address).
 #[allow(type_alias_bounds)]
@@ -226,9 +239,8 @@ impl<D> Builder<D> {
         service: Svc,
     ) -> Result<StreamServer<Svc, D>, BindError>
     where
-        Svc: Service<Address>,
-        D: Dispatch,
-        Stream<SocketListener>: Transport<Svc, D, Address = Address, Error = io::Error>,
+        Svc: Service<Address, Handler: StreamHandler<Conn>>,
+        D: StreamDispatch<Conn, Address, Svc>,
     {
         let listener = self.listener(address)?;
         let shared = Arc::clone(listener.shared());
@@ -245,9 +257,8 @@ impl<D> Builder<D> {
         service: Svc,
     ) -> Result<DatagramServer<Svc, D>, BindError>
     where
-        Svc: Service<Address>,
-        D: Dispatch,
-        Datagram<SocketDatagram, Vec<u8>>: Transport<Svc, D, Address = Address, Error = io::Error>,
+        Svc: Service<Address, Handler: DatagramHandler>,
+        D: DatagramDispatch<SocketDatagram, Svc>,
     {
         let options = &self.options;
         let (socket, shared) = Self::bind_with(address, |address| {
@@ -265,9 +276,8 @@ fn new_shared(address: &BindAddr) -> Result<Arc<Shared>, BindError> {
 
 impl<Svc, D> StreamServer<Svc, D>
 where
-    Svc: Service<Address>,
-    D: Dispatch + Default,
-    Stream<SocketListener>: Transport<Svc, D, Address = Address, Error = io::Error>,
+    Svc: Service<Address, Handler: StreamHandler<Conn>>,
+    D: StreamDispatch<Conn, Address, Svc> + Default,
 {
     /// Binds and listens with CPython's defaults and the strategy's
     /// defaults. The family follows the address: `"127.0.0.1:0"`,
@@ -300,9 +310,8 @@ impl<Svc, D: Dispatch> StreamServer<Svc, D> {
 
 impl<Svc, D> DatagramServer<Svc, D>
 where
-    Svc: Service<Address>,
-    D: Dispatch + Default,
-    Datagram<SocketDatagram, Vec<u8>>: Transport<Svc, D, Address = Address, Error = io::Error>,
+    Svc: Service<Address, Handler: DatagramHandler>,
+    D: DatagramDispatch<SocketDatagram, Svc> + Default,
 {
     /// Binds with CPython's defaults and the strategy's defaults.
     ///
@@ -338,9 +347,11 @@ where
     fn from_parts(transport: T, service: Svc, dispatch: D, shared: Arc<Shared>) -> Self {
         let signal = Signal(Arc::clone(&shared));
         let inner = Server::new(transport, service, StdClock::new(), signal, dispatch);
-        Self { inner, shared }
+        Self { inner, shared, serve: Server::serve_forever, handle: Server::handle_request }
     }
+}
 
+impl<T: Bound, Svc, D: Dispatch> SocketServer<T, Svc, D> {
     /// CPython's `serve_forever(poll_interval)`: serve until
     /// [`ShutdownHandle::shutdown`]. The wait is woken at once by a
     /// shutdown; `poll_interval` only paces `service_actions`.
@@ -348,7 +359,7 @@ where
     /// # Errors
     /// Only if the socket cannot be waited on at all.
     pub fn serve_forever(&mut self, poll_interval: Duration) -> io::Result<()> {
-        self.inner.serve_forever(poll_interval)
+        (self.serve)(&mut self.inner, poll_interval)
     }
 
     /// CPython's `handle_request()`: one request, waiting at most
@@ -357,7 +368,7 @@ where
     /// # Errors
     /// Only if the socket cannot be waited on at all.
     pub fn handle_request(&mut self) -> io::Result<()> {
-        self.inner.handle_request()
+        (self.handle)(&mut self.inner)
     }
 
     /// A handle that stops `serve_forever` from another thread or a signal.

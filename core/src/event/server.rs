@@ -71,7 +71,7 @@ pub type ServerSlot<Src, Svc> = Slot<
 pub struct EventServer<Src, Svc, Clk, Sh, S, P>
 where
     Src: EventSource,
-    Svc: Service<Src::Address, Handler: EventHandler>,
+    Svc: Service<Src::Address>,
 {
     source: Src,
     service: Svc,
@@ -316,7 +316,13 @@ where
         table.close_all(|token, mut conn| source.deregister(token, &mut conn));
         accepting_off.and(result)
     }
+}
 
+impl<Src, Svc, Clk, Sh, S, P> EventServer<Src, Svc, Clk, Sh, S, P>
+where
+    Src: EventSource,
+    Svc: Service<Src::Address>,
+{
     /// The connection table.
     pub fn table(&self) -> &Table<Src, Svc, S, P> {
         &self.table

@@ -193,32 +193,7 @@ impl TableStats {
 /// Marks the types a table holds without owning them in the struct.
 type Types<C, H, A> = PhantomData<fn() -> (C, H, A)>;
 
-impl<C, H, A, S, P> ConnTable<C, H, A, S, P>
-where
-    C: NbConnection,
-    H: EventHandler,
-    A: fmt::Debug,
-    S: SlotStorage<Slot<C, H, A>>,
-    P: BufferPool,
-{
-    /// A table over empty slot storage `slots` and the buffer pool `pool`.
-    /// `idle_timeout`: close connections idle that long.
-    pub fn new(slots: S, pool: P, idle_timeout: Option<Duration>) -> Self {
-        debug_assert!(slots.slots().is_empty(), "slot storage must start empty");
-        Self {
-            slots,
-            pool,
-            len: 0,
-            free: NONE,
-            claims: 0,
-            resume_cursor: 0,
-            stats: TableStats::default(),
-            idle_timeout,
-            next_sweep: Duration::ZERO,
-            _types: PhantomData,
-        }
-    }
-
+impl<C, H, A, S: SlotStorage<Slot<C, H, A>>, P: BufferPool> ConnTable<C, H, A, S, P> {
     /// How many connections fit.
     pub fn capacity(&self) -> usize {
         self.slots.max_slots().min(NONE as usize)
@@ -247,6 +222,33 @@ where
     /// What the table counted.
     pub fn stats(&self) -> TableStats {
         self.stats
+    }
+}
+
+impl<C, H, A, S, P> ConnTable<C, H, A, S, P>
+where
+    C: NbConnection,
+    H: EventHandler,
+    A: fmt::Debug,
+    S: SlotStorage<Slot<C, H, A>>,
+    P: BufferPool,
+{
+    /// A table over empty slot storage `slots` and the buffer pool `pool`.
+    /// `idle_timeout`: close connections idle that long.
+    pub fn new(slots: S, pool: P, idle_timeout: Option<Duration>) -> Self {
+        debug_assert!(slots.slots().is_empty(), "slot storage must start empty");
+        Self {
+            slots,
+            pool,
+            len: 0,
+            free: NONE,
+            claims: 0,
+            resume_cursor: 0,
+            stats: TableStats::default(),
+            idle_timeout,
+            next_sweep: Duration::ZERO,
+            _types: PhantomData,
+        }
     }
 
     fn live(&self, token: usize) -> Option<&Live<C, H, A>> {

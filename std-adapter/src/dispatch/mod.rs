@@ -3,6 +3,7 @@
 //! * [`Sequential`]: one request at a time (plain `TCPServer`).
 //! * [`Threading`]: a thread per request (`ThreadingMixIn`).
 //! * [`Forking`]: a process per request (`ForkingMixIn`).
+//! * [`Strategy`]: one of the three, chosen at run time.
 //!
 //! All three catch a handler's panic and report it to
 //! [`Service::handle_error`] as
@@ -10,6 +11,7 @@
 
 mod forking;
 mod sequential;
+mod strategy;
 mod threading;
 
 use std::any::Any;
@@ -17,6 +19,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use forking::Forking;
 pub use sequential::Sequential;
+pub use strategy::Strategy;
 pub use threading::Threading;
 
 use sockserv_core::{DatagramHandler, RequestError, Service};

@@ -121,14 +121,24 @@ type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 /// t.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// The only bound its type carries is `Svc: Service<Address>`: hold it in
+/// a field or pass it to a function as `EventTcpServer<S>` with
+/// `S: Service<Address>`.
 pub struct EventStreamServer<Svc, Src = EpollSource>
 where
-    Src: FromListener,
-    Svc: Service<Address, Handler: EventHandler>,
+    Src: EventSource<Address = Address>,
+    Svc: Service<Address>,
 {
-    inner: EventServer<Src, Svc, StdClock, Signal, Slots<Src, Svc>, LazyPool>,
+    inner: Inner<Svc, Src>,
     shared: Arc<Shared>,
+    /// The loop, fixed when the server was made.
+    serve: fn(&mut Inner<Svc, Src>, Duration) -> io::Result<()>,
+    /// The listener's bound address.
+    address: BindAddr,
 }
+
+type Inner<Svc, Src> = EventServer<Src, Svc, StdClock, Signal, Slots<Src, Svc>, LazyPool>;
 
 /// An event-mode TCP server (epoll).
 pub type EventTcpServer<Svc> = EventStreamServer<Svc, EpollSource>;
@@ -163,16 +173,22 @@ where
         let signal = Signal(Arc::clone(&shared));
         let inner =
             EventServer::new(source, service, StdClock::new(), signal, slots, pool, options.server);
-        Ok(Self { inner, shared })
+        Ok(Self { inner, shared, serve: EventServer::serve_forever, address })
     }
+}
 
+impl<Svc, Src> EventStreamServer<Svc, Src>
+where
+    Src: EventSource<Address = Address, Error = io::Error>,
+    Svc: Service<Address>,
+{
     /// CPython's `serve_forever(poll_interval)` in event mode; see
     /// [`EventServer::serve_forever`].
     ///
     /// # Errors
     /// Only if the source cannot wait at all.
     pub fn serve_forever(&mut self, poll_interval: Duration) -> io::Result<()> {
-        self.inner.serve_forever(poll_interval)
+        (self.serve)(&mut self.inner, poll_interval)
     }
 
     /// A handle that stops `serve_forever` from another thread or a signal.
@@ -182,7 +198,7 @@ where
 
     /// The bound address (with the real port after binding port 0).
     pub fn server_address(&self) -> &BindAddr {
-        self.inner.source().listener_ref().address()
+        &self.address
     }
 
     /// Open connections.
