@@ -699,7 +699,7 @@ impl NbConnection for MockStream<'_, '_> {
         self.net.write_conn(self.id, data)
     }
 
-    fn half_close(&mut self) -> Result<(), MockError> {
+    fn shutdown_write(&mut self) -> Result<(), MockError> {
         Connection::shutdown_write(self)
     }
 }

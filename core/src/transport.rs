@@ -170,7 +170,7 @@ pub trait NbConnection: ErrorType {
     ///
     /// # Errors
     /// The stack's error (ignored by the table when closing).
-    fn half_close(&mut self) -> Result<(), Self::Error>;
+    fn shutdown_write(&mut self) -> Result<(), Self::Error>;
 }
 
 /// A connection accepted by an [`EventSource`] and its peer's address.

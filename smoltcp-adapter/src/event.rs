@@ -249,9 +249,9 @@ impl<'s, 'a> EventSource for TcpEventSource<'s, 'a> {
 ///   `None` when nothing is there yet (and always for an empty buffer,
 ///   which cannot tell EOF); a reset is `ConnectionReset`.
 /// * `try_write`: what fits in the socket's send buffer, `None` when it is
-///   full; a reset is `ConnectionReset`, a write after `half_close`
+///   full; a reset is `ConnectionReset`, a write after `shutdown_write`
 ///   `BrokenPipe`.
-/// * `half_close` is smoltcp's `close()`: a FIN after the queued data.
+/// * `shutdown_write` is smoltcp's `close()`: a FIN after the queued data.
 ///   Dropping it closes it the same way and gives its socket back to the
 ///   listener's pool once TCP's close is over.
 pub struct NbTcpConn<'s, 'a> {
@@ -308,7 +308,7 @@ impl NbConnection for NbTcpConn<'_, '_> {
         })
     }
 
-    fn half_close(&mut self) -> Result<(), Error> {
+    fn shutdown_write(&mut self) -> Result<(), Error> {
         let shut = core::mem::replace(&mut self.shut, true);
         self.with_socket(|socket| match socket.state() {
             State::Closed if !shut => Err(Error::RESET),

@@ -217,12 +217,12 @@ where
     /// Verifies a new connection and gives it a slot (or refuses it).
     fn admit(&mut self, mut conn: Src::Conn, client: Src::Address, now: Duration) {
         if !self.service.verify_request(&client) {
-            let _ = conn.half_close();
+            let _ = conn.shutdown_write();
             return;
         }
         if self.table.is_full() {
             self.service.handle_table_full(&client);
-            let _ = conn.half_close();
+            let _ = conn.shutdown_write();
             return;
         }
         let handler = self.service.handler(&client);
@@ -231,7 +231,7 @@ where
             Ok(_) => {}
             Err((mut conn, client, _)) => {
                 self.service.handle_table_full(&client);
-                let _ = conn.half_close();
+                let _ = conn.shutdown_write();
             }
         }
     }

@@ -609,7 +609,7 @@ where
     };
     match result {
         Ok(()) if live.closing && live.send.is_empty() => {
-            let _ = live.conn.half_close();
+            let _ = live.conn.shutdown_write();
             Decision::Release
         }
         Ok(()) => {

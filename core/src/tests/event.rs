@@ -225,7 +225,7 @@ pub(super) fn all_closed(ev: &Ev<'_, '_>) -> bool {
 }
 
 #[test]
-fn echo_one_byte_at_a_time_then_half_close() {
+fn echo_one_byte_at_a_time_then_shutdown_write() {
     let flag = ShutdownFlag::new();
     let net = MockNet::new();
     net.connect(MockConn::new(1, b"hello world\n").one_byte_at_a_time());

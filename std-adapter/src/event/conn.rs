@@ -53,7 +53,7 @@ impl NbConnection for NbConn {
         }
     }
 
-    fn half_close(&mut self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.0.shutdown(Shutdown::Write)
     }
 }
