@@ -146,6 +146,14 @@ pub enum RequestError<'a> {
     },
     /// Sending a datagram reply failed.
     Reply(ErrorKind),
+    /// A datagram reply could not leave without waiting (on std: `sendto`
+    /// failed with `EAGAIN`, as it does for a Unix-datagram peer whose
+    /// receive queue is full). It was dropped, as a congested UDP path
+    /// drops, so that no client can make the server wait or spin.
+    ReplyDropped {
+        /// The reply's size.
+        len: usize,
+    },
     /// The connection failed under an event-mode handler (reset, broken
     /// pipe, ...); it was closed.
     Io(ErrorKind),
@@ -177,6 +185,10 @@ impl fmt::Display for RequestError<'_> {
                 "datagram of {size} bytes does not fit the {capacity}-byte buffer; dropped"
             ),
             Self::Reply(kind) => write!(f, "sending the reply failed: {kind:?}"),
+            Self::ReplyDropped { len } => write!(
+                f,
+                "the {len}-byte reply could not leave without waiting (the peer's queue is full); dropped"
+            ),
             Self::Io(kind) => write!(f, "connection failed: {kind:?}"),
             Self::IdleTimeout => f.write_str("idle for too long; closed"),
             Self::Stalled { capacity } => {

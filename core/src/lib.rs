@@ -23,7 +23,7 @@ pub use handler::{
     DatagramHandler, DatagramService, FnService, Hooks, ReplyFull, ReplyWriter, RequestError,
     StreamHandler, StreamService,
 };
-pub use request::{serve_datagram, serve_stream, shutdown_stream};
+pub use request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, MAX_ACCEPT_BACKOFF,
     Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,

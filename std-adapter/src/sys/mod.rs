@@ -215,11 +215,6 @@ pub(crate) fn send_dontwait(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
-/// Waits until `fd` can be written to (a full send buffer drained).
-pub(crate) fn poll_writable<F: std::os::fd::AsFd>(fd: &F) -> io::Result<()> {
-    poll_many(&mut [pollfd(fd.as_fd().as_raw_fd(), libc::POLLOUT)], None).map(drop)
-}
-
 /// An epoll instance (close-on-exec).
 pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
     // SAFETY: epoll_create1 takes flags and returns a new fd or -1.

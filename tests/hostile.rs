@@ -1,0 +1,127 @@
+//! Hostile clients against the echo example as a real process (issue 10):
+//! none may stall the server, make it spin, or make it grow.
+
+mod util;
+
+use std::io::ErrorKind;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::echo::Server;
+use util::procs::{group, group_cpu, group_threads};
+use util::{TEST_STR, unix_path};
+
+/// How long a served client may wait for its answer while a hostile one
+/// floods the server.
+const SERVED_WITHIN: Duration = Duration::from_secs(3);
+
+/// A Unix datagram client bound to a path of its own (removed on drop).
+struct UnixClient {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl UnixClient {
+    fn bind(tag: &str) -> Self {
+        let path = unix_path(tag);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(SERVED_WITHIN)).unwrap();
+        socket.set_write_timeout(Some(SERVED_WITHIN)).unwrap();
+        Self { socket, path }
+    }
+
+    /// One datagram there and its answer back, or a panic naming `what`.
+    fn echo(&self, server: &Path, what: &str) {
+        self.socket.send_to(TEST_STR, server).unwrap_or_else(|e| panic!("{what}: send: {e}"));
+        let mut buf = [0u8; 64];
+        let n = self.socket.recv(&mut buf).unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert_eq!(&buf[..n], TEST_STR, "{what}");
+    }
+}
+
+impl Drop for UnixClient {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sends up to `burst` datagrams without waiting; how many went.
+fn flood(socket: &UnixDatagram, to: &Path, burst: usize) -> usize {
+    let payload = [b'x'; 512];
+    for sent in 0..burst {
+        match socket.send_to(&payload, to) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return sent,
+            Err(e) => panic!("the hostile client's send: {e}"),
+        }
+    }
+    burst
+}
+
+/// A Unix-datagram client that never reads its replies (its receive queue
+/// fills, then the server's `sendto` fails with EAGAIN) floods the server
+/// for two seconds while two others keep echoing: they are served, the
+/// server's threads and children stay bounded, it is idle (no spin) once
+/// the flood stops, and each dropped reply is reported.
+fn a_non_reader_cannot_stall(mode: &str) {
+    let mut server = Server::start("unix-dgram", mode, "");
+    let to = server.path().to_owned();
+    let pgid = server.pid();
+    let hostile = UnixClient::bind("non-reader");
+    hostile.socket.set_nonblocking(true).unwrap();
+    let good = [UnixClient::bind("good-1"), UnixClient::bind("good-2")];
+    let (mut flooded, mut max_threads, mut max_procs) = (0, 0, 0);
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        flooded += flood(&hostile.socket, &to, 50);
+        for (i, g) in good.iter().enumerate() {
+            g.echo(&to, &format!("{mode}: client {i} during the flood ({flooded} sent)"));
+        }
+        max_threads = max_threads.max(group_threads(pgid));
+        max_procs = max_procs.max(group(pgid).len());
+    }
+    // The hostile queue stays full; the server has nothing to do.
+    thread::sleep(Duration::from_millis(300));
+    let before = group_cpu(pgid);
+    thread::sleep(Duration::from_secs(1));
+    let idle_cpu = group_cpu(pgid).saturating_sub(before);
+    assert!(idle_cpu < Duration::from_millis(250), "{mode}: {idle_cpu:?} of CPU in 1 s idle");
+    // Bounded while it lasted (a thread or child stuck per datagram
+    // would reach hundreds), and back to one process and thread after.
+    assert!(max_threads <= 64, "{mode}: {max_threads} threads during the flood");
+    assert!(max_procs <= 41, "{mode}: {max_procs} processes during the flood");
+    assert_eq!(group_threads(pgid), 1, "{mode}: threads left after the flood");
+    assert_eq!(group(pgid).len(), 1, "{mode}: processes left after the flood");
+    assert!(flooded > 200, "{mode}: the flood sent only {flooded} datagrams");
+    good[0].echo(&to, &format!("{mode}: after the flood"));
+    server.assert_alive();
+    let stderr = server.stderr_text();
+    assert!(
+        stderr.contains("reply could not leave without waiting"),
+        "{mode}: the dropped replies are reported; stderr: {}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    server.stop_cleanly(libc::SIGTERM);
+}
+
+#[test]
+fn a_unix_datagram_non_reader_cannot_stall_sync() {
+    a_non_reader_cannot_stall("sync");
+}
+
+#[test]
+fn a_unix_datagram_non_reader_cannot_stall_threading() {
+    a_non_reader_cannot_stall("threading");
+}
+
+#[test]
+fn a_unix_datagram_non_reader_cannot_stall_forking() {
+    a_non_reader_cannot_stall("forking");
+}
+
+#[test]
+fn a_unix_datagram_non_reader_cannot_stall_event() {
+    a_non_reader_cannot_stall("event");
+}
