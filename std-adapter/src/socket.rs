@@ -361,6 +361,11 @@ impl SocketDatagram {
         self.max_packet_size
     }
 
+    /// The shared shutdown state (its wake-up pipe).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
     /// Whether the server is asked to stop.
     pub(crate) fn stop_requested(&self) -> bool {
         self.inner.shared.is_requested()

@@ -8,6 +8,7 @@
 //! [`Hooks::handle_error`] as
 //! [`RequestError::Panic`]; the server keeps serving.
 
+mod children;
 mod forking;
 mod sequential;
 mod threading;
