@@ -609,12 +609,13 @@ fn many_concurrent_clients_forking() {
 // Forked children must not keep the listening socket
 // ---------------------------------------------------
 
-/// After SIGTERM the forking server exits 0 while a child still serves a
-/// client; the child closed its copy of the listening socket, so nobody
-/// listens on the port any more: a new client is refused at once instead of
-/// being queued and never served. (The child's established connection
-/// still uses the port, so rebinding without SO_REUSEADDR waits for it, as
-/// TCP wants.)
+/// The forking server is killed (SIGKILL: no close, so its child lives on)
+/// while a child still serves a client; the child closed its copy of the
+/// listening socket, so nobody listens on the port any more: a new client
+/// is refused at once instead of being queued and never served. (The
+/// child's established connection still uses the port, so rebinding
+/// without SO_REUSEADDR waits for it, as TCP wants.) After SIGTERM the
+/// children are ended too: `hostile::a_forking_echo_leaves_no_process_behind`.
 #[test]
 fn forking_shutdown_releases_the_port_while_a_child_serves() {
     let mut server = Server::start("tcp", "forking", "127.0.0.1:0");
@@ -624,14 +625,14 @@ fn forking_shutdown_releases_the_port_while_a_child_serves() {
     let mut line = vec![0u8; TEST_STR.len()];
     idle.read_exact(&mut line).unwrap();
     assert_eq!(line, TEST_STR);
-    // The server exits; its child (and `idle`) live on until the guard
+    // The server dies; its child (and `idle`) live on until the guard
     // drops at the end.
-    let (status, _) = server.signal_and_wait(libc::SIGTERM);
-    assert_eq!(status.code(), Some(0), "{}", server.stderr_text());
+    let (status, _) = server.signal_and_wait(libc::SIGKILL);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", server.stderr_text());
     let refused = std::net::TcpStream::connect(a);
     drop(idle);
     let err = refused
         .err()
-        .unwrap_or_else(|| panic!("{a} still listens after shutdown (held by a child)"));
+        .unwrap_or_else(|| panic!("{a} still listens after the server died (held by a child)"));
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }

@@ -3,13 +3,13 @@
 
 mod util;
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::echo::Server;
+use util::echo::{STOP_CONTRACT, Server};
 use util::procs::{group, group_cpu, group_threads};
 use util::{TEST_STR, unix_path};
 
@@ -124,4 +124,44 @@ fn a_unix_datagram_non_reader_cannot_stall_forking() {
 #[test]
 fn a_unix_datagram_non_reader_cannot_stall_event() {
     a_non_reader_cannot_stall("event");
+}
+
+/// Issue 10: 50 idle TCP clients against `echo --mode forking` (40
+/// children at the limit, ten more waiting for a slot), then SIGTERM: the
+/// server exits 0 within the stop contract (the wait for a slot sees the
+/// stop) and no process of its group is left (the children are ended
+/// after their grace, not left serving).
+#[test]
+fn a_forking_echo_leaves_no_process_behind() {
+    let mut server = Server::start("tcp", "forking", "127.0.0.1:0");
+    let a = server.inet();
+    let pgid = server.pid();
+    let mut clients = Vec::new();
+    for i in 0..50 {
+        let mut c = std::net::TcpStream::connect(a).unwrap();
+        c.set_read_timeout(Some(SERVED_WITHIN)).unwrap();
+        if i < 40 {
+            c.write_all(TEST_STR).unwrap();
+            let mut line = vec![0u8; TEST_STR.len()];
+            c.read_exact(&mut line).unwrap();
+            assert_eq!(line, TEST_STR, "client {i}");
+        }
+        clients.push(c);
+    }
+    assert_eq!(group(pgid).len(), 41, "the server and its 40 children");
+    // (The guard kills the whole group when dropped: look before that.)
+    let (status, took) = server.signal_and_wait(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{}", server.stderr_text());
+    assert!(took <= STOP_CONTRACT, "the server took {took:?} to stop");
+    let left: Vec<_> = group(pgid).iter().map(|p| p.pid).collect();
+    assert!(left.is_empty(), "processes of the server's group left after it exited: {left:?}");
+    // The served clients see their connection end.
+    let mut buf = [0u8; 16];
+    for (i, c) in clients.iter_mut().enumerate() {
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("client {i}: {other:?} after the server exited"),
+        }
+    }
 }
