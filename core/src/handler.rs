@@ -214,11 +214,12 @@ pub trait Hooks<A: fmt::Debug> {
     }
 
     /// Told when a request failed (CPython's `handle_error`). The server
-    /// keeps serving. Default: with the `std` feature, one line on stderr;
-    /// without it, nothing.
+    /// keeps serving. Default: with the `std` feature, one line on stderr,
+    /// written with one `write(2)` (at most 1,024 bytes: concurrent
+    /// threads' and children's lines never splice); without it, nothing.
     fn handle_error(&self, client: &A, error: &RequestError<'_>) {
         #[cfg(feature = "std")]
-        std::eprintln!("sockserv: request from {client:?} failed: {error}");
+        crate::report::line(format_args!("sockserv: request from {client:?} failed: {error}"));
         #[cfg(not(feature = "std"))]
         let _ = (client, error);
     }
@@ -230,7 +231,10 @@ pub trait Hooks<A: fmt::Debug> {
     /// feature, one line on stderr; without it, nothing.
     fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
         #[cfg(feature = "std")]
-        std::eprintln!("sockserv: accept failed: {error} ({:?}); backing off", error.kind());
+        crate::report::line(format_args!(
+            "sockserv: accept failed: {error} ({:?}); backing off",
+            error.kind()
+        ));
         #[cfg(not(feature = "std"))]
         let _ = error;
     }
@@ -241,7 +245,7 @@ pub trait Hooks<A: fmt::Debug> {
     /// without it, nothing.
     fn handle_table_full(&self, client: &A) {
         #[cfg(feature = "std")]
-        std::eprintln!("sockserv: connection table full; refused {client:?}");
+        crate::report::line(format_args!("sockserv: connection table full; refused {client:?}"));
         #[cfg(not(feature = "std"))]
         let _ = client;
     }

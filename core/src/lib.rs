@@ -11,6 +11,8 @@ pub mod event;
 mod handler;
 #[cfg(any(test, feature = "mock"))]
 pub mod mock;
+#[cfg(feature = "std")]
+mod report;
 mod request;
 mod server;
 mod transport;
