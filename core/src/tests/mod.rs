@@ -19,6 +19,7 @@ mod cpython;
 mod datagram;
 mod event;
 mod faults;
+mod props;
 mod stream;
 
 /// A service that records every hook call in order, like the log file of
