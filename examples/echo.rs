@@ -84,7 +84,9 @@ fn main() -> ExitCode {
     let result = match args.mode {
         Mode::Sync => serve(args.proto, address, Sequential::new()),
         // Closing must not wait for clients that keep their connection
-        // open: a signal stops the server within a second.
+        // open: a signal stops the server within a second (forking: the
+        // children still serving get `close_grace`, 1 s, then SIGTERM, so
+        // no process of the example's is left once it has exited).
         Mode::Threading => serve(args.proto, address, Threading::new().block_on_close(false)),
         Mode::Forking => serve(args.proto, address, Forking::new().block_on_close(false)),
         Mode::Event => serve_event(args.proto, address, args.max_connections),

@@ -31,6 +31,7 @@ fn main() {
         ("error_handler_test_forking_handled", forking_handled),
         ("error_handler_test_forking_panic", forking_panic),
         ("max_children_makes_a_new_request_wait", max_children),
+        ("a_stop_wakes_the_wait_for_a_free_child_slot", stop_at_max_children),
         ("a_panicking_hook_in_a_child_never_returns_into_the_server", panicking_hook_in_child),
     ];
     for (name, case) in cases {
@@ -236,6 +237,47 @@ c2.close(); c3.close()
     serve_until_stopped(&mut server.shutdown_handle(), || server.serve_forever(POLL).unwrap());
     finish_client(client);
     assert_eq!(close_children(server.dispatch_mut()), (3, 0));
+}
+
+/// Issue 10: at max_children the server waits for a child to exit; a stop
+/// must end that wait at once, not when a client leaves. Two children hold
+/// idle connections, a third connection waits for a slot, the server is
+/// told to stop: the waiting connection is shut down unserved (EOF within
+/// 2 s) while the first two are still open, and `serve_forever` returns.
+fn stop_at_max_children() {
+    let rec = Recorder::new(Behaviour::Echo);
+    let mut server =
+        Builder::new().dispatch(Forking::new().max_children(2)).stream("127.0.0.1:0", rec).unwrap();
+    let client = python_client(
+        server.server_address(),
+        true,
+        r#"
+import time
+def ask(s):
+    s.sendall(b"x")
+    return s.recv(1)
+c1 = socket.create_connection(ADDR); assert ask(c1) == b"x"
+c2 = socket.create_connection(ADDR); assert ask(c2) == b"x"
+c3 = socket.create_connection(ADDR)
+c3.sendall(b"x")
+time.sleep(0.3)
+os.kill(os.getppid(), signal.SIGUSR2)
+c3.settimeout(5)
+start = time.monotonic()
+try:
+    got = c3.recv(1)
+except socket.timeout:
+    raise SystemExit("the stop did not end the wait for a child slot")
+took = time.monotonic() - start
+assert got == b"", ("the waiting connection was served after the stop", got)
+assert took < 2, ("the stop took", took)
+assert ask(c1) == b"x" and ask(c2) == b"x", "the children still serve"
+c1.close(); c2.close(); c3.close()
+"#,
+    );
+    serve_until_stopped(&mut server.shutdown_handle(), || server.serve_forever(POLL).unwrap());
+    finish_client(client);
+    assert_eq!(close_children(server.dispatch_mut()), (2, 0), "the third was never forked");
 }
 
 /// A service whose handler fails and whose `handle_error` hook then panics

@@ -147,6 +147,14 @@ pub enum RequestError<'a> {
     },
     /// Sending a datagram reply failed.
     Reply(ErrorKind),
+    /// A datagram reply could not leave without waiting (on std: `sendto`
+    /// failed with `EAGAIN`, as it does for a Unix-datagram peer whose
+    /// receive queue is full). It was dropped, as a congested UDP path
+    /// drops, so that no client can make the server wait or spin.
+    ReplyDropped {
+        /// The reply's size.
+        len: usize,
+    },
     /// The connection failed under an event-mode handler (reset, broken
     /// pipe, ...); it was closed.
     Io(ErrorKind),
@@ -178,6 +186,10 @@ impl fmt::Display for RequestError<'_> {
                 "datagram of {size} bytes does not fit the {capacity}-byte buffer; dropped"
             ),
             Self::Reply(kind) => write!(f, "sending the reply failed: {kind:?}"),
+            Self::ReplyDropped { len } => write!(
+                f,
+                "the {len}-byte reply could not leave without waiting (the peer's queue is full); dropped"
+            ),
             Self::Io(kind) => write!(f, "connection failed: {kind:?}"),
             Self::IdleTimeout => f.write_str("idle for too long; closed"),
             Self::Stalled { capacity } => {
@@ -240,11 +252,12 @@ pub trait Service<A: fmt::Debug> {
     }
 
     /// Told when a request failed (CPython's `handle_error`). The server
-    /// keeps serving. Default: with the `std` feature, one line on stderr;
-    /// without it, nothing.
+    /// keeps serving. Default: with the `std` feature, one line on stderr,
+    /// written with one `write(2)` (at most 1,024 bytes: concurrent
+    /// threads' and children's lines never splice); without it, nothing.
     fn handle_error(&self, client: &A, error: &RequestError<'_>) {
         #[cfg(feature = "std")]
-        std::eprintln!("sockserv: request from {client:?} failed: {error}");
+        crate::report::line(format_args!("sockserv: request from {client:?} failed: {error}"));
         #[cfg(not(feature = "std"))]
         let _ = (client, error);
     }
@@ -256,7 +269,10 @@ pub trait Service<A: fmt::Debug> {
     /// feature, one line on stderr; without it, nothing.
     fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
         #[cfg(feature = "std")]
-        std::eprintln!("sockserv: accept failed: {error} ({:?}); backing off", error.kind());
+        crate::report::line(format_args!(
+            "sockserv: accept failed: {error} ({:?}); backing off",
+            error.kind()
+        ));
         #[cfg(not(feature = "std"))]
         let _ = error;
     }
@@ -267,7 +283,7 @@ pub trait Service<A: fmt::Debug> {
     /// without it, nothing.
     fn handle_table_full(&self, client: &A) {
         #[cfg(feature = "std")]
-        std::eprintln!("sockserv: connection table full; refused {client:?}");
+        crate::report::line(format_args!("sockserv: connection table full; refused {client:?}"));
         #[cfg(not(feature = "std"))]
         let _ = client;
     }

@@ -11,6 +11,8 @@ pub mod event;
 mod handler;
 #[cfg(any(test, feature = "mock"))]
 pub mod mock;
+#[cfg(feature = "std")]
+mod report;
 mod request;
 mod server;
 mod transport;
@@ -23,7 +25,7 @@ pub use handler::{
     DatagramHandler, FnService, OnError, ReplyFull, ReplyWriter, RequestError, Service, ServiceExt,
     StreamHandler, Verify,
 };
-pub use request::{serve_datagram, serve_stream, shutdown_stream};
+pub use request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, MAX_ACCEPT_BACKOFF,
     Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,

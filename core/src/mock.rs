@@ -134,6 +134,12 @@ impl<'s> MockConn<'s> {
         self
     }
 
+    /// Each read returns at most `n` bytes (at least 1).
+    pub const fn read_chunk(mut self, n: usize) -> Self {
+        self.read_chunk = if n == 0 { 1 } else { n };
+        self
+    }
+
     /// Each read moves the virtual clock forward by `delay` first.
     pub const fn read_delay(mut self, delay: Duration) -> Self {
         self.read_delay = delay;

@@ -88,7 +88,9 @@ pub fn shutdown_stream<S: Connection>(stream: S) {
 /// the handler suppressed it.
 ///
 /// `send` is the socket's `send_to` (a closure so that a strategy can reply
-/// through whatever handle to the socket it holds).
+/// through whatever handle to the socket it holds). A send that fails is
+/// reported as [`RequestError::Reply`]; one that could not leave without
+/// waiting ([`ReplySendError::WouldBlock`]) as [`RequestError::ReplyDropped`].
 ///
 /// Returns `true` when the handler and the send succeeded.
 pub fn serve_datagram<A, Svc, F>(
@@ -102,7 +104,7 @@ pub fn serve_datagram<A, Svc, F>(
 where
     A: fmt::Debug,
     Svc: Service<A, Handler: DatagramHandler> + ?Sized,
-    F: FnOnce(&[u8], &A) -> Result<(), ErrorKind>,
+    F: FnOnce(&[u8], &A) -> Result<(), ReplySendError>,
 {
     if let Some(size) = truncated {
         let error = RequestError::Truncated { size, capacity: packet.len() };
@@ -120,10 +122,35 @@ where
     let finished = handler.finish(&mut reply);
     let mut ok = report(service, client, &handled, &finished);
     if !reply.is_suppressed()
-        && let Err(kind) = send(reply.as_slice(), client)
+        && let Err(failed) = send(reply.as_slice(), client)
     {
-        service.handle_error(client, &RequestError::Reply(kind));
+        let error = match failed {
+            ReplySendError::WouldBlock => {
+                RequestError::ReplyDropped { len: reply.as_slice().len() }
+            }
+            ReplySendError::Failed(kind) => RequestError::Reply(kind),
+        };
+        service.handle_error(client, &error);
         ok = false;
     }
     ok
+}
+
+/// Why a datagram reply did not leave: what the `send` of
+/// [`serve_datagram`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplySendError {
+    /// The stack could not take the datagram without waiting (a
+    /// Unix-datagram peer whose receive queue is full, a full send
+    /// buffer); it was not sent. Reported as
+    /// [`RequestError::ReplyDropped`].
+    WouldBlock,
+    /// The send failed. Reported as [`RequestError::Reply`].
+    Failed(ErrorKind),
+}
+
+impl From<ErrorKind> for ReplySendError {
+    fn from(kind: ErrorKind) -> Self {
+        Self::Failed(kind)
+    }
 }

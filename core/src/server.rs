@@ -9,7 +9,7 @@ use core::time::Duration;
 use embedded_io::{Error as _, ErrorType};
 
 use crate::handler::{DatagramHandler, Service, StreamHandler};
-use crate::request::{serve_datagram, serve_stream, shutdown_stream};
+use crate::request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 use crate::transport::{Clock, DatagramSocket, Readiness, StreamListener};
 
 /// How a server learns that it should stop: CPython's `__shutdown_request`
@@ -173,7 +173,9 @@ where
         truncated: Option<usize>,
         client: U::Address,
     ) {
-        let send = |data: &[u8], to: &U::Address| socket.send_to(data, to).map_err(|e| e.kind());
+        let send = |data: &[u8], to: &U::Address| {
+            socket.send_to(data, to).map_err(|e| ReplySendError::Failed(e.kind()))
+        };
         serve_datagram(service, packet, truncated, &client, self.reply.as_mut(), send);
     }
 }

@@ -133,7 +133,10 @@ pub trait DatagramSocket: ErrorType {
         buf: &mut [u8],
     ) -> Result<Option<Received<Self::Address>>, Self::Error>;
 
-    /// Sends `data` as one datagram to `to` (blocking until the stack takes it).
+    /// Sends `data` as one datagram to `to`. A stack may wait until it can
+    /// take the datagram, or fail at once when it cannot (the std adapter
+    /// never waits: a Unix-datagram peer that does not read must not hold
+    /// the server).
     ///
     /// # Errors
     /// The send failed (too large, unreachable, ...).

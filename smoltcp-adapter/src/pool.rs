@@ -290,13 +290,20 @@ fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: Duration, ticket:
             closing(socket, now)
         }
         Role::Closing(_) if reclaimable(socket) => Role::Free,
-        Role::Closing(since) => {
-            if now.saturating_sub(since) >= entry.close_timeout && socket.state() != State::Closed {
+        Role::Closing(since) if now.saturating_sub(since) >= entry.close_timeout => {
+            if socket.state() == State::Closed {
+                // Its reset has not left by now: smoltcp keeps a CLOSED
+                // socket's peer until the RST is out, and a peer that
+                // vanished (its ARP entry expired, nobody answers) never
+                // lets it out. Give up on the RST (listen() forgets the
+                // peer): the socket must not leave the pool for ever.
+                Role::Free
+            } else {
                 // A peer that never finishes the close (FIN-WAIT-2 for
                 // ever) gives its socket back with a reset.
                 socket.abort();
+                Role::Closing(since)
             }
-            Role::Closing(since)
         }
         role => role,
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use embedded_io::ErrorType;
 use socket2::{Domain, SockAddr, Socket, Type};
-use sockserv_core::{Accepted, DatagramSocket, Readiness, Received, StreamListener};
+use sockserv_core::{
+    Accepted, DatagramSocket, Readiness, Received, ReplySendError, StreamListener,
+};
 
 use crate::addr::{Address, BindAddr};
 use crate::conn::Conn;
@@ -333,6 +335,15 @@ impl StreamListener for SocketListener {
 
 /// A bound UDP or Unix datagram socket: CPython's `UDPServer.socket` /
 /// `UnixDatagramServer.socket`.
+///
+/// Replies never wait: a reply the system cannot take at once (`EAGAIN`:
+/// a Unix-datagram peer whose receive queue is full, or a full send
+/// buffer) is dropped and reported to `Service::handle_error` as
+/// `RequestError::ReplyDropped`, in every strategy, so a client that
+/// never reads its replies cannot hold the loop, a thread or a child.
+/// UDP drops such a datagram silently somewhere on the path anyway;
+/// CPython's blocking `sendto` instead waits, which for a Unix datagram
+/// peer that never reads is for ever.
 #[derive(Debug)]
 pub struct SocketDatagram {
     inner: Bound,
@@ -380,6 +391,11 @@ impl SocketDatagram {
         self.max_packet_size
     }
 
+    /// The shared shutdown state (its wake-up pipe).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
     /// Whether the server is asked to stop.
     pub(crate) fn stop_requested(&self) -> bool {
         self.inner.shared.is_requested()
@@ -392,29 +408,31 @@ impl SocketDatagram {
     }
 }
 
-/// Sends one datagram reply through `socket`.
-pub(crate) fn send_reply(
-    socket: &Socket,
-    data: &[u8],
-    to: &Address,
-) -> Result<(), embedded_io::ErrorKind> {
-    let to = to.to_sockaddr().map_err(|e| embedded_io::ErrorKind::from(e.kind()))?;
-    send_to(socket, data, &to).map_err(|e| embedded_io::ErrorKind::from(e.kind()))
+/// Sends one datagram reply through `socket`, without waiting: a reply
+/// that cannot leave at once is dropped ([`ReplySendError::WouldBlock`],
+/// reported as `RequestError::ReplyDropped`).
+pub(crate) fn send_reply(socket: &Socket, data: &[u8], to: &Address) -> Result<(), ReplySendError> {
+    let failed = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock => ReplySendError::WouldBlock,
+        kind => ReplySendError::Failed(kind.into()),
+    };
+    let to = to.to_sockaddr().map_err(failed)?;
+    send_to(socket, data, &to).map_err(failed)
 }
 
+/// One `sendto(MSG_DONTWAIT)`, retrying interruptions only. A full queue
+/// is `WouldBlock`, never a wait: for a Unix datagram socket, poll(2)
+/// reports the server's socket writable while the *peer's* receive queue
+/// is full, so waiting for room would spin, and a peer that never reads
+/// would hold the server (or a thread, or a child) for ever.
 fn send_to(socket: &Socket, data: &[u8], to: &SockAddr) -> io::Result<()> {
     loop {
-        match socket.send_to(data, to) {
+        match socket.send_to_with_flags(data, to, libc::MSG_DONTWAIT) {
             Ok(n) if n == data.len() => return Ok(()),
             Ok(_) => {
                 return Err(io::Error::new(io::ErrorKind::WriteZero, "datagram sent partially"));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // The socket is non-blocking for receiving; a full send buffer
-            // means wait for room.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                sys::poll_writable(socket)?;
-            }
             Err(e) => return Err(e),
         }
     }
@@ -447,6 +465,8 @@ impl DatagramSocket for SocketDatagram {
         }
     }
 
+    /// Never waits: a datagram the system cannot take at once fails with
+    /// `io::ErrorKind::WouldBlock` (see [`SocketDatagram`]).
     fn send_to(&mut self, data: &[u8], to: &Address) -> io::Result<()> {
         send_to(&self.inner.socket, data, &to.to_sockaddr()?)
     }

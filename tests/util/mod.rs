@@ -1,6 +1,9 @@
 //! Helpers shared by the real-socket tests (mio keeps its in `tests/util`).
 #![allow(dead_code)]
 
+pub mod echo;
+pub mod procs;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};

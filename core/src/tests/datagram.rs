@@ -134,3 +134,26 @@ fn a_failing_finish_is_reported_and_the_reply_still_sent() {
     assert_eq!(rec.count("error 5: handler failed: FinishFailed"), 1);
     assert_eq!(net.sent_count(), 1, "the (empty) reply is still sent, as CPython's finish does");
 }
+
+#[test]
+fn a_reply_that_cannot_leave_at_once_is_dropped_and_reported_distinctly() {
+    let rec = Recorder::new(Behaviour::Echo);
+    let mut reply = [0u8; 16];
+    let would_block = |_: &[u8], _: &u32| Err(crate::ReplySendError::WouldBlock);
+    assert!(!crate::serve_datagram(&&rec, b"hello", None, &5, &mut reply, would_block));
+    let failed = |_: &[u8], _: &u32| Err(embedded_io::ErrorKind::BrokenPipe.into());
+    assert!(!crate::serve_datagram(&&rec, b"hi", None, &6, &mut reply, failed));
+    assert_eq!(
+        rec.log(),
+        vec![
+            "setup 5",
+            "handle 5",
+            "finish 5",
+            "error 5: the 5-byte reply could not leave without waiting (the peer's queue is full); dropped",
+            "setup 6",
+            "handle 6",
+            "finish 6",
+            "error 6: sending the reply failed: BrokenPipe",
+        ]
+    );
+}

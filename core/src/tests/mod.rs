@@ -20,6 +20,7 @@ mod datagram;
 mod event;
 mod event_props;
 mod faults;
+mod props;
 mod stream;
 
 /// A service that records every hook call in order, like the log file of

@@ -1,14 +1,17 @@
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sockserv_core::{
     DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
     StreamHandler,
 };
 
+use super::children::Children;
 use super::{guarded, serve_datagram_apart};
 use crate::addr::Address;
 use crate::conn::Conn;
+use crate::shutdown::Shared;
 use crate::socket::SocketDatagram;
 use crate::sys;
 
@@ -23,11 +26,20 @@ use crate::sys;
 ///   into the server loop, and runs no destructor of the parent's (a Unix
 ///   socket path is not removed by a child).
 /// * `max_children` (default 40): when that many children are running, the
-///   server waits for one to finish before forking again.
+///   server waits for one to finish before forking again. A stop request
+///   (a `shutdown()`, a stop signal) ends that wait at once: the waiting
+///   connection is shut down unserved and `serve_forever` returns.
 /// * Finished children are reaped at every `serve_forever` turn
 ///   (`service_actions`) and when `handle_request` times out.
 /// * `block_on_close` (default `true`): `server_close` waits for every
-///   child.
+///   child, however long its client keeps it (CPython).
+/// * Without `block_on_close`, CPython leaves the children running: they
+///   keep serving after the server has gone, for as long as their clients
+///   stay. Here `server_close` gives them [`close_grace`](Self::close_grace)
+///   (default 1 s, as event mode's `shutdown_grace`) to finish, then
+///   sends the ones left SIGTERM, after another `close_grace` SIGKILL, and
+///   reaps them: once the server is closed, no process of its own is left.
+///   `close_grace(None)` keeps CPython's behaviour.
 /// * Only our own children are ever waited for (by pid, with a pidfd to
 ///   sleep on when at the limit; never `waitpid(-1)`, CPython issue
 ///   1540386), so a program's other children keep their exit status.
@@ -45,17 +57,11 @@ pub struct Forking {
     pub max_children: usize,
     /// CPython's `block_on_close`.
     pub block_on_close: bool,
-    children: Vec<Child>,
-    reaped: u64,
-    failed: u64,
-    last_status: Option<i32>,
-}
-
-#[derive(Debug)]
-struct Child {
-    pid: libc::pid_t,
-    /// Readable once the child has exited.
-    pidfd: Option<OwnedFd>,
+    /// Without `block_on_close`: how long `server_close` lets running
+    /// children finish before it ends them (see [`Forking`]). `None`
+    /// leaves them running, as CPython does.
+    pub close_grace: Option<Duration>,
+    children: Children,
 }
 
 impl Default for Forking {
@@ -65,15 +71,14 @@ impl Default for Forking {
 }
 
 impl Forking {
-    /// CPython's defaults: 40 children, block on close.
+    /// CPython's defaults (40 children, block on close), and a 1 s
+    /// [`close_grace`](Self::close_grace) for when not blocking on close.
     pub fn new() -> Self {
         Self {
             max_children: 40,
             block_on_close: true,
-            children: Vec::new(),
-            reaped: 0,
-            failed: 0,
-            last_status: None,
+            close_grace: Some(Duration::from_secs(1)),
+            children: Children::default(),
         }
     }
 
@@ -89,6 +94,13 @@ impl Forking {
         self
     }
 
+    /// Sets [`close_grace`](Self::close_grace) (`None`: CPython's
+    /// behaviour, children outlive the server).
+    pub fn close_grace(mut self, grace: Option<Duration>) -> Self {
+        self.close_grace = grace;
+        self
+    }
+
     /// Children not yet reaped.
     pub fn active_children(&self) -> usize {
         self.children.len()
@@ -96,112 +108,63 @@ impl Forking {
 
     /// Children reaped so far.
     pub fn children_reaped(&self) -> u64 {
-        self.reaped
+        self.children.reaped
     }
 
     /// Of the children reaped, how many did not exit with status 0 (the
     /// handler failed or panicked, or the child was killed).
     pub fn children_failed(&self) -> u64 {
-        self.failed
+        self.children.failed
     }
 
     /// The exit code of the child reaped last (`None` before any, or when
     /// it did not exit normally).
     pub fn last_exit_code(&self) -> Option<i32> {
-        self.last_status
+        self.children.last_status
     }
 
-    fn record(&mut self, status: Option<i32>) {
-        self.reaped += 1;
-        self.last_status = status.filter(|&s| libc::WIFEXITED(s)).map(|s| libc::WEXITSTATUS(s));
-        let ok = status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0);
-        if !ok {
-            self.failed += 1;
-        }
-    }
-
-    /// CPython's `collect_children`: reap the children that have exited;
-    /// while at `max_children`, wait for one to exit first.
-    fn collect_children(&mut self) {
-        while self.children.len() >= self.max_children {
-            let fds: Vec<_> =
-                self.children.iter().filter_map(|c| c.pidfd.as_ref().map(AsFd::as_fd)).collect();
-            if fds.len() == self.children.len() {
-                if sys::poll_any(&fds).is_err() {
-                    break;
-                }
-            } else {
-                // No pidfd (old kernel): wait for the oldest child.
-                let pid = self.children.remove(0).pid;
-                let status = sys::reap(pid, true).ok().flatten();
-                self.record(status);
-            }
-            self.reap_exited();
-        }
-        self.reap_exited();
-    }
-
-    fn reap_exited(&mut self) {
-        let mut statuses = Vec::new();
-        self.children.retain(|c| match sys::reap(c.pid, false) {
-            Ok(None) => true,
-            Ok(Some(status)) => {
-                statuses.push(Some(status));
-                false
-            }
-            // Not our child any more (someone else reaped it): forget it.
-            Err(_) => {
-                statuses.push(None);
-                false
-            }
-        });
-        for s in statuses {
-            self.record(s);
-        }
-    }
-
-    /// Forks; in the child runs `run` and exits with its outcome. Returns
-    /// in the parent only.
+    /// Waits for a free child slot, then forks; in the child runs `run`
+    /// and exits with its outcome. Returns in the parent only: `Ok(false)`
+    /// when a stop was requested while waiting (nothing forked).
     fn fork_and_run<Svc, F>(
         &mut self,
         service: &Svc,
         client: &Address,
+        shared: &Shared,
         listener: Option<std::os::fd::RawFd>,
         run: F,
-    ) -> io::Result<()>
+    ) -> io::Result<bool>
     where
         Svc: Service<Address>,
         F: FnOnce() -> bool,
     {
-        self.collect_children();
+        if !self.children.wait_for_slot(self.max_children, shared) {
+            return Ok(false);
+        }
         // The child runs the request and leaves with status 0 or 1.
         let pid = sys::fork_run(|| {
             sys::after_fork_in_child(listener);
             if guarded(service, client, run) { 0 } else { 1 }
         })?;
-        let pidfd = sys::pidfd_open(pid).ok();
-        self.children.push(Child { pid, pidfd });
-        Ok(())
+        self.children.push(pid);
+        Ok(true)
     }
 }
 
 impl Dispatch for Forking {
     fn service_actions(&mut self) {
-        self.reap_exited();
+        self.children.reap_exited();
     }
 
     fn handle_timeout(&mut self) {
-        self.reap_exited();
+        self.children.reap_exited();
     }
 
     fn server_close(&mut self) {
-        if self.block_on_close {
-            for c in std::mem::take(&mut self.children) {
-                let status = sys::reap(c.pid, true).ok().flatten();
-                self.record(status);
-            }
-        } else {
-            self.reap_exited();
+        match (self.block_on_close, self.close_grace) {
+            (true, _) => self.children.wait_all(),
+            (false, Some(grace)) => self.children.end(grace),
+            (false, None) => self.children.reap_exited(),
         }
     }
 }
@@ -212,17 +175,20 @@ where
 {
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
         let listener = Some(stream.listener);
+        let shared = stream.stop_handle();
         let mut stream = Some(stream);
-        let forked = self.fork_and_run(service, &client, listener, || {
+        let forked = self.fork_and_run(service, &client, &shared, listener, || {
             stream.take().is_some_and(|s| sockserv_core::serve_stream(service, s, &client))
         });
         // The parent closes its copy (CPython's close_request); when the
-        // fork failed the connection is shut down and the failure reported.
+        // fork failed the connection is shut down and the failure reported;
+        // when the server stopped while waiting for a slot, shut down.
         match (forked, stream) {
             (Err(e), Some(s)) => {
                 service.handle_error(&client, &RequestError::Handler(&e));
                 sockserv_core::shutdown_stream(s);
             }
+            (Ok(false), Some(s)) => sockserv_core::shutdown_stream(s),
             (_, s) => drop(s),
         }
     }
@@ -244,7 +210,8 @@ where
         let reply_size = socket.max_reply();
         // The child replies through the socket (a duplicate descriptor of
         // it): it keeps the original open too, only until it exits.
-        let forked = self.fork_and_run(service, &client, None, || {
+        let shared = Arc::clone(socket.shared());
+        let forked = self.fork_and_run(service, &client, &shared, None, || {
             serve_datagram_apart(service, &sender, packet, truncated, &client, reply_size)
         });
         if let Err(e) = forked {

@@ -9,6 +9,7 @@
 //! [`Service::handle_error`] as
 //! [`RequestError::Panic`]; the server keeps serving.
 
+mod children;
 mod forking;
 mod sequential;
 mod strategy;

@@ -181,11 +181,26 @@ pub(crate) fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<i32>> {
     }
 }
 
-/// Waits until one of `fds` becomes readable (any number of them).
-pub(crate) fn poll_any(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+/// Waits until `wake` (if any) or one of `fds` becomes readable (any
+/// number of them), at most `timeout`. Returns whether `wake` is readable.
+pub(crate) fn poll_any(
+    wake: Option<BorrowedFd<'_>>,
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
     let mut pfds: Vec<libc::pollfd> =
-        fds.iter().map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN)).collect();
-    poll_many(&mut pfds, None).map(drop)
+        wake.iter().chain(fds).map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN)).collect();
+    poll_many(&mut pfds, timeout)?;
+    Ok(wake.is_some() && pfds[0].revents != 0)
+}
+
+/// Sends `signal` to `pid`, a child of ours not yet reaped (so the pid
+/// cannot have been reused). A child that is already gone is not an error.
+pub(crate) fn kill(pid: libc::pid_t, signal: i32) {
+    if pid > 0 {
+        // SAFETY: kill takes two integers; `pid` is positive (a child's).
+        unsafe { libc::kill(pid, signal) };
+    }
 }
 
 /// Waits until `fd` can be written to or `wake` is readable (a stop
@@ -213,11 +228,6 @@ pub(crate) fn send_dontwait(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
         )
     };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-}
-
-/// Waits until `fd` can be written to (a full send buffer drained).
-pub(crate) fn poll_writable<F: std::os::fd::AsFd>(fd: &F) -> io::Result<()> {
-    poll_many(&mut [pollfd(fd.as_fd().as_raw_fd(), libc::POLLOUT)], None).map(drop)
 }
 
 /// An epoll instance (close-on-exec).

@@ -1,0 +1,104 @@
+//! The default hooks' stderr lines (feature `std`): each report is
+//! formatted into a bounded buffer on the stack and leaves in one
+//! `write(2)`, so the reports of threads and forked children never splice
+//! into each other (`eprintln!` writes a line in as many pieces as it has
+//! parts: up to 29 for one report). A line of at most `PIPE_BUF` bytes is
+//! written atomically into a pipe.
+
+use core::fmt::{self, Write as _};
+use std::io::Write as _;
+
+/// The longest report line, newline included (Linux's `PIPE_BUF` is 4096:
+/// a write this size into a pipe is never interleaved).
+const MAX_LINE: usize = 1024;
+
+/// What ends a report that did not fit.
+const TRUNCATED: &[u8] = b" [...]\n";
+
+/// A fixed buffer that keeps what fits and remembers that something did not.
+pub(crate) struct Line {
+    buf: [u8; MAX_LINE],
+    len: usize,
+    truncated: bool,
+}
+
+impl Line {
+    pub(crate) const fn new() -> Self {
+        Self { buf: [0; MAX_LINE], len: 0, truncated: false }
+    }
+
+    /// The line with its newline; a cut one ends with the marker.
+    pub(crate) fn finish(&mut self) -> &[u8] {
+        let room = MAX_LINE - TRUNCATED.len();
+        if self.truncated || self.len >= MAX_LINE {
+            let mut end = self.len.min(room);
+            // Cut on a character boundary.
+            while end > 0 && (self.buf[end] & 0xC0) == 0x80 {
+                end -= 1;
+            }
+            self.buf[end..end + TRUNCATED.len()].copy_from_slice(TRUNCATED);
+            self.len = end + TRUNCATED.len();
+        } else {
+            self.buf[self.len] = b'\n';
+            self.len += 1;
+        }
+        &self.buf[..self.len]
+    }
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Keep one byte for the newline.
+        let room = MAX_LINE - 1 - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        if n < s.len() {
+            self.truncated = true;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `args` and a newline to stderr in one `write(2)` (cut to
+/// [`MAX_LINE`] bytes with a ` [...]` marker). Errors are ignored, as
+/// `eprintln!`'s panics would not help a failing request.
+pub(crate) fn line(args: fmt::Arguments<'_>) {
+    let mut line = Line::new();
+    let _ = line.write_fmt(args);
+    let _ = std::io::stderr().write_all(line.finish());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(args: fmt::Arguments<'_>) -> std::vec::Vec<u8> {
+        let mut line = Line::new();
+        let _ = line.write_fmt(args);
+        line.finish().to_vec()
+    }
+
+    #[test]
+    fn a_short_report_is_one_line() {
+        assert_eq!(render(format_args!("a {} c", "b")), b"a b c\n");
+    }
+
+    #[test]
+    fn a_long_report_is_cut_with_a_marker_and_stays_one_line() {
+        let long = "é".repeat(2000);
+        let out = render(format_args!("x{long}"));
+        assert!(out.len() <= MAX_LINE);
+        assert!(out.ends_with(TRUNCATED), "{:?}", &out[out.len() - 10..]);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(core::str::from_utf8(&out).is_ok(), "cut on a character boundary");
+    }
+
+    #[test]
+    fn a_report_of_exactly_the_room_is_not_marked() {
+        let s = "y".repeat(MAX_LINE - 1);
+        let out = render(format_args!("{s}"));
+        assert_eq!(out.len(), MAX_LINE);
+        assert!(out.ends_with(b"y\n"));
+    }
+}
