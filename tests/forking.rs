@@ -193,7 +193,7 @@ fn forking_error_case(behaviour: Behaviour) -> (String, u64) {
 
 fn forking_handled() {
     let (text, failed) = forking_error_case(Behaviour::Fail);
-    assert_eq!(text, "Handler called\nError handled: handler: handler failed: Test\n");
+    assert_eq!(text, "Handler called\nError handled: handler: handler failed in Handle: Test\n");
     assert_eq!(failed, 1, "the child exited with status 1");
 }
 

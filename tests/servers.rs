@@ -220,13 +220,19 @@ where
 #[test]
 fn error_handler_test_sync_handled() {
     let rec = error_test_server(Behaviour::Fail, Sequential::new());
-    assert_eq!(rec.lines(), ["Handler called", "Error handled: handler: handler failed: Test"]);
+    assert_eq!(
+        rec.lines(),
+        ["Handler called", "Error handled: handler: handler failed in Handle: Test"]
+    );
 }
 
 #[test]
 fn error_handler_test_threading_handled() {
     let rec = error_test_server(Behaviour::Fail, Threading::new());
-    assert_eq!(rec.lines(), ["Handler called", "Error handled: handler: handler failed: Test"]);
+    assert_eq!(
+        rec.lines(),
+        ["Handler called", "Error handled: handler: handler failed in Handle: Test"]
+    );
 }
 
 /// `test_sync_not_handled` / `test_threading_not_handled`: CPython lets

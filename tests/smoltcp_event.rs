@@ -359,7 +359,12 @@ fn a_handler_error_closes_only_its_connection() {
     let c = world.connect(&stack, 41060, client);
     srv.serve_forever(POLL).unwrap();
     world.settle(&stack);
-    assert_eq!(rec.count("error: handler failed: \"test failure\""), 1, "{:?}", rec.lines());
+    assert_eq!(
+        rec.count("error: handler failed in Received: \"test failure\""),
+        1,
+        "{:?}",
+        rec.lines()
+    );
     assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
 }
 

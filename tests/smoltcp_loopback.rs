@@ -221,7 +221,7 @@ fn handler_error_reaches_handle_error_and_the_server_goes_on() {
     let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
     world.connect(&stack, 40004, Client::new(b"x"));
     server.handle_request().unwrap();
-    assert_eq!(rec.count("error: handler failed: Test"), 1, "{:?}", rec.lines());
+    assert_eq!(rec.count("error: handler failed in Handle: Test"), 1, "{:?}", rec.lines());
     // The same listener, now with a handler that works.
     let (transport, _, dispatch) = server.into_parts();
     let echo = Rec::new(Behaviour::Echo);

@@ -10,6 +10,8 @@
 use core::fmt;
 use core::marker::PhantomData;
 
+use crate::logging::Level;
+
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 
 /// The equivalent of `socketserver.BaseRequestHandler` for stream
@@ -133,8 +135,16 @@ pub trait DatagramHandler {
 #[derive(Clone, Copy)]
 #[non_exhaustive]
 pub enum RequestError<'a> {
-    /// The handler's `setup`, `handle` or `finish` returned an error.
-    Handler(&'a dyn fmt::Debug),
+    /// The handler returned an error in `phase`.
+    Handler {
+        /// Which of the handler's methods failed.
+        phase: Phase,
+        /// What it returned.
+        error: &'a dyn fmt::Debug,
+    },
+    /// The strategy could not start the request (a thread or a child
+    /// process could not be made); the request was shut down unserved.
+    Spawn(&'a dyn fmt::Debug),
     /// The handler panicked (only adapters that catch panics report this).
     Panic(&'a str),
     /// A datagram did not fit the receive buffer. It was not passed to the
@@ -170,6 +180,60 @@ pub enum RequestError<'a> {
     },
 }
 
+/// Which handler method a [`RequestError::Handler`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Phase {
+    /// `StreamHandler::setup` / `DatagramHandler::setup`.
+    Setup,
+    /// `StreamHandler::handle` / `DatagramHandler::handle`.
+    Handle,
+    /// `StreamHandler::finish` / `DatagramHandler::finish`.
+    Finish,
+    /// `EventHandler::opened`.
+    Opened,
+    /// `EventHandler::received`.
+    Received,
+    /// `EventHandler::peer_closed`.
+    PeerClosed,
+    /// `EventHandler::drained`.
+    Drained,
+}
+
+impl RequestError<'_> {
+    /// The I/O error kind, for the failures that have one.
+    pub fn io_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Io(kind) | Self::Reply(kind) => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// Whether the peer went away (reset, broken pipe, aborted): routine
+    /// for a server, reported at [`Level::Debug`].
+    pub fn is_peer_gone(&self) -> bool {
+        matches!(
+            self.io_kind(),
+            Some(
+                ErrorKind::ConnectionReset
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+            )
+        )
+    }
+
+    /// How serious it is, as the default `handle_error` logs it.
+    pub fn level(&self) -> Level {
+        match self {
+            Self::Panic(_) | Self::Spawn(_) => Level::Error,
+            _ if self.is_peer_gone() => Level::Debug,
+            Self::IdleTimeout => Level::Info,
+            _ => Level::Warn,
+        }
+    }
+}
+
 impl fmt::Debug for RequestError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -179,7 +243,8 @@ impl fmt::Debug for RequestError<'_> {
 impl fmt::Display for RequestError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Handler(e) => write!(f, "handler failed: {e:?}"),
+            Self::Handler { phase, error } => write!(f, "handler failed in {phase:?}: {error:?}"),
+            Self::Spawn(e) => write!(f, "the request could not be started: {e:?}"),
             Self::Panic(msg) => write!(f, "handler panicked: {msg}"),
             Self::Truncated { size, capacity } => write!(
                 f,
@@ -252,40 +317,33 @@ pub trait Service<A: fmt::Debug> {
     }
 
     /// Told when a request failed (CPython's `handle_error`). The server
-    /// keeps serving. Default: with the `std` feature, one line on stderr,
-    /// written with one `write(2)` (at most 1,024 bytes: concurrent
-    /// threads' and children's lines never splice); without it, nothing.
+    /// keeps serving. Default: a report at [`RequestError::level`] through
+    /// the crate's logging ([`logging::report`](crate::logging::report):
+    /// `log` or `defmt` when enabled and a logger is installed; else, with
+    /// `std`, warnings and errors as one stderr line written with one
+    /// `write(2)`, so concurrent threads' and children's lines never
+    /// splice; else nothing).
     fn handle_error(&self, client: &A, error: &RequestError<'_>) {
-        #[cfg(feature = "std")]
-        crate::report::line(format_args!("sockserv: request from {client:?} failed: {error}"));
-        #[cfg(not(feature = "std"))]
-        let _ = (client, error);
+        let args = format_args!("request from {client:?} failed: {error}");
+        crate::logging::report(error.level(), args);
     }
 
     /// Told when an accept or receive failed (for instance, out of file
     /// descriptors: `error` displays the system's message, `error.kind()`
     /// gives the portable kind). CPython drops these silently; the server still drops
-    /// the attempt and backs off, but says so here. Default: with the `std`
-    /// feature, one line on stderr; without it, nothing.
+    /// the attempt and backs off, but says so here. Default: a report at
+    /// [`Level::Error`] (see [`handle_error`](Self::handle_error)).
     fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
-        #[cfg(feature = "std")]
-        crate::report::line(format_args!(
-            "sockserv: accept failed: {error} ({:?}); backing off",
-            error.kind()
-        ));
-        #[cfg(not(feature = "std"))]
-        let _ = error;
+        let args = format_args!("accept failed: {error} ({:?}); backing off", error.kind());
+        crate::logging::report(Level::Error, args);
     }
 
     /// Told when a connection was refused because the event mode's table
     /// is full (the connection is closed at once; the others keep being
-    /// served). Default: with the `std` feature, one line on stderr;
-    /// without it, nothing.
+    /// served). Default: a report at [`Level::Warn`].
     fn handle_table_full(&self, client: &A) {
-        #[cfg(feature = "std")]
-        crate::report::line(format_args!("sockserv: connection table full; refused {client:?}"));
-        #[cfg(not(feature = "std"))]
-        let _ = client;
+        let args = format_args!("connection table full; refused {client:?}");
+        crate::logging::report(Level::Warn, args);
     }
 
     /// Told when a connection of the event mode needed a buffer (to read

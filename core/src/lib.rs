@@ -9,6 +9,7 @@ extern crate std;
 mod bufio;
 pub mod event;
 mod handler;
+pub mod logging;
 #[cfg(any(test, feature = "mock"))]
 pub mod mock;
 #[cfg(feature = "std")]
@@ -22,8 +23,8 @@ mod tests;
 
 pub use bufio::{BufStream, ReadLineError, StreamError};
 pub use handler::{
-    DatagramHandler, FnService, OnError, ReplyFull, ReplyWriter, RequestError, Service, ServiceExt,
-    StreamHandler, Verify,
+    DatagramHandler, FnService, OnError, Phase, ReplyFull, ReplyWriter, RequestError, Service,
+    ServiceExt, StreamHandler, Verify,
 };
 pub use request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 pub use server::{

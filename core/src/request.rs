@@ -6,7 +6,7 @@ use core::fmt;
 
 use embedded_io::ErrorKind;
 
-use crate::handler::{DatagramHandler, ReplyWriter, RequestError, Service, StreamHandler};
+use crate::handler::{DatagramHandler, Phase, ReplyWriter, RequestError, Service, StreamHandler};
 use crate::transport::Connection;
 
 /// Serves one stream connection: makes the handler, runs `setup`, then —
@@ -32,8 +32,8 @@ where
 {
     let mut stream = ShutdownOnDrop(stream);
     let mut handler = service.handler(client);
-    if let Err(e) = handler.setup(&mut stream.0) {
-        service.handle_error(client, &RequestError::Handler(&e));
+    if let Err(error) = handler.setup(&mut stream.0) {
+        service.handle_error(client, &RequestError::Handler { phase: Phase::Setup, error: &error });
         return false;
     }
     let handled = handler.handle(&mut stream.0);
@@ -54,9 +54,9 @@ where
     E: fmt::Debug,
     Svc: crate::Service<A> + ?Sized,
 {
-    for result in [handled, finished] {
-        if let Err(e) = result {
-            service.handle_error(client, &RequestError::Handler(e));
+    for (phase, result) in [(Phase::Handle, handled), (Phase::Finish, finished)] {
+        if let Err(error) = result {
+            service.handle_error(client, &RequestError::Handler { phase, error });
         }
     }
     handled.is_ok() && finished.is_ok()
@@ -112,9 +112,9 @@ where
         return false;
     }
     let mut handler = service.handler(client);
-    if let Err(e) = handler.setup() {
+    if let Err(error) = handler.setup() {
         // CPython: setup failing skips handle and finish, so no reply.
-        service.handle_error(client, &RequestError::Handler(&e));
+        service.handle_error(client, &RequestError::Handler { phase: Phase::Setup, error: &error });
         return false;
     }
     let mut reply = ReplyWriter::new(reply_buf);

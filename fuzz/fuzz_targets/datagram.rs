@@ -103,7 +103,7 @@ fuzz_target!(|input: Input| {
                 assert_eq!(&bytes[..known], &c.data[..known]);
             } else {
                 assert!(bytes.is_empty(), "a reply that does not fit is not sent cut");
-                assert_eq!(rec.count(from, "error: handler failed: ReplyFull"), 1);
+                assert_eq!(rec.count(from, "error: handler failed in Handle: ReplyFull"), 1);
             }
         } else {
             assert_eq!(handed, 0, "a truncated datagram is never handed on");

@@ -159,7 +159,7 @@ impl Service<Address> for Recorder {
     }
     fn handle_error(&self, _: &Address, error: &RequestError<'_>) {
         let kind = match error {
-            RequestError::Handler(_) => "handler",
+            RequestError::Handler { .. } => "handler",
             RequestError::Panic(_) => "panic",
             RequestError::Truncated { .. } => "truncated",
             _ => "other",

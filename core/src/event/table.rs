@@ -12,7 +12,7 @@ use embedded_io::{Error as _, ErrorKind};
 use super::pool::{BufferPool, Held};
 use super::{EventHandler, Next, Outbox};
 use crate::transport::{Interest, NbConnection};
-use crate::{RequestError, Service};
+use crate::{Phase, RequestError, Service};
 
 /// Where a [`ConnTable`]'s slots live: a `heapless::Vec<Slot<..>, N>` for
 /// a capacity fixed at compile time (`no_std`, no allocator), or a
@@ -117,7 +117,7 @@ pub enum Outcome<C> {
 /// Why a connection is being closed.
 enum Failure<E> {
     Io(ErrorKind),
-    Handler(E),
+    Handler(E, Phase),
     Stalled,
 }
 
@@ -329,11 +329,12 @@ where
         });
         let Some(live) = slot.live_mut() else { unreachable!("just made live") };
         let mut bufs = Bufs { pool: &mut self.pool, others: self.claims };
-        let result = answer(live, &mut bufs, now, |h, out| h.opened(out)).and_then(|next| {
-            live.closing = next == Next::Close;
-            flush(live, &mut bufs, now)?;
-            drain(live, &mut bufs, now)
-        });
+        let result =
+            answer(live, &mut bufs, now, Phase::Opened, |h, out| h.opened(out)).and_then(|next| {
+                live.closing = next == Next::Close;
+                flush(live, &mut bufs, now)?;
+                drain(live, &mut bufs, now)
+            });
         let decision = decide(live, &mut bufs, result, service);
         self.claims += usize::from(is_claim(live));
         self.stats.note_starved(false, live, service);
@@ -596,8 +597,8 @@ where
     Svc: Service<A> + ?Sized,
 {
     let result = match result {
-        Err(Failure::Handler(e)) => {
-            service.handle_error(&live.client, &RequestError::Handler(&e));
+        Err(Failure::Handler(error, phase)) => {
+            service.handle_error(&live.client, &RequestError::Handler { phase, error: &error });
             close_after_flush(live, bufs)
         }
         Err(Failure::Stalled) => {
@@ -625,7 +626,7 @@ where
         }
         Err(Failure::Io(kind)) => Decision::Fail(kind),
         // Reported above; close_after_flush turned them into Ok or Io.
-        Err(Failure::Stalled | Failure::Handler(_)) => Decision::Release,
+        Err(Failure::Stalled | Failure::Handler(..)) => Decision::Release,
     }
 }
 
@@ -705,6 +706,7 @@ fn answer<C, H, A, P, R>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
     now: Duration,
+    phase: Phase,
     call: impl FnOnce(&mut H, &mut Outbox<'_>) -> Result<R, H::Error>,
 ) -> Result<R, Failure<H::Error>>
 where
@@ -712,7 +714,7 @@ where
     H: EventHandler,
     P: BufferPool,
 {
-    let (r, _) = answer_with_input(live, bufs, now, |h, _, out| call(h, out))?;
+    let (r, _) = answer_with_input(live, bufs, now, phase, |h, _, out| call(h, out))?;
     Ok(r)
 }
 
@@ -731,6 +733,7 @@ fn answer_with_input<C, H, A, P, R>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
     now: Duration,
+    phase: Phase,
     call: impl FnOnce(&mut H, &[u8], &mut Outbox<'_>) -> Result<R, H::Error>,
 ) -> Result<(R, Answered), Failure<H::Error>>
 where
@@ -756,7 +759,7 @@ where
     if done.drain_wanted {
         live.drain_wanted = true;
     }
-    let r = result.map_err(Failure::Handler)?;
+    let r = result.map_err(|e| Failure::Handler(e, phase))?;
     Ok((r, Answered { wrote: done.queued + done.sent, had_room }))
 }
 
@@ -775,7 +778,9 @@ where
     let mut waiting_for_more = live.recv.is_empty();
     while !live.closing && !live.recv.is_empty() && !live.send.is_full(bufs.pool) {
         let (step, answered) =
-            answer_with_input(live, bufs, now, |h, input, out| h.received(input, out))?;
+            answer_with_input(live, bufs, now, Phase::Received, |h, input, out| {
+                h.received(input, out)
+            })?;
         let consumed = step.consumed.min(live.recv.len());
         let recv_full = live.recv.is_full(bufs.pool);
         live.recv.consume(consumed, bufs.pool);
@@ -806,7 +811,7 @@ where
         && !live.send.is_full(bufs.pool)
     {
         live.told_peer_closed = true;
-        let next = answer(live, bufs, now, |h, out| h.peer_closed(out))?;
+        let next = answer(live, bufs, now, Phase::PeerClosed, |h, out| h.peer_closed(out))?;
         if next == Next::Close {
             live.closing = true;
         }
@@ -833,7 +838,8 @@ where
             return Ok(());
         }
         live.drain_wanted = false;
-        let (next, answered) = answer_with_input(live, bufs, now, |h, _, out| h.drained(out))?;
+        let (next, answered) =
+            answer_with_input(live, bufs, now, Phase::Drained, |h, _, out| h.drained(out))?;
         if next == Next::Close {
             live.closing = true;
         }

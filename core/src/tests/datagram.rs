@@ -98,7 +98,7 @@ fn a_reply_larger_than_the_buffer_fails_whole() {
     let transport = Datagram { socket: net.socket(), buffer: [0u8; 16] };
     let mut srv = Server::new(transport, &rec, &net, &flag, Inline::with_reply_buffer([0u8; 4]));
     srv.handle_request().unwrap();
-    assert_eq!(rec.count("error 5: handler failed: Io(ReplyFull { capacity: 4 })"), 1);
+    assert_eq!(rec.count("error 5: handler failed in Handle: Io(ReplyFull { capacity: 4 })"), 1);
     assert!(net.sent(0).unwrap().1.is_empty(), "nothing partial was written");
 }
 
@@ -121,7 +121,7 @@ fn a_failing_setup_sends_nothing() {
     let flag = ShutdownFlag::new();
     server(&net, &rec, &flag).handle_request().unwrap();
     assert_eq!(net.sent_count(), 0, "CPython's finish (which sends) is skipped too");
-    assert_eq!(rec.log(), vec!["verify 5", "setup 5", "error 5: handler failed: Refused"]);
+    assert_eq!(rec.log(), vec!["verify 5", "setup 5", "error 5: handler failed in Setup: Refused"]);
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn a_failing_finish_is_reported_and_the_reply_still_sent() {
     let rec = Recorder::new(Behaviour::FailFinish);
     let flag = ShutdownFlag::new();
     server(&net, &rec, &flag).handle_request().unwrap();
-    assert_eq!(rec.count("error 5: handler failed: FinishFailed"), 1);
+    assert_eq!(rec.count("error 5: handler failed in Finish: FinishFailed"), 1);
     assert_eq!(net.sent_count(), 1, "the (empty) reply is still sent, as CPython's finish does");
 }
 

@@ -395,7 +395,7 @@ fn lines_a_handler_error_and_a_close_request() {
     assert_eq!(net.conn(0).unwrap().output(), b"ok\nok\n", "quit closed after the answers");
     assert_eq!(net.conn(0).unwrap().shutdown_writes(), 1);
     assert_eq!(net.conn(1).unwrap().output(), b"ok\n");
-    assert_eq!(ev.count("error 2: handler failed: \"bad line\""), 1);
+    assert_eq!(ev.count("error 2: handler failed in Received: \"bad line\""), 1);
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn an_over_long_line_is_an_error_and_the_next_client_is_served() {
     net.connect(MockConn::new(2, b"fine\n"));
     server(&net, &rec, &flag).serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), b"ok\n", "the short line was answered");
-    assert_eq!(rec.count("error 1: handler failed: Line(TooLong { limit: 16 })"), 1);
+    assert_eq!(rec.count("error 1: handler failed in Handle: Line(TooLong { limit: 16 })"), 1);
     assert_eq!(net.conn(0).unwrap().closes(), 1);
     assert_eq!(net.conn(1).unwrap().output(), b"ok\n");
 }
@@ -36,7 +36,7 @@ fn a_reset_mid_request_is_reported_and_the_next_client_is_served() {
     let first = net.conn(0).unwrap();
     assert!(first.reset_seen());
     assert_eq!(first.output(), b"01234567", "what arrived before the reset was echoed");
-    assert_eq!(rec.count("error 1: handler failed: Io(MockError(ConnectionReset))"), 1);
+    assert_eq!(rec.count("error 1: handler failed in Handle: Io(MockError(ConnectionReset))"), 1);
     assert_eq!(net.conn(1).unwrap().output(), b"ok");
 }
 
@@ -59,7 +59,7 @@ fn a_peer_gone_while_we_write_is_reported() {
     net.connect(MockConn::new(1, b"abc").write_error(ErrorKind::BrokenPipe));
     net.connect(MockConn::new(2, b"x"));
     server(&net, &rec, &flag).serve_forever(POLL).unwrap();
-    assert_eq!(rec.count("error 1: handler failed: Io(MockError(BrokenPipe))"), 1);
+    assert_eq!(rec.count("error 1: handler failed in Handle: Io(MockError(BrokenPipe))"), 1);
     assert_eq!(net.conn(1).unwrap().output(), b"x");
 }
 

@@ -49,7 +49,13 @@ fn finish_runs_even_when_handle_fails() {
     server(&net, &rec, &flag).handle_request().unwrap();
     assert_eq!(
         rec.log(),
-        vec!["verify 1", "setup 1", "handle 1", "finish 1", "error 1: handler failed: Refused"]
+        vec![
+            "verify 1",
+            "setup 1",
+            "handle 1",
+            "finish 1",
+            "error 1: handler failed in Handle: Refused"
+        ]
     );
     assert_eq!(net.conn(0).unwrap().closes(), 1);
 }
@@ -150,7 +156,7 @@ fn a_failing_setup_skips_handle_and_finish() {
     let rec = Recorder::new(Behaviour::FailSetup);
     let flag = ShutdownFlag::new();
     server(&net, &rec, &flag).handle_request().unwrap();
-    assert_eq!(rec.log(), vec!["verify 1", "setup 1", "error 1: handler failed: Refused"]);
+    assert_eq!(rec.log(), vec!["verify 1", "setup 1", "error 1: handler failed in Setup: Refused"]);
     let c = net.conn(0).unwrap();
     assert_eq!((c.shutdown_writes(), c.closes()), (1, 1));
 }
@@ -162,7 +168,7 @@ fn a_failing_finish_is_reported() {
     let rec = Recorder::new(Behaviour::FailFinish);
     let flag = ShutdownFlag::new();
     server(&net, &rec, &flag).handle_request().unwrap();
-    assert_eq!(rec.log().last().unwrap(), "error 1: handler failed: FinishFailed");
+    assert_eq!(rec.log().last().unwrap(), "error 1: handler failed in Finish: FinishFailed");
 }
 
 #[test]
@@ -174,7 +180,10 @@ fn when_handle_and_finish_both_fail_both_errors_are_reported() {
     server(&net, &rec, &flag).handle_request().unwrap();
     assert_eq!(
         rec.log()[4..],
-        ["error 1: handler failed: Refused", "error 1: handler failed: FinishFailed"]
+        [
+            "error 1: handler failed in Handle: Refused",
+            "error 1: handler failed in Finish: FinishFailed"
+        ]
     );
 }
 

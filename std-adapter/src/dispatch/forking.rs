@@ -185,7 +185,7 @@ where
         // when the server stopped while waiting for a slot, shut down.
         match (forked, stream) {
             (Err(e), Some(s)) => {
-                service.handle_error(&client, &RequestError::Handler(&e));
+                service.handle_error(&client, &RequestError::Spawn(&e));
                 sockserv_core::shutdown_stream(s);
             }
             (Ok(false), Some(s)) => sockserv_core::shutdown_stream(s),
@@ -215,7 +215,7 @@ where
             serve_datagram_apart(service, &sender, packet, truncated, &client, reply_size)
         });
         if let Err(e) = forked {
-            service.handle_error(&client, &RequestError::Handler(&e));
+            service.handle_error(&client, &RequestError::Spawn(&e));
         }
     }
 }

@@ -154,7 +154,7 @@ impl Threading {
         match spawned {
             Ok(handle) if !self.daemon_threads && self.block_on_close => self.threads.push(handle),
             Ok(_) => {}
-            Err(e) => service.handle_error(&who, &RequestError::Handler(&e)),
+            Err(e) => service.handle_error(&who, &RequestError::Spawn(&e)),
         }
     }
 }
