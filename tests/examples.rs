@@ -150,7 +150,8 @@ fn request_in_pieces(server: &Program, pieces: &[&[u8]]) -> String {
 }
 
 /// A request arriving in pieces is answered once whole, while another
-/// client sits on half a head; a bad request line gets 400.
+/// client sits on half a head; a bad request line gets 400, a head that
+/// grows past 8 KiB without its blank line 431.
 fn http_request_in_pieces(lang: Lang) {
     let mut http = Program::start(lang, "http_hello", ANY_PORT);
     let mut stalled = TcpStream::connect(http.addr).unwrap();
@@ -162,6 +163,10 @@ fn http_request_in_pieces(lang: Lang) {
     assert!(answer.ends_with("\r\n\r\nhello, /pieces\n"), "{answer}");
     let bad = request_in_pieces(&http, &[b"nonsense\n", b"\n"]);
     assert_eq!(bad, "HTTP/1.0 400 Bad Request\r\n\r\n");
+    // 9,000 bytes and still no blank line: 431, without waiting for more.
+    let endless = format!("GET / HTTP/1.0\r\nX-Big: {}\r\n", "y".repeat(9000));
+    let refused = request_in_pieces(&http, &[endless.as_bytes()]);
+    assert!(refused.starts_with("HTTP/1.0 431 "), "{refused}");
     // The stalled client got nothing yet.
     stalled.set_nonblocking(true).unwrap();
     let err = stalled.read(&mut [0; 16]).unwrap_err();
