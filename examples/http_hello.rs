@@ -5,10 +5,10 @@
 //! curl http://127.0.0.1:8080/world
 //! ```
 //!
-//! Waits for the request head (up to the blank line; it may arrive in any
-//! number of pieces), answers `200 OK` with `hello, PATH` (any method),
-//! then closes. A request line that is not `METHOD PATH HTTP/x` gets
-//! `400 Bad Request`; a head longer than 8 KiB (blank line included, or
+//! Waits for the request head (up to its blank line, `\r\n\r\n`; it may
+//! arrive in any number of pieces), answers `200 OK` with `hello, PATH`
+//! (any method), then closes. A request line that is not
+//! `METHOD PATH HTTP/x` gets `400 Bad Request`; a head longer than 8 KiB (blank line included, or
 //! 8 KiB received without one) gets `431 Request Header Fields Too Large`,
 //! both then closed (a client still sending then may see a reset instead).
 //! A client that never finishes its head is closed by the event mode's
@@ -33,7 +33,8 @@ struct Hello;
 impl EventHandler for Hello {
     type Error = fmt::Error;
     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, fmt::Error> {
-        let end = match head_end(input) {
+        let end = input.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        let end = match end {
             Some(end) if end <= MAX_HEAD => end,
             None if input.len() < MAX_HEAD => return Ok(Step::consumed(0)), // wait for more
             _ => {
@@ -53,13 +54,6 @@ impl EventHandler for Hello {
         }
         Ok(Step::close(end))
     }
-}
-
-/// Where the head ends (after its blank line: `\r\n\r\n`, or `\n\n`).
-fn head_end(input: &[u8]) -> Option<usize> {
-    let crlf = input.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = input.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    crlf.into_iter().chain(lf).min()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -37,43 +37,36 @@ impl<S: Read + Write> StreamHandler<S> for Kv {
         let mut io = BufStream::<_, 1024>::new(stream);
         let mut line = [0; MAX_LINE];
         loop {
-            let n = match io.read_line(&mut line) {
+            let answer = match io.read_line(&mut line) {
                 Ok(0) => return Ok(()),
-                Ok(n) => n,
+                Ok(n) => execute(&self.0, &String::from_utf8_lossy(&line[..n])),
                 Err(ReadLineError::TooLong { .. }) => {
                     io.discard_line()?;
-                    io.write_all(b"ERR line too long\n")?;
-                    continue;
+                    "ERR line too long".into()
                 }
                 Err(e) => return Err(e.into()),
             };
-            let Some(answer) = self.execute(&String::from_utf8_lossy(&line[..n])) else {
-                io.write_all(b"BYE\n")?;
-                return Ok(());
-            };
             writeln!(io, "{answer}")?;
+            if answer == "BYE" {
+                return Ok(());
+            }
         }
     }
 }
 
-impl Kv {
-    /// The answer to one command line; `None` for `QUIT`.
-    fn execute(&self, line: &str) -> Option<String> {
-        let mut store = self.0.lock().unwrap();
-        let mut words = line.trim_end_matches(['\r', '\n']).splitn(3, ' ');
-        let answer = match (words.next(), words.next(), words.next()) {
-            (Some("SET"), Some(key), Some(value)) => {
-                store.insert(key.into(), value.into());
-                "OK".into()
-            }
-            (Some("GET"), Some(key), None) => store.get(key).cloned().unwrap_or("NOT_FOUND".into()),
-            (Some("DEL"), Some(key), None) => {
-                store.remove(key).map_or("NOT_FOUND", |_| "OK").into()
-            }
-            (Some("QUIT"), None, None) => return None,
-            _ => "ERR usage: SET key value | GET key | DEL key | QUIT".into(),
-        };
-        Some(answer)
+/// The answer to one command line.
+fn execute(store: &Mutex<HashMap<String, String>>, line: &str) -> String {
+    let mut store = store.lock().unwrap();
+    let words: Vec<_> = line.trim_end_matches(['\r', '\n']).splitn(3, ' ').collect();
+    match words[..] {
+        ["SET", key, value] => {
+            store.insert(key.into(), value.into());
+            "OK".into()
+        }
+        ["GET", key] => store.get(key).cloned().unwrap_or("NOT_FOUND".into()),
+        ["DEL", key] => store.remove(key).map_or("NOT_FOUND", |_| "OK").into(),
+        ["QUIT"] => "BYE".into(),
+        _ => "ERR usage: SET key value | GET key | DEL key | QUIT".into(),
     }
 }
 

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
+use sockserv::embedded_io::Write;
 use sockserv::std_adapter::{Address, UdpServer};
 use sockserv::{DatagramHandler, FnService, ReplyFull, ReplyWriter, ServiceExt};
-use sockserv::embedded_io::Write;
 
 #[derive(Parser)]
 struct Args {

@@ -161,7 +161,7 @@ fn http_request_in_pieces(lang: Lang) {
     let answer = request_in_pieces(&http, &pieces);
     assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nhello, /pieces\n"), "{answer}");
-    let bad = request_in_pieces(&http, &[b"nonsense\n", b"\n"]);
+    let bad = request_in_pieces(&http, &[b"nonsense\r\n", b"\r\n"]);
     assert_eq!(bad, "HTTP/1.0 400 Bad Request\r\n\r\n");
     // 9,000 bytes and still no blank line: 431, without waiting for more.
     let endless = format!("GET / HTTP/1.0\r\nX-Big: {}\r\n", "y".repeat(9000));

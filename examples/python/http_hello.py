@@ -11,7 +11,7 @@ MAX_HEAD = 8 * 1024  # the largest request head served
 class Hello(socketserver.StreamRequestHandler):
     def handle(self):
         head = b""
-        while not (head.endswith(b"\n\n") or head.endswith(b"\r\n\r\n")):
+        while not head.endswith(b"\r\n\r\n"):
             line = self.rfile.readline(MAX_HEAD + 1 - len(head))
             head += line
             if not line or len(head) > MAX_HEAD:

@@ -15,13 +15,12 @@ class Kv(socketserver.StreamRequestHandler):
             if len(line) > MAX_LINE:
                 while line and not line.endswith(b"\n"):
                     line = self.rfile.readline(MAX_LINE)
-                self.wfile.write(b"ERR line too long\n")
-                continue
-            answer = self.execute(line.decode(errors="replace").rstrip("\r\n"))
-            if answer is None:
-                self.wfile.write(b"BYE\n")
-                return
+                answer = "ERR line too long"
+            else:
+                answer = self.execute(line.decode(errors="replace").rstrip("\r\n"))
             self.wfile.write(answer.encode() + b"\n")
+            if answer == "BYE":
+                return
 
     def execute(self, line):
         words = line.split(" ", 2)
@@ -35,7 +34,7 @@ class Kv(socketserver.StreamRequestHandler):
                 case ["DEL", key]:
                     return "OK" if store.pop(key, None) is not None else "NOT_FOUND"
                 case ["QUIT"]:
-                    return None
+                    return "BYE"
             return "ERR usage: SET key value | GET key | DEL key | QUIT"
 
 

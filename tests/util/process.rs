@@ -37,7 +37,10 @@ impl Program {
             Lang::Rust => Command::new(example_binary(name)),
             Lang::Python => {
                 let mut c = Command::new("python3");
-                c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/python/{name}.py")));
+                c.arg(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join(format!("examples/python/{name}.py")),
+                );
                 c
             }
         };
