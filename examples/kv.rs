@@ -102,7 +102,10 @@ mod tests {
     fn commands_share_the_store_across_connections() {
         let net = MockNet::new();
         net.connect(MockConn::new(1, b"SET greeting hello world\nGET greeting\n"));
-        net.connect(MockConn::new(2, b"GET greeting\nDEL greeting\nGET greeting\nQUIT\nGET x\n"));
+        net.connect(MockConn::new(
+            2,
+            b"GET greeting\nDEL greeting\nDEL greeting\nGET greeting\nQUIT\nGET x\n",
+        ));
         let store = Store::default();
         let flag = ShutdownFlag::new();
         let service = FnService(move |_| Kv(store.clone()));
@@ -110,7 +113,7 @@ mod tests {
         server.handle_request().unwrap();
         server.handle_request().unwrap();
         assert_eq!(net.conn(0).unwrap().output(), b"OK\nhello world\n");
-        assert_eq!(net.conn(1).unwrap().output(), b"hello world\nOK\nNOT_FOUND\nBYE\n");
+        assert_eq!(net.conn(1).unwrap().output(), b"hello world\nOK\nNOT_FOUND\nNOT_FOUND\nBYE\n");
     }
 
     #[test]
