@@ -1,5 +1,6 @@
 """examples/kv.rs on Python's socketserver: a line-based key-value store,
-a thread per client. Usage: python3 kv.py [HOST:PORT] (default 127.0.0.1:9998)."""
+a thread per client (Python 3.10+: match). Usage: python3 kv.py [HOST:PORT]
+(default 127.0.0.1:9998)."""
 import signal
 import socketserver
 import sys
