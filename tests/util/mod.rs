@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod process;
+
 use sockserv::embedded_io;
 use sockserv::std_adapter::{
     Address, BindAddr, BufStream, DatagramHandler, ReplyWriter, RequestError, Service,
