@@ -154,9 +154,7 @@ fn serve_event(proto: Proto, address: BindAddr, max_connections: usize) -> Resul
 /// Stops on SIGINT / SIGTERM (no thread: safe with fork) and prints the
 /// first line.
 fn announce(address: &BindAddr, stop: &ShutdownHandle) -> Result<(), Failure> {
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        stop.stop_on_signal(sig).map_err(Failure::Io)?;
-    }
+    stop.stop_on_termination().map_err(Failure::Io)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {address}").and_then(|()| out.flush()).map_err(Failure::Io)
 }

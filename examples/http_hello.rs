@@ -15,12 +15,10 @@
 //! idle timeout (5 minutes); the others are served meanwhile.
 //! Prints `listening on ADDR` first and exits 0 on SIGINT/SIGTERM.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
-use sockserv::FnService;
-use sockserv::event::{EventHandler, Outbox, Step};
+use sockserv::prelude::*;
 use sockserv::std_adapter::event::EventTcpServer;
 
 /// The largest request head served (well under the event mode's 64 KiB
@@ -38,7 +36,7 @@ impl EventHandler for Hello {
             Some(end) if end <= MAX_HEAD => end,
             None if input.len() < MAX_HEAD => return Ok(Step::consumed(0)), // wait for more
             _ => {
-                out.write_str("HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n")?;
+                write!(out, "HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n")?;
                 return Ok(Step::close(input.len()));
             }
         };
@@ -50,7 +48,7 @@ impl EventHandler for Hello {
                 write!(out, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n")?;
                 write!(out, "Content-Length: {}\r\n\r\n{body}", body.len())?;
             }
-            _ => out.write_str("HTTP/1.0 400 Bad Request\r\n\r\n")?,
+            _ => write!(out, "HTTP/1.0 400 Bad Request\r\n\r\n")?,
         }
         Ok(Step::close(end))
     }
@@ -60,8 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
     let mut server = EventTcpServer::bind(addr, FnService(|_| Hello))?;
     let stop = server.shutdown_handle();
-    stop.stop_on_signal(SIGINT)?;
-    stop.stop_on_signal(SIGTERM)?;
+    stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());
     server.serve_forever(Duration::from_millis(500))?;
     Ok(())

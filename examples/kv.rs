@@ -18,10 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
-use sockserv::embedded_io::{Read, Write};
+use sockserv::prelude::*;
 use sockserv::std_adapter::ThreadingTcpServer;
-use sockserv::{BufStream, FnService, ReadLineError, StreamError, StreamHandler};
 
 /// The longest line served, newline included.
 const MAX_LINE: usize = 256;
@@ -77,8 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Python's daemon_threads = True: a signal does not wait for clients.
     server.dispatch_mut().daemon_threads = true;
     let stop = server.shutdown_handle();
-    stop.stop_on_signal(SIGINT)?;
-    stop.stop_on_signal(SIGTERM)?;
+    stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());
     server.serve_forever(Duration::from_millis(500))?;
     Ok(())

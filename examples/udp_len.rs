@@ -17,10 +17,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use sockserv::embedded_io::Write;
+use sockserv::prelude::*;
 use sockserv::std_adapter::{Address, UdpServer};
-use sockserv::{DatagramHandler, FnService, ReplyFull, ReplyWriter, ServiceExt};
 
 #[derive(Parser)]
 struct Args {
@@ -41,14 +39,14 @@ struct Len;
 impl DatagramHandler for Len {
     type Error = ReplyFull;
     fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
-        reply.write_all(format!("{}\n", packet.len()).as_bytes())
+        Ok(write!(reply, "{}\n", packet.len())?)
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let service = FnService(|_| Len).verify(move |addr| {
-        let denied = matches!(addr, Address::Inet(a) if Some(a.ip()) == args.deny);
+        let denied = Address::ip(addr) == args.deny;
         if denied {
             eprintln!("refused {addr}");
         }
@@ -56,8 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut server = UdpServer::bind(("127.0.0.1", args.port), service)?;
     let stop = server.shutdown_handle();
-    stop.stop_on_signal(SIGINT)?;
-    stop.stop_on_signal(SIGTERM)?;
+    stop.stop_on_termination()?;
     if let Some(seconds) = args.seconds {
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(seconds));

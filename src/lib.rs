@@ -81,3 +81,14 @@ pub use sockserv_std as std_adapter;
 #[cfg(feature = "smoltcp")]
 #[doc(inline)]
 pub use sockserv_smoltcp as smoltcp_adapter;
+
+/// What a handler or service file usually imports, in one line:
+/// `use sockserv::prelude::*;`.
+pub mod prelude {
+    pub use crate::embedded_io::{Read, Write};
+    pub use crate::event::{EventHandler, Next, Outbox, Step};
+    pub use crate::{
+        BufStream, DatagramHandler, FnService, ReadLineError, ReplyFull, ReplyWriter, RequestError,
+        Service, ServiceExt, StreamError, StreamHandler,
+    };
+}

@@ -561,6 +561,18 @@ impl fmt::Display for ReplyFull {
 
 impl core::error::Error for ReplyFull {}
 
+/// `write!` into a [`ReplyWriter`] fails with `WriteFmtError<ReplyFull>`;
+/// this lets a datagram handler with `type Error = ReplyFull` use `?` on
+/// it (a `Display` that fails reads as a reply that did not fit).
+impl From<embedded_io::WriteFmtError<ReplyFull>> for ReplyFull {
+    fn from(e: embedded_io::WriteFmtError<ReplyFull>) -> Self {
+        match e {
+            embedded_io::WriteFmtError::Other(full) => full,
+            _ => ReplyFull { capacity: 0 },
+        }
+    }
+}
+
 impl embedded_io::Error for ReplyFull {
     fn kind(&self) -> ErrorKind {
         ErrorKind::OutOfMemory

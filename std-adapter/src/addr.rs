@@ -189,6 +189,23 @@ pub enum Address {
 }
 
 impl Address {
+    /// The peer's IP address (`None` for a Unix peer): Python's
+    /// `client_address[0]`.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Self::Inet(a) => Some(a.ip()),
+            Self::Unix(_) => None,
+        }
+    }
+
+    /// The peer's port (`None` for a Unix peer).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Self::Inet(a) => Some(a.port()),
+            Self::Unix(_) => None,
+        }
+    }
+
     pub(crate) fn from_sockaddr(addr: &SockAddr) -> Self {
         match addr.as_socket() {
             Some(a) => Self::Inet(a),

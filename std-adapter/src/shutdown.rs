@@ -175,6 +175,16 @@ impl ShutdownHandle {
         sys::stop_signal_registered(signal);
         Ok(())
     }
+
+    /// [`stop_on_signal`](Self::stop_on_signal) for `SIGINT` and `SIGTERM`:
+    /// Ctrl-C and a service manager's stop both end `serve_forever`.
+    ///
+    /// # Errors
+    /// As `stop_on_signal`.
+    pub fn stop_on_termination(&self) -> io::Result<()> {
+        self.stop_on_signal(signal_hook::consts::SIGINT)?;
+        self.stop_on_signal(signal_hook::consts::SIGTERM)
+    }
 }
 
 /// A monotonic clock for `handle_request`'s timeout.

@@ -166,6 +166,15 @@ impl<'a> Outbox<'a> {
         self.drain_wanted = true;
     }
 
+    /// `write!(out, ...)` without importing `core::fmt::Write` (see the
+    /// `fmt::Write` implementation for what happens when it does not fit).
+    ///
+    /// # Errors
+    /// A piece did not fit.
+    pub fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> fmt::Result {
+        fmt::Write::write_fmt(self, args)
+    }
+
     pub(crate) fn done(self) -> Done {
         Done {
             queued: self.queued,
