@@ -39,7 +39,7 @@ struct Len;
 impl DatagramHandler for Len {
     type Error = ReplyFull;
     fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
-        Ok(write!(reply, "{}\n", packet.len())?)
+        Ok(writeln!(reply, "{}", packet.len())?)
     }
 }
 
