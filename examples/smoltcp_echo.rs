@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example smoltcp_echo -- --tap IFACE --addr IP:PORT
 //!     [--gateway IP] [--proto tcp|udp] [--mode sync|event]
+//!     [--max-connections N] [--when-full drop|reset|refuse]
 //! ```
 //!
 //! smoltcp gets the address IP/24 on IFACE and serves the same echo as the
@@ -12,10 +13,14 @@
 //! tick of the TAP wait), even while a client holds an idle connection
 //! (in sync mode a read or write that must wait fails with `Interrupted`).
 //!
-//! `--mode event` serves TCP from the core's `EventServer`: a table of 16
-//! connections with 4 KiB + 4 KiB buffers over a `TcpEventSource` (a
-//! 17th connection is refused: closed at once), idle connections closed
-//! after 5 minutes. UDP needs no table: in event mode it is served by the
+//! `--mode event` serves TCP from the core's `EventServer`: a table of
+//! `--max-connections` (16) connections with 4 KiB + 4 KiB buffers over a
+//! `TcpEventSource`, idle connections closed after 5 minutes. The
+//! listener offers no more than that many connections at once; the next
+//! ones wait in the backlog (8) and, past it, meet `--when-full`: `drop`
+//! (the default, as Linux: the SYN goes unanswered and the client
+//! retries), `reset` (refused at once) or `refuse` (accepted, then closed
+//! through the table-full hook). UDP needs no table: in event mode it is served by the
 //! same non-blocking datagram loop as in sync mode.
 //!
 //! Try it by hand in a private network namespace (as root):
@@ -40,7 +45,7 @@ use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
 use sockserv::event::{EventServer, EventServerConfig, Slot};
 use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
-use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait, TcpEventSource};
+use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Proto {
@@ -72,6 +77,29 @@ struct Args {
     /// How requests are served.
     #[arg(long, value_enum, default_value = "sync")]
     mode: Mode,
+    /// Event mode: how many connections are served at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=MAX_CONNECTIONS))]
+    max_connections: u16,
+    /// What a connection beyond the backlog gets.
+    #[arg(long, value_enum, default_value = "drop")]
+    when_full: Policy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Policy {
+    Drop,
+    Reset,
+    Refuse,
+}
+
+impl From<Policy> for WhenFull {
+    fn from(p: Policy) -> Self {
+        match p {
+            Policy::Drop => WhenFull::Drop,
+            Policy::Reset => WhenFull::Reset,
+            Policy::Refuse => WhenFull::Refuse,
+        }
+    }
 }
 
 #[path = "shared/mod.rs"]
@@ -82,14 +110,14 @@ static FLAG: ShutdownFlag = ShutdownFlag::new();
 
 /// How many connections may wait to be accepted at once.
 const BACKLOG: usize = 8;
-/// Event mode: the connection table's capacity and buffers.
-const CONNECTIONS: usize = 16;
+/// Event mode: the largest `--max-connections`, and the table's buffers.
+const MAX_CONNECTIONS: i64 = 256;
 const EVENT_BUFFER: usize = 4096;
 /// Sockets in the TCP listener's pool: sync mode serves one connection at
 /// a time; event mode up to the table's capacity. Two more for closes
 /// that are finishing.
 const SYNC_POOL: usize = BACKLOG + 1 + 2;
-const EVENT_POOL: usize = BACKLOG + CONNECTIONS + 2;
+const MAX_POOL: usize = BACKLOG + MAX_CONNECTIONS as usize + 2;
 /// TCP buffers per socket.
 const TCP_BUFFER: usize = 64 * 1024;
 /// How long a stopping server keeps sending what closed connections queued.
@@ -138,18 +166,24 @@ fn run(args: &Args) -> Result<(), String> {
         }
         stopping
     });
-    let storage = Box::leak(Box::new(Storage::<{ EVENT_POOL + 2 }>::new()));
+    let storage = Box::leak(Box::new(Storage::<{ MAX_POOL + 2 }>::new()));
     let stack = Stack::new(iface, device, storage, wait, clock);
     let port = args.addr.port();
     let service = FnService(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
     match args.proto {
         Proto::Tcp => {
-            let options = Options { backlog: BACKLOG, ..Options::default() };
+            let max = usize::from(args.max_connections);
+            let options = Options {
+                backlog: BACKLOG,
+                when_full: args.when_full.into(),
+                max_connections: Some(max),
+                ..Options::default()
+            };
             let result = match args.mode {
                 Mode::Sync => {
                     let listener = stack
-                        .listen(port, tcp_pool::<SYNC_POOL>(), options)
+                        .listen(port, tcp_pool(SYNC_POOL), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
                     let mut server =
@@ -158,11 +192,10 @@ fn run(args: &Args) -> Result<(), String> {
                 }
                 Mode::Event => {
                     let listener = stack
-                        .listen(port, tcp_pool::<EVENT_POOL>(), options)
+                        .listen(port, tcp_pool(BACKLOG + max + 2), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
-                    // A table fixed at compile time, as on a microcontroller.
-                    let slots: [_; CONNECTIONS] = std::array::from_fn(|_| Slot::new());
+                    let slots: Box<[_]> = (0..max).map(|_| Slot::new()).collect();
                     let mut server = EventServer::<_, _, _, _, _, EVENT_BUFFER, EVENT_BUFFER>::new(
                         TcpEventSource::new(listener),
                         service,
@@ -178,6 +211,11 @@ fn run(args: &Args) -> Result<(), String> {
             // smoltcp sends only while polled: finish what closed
             // connections queued before the process goes.
             stack.linger(LINGER);
+            let stats = stack.stats();
+            eprintln!(
+                "smoltcp_echo: {} SYNs dropped while the backlog was full",
+                stats.syns_dropped
+            );
             result
         }
         Proto::Udp => {
@@ -198,14 +236,16 @@ fn run(args: &Args) -> Result<(), String> {
     }
 }
 
-/// The TCP listener's pool of `K` sockets.
-fn tcp_pool<const K: usize>() -> [tcp::Socket<'static>; K] {
-    std::array::from_fn(|_| {
-        tcp::Socket::new(
-            tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
-            tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
-        )
-    })
+/// The TCP listener's pool of `k` sockets.
+fn tcp_pool(k: usize) -> Vec<tcp::Socket<'static>> {
+    (0..k)
+        .map(|_| {
+            tcp::Socket::new(
+                tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
+                tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
+            )
+        })
+        .collect()
 }
 
 fn announce(args: &Args) -> Result<(), String> {

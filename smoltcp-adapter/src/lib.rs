@@ -6,6 +6,7 @@
 mod conn;
 mod error;
 mod event;
+mod gate;
 #[cfg(feature = "embedded-nal")]
 pub mod nal;
 mod pool;
@@ -17,8 +18,8 @@ mod wait;
 pub use conn::TcpConn;
 pub use error::{BindError, Error, ListenError};
 pub use event::{NbTcpConn, TcpEventSource};
-pub use stack::{Stack, Storage};
-pub use tcp::{Options, TcpListener};
+pub use stack::{Stack, Stats, Storage};
+pub use tcp::{Options, TcpListener, WhenFull};
 pub use udp::UdpSocket;
 pub use wait::{Spin, Wait, Woke};
 #[cfg(feature = "tap")]

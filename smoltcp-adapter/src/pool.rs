@@ -34,6 +34,8 @@ pub(crate) struct Entry {
     backlog: usize,
     close_timeout: Duration,
     handshake_timeout: Duration,
+    /// Whether a SYN that finds no listening socket is dropped (not reset).
+    drop_syns: bool,
     role: Role,
     /// Its listener was dropped: remove the socket once it is closed.
     retired: bool,
@@ -57,6 +59,7 @@ impl Entry {
         backlog: usize,
         close_timeout: Duration,
         handshake_timeout: Duration,
+        drop_syns: bool,
     ) -> Self {
         Self {
             handle,
@@ -64,6 +67,7 @@ impl Entry {
             backlog,
             close_timeout,
             handshake_timeout,
+            drop_syns,
             role: Role::Free,
             retired: false,
             watch: None,
@@ -124,6 +128,26 @@ impl<'a> Pool<'a> {
     /// Whether a live listener uses `port`.
     pub(crate) fn has_port(&self, port: u16) -> bool {
         self.slots.iter().filter_map(|s| s.0.as_ref()).any(|e| e.port == port && !e.retired)
+    }
+
+    /// Whether a SYN to `port` is to be dropped before the interface sees
+    /// it: a live listener with a dropping policy has no socket in LISTEN
+    /// there (smoltcp would answer it with a RST).
+    pub(crate) fn drops_syn(&self, port: u16) -> bool {
+        let live = || {
+            self.slots.iter().filter_map(|s| s.0.as_ref()).filter(|e| e.port == port && !e.retired)
+        };
+        live().any(|e| e.drop_syns) && !live().any(|e| e.role == Role::Listening)
+    }
+
+    /// How many connections of `port` are being served (accepted, not yet
+    /// dropped).
+    pub(crate) fn served(&self, port: u16) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.0.as_ref())
+            .filter(|e| e.port == port && e.role == Role::Served)
+            .count()
     }
 
     /// Adds an entry; hands it back when the table is full.

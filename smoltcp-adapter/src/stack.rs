@@ -13,8 +13,9 @@ use smoltcp::socket::{tcp, udp};
 use sockserv_core::Clock;
 
 use crate::error::{BindError, ListenError};
+use crate::gate::Gate;
 use crate::pool::{Entry, Pool, Slot};
-use crate::tcp::{Options, TcpListener};
+use crate::tcp::{Options, TcpListener, WhenFull};
 use crate::udp::UdpSocket;
 use crate::wait::{Wait, Woke};
 
@@ -42,12 +43,23 @@ impl<const N: usize> Default for Storage<'_, N> {
     }
 }
 
+/// What the stack counted: losses it could not report to a server as
+/// they happened (smoltcp drops these before any socket sees them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// SYNs dropped because no pooled socket of their port was listening
+    /// ([`WhenFull::Drop`] / [`WhenFull::Refuse`]); each client retries.
+    pub syns_dropped: u32,
+}
+
 /// The socket set, its capacity and the listeners' pools.
 #[derive(Debug)]
 pub(crate) struct Sockets<'a> {
     pub(crate) set: SocketSet<'a>,
     capacity: usize,
     pub(crate) pool: Pool<'a>,
+    pub(crate) stats: Stats,
 }
 
 impl Sockets<'_> {
@@ -110,24 +122,28 @@ where
         clock: C,
     ) -> Self {
         let set = SocketSet::new(&mut storage.sockets[..]);
-        let socks = Sockets { set, capacity: N, pool: Pool::new(&mut storage.slots[..]) };
+        let pool = Pool::new(&mut storage.slots[..]);
+        let socks = Sockets { set, capacity: N, pool, stats: Stats::default() };
         Self { inner: RefCell::new(Inner { iface, device, wait, socks }), clock }
     }
 
     /// Listens on `port` with a pool of `sockets` (smoltcp's backlog: see
-    /// [`TcpListener`]).
+    /// [`TcpListener`]): an array, or any iterator that knows its length
+    /// (a `Vec` of a size chosen at run time).
     ///
     /// # Errors
     /// [`ListenError`]: no room in the storage, port in use, port 0, no
     /// sockets or a zero backlog. The sockets are dropped then (they only
     /// borrow their buffers).
-    pub fn listen<const K: usize>(
+    pub fn listen(
         &self,
         port: u16,
-        sockets: [tcp::Socket<'a>; K],
+        sockets: impl IntoIterator<Item = tcp::Socket<'a>, IntoIter: ExactSizeIterator>,
         options: Options,
     ) -> Result<TcpListener<'_, 'a>, ListenError> {
-        if port == 0 || K == 0 || options.backlog == 0 {
+        let sockets = sockets.into_iter();
+        let k = sockets.len();
+        if port == 0 || k == 0 || options.backlog == 0 {
             return Err(ListenError::Invalid);
         }
         let mut socks = self.sockets();
@@ -135,17 +151,18 @@ where
         if socks.pool.has_port(port) {
             return Err(ListenError::PortInUse);
         }
-        if !socks.has_room(K) || socks.pool.free() < K {
+        if !socks.has_room(k) || socks.pool.free() < k {
             return Err(ListenError::Full);
         }
-        for socket in sockets {
+        for socket in sockets.take(k) {
             let handle = socks.set.add(socket);
             let entry = Entry::new(
                 handle,
                 port,
-                options.backlog.min(K),
+                options.backlog.min(k),
                 options.close_timeout,
                 options.handshake_timeout,
+                options.when_full != WhenFull::Reset,
             );
             // Cannot fail: checked above.
             let _ = socks.pool.add(entry);
@@ -203,6 +220,11 @@ where
             }
             let _ = self.idle(Some(deadline));
         }
+    }
+
+    /// What the stack counted so far.
+    pub fn stats(&self) -> Stats {
+        self.sockets().stats
     }
 
     /// Runs `f` on the interface (addresses, routes, ...).
@@ -283,13 +305,22 @@ where
         let inner = &mut *self.inner.borrow_mut();
         let socks = &mut inner.socks;
         inner.iface.poll_maintenance(t);
+        let medium = inner.device.capabilities().medium;
         let mut changed = false;
         // Rounds of ingress then egress until one round moves nothing: a
         // loopback device receives what the egress just sent.
         loop {
             let mut moved = false;
             loop {
-                match inner.iface.poll_ingress_single(t, &mut inner.device, &mut socks.set) {
+                // Through the gate, which drops the SYNs the listeners'
+                // policy says to drop (smoltcp would reset them).
+                let mut gate = Gate {
+                    device: &mut inner.device,
+                    pool: &socks.pool,
+                    medium,
+                    dropped: &mut socks.stats.syns_dropped,
+                };
+                match inner.iface.poll_ingress_single(t, &mut gate, &mut socks.set) {
                     PollIngressSingleResult::None => break,
                     PollIngressSingleResult::PacketProcessed => moved = true,
                     PollIngressSingleResult::SocketStateChanged => {
