@@ -8,7 +8,9 @@
 //!
 //! smoltcp gets the address IP/24 on IFACE and serves the same echo as the
 //! `echo` example: every byte back until the client half-closes, then FIN
-//! (tcp), or each datagram back whole (udp). Prints `listening on IP:PORT`
+//! (tcp), or each datagram back whole (udp), up to 65,507 bytes (the
+//! adapter's `large-datagrams` feature reassembles them; a datagram lost
+//! in reassembly is reported on stderr as it happens). Prints `listening on IP:PORT`
 //! first; SIGINT / SIGTERM stop it with exit status 0 (within the 50 ms
 //! tick of the TAP wait), even while a client holds an idle connection
 //! (in sync mode a read or write that must wait fails with `Interrupted`).
@@ -40,12 +42,14 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smoltcp::iface::{Config, Interface};
-use smoltcp::phy::{Device, Medium, TunTapInterface};
+use smoltcp::phy::{Medium, TunTapInterface};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
 use sockserv::event::{EventServer, EventServerConfig, Slot};
 use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
-use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull};
+use sockserv_smoltcp::{
+    Loss, Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Proto {
@@ -120,6 +124,10 @@ const SYNC_POOL: usize = BACKLOG + 1 + 2;
 const MAX_POOL: usize = BACKLOG + MAX_CONNECTIONS as usize + 2;
 /// TCP buffers per socket.
 const TCP_BUFFER: usize = 64 * 1024;
+/// The largest UDP payload IPv4 carries, and the UDP socket's buffers
+/// (room for two of them each way).
+const MAX_DATAGRAM: usize = 65_507;
+const UDP_BUFFER: usize = 2 * 64 * 1024;
 /// How long a stopping server keeps sending what closed connections queued.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -171,7 +179,8 @@ fn run(args: &Args) -> Result<(), String> {
     let port = args.addr.port();
     let service = FnService(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
-    match args.proto {
+    stack.on_loss(report_loss);
+    let result = match args.proto {
         Proto::Tcp => {
             let max = usize::from(args.max_connections);
             let options = Options {
@@ -211,28 +220,38 @@ fn run(args: &Args) -> Result<(), String> {
             // smoltcp sends only while polled: finish what closed
             // connections queued before the process goes.
             stack.linger(LINGER);
-            let stats = stack.stats();
-            eprintln!(
-                "smoltcp_echo: {} SYNs dropped while the backlog was full",
-                stats.syns_dropped
-            );
             result
         }
         Proto::Udp => {
             let meta = || vec![udp::PacketMetadata::EMPTY; 16].leak();
             let socket = udp::Socket::new(
-                udp::PacketBuffer::new(&mut meta()[..], buffer(64 * 1024)),
-                udp::PacketBuffer::new(&mut meta()[..], buffer(64 * 1024)),
+                udp::PacketBuffer::new(&mut meta()[..], buffer(UDP_BUFFER)),
+                udp::PacketBuffer::new(&mut meta()[..], buffer(UDP_BUFFER)),
             );
             let socket = stack.bind_udp(port, socket).map_err(|e| e.to_string())?;
-            let mtu = stack.with_device(|d| d.capabilities().ip_mtu());
             announce(args)?;
-            // One byte more than the largest datagram the link carries.
-            let transport = Datagram { socket, buffer: vec![0u8; mtu + 1] };
-            let dispatch = Inline::with_reply_buffer(vec![0u8; mtu]);
+            // One byte more than the largest datagram IPv4 carries, so
+            // that none is cut (the adapter's `large-datagrams` feature
+            // reassembles them; a loss is told to the hook).
+            let transport = Datagram { socket, buffer: vec![0u8; MAX_DATAGRAM + 1] };
+            let dispatch = Inline::with_reply_buffer(vec![0u8; MAX_DATAGRAM]);
             let mut server = Server::new(transport, service, clock, &FLAG, dispatch);
             server.serve_forever(poll).map_err(|e| e.to_string())
         }
+    };
+    let stats = stack.stats();
+    eprintln!(
+        "smoltcp_echo: {} SYNs dropped while the backlog was full, {} fragmented datagrams lost",
+        stats.syns_dropped, stats.datagrams_lost
+    );
+    result
+}
+
+/// Says what smoltcp lost as it happens (a SYN dropped by the backlog
+/// policy is ordinary flow control: only counted).
+fn report_loss(loss: Loss) {
+    if let Loss::Datagram { from, reason } = loss {
+        eprintln!("smoltcp_echo: a datagram from {from} was lost: {reason:?}");
     }
 }
 

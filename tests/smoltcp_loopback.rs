@@ -11,12 +11,15 @@ use std::time::Duration;
 use embedded_io::{ErrorKind, Read, Write};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::IpEndpoint;
-use smoltcp_world::{Client, PORT, SERVER, World, ghost_arp, ghost_syn, payload, pool};
+use smoltcp_world::{
+    Client, PORT, SERVER, World, ghost_arp, ghost_fragment, ghost_syn, ghost_udp_fragments,
+    payload, pool,
+};
 use sockserv::{
     BufStream, Clock, Datagram, DatagramHandler, DatagramService, Hooks, Inline, ReplyFull,
     ReplyWriter, RequestError, Server, ShutdownFlag, Stream, StreamHandler, StreamService,
 };
-use sockserv_smoltcp::{Options, Storage, WhenFull};
+use sockserv_smoltcp::{DatagramLoss, Loss, Options, Storage, WhenFull};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Behaviour {
@@ -467,6 +470,51 @@ fn udp_echo_and_truncation_reported() {
         out
     });
     assert_eq!(replies, [b"small".to_vec()]);
+}
+
+#[test]
+fn fragmented_datagrams_are_reassembled_and_one_with_no_buffer_is_reported() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HEARD: AtomicU32 = AtomicU32::new(0);
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    stack.on_loss(|loss| {
+        if matches!(loss, Loss::Datagram { reason: DatagramLoss::BuffersBusy, .. }) {
+            HEARD.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let server_socket = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 16384]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 16384]),
+    );
+    let mut socket = stack.bind_udp(7001, server_socket).unwrap();
+    ghost_arp(&stack);
+    // One 3,000-byte datagram alone: reassembled.
+    let alone = payload(3000);
+    for (off, bytes) in ghost_udp_fragments(6000, 7001, &alone) {
+        ghost_fragment(&stack, 1, off, off + bytes.len() == alone.len() + 8, &bytes);
+    }
+    // Three at once, fragments interleaved: smoltcp has two reassembly
+    // buffers (the large-datagrams feature), so the third is lost, and
+    // said so.
+    let three: Vec<Vec<u8>> = (0..3).map(|i| vec![b'a' + i as u8; 3000]).collect();
+    let frags: Vec<_> = three.iter().map(|d| ghost_udp_fragments(6001, 7001, d)).collect();
+    for k in 0..frags[0].len() {
+        for (id, f) in frags.iter().enumerate() {
+            let (off, bytes) = &f[k];
+            ghost_fragment(&stack, 10 + id as u16, *off, k + 1 == f.len(), bytes);
+        }
+    }
+    stack.poll();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while let Some(r) = sockserv::DatagramSocket::try_recv_from(&mut socket, &mut buf).unwrap() {
+        got.push(buf[..r.len].to_vec());
+    }
+    assert_eq!(got, [alone, three[0].clone(), three[1].clone()]);
+    assert_eq!(stack.stats().datagrams_lost, 1);
+    assert_eq!(HEARD.load(Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -1,13 +1,18 @@
-//! The listeners' gate: a device wrapper that sees each received frame
-//! before the interface does, and drops a SYN that smoltcp would answer
-//! with a RST because no pooled socket of its port is listening (the
-//! policy [`WhenFull::Drop`](crate::WhenFull::Drop)). smoltcp itself has
-//! no such choice (its PR #1120 to add one is still open).
+//! The gate: a device wrapper that sees each received frame before the
+//! interface does. It drops a SYN that smoltcp would answer with a RST
+//! because no pooled socket of its port is listening (the policy
+//! [`WhenFull::Drop`](crate::WhenFull::Drop)); smoltcp itself has no such
+//! choice (its PR #1120 to add one is still open). And it follows IPv4
+//! fragments, so that a datagram smoltcp will fail to reassemble is
+//! counted and reported ([`Losses`]), never lost in silence.
+
+use core::time::Duration;
 
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
 
+use crate::loss::{Loss, Losses};
 use crate::pool::Pool;
 
 /// The device as the interface sees it during one ingress step.
@@ -15,8 +20,10 @@ pub(crate) struct Gate<'g, 'p, D> {
     pub(crate) device: &'g mut D,
     pub(crate) pool: &'p Pool<'p>,
     pub(crate) medium: Medium,
-    /// Counts the SYNs dropped.
-    pub(crate) dropped: &'g mut u32,
+    pub(crate) losses: &'g mut Losses,
+    /// The clock's time, and smoltcp's reassembly timeout.
+    pub(crate) now: Duration,
+    pub(crate) reassembly_timeout: Duration,
 }
 
 /// A received frame on its way to the interface.
@@ -24,7 +31,9 @@ pub(crate) struct GateRx<'g, 'p, T> {
     token: T,
     pool: &'p Pool<'p>,
     medium: Medium,
-    dropped: &'g mut u32,
+    losses: &'g mut Losses,
+    now: Duration,
+    reassembly_timeout: Duration,
 }
 
 impl<'p, D: Device> Device for Gate<'_, 'p, D> {
@@ -39,7 +48,14 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
 
     fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let (token, tx) = self.device.receive(t)?;
-        let rx = GateRx { token, pool: self.pool, medium: self.medium, dropped: self.dropped };
+        let rx = GateRx {
+            token,
+            pool: self.pool,
+            medium: self.medium,
+            losses: self.losses,
+            now: self.now,
+            reassembly_timeout: self.reassembly_timeout,
+        };
         Some((rx, tx))
     }
 
@@ -54,15 +70,20 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
 
 impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Self { token, pool, medium, dropped } = self;
-        token.consume(|frame| match syn_port(medium, frame) {
-            Some(port) if pool.drops_syn(port) => {
-                *dropped = dropped.wrapping_add(1);
-                // The closure must run to give the interface its result;
-                // an empty frame is one it drops unparsed, unanswered.
-                f(&[])
+        let Self { token, pool, medium, losses, now, reassembly_timeout } = self;
+        token.consume(|frame| {
+            let Some(ip) = ipv4(medium, frame) else { return f(frame) };
+            losses.fragment(&ip, now, reassembly_timeout);
+            match syn_port(&ip) {
+                Some(port) if pool.drops_syn(port) => {
+                    losses.report(Loss::SynDropped { port });
+                    // The closure must run to give the interface its
+                    // result; an empty frame is one it drops unparsed,
+                    // unanswered.
+                    f(&[])
+                }
+                _ => f(frame),
             }
-            _ => f(frame),
         })
     }
 
@@ -71,9 +92,8 @@ impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     }
 }
 
-/// The destination port of a connection request (a TCP SYN without ACK,
-/// in an unfragmented or first-fragment IPv4 packet), if `frame` is one.
-pub(crate) fn syn_port(medium: Medium, frame: &[u8]) -> Option<u16> {
+/// The IPv4 packet in `frame`, if it carries one.
+fn ipv4(medium: Medium, frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
     let packet = match medium {
         Medium::Ethernet => {
             let eth = EthernetFrame::new_checked(frame).ok()?;
@@ -86,7 +106,12 @@ pub(crate) fn syn_port(medium: Medium, frame: &[u8]) -> Option<u16> {
         #[allow(unreachable_patterns)]
         _ => return None,
     };
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    Ipv4Packet::new_checked(packet).ok()
+}
+
+/// The destination port of a connection request (a TCP SYN without ACK,
+/// unfragmented or the first fragment), if `ip` carries one.
+fn syn_port(ip: &Ipv4Packet<&[u8]>) -> Option<u16> {
     if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
         return None;
     }

@@ -14,6 +14,7 @@ use sockserv_core::Clock;
 
 use crate::error::{BindError, ListenError};
 use crate::gate::Gate;
+use crate::loss::{Loss, Losses, Stats};
 use crate::pool::{Entry, Pool, Slot};
 use crate::tcp::{Options, TcpListener, WhenFull};
 use crate::udp::UdpSocket;
@@ -43,23 +44,13 @@ impl<const N: usize> Default for Storage<'_, N> {
     }
 }
 
-/// What the stack counted: losses it could not report to a server as
-/// they happened (smoltcp drops these before any socket sees them).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// SYNs dropped because no pooled socket of their port was listening
-    /// ([`WhenFull::Drop`] / [`WhenFull::Refuse`]); each client retries.
-    pub syns_dropped: u32,
-}
-
 /// The socket set, its capacity and the listeners' pools.
 #[derive(Debug)]
 pub(crate) struct Sockets<'a> {
     pub(crate) set: SocketSet<'a>,
     capacity: usize,
     pub(crate) pool: Pool<'a>,
-    pub(crate) stats: Stats,
+    pub(crate) losses: Losses,
 }
 
 impl Sockets<'_> {
@@ -123,7 +114,7 @@ where
     ) -> Self {
         let set = SocketSet::new(&mut storage.sockets[..]);
         let pool = Pool::new(&mut storage.slots[..]);
-        let socks = Sockets { set, capacity: N, pool, stats: Stats::default() };
+        let socks = Sockets { set, capacity: N, pool, losses: Losses::default() };
         Self { inner: RefCell::new(Inner { iface, device, wait, socks }), clock }
     }
 
@@ -222,9 +213,18 @@ where
         }
     }
 
-    /// What the stack counted so far.
+    /// What the stack counted so far: SYNs dropped, fragmented datagrams
+    /// lost.
     pub fn stats(&self) -> Stats {
-        self.sockets().stats
+        self.sockets().losses.stats
+    }
+
+    /// Calls `hook` on each loss as it happens (besides counting it in
+    /// [`stats`](Self::stats)): a SYN the backlog policy dropped, a
+    /// datagram smoltcp could not reassemble. It runs inside the poll:
+    /// it must not call back into the stack.
+    pub fn on_loss(&self, hook: fn(Loss)) {
+        self.sockets().losses.hook = Some(hook);
     }
 
     /// Runs `f` on the interface (addresses, routes, ...).
@@ -305,7 +305,13 @@ where
         let inner = &mut *self.inner.borrow_mut();
         let socks = &mut inner.socks;
         inner.iface.poll_maintenance(t);
+        socks.losses.expire(now);
         let medium = inner.device.capabilities().medium;
+        #[cfg(feature = "large-datagrams")]
+        let reassembly_timeout =
+            Duration::from_micros(inner.iface.reassembly_timeout().total_micros());
+        #[cfg(not(feature = "large-datagrams"))]
+        let reassembly_timeout = Duration::ZERO;
         let mut changed = false;
         // Rounds of ingress then egress until one round moves nothing: a
         // loopback device receives what the egress just sent.
@@ -318,7 +324,9 @@ where
                     device: &mut inner.device,
                     pool: &socks.pool,
                     medium,
-                    dropped: &mut socks.stats.syns_dropped,
+                    losses: &mut socks.losses,
+                    now,
+                    reassembly_timeout,
                 };
                 match inner.iface.poll_ingress_single(t, &mut gate, &mut socks.set) {
                     PollIngressSingleResult::None => break,
