@@ -36,20 +36,22 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-# start NAME CMD...: runs a server, waits for "listening on ADDR", prints ADDR.
+# start NAME CMD...: runs a server, waits for "listening on ADDR", sets
+# $addr to ADDR. Not in a $(...) subshell: the pid must reach the trap.
 start() {
     local name=$1; shift
     "$@" >"$tmp/$name.out" 2>&1 &
     pids+=($!)
-    disown
     for _ in $(seq 100); do [ -s "$tmp/$name.out" ] && break; sleep 0.05; done
     local line; line=$(head -1 "$tmp/$name.out")
     [[ $line == "listening on "* ]] || { echo "$name did not start: $line" >&2; exit 1; }
-    echo "${line#listening on }"
+    addr=${line#listening on }
 }
 
-smol=$(start smoltcp target/release/examples/smoltcp_echo --tap tap0 --addr 192.168.69.1:7000)
-kern=$(start kernel target/release/examples/echo --proto tcp --mode threading --addr 192.168.69.100:0)
+start smoltcp target/release/examples/smoltcp_echo --tap tap0 --addr 192.168.69.1:7000
+smol=$addr
+start kernel target/release/examples/echo --proto tcp --mode threading --addr 192.168.69.100:0
+kern=$addr
 
 # The kernel echo behind a veth pair, in a nested namespace.
 unshare --net -- bash -c '
@@ -58,7 +60,6 @@ unshare --net -- bash -c '
     exec target/release/examples/echo --proto tcp --mode threading --addr 10.69.0.2:7002
 ' >"$tmp/veth.out" 2>&1 &
 pids+=($!)
-disown
 ip link add veth0 type veth peer name veth1
 ip link set veth1 netns "${pids[-1]}"
 ip addr add 10.69.0.1/24 dev veth0

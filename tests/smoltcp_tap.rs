@@ -43,7 +43,9 @@ ip tuntap add dev tap0 mode tap || {
 ip addr add 192.168.69.100/24 dev tap0 || fail "cannot address tap0"
 ip link set tap0 up || fail "cannot bring tap0 up"
 pid=
-trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null' EXIT
+# $pid is timeout's: SIGTERM is forwarded to the example (which stops on
+# it); a SIGKILL would kill timeout alone and leave the example running.
+trap '[ -n "$pid" ] && kill -TERM $pid 2>/dev/null && wait $pid' EXIT
 
 # start PROTO PORT MODE [ARGS...]: runs the example, waits for its first line.
 start() {
