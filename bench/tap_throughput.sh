@@ -19,6 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mib=${1:-64}
 runs=${2:-3}
+# The settings (environment): the TAP link's MTU and smoltcp_echo's options.
+tap_mtu=${TAP_MTU:-1500}
+read -r -a smol_args <<<"${SMOLTCP_ARGS:-}"
 
 if [ "${SOCKSERV_BENCH_INSIDE:-}" != 1 ]; then
     cargo build -q --release --example smoltcp_echo --example echo
@@ -29,6 +32,7 @@ fi
 ip link set lo up
 ip tuntap add dev tap0 mode tap || { echo "cannot create a TAP device (root?)" >&2; exit 1; }
 ip addr add 192.168.69.100/24 dev tap0
+ip link set tap0 mtu "$tap_mtu"
 ip link set tap0 up
 
 tmp=$(mktemp -d)
@@ -42,13 +46,14 @@ start() {
     local name=$1; shift
     "$@" >"$tmp/$name.out" 2>&1 &
     pids+=($!)
+    disown
     for _ in $(seq 100); do [ -s "$tmp/$name.out" ] && break; sleep 0.05; done
     local line; line=$(head -1 "$tmp/$name.out")
     [[ $line == "listening on "* ]] || { echo "$name did not start: $line" >&2; exit 1; }
     addr=${line#listening on }
 }
 
-start smoltcp target/release/examples/smoltcp_echo --tap tap0 --addr 192.168.69.1:7000
+start smoltcp target/release/examples/smoltcp_echo --tap tap0 --addr 192.168.69.1:7000 "${smol_args[@]}"
 smol=$addr
 start kernel target/release/examples/echo --proto tcp --mode threading --addr 192.168.69.100:0
 kern=$addr
@@ -56,13 +61,15 @@ kern=$addr
 # The kernel echo behind a veth pair, in a nested namespace.
 unshare --net -- bash -c '
     for _ in $(seq 100); do ip link show veth1 >/dev/null 2>&1 && break; sleep 0.05; done
-    ip link set lo up && ip addr add 10.69.0.2/24 dev veth1 && ip link set veth1 up
+    ip link set lo up && ip addr add 10.69.0.2/24 dev veth1 && ip link set veth1 mtu '"$tap_mtu"' && ip link set veth1 up
     exec target/release/examples/echo --proto tcp --mode threading --addr 10.69.0.2:7002
 ' >"$tmp/veth.out" 2>&1 &
 pids+=($!)
+disown
 ip link add veth0 type veth peer name veth1
 ip link set veth1 netns "${pids[-1]}"
 ip addr add 10.69.0.1/24 dev veth0
+ip link set veth0 mtu "$tap_mtu"
 ip link set veth0 up
 for _ in $(seq 100); do [ -s "$tmp/veth.out" ] && break; sleep 0.05; done
 line=$(head -1 "$tmp/veth.out")

@@ -87,6 +87,13 @@ struct Args {
     /// What a connection beyond the backlog gets.
     #[arg(long, value_enum, default_value = "drop")]
     when_full: Policy,
+    /// Each TCP socket's receive and send buffers, in bytes (past 64 KiB
+    /// smoltcp scales its window).
+    #[arg(long, default_value_t = 64 * 1024)]
+    tcp_buffer: usize,
+    /// smoltcp's delayed ACK, in milliseconds (0: ACK at once).
+    #[arg(long)]
+    ack_delay_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -122,8 +129,6 @@ const EVENT_BUFFER: usize = 4096;
 /// that are finishing.
 const SYNC_POOL: usize = BACKLOG + 1 + 2;
 const MAX_POOL: usize = BACKLOG + MAX_CONNECTIONS as usize + 2;
-/// TCP buffers per socket.
-const TCP_BUFFER: usize = 64 * 1024;
 /// The largest UDP payload IPv4 carries, and the UDP socket's buffers
 /// (room for two of them each way).
 const MAX_DATAGRAM: usize = 65_507;
@@ -192,7 +197,7 @@ fn run(args: &Args) -> Result<(), String> {
             let result = match args.mode {
                 Mode::Sync => {
                     let listener = stack
-                        .listen(port, tcp_pool(SYNC_POOL), options)
+                        .listen(port, tcp_pool(SYNC_POOL, args), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
                     let mut server =
@@ -201,7 +206,7 @@ fn run(args: &Args) -> Result<(), String> {
                 }
                 Mode::Event => {
                     let listener = stack
-                        .listen(port, tcp_pool(BACKLOG + max + 2), options)
+                        .listen(port, tcp_pool(BACKLOG + max + 2, args), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
                     let slots: Box<[_]> = (0..max).map(|_| Slot::new()).collect();
@@ -256,13 +261,17 @@ fn report_loss(loss: Loss) {
 }
 
 /// The TCP listener's pool of `k` sockets.
-fn tcp_pool(k: usize) -> Vec<tcp::Socket<'static>> {
+fn tcp_pool(k: usize, args: &Args) -> Vec<tcp::Socket<'static>> {
     (0..k)
         .map(|_| {
-            tcp::Socket::new(
-                tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
-                tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
-            )
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(buffer(args.tcp_buffer)),
+                tcp::SocketBuffer::new(buffer(args.tcp_buffer)),
+            );
+            if let Some(ms) = args.ack_delay_ms {
+                socket.set_ack_delay((ms > 0).then(|| smoltcp::time::Duration::from_millis(ms)));
+            }
+            socket
         })
         .collect()
 }

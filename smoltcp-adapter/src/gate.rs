@@ -21,6 +21,8 @@ pub(crate) struct Gate<'g, 'p, D> {
     pub(crate) pool: &'p Pool<'p>,
     pub(crate) medium: Medium,
     pub(crate) losses: &'g mut Losses,
+    /// Set when the frame was a TCP SYN, FIN or RST.
+    pub(crate) control: &'g mut bool,
     /// The clock's time, and smoltcp's reassembly timeout.
     pub(crate) now: Duration,
     pub(crate) reassembly_timeout: Duration,
@@ -32,6 +34,7 @@ pub(crate) struct GateRx<'g, 'p, T> {
     pool: &'p Pool<'p>,
     medium: Medium,
     losses: &'g mut Losses,
+    control: &'g mut bool,
     now: Duration,
     reassembly_timeout: Duration,
 }
@@ -53,6 +56,7 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
             pool: self.pool,
             medium: self.medium,
             losses: self.losses,
+            control: self.control,
             now: self.now,
             reassembly_timeout: self.reassembly_timeout,
         };
@@ -70,10 +74,11 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
 
 impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Self { token, pool, medium, losses, now, reassembly_timeout } = self;
+        let Self { token, pool, medium, losses, control, now, reassembly_timeout } = self;
         token.consume(|frame| {
             let Some(ip) = ipv4(medium, frame) else { return f(frame) };
             losses.fragment(&ip, now, reassembly_timeout);
+            *control = is_control(&ip);
             match syn_port(&ip) {
                 Some(port) if pool.drops_syn(port) => {
                     losses.report(Loss::SynDropped { port });
@@ -107,6 +112,18 @@ fn ipv4(medium: Medium, frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
         _ => return None,
     };
     Ipv4Packet::new_checked(packet).ok()
+}
+
+/// Whether `ip` carries a TCP SYN, FIN or RST (or a fragment, which
+/// cannot tell).
+fn is_control(ip: &Ipv4Packet<&[u8]>) -> bool {
+    if ip.next_header() != IpProtocol::Tcp {
+        return false;
+    }
+    match TcpPacket::new_checked(ip.payload()) {
+        Ok(tcp) if ip.frag_offset() == 0 => tcp.syn() || tcp.fin() || tcp.rst(),
+        _ => true,
+    }
 }
 
 /// The destination port of a connection request (a TCP SYN without ACK,

@@ -313,18 +313,26 @@ where
         #[cfg(not(feature = "large-datagrams"))]
         let reassembly_timeout = Duration::ZERO;
         let mut changed = false;
+        // Timeouts (handshake, close) are followed once per poll.
+        socks.pool.refill(&mut socks.set, now);
         // Rounds of ingress then egress until one round moves nothing: a
         // loopback device receives what the egress just sent.
         loop {
             let mut moved = false;
+            // A closing socket moves on with a plain ACK; any other role
+            // change needs a SYN, FIN or RST.
+            let mut watch_all = socks.pool.closing();
             loop {
                 // Through the gate, which drops the SYNs the listeners'
-                // policy says to drop (smoltcp would reset them).
+                // policy says to drop (smoltcp would reset them) and
+                // notes whether the frame was a SYN, FIN or RST.
+                let mut control = false;
                 let mut gate = Gate {
                     device: &mut inner.device,
                     pool: &socks.pool,
                     medium,
                     losses: &mut socks.losses,
+                    control: &mut control,
                     now,
                     reassembly_timeout,
                 };
@@ -334,15 +342,21 @@ where
                     PollIngressSingleResult::SocketStateChanged => {
                         moved = true;
                         changed = true;
-                        // Follow the pool after every state change, not
-                        // once per batch: connections that took a SYN get
-                        // their tickets in arrival order (accepted oldest
-                        // first), and a socket this frame freed (a reset, a
-                        // finished close) listens again before the next
+                        // Follow the pool after every frame that may have
+                        // changed a pooled socket's role, not once per
+                        // batch: connections that took a SYN get their
+                        // tickets in arrival order (accepted oldest
+                        // first), and a socket this frame freed (a reset,
+                        // a finished close) listens again before the next
                         // frame. A socket that took a SYN is not replaced:
                         // it still counts against the backlog, as a
-                        // connection in a kernel's accept queue does.
-                        socks.pool.refill(&mut socks.set, now);
+                        // connection in a kernel's accept queue does. Data
+                        // and ACKs of served connections (nearly every
+                        // frame under load) skip it.
+                        if control || watch_all {
+                            socks.pool.refill(&mut socks.set, now);
+                            watch_all = socks.pool.closing();
+                        }
                     }
                 }
             }
@@ -352,10 +366,10 @@ where
                 moved = true;
                 changed = true;
             }
-            socks.pool.refill(&mut socks.set, now);
             if !moved {
                 return changed;
             }
+            socks.pool.refill(&mut socks.set, now);
         }
     }
 
