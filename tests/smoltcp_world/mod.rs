@@ -68,6 +68,8 @@ pub struct Client {
     pub close_when_sent: bool,
     /// Reset (abort) once this many bytes were sent.
     pub abort_after: Option<usize>,
+    /// Reset (abort) once the first byte of the answer came.
+    pub abort_on_reply: bool,
     /// The client's receive buffer (small: the peer's window closes soon).
     pub rx_buffer: usize,
     /// Reads nothing before this (virtual) time.
@@ -86,6 +88,7 @@ impl Client {
             chunk: usize::MAX,
             close_when_sent: true,
             abort_after: None,
+            abort_on_reply: false,
             rx_buffer: 64 * 1024,
             read_from: Duration::ZERO,
             received: Vec::new(),
@@ -113,7 +116,8 @@ impl Client {
         if self.closed || self.aborted || !s.may_send() {
             return worked;
         }
-        if self.abort_after.is_some_and(|n| self.sent >= n) {
+        let replied = self.abort_on_reply && !self.received.is_empty();
+        if replied || self.abort_after.is_some_and(|n| self.sent >= n) {
             s.abort();
             self.aborted = true;
             return true;
