@@ -9,24 +9,23 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The example binary cargo built for this test run (`cargo test` builds
-/// the examples; a filtered run such as `--test smoltcp_tap` does not, so
-/// then the test builds it, with the same profile).
+/// The example binary, built for this test run with the same profile
+/// (`cargo test` builds the examples, but a filtered run such as
+/// `--test smoltcp_tap` does not: then a binary already there may be
+/// stale). `cargo build` is a no-op when it is up to date.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>/examples/smoltcp_echo
     let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let path = profile_dir.join("examples").join("smoltcp_echo");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--example", "smoltcp_echo"]);
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cannot run cargo to build the example");
-        assert!(status.success(), "building the smoltcp_echo example failed");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--example", "smoltcp_echo"]);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
     }
+    let status = build.status().expect("cannot run cargo to build the example");
+    assert!(status.success(), "building the smoltcp_echo example failed");
     assert!(path.exists(), "{} is missing", path.display());
     path
 }

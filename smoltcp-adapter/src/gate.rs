@@ -135,3 +135,89 @@ fn syn_port(ip: &Ipv4Packet<&[u8]>) -> Option<u16> {
     let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
     (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port())
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
+
+    use super::*;
+
+    /// An IPv4 packet carrying a TCP segment with `control`, ACK or not.
+    fn segment(control: TcpControl, ack: bool) -> Vec<u8> {
+        let (src, dst) = (Ipv4Address::new(10, 0, 0, 2), Ipv4Address::new(10, 0, 0, 1));
+        let tcp = TcpRepr {
+            src_port: 40000,
+            dst_port: 7000,
+            control,
+            seq_number: TcpSeqNumber(1),
+            ack_number: ack.then_some(TcpSeqNumber(1)),
+            window_len: 1024,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let caps = ChecksumCapabilities::default();
+        let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+        let mut packet = Ipv4Packet::new_unchecked(&mut buf[..]);
+        ip.emit(&mut packet, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(packet.payload_mut()),
+            &src.into(),
+            &dst.into(),
+            &caps,
+        );
+        buf
+    }
+
+    fn parsed(buf: &[u8]) -> Ipv4Packet<&[u8]> {
+        ipv4(Medium::Ip, buf).unwrap()
+    }
+
+    #[test]
+    fn only_a_syn_without_ack_is_a_connection_request() {
+        assert_eq!(syn_port(&parsed(&segment(TcpControl::Syn, false))), Some(7000));
+        assert_eq!(syn_port(&parsed(&segment(TcpControl::Syn, true))), None, "SYN-ACK");
+        assert_eq!(syn_port(&parsed(&segment(TcpControl::None, true))), None, "data/ACK");
+        assert_eq!(syn_port(&parsed(&segment(TcpControl::Rst, false))), None);
+    }
+
+    #[test]
+    fn control_segments_are_told_apart_from_data_and_acks() {
+        for control in [TcpControl::Syn, TcpControl::Fin, TcpControl::Rst] {
+            assert!(is_control(&parsed(&segment(control, true))), "{control:?}");
+        }
+        assert!(!is_control(&parsed(&segment(TcpControl::None, true))));
+        assert!(!is_control(&parsed(&segment(TcpControl::Psh, true))));
+    }
+
+    #[test]
+    fn frames_that_are_not_ipv4_pass_unparsed() {
+        assert!(ipv4(Medium::Ethernet, &[0u8; 10]).is_none(), "a runt");
+        // An Ethernet frame with an ARP ethertype.
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(ipv4(Medium::Ethernet, &arp).is_none());
+        // A later fragment carries no TCP header: a control frame, never a SYN.
+        let mut frag = segment(TcpControl::None, true);
+        Ipv4Packet::new_unchecked(&mut frag[..]).set_frag_offset(8);
+        Ipv4Packet::new_unchecked(&mut frag[..]).fill_checksum();
+        let p = parsed(&frag);
+        assert_eq!(syn_port(&p), None);
+        assert!(is_control(&p), "a fragment cannot be told: follow the pool");
+    }
+}
