@@ -136,6 +136,8 @@ mod model {
     /// smoltcp's `reassembly-buffer-count-*` and `-size-*`, as the
     /// feature sets them.
     const BUFFERS: usize = 2;
+    /// How many refused datagrams are remembered.
+    const REFUSED: usize = 4;
     const SIZE: usize = 65_536;
 
     /// smoltcp's key for a datagram being reassembled.
@@ -165,9 +167,11 @@ mod model {
     #[derive(Debug, Default)]
     pub(super) struct Reassembly {
         slots: [Option<Hold>; BUFFERS],
-        /// The last datagram refused for want of a buffer (reported once,
-        /// not once per fragment).
-        refused: Option<Key>,
+        /// The last datagrams refused for want of a buffer (each reported
+        /// once, not once per fragment, even when their fragments
+        /// interleave), oldest overwritten first.
+        refused: [Option<Key>; REFUSED],
+        next_refused: usize,
     }
 
     impl Reassembly {
@@ -206,15 +210,16 @@ mod model {
             let len = packet.payload().len();
             let held = self.slots.iter().position(|s| s.is_some_and(|h| h.key == key));
             let Some(i) = held.or_else(|| self.slots.iter().position(Option::is_none)) else {
-                if self.refused != Some(key) {
-                    self.refused = Some(key);
+                if !self.refused.contains(&Some(key)) {
+                    self.refused[self.next_refused] = Some(key);
+                    self.next_refused = (self.next_refused + 1) % REFUSED;
                     lost(key.src, DatagramLoss::BuffersBusy);
                 }
                 return;
             };
             // A datagram already reported lost (a fragment found no
             // buffer) that takes a buffer now holds it until it expires.
-            let failed = self.refused == Some(key);
+            let failed = self.refused.contains(&Some(key));
             let h = self.slots[i].get_or_insert(Hold {
                 key,
                 got: 0,
@@ -313,12 +318,28 @@ mod tests {
         }
         feed(&mut losses, &interleaved, t0);
         assert_eq!(losses.stats.datagrams_lost, 1, "datagram 4 found no buffer");
+        // Four at once, fragments interleaved. Datagram 4's last fragment
+        // took a buffer after the others completed and holds it until it
+        // expires (as in smoltcp), so only one is free: 7, 8 and 9 are
+        // lost, each counted once.
+        let mut four = Vec::new();
+        for off in [0u16, 1480, 2960] {
+            for id in [6, 7, 8, 9] {
+                four.push(frag(id, off, off < 2960, if off < 2960 { 1480 } else { 8 }));
+            }
+        }
+        feed(&mut losses, &four, t0);
+        assert_eq!(losses.stats.datagrams_lost, 4, "datagrams 7, 8 and 9 found no buffer");
+        // The stray buffers (datagrams 4 and 7) expire: already counted.
+        let t1 = Duration::from_secs(61);
+        losses.expire(t1);
+        assert_eq!(losses.stats.datagrams_lost, 4);
         // One whose last fragment never comes: lost at the timeout.
-        feed(&mut losses, &[frag(5, 0, true, 1480)], t0);
-        losses.expire(Duration::from_secs(59));
-        assert_eq!(losses.stats.datagrams_lost, 1);
-        losses.expire(Duration::from_secs(61));
-        assert_eq!(losses.stats.datagrams_lost, 2, "datagram 5 timed out");
+        feed(&mut losses, &[frag(5, 0, true, 1480)], t1);
+        losses.expire(t1 + Duration::from_secs(59));
+        assert_eq!(losses.stats.datagrams_lost, 4);
+        losses.expire(t1 + Duration::from_secs(61));
+        assert_eq!(losses.stats.datagrams_lost, 5, "datagram 5 timed out");
         assert_eq!(losses.stats.syns_dropped, 0);
     }
 
