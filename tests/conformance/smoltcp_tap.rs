@@ -90,7 +90,27 @@ fn stack<'a>(
         }
         stopping
     });
-    Stack::new(iface, device, storage, wait, StdClock::new())
+    let stack = Stack::new(iface, device, storage, wait, StdClock::new());
+    resolve(&stack);
+    stack
+}
+
+/// Lets the kernel learn smoltcp's link address before a case starts (a
+/// datagram to the discard port makes it ask): a first SYN that meets an
+/// unresolved neighbour may be lost and come again only a second later.
+fn resolve<F: FnMut() -> bool>(stack: &TapStack<'_, F>) {
+    let probe = std::net::UdpSocket::bind((HOST, 0)).unwrap();
+    let _ = probe.send_to(b"", (SMOLTCP, 9));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        stack.poll();
+        let neigh = Command::new("ip").args(["neigh", "show", "192.168.69.1"]).output();
+        if neigh.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("lladdr")) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    panic!("the kernel never learnt smoltcp's link address on tap0");
 }
 
 /// The stop switch (set by [`stop_later`]) and the flag the wait requests
