@@ -4,16 +4,19 @@
 //! cargo run --release --example smoltcp_echo -- --tap IFACE --addr IP:PORT
 //!     [--gateway IP] [--proto tcp|udp] [--mode sync|event]
 //!     [--max-connections N] [--when-full drop|reset|refuse]
+//!     [--tcp-buffer BYTES] [--ack-delay-ms MS]
 //! ```
 //!
 //! smoltcp gets the address IP/24 on IFACE and serves the same echo as the
 //! `echo` example: every byte back until the client half-closes, then FIN
 //! (tcp), or each datagram back whole (udp), up to 65,507 bytes (the
 //! adapter's `large-datagrams` feature reassembles them; a datagram lost
-//! in reassembly is reported on stderr as it happens). Prints `listening on IP:PORT`
-//! first; SIGINT / SIGTERM stop it with exit status 0 (within the 50 ms
-//! tick of the TAP wait), even while a client holds an idle connection
-//! (in sync mode a read or write that must wait fails with `Interrupted`).
+//! in reassembly is reported on stderr as it happens). Prints
+//! `listening on IP:PORT` first; SIGINT / SIGTERM stop it with exit status
+//! 0 (within the 50 ms tick of the TAP wait), even while a client holds an
+//! idle connection (in sync mode a read or write that must wait fails with
+//! `Interrupted`), and it says on stderr how many SYNs it dropped and
+//! datagrams it lost.
 //!
 //! `--mode event` serves TCP from the core's `EventServer`: a table of
 //! `--max-connections` (16) connections with 4 KiB + 4 KiB buffers over a
@@ -22,8 +25,12 @@
 //! ones wait in the backlog (8) and, past it, meet `--when-full`: `drop`
 //! (the default, as Linux: the SYN goes unanswered and the client
 //! retries), `reset` (refused at once) or `refuse` (accepted, then closed
-//! through the table-full hook). UDP needs no table: in event mode it is served by the
-//! same non-blocking datagram loop as in sync mode.
+//! through the table-full hook). UDP needs no table: in event mode it is
+//! served by the same non-blocking datagram loop as in sync mode.
+//!
+//! `--tcp-buffer` sizes each TCP socket's buffers (64 KiB; past that
+//! smoltcp scales its window), `--ack-delay-ms` smoltcp's delayed ACK
+//! (10 ms; 0 ACKs at once): the knobs `bench/tap_throughput.sh` turns.
 //!
 //! Try it by hand in a private network namespace (as root):
 //! ```text
