@@ -306,60 +306,16 @@ where
         let socks = &mut inner.socks;
         inner.iface.poll_maintenance(t);
         socks.losses.expire(now);
-        let medium = inner.device.capabilities().medium;
-        #[cfg(feature = "large-datagrams")]
-        let reassembly_timeout =
-            Duration::from_micros(inner.iface.reassembly_timeout().total_micros());
-        #[cfg(not(feature = "large-datagrams"))]
-        let reassembly_timeout = Duration::ZERO;
+        let frame = FrameContext::new(&inner.iface, &inner.device, now);
         let mut changed = false;
         // Timeouts (handshake, close) are followed once per poll.
         socks.pool.refill(&mut socks.set, now);
         // Rounds of ingress then egress until one round moves nothing: a
         // loopback device receives what the egress just sent.
         loop {
-            let mut moved = false;
-            // A closing socket moves on with a plain ACK; any other role
-            // change needs a SYN, FIN or RST.
-            let mut watch_all = socks.pool.closing();
-            loop {
-                // Through the gate, which drops the SYNs the listeners'
-                // policy says to drop (smoltcp would reset them) and
-                // notes whether the frame was a SYN, FIN or RST.
-                let mut control = false;
-                let mut gate = Gate {
-                    device: &mut inner.device,
-                    pool: &socks.pool,
-                    medium,
-                    losses: &mut socks.losses,
-                    control: &mut control,
-                    now,
-                    reassembly_timeout,
-                };
-                match inner.iface.poll_ingress_single(t, &mut gate, &mut socks.set) {
-                    PollIngressSingleResult::None => break,
-                    PollIngressSingleResult::PacketProcessed => moved = true,
-                    PollIngressSingleResult::SocketStateChanged => {
-                        moved = true;
-                        changed = true;
-                        // Follow the pool after every frame that may have
-                        // changed a pooled socket's role, not once per
-                        // batch: connections that took a SYN get their
-                        // tickets in arrival order (accepted oldest
-                        // first), and a socket this frame freed (a reset,
-                        // a finished close) listens again before the next
-                        // frame. A socket that took a SYN is not replaced:
-                        // it still counts against the backlog, as a
-                        // connection in a kernel's accept queue does. Data
-                        // and ACKs of served connections (nearly every
-                        // frame under load) skip it.
-                        if control || watch_all {
-                            socks.pool.refill(&mut socks.set, now);
-                            watch_all = socks.pool.closing();
-                        }
-                    }
-                }
-            }
+            let (mut moved, state_changed) =
+                ingress(&mut inner.iface, &mut inner.device, socks, &frame);
+            changed |= state_changed;
             while inner.iface.poll_egress(t, &mut inner.device, &mut socks.set)
                 == PollResult::SocketStateChanged
             {
@@ -397,5 +353,75 @@ where
 
     fn ip_mtu(&self) -> usize {
         self.inner.borrow().device.capabilities().ip_mtu()
+    }
+}
+
+/// What the gate needs to know about the frames of one poll.
+struct FrameContext {
+    medium: smoltcp::phy::Medium,
+    now: Duration,
+    reassembly_timeout: Duration,
+}
+
+impl FrameContext {
+    fn new(iface: &Interface, device: &impl Device, now: Duration) -> Self {
+        #[cfg(feature = "large-datagrams")]
+        let reassembly_timeout = Duration::from_micros(iface.reassembly_timeout().total_micros());
+        #[cfg(not(feature = "large-datagrams"))]
+        let reassembly_timeout = {
+            let _ = iface;
+            Duration::ZERO
+        };
+        Self { medium: device.capabilities().medium, now, reassembly_timeout }
+    }
+}
+
+/// Receives every frame the device holds, through the gate (which drops
+/// the SYNs the listeners' policy says to drop, where smoltcp would reset
+/// them, and tells whether a frame was a SYN, FIN or RST). Returns whether
+/// a frame came, and whether a socket's state may have changed.
+fn ingress<D: Device>(
+    iface: &mut Interface,
+    device: &mut D,
+    socks: &mut Sockets<'_>,
+    frame: &FrameContext,
+) -> (bool, bool) {
+    let t = instant(frame.now);
+    let (mut moved, mut changed) = (false, false);
+    // A closing socket moves on with a plain ACK; any other role change
+    // needs a SYN, FIN or RST.
+    let mut watch_all = socks.pool.closing();
+    loop {
+        let mut control = false;
+        let mut gate = Gate {
+            device: &mut *device,
+            pool: &socks.pool,
+            medium: frame.medium,
+            losses: &mut socks.losses,
+            control: &mut control,
+            now: frame.now,
+            reassembly_timeout: frame.reassembly_timeout,
+        };
+        match iface.poll_ingress_single(t, &mut gate, &mut socks.set) {
+            PollIngressSingleResult::None => return (moved, changed),
+            PollIngressSingleResult::PacketProcessed => moved = true,
+            PollIngressSingleResult::SocketStateChanged => {
+                moved = true;
+                changed = true;
+                // Follow the pool after every frame that may have changed
+                // a pooled socket's role, not once per batch: connections
+                // that took a SYN get their tickets in arrival order
+                // (accepted oldest first), and a socket this frame freed (a
+                // reset, a finished close) listens again before the next
+                // frame. A socket that took a SYN is not replaced: it still
+                // counts against the backlog, as a connection in a kernel's
+                // accept queue does. Data and ACKs of served connections
+                // (nearly every frame under load) skip it.
+                if control || watch_all {
+                    socks.pool.refill(&mut socks.set, frame.now);
+                    watch_all = socks.pool.closing();
+                }
+            }
+        }
     }
 }
