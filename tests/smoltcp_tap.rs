@@ -95,6 +95,10 @@ start tcp 7020 event --max-connections 16
 timeout -s KILL 120 python3 "$client" many 7020 || fail "50 clients on 16 connections"
 stop TERM
 grep "SYNs dropped" "$out"
+echo "=== reset policy"
+start tcp 7030 event --max-connections 2 --when-full reset
+timeout -s KILL 60 python3 "$client" refused 7030 || fail "the reset policy"
+stop TERM
 echo "ALL OK"
 "#;
 
@@ -203,6 +207,28 @@ elif proto == "many":
     assert not errors, errors
     assert sorted(results) == list(range(50)) and all(results.values()), results
     print("50 clients on 16 connections all served in %.1f s" % (time.time() - start))
+elif proto == "refused":
+    # --when-full reset: 20 clients at once on 2 connections and a backlog
+    # of 8: those beyond are refused at once (RST), the others served.
+    results, refused = {}, []
+    def eager(i):
+        try:
+            s = socket.create_connection((HOST, port), timeout=10)
+            s.settimeout(10)
+            s.sendall(b"x")
+            time.sleep(0.5)
+            s.shutdown(socket.SHUT_WR)
+            got = s.recv(10)
+            results[i] = got == b"x"
+            s.close()
+        except ConnectionRefusedError:
+            refused.append(i)
+    threads = [threading.Thread(target=eager, args=(i,)) for i in range(20)]
+    for t in threads: t.start()
+    for t in threads: t.join(30)
+    assert refused and all(results.values()), (refused, results)
+    assert len(refused) + len(results) == 20, (refused, results)
+    print("reset policy: %d refused at once, %d served" % (len(refused), len(results)))
 else:
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.settimeout(5)
@@ -252,6 +278,7 @@ fn smoltcp_echo_serves_the_linux_stack_over_tap_in_sync_and_event_mode() {
         .lines()
         .find_map(|l| l.strip_prefix("smoltcp_echo: ")?.split(' ').next()?.parse::<u32>().ok());
     assert!(dropped.is_some_and(|n| n > 0), "no SYN was dropped:\n{stdout}");
+    assert!(stdout.contains("reset policy: "), "the reset policy check did not run:\n{stdout}");
     let sync = stdout.split("=== mode sync").nth(1).unwrap_or_default();
     let sync = sync.split("=== mode event").next().unwrap_or_default();
     let event = stdout.split("=== mode event").nth(1).unwrap_or_default();
