@@ -39,7 +39,7 @@ read -r -a smol_args <<<"$smol_opts"
 if [ "${SOCKSERV_BENCH_INSIDE:-}" != 1 ]; then
     cargo build -q --release --example smoltcp_echo --example echo
     export SOCKSERV_BENCH_INSIDE=1
-    exec timeout -s KILL 600 unshare --net -- "$0" "$mib" "$runs"
+    exec timeout -k 10 600 unshare --net -- "$0" "$mib" "$runs"
 fi
 
 ip link set lo up
@@ -52,6 +52,9 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
+# timeout sends TERM first: leave through the EXIT trap, so the servers go too.
+on_signal() { exit 143; }
+trap on_signal TERM INT
 
 # start NAME CMD...: runs a server, waits for "listening on ADDR", sets
 # $addr to ADDR. Not in a $(...) subshell: the pid must reach the trap.
@@ -146,8 +149,10 @@ ack=$(sed -n 's/.*--ack-delay-ms \([0-9]*\).*/\1 ms/p' <<<" $smol_opts ")
 echo "  TCP socket buffers $buffer B each way (window scale $scale), delayed ACK" \
     "${ack:-10 ms, the smoltcp default}, each poll drains every frame the TAP holds"
 for _ in $(seq "$runs"); do
-    echo "$(python3 "$tmp/client.py" "$smol" "$mib") $(python3 "$tmp/client.py" "$kern" "$mib")" \
-        "$(python3 "$tmp/client.py" "$veth" "$mib")" >>"$tmp/results"
+    s=$(python3 "$tmp/client.py" "$smol" "$mib")
+    k=$(python3 "$tmp/client.py" "$kern" "$mib")
+    v=$(python3 "$tmp/client.py" "$veth" "$mib")
+    echo "$s $k $v" >>"$tmp/results"
 done
 python3 "$tmp/stats.py" "$tmp/results"
 echo "  load average after: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores shared with other work: expect noise)"
