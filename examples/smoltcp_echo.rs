@@ -3,20 +3,35 @@
 //! ```text
 //! cargo run --release --example smoltcp_echo -- --tap IFACE --addr IP:PORT
 //!     [--gateway IP] [--proto tcp|udp] [--mode sync|event]
+//!     [--max-connections N] [--when-full drop|reset|refuse]
+//!     [--tcp-buffer BYTES] [--ack-delay-ms MS]
 //! ```
 //!
 //! smoltcp gets the address IP/24 on IFACE and serves the same echo as the
 //! `echo` example: every byte back until the client half-closes, then FIN
-//! (tcp), or each datagram back whole (udp). Prints `listening on IP:PORT`
-//! first; SIGINT / SIGTERM stop it with exit status 0 (within the 50 ms
-//! tick of the TAP wait), even while a client holds an idle connection
-//! (in sync mode a read or write that must wait fails with `Interrupted`).
+//! (tcp), or each datagram back whole (udp), up to 65,507 bytes (the
+//! adapter's `large-datagrams` feature reassembles them; a datagram lost
+//! in reassembly is reported on stderr as it happens). Prints
+//! `listening on IP:PORT` first; SIGINT / SIGTERM stop it with exit status
+//! 0 (within the 50 ms tick of the TAP wait), even while a client holds an
+//! idle connection (in sync mode a read or write that must wait fails with
+//! `Interrupted`), and it says on stderr how many SYNs it dropped and
+//! datagrams it lost.
 //!
-//! `--mode event` serves TCP from the core's `EventServer`: a table of 16
-//! connections sharing four 16 KiB buffers over a `TcpEventSource` (a
-//! 17th connection is refused: closed at once), idle connections closed
-//! after 5 minutes. UDP needs no table: in event mode it is served by the
-//! same non-blocking datagram loop as in sync mode.
+//! `--mode event` serves TCP from the core's `EventServer`: a table of
+//! `--max-connections` (16) connections sharing four 16 KiB buffers (a
+//! connection holds one only while it has input or output) over a
+//! `TcpEventSource`, idle connections closed after 5 minutes. The
+//! listener offers no more than that many connections at once; the next
+//! ones wait in the backlog (8) and, past it, meet `--when-full`: `drop`
+//! (the default, as Linux: the SYN goes unanswered and the client
+//! retries), `reset` (refused at once) or `refuse` (accepted, then closed
+//! through the table-full hook). UDP needs no table: in event mode it is
+//! served by the same non-blocking datagram loop as in sync mode.
+//!
+//! `--tcp-buffer` sizes each TCP socket's buffers (64 KiB; past that
+//! smoltcp scales its window), `--ack-delay-ms` smoltcp's delayed ACK
+//! (10 ms; 0 ACKs at once): the knobs `bench/tap_throughput.sh` turns.
 //!
 //! Try it by hand in a private network namespace (as root):
 //! ```text
@@ -35,12 +50,15 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smoltcp::iface::{Config, Interface};
-use smoltcp::phy::{Device, Medium, TunTapInterface};
+use smoltcp::phy::{Medium, TunTapInterface};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
-use sockserv::event::{EventServer, EventServerConfig, FixedPool, FixedSlots};
+use sockserv::event::{EventServer, EventServerConfig, FixedPool};
+use sockserv::std_adapter::event::GrowSlots;
 use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
-use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait, TcpEventSource};
+use sockserv_smoltcp::{
+    Loss, Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Proto {
@@ -72,6 +90,36 @@ struct Args {
     /// How requests are served.
     #[arg(long, value_enum, default_value = "sync")]
     mode: Mode,
+    /// Event mode: how many connections are served at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=MAX_CONNECTIONS))]
+    max_connections: u16,
+    /// What a connection beyond the backlog gets.
+    #[arg(long, value_enum, default_value = "drop")]
+    when_full: Policy,
+    /// Each TCP socket's receive and send buffers, in bytes (past 64 KiB
+    /// smoltcp scales its window).
+    #[arg(long, default_value_t = 64 * 1024)]
+    tcp_buffer: usize,
+    /// smoltcp's delayed ACK, in milliseconds (0: ACK at once).
+    #[arg(long)]
+    ack_delay_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Policy {
+    Drop,
+    Reset,
+    Refuse,
+}
+
+impl From<Policy> for WhenFull {
+    fn from(p: Policy) -> Self {
+        match p {
+            Policy::Drop => WhenFull::Drop,
+            Policy::Reset => WhenFull::Reset,
+            Policy::Refuse => WhenFull::Refuse,
+        }
+    }
 }
 
 #[path = "shared/mod.rs"]
@@ -82,19 +130,21 @@ static FLAG: ShutdownFlag = ShutdownFlag::new();
 
 /// How many connections may wait to be accepted at once.
 const BACKLOG: usize = 8;
-/// Event mode: the connection table's capacity, and the buffers its
+/// Event mode: the largest `--max-connections`, and the buffers its
 /// connections share (borrowed while a connection has input to consume or
 /// output to queue; an idle connection holds none).
-const CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: i64 = 256;
 const EVENT_BUFFER: usize = 16 * 1024;
 const EVENT_BUFFERS: usize = 4;
 /// Sockets in the TCP listener's pool: sync mode serves one connection at
 /// a time; event mode up to the table's capacity. Two more for closes
 /// that are finishing.
 const SYNC_POOL: usize = BACKLOG + 1 + 2;
-const EVENT_POOL: usize = BACKLOG + CONNECTIONS + 2;
-/// TCP buffers per socket.
-const TCP_BUFFER: usize = 64 * 1024;
+const MAX_POOL: usize = BACKLOG + MAX_CONNECTIONS as usize + 2;
+/// The largest UDP payload IPv4 carries, and the UDP socket's buffers
+/// (room for two of them each way).
+const MAX_DATAGRAM: usize = 65_507;
+const UDP_BUFFER: usize = 2 * 64 * 1024;
 /// How long a stopping server keeps sending what closed connections queued.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -141,18 +191,25 @@ fn run(args: &Args) -> Result<(), String> {
         }
         stopping
     });
-    let storage = Box::leak(Box::new(Storage::<{ EVENT_POOL + 2 }>::new()));
+    let storage = Box::leak(Box::new(Storage::<{ MAX_POOL + 2 }>::new()));
     let stack = Stack::new(iface, device, storage, wait, clock);
     let port = args.addr.port();
     let service = FnService(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
-    match args.proto {
+    stack.on_loss(report_loss);
+    let result = match args.proto {
         Proto::Tcp => {
-            let options = Options { backlog: BACKLOG, ..Options::default() };
+            let max = usize::from(args.max_connections);
+            let options = Options {
+                backlog: BACKLOG,
+                when_full: args.when_full.into(),
+                max_connections: Some(max),
+                ..Options::default()
+            };
             let result = match args.mode {
                 Mode::Sync => {
                     let listener = stack
-                        .listen(port, tcp_pool::<SYNC_POOL>(), options)
+                        .listen(port, tcp_pool(SYNC_POOL, args), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
                     let mut server =
@@ -161,17 +218,18 @@ fn run(args: &Args) -> Result<(), String> {
                 }
                 Mode::Event => {
                     let listener = stack
-                        .listen(port, tcp_pool::<EVENT_POOL>(), options)
+                        .listen(port, tcp_pool(BACKLOG + max + 2, args), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
-                    // A table and a buffer pool fixed at compile time, as on
-                    // a microcontroller: CONNECTIONS share EVENT_BUFFERS.
+                    // The table's slots sized at run time (--max-connections);
+                    // the buffers a pool fixed at compile time, as on a
+                    // microcontroller: every connection shares EVENT_BUFFERS.
                     let mut server = EventServer::new(
                         TcpEventSource::new(listener),
                         service,
                         clock,
                         &FLAG,
-                        FixedSlots::<_, CONNECTIONS>::new(),
+                        GrowSlots::new(max),
                         FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new(),
                         EventServerConfig::default(),
                     );
@@ -186,29 +244,50 @@ fn run(args: &Args) -> Result<(), String> {
         Proto::Udp => {
             let meta = || vec![udp::PacketMetadata::EMPTY; 16].leak();
             let socket = udp::Socket::new(
-                udp::PacketBuffer::new(&mut meta()[..], buffer(64 * 1024)),
-                udp::PacketBuffer::new(&mut meta()[..], buffer(64 * 1024)),
+                udp::PacketBuffer::new(&mut meta()[..], buffer(UDP_BUFFER)),
+                udp::PacketBuffer::new(&mut meta()[..], buffer(UDP_BUFFER)),
             );
             let socket = stack.bind_udp(port, socket).map_err(|e| e.to_string())?;
-            let mtu = stack.with_device(|d| d.capabilities().ip_mtu());
             announce(args)?;
-            // One byte more than the largest datagram the link carries.
-            let transport = Datagram { socket, buffer: vec![0u8; mtu + 1] };
-            let dispatch = Inline::with_reply_buffer(vec![0u8; mtu]);
+            // One byte more than the largest datagram IPv4 carries, so
+            // that none is cut (the adapter's `large-datagrams` feature
+            // reassembles them; a loss is told to the hook).
+            let transport = Datagram { socket, buffer: vec![0u8; MAX_DATAGRAM + 1] };
+            let dispatch = Inline::with_reply_buffer(vec![0u8; MAX_DATAGRAM]);
             let mut server = Server::new(transport, service, clock, &FLAG, dispatch);
             server.serve_forever(poll).map_err(|e| e.to_string())
         }
+    };
+    let stats = stack.stats();
+    eprintln!(
+        "smoltcp_echo: {} SYNs dropped while the backlog was full, {} fragmented datagrams lost",
+        stats.syns_dropped, stats.datagrams_lost
+    );
+    result
+}
+
+/// Says what smoltcp lost as it happens (a SYN dropped by the backlog
+/// policy is ordinary flow control: only counted).
+fn report_loss(loss: Loss) {
+    if let Loss::Datagram { from, reason } = loss {
+        eprintln!("smoltcp_echo: a datagram from {from} was lost: {reason:?}");
     }
 }
 
-/// The TCP listener's pool of `K` sockets.
-fn tcp_pool<const K: usize>() -> [tcp::Socket<'static>; K] {
-    std::array::from_fn(|_| {
-        tcp::Socket::new(
-            tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
-            tcp::SocketBuffer::new(buffer(TCP_BUFFER)),
-        )
-    })
+/// The TCP listener's pool of `k` sockets.
+fn tcp_pool(k: usize, args: &Args) -> Vec<tcp::Socket<'static>> {
+    (0..k)
+        .map(|_| {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(buffer(args.tcp_buffer)),
+                tcp::SocketBuffer::new(buffer(args.tcp_buffer)),
+            );
+            if let Some(ms) = args.ack_delay_ms {
+                socket.set_ack_delay((ms > 0).then(|| smoltcp::time::Duration::from_millis(ms)));
+            }
+            socket
+        })
+        .collect()
 }
 
 fn announce(args: &Args) -> Result<(), String> {

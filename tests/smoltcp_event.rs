@@ -16,7 +16,7 @@ use sockserv::event::{
     Step,
 };
 use sockserv::{Clock, RequestError, Service, ShutdownFlag};
-use sockserv_smoltcp::{Options, Storage, TcpEventSource};
+use sockserv_smoltcp::{Options, Storage, TcpEventSource, WhenFull};
 
 const POLL: Duration = Duration::from_millis(500);
 /// More loop turns than any of these tests needs: the loop spun.
@@ -305,6 +305,46 @@ fn a_full_table_refuses_the_next_connection_and_serves_the_others() {
     for &c in &clients {
         assert_eq!(world.state(&stack, c), tcp::State::CloseWait);
     }
+}
+
+/// Two table slots, a pool of five, `max_connections` 2, three clients
+/// that stay open for a second: with `policy`, what the third one gets.
+fn three_clients_on_two_slots(policy: WhenFull) -> (Vec<String>, Vec<Vec<u8>>) {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let mut rec = Rec::new(&world, Kind::Echo);
+    rec.stop_at = Some(Duration::from_secs(20));
+    let options = Options { max_connections: Some(2), when_full: policy, ..Options::default() };
+    let mut srv = server::<2, 64, 5>(&stack, &rec, options, None);
+    let words: [&[u8]; 3] = [b"first", b"second", b"third"];
+    let clients: Vec<usize> = (0..3)
+        .map(|i| {
+            let mut c = Client::new(words[i]);
+            // Each reads (and so closes) only after a second: all three
+            // are connected at once.
+            c.read_from = Duration::from_secs(1);
+            world.connect(&stack, 41035 + i as u16, c)
+        })
+        .collect();
+    srv.serve_forever(POLL).unwrap();
+    world.settle(&stack);
+    let received = clients.iter().map(|&c| world.received(c)).collect();
+    (rec.lines(), received)
+}
+
+#[test]
+fn at_max_connections_a_new_connection_waits_and_is_served_once_a_slot_frees() {
+    let (lines, received) = three_clients_on_two_slots(WhenFull::Drop);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("table full")).count(), 0, "{lines:?}");
+    assert_eq!(received, [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]);
+}
+
+#[test]
+fn with_the_refuse_policy_a_connection_past_max_connections_meets_the_table_full_hook() {
+    let (lines, received) = three_clients_on_two_slots(WhenFull::Refuse);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("table full")).count(), 1, "{lines:?}");
+    assert_eq!(received.iter().filter(|r| r.is_empty()).count(), 1, "{received:?}");
 }
 
 #[test]

@@ -11,12 +11,15 @@ use std::time::Duration;
 use embedded_io::{ErrorKind, Read, Write};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::IpEndpoint;
-use smoltcp_world::{Client, PORT, SERVER, World, ghost_arp, ghost_syn, payload, pool};
+use smoltcp_world::{
+    Client, PORT, SERVER, World, ghost_arp, ghost_fragment, ghost_syn, ghost_udp_fragments,
+    payload, pool,
+};
 use sockserv::{
     BufStream, Clock, Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError,
     Server, Service, ShutdownFlag, Stream, StreamHandler,
 };
-use sockserv_smoltcp::{Options, Storage};
+use sockserv_smoltcp::{DatagramLoss, Loss, Options, Storage, WhenFull};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Behaviour {
@@ -268,11 +271,11 @@ fn serve_forever_runs_service_actions_and_stops_on_the_flag() {
 }
 
 #[test]
-fn backlog_overflow_gets_a_reset_and_the_pool_rearms() {
+fn backlog_overflow_gets_a_reset_with_the_reset_policy_and_the_pool_rearms() {
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);
-    let options = Options { backlog: 2, ..Options::default() };
+    let options = Options { backlog: 2, when_full: WhenFull::Reset, ..Options::default() };
     let listener = stack.listen(PORT, pool::<3>(), options).unwrap();
     let rec = Rec::new(Behaviour::Echo);
     let flag = ShutdownFlag::new();
@@ -302,6 +305,42 @@ fn backlog_overflow_gets_a_reset_and_the_pool_rearms() {
     assert_eq!(world.received(b), b"second");
     assert_eq!(world.received(d), b"fourth");
     assert!(world.received(c).is_empty());
+    assert_eq!(stack.stats().syns_dropped, 0, "Reset never drops");
+}
+
+#[test]
+fn backlog_overflow_drops_the_syn_by_default_and_the_client_is_served_later() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let options = Options { backlog: 2, ..Options::default() };
+    assert_eq!(options.when_full, WhenFull::Drop);
+    let listener = stack.listen(PORT, pool::<3>(), options).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let a = world.connect(&stack, 40020, Client::new(b"first"));
+    let b = world.connect(&stack, 40021, Client::new(b"second"));
+    let c = world.connect(&stack, 40022, Client::new(b"third"));
+    for _ in 0..5 {
+        stack.poll();
+    }
+    assert_eq!(world.state(&stack, a), tcp::State::Established);
+    assert_eq!(world.state(&stack, b), tcp::State::Established);
+    // The third SYN found no listening socket: dropped, no RST, so the
+    // client is still trying.
+    assert_eq!(world.state(&stack, c), tcp::State::SynSent);
+    assert_eq!(stack.stats().syns_dropped, 1);
+    // Once the server accepts, a socket listens again and the client's
+    // retransmitted SYN gets in: all three are served.
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    for _ in 0..3 {
+        server.handle_request().unwrap();
+    }
+    world.settle(&stack);
+    assert_eq!(world.received(a), b"first");
+    assert_eq!(world.received(b), b"second");
+    assert_eq!(world.received(c), b"third");
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
 }
 
 #[test]
@@ -421,6 +460,51 @@ fn udp_echo_and_truncation_reported() {
 }
 
 #[test]
+fn fragmented_datagrams_are_reassembled_and_one_with_no_buffer_is_reported() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HEARD: AtomicU32 = AtomicU32::new(0);
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    stack.on_loss(|loss| {
+        if matches!(loss, Loss::Datagram { reason: DatagramLoss::BuffersBusy, .. }) {
+            HEARD.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let server_socket = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 16384]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 16384]),
+    );
+    let mut socket = stack.bind_udp(7001, server_socket).unwrap();
+    ghost_arp(&stack);
+    // One 3,000-byte datagram alone: reassembled.
+    let alone = payload(3000);
+    for (off, bytes) in ghost_udp_fragments(6000, 7001, &alone) {
+        ghost_fragment(&stack, 1, off, off + bytes.len() == alone.len() + 8, &bytes);
+    }
+    // Three at once, fragments interleaved: smoltcp has two reassembly
+    // buffers (the large-datagrams feature), so the third is lost, and
+    // said so.
+    let three: Vec<Vec<u8>> = (0..3).map(|i| vec![b'a' + i as u8; 3000]).collect();
+    let frags: Vec<_> = three.iter().map(|d| ghost_udp_fragments(6001, 7001, d)).collect();
+    for k in 0..frags[0].len() {
+        for (id, f) in frags.iter().enumerate() {
+            let (off, bytes) = &f[k];
+            ghost_fragment(&stack, 10 + id as u16, *off, k + 1 == f.len(), bytes);
+        }
+    }
+    stack.poll();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while let Some(r) = sockserv::DatagramSocket::try_recv_from(&mut socket, &mut buf).unwrap() {
+        got.push(buf[..r.len].to_vec());
+    }
+    assert_eq!(got, [alone, three[0].clone(), three[1].clone()]);
+    assert_eq!(stack.stats().datagrams_lost, 1);
+    assert_eq!(HEARD.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn listen_refuses_when_storage_is_full_instead_of_panicking() {
     let world = World::new();
     let mut storage = Storage::new();
@@ -444,6 +528,7 @@ fn half_open_syns_from_a_vanished_peer_give_the_backlog_back() {
     let stack = world.stack(&mut storage);
     let options = Options {
         backlog: 2,
+        when_full: WhenFull::Reset,
         handshake_timeout: Duration::from_secs(3),
         close_timeout: Duration::from_secs(60),
         ..Options::default()
@@ -480,6 +565,50 @@ fn half_open_syns_from_a_vanished_peer_give_the_backlog_back() {
     server.handle_request().unwrap();
     world.settle(&stack);
     assert_eq!(world.received(c), b"welcome");
+    assert_eq!(rec.count("timeout"), 0, "{:?}", rec.lines());
+    assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
+}
+
+/// How many of the stack's TCP sockets are in `state`.
+fn sockets_in(stack: &smoltcp_world::TestStack<'_>, state: tcp::State) -> usize {
+    stack.with_sockets(|set| {
+        set.iter()
+            .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(t) if t.state() == state))
+            .count()
+    })
+}
+
+#[test]
+fn pool_plus_one_syns_from_a_vanished_peer_then_a_real_client_waits_and_is_served() {
+    let world = World::new();
+    let mut storage = Storage::new();
+    let stack = world.stack(&mut storage);
+    let options =
+        Options { backlog: 3, handshake_timeout: Duration::from_secs(3), ..Options::default() };
+    let listener = stack.listen(PORT, pool::<3>(), options).unwrap();
+    let rec = Rec::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    // Four SYNs (the pool + 1) from a host that never finishes a handshake.
+    ghost_arp(&stack);
+    for port in 50001..=50004 {
+        ghost_syn(&stack, port);
+    }
+    world.settle(&stack);
+    assert_eq!(sockets_in(&stack, tcp::State::SynReceived), 3, "three SYNs were taken");
+    assert_eq!(stack.stats().syns_dropped, 1, "the fourth was dropped, not reset");
+    // A real client now finds no listening socket: its SYN is dropped too,
+    // so it keeps retrying instead of being refused.
+    let c = world.connect(&stack, 40072, Client::new(b"patience"));
+    world.settle(&stack);
+    assert_eq!(world.state(&stack, c), tcp::State::SynSent, "not refused");
+    assert!(stack.stats().syns_dropped >= 2);
+    // After the handshake timeout the half-open sockets are reset and
+    // listen again; the client's next SYN gets in and it is served.
+    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    server.set_timeout(Some(Duration::from_secs(30)));
+    server.handle_request().unwrap();
+    world.settle(&stack);
+    assert_eq!(world.received(c), b"patience");
     assert_eq!(rec.count("timeout"), 0, "{:?}", rec.lines());
     assert_eq!(rec.count("error"), 0, "{:?}", rec.lines());
 }
@@ -524,18 +653,19 @@ fn a_close_that_never_finishes_gives_its_socket_back_after_close_timeout() {
     world.settle(&stack);
     assert_eq!(world.received(a), b"one line\n");
     assert_eq!(world.state(&stack, a), tcp::State::CloseWait);
-    // The only socket is still closing: a new client is refused.
-    let b = world.connect(&stack, 40051, Client::new(b"refused"));
+    // The only socket is still closing: a new client's SYN is dropped and
+    // the client keeps trying (a client beyond the pool).
+    let b = world.connect(&stack, 40051, Client::new(b"welcome back\n"));
     world.settle(&stack);
-    assert_eq!(world.state(&stack, b), tcp::State::Closed);
-    // After close_timeout the socket is reset, freed and listening again.
+    assert_eq!(world.state(&stack, b), tcp::State::SynSent);
+    assert!(stack.stats().syns_dropped >= 1);
+    // After close_timeout the socket is reset, freed and listening again:
+    // the waiting client gets in and is served.
     world.clock.advance(Duration::from_secs(4));
-    world.settle(&stack);
-    assert_eq!(world.state(&stack, a), tcp::State::Closed, "the lingering peer was reset");
-    let c = world.connect(&stack, 40052, Client::new(b"welcome back\n"));
     server.handle_request().unwrap();
     world.settle(&stack);
-    assert_eq!(world.received(c), b"welcome back\n");
+    assert_eq!(world.state(&stack, a), tcp::State::Closed, "the lingering peer was reset");
+    assert_eq!(world.received(b), b"welcome back\n");
 }
 
 #[test]

@@ -9,24 +9,23 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The example binary cargo built for this test run (`cargo test` builds
-/// the examples; a filtered run such as `--test smoltcp_tap` does not, so
-/// then the test builds it, with the same profile).
+/// The example binary, built for this test run with the same profile
+/// (`cargo test` builds the examples, but a filtered run such as
+/// `--test smoltcp_tap` does not: then a binary already there may be
+/// stale). `cargo build` is a no-op when it is up to date.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>/examples/smoltcp_echo
     let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let path = profile_dir.join("examples").join("smoltcp_echo");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--example", "smoltcp_echo"]);
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cannot run cargo to build the example");
-        assert!(status.success(), "building the smoltcp_echo example failed");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--example", "smoltcp_echo"]);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
     }
+    let status = build.status().expect("cannot run cargo to build the example");
+    assert!(status.success(), "building the smoltcp_echo example failed");
     assert!(path.exists(), "{} is missing", path.display());
     path
 }
@@ -43,13 +42,15 @@ ip tuntap add dev tap0 mode tap || {
 ip addr add 192.168.69.100/24 dev tap0 || fail "cannot address tap0"
 ip link set tap0 up || fail "cannot bring tap0 up"
 pid=
-trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null' EXIT
+# $pid is timeout's: SIGTERM is forwarded to the example (which stops on
+# it); a SIGKILL would kill timeout alone and leave the example running.
+trap '[ -n "$pid" ] && kill -TERM $pid 2>/dev/null && wait $pid' EXIT
 
-# start PROTO PORT MODE: runs the example, waits for its first line.
+# start PROTO PORT MODE [ARGS...]: runs the example, waits for its first line.
 start() {
     out=$(mktemp)
     timeout -s KILL 100 "$example" --tap tap0 --addr 192.168.69.1:$2 --proto $1 --mode $3 \
-        >"$out" 2>&1 &
+        "${@:4}" >"$out" 2>&1 &
     pid=$!
     for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.05; done
     line=$(head -1 "$out")
@@ -88,6 +89,16 @@ for mode in sync event; do
     timeout -s KILL 30 python3 "$client" udp $((port + 1)) || fail "UDP client checks ($mode)"
     stop TERM
 done
+
+echo "=== backlog"
+start tcp 7020 event --max-connections 16
+timeout -s KILL 120 python3 "$client" many 7020 || fail "50 clients on 16 connections"
+stop TERM
+grep "SYNs dropped" "$out"
+echo "=== reset policy"
+start tcp 7030 event --max-connections 2 --when-full reset
+timeout -s KILL 60 python3 "$client" refused 7030 || fail "the reset policy"
+stop TERM
 echo "ALL OK"
 "#;
 
@@ -165,15 +176,71 @@ if proto == "tcp":
     time.sleep(0.2)
     assert echo(b"after a reset") == b"after a reset"
     print("reset mid-request: the next client is served")
+elif proto == "many":
+    # 50 clients at once on a server of 16 connections (and a backlog of
+    # 8): the SYNs beyond are dropped, the kernel retransmits them, and
+    # every client is served. None may be refused or reset.
+    results, errors = {}, {}
+    def patient(i):
+        try:
+            s = socket.create_connection((HOST, port), timeout=60)
+            s.settimeout(30)
+            data = b"client %d " % i * 100
+            s.sendall(data[:500])
+            time.sleep(0.5)  # hold the connection, so that they overlap
+            s.sendall(data[500:])
+            s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+            s.close()
+            results[i] = got == data
+        except OSError as e:
+            errors[i] = repr(e)
+    start = time.time()
+    threads = [threading.Thread(target=patient, args=(i,)) for i in range(50)]
+    for t in threads: t.start()
+    for t in threads: t.join(90)
+    assert not errors, errors
+    assert sorted(results) == list(range(50)) and all(results.values()), results
+    print("50 clients on 16 connections all served in %.1f s" % (time.time() - start))
+elif proto == "refused":
+    # --when-full reset: 20 clients at once on 2 connections and a backlog
+    # of 8: those beyond are refused at once (RST), the others served.
+    results, refused = {}, []
+    def eager(i):
+        try:
+            s = socket.create_connection((HOST, port), timeout=10)
+            s.settimeout(10)
+            s.sendall(b"x")
+            time.sleep(0.5)
+            s.shutdown(socket.SHUT_WR)
+            got = s.recv(10)
+            results[i] = got == b"x"
+            s.close()
+        except ConnectionRefusedError:
+            refused.append(i)
+    threads = [threading.Thread(target=eager, args=(i,)) for i in range(20)]
+    for t in threads: t.start()
+    for t in threads: t.join(30)
+    assert refused and all(results.values()), (refused, results)
+    assert len(refused) + len(results) == 20, (refused, results)
+    print("reset policy: %d refused at once, %d served" % (len(refused), len(results)))
 else:
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.settimeout(5)
-    for size in (0, 1, 100, 1472):
+    # 1472 bytes fill one frame; past that the kernel fragments and
+    # smoltcp reassembles (the adapter's large-datagrams feature).
+    sizes = (0, 1, 100, 1472, 1473, 8192, 60000, 65507)
+    for size in sizes:
         data = bytes(range(256)) * (size // 256) + bytes(size % 256)
         u.sendto(data, (HOST, port))
-        reply, addr = u.recvfrom(4096)
+        reply, addr = u.recvfrom(65536)
         assert reply == data and addr == (HOST, port), (size, len(reply), addr)
-    print("UDP datagrams of 0, 1, 100 and 1472 bytes echoed whole")
+    print("UDP datagrams of %s bytes echoed whole" % ", ".join(map(str, sizes)))
 print("client checks passed")
 "#;
 
@@ -204,6 +271,14 @@ fn smoltcp_echo_serves_the_linux_stack_over_tap_in_sync_and_event_mode() {
          TAP device (unshare --net, ip tuntap):\n{stdout}\n{stderr}",
         out.status
     );
+    let backlog = stdout.split("=== backlog").nth(1).unwrap_or_default();
+    assert!(backlog.contains("50 clients on 16 connections all served"), "{stdout}");
+    // The test made the backlog overflow (or it proved nothing).
+    let dropped = backlog
+        .lines()
+        .find_map(|l| l.strip_prefix("smoltcp_echo: ")?.split(' ').next()?.parse::<u32>().ok());
+    assert!(dropped.is_some_and(|n| n > 0), "no SYN was dropped:\n{stdout}");
+    assert!(stdout.contains("reset policy: "), "the reset policy check did not run:\n{stdout}");
     let sync = stdout.split("=== mode sync").nth(1).unwrap_or_default();
     let sync = sync.split("=== mode event").next().unwrap_or_default();
     let event = stdout.split("=== mode event").nth(1).unwrap_or_default();
@@ -217,7 +292,7 @@ fn smoltcp_echo_serves_the_linux_stack_over_tap_in_sync_and_event_mode() {
             "reset mid-request: the next client is served",
             "server stopped by SIGINT with status 0\nstopped while an idle client was connected",
             &format!("server (udp, {mode}): listening on"),
-            "UDP datagrams of 0, 1, 100 and 1472 bytes echoed whole",
+            "UDP datagrams of 0, 1, 100, 1472, 1473, 8192, 60000, 65507 bytes echoed whole",
             "server stopped by SIGTERM with status 0",
         ] {
             assert!(section.contains(line), "{mode} mode: missing '{line}' in:\n{stdout}");

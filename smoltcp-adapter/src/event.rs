@@ -42,9 +42,12 @@ use crate::wait::Woke;
 ///   socket listens again.
 ///
 /// Size the pool for the table: the connections served at once, plus the
-/// backlog, plus one or two finishing their close. With fewer sockets
-/// than table slots the table never fills and a client beyond the pool
-/// gets a RST.
+/// backlog, plus one or two finishing their close, and set
+/// [`Options::max_connections`](crate::Options::max_connections) to the
+/// table's capacity: then no `Accept` is reported while the table is
+/// full, new connections wait in the backlog, and a client beyond it
+/// meets [`Options::when_full`](crate::Options::when_full) (its SYN is
+/// dropped and retried, by default) instead of the table's refusal.
 ///
 /// ```
 /// # use core::{convert::Infallible, time::Duration};

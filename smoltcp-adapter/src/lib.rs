@@ -6,6 +6,8 @@
 mod conn;
 mod error;
 mod event;
+mod gate;
+mod loss;
 #[cfg(feature = "embedded-nal")]
 pub mod nal;
 mod pool;
@@ -17,8 +19,9 @@ mod wait;
 pub use conn::TcpConn;
 pub use error::{BindError, Error, ListenError};
 pub use event::{NbTcpConn, TcpEventSource};
+pub use loss::{DatagramLoss, Loss, Stats};
 pub use stack::{Stack, Storage};
-pub use tcp::{Options, TcpListener};
+pub use tcp::{Options, TcpListener, WhenFull};
 pub use udp::UdpSocket;
 pub use wait::{Spin, Wait, Woke};
 #[cfg(feature = "tap")]

@@ -34,6 +34,8 @@ pub(crate) struct Entry {
     backlog: usize,
     close_timeout: Duration,
     handshake_timeout: Duration,
+    /// Whether a SYN that finds no listening socket is dropped (not reset).
+    drop_syns: bool,
     role: Role,
     /// Its listener was dropped: remove the socket once it is closed.
     retired: bool,
@@ -57,6 +59,7 @@ impl Entry {
         backlog: usize,
         close_timeout: Duration,
         handshake_timeout: Duration,
+        drop_syns: bool,
     ) -> Self {
         Self {
             handle,
@@ -64,6 +67,7 @@ impl Entry {
             backlog,
             close_timeout,
             handshake_timeout,
+            drop_syns,
             role: Role::Free,
             retired: false,
             watch: None,
@@ -89,6 +93,9 @@ impl Slot {
 #[derive(Debug)]
 pub(crate) struct Pool<'a> {
     slots: &'a mut [Slot],
+    /// Slots at and past this index are empty (slots fill from the
+    /// front), so the walks made at every poll skip them.
+    hi: usize,
     next_ticket: u32,
 }
 
@@ -109,11 +116,15 @@ fn acceptable(socket: &tcp::Socket<'_>) -> bool {
 
 impl<'a> Pool<'a> {
     pub(crate) fn new(slots: &'a mut [Slot]) -> Self {
-        Self { slots, next_ticket: 0 }
+        Self { slots, hi: 0, next_ticket: 0 }
     }
 
     fn entries(&mut self) -> impl Iterator<Item = &mut Entry> {
-        self.slots.iter_mut().filter_map(|s| s.0.as_mut())
+        self.slots[..self.hi].iter_mut().filter_map(|s| s.0.as_mut())
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Entry> {
+        self.slots[..self.hi].iter().filter_map(|s| s.0.as_ref())
     }
 
     /// Empty slots.
@@ -123,14 +134,34 @@ impl<'a> Pool<'a> {
 
     /// Whether a live listener uses `port`.
     pub(crate) fn has_port(&self, port: u16) -> bool {
-        self.slots.iter().filter_map(|s| s.0.as_ref()).any(|e| e.port == port && !e.retired)
+        self.live().any(|e| e.port == port && !e.retired)
+    }
+
+    /// Whether a SYN to `port` is to be dropped before the interface sees
+    /// it: a live listener with a dropping policy has no socket in LISTEN
+    /// there (smoltcp would answer it with a RST).
+    pub(crate) fn drops_syn(&self, port: u16) -> bool {
+        let live = || self.live().filter(|e| e.port == port && !e.retired);
+        live().any(|e| e.drop_syns) && !live().any(|e| e.role == Role::Listening)
+    }
+
+    /// Whether a dropped connection is still finishing its close.
+    pub(crate) fn closing(&self) -> bool {
+        self.live().any(|e| matches!(e.role, Role::Closing(_)))
+    }
+
+    /// How many connections of `port` are being served (accepted, not yet
+    /// dropped).
+    pub(crate) fn served(&self, port: u16) -> usize {
+        self.live().filter(|e| e.port == port && e.role == Role::Served).count()
     }
 
     /// Adds an entry; hands it back when the table is full.
     pub(crate) fn add(&mut self, entry: Entry) -> Result<(), Entry> {
-        match self.slots.iter_mut().find(|s| s.0.is_none()) {
-            Some(slot) => {
-                slot.0 = Some(entry);
+        match self.slots.iter().position(|s| s.0.is_none()) {
+            Some(i) => {
+                self.slots[i].0 = Some(entry);
+                self.hi = self.hi.max(i + 1);
                 Ok(())
             }
             None => Err(entry),
@@ -142,7 +173,7 @@ impl<'a> Pool<'a> {
     /// to its backlog.
     pub(crate) fn refill(&mut self, set: &mut SocketSet<'_>, now: Duration) {
         let mut ticket = self.next_ticket;
-        for slot in self.slots.iter_mut() {
+        for slot in self.slots[..self.hi].iter_mut() {
             let Some(entry) = slot.0.as_mut() else { continue };
             let socket = set.get_mut::<tcp::Socket>(entry.handle);
             entry.role = next_role(entry, socket, now, &mut ticket);
@@ -152,16 +183,19 @@ impl<'a> Pool<'a> {
             }
         }
         self.next_ticket = ticket;
+        while self.hi > 0 && self.slots[self.hi - 1].0.is_none() {
+            self.hi -= 1;
+        }
         self.rearm(set);
     }
 
     fn rearm(&mut self, set: &mut SocketSet<'_>) {
-        for i in 0..self.slots.len() {
+        for i in 0..self.hi {
             let Some(entry) = self.slots[i].0 else { continue };
             if entry.retired || entry.role != Role::Free {
                 continue;
             }
-            let pending = self.slots.iter().filter_map(|s| s.0).filter(|e| e.pending(entry.port));
+            let pending = self.live().filter(|e| e.pending(entry.port));
             if pending.count() >= entry.backlog {
                 continue;
             }
@@ -230,9 +264,9 @@ impl<'a> Pool<'a> {
         }
     }
 
-    /// How many slots the table has (registered or not).
+    /// How many slots may hold a socket (those past it are empty).
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.hi
     }
 
     /// The registration of slot `i`, if it holds a registered served
@@ -246,7 +280,7 @@ impl<'a> Pool<'a> {
     /// Whether a closed connection still has queued data or its FIN not
     /// yet acknowledged by the peer.
     pub(crate) fn lingering(&self, set: &SocketSet<'_>) -> bool {
-        self.slots.iter().filter_map(|s| s.0.as_ref()).any(|e| {
+        self.live().any(|e| {
             matches!(e.role, Role::Closing(_))
                 && !matches!(
                     set.get::<tcp::Socket>(e.handle).state(),

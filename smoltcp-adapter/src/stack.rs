@@ -13,8 +13,10 @@ use smoltcp::socket::{tcp, udp};
 use sockserv_core::Clock;
 
 use crate::error::{BindError, ListenError};
+use crate::gate::Gate;
+use crate::loss::{Loss, Losses, Stats};
 use crate::pool::{Entry, Pool, Slot};
-use crate::tcp::{Options, TcpListener};
+use crate::tcp::{Options, TcpListener, WhenFull};
 use crate::udp::UdpSocket;
 use crate::wait::{Wait, Woke};
 
@@ -48,6 +50,7 @@ pub(crate) struct Sockets<'a> {
     pub(crate) set: SocketSet<'a>,
     capacity: usize,
     pub(crate) pool: Pool<'a>,
+    pub(crate) losses: Losses,
 }
 
 impl Sockets<'_> {
@@ -110,24 +113,28 @@ where
         clock: C,
     ) -> Self {
         let set = SocketSet::new(&mut storage.sockets[..]);
-        let socks = Sockets { set, capacity: N, pool: Pool::new(&mut storage.slots[..]) };
+        let pool = Pool::new(&mut storage.slots[..]);
+        let socks = Sockets { set, capacity: N, pool, losses: Losses::default() };
         Self { inner: RefCell::new(Inner { iface, device, wait, socks }), clock }
     }
 
     /// Listens on `port` with a pool of `sockets` (smoltcp's backlog: see
-    /// [`TcpListener`]).
+    /// [`TcpListener`]): an array, or any iterator that knows its length
+    /// (a `Vec` of a size chosen at run time).
     ///
     /// # Errors
     /// [`ListenError`]: no room in the storage, port in use, port 0, no
     /// sockets or a zero backlog. The sockets are dropped then (they only
     /// borrow their buffers).
-    pub fn listen<const K: usize>(
+    pub fn listen(
         &self,
         port: u16,
-        sockets: [tcp::Socket<'a>; K],
+        sockets: impl IntoIterator<Item = tcp::Socket<'a>, IntoIter: ExactSizeIterator>,
         options: Options,
     ) -> Result<TcpListener<'_, 'a>, ListenError> {
-        if port == 0 || K == 0 || options.backlog == 0 {
+        let sockets = sockets.into_iter();
+        let k = sockets.len();
+        if port == 0 || k == 0 || options.backlog == 0 {
             return Err(ListenError::Invalid);
         }
         let mut socks = self.sockets();
@@ -135,17 +142,18 @@ where
         if socks.pool.has_port(port) {
             return Err(ListenError::PortInUse);
         }
-        if !socks.has_room(K) || socks.pool.free() < K {
+        if !socks.has_room(k) || socks.pool.free() < k {
             return Err(ListenError::Full);
         }
-        for socket in sockets {
+        for socket in sockets.take(k) {
             let handle = socks.set.add(socket);
             let entry = Entry::new(
                 handle,
                 port,
-                options.backlog.min(K),
+                options.backlog.min(k),
                 options.close_timeout,
                 options.handshake_timeout,
+                options.when_full != WhenFull::Reset,
             );
             // Cannot fail: checked above.
             let _ = socks.pool.add(entry);
@@ -203,6 +211,20 @@ where
             }
             let _ = self.idle(Some(deadline));
         }
+    }
+
+    /// What the stack counted so far: SYNs dropped, fragmented datagrams
+    /// lost.
+    pub fn stats(&self) -> Stats {
+        self.sockets().losses.stats
+    }
+
+    /// Calls `hook` on each loss as it happens (besides counting it in
+    /// [`stats`](Self::stats)): a SYN the backlog policy dropped, a
+    /// datagram smoltcp could not reassemble. It runs inside the poll:
+    /// it must not call back into the stack.
+    pub fn on_loss(&self, hook: fn(Loss)) {
+        self.sockets().losses.hook = Some(hook);
     }
 
     /// Runs `f` on the interface (addresses, routes, ...).
@@ -283,40 +305,27 @@ where
         let inner = &mut *self.inner.borrow_mut();
         let socks = &mut inner.socks;
         inner.iface.poll_maintenance(t);
+        socks.losses.expire(now);
+        let frame = FrameContext::new(&inner.iface, &inner.device, now);
         let mut changed = false;
+        // Timeouts (handshake, close) are followed once per poll.
+        socks.pool.refill(&mut socks.set, now);
         // Rounds of ingress then egress until one round moves nothing: a
         // loopback device receives what the egress just sent.
         loop {
-            let mut moved = false;
-            loop {
-                match inner.iface.poll_ingress_single(t, &mut inner.device, &mut socks.set) {
-                    PollIngressSingleResult::None => break,
-                    PollIngressSingleResult::PacketProcessed => moved = true,
-                    PollIngressSingleResult::SocketStateChanged => {
-                        moved = true;
-                        changed = true;
-                        // Follow the pool after every state change, not
-                        // once per batch: connections that took a SYN get
-                        // their tickets in arrival order (accepted oldest
-                        // first), and a socket this frame freed (a reset, a
-                        // finished close) listens again before the next
-                        // frame. A socket that took a SYN is not replaced:
-                        // it still counts against the backlog, as a
-                        // connection in a kernel's accept queue does.
-                        socks.pool.refill(&mut socks.set, now);
-                    }
-                }
-            }
+            let (mut moved, state_changed) =
+                ingress(&mut inner.iface, &mut inner.device, socks, &frame);
+            changed |= state_changed;
             while inner.iface.poll_egress(t, &mut inner.device, &mut socks.set)
                 == PollResult::SocketStateChanged
             {
                 moved = true;
                 changed = true;
             }
-            socks.pool.refill(&mut socks.set, now);
             if !moved {
                 return changed;
             }
+            socks.pool.refill(&mut socks.set, now);
         }
     }
 
@@ -344,5 +353,75 @@ where
 
     fn ip_mtu(&self) -> usize {
         self.inner.borrow().device.capabilities().ip_mtu()
+    }
+}
+
+/// What the gate needs to know about the frames of one poll.
+struct FrameContext {
+    medium: smoltcp::phy::Medium,
+    now: Duration,
+    reassembly_timeout: Duration,
+}
+
+impl FrameContext {
+    fn new(iface: &Interface, device: &impl Device, now: Duration) -> Self {
+        #[cfg(feature = "large-datagrams")]
+        let reassembly_timeout = Duration::from_micros(iface.reassembly_timeout().total_micros());
+        #[cfg(not(feature = "large-datagrams"))]
+        let reassembly_timeout = {
+            let _ = iface;
+            Duration::ZERO
+        };
+        Self { medium: device.capabilities().medium, now, reassembly_timeout }
+    }
+}
+
+/// Receives every frame the device holds, through the gate (which drops
+/// the SYNs the listeners' policy says to drop, where smoltcp would reset
+/// them, and tells whether a frame was a SYN, FIN or RST). Returns whether
+/// a frame came, and whether a socket's state may have changed.
+fn ingress<D: Device>(
+    iface: &mut Interface,
+    device: &mut D,
+    socks: &mut Sockets<'_>,
+    frame: &FrameContext,
+) -> (bool, bool) {
+    let t = instant(frame.now);
+    let (mut moved, mut changed) = (false, false);
+    // A closing socket moves on with a plain ACK; any other role change
+    // needs a SYN, FIN or RST.
+    let mut watch_all = socks.pool.closing();
+    loop {
+        let mut control = false;
+        let mut gate = Gate {
+            device: &mut *device,
+            pool: &socks.pool,
+            medium: frame.medium,
+            losses: &mut socks.losses,
+            control: &mut control,
+            now: frame.now,
+            reassembly_timeout: frame.reassembly_timeout,
+        };
+        match iface.poll_ingress_single(t, &mut gate, &mut socks.set) {
+            PollIngressSingleResult::None => return (moved, changed),
+            PollIngressSingleResult::PacketProcessed => moved = true,
+            PollIngressSingleResult::SocketStateChanged => {
+                moved = true;
+                changed = true;
+                // Follow the pool after every frame that may have changed
+                // a pooled socket's role, not once per batch: connections
+                // that took a SYN get their tickets in arrival order
+                // (accepted oldest first), and a socket this frame freed (a
+                // reset, a finished close) listens again before the next
+                // frame. A socket that took a SYN is not replaced: it still
+                // counts against the backlog, as a connection in a kernel's
+                // accept queue does. Data and ACKs of served connections
+                // (nearly every frame under load) skip it.
+                if control || watch_all {
+                    socks.pool.refill(&mut socks.set, frame.now);
+                    watch_all = socks.pool.closing();
+                }
+            }
+        }
     }
 }

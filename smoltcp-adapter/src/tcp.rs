@@ -10,19 +10,51 @@ use sockserv_core::{Accepted, Readiness, StreamListener};
 
 use crate::conn::TcpConn;
 use crate::error::Error;
+use crate::pool::Pool;
 use crate::stack::Net;
 use crate::wait::Woke;
+
+/// What a SYN gets when no socket of the listener's pool is listening:
+/// the backlog is full, or every pooled socket is serving or closing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Dropped unanswered, as Linux and lwIP do with a full backlog: the
+    /// client retransmits its SYN (after 1 s, 3 s, 7 s, ...) and is served
+    /// once a socket listens again. Counted in
+    /// [`Stats::syns_dropped`](crate::Stats::syns_dropped). The default.
+    #[default]
+    Drop,
+    /// Answered with a RST, smoltcp's own behaviour: the client sees
+    /// "connection refused" at once.
+    Reset,
+    /// Accepted, then refused by the server: the listener offers
+    /// connections even past [`Options::max_connections`], so an event
+    /// server with a full table closes them at once and tells
+    /// `Hooks::handle_table_full` (the client sees its connection
+    /// accepted, then closed). A SYN that finds every pooled socket busy
+    /// is dropped, as with [`Drop`](Self::Drop).
+    Refuse,
+}
 
 /// A listener's knobs, named after CPython's where they have a twin.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// `request_queue_size`: how many connections may be listening or
     /// waiting to be accepted at once (at most the pool's size). A SYN
-    /// beyond it finds no listening socket and smoltcp answers it with a
-    /// RST: the client sees "connection refused" at once, where a full
-    /// Linux backlog would drop the SYN and let the client retry. Default 5
-    /// (CPython's).
+    /// beyond it finds no listening socket and meets
+    /// [`when_full`](Self::when_full). Default 5 (CPython's).
     pub backlog: usize,
+    /// What a SYN that finds no listening socket gets. Default
+    /// [`WhenFull::Drop`] (the kernel's behaviour).
+    pub when_full: WhenFull,
+    /// How many accepted connections may be open at once: while that many
+    /// are, the listener offers no more (`wait` does not report one, the
+    /// event source reports no `Accept`), so new connections wait in the
+    /// backlog and, beyond it, meet [`when_full`](Self::when_full). Set it
+    /// to the event server's table capacity, so that the table never has
+    /// to refuse. Ignored with [`WhenFull::Refuse`]. Default `None` (only
+    /// the pool's size limits it).
+    pub max_connections: Option<usize>,
     /// `StreamRequestHandler.timeout`: a read, or a write waiting for room,
     /// that waits longer fails with `TimedOut`. Default `None` (for ever).
     pub stream_timeout: Option<Duration>,
@@ -48,6 +80,8 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             backlog: 5,
+            when_full: WhenFull::Drop,
+            max_connections: None,
             stream_timeout: None,
             disable_nagle_algorithm: false,
             keep_alive: None,
@@ -65,7 +99,8 @@ impl Default for Options {
 /// keeps up to [`Options::backlog`] of them listening or holding a
 /// connection not yet accepted, re-arming a free socket after every
 /// socket state change the interface reports (between two received
-/// frames). A client beyond the backlog gets a RST. A dropped
+/// frames). A SYN beyond the backlog meets [`Options::when_full`]
+/// (dropped by default, so the client retries). A dropped
 /// [`TcpConn`] keeps its socket until TCP's close is over (TIME-WAIT is
 /// cut short: its socket may listen again at once), so give the pool
 /// `backlog` + the connections served at once + one or two closing.
@@ -104,6 +139,9 @@ impl<'s, 'a> TcpListener<'s, 'a> {
     pub(crate) fn accept_socket(&self) -> Option<(SocketHandle, IpEndpoint)> {
         let mut guard = self.net.sockets();
         let socks = &mut *guard;
+        if self.at_limit(&socks.pool) {
+            return None;
+        }
         let (handle, remote) = socks.pool.accept(self.port, &mut socks.set)?;
         let socket = socks.set.get_mut::<smoltcp::socket::tcp::Socket>(handle);
         socket.set_nagle_enabled(!self.options.disable_nagle_algorithm);
@@ -114,11 +152,21 @@ impl<'s, 'a> TcpListener<'s, 'a> {
         Some((handle, remote))
     }
 
-    /// Whether a connection waits to be accepted.
+    /// Whether a connection waits to be accepted (and may be).
     pub(crate) fn ready(&self) -> bool {
         let mut socks = self.net.sockets();
         let socks = &mut *socks;
-        socks.pool.ready(self.port, &mut socks.set)
+        !self.at_limit(&socks.pool) && socks.pool.ready(self.port, &mut socks.set)
+    }
+
+    /// Whether [`Options::max_connections`] are open (and the policy
+    /// honours it).
+    fn at_limit(&self, pool: &Pool<'_>) -> bool {
+        let limit = match self.options.when_full {
+            WhenFull::Refuse => None,
+            WhenFull::Drop | WhenFull::Reset => self.options.max_connections,
+        };
+        limit.is_some_and(|max| pool.served(self.port) >= max)
     }
 
     /// Polls and sleeps until `deadline`, or until `done` says so.

@@ -15,6 +15,12 @@ use crate::wait::Woke;
 /// IPv4 and UDP headers: what a datagram adds to its payload.
 const HEADERS: usize = 20 + 8;
 
+/// The largest IPv4 packet this stack sends: one frame, or with
+/// `large-datagrams` (smoltcp fragments it) the largest IPv4 allows.
+fn max_packet(ip_mtu: usize) -> usize {
+    if cfg!(feature = "large-datagrams") { usize::from(u16::MAX) } else { ip_mtu }
+}
+
 /// A bound UDP socket on a smoltcp [`Stack`](crate::Stack): the socket of
 /// `socketserver.UDPServer`.
 ///
@@ -22,10 +28,15 @@ const HEADERS: usize = 20 + 8;
 ///   silently**: the socket peeks first and tells the size in
 ///   [`Received::truncated`] (smoltcp's own `recv_slice` would drop it).
 ///   A datagram larger than the smoltcp socket's receive buffer never gets
-///   this far: smoltcp drops it on arrival, unseen.
-/// * `send_to` refuses (`InvalidInput`) a datagram larger than the device's
-///   MTU allows (this stack does not fragment) or than the send buffer
-///   holds; it waits for room in the send buffer up to
+///   this far: smoltcp drops it on arrival, unseen. A datagram larger than
+///   one frame arrives in fragments: with the `large-datagrams` feature
+///   smoltcp reassembles it (up to 64 KiB); without it, or when
+///   reassembly fails, the loss is counted in
+///   [`Stack::stats`](crate::Stack::stats) and told to the
+///   [`Stack::on_loss`](crate::Stack::on_loss) hook.
+/// * `send_to` refuses (`InvalidInput`) a datagram larger than one frame
+///   (without `large-datagrams`: this stack then does not fragment) or
+///   65,507 bytes (with it), or than the send buffer holds; it waits for room in the send buffer up to
 ///   [`send_timeout`](Self::set_send_timeout) (1 s by default: a peer whose
 ///   link address never resolves cannot hold the server for ever).
 ///
@@ -100,7 +111,7 @@ impl DatagramSocket for UdpSocket<'_, '_> {
 
     fn send_to(&mut self, data: &[u8], to: &IpEndpoint) -> Result<(), Error> {
         let capacity = self.with_socket(|s| s.payload_send_capacity());
-        if data.len() > capacity || data.len() + HEADERS > self.net.ip_mtu() {
+        if data.len() > capacity || data.len() + HEADERS > max_packet(self.net.ip_mtu()) {
             return Err(Error::TOO_LARGE);
         }
         let deadline = self.send_timeout.map(|t| self.net.now().saturating_add(t));

@@ -68,6 +68,8 @@ pub struct Client {
     pub close_when_sent: bool,
     /// Reset (abort) once this many bytes were sent.
     pub abort_after: Option<usize>,
+    /// Reset (abort) once the first byte of the answer came.
+    pub abort_on_reply: bool,
     /// The client's receive buffer (small: the peer's window closes soon).
     pub rx_buffer: usize,
     /// Reads nothing before this (virtual) time.
@@ -86,6 +88,7 @@ impl Client {
             chunk: usize::MAX,
             close_when_sent: true,
             abort_after: None,
+            abort_on_reply: false,
             rx_buffer: 64 * 1024,
             read_from: Duration::ZERO,
             received: Vec::new(),
@@ -113,7 +116,8 @@ impl Client {
         if self.closed || self.aborted || !s.may_send() {
             return worked;
         }
-        if self.abort_after.is_some_and(|n| self.sent >= n) {
+        let replied = self.abort_on_reply && !self.received.is_empty();
+        if replied || self.abort_after.is_some_and(|n| self.sent >= n) {
             s.abort();
             self.aborted = true;
             return true;
@@ -340,5 +344,49 @@ pub fn ghost_syn(stack: &TestStack<'_>, src_port: u16) {
         ip.emit(&mut packet, &caps);
         let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
         tcp.emit(&mut segment, &src.into(), &dst.into(), &caps);
+    });
+}
+
+/// The fragments (IPv4 payload offset, bytes) of a UDP datagram of
+/// `data` from the ghost's `src_port` to the server's `dst_port`, cut as
+/// a 1500-byte link would.
+pub fn ghost_udp_fragments(src_port: u16, dst_port: u16, data: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{UdpPacket, UdpRepr};
+    let mut udp = vec![0u8; 8 + data.len()];
+    UdpRepr { src_port, dst_port }.emit(
+        &mut UdpPacket::new_unchecked(&mut udp[..]),
+        &GHOST.into(),
+        &SERVER_V4.into(),
+        data.len(),
+        |buf| buf.copy_from_slice(data),
+        &ChecksumCapabilities::default(),
+    );
+    udp.chunks(1480).enumerate().map(|(i, c)| (i * 1480, c.to_vec())).collect()
+}
+
+/// One IPv4 fragment of datagram `id` from the ghost: `bytes` at payload
+/// `offset`, `last` or not.
+pub fn ghost_fragment(stack: &TestStack<'_>, id: u16, offset: usize, last: bool, bytes: &[u8]) {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+    inject(stack, 14 + 20 + bytes.len(), |buf| {
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        frame.set_src_addr(GHOST_MAC);
+        frame.set_dst_addr(SERVER_MAC);
+        frame.set_ethertype(EthernetProtocol::Ipv4);
+        let mut p = Ipv4Packet::new_unchecked(frame.payload_mut());
+        p.set_version(4);
+        p.set_header_len(20);
+        p.set_total_len(u16::try_from(20 + bytes.len()).unwrap());
+        p.set_ident(id);
+        p.set_dont_frag(false);
+        p.set_more_frags(!last);
+        p.set_frag_offset(u16::try_from(offset).unwrap());
+        p.set_hop_limit(64);
+        p.set_next_header(IpProtocol::Udp);
+        p.set_src_addr(GHOST);
+        p.set_dst_addr(SERVER_V4);
+        p.fill_checksum();
+        p.payload_mut().copy_from_slice(bytes);
     });
 }

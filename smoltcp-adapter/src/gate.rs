@@ -1,0 +1,223 @@
+//! The gate: a device wrapper that sees each received frame before the
+//! interface does. It drops a SYN that smoltcp would answer with a RST
+//! because no pooled socket of its port is listening (the policy
+//! [`WhenFull::Drop`](crate::WhenFull::Drop)); smoltcp itself has no such
+//! choice (its PR #1120 to add one is still open). And it follows IPv4
+//! fragments, so that a datagram smoltcp will fail to reassemble is
+//! counted and reported ([`Losses`]), never lost in silence.
+
+use core::time::Duration;
+
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+
+use crate::loss::{Loss, Losses};
+use crate::pool::Pool;
+
+/// The device as the interface sees it during one ingress step.
+pub(crate) struct Gate<'g, 'p, D> {
+    pub(crate) device: &'g mut D,
+    pub(crate) pool: &'p Pool<'p>,
+    pub(crate) medium: Medium,
+    pub(crate) losses: &'g mut Losses,
+    /// Set when the frame was a TCP SYN, FIN or RST.
+    pub(crate) control: &'g mut bool,
+    /// The clock's time, and smoltcp's reassembly timeout.
+    pub(crate) now: Duration,
+    pub(crate) reassembly_timeout: Duration,
+}
+
+/// A received frame on its way to the interface.
+pub(crate) struct GateRx<'g, 'p, T> {
+    token: T,
+    pool: &'p Pool<'p>,
+    medium: Medium,
+    losses: &'g mut Losses,
+    control: &'g mut bool,
+    now: Duration,
+    reassembly_timeout: Duration,
+}
+
+impl<'p, D: Device> Device for Gate<'_, 'p, D> {
+    type RxToken<'a>
+        = GateRx<'a, 'p, D::RxToken<'a>>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = D::TxToken<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (token, tx) = self.device.receive(t)?;
+        let rx = GateRx {
+            token,
+            pool: self.pool,
+            medium: self.medium,
+            losses: self.losses,
+            control: self.control,
+            now: self.now,
+            reassembly_timeout: self.reassembly_timeout,
+        };
+        Some((rx, tx))
+    }
+
+    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
+        self.device.transmit(t)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.device.capabilities()
+    }
+}
+
+impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let Self { token, pool, medium, losses, control, now, reassembly_timeout } = self;
+        token.consume(|frame| {
+            let Some(ip) = ipv4(medium, frame) else { return f(frame) };
+            losses.fragment(&ip, now, reassembly_timeout);
+            *control = is_control(&ip);
+            match syn_port(&ip) {
+                Some(port) if pool.drops_syn(port) => {
+                    losses.report(Loss::SynDropped { port });
+                    // The closure must run to give the interface its
+                    // result; an empty frame is one it drops unparsed,
+                    // unanswered.
+                    f(&[])
+                }
+                _ => f(frame),
+            }
+        })
+    }
+
+    fn meta(&self) -> smoltcp::phy::PacketMeta {
+        self.token.meta()
+    }
+}
+
+/// The IPv4 packet in `frame`, if it carries one.
+fn ipv4(medium: Medium, frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
+    let packet = match medium {
+        Medium::Ethernet => {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            if eth.ethertype() != EthernetProtocol::Ipv4 {
+                return None;
+            }
+            eth.payload()
+        }
+        Medium::Ip => frame,
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    };
+    Ipv4Packet::new_checked(packet).ok()
+}
+
+/// Whether `ip` carries a TCP SYN, FIN or RST (or a fragment, which
+/// cannot tell).
+fn is_control(ip: &Ipv4Packet<&[u8]>) -> bool {
+    if ip.next_header() != IpProtocol::Tcp {
+        return false;
+    }
+    match TcpPacket::new_checked(ip.payload()) {
+        Ok(tcp) if ip.frag_offset() == 0 => tcp.syn() || tcp.fin() || tcp.rst(),
+        _ => true,
+    }
+}
+
+/// The destination port of a connection request (a TCP SYN without ACK,
+/// unfragmented or the first fragment), if `ip` carries one.
+fn syn_port(ip: &Ipv4Packet<&[u8]>) -> Option<u16> {
+    if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port())
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
+
+    use super::*;
+
+    /// An IPv4 packet carrying a TCP segment with `control`, ACK or not.
+    fn segment(control: TcpControl, ack: bool) -> Vec<u8> {
+        let (src, dst) = (Ipv4Address::new(10, 0, 0, 2), Ipv4Address::new(10, 0, 0, 1));
+        let tcp = TcpRepr {
+            src_port: 40000,
+            dst_port: 7000,
+            control,
+            seq_number: TcpSeqNumber(1),
+            ack_number: ack.then_some(TcpSeqNumber(1)),
+            window_len: 1024,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let caps = ChecksumCapabilities::default();
+        let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+        let mut packet = Ipv4Packet::new_unchecked(&mut buf[..]);
+        ip.emit(&mut packet, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(packet.payload_mut()),
+            &src.into(),
+            &dst.into(),
+            &caps,
+        );
+        buf
+    }
+
+    fn parsed(buf: &[u8]) -> Ipv4Packet<&[u8]> {
+        ipv4(Medium::Ip, buf).unwrap()
+    }
+
+    #[test]
+    fn only_a_syn_without_ack_is_a_connection_request() {
+        assert_eq!(syn_port(&parsed(&segment(TcpControl::Syn, false))), Some(7000));
+        assert_eq!(syn_port(&parsed(&segment(TcpControl::Syn, true))), None, "SYN-ACK");
+        assert_eq!(syn_port(&parsed(&segment(TcpControl::None, true))), None, "data/ACK");
+        assert_eq!(syn_port(&parsed(&segment(TcpControl::Rst, false))), None);
+    }
+
+    #[test]
+    fn control_segments_are_told_apart_from_data_and_acks() {
+        for control in [TcpControl::Syn, TcpControl::Fin, TcpControl::Rst] {
+            assert!(is_control(&parsed(&segment(control, true))), "{control:?}");
+        }
+        assert!(!is_control(&parsed(&segment(TcpControl::None, true))));
+        assert!(!is_control(&parsed(&segment(TcpControl::Psh, true))));
+    }
+
+    #[test]
+    fn frames_that_are_not_ipv4_pass_unparsed() {
+        assert!(ipv4(Medium::Ethernet, &[0u8; 10]).is_none(), "a runt");
+        // An Ethernet frame with an ARP ethertype.
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(ipv4(Medium::Ethernet, &arp).is_none());
+        // A later fragment carries no TCP header: a control frame, never a SYN.
+        let mut frag = segment(TcpControl::None, true);
+        Ipv4Packet::new_unchecked(&mut frag[..]).set_frag_offset(8);
+        Ipv4Packet::new_unchecked(&mut frag[..]).fill_checksum();
+        let p = parsed(&frag);
+        assert_eq!(syn_port(&p), None);
+        assert!(is_control(&p), "a fragment cannot be told: follow the pool");
+    }
+}
