@@ -52,7 +52,7 @@ impl<E: embedded_io::Error> embedded_io::Error for ReadLineError<E> {
 ///
 /// ```
 /// use embedded_io::{Read, Write};
-/// use sockserv_core::{BufStream, StreamError, StreamHandler};
+/// use sockserv::{BufStream, StreamError, StreamHandler};
 ///
 /// struct Greeter;
 ///
@@ -151,7 +151,7 @@ impl<E: embedded_io::Error> embedded_io::Error for StreamError<E> {
 ///
 /// ```
 /// use embedded_io::{Read, Write};
-/// use sockserv_core::{BufStream, StreamError, StreamHandler};
+/// use sockserv::{BufStream, StreamError, StreamHandler};
 ///
 /// /// Answers each line with its length.
 /// struct LineLen;

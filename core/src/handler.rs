@@ -28,7 +28,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 ///
 /// ```
 /// use embedded_io::{Read, Write};
-/// use sockserv_core::StreamHandler;
+/// use sockserv::StreamHandler;
 ///
 /// /// Sends every byte back until the client closes its side.
 /// struct Echo;
@@ -92,13 +92,13 @@ pub trait StreamHandler<S: Read + Write> {
 /// sends, is skipped then too).
 ///
 /// ```
-/// use sockserv_core::{DatagramHandler, ReplyWriter};
+/// use sockserv::{DatagramHandler, ReplyWriter};
 /// use embedded_io::Write;
 ///
 /// struct Echo;
 ///
 /// impl DatagramHandler for Echo {
-///     type Error = sockserv_core::ReplyFull;
+///     type Error = sockserv::ReplyFull;
 ///     fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), Self::Error> {
 ///         reply.write_all(packet)
 ///     }
@@ -282,7 +282,7 @@ impl fmt::Display for RequestError<'_> {
 /// one from a closure, and [`ServiceExt`] overrides one hook at a time.
 ///
 /// ```
-/// use sockserv_core::{Service, StreamHandler};
+/// use sockserv::{Service, StreamHandler};
 /// # struct Echo;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
 /// #     type Error = S::Error;
@@ -425,7 +425,7 @@ impl<S: Service<A> + ?Sized, A: fmt::Debug> Service<A> for &S {
 /// closure gets the client's address):
 ///
 /// ```
-/// # use sockserv_core::{FnService, Service, StreamHandler};
+/// # use sockserv::{FnService, Service, StreamHandler};
 /// # struct Echo;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
 /// #     type Error = S::Error;
@@ -483,7 +483,7 @@ pub trait ServiceExt<A: fmt::Debug>: Service<A> + Sized {
     /// `verify_request`).
     ///
     /// ```
-    /// # use sockserv_core::{FnService, Service, ServiceExt, StreamHandler};
+    /// # use sockserv::{FnService, Service, ServiceExt, StreamHandler};
     /// # struct Echo;
     /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
     /// #     type Error = S::Error;

@@ -188,13 +188,14 @@ pub trait Transport<Svc: ?Sized, D>: ErrorType {
     /// A client's address, as the hooks receive it.
     type Address: fmt::Debug;
 
-    /// See [`StreamListener::wait`].
+    /// Waits for a request (or a stop); see [`StreamListener::wait`].
     ///
     /// # Errors
     /// The stack failed to wait at all; the loop stops with it.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Self::Error>;
 
-    /// See [`StreamListener::pause`].
+    /// Pauses after a failed accept, still woken by a stop; see
+    /// [`StreamListener::pause`].
     ///
     /// # Errors
     /// The stack failed to wait at all; the loop stops with it.
@@ -323,8 +324,8 @@ where
 /// ```
 /// # #[cfg(feature = "mock")] fn main() {
 /// use core::time::Duration;
-/// use sockserv_core::mock::{MockConn, MockNet};
-/// use sockserv_core::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
+/// use sockserv::mock::{MockConn, MockNet};
+/// use sockserv::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
 /// use embedded_io::{Read, Write};
 ///
 /// struct Upper;

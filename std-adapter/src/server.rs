@@ -46,7 +46,7 @@ impl Bound for Datagram<SocketDatagram, Vec<u8>> {
 /// ```
 /// use std::io::{Read, Write};
 /// use std::time::Duration;
-/// use sockserv_std::{FnService, StreamHandler, ThreadingTcpServer};
+/// use sockserv::std_adapter::{FnService, StreamHandler, ThreadingTcpServer};
 ///
 /// struct Echo;
 /// impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
@@ -126,7 +126,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 /// Builds a server with CPython's knobs ([`Options`]) and a strategy.
 ///
 /// ```
-/// # use sockserv_std::{Builder, FnService, Threading, StreamHandler};
+/// # use sockserv::std_adapter::{Builder, FnService, Threading, StreamHandler};
 /// # struct Nop;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Nop {
 /// #     type Error = S::Error;
@@ -164,43 +164,50 @@ impl<D> Builder<D> {
         self
     }
 
-    /// [`Options::request_queue_size`].
+    /// Sets the listen backlog (CPython's `request_queue_size`; default the
+    /// system's `SOMAXCONN`): [`Options::request_queue_size`].
     pub fn request_queue_size(mut self, n: i32) -> Self {
         self.options.request_queue_size = n;
         self
     }
 
+    /// Sets `SO_REUSEADDR` before bind (CPython's `allow_reuse_address`):
     /// [`Options::allow_reuse_address`].
     pub fn allow_reuse_address(mut self, yes: bool) -> Self {
         self.options.allow_reuse_address = yes;
         self
     }
 
-    /// [`Options::allow_reuse_port`].
+    /// Sets `SO_REUSEPORT` before bind, inet only (CPython's
+    /// `allow_reuse_port`): [`Options::allow_reuse_port`].
     pub fn allow_reuse_port(mut self, yes: bool) -> Self {
         self.options.allow_reuse_port = yes;
         self
     }
 
+    /// Sets the datagram receive buffer (CPython's `max_packet_size`):
     /// [`Options::max_packet_size`].
     pub fn max_packet_size(mut self, n: usize) -> Self {
         self.options.max_packet_size = n;
         self
     }
 
-    /// [`Options::bind_and_activate`].
+    /// Whether the constructor binds and listens (CPython's
+    /// `bind_and_activate`): [`Options::bind_and_activate`].
     pub fn bind_and_activate(mut self, yes: bool) -> Self {
         self.options.bind_and_activate = yes;
         self
     }
 
-    /// [`Options::stream_timeout`].
+    /// Sets the read and write timeout of accepted connections (CPython's
+    /// `timeout` on the request socket): [`Options::stream_timeout`].
     pub fn stream_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.stream_timeout = timeout;
         self
     }
 
-    /// [`Options::disable_nagle_algorithm`].
+    /// Sets `TCP_NODELAY` on accepted connections (CPython's
+    /// `disable_nagle_algorithm`): [`Options::disable_nagle_algorithm`].
     pub fn disable_nagle_algorithm(mut self, yes: bool) -> Self {
         self.options.disable_nagle_algorithm = yes;
         self

@@ -116,10 +116,10 @@ impl std::error::Error for ShutdownError {}
 /// `server.shutdown()`. Cheap to clone, `Send + Sync`.
 ///
 /// ```
-/// # use sockserv_std::{TcpServer, FnService};
+/// # use sockserv::std_adapter::{TcpServer, FnService};
 /// # use std::time::Duration;
 /// # struct Nop;
-/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv_std::StreamHandler<S> for Nop {
+/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv::std_adapter::StreamHandler<S> for Nop {
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }

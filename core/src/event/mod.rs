@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use core::convert::Infallible;
-//! use sockserv_core::event::{EventHandler, Outbox, Step};
+//! use sockserv::event::{EventHandler, Outbox, Step};
 //!
 //! /// The echo handler of the event mode.
 //! struct Echo;

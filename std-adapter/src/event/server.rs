@@ -102,9 +102,9 @@ type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 /// ```
 /// use std::convert::Infallible;
 /// use std::time::Duration;
-/// use sockserv_std::FnService;
-/// use sockserv_std::event::EventTcpServer;
-/// use sockserv_core::event::{EventHandler, Outbox, Step};
+/// use sockserv::std_adapter::FnService;
+/// use sockserv::std_adapter::event::EventTcpServer;
+/// use sockserv::event::{EventHandler, Outbox, Step};
 ///
 /// struct Echo;
 /// impl EventHandler for Echo {
