@@ -181,10 +181,10 @@ where
 }
 
 /// The request-level half of a transport, as the server loop uses it:
-/// wait, pause, and take one request through the dispatch. Implemented by
-/// [`Stream`] (for [`StreamListener`]s) and [`Datagram`] (for
-/// [`DatagramSocket`]s).
-pub trait Transport<Svc: ?Sized, D>: ErrorType {
+/// wait, pause, and take one request through the dispatch. Sealed: it is
+/// implemented by [`Stream`] (for [`StreamListener`]s) and [`Datagram`]
+/// (for [`DatagramSocket`]s) only; a new stack implements those traits.
+pub trait Transport<Svc: ?Sized, D>: ErrorType + sealed::Sealed {
     /// A client's address, as the hooks receive it.
     type Address: fmt::Debug;
 
@@ -212,6 +212,13 @@ pub trait Transport<Svc: ?Sized, D>: ErrorType {
         service: &Svc,
         dispatch: &mut D,
     ) -> Result<bool, Self::Error>;
+}
+
+mod sealed {
+    /// Keeps [`Transport`](super::Transport) to this crate's two kinds.
+    pub trait Sealed {}
+    impl<L> Sealed for super::Stream<L> {}
+    impl<U, B> Sealed for super::Datagram<U, B> {}
 }
 
 /// A [`StreamListener`] as a server transport.
