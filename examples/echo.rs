@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example echo -- [--proto tcp|udp|unix|unix-dgram]
 //!     [--mode sync|threading|forking|event] [--addr HOST:PORT] [--path PATH]
+//!     [--max-connections N] [--buffer BYTES]
 //! ```
 //!
 //! Prints `listening on ADDR` first (the real port after port 0), echoes
@@ -60,6 +61,11 @@ struct Args {
     /// buffers each).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Blocking modes (sync, threading, forking), streams: the echo's read
+    /// buffer in bytes; each read takes at most this much and each write
+    /// sends what one read got.
+    #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    buffer: u32,
 }
 
 #[path = "shared/mod.rs"]
@@ -68,6 +74,7 @@ use shared::Echo;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    shared::STREAM_BUFFER.store(args.buffer as usize, std::sync::atomic::Ordering::Relaxed);
     let address = match args.proto {
         Proto::Tcp | Proto::Udp => args.addr.as_str().into_bind_addr(),
         Proto::Unix | Proto::UnixDgram => Ok(BindAddr::Unix(

@@ -1,5 +1,6 @@
 /* Single-threaded epoll C echo server, the ceiling of the event model:
- *   echo_epoll HOST PORT
+ *   echo_epoll HOST PORT [BUFFER]
+ * BUFFER: the one read buffer in bytes (default 16384).
  * Level-triggered; a connection whose reply cannot be written whole keeps
  * the rest and waits for EPOLLOUT (reading nothing meanwhile).
  * Prints "listening on HOST:PORT" first; SIGTERM ends it. */
@@ -17,7 +18,8 @@
 #include <signal.h>
 
 struct conn { int fd; size_t off, len; char *pending; };
-static char buf[16384];
+static char *buf;
+static size_t bufsize = 16384;
 
 static void drop(int ep, struct conn *c) {
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
@@ -27,7 +29,9 @@ static void drop(int ep, struct conn *c) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: %s HOST PORT\n", argv[0]); return 2; }
+    if (argc != 3 && argc != 4) { fprintf(stderr, "usage: %s HOST PORT [BUFFER]\n", argv[0]); return 2; }
+    if (argc == 4 && (bufsize = strtoul(argv[3], NULL, 10)) == 0) { fprintf(stderr, "bad BUFFER\n"); return 2; }
+    if (!(buf = malloc(bufsize))) { perror("malloc"); return 1; }
     signal(SIGPIPE, SIG_IGN);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
@@ -71,7 +75,7 @@ int main(int argc, char **argv) {
                 }
                 continue;
             }
-            ssize_t r = read(c->fd, buf, sizeof buf);
+            ssize_t r = read(c->fd, buf, bufsize);
             if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
             if (r <= 0) { drop(ep, c); continue; }
             ssize_t w = write(c->fd, buf, r);

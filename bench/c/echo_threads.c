@@ -1,7 +1,9 @@
 /* Blocking C echo servers, the ceiling of the blocking models:
- *   echo_threads threads HOST PORT   one detached thread per connection
- *   echo_threads sync HOST PORT      one connection at a time (iterative)
- *   echo_threads udp HOST PORT       one datagram at a time, sent back whole
+ *   echo_threads threads HOST PORT [BUFFER]   one detached thread per connection
+ *   echo_threads sync HOST PORT [BUFFER]      one connection at a time (iterative)
+ *   echo_threads udp HOST PORT                one datagram at a time, sent back whole
+ * BUFFER: the read buffer of a stream connection in bytes (default 16384),
+ * on the heap (the threads' stacks are 64 KiB).
  * Prints "listening on HOST:PORT" first; SIGTERM ends it. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -16,10 +18,13 @@
 #include <unistd.h>
 #include <signal.h>
 
+static size_t bufsize = 16384;
+
 static void serve_conn(int fd) {
-    char buf[16384];
+    char *buf = malloc(bufsize);
+    if (!buf) goto out;
     for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
+        ssize_t n = read(fd, buf, bufsize);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
         for (ssize_t off = 0; off < n;) {
@@ -30,6 +35,7 @@ static void serve_conn(int fd) {
         }
     }
 out:
+    free(buf);
     close(fd);
 }
 
@@ -39,7 +45,8 @@ static void *thread_main(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: %s threads|sync|udp HOST PORT\n", argv[0]); return 2; }
+    if (argc != 4 && argc != 5) { fprintf(stderr, "usage: %s threads|sync|udp HOST PORT [BUFFER]\n", argv[0]); return 2; }
+    if (argc == 5 && (bufsize = strtoul(argv[4], NULL, 10)) == 0) { fprintf(stderr, "bad BUFFER\n"); return 2; }
     signal(SIGPIPE, SIG_IGN);
     int udp = strcmp(argv[1], "udp") == 0, threads = strcmp(argv[1], "threads") == 0;
     struct sockaddr_in a = {0};

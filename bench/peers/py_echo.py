@@ -1,10 +1,11 @@
 """CPython peers of sockserv's echo server, for bench/run.
 
-    python3 py_echo.py KIND HOST PORT [--queue N]
+    python3 py_echo.py KIND HOST PORT [--queue N] [--buffer BYTES]
 
 KIND: threading-tcp, forking-tcp, udp, threading-udp (socketserver, with its
 defaults unless --queue raises request_queue_size), or asyncio (a Protocol
-echo, backlog 100 as asyncio's default). Prints "listening on HOST:PORT"
+echo, backlog 100 as asyncio's default). --buffer: the stream echo's recv
+size (default 16384; asyncio picks its own). Prints "listening on HOST:PORT"
 first; SIGTERM ends it at once (bench/run also kills the process group, for
 the forking server's children).
 """
@@ -15,13 +16,16 @@ import socketserver
 import sys
 
 
+BUFFER = 16384
+
+
 class StreamEcho(socketserver.BaseRequestHandler):
     """Sends every byte back until the client closes its side (as sockserv's echo)."""
 
     def handle(self):
         sock = self.request
         while True:
-            data = sock.recv(16384)
+            data = sock.recv(BUFFER)
             if not data:
                 return
             sock.sendall(data)
@@ -46,6 +50,9 @@ def main():
     queue = None
     if "--queue" in sys.argv:
         queue = int(sys.argv[sys.argv.index("--queue") + 1])
+    if "--buffer" in sys.argv:
+        global BUFFER
+        BUFFER = int(sys.argv[sys.argv.index("--buffer") + 1])
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     if kind == "asyncio":
         async def serve():

@@ -1,6 +1,8 @@
 //! The echo handler both echo examples serve, in all three forms: blocking
 //! stream, event mode and datagram. `#[path]`-included by each example.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use embedded_io::{Read, Write};
 use sockserv::event::{EventHandler, Outbox, Step};
 use sockserv::{DatagramHandler, ReplyFull, ReplyWriter, StreamHandler};
@@ -9,10 +11,15 @@ use sockserv::{DatagramHandler, ReplyFull, ReplyWriter, StreamHandler};
 /// back whole.
 pub struct Echo;
 
+/// The blocking stream echo's read buffer, in bytes (`echo --buffer`):
+/// each read takes at most this much, and each write sends what one read
+/// got.
+pub static STREAM_BUFFER: AtomicUsize = AtomicUsize::new(64 * 1024);
+
 impl<S: Read + Write> StreamHandler<S> for Echo {
     type Error = S::Error;
     fn handle(&mut self, stream: &mut S) -> Result<(), S::Error> {
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = vec![0u8; STREAM_BUFFER.load(Ordering::Relaxed)];
         loop {
             let n = stream.read(&mut buf)?;
             if n == 0 {

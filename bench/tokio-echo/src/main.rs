@@ -1,13 +1,13 @@
 //! tokio echo server, a peer in sockserv's benchmarks.
 //!
 //! ```text
-//! tokio-echo current|multi tcp|udp HOST:PORT
+//! tokio-echo current|multi tcp|udp HOST:PORT [BUFFER]
 //! ```
 //!
 //! `current`: the current-thread runtime; `multi`: the multi-thread runtime
 //! with its default worker count (one per CPU the process may run on, so
 //! one under `taskset -c 0`). TCP: a task per connection reading up to
-//! 16 KiB and writing it back until EOF. UDP: one task, each datagram sent
+//! BUFFER bytes (default 16 KiB) and writing them back until EOF. UDP: one task, each datagram sent
 //! back whole. Prints `listening on ADDR` first; SIGTERM ends it.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,10 +15,18 @@ use tokio::net::{TcpListener, UdpSocket};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: tokio-echo current|multi tcp|udp HOST:PORT");
+    if args.len() != 4 && args.len() != 5 {
+        eprintln!("usage: tokio-echo current|multi tcp|udp HOST:PORT [BUFFER]");
         std::process::exit(2);
     }
+    let buffer: usize = match args.get(4).map(|b| b.parse()) {
+        None => 16384,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("tokio-echo: BUFFER must be a positive number of bytes");
+            std::process::exit(2);
+        }
+    };
     let rt = match args[1].as_str() {
         "current" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         "multi" => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
@@ -56,7 +64,7 @@ fn main() {
                     let Ok((mut s, _)) = r else { continue };
                     let _ = s.set_nodelay(true);
                     tokio::spawn(async move {
-                        let mut buf = vec![0u8; 16384];
+                        let mut buf = vec![0u8; buffer];
                         loop {
                             match s.read(&mut buf).await {
                                 Ok(0) | Err(_) => return,
