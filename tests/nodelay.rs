@@ -23,7 +23,7 @@ impl StreamHandler<Conn> for ReportNodelay {
     }
 }
 
-type Svc = FnService<fn(&Address) -> ReportNodelay>;
+type Svc = FnService<fn(&Address) -> ReportNodelay, Address>;
 
 /// Serves one connection with `builder` and returns what the handler saw.
 fn nodelay_seen<D>(builder: Builder<D>) -> bool

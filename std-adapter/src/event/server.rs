@@ -241,11 +241,50 @@ impl<D> Builder<D> {
         Src: FromListener,
         Svc: Service<Address, Handler: EventHandler>,
     {
-        let mut builder = self;
-        if options.disable_nagle_algorithm {
-            builder = builder.disable_nagle_algorithm(true);
-        }
+        let builder = self.disable_nagle_algorithm(options.disable_nagle_algorithm);
         let listener = builder.listener(address)?;
         EventStreamServer::from_listener(listener, service, options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::TcpStream;
+
+    use sockserv_core::FnService;
+    use sockserv_core::event::{EventHandler, Outbox, Step};
+
+    use super::*;
+
+    struct Nop;
+    impl EventHandler for Nop {
+        type Error = Infallible;
+        fn received(&mut self, i: &[u8], _: &mut Outbox<'_>) -> Result<Step, Infallible> {
+            Ok(Step::consumed(i.len()))
+        }
+    }
+
+    /// Whether a connection the event server accepts has `TCP_NODELAY`.
+    fn accepted_nodelay(options: EventOptions) -> bool {
+        let server: EventTcpServer<_> =
+            Builder::new().event("127.0.0.1:0", FnService(|_| Nop), options).unwrap();
+        let BindAddr::Inet(addr) = server.server_address().clone() else { unreachable!() };
+        let _client = TcpStream::connect(addr).unwrap();
+        let listener = server.inner.source().listener_ref();
+        let (socket, _) = loop {
+            if let Some(accepted) = listener.accept_nonblocking().unwrap() {
+                break accepted;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        socket.tcp_nodelay().unwrap()
+    }
+
+    #[test]
+    fn event_options_decide_nagle_both_ways() {
+        assert!(accepted_nodelay(EventOptions::default()));
+        let on = EventOptions { disable_nagle_algorithm: false, ..EventOptions::default() };
+        assert!(!accepted_nodelay(on), "Nagle stays on when the options say so");
     }
 }
