@@ -15,7 +15,7 @@ use sockserv::{
     Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server, Service,
     ShutdownFlag, ShutdownSignal, Stream, StreamHandler,
 };
-use sockserv_smoltcp::nal::NalStack;
+use sockserv_nal::NalStack;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

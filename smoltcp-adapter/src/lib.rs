@@ -8,8 +8,7 @@ mod error;
 mod event;
 mod gate;
 mod loss;
-#[cfg(feature = "embedded-nal")]
-pub mod nal;
+mod net;
 mod pool;
 mod stack;
 mod tcp;
@@ -20,11 +19,15 @@ pub use conn::TcpConn;
 pub use error::{BindError, Error, ListenError};
 pub use event::{NbTcpConn, TcpEventSource};
 pub use loss::{DatagramLoss, Loss, Stats};
+/// The std clock (core's, re-exported with the `tap` feature).
+#[cfg(feature = "tap")]
+#[doc(inline)]
+pub use sockserv_core::StdClock;
 pub use stack::{Stack, Storage};
 pub use tcp::{Options, TcpListener, WhenFull};
 pub use udp::UdpSocket;
-pub use wait::{Spin, Wait, Woke};
 #[cfg(feature = "tap")]
-pub use wait::{StdClock, TapWait};
+pub use wait::TapWait;
+pub use wait::{Spin, Wait};
 
 pub use smoltcp;
