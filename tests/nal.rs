@@ -10,7 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use embedded_io::{Read, Write};
-use sockserv::std_adapter::StdClock;
+use sockserv::StdClock;
 use sockserv::{
     Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server, Service,
     ShutdownFlag, ShutdownSignal, Stream, StreamHandler,

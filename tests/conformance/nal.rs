@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserv::std_adapter::StdClock;
+use sockserv::StdClock;
 use sockserv::{Datagram, Inline, Server, ShutdownFlag, ShutdownSignal, Stream};
 use sockserv_nal::NalStack;
 
