@@ -37,7 +37,7 @@ smol_opts=${SMOLTCP_ARGS---tcp-buffer 262144}
 read -r -a smol_args <<<"$smol_opts"
 
 if [ "${SOCKSERV_BENCH_INSIDE:-}" != 1 ]; then
-    cargo build -q --release --example smoltcp_echo --example echo
+    cargo build -q --release --features tap --example smoltcp_echo --example echo
     export SOCKSERV_BENCH_INSIDE=1
     exec timeout -k 10 600 unshare --net -- "$0" "$mib" "$runs"
 fi

@@ -1,7 +1,7 @@
 //! The echo server on smoltcp, over an existing Linux TAP device.
 //!
 //! ```text
-//! cargo run --release --example smoltcp_echo -- --tap IFACE --addr IP:PORT
+//! cargo run --release --features tap --example smoltcp_echo -- --tap IFACE --addr IP:PORT
 //!     [--gateway IP] [--proto tcp|udp] [--mode sync|event]
 //!     [--max-connections N] [--when-full drop|reset|refuse]
 //!     [--tcp-buffer BYTES] [--ack-delay-ms MS]
@@ -37,7 +37,7 @@
 //! ```text
 //! unshare --net bash
 //! ip tuntap add dev tap0 mode tap && ip addr add 192.168.69.100/24 dev tap0 && ip link set tap0 up
-//! cargo run --release --example smoltcp_echo -- --tap tap0 --addr 192.168.69.1:7000 [--mode event] &
+//! cargo run --release --features tap --example smoltcp_echo -- --tap tap0 --addr 192.168.69.1:7000 [--mode event] &
 //! echo hello | nc -N 192.168.69.1 7000
 //! ```
 
@@ -49,16 +49,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use smoltcp::iface::{Config, Interface};
-use smoltcp::phy::{Medium, TunTapInterface};
-use smoltcp::socket::{tcp, udp};
-use smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
 use sockserv::event::{EventServer, EventServerConfig, FixedPool};
+use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface};
+use sockserv::smoltcp_adapter::smoltcp::phy::{Medium, TunTapInterface};
+use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
+use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
+use sockserv::smoltcp_adapter::{
+    Loss, Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull, smoltcp,
+};
 use sockserv::std_adapter::event::GrowSlots;
 use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
-use sockserv_smoltcp::{
-    Loss, Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull,
-};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Proto {

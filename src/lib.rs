@@ -75,12 +75,18 @@ pub use sockserv_core::*;
 #[doc(inline)]
 pub use sockserv_std as std_adapter;
 
-/// The smoltcp adapter (feature `smoltcp`, with its TAP support): the same
-/// handlers on a `no_std` TCP/IP stack, and the embedded-nal transport
-/// when `sockserv-smoltcp/embedded-nal` is on.
+/// The smoltcp adapter (feature `smoltcp`, `no_std`; feature `tap` adds
+/// its TAP device support, with `std`): the same handlers on a `no_std`
+/// TCP/IP stack.
 #[cfg(feature = "smoltcp")]
 #[doc(inline)]
 pub use sockserv_smoltcp as smoltcp_adapter;
+
+/// The embedded-nal transport (feature `nal`, `no_std`): the same handlers
+/// on any `embedded_nal::TcpFullStack` / `UdpFullStack`.
+#[cfg(feature = "nal")]
+#[doc(inline)]
+pub use sockserv_nal as nal_adapter;
 
 /// What a handler or service file usually imports, in one line:
 /// `use sockserv::prelude::*;`.

@@ -10,12 +10,12 @@ use std::thread;
 use std::time::Duration;
 
 use embedded_io::{Read, Write};
-use sockserv::std_adapter::StdClock;
+use sockserv::StdClock;
 use sockserv::{
     Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server, Service,
     ShutdownFlag, ShutdownSignal, Stream, StreamHandler,
 };
-use sockserv_smoltcp::nal::NalStack;
+use sockserv_nal::NalStack;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

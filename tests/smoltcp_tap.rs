@@ -20,7 +20,7 @@ fn example() -> PathBuf {
     let path = profile_dir.join("examples").join("smoltcp_echo");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "--example", "smoltcp_echo"]);
+    build.args(["build", "--features", "tap", "--example", "smoltcp_echo"]);
     if profile_dir.ends_with("release") {
         build.arg("--release");
     }

@@ -31,6 +31,8 @@ pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, MAX_ACCEPT_BACKOFF,
     Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,
 };
+#[cfg(feature = "std")]
+pub use transport::StdClock;
 pub use transport::{
     Accepted, Clock, Connection, DatagramSocket, Event, EventSource, Interest, NbAccepted,
     NbConnection, Readiness, Received, StreamListener,

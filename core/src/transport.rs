@@ -37,6 +37,40 @@ impl<C: Clock + ?Sized> Clock for &C {
     }
 }
 
+/// A monotonic [`Clock`] on `std::time::Instant`, counting from its
+/// creation (feature `std`): the clock for any adapter on a host.
+///
+/// ```
+/// use sockserv_core::{Clock, StdClock};
+/// let clock = StdClock::new();
+/// assert!(clock.now() < core::time::Duration::from_secs(60));
+/// ```
+#[cfg(feature = "std")]
+#[derive(Clone, Copy, Debug)]
+pub struct StdClock(std::time::Instant);
+
+#[cfg(feature = "std")]
+impl StdClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self(std::time::Instant::now())
+    }
+}
+
+#[cfg(feature = "std")]
+impl Default for StdClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "std")]
+impl Clock for StdClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
 /// A connected stream: a blocking [`Read`] + [`Write`] with a half-close.
 ///
 /// Dropping the stream closes it.

@@ -6,15 +6,15 @@ use core::time::Duration;
 
 use embedded_io::ErrorType;
 use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp::{self, RecvError, State};
+use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
-use sockserv_core::{Event, EventSource, Interest, NbAccepted, NbConnection};
+use sockserv_core::{Event, EventSource, Interest, NbAccepted, NbConnection, Readiness};
 
+use crate::conn::Served;
 use crate::error::Error;
+use crate::net::Net;
 use crate::pool::Watch;
-use crate::stack::Net;
 use crate::tcp::TcpListener;
-use crate::wait::Woke;
 
 /// The event mode's readiness source on a smoltcp [`Stack`](crate::Stack):
 /// a [`TcpListener`]'s pool plus the connections accepted from it, for
@@ -32,7 +32,7 @@ use crate::wait::Woke;
 ///   is never reported, whatever happens to it, so nothing can spin.
 /// * **Waiting** polls the interface and sleeps through the stack's
 ///   [`Wait`](crate::Wait) until a socket is ready, the timeout passes or
-///   the wait says [`Woke::Woken`] (reported as [`Event::Woken`]: the
+///   the wait says [`Readiness::Woken`] (reported as [`Event::Woken`]: the
 ///   server then re-checks its shutdown signal).
 /// * Tokens are the core table's slot indices, kept beside each pooled
 ///   socket in the stack's [`Storage`](crate::Storage): no allocator, no
@@ -159,7 +159,7 @@ impl<'s, 'a> TcpEventSource<'s, 'a> {
 
     fn watch(&mut self, conn: &NbTcpConn<'_, '_>, watch: Option<Watch>) -> Result<(), Error> {
         let port = self.listener.port();
-        if self.net().sockets().pool.set_watch(port, conn.handle, watch) {
+        if self.net().sockets().pool.set_watch(port, conn.socket.handle, watch) {
             Ok(())
         } else {
             Err(Error::FOREIGN)
@@ -196,7 +196,7 @@ impl<'s, 'a> EventSource for TcpEventSource<'s, 'a> {
             if deadline.is_some_and(|d| net.now() >= d) {
                 return Ok(0);
             }
-            if net.idle(deadline) == Woke::Woken {
+            if net.idle(deadline) == Readiness::Woken {
                 events[0] = Event::Woken;
                 return Ok(1);
             }
@@ -208,7 +208,7 @@ impl<'s, 'a> EventSource for TcpEventSource<'s, 'a> {
         Ok(self
             .listener
             .accept_socket()
-            .map(|(handle, remote)| (NbTcpConn::new(net, handle), remote)))
+            .map(|(handle, remote)| (NbTcpConn { socket: Served::new(net, handle) }, remote)))
     }
 
     fn set_accepting(&mut self, on: bool) -> Result<(), Error> {
@@ -258,24 +258,18 @@ impl<'s, 'a> EventSource for TcpEventSource<'s, 'a> {
 ///   Dropping it closes it the same way and gives its socket back to the
 ///   listener's pool once TCP's close is over.
 pub struct NbTcpConn<'s, 'a> {
-    net: &'s dyn Net<'a>,
-    handle: SocketHandle,
-    shut: bool,
+    socket: Served<'s, 'a>,
 }
 
-impl<'s, 'a> NbTcpConn<'s, 'a> {
-    fn new(net: &'s dyn Net<'a>, handle: SocketHandle) -> Self {
-        Self { net, handle, shut: false }
-    }
-
+impl<'a> NbTcpConn<'_, 'a> {
     /// Runs `f` on the smoltcp socket (for its state, options, ...).
     pub fn with_socket<R>(&self, f: impl FnOnce(&mut tcp::Socket<'a>) -> R) -> R {
-        f(self.net.sockets().set.get_mut::<tcp::Socket<'a>>(self.handle))
+        self.socket.with(f)
     }
 
     /// The socket's handle in the stack's socket set.
     pub fn handle(&self) -> SocketHandle {
-        self.handle
+        self.socket.handle
     }
 }
 
@@ -285,51 +279,14 @@ impl ErrorType for NbTcpConn<'_, '_> {
 
 impl NbConnection for NbTcpConn<'_, '_> {
     fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
-        if buf.is_empty() {
-            // Nothing can be read into no room; `Some(0)` would say EOF.
-            return Ok(None);
-        }
-        self.with_socket(|socket| match socket.recv_slice(buf) {
-            Ok(0) => Ok(None),
-            Ok(n) => Ok(Some(n)),
-            Err(RecvError::Finished) => Ok(Some(0)),
-            Err(RecvError::InvalidState) => Err(Error::RESET),
-        })
+        self.socket.try_read(buf)
     }
 
     fn try_write(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
-        let shut = self.shut;
-        self.with_socket(|socket| {
-            if !socket.may_send() {
-                return Err(send_error(shut, socket));
-            }
-            match socket.send_slice(buf) {
-                Ok(0) if !buf.is_empty() => Ok(None),
-                Ok(n) => Ok(Some(n)),
-                Err(_) => Err(send_error(shut, socket)),
-            }
-        })
+        self.socket.try_write(buf)
     }
 
     fn shutdown_write(&mut self) -> Result<(), Error> {
-        let shut = core::mem::replace(&mut self.shut, true);
-        self.with_socket(|socket| match socket.state() {
-            State::Closed if !shut => Err(Error::RESET),
-            _ => {
-                socket.close();
-                Ok(())
-            }
-        })
-    }
-}
-
-/// The error for a socket that can no longer send.
-fn send_error(shut: bool, socket: &tcp::Socket<'_>) -> Error {
-    if shut || socket.state() != State::Closed { Error::SHUT_DOWN } else { Error::RESET }
-}
-
-impl Drop for NbTcpConn<'_, '_> {
-    fn drop(&mut self) {
-        self.net.close_conn(self.handle);
+        self.socket.shutdown_write()
     }
 }

@@ -5,20 +5,19 @@
 use core::cell::{RefCell, RefMut};
 use core::time::Duration;
 
-use smoltcp::iface::{
-    Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet, SocketStorage,
-};
+use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::{tcp, udp};
-use sockserv_core::Clock;
+use sockserv_core::{Clock, Readiness};
 
 use crate::error::{BindError, ListenError};
 use crate::gate::Gate;
 use crate::loss::{Loss, Losses, Stats};
+use crate::net::{Net, Sockets, instant};
 use crate::pool::{Entry, Pool, Slot};
 use crate::tcp::{Options, TcpListener, WhenFull};
 use crate::udp::UdpSocket;
-use crate::wait::{Wait, Woke};
+use crate::wait::Wait;
 
 /// The fixed storage a [`Stack`] keeps its sockets in: room for `N`
 /// sockets (TCP, UDP, and any of your own), with no allocator.
@@ -41,22 +40,6 @@ impl<const N: usize> Storage<'_, N> {
 impl<const N: usize> Default for Storage<'_, N> {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// The socket set, its capacity and the listeners' pools.
-#[derive(Debug)]
-pub(crate) struct Sockets<'a> {
-    pub(crate) set: SocketSet<'a>,
-    capacity: usize,
-    pub(crate) pool: Pool<'a>,
-    pub(crate) losses: Losses,
-}
-
-impl Sockets<'_> {
-    /// Room for `n` more sockets? (`SocketSet::add` panics when full.)
-    fn has_room(&self, n: usize) -> bool {
-        self.set.iter().count().saturating_add(n) <= self.capacity
     }
 }
 
@@ -91,10 +74,6 @@ struct Inner<'a, D, W> {
 pub struct Stack<'a, D, W, C> {
     inner: RefCell<Inner<'a, D, W>>,
     clock: C,
-}
-
-pub(crate) fn instant(t: Duration) -> smoltcp::time::Instant {
-    smoltcp::time::Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
 }
 
 impl<'a, D, W, C> Stack<'a, D, W, C>
@@ -257,38 +236,6 @@ where
     }
 }
 
-/// What listeners, sockets and connections need from a stack, with the
-/// device, waiter and clock types erased.
-pub(crate) trait Net<'a> {
-    /// The clock's time.
-    fn now(&self) -> Duration;
-    /// Polls the interface once (all ingress, then egress), re-arming
-    /// listeners after every socket state change. Returns whether any
-    /// socket's state may have changed.
-    fn poll(&self) -> bool;
-    /// Sleeps until the device may have a frame, `deadline` (clock time)
-    /// or smoltcp's next timer.
-    fn idle(&self, deadline: Option<Duration>) -> Woke;
-    /// The sockets.
-    fn sockets(&self) -> RefMut<'_, Sockets<'a>>;
-    /// The largest IP packet the device carries.
-    fn ip_mtu(&self) -> usize;
-
-    /// Closes an accepted connection's socket (a FIN after what is queued),
-    /// gives it back to the listener's pool, and polls so the FIN leaves
-    /// now rather than at the next wait. What both kinds of connection do
-    /// when dropped.
-    fn close_conn(&self, handle: SocketHandle) {
-        let now = self.now();
-        {
-            let mut socks = self.sockets();
-            socks.set.get_mut::<tcp::Socket>(handle).close();
-            socks.pool.release(handle, now);
-        }
-        self.poll();
-    }
-}
-
 impl<'a, D, W, C> Net<'a> for Stack<'a, D, W, C>
 where
     D: Device,
@@ -329,7 +276,7 @@ where
         }
     }
 
-    fn idle(&self, deadline: Option<Duration>) -> Woke {
+    fn idle(&self, deadline: Option<Duration>) -> Readiness {
         let now = self.clock.now();
         let inner = &mut *self.inner.borrow_mut();
         let timer = inner
@@ -342,7 +289,7 @@ where
             (a, b) => a.or(b),
         };
         if timeout == Some(Duration::ZERO) {
-            return Woke::Timeout;
+            return Readiness::TimedOut;
         }
         inner.wait.wait(&mut inner.device, &mut inner.socks.set, timeout)
     }

@@ -8,11 +8,10 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::wire::IpEndpoint;
 use sockserv_core::{Accepted, Readiness, StreamListener};
 
-use crate::conn::TcpConn;
+use crate::conn::{Served, TcpConn};
 use crate::error::Error;
+use crate::net::{Net, to_smol};
 use crate::pool::Pool;
-use crate::stack::Net;
-use crate::wait::Woke;
 
 /// What a SYN gets when no socket of the listener's pool is listening:
 /// the backlog is full, or every pooled socket is serving or closing.
@@ -179,7 +178,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
             if deadline.is_some_and(|d| self.net.now() >= d) {
                 return Readiness::TimedOut;
             }
-            if self.net.idle(deadline) == Woke::Woken {
+            if self.net.idle(deadline) == Readiness::Woken {
                 return Readiness::Woken;
             }
         }
@@ -210,7 +209,7 @@ impl<'s, 'a> StreamListener for TcpListener<'s, 'a> {
 
     fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, Error> {
         Ok(self.accept_socket().map(|(handle, remote)| {
-            (TcpConn::new(self.net, handle, self.options.stream_timeout), remote)
+            (TcpConn::new(Served::new(self.net, handle), self.options.stream_timeout), remote)
         }))
     }
 }
@@ -224,8 +223,4 @@ impl Drop for TcpListener<'_, '_> {
         }
         self.net.poll();
     }
-}
-
-pub(crate) fn to_smol(d: Duration) -> smoltcp::time::Duration {
-    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }

@@ -9,8 +9,7 @@ use smoltcp::wire::IpEndpoint;
 use sockserv_core::{DatagramSocket, Readiness, Received};
 
 use crate::error::Error;
-use crate::stack::Net;
-use crate::wait::Woke;
+use crate::net::Net;
 
 /// IPv4 and UDP headers: what a datagram adds to its payload.
 const HEADERS: usize = 20 + 8;
@@ -72,7 +71,7 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
             if deadline.is_some_and(|d| self.net.now() >= d) {
                 return Readiness::TimedOut;
             }
-            if self.net.idle(deadline) == Woke::Woken {
+            if self.net.idle(deadline) == Readiness::Woken {
                 return Readiness::Woken;
             }
         }

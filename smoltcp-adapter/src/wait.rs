@@ -5,18 +5,7 @@
 use core::time::Duration;
 
 use smoltcp::iface::SocketSet;
-
-/// What ended a [`Wait::wait`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Woke {
-    /// The device may have a frame (or the waiter did work on the sockets).
-    Device,
-    /// The timeout passed.
-    Timeout,
-    /// Woken on purpose, for shutdown: the server re-checks its
-    /// [`ShutdownSignal`](sockserv_core::ShutdownSignal).
-    Woken,
-}
+use sockserv_core::Readiness;
 
 /// Sleeps until the device may have a frame to receive, `timeout` passes,
 /// or someone wakes the server for shutdown.
@@ -30,6 +19,13 @@ pub enum Woke {
 /// test can drive peer sockets that live in the same set (smoltcp's
 /// `Loopback` device hands the interface its own frames), and firmware can
 /// run other socket work there. Do not remove the stack's own sockets.
+///
+/// It answers with the core's [`Readiness`], as the transports' own waits
+/// do: [`Ready`](Readiness::Ready) when the device may have a frame (or
+/// the waiter did work on the sockets), [`TimedOut`](Readiness::TimedOut)
+/// when `timeout` passed, [`Woken`](Readiness::Woken) when woken on
+/// purpose for shutdown (the server then re-checks its
+/// [`ShutdownSignal`](sockserv_core::ShutdownSignal)).
 pub trait Wait<D> {
     /// Sleeps; see the trait docs.
     fn wait(
@@ -37,7 +33,7 @@ pub trait Wait<D> {
         device: &mut D,
         sockets: &mut SocketSet<'_>,
         timeout: Option<Duration>,
-    ) -> Woke;
+    ) -> Readiness;
 }
 
 /// Never sleeps: the stack polls the interface in a loop. For devices that
@@ -47,13 +43,13 @@ pub trait Wait<D> {
 pub struct Spin;
 
 impl<D> Wait<D> for Spin {
-    fn wait(&mut self, _: &mut D, _: &mut SocketSet<'_>, _: Option<Duration>) -> Woke {
-        Woke::Timeout
+    fn wait(&mut self, _: &mut D, _: &mut SocketSet<'_>, _: Option<Duration>) -> Readiness {
+        Readiness::TimedOut
     }
 }
 
 #[cfg(feature = "tap")]
-pub use tap::{StdClock, TapWait};
+pub use tap::TapWait;
 
 #[cfg(feature = "tap")]
 mod tap {
@@ -64,7 +60,9 @@ mod tap {
 
     use smoltcp::iface::SocketSet;
 
-    use super::{Wait, Woke};
+    use sockserv_core::Readiness;
+
+    use super::Wait;
 
     /// Waits on a TAP (or any file-descriptor) device with `poll(2)`
     /// through smoltcp's `phy::wait`, for at most `tick` at a time, then
@@ -101,42 +99,19 @@ mod tap {
             device: &mut D,
             _: &mut SocketSet<'_>,
             timeout: Option<Duration>,
-        ) -> Woke {
+        ) -> Readiness {
             let slice = timeout.map_or(self.tick, |t| t.min(self.tick));
             let micros = i64::try_from(slice.as_micros()).unwrap_or(i64::MAX);
             let slept = smoltcp::time::Duration::from_micros(micros.unsigned_abs());
             // EINTR (a signal) ends the wait early, which is what we want.
             let _ = smoltcp::phy::wait(device.as_raw_fd(), Some(slept));
             if (self.woken)() {
-                Woke::Woken
+                Readiness::Woken
             } else if timeout.is_some_and(|t| t <= self.tick) {
-                Woke::Timeout
+                Readiness::TimedOut
             } else {
-                Woke::Device
+                Readiness::Ready
             }
-        }
-    }
-
-    /// A monotonic clock on `std::time::Instant`.
-    #[derive(Clone, Copy, Debug)]
-    pub struct StdClock(std::time::Instant);
-
-    impl StdClock {
-        /// A clock starting now.
-        pub fn new() -> Self {
-            Self(std::time::Instant::now())
-        }
-    }
-
-    impl Default for StdClock {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    impl sockserv_core::Clock for StdClock {
-        fn now(&self) -> Duration {
-            self.0.elapsed()
         }
     }
 }

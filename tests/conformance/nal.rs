@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserv::std_adapter::StdClock;
+use sockserv::StdClock;
 use sockserv::{Datagram, Inline, Server, ShutdownFlag, ShutdownSignal, Stream};
-use sockserv_smoltcp::nal::NalStack;
+use sockserv_nal::NalStack;
 
 use crate::cases::{Case, DGRAM_BUFFER, Differs, Fixture, Op, Outcome, POLL, Rec, Run, Serve};
 use crate::kernel::{self, CHILD, hoard_descriptors, rerun_in_child};

@@ -12,8 +12,8 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
-use sockserv::{Clock, ShutdownFlag};
-use sockserv_smoltcp::{Stack, Storage, Wait, Woke};
+use sockserv::{Clock, Readiness, ShutdownFlag};
+use sockserv_smoltcp::{Stack, Storage, Wait};
 
 pub const SERVER: IpAddress = IpAddress::v4(127, 0, 0, 1);
 pub const PORT: u16 = 7000;
@@ -164,7 +164,7 @@ pub struct Peers<'w>(&'w World);
 pub const TICK: Duration = Duration::from_millis(100);
 
 impl<D> Wait<D> for Peers<'_> {
-    fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Woke {
+    fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Readiness {
         let world = self.0;
         world.waits.set(world.waits.get() + 1);
         world.timeouts.borrow_mut().push(timeout);
@@ -178,15 +178,15 @@ impl<D> Wait<D> for Peers<'_> {
             worked |= c.step(set, now);
         }
         if worked {
-            return Woke::Device;
+            return Readiness::Ready;
         }
         // At most a tick at a time, as TapWait sleeps.
         world.clock.advance(timeout.map_or(TICK, |t| t.min(TICK)));
         if world.wake_at.get().is_some_and(|at| world.clock.now() >= at) {
             world.flag.request();
-            return Woke::Woken;
+            return Readiness::Woken;
         }
-        Woke::Timeout
+        Readiness::TimedOut
     }
 }
 

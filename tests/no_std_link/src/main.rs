@@ -1,10 +1,12 @@
-//! Links `sockserv-core` without `std` and serves one scripted request
-//! through the real server state machine, then links `sockserv-smoltcp`
-//! without `std` and serves one request over a loopback device of fixed
-//! frames in sync mode and one through the core's `EventServer` (event
-//! mode). There is no global allocator: if anything allocates, linking
-//! fails.
-//! Exit status 0 when every reply was right; 1, 2 or 3 says which was not.
+//! Links the `sockserv` facade with its `smoltcp` and `nal` features and
+//! no `std`: serves one scripted mock request through the core's server
+//! state machine, one request on the smoltcp adapter over a loopback
+//! device of fixed frames in sync mode and one through the core's
+//! `EventServer` (event mode), and one on the embedded-nal transport over
+//! a scripted stack. There is no global allocator: if anything allocates,
+//! linking fails.
+//! Exit status 0 when every reply was right; 1, 2, 3 or 5 says which was
+//! not (4: the `pull-alloc` allocation).
 #![no_std]
 #![no_main]
 
@@ -13,14 +15,15 @@
 #[cfg(feature = "pull-alloc")]
 extern crate alloc;
 
+mod nal_check;
 mod ring;
 mod smoltcp_check;
 
 use core::time::Duration;
 
 use embedded_io::{Read, Write};
-use sockserv_core::mock::{MockConn, MockNet};
-use sockserv_core::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
+use sockserv::mock::{MockConn, MockNet};
+use sockserv::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
 
 struct Echo;
 
@@ -69,6 +72,9 @@ extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     }
     if !smoltcp_check::serve_one(smoltcp_check::Mode::Event) {
         return 3;
+    }
+    if !nal_check::serve_one() {
+        return 5;
     }
     0
 }

@@ -3,8 +3,8 @@
 //! (smoltcp's own `Loopback` keeps a `VecDeque<Vec<u8>>`, which would need
 //! a heap).
 
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
-use smoltcp::time::Instant;
+use sockserv::smoltcp_adapter::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use sockserv::smoltcp_adapter::smoltcp::time::Instant;
 
 /// The largest Ethernet frame (without FCS) the device carries.
 const FRAME: usize = 1514;

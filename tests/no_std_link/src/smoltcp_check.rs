@@ -1,4 +1,5 @@
-//! One request served by sockserv-smoltcp over a loopback device of
+//! One request served by the smoltcp adapter (through the facade's
+//! `smoltcp` feature) over a loopback device of
 //! fixed frames ([`Ring`]), without std and without an allocator, in sync mode (`Server`) and in event mode (the core's
 //! `EventServer` over a `TcpEventSource`): the client is a smoltcp socket
 //! in the same set, driven by the stack's `Wait`, which also moves a
@@ -8,23 +9,23 @@ use core::cell::Cell;
 use core::time::Duration;
 
 use core::convert::Infallible;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
-use smoltcp::wire::IpEndpoint;
-use sockserv_core::event::{
+use sockserv::event::{
     EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step,
 };
-use sockserv_core::{Clock, FnService, Inline, Server, Service, ShutdownFlag, Stream};
-use sockserv_smoltcp::{Options, Stack, Storage, TcpEventSource, Wait, Woke};
+use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use sockserv::smoltcp_adapter::smoltcp::socket::tcp;
+use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use sockserv::smoltcp_adapter::{Options, Stack, Storage, TcpEventSource, Wait, smoltcp};
+use sockserv::{Clock, FnService, Inline, Readiness, Server, Service, ShutdownFlag, Stream};
 
 use crate::Echo;
 use crate::ring::Ring;
 
 const MESSAGE: &[u8] = b"hello smoltcp\n";
 
-struct Ticks(Cell<Duration>);
+/// A virtual clock, moved by the waits.
+pub struct Ticks(pub Cell<Duration>);
 
 impl Clock for Ticks {
     fn now(&self) -> Duration {
@@ -40,18 +41,18 @@ struct Peer<'c> {
 }
 
 impl<D> Wait<D> for &Peer<'_> {
-    fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Woke {
+    fn wait(&mut self, _: &mut D, set: &mut SocketSet<'_>, timeout: Option<Duration>) -> Readiness {
         if let Some(h) = self.client.get() {
             let s = set.get_mut::<tcp::Socket>(h);
             if !self.sent.get() && s.may_send() && s.send_slice(MESSAGE) == Ok(MESSAGE.len()) {
                 s.close();
                 self.sent.set(true);
-                return Woke::Device;
+                return Readiness::Ready;
             }
         }
         let step = timeout.unwrap_or(Duration::from_millis(10));
         self.clock.0.set(self.clock.0.get() + step);
-        Woke::Timeout
+        Readiness::TimedOut
     }
 }
 

@@ -8,16 +8,13 @@ use embedded_io::{ErrorKind, ErrorType};
 use embedded_nal::{UdpClientStack, UdpFullStack};
 use sockserv_core::{Clock, DatagramSocket, Readiness, Received};
 
-use super::{Gave, NalError, NalStack};
+use crate::{NalError, NalStack, Tried, readiness, unfinished};
 
 type UdpErr<T> = NalError<<T as UdpClientStack>::Error>;
 
-fn gave<E>(g: Gave<E>) -> NalError<E> {
-    match g {
-        Gave::Failed(e) => NalError::new(ErrorKind::Other, Some(e)),
-        Gave::TimedOut => NalError::new(ErrorKind::TimedOut, None),
-        Gave::Woken => NalError::new(ErrorKind::Interrupted, None),
-    }
+/// The stack's error (embedded-nal's UDP errors have no kind).
+fn stack_error<E>(e: E) -> NalError<E> {
+    NalError::new(ErrorKind::Other, Some(e))
 }
 
 /// A bound embedded-nal UDP socket as a [`DatagramSocket`], receiving into
@@ -50,12 +47,12 @@ where
         stash: B,
     ) -> Result<NalUdp<'_, T, C, P, B>, UdpErr<T>> {
         let socket = self.with_stack(|s| {
-            let mut socket = UdpClientStack::socket(s).map_err(|e| gave(Gave::Failed(e)))?;
+            let mut socket = UdpClientStack::socket(s).map_err(stack_error)?;
             match UdpFullStack::bind(s, &mut socket, port) {
                 Ok(()) => Ok(socket),
                 Err(e) => {
                     let _ = UdpClientStack::close(s, socket);
-                    Err(gave(Gave::Failed(e)))
+                    Err(stack_error(e))
                 }
             }
         })?;
@@ -90,15 +87,14 @@ where
         self.send_timeout = timeout;
     }
 
-    fn receive(&mut self, deadline: Option<Duration>, wake: bool) -> Result<(), Gave<T::Error>> {
+    fn receive(&mut self, deadline: Option<Duration>, wake: bool) -> Tried<(), T::Error> {
         if self.pending.is_some() {
-            return Ok(());
+            return Ok(Ok(()));
         }
-        let Some(socket) = self.socket.as_mut() else { return Err(Gave::TimedOut) };
+        let Some(socket) = self.socket.as_mut() else { return Err(Readiness::TimedOut) };
         let stash = self.stash.as_mut();
         let got = self.net.retry(deadline, wake, |s| UdpClientStack::receive(s, socket, stash))?;
-        self.pending = Some(got);
-        Ok(())
+        Ok(got.map(|got| self.pending = Some(got)))
     }
 }
 
@@ -118,7 +114,7 @@ where
         // embedded-nal has no readiness: try to receive, and hold what comes.
         let deadline = self.net.deadline(timeout);
         let tried = self.receive(deadline, true);
-        Ok(Gave::into_readiness(tried, &mut self.pending_err))
+        Ok(readiness(tried, &mut self.pending_err))
     }
 
     fn pause(&mut self, duration: Duration) -> Result<Readiness, UdpErr<T>> {
@@ -129,11 +125,11 @@ where
     /// The stack's error from `receive`, including one that `wait` met.
     fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<SocketAddr>>, UdpErr<T>> {
         if let Some(e) = self.pending_err.take() {
-            return Err(gave(Gave::Failed(e)));
+            return Err(stack_error(e));
         }
         match self.receive(self.net.deadline(Some(Duration::ZERO)), false) {
-            Ok(()) => {}
-            Err(Gave::Failed(e)) => return Err(gave(Gave::Failed(e))),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(stack_error(e)),
             Err(_) => return Ok(None),
         }
         let Some((n, from)) = self.pending.take() else { return Ok(None) };
@@ -150,9 +146,8 @@ where
             return Err(NalError::new(ErrorKind::NotConnected, None));
         };
         let deadline = self.net.deadline(self.send_timeout);
-        self.net
-            .retry(deadline, true, |s| UdpFullStack::send_to(s, socket, *to, data))
-            .map_err(gave)
+        let tried = self.net.retry(deadline, true, |s| UdpFullStack::send_to(s, socket, *to, data));
+        tried.map_err(unfinished)?.map_err(stack_error)
     }
 }
 

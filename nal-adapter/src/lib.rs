@@ -1,35 +1,7 @@
-//! The embedded-nal transport: the same handlers on any
-//! `embedded_nal::TcpFullStack` / `UdpFullStack` (a Wi-Fi module's AT
-//! firmware, an offloaded TCP/IP chip, `std-embedded-nal` on a host).
-//!
-//! # What embedded-nal cannot express, and how this transport copes
-//! * **No readiness wait.** Every call is non-blocking (`nb::WouldBlock`)
-//!   and nothing says when to retry. The transport retries every `tick`
-//!   (10 ms by default) and sleeps in between through a function the
-//!   caller supplies (`FnMut(Duration) -> bool`: sleep about that long,
-//!   return `true` to wake the server for shutdown). Latency is up to one
-//!   tick; the CPU sleeps in between. Every wait, a connection's read
-//!   and write and a datagram's send included, ends when the sleep
-//!   function asks for a shutdown wake-up (reads and writes then fail
-//!   with `Interrupted`).
-//! * **No backlog size.** `listen` takes no queue length: the stack
-//!   decides (std-embedded-nal: std's 128). A waiting connection is
-//!   accepted while waiting (embedded-nal has no peek) and held until the
-//!   server takes it.
-//! * **No truncation report, no peek.** `receive` cuts a datagram to the
-//!   buffer without saying so. The socket receives into its own buffer
-//!   (the `stash`); a datagram that *fills* it may have been cut, and is
-//!   reported as truncated (its size unknown: the stash length plus one),
-//!   never handed to the handler cut. Make the stash one byte larger than
-//!   the largest datagram you serve.
-//! * **No half-close.** `close` ends both directions, so
-//!   [`Connection::shutdown_write`](sockserv_core::Connection::shutdown_write)
-//!   closes the socket: the peer reads EOF after the data, but can no
-//!   longer send.
-//! * **Coarse errors.** `TcpErrorKind` has only `PipeClosed` (mapped to
-//!   `BrokenPipe`) and `Other`: a reset is `Other`.
-//! * **Blocking sockets.** A stack may block inside `receive` (the sockets
-//!   std-embedded-nal accepts do); the stream timeout cannot fire then.
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use core::cell::RefCell;
 use core::fmt;
@@ -86,28 +58,32 @@ impl<E: fmt::Debug> embedded_io::Error for NalError<E> {
     }
 }
 
-/// Why [`NalStack::retry`] gave up.
-pub(crate) enum Gave<E> {
-    Failed(E),
-    TimedOut,
-    Woken,
+/// What a try that may have to wait gives: the operation's own answer
+/// (its result or the stack's error), or, when it would still block, how
+/// the wait ended (`TimedOut` or `Woken`, never `Ready`).
+pub(crate) type Tried<R, E> = Result<Result<R, E>, Readiness>;
+
+/// What a `wait` that tried the operation itself ends with. A failure is
+/// the operation's to report: it is kept in `pending` for the next
+/// accept / receive, and the wait says `Ready`.
+pub(crate) fn readiness<E>(tried: Tried<(), E>, pending: &mut Option<E>) -> Readiness {
+    match tried {
+        Ok(Ok(())) => Readiness::Ready,
+        Ok(Err(e)) => {
+            *pending = Some(e);
+            Readiness::Ready
+        }
+        Err(ended) => ended,
+    }
 }
 
-impl<E> Gave<E> {
-    /// What a `wait` that tried the operation itself ends with. A failure
-    /// is the operation's to report: it is kept in `pending` for the next
-    /// accept / receive, and the wait says `Ready`.
-    pub(crate) fn into_readiness(tried: Result<(), Self>, pending: &mut Option<E>) -> Readiness {
-        match tried {
-            Ok(()) => Readiness::Ready,
-            Err(Gave::TimedOut) => Readiness::TimedOut,
-            Err(Gave::Woken) => Readiness::Woken,
-            Err(Gave::Failed(e)) => {
-                *pending = Some(e);
-                Readiness::Ready
-            }
-        }
-    }
+/// The error for a read, write or send whose wait ended unfinished.
+pub(crate) fn unfinished<E>(ended: Readiness) -> NalError<E> {
+    let kind = match ended {
+        Readiness::Woken => ErrorKind::Interrupted,
+        Readiness::TimedOut | Readiness::Ready => ErrorKind::TimedOut,
+    };
+    NalError::new(kind, None)
 }
 
 impl<T, C: Clock, P: FnMut(Duration) -> bool> NalStack<T, C, P> {
@@ -150,18 +126,18 @@ impl<T, C: Clock, P: FnMut(Duration) -> bool> NalStack<T, C, P> {
         deadline: Option<Duration>,
         wake: bool,
         mut op: impl FnMut(&mut T) -> nb::Result<R, E>,
-    ) -> Result<R, Gave<E>> {
+    ) -> Tried<R, E> {
         loop {
             match op(&mut self.stack.borrow_mut()) {
-                Ok(r) => return Ok(r),
-                Err(nb::Error::Other(e)) => return Err(Gave::Failed(e)),
+                Ok(r) => return Ok(Ok(r)),
+                Err(nb::Error::Other(e)) => return Ok(Err(e)),
                 Err(nb::Error::WouldBlock) => {}
             }
             if deadline.is_some_and(|d| self.clock.now() >= d) {
-                return Err(Gave::TimedOut);
+                return Err(Readiness::TimedOut);
             }
             if self.nap(deadline) && wake {
-                return Err(Gave::Woken);
+                return Err(Readiness::Woken);
             }
         }
     }

@@ -7,7 +7,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use embedded_nal::{TcpClientStack, TcpError, TcpErrorKind, TcpFullStack};
 use sockserv_core::{Accepted, Clock, Connection, Readiness, StreamListener};
 
-use super::{Gave, NalError, NalStack};
+use crate::{NalError, NalStack, Tried, readiness, unfinished};
 
 type TcpErr<T> = NalError<<T as TcpClientStack>::Error>;
 
@@ -19,12 +19,9 @@ fn stack_error<E: TcpError>(e: E) -> NalError<E> {
     NalError::new(kind, Some(e))
 }
 
-fn gave<E: TcpError>(g: Gave<E>) -> NalError<E> {
-    match g {
-        Gave::Failed(e) => stack_error(e),
-        Gave::TimedOut => NalError::new(ErrorKind::TimedOut, None),
-        Gave::Woken => NalError::new(ErrorKind::Interrupted, None),
-    }
+/// A read or write that may have waited, as its result.
+fn answer<R, E: TcpError>(tried: Tried<R, E>) -> Result<R, NalError<E>> {
+    tried.map_err(unfinished)?.map_err(stack_error)
 }
 
 /// A listening embedded-nal TCP socket as a [`StreamListener`]. See the
@@ -87,14 +84,13 @@ where
     C: Clock,
     P: FnMut(Duration) -> bool,
 {
-    fn accept(&mut self, deadline: Option<Duration>, wake: bool) -> Result<(), Gave<T::Error>> {
+    fn accept(&mut self, deadline: Option<Duration>, wake: bool) -> Tried<(), T::Error> {
         if self.pending.is_some() {
-            return Ok(());
+            return Ok(Ok(()));
         }
-        let Some(listening) = self.socket.as_mut() else { return Err(Gave::TimedOut) };
+        let Some(listening) = self.socket.as_mut() else { return Err(Readiness::TimedOut) };
         let got = self.net.retry(deadline, wake, |s| TcpFullStack::accept(s, listening))?;
-        self.pending = Some(got);
-        Ok(())
+        Ok(got.map(|got| self.pending = Some(got)))
     }
 }
 
@@ -114,7 +110,7 @@ where
         // embedded-nal has no readiness: try to accept, and hold what comes.
         let deadline = self.net.deadline(timeout);
         let tried = self.accept(deadline, true);
-        Ok(Gave::into_readiness(tried, &mut self.pending_err))
+        Ok(readiness(tried, &mut self.pending_err))
     }
 
     fn pause(&mut self, duration: Duration) -> Result<Readiness, TcpErr<T>> {
@@ -128,9 +124,9 @@ where
             return Err(stack_error(e));
         }
         match self.accept(self.net.deadline(Some(Duration::ZERO)), false) {
-            Ok(()) => {}
-            Err(Gave::TimedOut | Gave::Woken) => return Ok(None),
-            Err(Gave::Failed(e)) => return Err(stack_error(e)),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(stack_error(e)),
+            Err(_) => return Ok(None),
         }
         Ok(self.pending.take().map(|(socket, from)| {
             let conn =
@@ -154,7 +150,7 @@ impl<T: TcpFullStack, C, P> Drop for NalListener<'_, T, C, P> {
 /// whole; a read or write waiting longer than the stream timeout fails
 /// with `TimedOut`. A read or write that must wait fails with
 /// `Interrupted` when the sleep function asks for a shutdown wake-up (as
-/// the smoltcp [`TcpConn`](crate::TcpConn) and std's sequential server
+/// the smoltcp adapter's `TcpConn` and std's sequential server
 /// do: an idle client, or one that stops reading, cannot hold a stopping
 /// server). `shutdown_write` closes the socket (embedded-nal has no
 /// half-close).
@@ -180,7 +176,7 @@ where
             return Ok(0);
         }
         let deadline = self.net.deadline(self.timeout);
-        self.net.retry(deadline, true, |s| TcpClientStack::receive(s, socket, buf)).map_err(gave)
+        answer(self.net.retry(deadline, true, |s| TcpClientStack::receive(s, socket, buf)))
     }
 }
 
@@ -198,10 +194,8 @@ where
         while sent < data.len() {
             let deadline = self.net.deadline(self.timeout);
             let rest = &data[sent..];
-            let n = self
-                .net
-                .retry(deadline, true, |s| TcpClientStack::send(s, socket, rest))
-                .map_err(gave)?;
+            let n =
+                answer(self.net.retry(deadline, true, |s| TcpClientStack::send(s, socket, rest)))?;
             if n == 0 {
                 return Err(NalError::new(ErrorKind::WriteZero, None));
             }

@@ -1,0 +1,74 @@
+//! What listeners, sockets and connections need from a stack, with the
+//! device, waiter and clock types erased: the leaf every socket module
+//! depends on, so that dependencies go one way (this module ← the socket
+//! modules ← `stack` ← the public API).
+
+use core::cell::RefMut;
+use core::time::Duration;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use sockserv_core::Readiness;
+
+use crate::loss::Losses;
+use crate::pool::Pool;
+
+/// The socket set, its capacity and the listeners' pools.
+#[derive(Debug)]
+pub(crate) struct Sockets<'a> {
+    pub(crate) set: SocketSet<'a>,
+    pub(crate) capacity: usize,
+    pub(crate) pool: Pool<'a>,
+    pub(crate) losses: Losses,
+}
+
+impl Sockets<'_> {
+    /// Room for `n` more sockets? (`SocketSet::add` panics when full.)
+    pub(crate) fn has_room(&self, n: usize) -> bool {
+        self.set.iter().count().saturating_add(n) <= self.capacity
+    }
+}
+
+/// The stack as its listeners, sockets and connections see it (through
+/// `&dyn Net`, so that their types carry only lifetimes).
+pub(crate) trait Net<'a> {
+    /// The clock's time.
+    fn now(&self) -> Duration;
+    /// Polls the interface once (all ingress, then egress), re-arming
+    /// listeners after every socket state change. Returns whether any
+    /// socket's state may have changed.
+    fn poll(&self) -> bool;
+    /// Sleeps until the device may have a frame (`Ready`), `deadline`
+    /// (clock time) or smoltcp's next timer passes (`TimedOut`, or
+    /// `Ready`: the caller polls again either way), or the stack is woken
+    /// for shutdown (`Woken`).
+    fn idle(&self, deadline: Option<Duration>) -> Readiness;
+    /// The sockets.
+    fn sockets(&self) -> RefMut<'_, Sockets<'a>>;
+    /// The largest IP packet the device carries.
+    fn ip_mtu(&self) -> usize;
+
+    /// Closes an accepted connection's socket (a FIN after what is queued),
+    /// gives it back to the listener's pool, and polls so the FIN leaves
+    /// now rather than at the next wait. What both kinds of connection do
+    /// when dropped.
+    fn close_conn(&self, handle: SocketHandle) {
+        let now = self.now();
+        {
+            let mut socks = self.sockets();
+            socks.set.get_mut::<tcp::Socket>(handle).close();
+            socks.pool.release(handle, now);
+        }
+        self.poll();
+    }
+}
+
+/// A time on the stack's clock as smoltcp's `Instant`.
+pub(crate) fn instant(t: Duration) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A duration as smoltcp's.
+pub(crate) fn to_smol(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
