@@ -6,9 +6,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
-use std::time::{Duration, Instant};
 
-use sockserv_core::{Clock, ShutdownSignal};
+use sockserv_core::ShutdownSignal;
 
 use crate::sys;
 
@@ -187,25 +186,4 @@ impl ShutdownHandle {
     }
 }
 
-/// A monotonic clock for `handle_request`'s timeout.
-#[derive(Debug, Clone, Copy)]
-pub struct StdClock(Instant);
-
-impl StdClock {
-    /// A clock starting now.
-    pub fn new() -> Self {
-        Self(Instant::now())
-    }
-}
-
-impl Default for StdClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for StdClock {
-    fn now(&self) -> Duration {
-        self.0.elapsed()
-    }
-}
+pub use sockserv_core::StdClock;
