@@ -33,6 +33,9 @@ class Server(socketserver.ThreadingTCPServer):
 
 if __name__ == "__main__":
     host, port = (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:8080").rsplit(":", 1)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored,
+    # and Python then keeps it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with Server((host, int(port)), Hello) as server:
         print("listening on %s:%d" % server.server_address, flush=True)

@@ -29,6 +29,9 @@ if __name__ == "__main__":
     parser.add_argument("--deny")
     parser.add_argument("--seconds", type=float)
     args = parser.parse_args()
+    # SIGINT too: a shell starts background jobs with SIGINT ignored,
+    # and Python then keeps it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with Server(("127.0.0.1", args.port), Len) as server:
         server.deny = args.deny
