@@ -1,7 +1,7 @@
 //! A server program (an example, or its Python twin) as a real process:
 //! started, its first line `listening on ADDR` read, signalled, reaped.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -50,7 +50,7 @@ impl Program {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{name} ({lang:?}) starts: {e}"));
-        let stderr = collect(child.stderr.take().unwrap());
+        let stderr = super::echo::collect(child.stderr.take().unwrap());
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         thread::spawn(move || {
@@ -131,17 +131,4 @@ pub fn example_binary(name: &str) -> PathBuf {
         built.push(name.into());
     }
     dir.join("examples").join(name)
-}
-
-/// Reads `pipe` to its end on a thread of its own.
-fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let out = Arc::clone(&buf);
-    thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-            out.lock().unwrap().extend_from_slice(&chunk[..n]);
-        }
-    });
-    buf
 }
