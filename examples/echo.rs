@@ -12,7 +12,9 @@
 //! connection table (`--max-connections`, default 10,000), or from
 //! `--workers N` such loops (`0`: one per CPU), which share the port as
 //! `--port-sharing` says and print what each served at exit
-//! (`loop 0: 123 connections`, on stderr).
+//! (`loop 0: 123 connections`, on stderr). `--mode threading --pool N`
+//! serves from N pre-spawned worker threads (a request waits for one when
+//! all are busy and N more wait) instead of a thread per request.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -23,8 +25,8 @@ use clap::{Parser, ValueEnum};
 use sockserv::FnService;
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
 use sockserv::std_adapter::{
-    BindAddr, BindError, Builder, Forking, IntoBindAddr, Sequential, ShutdownHandle, Strategy,
-    Threading,
+    BindAddr, BindError, Builder, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
+    Strategy, Threading,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -71,6 +73,10 @@ struct Args {
     /// (SO_REUSEPORT) or one shared (EPOLLEXCLUSIVE).
     #[arg(long, value_enum, default_value = "reuse-port")]
     port_sharing: Sharing,
+    /// Threading mode: N pre-spawned workers instead of a thread per
+    /// request.
+    #[arg(long)]
+    pool: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -104,7 +110,10 @@ fn main() -> ExitCode {
         // open: a signal stops the server within a second (forking: the
         // children still serving get `close_grace`, 1 s, then SIGTERM, so
         // no process of the example's is left once it has exited).
-        Mode::Threading => serve(args.proto, address, Threading::new().block_on_close(false)),
+        Mode::Threading => match args.pool {
+            None => serve(args.proto, address, Threading::new().block_on_close(false)),
+            Some(n) => serve(args.proto, address, Pool::new(n).block_on_close(false)),
+        },
         Mode::Forking => serve(args.proto, address, Forking::new().block_on_close(false)),
         Mode::Event => serve_event(args.proto, address, event_options(&args)),
     };

@@ -3,14 +3,16 @@
 //! * [`Sequential`]: one request at a time (plain `TCPServer`).
 //! * [`Threading`]: a thread per request (`ThreadingMixIn`).
 //! * [`Forking`]: a process per request (`ForkingMixIn`).
-//! * [`Strategy`]: one of the three, chosen at run time.
+//! * [`Pool`]: pre-spawned worker threads fed through a bounded queue.
+//! * [`Strategy`]: one of them, chosen at run time.
 //!
-//! All three catch a handler's panic and report it to
+//! All of them catch a handler's panic and report it to
 //! [`Service::handle_error`] as
 //! [`RequestError::Panic`]; the server keeps serving.
 
 mod children;
 mod forking;
+mod pool;
 mod sequential;
 mod strategy;
 mod threading;
@@ -19,6 +21,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use forking::Forking;
+pub use pool::{Pool, WhenFull};
 pub use sequential::Sequential;
 pub use strategy::Strategy;
 pub use threading::Threading;
