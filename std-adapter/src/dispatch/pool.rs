@@ -258,7 +258,7 @@ impl Pool {
         }
         let mut st = self.queue.lock();
         // Room: a worker that will take it at once, or a place in the queue.
-        while st.jobs.len() >= self.queue_limit + (st.alive - st.busy) {
+        while st.jobs.len() >= self.queue_limit + st.alive.saturating_sub(st.busy) {
             if self.when_full == WhenFull::Refuse {
                 drop(st);
                 self.queue.refused.fetch_add(1, Ordering::Relaxed);
