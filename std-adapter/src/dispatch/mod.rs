@@ -44,10 +44,25 @@ pub(crate) fn serve_datagram_apart<Svc>(
 where
     Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
 {
-    let mut reply = vec![0u8; reply_size];
+    serve_datagram_into(service, sender, packet, truncated, client, &mut vec![0u8; reply_size])
+}
+
+/// [`serve_datagram_apart`] with the caller's reply buffer (a pool worker
+/// keeps one instead of allocating 64 KiB per datagram).
+pub(crate) fn serve_datagram_into<Svc>(
+    service: &Svc,
+    sender: &socket2::Socket,
+    packet: &[u8],
+    truncated: Option<usize>,
+    client: &Address,
+    reply: &mut [u8],
+) -> bool
+where
+    Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
+{
     guarded(service, client, || {
         let send = |data: &[u8], to: &Address| crate::socket::send_reply(sender, data, to);
-        sockserv_core::serve_datagram(service, packet, truncated, client, &mut reply, send)
+        sockserv_core::serve_datagram(service, packet, truncated, client, reply, send)
     })
 }
 

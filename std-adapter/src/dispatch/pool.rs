@@ -13,7 +13,7 @@ use sockserv_core::{
     StreamHandler,
 };
 
-use super::{guarded, serve_datagram_apart};
+use super::{guarded, serve_datagram_into};
 use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
@@ -34,8 +34,9 @@ pub enum WhenFull {
     Refuse,
 }
 
-/// A thread pool: `size` worker threads, started with the first request
-/// and kept, take requests from a queue of at most `queue` waiting ones.
+/// A thread pool: at most `size` worker threads, each started the first
+/// time a request finds no idle one and then kept, take requests from a
+/// queue of at most `queue` waiting ones.
 /// CPython has no pool (`ThreadingMixIn` starts a thread per request, as
 /// [`Threading`](super::Threading) does); this is what its users build
 /// with `concurrent.futures.ThreadPoolExecutor`.
@@ -89,6 +90,11 @@ pub struct Pool {
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// A worker's datagram reply buffer, kept between datagrams.
+    static REPLY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 #[derive(Default)]
 struct Queue {
@@ -200,7 +206,7 @@ impl Pool {
         self.size.get()
     }
 
-    /// Workers running now (0 before the first request).
+    /// Workers running now (started as requests needed them).
     pub fn live_workers(&self) -> usize {
         self.queue.lock().alive
     }
@@ -220,27 +226,33 @@ impl Pool {
         self.queue.refused.load(Ordering::Relaxed)
     }
 
-    /// Starts the workers not running yet; `Err` with the first failure.
-    fn start(&mut self) -> std::io::Result<()> {
-        let mut result = Ok(());
-        while self.workers.len() < self.size.get() {
-            let queue = Arc::clone(&self.queue);
-            let name = format!("sockserv-pool-{}", self.workers.len());
-            queue.lock().alive += 1;
-            let spawned = thread::Builder::new().name(name).spawn(move || {
-                let _alive = Alive(&queue);
-                queue.work();
-            });
-            match spawned {
-                Ok(handle) => self.workers.push(handle),
-                Err(e) => {
-                    self.queue.lock().alive -= 1;
-                    result = Err(e);
-                    break;
-                }
+    /// Starts a worker when none would be idle for the next request and
+    /// fewer than `size` have been started.
+    fn grow(&mut self) -> std::io::Result<()> {
+        let st = self.queue.lock();
+        let idle = st.alive.saturating_sub(st.busy + st.jobs.len());
+        let wanted = idle == 0 && self.workers.len() < self.size.get();
+        drop(st);
+        if !wanted {
+            return Ok(());
+        }
+        let queue = Arc::clone(&self.queue);
+        let name = format!("sockserv-pool-{}", self.workers.len());
+        queue.lock().alive += 1;
+        let spawned = thread::Builder::new().name(name).spawn(move || {
+            let _alive = Alive(&queue);
+            queue.work();
+        });
+        match spawned {
+            Ok(handle) => {
+                self.workers.push(handle);
+                Ok(())
+            }
+            Err(e) => {
+                self.queue.lock().alive -= 1;
+                Err(e)
             }
         }
-        result
     }
 
     /// Queues `job` (a request from `client`): waits for room or refuses,
@@ -250,7 +262,7 @@ impl Pool {
     where
         Svc: Service<Address>,
     {
-        if let Err(e) = self.start()
+        if let Err(e) = self.grow()
             && self.live_workers() == 0
         {
             service.handle_error(client, &RequestError::Spawn(&e));
@@ -322,7 +334,10 @@ where
         let svc = service.clone();
         let who = client.clone();
         let job: Job = Box::new(move || {
-            serve_datagram_apart(&svc, &sender, &packet, truncated, &who, reply_size);
+            REPLY.with_borrow_mut(|reply| {
+                reply.resize(reply_size, 0);
+                serve_datagram_into(&svc, &sender, &packet, truncated, &who, reply);
+            });
         });
         let stop = || socket.stop_requested();
         self.submit(service, &client, &stop, job);

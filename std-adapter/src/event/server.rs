@@ -64,7 +64,9 @@ pub enum PortSharing {
     /// A listening socket per loop, all bound to the address with
     /// `SO_REUSEPORT`: the kernel spreads new connections over them by a
     /// hash of the connection's addresses. Unix sockets cannot do this and
-    /// share one listener (`Exclusive`).
+    /// share one listener (`Exclusive`). The first listener gets
+    /// `SO_REUSEPORT` too, so another socket of the same user bound to the
+    /// address with it would join the group and take a share.
     #[default]
     ReusePort,
     /// One listening socket in every loop's epoll with `EPOLLEXCLUSIVE`:
