@@ -66,12 +66,16 @@ pub enum PortSharing {
     /// hash of the connection's addresses. Unix sockets cannot do this and
     /// share one listener (`Exclusive`). The first listener gets
     /// `SO_REUSEPORT` too, so another socket of the same user bound to the
-    /// address with it would join the group and take a share.
+    /// address with it would join the group and take a share. The
+    /// default: it spreads connections evenly (measured in
+    /// `docs/DESIGN.md`: 50 connections opened at once went 24/26 over
+    /// two loops, 50/0 with `Exclusive`).
     #[default]
     ReusePort,
     /// One listening socket in every loop's epoll with `EPOLLEXCLUSIVE`:
     /// a new connection wakes one loop that is waiting (with poll(2), all
-    /// of them; one accepts).
+    /// of them; one accepts). The woken loop accepts all that is pending,
+    /// so a burst of connections lands on one loop.
     Exclusive,
 }
 
