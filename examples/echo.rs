@@ -10,7 +10,12 @@
 //! until the client closes its side (stream) or each datagram back whole
 //! (datagram), and exits 0 on SIGINT/SIGTERM, removing a Unix socket path.
 //! `--mode event` serves streams from one thread with epoll and a fixed
-//! connection table (`--max-connections`, default 10,000).
+//! connection table (`--max-connections`, default 10,000), or from
+//! `--workers N` such loops (`0`: one per CPU), which share the port as
+//! `--port-sharing` says and print what each served at exit
+//! (`loop 0: 123 connections`, on stderr). `--mode threading --pool N`
+//! serves from N pre-spawned worker threads (a request waits for one when
+//! all are busy and N more wait) instead of a thread per request.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -19,10 +24,10 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sockserv::FnService;
-use sockserv::std_adapter::event::{EventOptions, EventTcpServer};
+use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
 use sockserv::std_adapter::{
-    BindAddr, BindError, Builder, Forking, IntoBindAddr, Sequential, ShutdownHandle, Strategy,
-    Threading,
+    BindAddr, BindError, Builder, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
+    Strategy, Threading,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -66,6 +71,24 @@ struct Args {
     /// sends what one read got.
     #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
     buffer: u32,
+    /// Event mode: how many event loops (threads) serve the port; 0 = one
+    /// per CPU.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Event mode with several workers: a listener per loop
+    /// (SO_REUSEPORT) or one shared (EPOLLEXCLUSIVE).
+    #[arg(long, value_enum, default_value = "reuse-port")]
+    port_sharing: Sharing,
+    /// Threading mode: N pre-spawned workers instead of a thread per
+    /// request.
+    #[arg(long)]
+    pool: Option<std::num::NonZeroUsize>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Sharing {
+    ReusePort,
+    Exclusive,
 }
 
 #[path = "shared/mod.rs"]
@@ -94,9 +117,12 @@ fn main() -> ExitCode {
         // open: a signal stops the server within a second (forking: the
         // children still serving get `close_grace`, 1 s, then SIGTERM, so
         // no process of the example's is left once it has exited).
-        Mode::Threading => serve(args.proto, address, Threading::new().block_on_close(false)),
+        Mode::Threading => match args.pool {
+            None => serve(args.proto, address, Threading::new().block_on_close(false)),
+            Some(n) => serve(args.proto, address, Pool::new(n).block_on_close(false)),
+        },
         Mode::Forking => serve(args.proto, address, Forking::new().block_on_close(false)),
-        Mode::Event => serve_event(args.proto, address, args.max_connections),
+        Mode::Event => serve_event(args.proto, address, event_options(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,19 +169,33 @@ fn serve(proto: Proto, address: BindAddr, strategy: impl Into<Strategy>) -> Resu
 /// Event mode: streams on the epoll-driven connection table; datagrams on
 /// the datagram server, which already is a non-blocking loop over one
 /// socket (one datagram per readiness, no per-client state).
-fn serve_event(proto: Proto, address: BindAddr, max_connections: usize) -> Result<(), Failure> {
+fn serve_event(proto: Proto, address: BindAddr, options: EventOptions) -> Result<(), Failure> {
     let poll = Duration::from_millis(500);
     match proto {
         Proto::Tcp | Proto::Unix => {
-            let options = EventOptions { max_connections, ..EventOptions::default() };
             let service = FnService(|_| Echo);
             let mut server: EventTcpServer<_> =
                 Builder::new().event(address, service, options).map_err(Failure::Bind)?;
             announce(server.server_address(), &server.shutdown_handle())?;
-            server.serve_forever(poll).map_err(Failure::Io)
+            let served = server.serve_forever(poll).map_err(Failure::Io);
+            if server.workers() > 1 {
+                for (i, s) in server.loop_stats().iter().enumerate() {
+                    eprintln!("loop {i}: {} connections", s.table.opened);
+                }
+            }
+            served
         }
         Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new()),
     }
+}
+
+fn event_options(args: &Args) -> EventOptions {
+    let port_sharing = match args.port_sharing {
+        Sharing::ReusePort => PortSharing::ReusePort,
+        Sharing::Exclusive => PortSharing::Exclusive,
+    };
+    let max_connections = args.max_connections;
+    EventOptions { max_connections, workers: args.workers, port_sharing, ..EventOptions::default() }
 }
 
 /// Stops on SIGINT / SIGTERM (no thread: safe with fork) and prints the

@@ -339,8 +339,10 @@ pub trait Service<A: fmt::Debug> {
     }
 
     /// Told when a connection was refused because the event mode's table
-    /// is full (the connection is closed at once; the others keep being
-    /// served). Default: a report at [`Level::Warn`].
+    /// is full, or a request because a thread pool's queue is full and it
+    /// refuses (the std adapter's `WhenFull::Refuse`): the connection is
+    /// closed at once (a datagram dropped); the others keep being served.
+    /// Default: a report at [`Level::Warn`].
     fn handle_table_full(&self, client: &A) {
         let args = format_args!("connection table full; refused {client:?}");
         crate::logging::report(Level::Warn, args);

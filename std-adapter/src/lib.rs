@@ -13,7 +13,7 @@ mod sys;
 
 pub use addr::{Address, BindAddr, IntoBindAddr};
 pub use conn::Conn;
-pub use dispatch::{Forking, Sequential, Strategy, Threading};
+pub use dispatch::{Forking, Pool, Sequential, Strategy, Threading, WhenFull};
 pub use server::{
     Bound, Builder, DatagramServer, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, SocketServer, StreamServer, TcpServer, ThreadingTcpServer,

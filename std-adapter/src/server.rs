@@ -158,6 +158,11 @@ impl<D> Builder<D> {
         Builder { options: self.options, dispatch }
     }
 
+    /// The socket options set so far.
+    pub(crate) fn socket_options(&self) -> &Options {
+        &self.options
+    }
+
     /// All options at once.
     pub fn options(mut self, options: Options) -> Self {
         self.options = options;

@@ -27,10 +27,21 @@ pub(crate) struct Shared {
     stopped: Condvar,
     wake_read: OwnedFd,
     wake_write: OwnedFd,
+    /// The loops of a multi-loop event server, each with its own flag and
+    /// wake-up pipe: a request here is a request to each of them (empty
+    /// for a server of one loop).
+    members: Vec<Arc<Shared>>,
 }
 
 impl Shared {
     pub(crate) fn new() -> io::Result<Arc<Self>> {
+        Self::group(Vec::new())
+    }
+
+    /// The state of a group of loops: a stop asked of it is asked of every
+    /// member, and it counts as shut down once its own loop (the one that
+    /// runs the members) has returned.
+    pub(crate) fn group(members: Vec<Arc<Shared>>) -> io::Result<Arc<Self>> {
         let (wake_read, wake_write) = sys::pipe()?;
         Ok(Arc::new(Self {
             requested: Arc::new(AtomicBool::new(false)),
@@ -38,6 +49,7 @@ impl Shared {
             stopped: Condvar::new(),
             wake_read,
             wake_write,
+            members,
         }))
     }
 
@@ -56,9 +68,26 @@ impl Shared {
         sys::pipe_drain(self.wake_read.as_fd());
     }
 
-    fn request(&self) {
+    pub(crate) fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         sys::pipe_poke(self.wake_write.as_fd());
+        for m in &self.members {
+            m.request();
+        }
+    }
+
+    /// Clears a request (and the members'): the loop has returned.
+    fn clear(&self) {
+        self.requested.store(false, Ordering::SeqCst);
+        self.drain();
+        for m in &self.members {
+            m.clear();
+        }
+    }
+
+    /// Whether `thread` runs this loop or one of its members'.
+    fn runs_on(&self, thread: ThreadId) -> bool {
+        self.lock().thread == Some(thread) || self.members.iter().any(|m| m.runs_on(thread))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LoopState> {
@@ -83,8 +112,7 @@ impl ShutdownSignal for Signal {
 
     fn loop_stopped(&self) {
         let mut st = self.0.lock();
-        self.0.requested.store(false, Ordering::SeqCst);
-        self.0.drain();
+        self.0.clear();
         st.thread = None;
         st.shut_down = true;
         self.0.stopped.notify_all();
@@ -143,10 +171,10 @@ impl ShutdownHandle {
     /// thread: the stop is requested, but waiting would deadlock.
     pub fn shutdown(&self) -> Result<(), ShutdownError> {
         self.0.request();
-        let mut st = self.0.lock();
-        if st.thread == Some(thread::current().id()) {
+        if self.0.runs_on(thread::current().id()) {
             return Err(ShutdownError::FromServeThread);
         }
+        let mut st = self.0.lock();
         while !st.shut_down {
             st = self.0.stopped.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
@@ -171,6 +199,9 @@ impl ShutdownHandle {
         signal_hook::flag::register(signal, Arc::clone(&self.0.requested))?;
         let write = self.0.wake_write.try_clone()?;
         signal_hook::low_level::pipe::register_raw(signal, write)?;
+        for m in &self.0.members {
+            ShutdownHandle(Arc::clone(m)).stop_on_signal(signal)?;
+        }
         sys::stop_signal_registered(signal);
         Ok(())
     }

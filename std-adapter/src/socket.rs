@@ -282,6 +282,20 @@ impl SocketListener {
         &self.inner.shared
     }
 
+    /// A second handle on the same listening socket (a `dup`), with its
+    /// own shutdown state, for another event loop; it does not remove a
+    /// Unix path on close (the original does).
+    pub(crate) fn try_clone_with(&self, shared: Arc<Shared>) -> io::Result<Self> {
+        let socket = self.inner.socket.try_clone()?;
+        let address = self.inner.address.clone();
+        Ok(Self {
+            inner: Bound { socket, address, shared, created_path: None },
+            stream_timeout: self.stream_timeout,
+            nodelay: self.nodelay,
+            backlog: self.backlog,
+        })
+    }
+
     /// Accepts one connection for the event mode: non-blocking, with
     /// `TCP_NODELAY` if asked; `Ok(None)` when none is pending.
     pub(crate) fn accept_nonblocking(&self) -> io::Result<Option<(Socket, Address)>> {

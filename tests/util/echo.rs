@@ -97,6 +97,11 @@ impl Server {
     /// Starts `echo --proto PROTO --mode MODE` on `--addr ADDR` (tcp, udp)
     /// or on a fresh `--path` (unix, unix-dgram), and reads its first line.
     pub fn start(proto: &str, mode: &str, addr: &str) -> Self {
+        Self::start_with(proto, mode, addr, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments (`--workers 2`, ...).
+    pub fn start_with(proto: &str, mode: &str, addr: &str, extra: &[&str]) -> Self {
         let unix = proto.starts_with("unix");
         let path = unix.then(|| unix_path(&format!("echo-{proto}-{mode}")));
         let mut args = vec!["--proto", proto, "--mode", mode];
@@ -107,6 +112,7 @@ impl Server {
         } else {
             args.extend(["--addr", addr]);
         }
+        args.extend(extra);
         let mut child = echo_cmd(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -124,6 +124,8 @@ enum Failure<E> {
 /// What the table counts, for a server's stats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
+    /// Connections the table took (each told `opened`).
+    pub opened: u64,
     /// Times a connection needed a buffer and the pool had none (each
     /// also told to `handle_buffers_exhausted`).
     pub buffer_waits: u64,
@@ -312,6 +314,7 @@ where
     {
         let Some(token) = self.take_slot() else { return Err((conn, client, handler)) };
         self.len += 1;
+        self.stats.opened += 1;
         let slot = &mut self.slots.slots_mut()[token];
         slot.0 = State::Live(Live {
             conn,

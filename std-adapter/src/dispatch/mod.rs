@@ -3,14 +3,16 @@
 //! * [`Sequential`]: one request at a time (plain `TCPServer`).
 //! * [`Threading`]: a thread per request (`ThreadingMixIn`).
 //! * [`Forking`]: a process per request (`ForkingMixIn`).
-//! * [`Strategy`]: one of the three, chosen at run time.
+//! * [`Pool`]: pre-spawned worker threads fed through a bounded queue.
+//! * [`Strategy`]: one of them, chosen at run time.
 //!
-//! All three catch a handler's panic and report it to
+//! All of them catch a handler's panic and report it to
 //! [`Service::handle_error`] as
 //! [`RequestError::Panic`]; the server keeps serving.
 
 mod children;
 mod forking;
+mod pool;
 mod sequential;
 mod strategy;
 mod threading;
@@ -19,6 +21,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use forking::Forking;
+pub use pool::{Pool, WhenFull};
 pub use sequential::Sequential;
 pub use strategy::Strategy;
 pub use threading::Threading;
@@ -41,10 +44,25 @@ pub(crate) fn serve_datagram_apart<Svc>(
 where
     Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
 {
-    let mut reply = vec![0u8; reply_size];
+    serve_datagram_into(service, sender, packet, truncated, client, &mut vec![0u8; reply_size])
+}
+
+/// [`serve_datagram_apart`] with the caller's reply buffer (a pool worker
+/// keeps one instead of allocating 64 KiB per datagram).
+pub(crate) fn serve_datagram_into<Svc>(
+    service: &Svc,
+    sender: &socket2::Socket,
+    packet: &[u8],
+    truncated: Option<usize>,
+    client: &Address,
+    reply: &mut [u8],
+) -> bool
+where
+    Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
+{
     guarded(service, client, || {
         let send = |data: &[u8], to: &Address| crate::socket::send_reply(sender, data, to);
-        sockserv_core::serve_datagram(service, packet, truncated, client, &mut reply, send)
+        sockserv_core::serve_datagram(service, packet, truncated, client, reply, send)
     })
 }
 

@@ -5,12 +5,12 @@ use sockserv_core::{
     DatagramDispatch, DatagramHandler, Dispatch, Service, StreamDispatch, StreamHandler,
 };
 
-use super::{Forking, Sequential, Threading};
+use super::{Forking, Pool, Sequential, Threading};
 use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
 
-/// One of the three strategies, picked by a value instead of a type, for
+/// One of the strategies, picked by a value instead of a type, for
 /// a program that chooses its mode at run time (a command-line flag):
 /// `Builder::new().dispatch(Strategy::from(Threading::new()))`. The
 /// service must suit every strategy (`Clone + Send + 'static`, as
@@ -23,6 +23,8 @@ pub enum Strategy {
     Threading(Threading),
     /// A process per request.
     Forking(Forking),
+    /// Pre-spawned worker threads fed through a bounded queue.
+    Pool(Pool),
 }
 
 impl Default for Strategy {
@@ -43,6 +45,12 @@ impl From<Threading> for Strategy {
     }
 }
 
+impl From<Pool> for Strategy {
+    fn from(p: Pool) -> Self {
+        Self::Pool(p)
+    }
+}
+
 impl From<Forking> for Strategy {
     fn from(f: Forking) -> Self {
         Self::Forking(f)
@@ -56,6 +64,7 @@ macro_rules! each {
             Strategy::Sequential($d) => $call,
             Strategy::Threading($d) => $call,
             Strategy::Forking($d) => $call,
+            Strategy::Pool($d) => $call,
         }
     };
 }

@@ -20,6 +20,12 @@ pub struct EpollSource {
     buf: Vec<libc::epoll_event>,
     /// Per token, the events it is registered for (`None`: not in epoll).
     registered: Vec<Option<u32>>,
+    /// The listener is shared with other loops' epoll instances and is
+    /// registered `EPOLLEXCLUSIVE` (added while accepting, removed when not:
+    /// an exclusive registration cannot be modified).
+    exclusive: bool,
+    /// Whether the listener is in this epoll (exclusive mode).
+    listening: bool,
 }
 
 fn mask(interest: Interest) -> u32 {
@@ -39,12 +45,28 @@ impl EpollSource {
     /// # Errors
     /// epoll could not be created.
     pub fn new(listener: SocketListener) -> io::Result<Self> {
+        let source = Self::with_mode(listener, false)?;
+        let fd = source.listener.socket().as_fd();
+        sys::epoll_ctl(source.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd, 0, LISTENER)?;
+        Ok(source)
+    }
+
+    /// A source for a listener other loops' sources wait on too: it is
+    /// registered with `EPOLLEXCLUSIVE`, so a new connection wakes one
+    /// waiting loop, not all of them.
+    ///
+    /// # Errors
+    /// epoll could not be created.
+    pub fn new_exclusive(listener: SocketListener) -> io::Result<Self> {
+        Self::with_mode(listener, true)
+    }
+
+    fn with_mode(listener: SocketListener, exclusive: bool) -> io::Result<Self> {
         let epoll = sys::epoll_create()?;
         let wake = listener.shared().wake_fd();
         sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, wake, libc::EPOLLIN as u32, WAKER)?;
-        sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, listener.socket().as_fd(), 0, LISTENER)?;
         let buf = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-        Ok(Self { epoll, listener, buf, registered: Vec::new() })
+        Ok(Self { epoll, listener, buf, registered: Vec::new(), exclusive, listening: false })
     }
 
     /// The listener.
@@ -116,14 +138,22 @@ impl EventSource for EpollSource {
     }
 
     fn set_accepting(&mut self, on: bool) -> io::Result<()> {
+        let fd = self.listener.socket().as_fd();
+        if self.exclusive {
+            if on == self.listening {
+                return Ok(());
+            }
+            let (op, events) = if on {
+                (libc::EPOLL_CTL_ADD, (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32)
+            } else {
+                (libc::EPOLL_CTL_DEL, 0)
+            };
+            sys::epoll_ctl(self.epoll.as_fd(), op, fd, events, LISTENER)?;
+            self.listening = on;
+            return Ok(());
+        }
         let events = if on { libc::EPOLLIN as u32 } else { 0 };
-        sys::epoll_ctl(
-            self.epoll.as_fd(),
-            libc::EPOLL_CTL_MOD,
-            self.listener.socket().as_fd(),
-            events,
-            LISTENER,
-        )
+        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_MOD, fd, events, LISTENER)
     }
 
     fn register(&mut self, token: usize, conn: &mut NbConn, interest: Interest) -> io::Result<()> {

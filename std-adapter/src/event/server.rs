@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use sockserv_core::EventSource;
 use sockserv_core::Service;
-use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, ServerSlot};
+use sockserv_core::ShutdownSignal;
+use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, ServerSlot, TableStats};
 
 use super::pool::{GrowSlots, LazyPool};
 use super::{EpollSource, PollSource};
@@ -46,6 +47,46 @@ pub struct EventOptions {
     /// timeout (default 5 minutes: clients that never speak or never read
     /// cannot hold a slot and its buffers for ever).
     pub server: EventServerConfig,
+    /// How many event loops serve the port, each on a thread of its own
+    /// with its own table and pool (and the limits above each): default
+    /// **1** (one loop, on the thread that calls `serve_forever`); `0`
+    /// means one per CPU (`std::thread::available_parallelism`).
+    pub workers: usize,
+    /// How several loops share the port (unused with one loop). Default
+    /// [`PortSharing::ReusePort`].
+    pub port_sharing: PortSharing,
+}
+
+/// How the loops of an event server with several
+/// [`workers`](EventOptions::workers) share its port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PortSharing {
+    /// A listening socket per loop, all bound to the address with
+    /// `SO_REUSEPORT`: the kernel spreads new connections over them by a
+    /// hash of the connection's addresses. Unix sockets cannot do this and
+    /// share one listener (`Exclusive`). The first listener gets
+    /// `SO_REUSEPORT` too, so another socket of the same user bound to the
+    /// address with it would join the group and take a share. The
+    /// default: it spreads connections evenly (measured in
+    /// `docs/DESIGN.md`: 50 connections opened at once went 24/26 over
+    /// two loops, 50/0 with `Exclusive`).
+    #[default]
+    ReusePort,
+    /// One listening socket in every loop's epoll with `EPOLLEXCLUSIVE`:
+    /// a new connection wakes one loop that is waiting (with poll(2), all
+    /// of them; one accepts). The woken loop accepts all that is pending,
+    /// so a burst of connections lands on one loop.
+    Exclusive,
+}
+
+impl EventOptions {
+    /// How many loops `workers` asks for (`0`: one per CPU).
+    pub fn loops(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for EventOptions {
@@ -57,6 +98,8 @@ impl Default for EventOptions {
             keep_buffers: 64,
             disable_nagle_algorithm: true,
             server: EventServerConfig::default(),
+            workers: 1,
+            port_sharing: PortSharing::default(),
         }
     }
 }
@@ -68,6 +111,14 @@ pub trait FromListener: EventSource<Address = Address, Error = io::Error> + Size
     /// # Errors
     /// The OS refused (epoll could not be created).
     fn from_listener(listener: SocketListener) -> io::Result<Self>;
+    /// Makes the source for a listener that other loops' sources wait on
+    /// too (by default as [`from_listener`](Self::from_listener)).
+    ///
+    /// # Errors
+    /// As `from_listener`.
+    fn from_shared_listener(listener: SocketListener) -> io::Result<Self> {
+        Self::from_listener(listener)
+    }
     /// The listener.
     fn listener_ref(&self) -> &SocketListener;
 }
@@ -75,6 +126,9 @@ pub trait FromListener: EventSource<Address = Address, Error = io::Error> + Size
 impl FromListener for EpollSource {
     fn from_listener(listener: SocketListener) -> io::Result<Self> {
         EpollSource::new(listener)
+    }
+    fn from_shared_listener(listener: SocketListener) -> io::Result<Self> {
+        EpollSource::new_exclusive(listener)
     }
     fn listener_ref(&self) -> &SocketListener {
         self.listener()
@@ -93,11 +147,10 @@ impl FromListener for PollSource {
 type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 
 /// A stream server in event mode: socketserver's "explicit table of
-/// partially finished requests" on one thread, over epoll (`Src =
-/// EpollSource`, the default) or poll(2) (`PollSource`). Connections
-/// borrow buffers from a pool allocated as it is used
-/// ([`EventOptions::buffer_size`], [`EventOptions::max_buffers`]): an
-/// idle server holds none.
+/// partially finished requests", over epoll (`Src = EpollSource`, the
+/// default) or poll(2) (`PollSource`). Connections borrow buffers from a
+/// pool allocated as it is used ([`EventOptions::buffer_size`],
+/// [`EventOptions::max_buffers`]): an idle server holds none.
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -122,6 +175,16 @@ type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
+/// **Every core** ([`EventOptions::workers`]): with `workers` above one,
+/// the server runs that many loops, each on a thread of its own with its
+/// own table, pool and clone of the service (hooks run on the loop that
+/// owns the connection, as threading runs them on the request's thread),
+/// sharing the port as [`EventOptions::port_sharing`] says.
+/// `serve_forever` runs the first loop on the calling thread and the
+/// others on scoped threads, and returns once all have; one
+/// [`ShutdownHandle`] (or signal) stops them all at once. Per-loop counts:
+/// [`loop_stats`](Self::loop_stats).
+///
 /// The only bound its type carries is `Svc: Service<Address>`: hold it in
 /// a field or pass it to a function as `EventTcpServer<S>` with
 /// `S: Service<Address>`.
@@ -130,28 +193,42 @@ where
     Src: EventSource<Address = Address>,
     Svc: Service<Address>,
 {
-    inner: Inner<Svc, Src>,
+    loops: Vec<Inner<Svc, Src>>,
+    /// The group's shutdown state (the only loop's, with one loop).
     shared: Arc<Shared>,
-    /// The loop, fixed when the server was made.
-    serve: fn(&mut Inner<Svc, Src>, Duration) -> io::Result<()>,
+    /// The loops' driver, fixed when the server was made.
+    serve: ServeFn<Svc, Src>,
     /// The listener's bound address.
     address: BindAddr,
 }
 
 type Inner<Svc, Src> = EventServer<Src, Svc, StdClock, Signal, Slots<Src, Svc>, LazyPool>;
+type ServeFn<Svc, Src> = fn(&mut [Inner<Svc, Src>], &Arc<Shared>, Duration) -> io::Result<()>;
 
 /// An event-mode TCP server (epoll).
 pub type EventTcpServer<Svc> = EventStreamServer<Svc, EpollSource>;
 /// An event-mode Unix stream server (epoll); bind it to a path.
 pub type EventUnixStreamServer<Svc> = EventStreamServer<Svc, EpollSource>;
 
+/// What one loop of an event server counted
+/// ([`EventStreamServer::loop_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Connections open now.
+    pub connections: usize,
+    /// Buffers lent now.
+    pub buffers_lent: usize,
+    /// The table's counts (connections opened, waits for a buffer, ...).
+    pub table: TableStats,
+}
+
 impl<Svc, Src> EventStreamServer<Svc, Src>
 where
-    Src: FromListener,
-    Svc: Service<Address, Handler: EventHandler>,
+    Src: FromListener<Conn: Send> + Send,
+    Svc: Service<Address, Handler: EventHandler + Send> + Clone + Send,
 {
     /// Binds and listens with CPython's defaults and [`EventOptions`]'
-    /// defaults.
+    /// defaults (one loop).
     ///
     /// # Errors
     /// See [`Builder::event`].
@@ -159,22 +236,137 @@ where
         Builder::new().event(address, service, EventOptions::default())
     }
 
-    pub(crate) fn from_listener(
-        listener: SocketListener,
+    fn from_listeners(
+        listeners: Vec<SocketListener>,
         service: Svc,
-        options: EventOptions,
+        options: &EventOptions,
+        shared: Arc<Shared>,
+        exclusive: bool,
     ) -> Result<Self, BindError> {
-        let shared = Arc::clone(listener.shared());
-        let address = listener.address().clone();
-        let source =
-            Src::from_listener(listener).map_err(|source| BindError::at(&address, source))?;
-        let slots = GrowSlots::new(options.max_connections);
-        let pool = LazyPool::new(options.buffer_size, options.max_buffers, options.keep_buffers);
-        let signal = Signal(Arc::clone(&shared));
-        let inner =
-            EventServer::new(source, service, StdClock::new(), signal, slots, pool, options.server);
-        Ok(Self { inner, shared, serve: EventServer::serve_forever, address })
+        let address = listeners[0].address().clone();
+        let serve: ServeFn<Svc, Src> = if listeners.len() == 1 { serve_one } else { serve_all };
+        let loops = listeners
+            .into_iter()
+            .map(|l| {
+                let signal = Signal(Arc::clone(l.shared()));
+                let source =
+                    if exclusive { Src::from_shared_listener(l) } else { Src::from_listener(l) };
+                let source = source.map_err(|e| BindError::at(&address, e))?;
+                Ok(new_loop(source, service.clone(), signal, options))
+            })
+            .collect::<Result<_, BindError>>()?;
+        Ok(Self { loops, shared, serve, address })
     }
+}
+
+fn new_loop<Svc, Src>(
+    source: Src,
+    service: Svc,
+    signal: Signal,
+    o: &EventOptions,
+) -> Inner<Svc, Src>
+where
+    Src: EventSource<Address = Address, Error = io::Error>,
+    Svc: Service<Address, Handler: EventHandler>,
+{
+    let slots = GrowSlots::new(o.max_connections);
+    let pool = LazyPool::new(o.buffer_size, o.max_buffers, o.keep_buffers);
+    EventServer::new(source, service, StdClock::new(), signal, slots, pool, o.server)
+}
+
+/// One loop, on the calling thread.
+fn serve_one<Svc, Src>(
+    loops: &mut [Inner<Svc, Src>],
+    _: &Arc<Shared>,
+    poll: Duration,
+) -> io::Result<()>
+where
+    Src: EventSource<Address = Address, Error = io::Error>,
+    Svc: Service<Address, Handler: EventHandler>,
+{
+    loops[0].serve_forever(poll)
+}
+
+/// Every loop: the first on the calling thread, the others on scoped
+/// threads. The group counts as running from the start to the moment the
+/// last loop has returned; a loop that ends (an error, a panic) stops the
+/// others.
+fn serve_all<Svc, Src>(
+    loops: &mut [Inner<Svc, Src>],
+    group: &Arc<Shared>,
+    poll: Duration,
+) -> io::Result<()>
+where
+    Src: EventSource<Address = Address, Error = io::Error, Conn: Send> + Send,
+    Svc: Service<Address, Handler: EventHandler + Send> + Send,
+{
+    let signal = Signal(Arc::clone(group));
+    signal.loop_started();
+    let _stopped = GroupStopped(&signal);
+    let Some((first, rest)) = loops.split_first_mut() else { return Ok(()) };
+    std::thread::scope(|scope| {
+        let mut results = Vec::with_capacity(rest.len() + 1);
+        let mut threads = Vec::with_capacity(rest.len());
+        for (i, l) in rest.iter_mut().enumerate() {
+            let run = move || {
+                let _stop = StopOthers(group);
+                l.serve_forever(poll)
+            };
+            let name = format!("sockserv-event-{}", i + 1);
+            match std::thread::Builder::new().name(name).spawn_scoped(scope, run) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    group.request();
+                    results.push(Err(e));
+                    break;
+                }
+            }
+        }
+        results.push({
+            let _stop = StopOthers(group);
+            first.serve_forever(poll)
+        });
+        for t in threads {
+            match t.join() {
+                Ok(r) => results.push(r),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        results.into_iter().collect::<io::Result<Vec<()>>>().map(drop)
+    })
+}
+
+/// Marks the group stopped, even when a loop panicked.
+struct GroupStopped<'a>(&'a Signal);
+
+impl Drop for GroupStopped<'_> {
+    fn drop(&mut self) {
+        self.0.loop_stopped();
+    }
+}
+
+/// When a loop returns (or unwinds) while no stop was asked for, asks the
+/// others to stop, so `serve_forever` returns as a whole.
+struct StopOthers<'a>(&'a Arc<Shared>);
+
+impl Drop for StopOthers<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_requested() {
+            self.0.request();
+        }
+    }
+}
+
+fn sum_stats(stats: impl Iterator<Item = LoopStats>) -> LoopStats {
+    stats.fold(LoopStats::default(), |a, b| LoopStats {
+        connections: a.connections + b.connections,
+        buffers_lent: a.buffers_lent + b.buffers_lent,
+        table: TableStats {
+            opened: a.table.opened + b.table.opened,
+            buffer_waits: a.table.buffer_waits + b.table.buffer_waits,
+            starved: a.table.starved + b.table.starved,
+        },
+    })
 }
 
 impl<Svc, Src> EventStreamServer<Svc, Src>
@@ -183,15 +375,18 @@ where
     Svc: Service<Address>,
 {
     /// CPython's `serve_forever(poll_interval)` in event mode; see
-    /// [`EventServer::serve_forever`].
+    /// [`EventServer::serve_forever`]. With several loops, returns once
+    /// all of them have.
     ///
     /// # Errors
-    /// Only if the source cannot wait at all.
+    /// Only if a source cannot wait at all (or a loop's thread could not
+    /// start); the other loops are stopped.
     pub fn serve_forever(&mut self, poll_interval: Duration) -> io::Result<()> {
-        (self.serve)(&mut self.inner, poll_interval)
+        (self.serve)(&mut self.loops, &self.shared, poll_interval)
     }
 
-    /// A handle that stops `serve_forever` from another thread or a signal.
+    /// A handle that stops `serve_forever` (every loop) from another
+    /// thread or a signal.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(Arc::clone(&self.shared))
     }
@@ -201,32 +396,55 @@ where
         &self.address
     }
 
-    /// Open connections.
+    /// How many event loops serve (see [`EventOptions::workers`]).
+    pub fn workers(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Open connections (all loops).
     pub fn connections(&self) -> usize {
-        self.inner.table().len()
+        sum_stats(self.loop_stats().into_iter()).connections
     }
 
     /// Buffers lent to connections now (an idle connection holds none).
     pub fn buffers_lent(&self) -> usize {
-        self.inner.table().pool().lent()
+        sum_stats(self.loop_stats().into_iter()).buffers_lent
     }
 
-    /// What the connection table counted (waits for a buffer, ...).
-    pub fn stats(&self) -> sockserv_core::event::TableStats {
-        self.inner.table().stats()
+    /// What the connection tables counted (waits for a buffer, ...),
+    /// summed over the loops.
+    pub fn stats(&self) -> TableStats {
+        sum_stats(self.loop_stats().into_iter()).table
     }
 
-    /// The service.
+    /// Each loop's counts, in loop order.
+    pub fn loop_stats(&self) -> Vec<LoopStats> {
+        self.loops
+            .iter()
+            .map(|l| LoopStats {
+                connections: l.table().len(),
+                buffers_lent: l.table().pool().lent(),
+                table: l.table().stats(),
+            })
+            .collect()
+    }
+
+    /// The service (the first loop's clone).
     pub fn service(&self) -> &Svc {
-        self.inner.service_ref()
+        self.loops[0].service_ref()
     }
 }
 
 impl<D> Builder<D> {
     /// An event-mode stream server (TCP for socket addresses, Unix for
-    /// paths). The dispatch strategy set on the builder does not apply; the
-    /// socket options do (`request_queue_size`, reuse); Nagle is off when
-    /// either the builder or `options` says so.
+    /// paths), with [`EventOptions::workers`] loops. The dispatch strategy
+    /// set on the builder does not apply; the socket options do
+    /// (`request_queue_size`, reuse); Nagle is off when either the builder
+    /// or `options` says so.
+    ///
+    /// The service is cloned per loop and each loop may run on a thread of
+    /// its own, hence `Clone + Send` (and handlers `Send`); with one loop
+    /// (the default) nothing leaves the calling thread.
     ///
     /// # Errors
     /// The socket could not be made, bound or set listening, or epoll could
@@ -238,13 +456,51 @@ impl<D> Builder<D> {
         options: EventOptions,
     ) -> Result<EventStreamServer<Svc, Src>, BindError>
     where
-        Src: FromListener,
-        Svc: Service<Address, Handler: EventHandler>,
+        Src: FromListener<Conn: Send> + Send,
+        Svc: Service<Address, Handler: EventHandler + Send> + Clone + Send,
     {
-        let builder = self.disable_nagle_algorithm(options.disable_nagle_algorithm);
-        let listener = builder.listener(address)?;
-        EventStreamServer::from_listener(listener, service, options)
+        let mut builder = self.disable_nagle_algorithm(options.disable_nagle_algorithm);
+        let workers = options.loops();
+        let want_reuse = workers > 1 && options.port_sharing == PortSharing::ReusePort;
+        if want_reuse {
+            builder = builder.allow_reuse_port(true);
+        }
+        let first = builder.listener(address)?;
+        // Unix sockets cannot share a path by SO_REUSEPORT: they share one.
+        let reuse_port = want_reuse && !matches!(first.address(), BindAddr::Unix(_));
+        let listeners = more_listeners(&builder, first, workers, reuse_port)?;
+        let shared = if workers == 1 {
+            Arc::clone(listeners[0].shared())
+        } else {
+            let members = listeners.iter().map(|l| Arc::clone(l.shared())).collect();
+            Shared::group(members).map_err(|e| BindError::at(listeners[0].address(), e))?
+        };
+        let exclusive = workers > 1 && !reuse_port;
+        EventStreamServer::from_listeners(listeners, service, &options, shared, exclusive)
     }
+}
+
+/// The listeners of `workers` loops: `first`, then either sockets of their
+/// own bound to its address with `SO_REUSEPORT`, or `dup`s of it; each
+/// with its own shutdown state.
+fn more_listeners<D>(
+    builder: &Builder<D>,
+    first: SocketListener,
+    workers: usize,
+    reuse_port: bool,
+) -> Result<Vec<SocketListener>, BindError> {
+    let address = first.address().clone();
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        let shared = Shared::new().map_err(|e| BindError::at(&address, e))?;
+        let l = if reuse_port {
+            SocketListener::new(address.clone(), builder.socket_options(), shared)?
+        } else {
+            listeners[0].try_clone_with(shared).map_err(|e| BindError::at(&address, e))?
+        };
+        listeners.push(l);
+    }
+    Ok(listeners)
 }
 
 #[cfg(test)]
@@ -271,7 +527,7 @@ mod tests {
             Builder::new().event("127.0.0.1:0", FnService(|_| Nop), options).unwrap();
         let BindAddr::Inet(addr) = server.server_address().clone() else { unreachable!() };
         let _client = TcpStream::connect(addr).unwrap();
-        let listener = server.inner.source().listener_ref();
+        let listener = server.loops[0].source().listener_ref();
         let (socket, _) = loop {
             if let Some(accepted) = listener.accept_nonblocking().unwrap() {
                 break accepted;
