@@ -68,8 +68,8 @@ pub enum PortSharing {
     /// `SO_REUSEPORT` too, so another socket of the same user bound to the
     /// address with it would join the group and take a share. The
     /// default: it spreads connections evenly (measured in
-    /// `docs/DESIGN.md`: 50 connections opened at once went 24/26 over
-    /// two loops, 50/0 with `Exclusive`).
+    /// `docs/DESIGN.md`: 50 connections opened at once went 18–32 of 50
+    /// to each of two loops, all 50 to one with `Exclusive`).
     #[default]
     ReusePort,
     /// One listening socket in every loop's epoll with `EPOLLEXCLUSIVE`:
