@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activation;
 mod addr;
 mod conn;
 pub mod dispatch;
@@ -11,6 +12,8 @@ mod shutdown;
 mod socket;
 mod sys;
 
+#[doc(hidden)]
+pub use addr::Source;
 pub use addr::{Address, BindAddr, IntoBindAddr};
 pub use conn::Conn;
 pub use dispatch::{Forking, Sequential, Strategy, Threading};

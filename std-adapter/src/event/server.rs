@@ -159,6 +159,11 @@ where
         Builder::new().event(address, service, EventOptions::default())
     }
 
+    /// The listening socket (for [`crate::activation::spawn_successor`]).
+    pub fn listener(&self) -> &SocketListener {
+        self.inner.source().listener_ref()
+    }
+
     pub(crate) fn from_listener(
         listener: SocketListener,
         service: Svc,
