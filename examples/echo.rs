@@ -10,19 +10,35 @@
 //! (datagram), and exits 0 on SIGINT/SIGTERM, removing a Unix socket path.
 //! `--mode event` serves streams from one thread with epoll and a fixed
 //! connection table (`--max-connections`, default 10,000).
+//!
+//! Socket activation: started by a service manager (systemd, or
+//! `systemd-socket-activate -l 9999 echo`; `--datagram` for UDP), it
+//! serves the socket it was passed (`LISTEN_FDS`) instead of binding, a
+//! stream or a datagram server as the socket is; `--fd N` serves an
+//! inherited descriptor by number.
+//!
+//! SIGHUP restarts without refusing anyone: between two requests the
+//! server starts a new echo (the same program and arguments) with the
+//! listening socket passed as fd 3 (`LISTEN_FDS`), prints `handed over to
+//! pid N`, stops accepting, lets running requests finish (`--grace`,
+//! default 1 s) and exits; the new process accepts from the same queue.
 
 use std::io::Write as _;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use sockserv::FnService;
+use sockserv::std_adapter::activation::{self, Inherited};
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer};
 use sockserv::std_adapter::{
     BindAddr, BindError, Builder, Forking, IntoBindAddr, Sequential, ShutdownHandle, Strategy,
     Threading,
 };
+use sockserv::{FnService, ServiceExt};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Proto {
@@ -60,6 +76,14 @@ struct Args {
     /// buffers each).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Serve inherited descriptor N (a bound socket; listening if a
+    /// stream) instead of binding.
+    #[arg(long)]
+    fd: Option<i32>,
+    /// Seconds running requests get to finish when the server stops
+    /// (threading, forking, event; a restart's drain).
+    #[arg(long, default_value_t = 1.0)]
+    grace: f64,
 }
 
 #[path = "shared/mod.rs"]
@@ -68,28 +92,16 @@ use shared::Echo;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let address = match args.proto {
-        Proto::Tcp | Proto::Udp => args.addr.as_str().into_bind_addr(),
-        Proto::Unix | Proto::UnixDgram => Ok(BindAddr::Unix(
-            args.path.clone().unwrap_or_else(|| std::env::temp_dir().join("sockserv-echo.sock")),
-        )),
-    };
-    let address = match address {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("echo: cannot bind {}: {e}", args.addr);
-            return ExitCode::from(1);
+    let result = match inherited(&args) {
+        Ok(Some(socket)) => {
+            let proto = if socket.is_datagram() { Proto::Udp } else { Proto::Tcp };
+            run(&args, proto, socket)
         }
-    };
-    let result = match args.mode {
-        Mode::Sync => serve(args.proto, address, Sequential::new()),
-        // Closing must not wait for clients that keep their connection
-        // open: a signal stops the server within a second (forking: the
-        // children still serving get `close_grace`, 1 s, then SIGTERM, so
-        // no process of the example's is left once it has exited).
-        Mode::Threading => serve(args.proto, address, Threading::new().block_on_close(false)),
-        Mode::Forking => serve(args.proto, address, Forking::new().block_on_close(false)),
-        Mode::Event => serve_event(args.proto, address, args.max_connections),
+        Ok(None) => match address(&args) {
+            Ok(address) => run(&args, args.proto, address),
+            Err(e) => Err(Failure::Bind(e)),
+        },
+        Err(e) => Err(Failure::Io(e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +109,49 @@ fn main() -> ExitCode {
             eprintln!("echo: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The socket a service manager passed (`LISTEN_FDS`), or `--fd`'s.
+fn inherited(args: &Args) -> std::io::Result<Option<Inherited>> {
+    let passed = activation::listen_fds()?.into_iter().next();
+    match args.fd {
+        Some(fd) if passed.is_none() => {
+            if fd < 3 {
+                return Err(std::io::Error::other(format!("--fd {fd} is a standard stream")));
+            }
+            // SAFETY: `--fd` names a descriptor the launcher passed to this
+            // process; nothing in it has opened or used that number.
+            Ok(Some(unsafe { Inherited::from_raw_fd(fd) }))
+        }
+        _ => Ok(passed),
+    }
+}
+
+fn address(args: &Args) -> Result<BindAddr, BindError> {
+    match args.proto {
+        Proto::Tcp | Proto::Udp => args.addr.as_str().into_bind_addr(),
+        Proto::Unix | Proto::UnixDgram => Ok(BindAddr::Unix(
+            args.path.clone().unwrap_or_else(|| std::env::temp_dir().join("sockserv-echo.sock")),
+        )),
+    }
+}
+
+fn run(args: &Args, proto: Proto, address: impl IntoBindAddr) -> Result<(), Failure> {
+    // Closing must not wait for clients that keep their connection
+    // open: a signal stops the server within `--grace` (forking: the
+    // children still serving get it too, then SIGTERM, so no process of
+    // the example's is left once it has exited).
+    let grace = Some(Duration::from_secs_f64(args.grace.max(0.0)));
+    match args.mode {
+        Mode::Sync => serve(proto, address, Sequential::new()),
+        Mode::Threading => {
+            serve(proto, address, Threading::new().block_on_close(false).close_grace(grace))
+        }
+        Mode::Forking => {
+            serve(proto, address, Forking::new().block_on_close(false).close_grace(grace))
+        }
+        Mode::Event => serve_event(proto, address, args.max_connections, grace),
     }
 }
 
@@ -115,20 +170,67 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn serve(proto: Proto, address: BindAddr, strategy: impl Into<Strategy>) -> Result<(), Failure> {
-    let service = FnService(|_| Echo);
+fn serve(
+    proto: Proto,
+    address: impl IntoBindAddr,
+    strategy: impl Into<Strategy>,
+) -> Result<(), Failure> {
+    let restart = Restart::default();
+    let service = FnService(|_| Echo).on_service_actions(restart.check());
     let builder = Builder::new().dispatch(strategy.into());
     let poll = Duration::from_millis(500);
     match proto {
         Proto::Tcp | Proto::Unix => {
             let mut server = builder.stream(address, service).map_err(Failure::Bind)?;
-            announce(server.server_address(), &server.shutdown_handle())?;
+            let stop = server.shutdown_handle();
+            restart.arm(&stop, server.listener().socket())?;
+            announce(server.server_address(), &stop)?;
             server.serve_forever(poll).map_err(Failure::Io)
         }
         Proto::Udp | Proto::UnixDgram => {
             let mut server = builder.datagram(address, service).map_err(Failure::Bind)?;
-            announce(server.server_address(), &server.shutdown_handle())?;
+            let stop = server.shutdown_handle();
+            restart.arm(&stop, server.datagram_socket().socket())?;
+            announce(server.server_address(), &stop)?;
             server.serve_forever(poll).map_err(Failure::Io)
+        }
+    }
+}
+
+/// SIGHUP: a successor on the same socket, then a stop between requests.
+#[derive(Clone, Default)]
+struct Restart {
+    hup: Arc<AtomicBool>,
+    parts: Arc<OnceLock<(ShutdownHandle, OwnedFd)>>,
+}
+
+impl Restart {
+    /// Watches SIGHUP for the server that `stop` stops, serving `socket`.
+    fn arm(&self, stop: &ShutdownHandle, socket: &impl AsFd) -> Result<(), Failure> {
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&self.hup))
+            .map_err(Failure::Io)?;
+        let fd = socket.as_fd().try_clone_to_owned().map_err(Failure::Io)?;
+        let _ = self.parts.set((stop.clone(), fd));
+        Ok(())
+    }
+
+    /// The `service_actions` hook: after a SIGHUP, start the successor and
+    /// stop; if it cannot start, say so and keep serving.
+    fn check(&self) -> impl Fn() + Clone + Send + 'static {
+        let this = self.clone();
+        move || {
+            if !this.hup.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            let Some((stop, fd)) = this.parts.get() else { return };
+            match activation::spawn_successor(&[fd.as_fd()], &["echo"]) {
+                Ok(pid) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "handed over to pid {pid}").and_then(|()| out.flush());
+                    stop.request();
+                }
+                Err(e) => eprintln!("echo: restart failed, serving on: {e}"),
+            }
         }
     }
 }
@@ -136,15 +238,26 @@ fn serve(proto: Proto, address: BindAddr, strategy: impl Into<Strategy>) -> Resu
 /// Event mode: streams on the epoll-driven connection table; datagrams on
 /// the datagram server, which already is a non-blocking loop over one
 /// socket (one datagram per readiness, no per-client state).
-fn serve_event(proto: Proto, address: BindAddr, max_connections: usize) -> Result<(), Failure> {
+fn serve_event(
+    proto: Proto,
+    address: impl IntoBindAddr,
+    max_connections: usize,
+    grace: Option<Duration>,
+) -> Result<(), Failure> {
     let poll = Duration::from_millis(500);
     match proto {
         Proto::Tcp | Proto::Unix => {
-            let options = EventOptions { max_connections, ..EventOptions::default() };
-            let service = FnService(|_| Echo);
+            let mut options = EventOptions { max_connections, ..EventOptions::default() };
+            options.server.shutdown_grace = grace.unwrap_or_default();
+            // A stop (a signal, a restart) lets open connections finish.
+            options.server.finish_on_shutdown = true;
+            let restart = Restart::default();
+            let service = FnService(|_| Echo).on_service_actions(restart.check());
             let mut server: EventTcpServer<_> =
                 Builder::new().event(address, service, options).map_err(Failure::Bind)?;
-            announce(server.server_address(), &server.shutdown_handle())?;
+            let stop = server.shutdown_handle();
+            restart.arm(&stop, server.listener().socket())?;
+            announce(server.server_address(), &stop)?;
             server.serve_forever(poll).map_err(Failure::Io)
         }
         Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new()),

@@ -23,8 +23,8 @@ mod tests;
 
 pub use bufio::{BufStream, ReadLineError, StreamError};
 pub use handler::{
-    DatagramHandler, FnService, OnError, Phase, ReplyFull, ReplyWriter, RequestError, Service,
-    ServiceExt, StreamHandler, Verify,
+    DatagramHandler, FnService, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter,
+    RequestError, Service, ServiceExt, StreamHandler, Verify,
 };
 pub use request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 pub use server::{

@@ -24,12 +24,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
 
 use socket2::{Domain, Socket, Type};
 
@@ -37,11 +35,24 @@ use crate::addr::BindAddr;
 use crate::socket::BindError;
 use crate::sys;
 
-/// Descriptor numbers already taken by this process (each is owned once).
-static TAKEN: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
-
 /// A socket this process inherited (from a service manager, or a parent
 /// that passed it by number), owned from now on: dropping it closes it.
+///
+/// Made by [`listen_fds`], from an [`OwnedFd`] (safe), or from a bare
+/// descriptor number with [`FromRawFd::from_raw_fd`](std::os::fd::FromRawFd::from_raw_fd) (unsafe, as std's:
+/// the number must belong to nothing else in the process, which only the
+/// caller knows — a number passed with `--fd` by a launcher, say):
+///
+/// ```no_run
+/// use std::os::fd::FromRawFd;
+/// use sockserv_std::activation::Inherited;
+/// // SAFETY: the launcher passed fd 3 to this process and nothing here
+/// // has used it.
+/// let socket = unsafe { Inherited::from_raw_fd(3) };
+/// ```
+///
+/// Whether it is a socket of the right kind is checked when a server is
+/// built from it ([`BindError`] otherwise).
 pub struct Inherited {
     socket: Socket,
     fd: RawFd,
@@ -49,33 +60,9 @@ pub struct Inherited {
 }
 
 impl Inherited {
-    /// Takes inherited descriptor `fd` (3 or above) and sets `FD_CLOEXEC`
-    /// on it, so that programs this process starts do not inherit it.
-    ///
-    /// A descriptor number must belong to nothing else in this process:
-    /// pass only numbers the process inherited and has not opened itself.
-    /// Each number is taken once; a second take fails.
-    ///
-    /// # Errors
-    /// `fd` is below 3 (standard streams), not open (`EBADF`), or already
-    /// taken (`AlreadyExists`). Whether it is a socket of the right kind is
-    /// checked when a server is built from it.
-    pub fn from_fd(fd: RawFd) -> io::Result<Self> {
-        Self::take(fd, None)
-    }
-
+    /// Takes descriptor `fd` of `listen_fds`: open, `FD_CLOEXEC` set.
     fn take(fd: RawFd, name: Option<String>) -> io::Result<Self> {
-        if fd < sys::LISTEN_FDS_START {
-            let e = format!("fd {fd} is a standard stream, not an inherited socket");
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
-        }
-        let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
-        if taken.contains(&fd) {
-            let e = format!("fd {fd} was already taken by this process");
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, e));
-        }
         let owned = sys::adopt_fd(fd)?;
-        taken.insert(fd);
         Ok(Self { socket: Socket::from(owned), fd, name })
     }
 
@@ -117,7 +104,9 @@ impl Inherited {
         }
         if actual != ty {
             let (is, want) = (kind(actual), kind(ty));
-            return Err(invalid(format!("{self} is a {is} socket; this server needs a {want} one")));
+            return Err(invalid(format!(
+                "{self} is a {is} socket; this server needs a {want} one"
+            )));
         }
         if ty == Type::STREAM && !self.socket.is_listener().map_err(err)? {
             return Err(invalid(format!("{self} is a stream socket that is not listening")));
@@ -125,10 +114,11 @@ impl Inherited {
         let local = self.socket.local_addr().map_err(err)?;
         let address = match local.as_socket() {
             Some(a) => BindAddr::Inet(a),
-            None => BindAddr::Unix(local.as_pathname().map_or_else(
-                || PathBuf::from(format!("(unnamed, {self})")),
-                PathBuf::from,
-            )),
+            None => BindAddr::Unix(
+                local
+                    .as_pathname()
+                    .map_or_else(|| PathBuf::from(format!("(unnamed, {self})")), PathBuf::from),
+            ),
         };
         Ok((self.socket, address))
     }
@@ -139,6 +129,13 @@ fn kind(ty: Type) -> &'static str {
         Type::STREAM => "stream",
         Type::DGRAM => "datagram",
         _ => "non-stream, non-datagram",
+    }
+}
+
+impl From<OwnedFd> for Inherited {
+    fn from(fd: OwnedFd) -> Self {
+        let raw = fd.as_raw_fd();
+        Self { socket: Socket::from(fd), fd: raw, name: None }
     }
 }
 
@@ -171,7 +168,7 @@ impl fmt::Debug for Inherited {
 ///
 /// # Errors
 /// `LISTEN_FDS` or `LISTEN_PID` is not a number, or a descriptor it names
-/// is not open or was already taken.
+/// is not open.
 pub fn listen_fds() -> io::Result<Vec<Inherited>> {
     let read = |name| std::env::var(name).ok();
     let (pid, fds, names) = (read("LISTEN_PID"), read("LISTEN_FDS"), read("LISTEN_FDNAMES"));

@@ -27,6 +27,7 @@ pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
 pub use socket::{BindError, Options, SocketDatagram, SocketListener};
 
 pub use sockserv_core::{
-    BufStream, DatagramHandler, FnService, OnError, ReadLineError, ReplyFull, ReplyWriter,
-    RequestError, Service, ServiceExt, StreamError, StreamHandler, Verify, embedded_io,
+    BufStream, DatagramHandler, FnService, OnError, OnServiceActions, ReadLineError, ReplyFull,
+    ReplyWriter, RequestError, Service, ServiceExt, StreamError, StreamHandler, Verify,
+    embedded_io,
 };

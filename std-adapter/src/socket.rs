@@ -160,11 +160,7 @@ impl Bound {
 
     /// An inherited socket, bound already: served as it is (non-blocking
     /// from now on); its Unix path, if any, is not ours to remove.
-    fn inherited(
-        inherited: Inherited,
-        ty: Type,
-        shared: Arc<Shared>,
-    ) -> Result<Self, BindError> {
+    fn inherited(inherited: Inherited, ty: Type, shared: Arc<Shared>) -> Result<Self, BindError> {
         let (socket, address) = inherited.into_socket(ty)?;
         socket.set_nonblocking(true).map_err(|source| BindError::at(&address, source))?;
         Ok(Self { socket, address, shared, created_path: None })

@@ -388,7 +388,8 @@ pub fn a_stop_wakes_every_wait(f: &impl Fixture) {
     let run = Run { clients: vec![Script::new(b"", End::HoldOpen)], ..stop() };
     let out = f.stream(&run, &rec, forever);
     assert!(out.took < WAKE_BOUND, "{}: the idle read took {:?}", f.name(), out.took);
-    let expected = differs.and_then(|d| d.instead).unwrap_or("error: handler failed in Handle: Interrupted");
+    let expected =
+        differs.and_then(|d| d.instead).unwrap_or("error: handler failed in Handle: Interrupted");
     assert_eq!(rec.lines()[1], expected, "{}", f.name());
 }
 

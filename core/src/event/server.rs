@@ -20,8 +20,15 @@ pub struct EventServerConfig {
     /// connections keep being served meanwhile.
     pub accept_backoff: Duration,
     /// How long a shutdown waits for connections to send what is buffered
-    /// before closing them anyway.
+    /// (or, with `finish_on_shutdown`, to finish) before closing them
+    /// anyway.
     pub shutdown_grace: Duration,
+    /// On shutdown, keep serving open connections as usual (reading,
+    /// answering) until each closes or `shutdown_grace` passes, instead of
+    /// closing them as soon as what is buffered has left. A restart's
+    /// drain: the clients the old process accepted get their answers
+    /// while the new process takes the new ones. Default `false`.
+    pub finish_on_shutdown: bool,
     /// At most this many connections are accepted per readiness event, so
     /// that a flood of new connections cannot starve open ones.
     pub accept_burst: usize,
@@ -36,6 +43,7 @@ impl Default for EventServerConfig {
         Self {
             accept_backoff: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(1),
+            finish_on_shutdown: false,
             accept_burst: 128,
             idle_timeout: Some(Duration::from_secs(300)),
         }
@@ -283,11 +291,13 @@ where
         let accepting_off = self.source.set_accepting(false);
         let now = self.clock.now();
         let deadline = now + self.config.shutdown_grace;
-        self.table.close_gracefully();
-        for token in self.table.tokens() {
-            if self.table.is_live(token) {
-                // Sends what it can now; re-registers for writing only, or closes.
-                self.service(token, false, false, now);
+        if !self.config.finish_on_shutdown {
+            self.table.close_gracefully();
+            for token in self.table.tokens() {
+                if self.table.is_live(token) {
+                    // Sends what it can now; re-registers for writing only, or closes.
+                    self.service(token, false, false, now);
+                }
             }
         }
         let mut events = [Event::Woken; EVENTS];
@@ -305,6 +315,7 @@ where
                             self.service(token, read, write, now);
                         }
                     }
+                    self.resume_starved(now);
                 }
                 Err(e) => {
                     result = Err(e);

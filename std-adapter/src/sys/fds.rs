@@ -68,7 +68,8 @@ impl Successor {
         args: impl IntoIterator<Item = std::ffi::OsString>,
         names: &[&str],
     ) -> io::Result<Self> {
-        let c = |s: &[u8]| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+        let c =
+            |s: &[u8]| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
         let program = c(program.as_bytes())?;
         let argv = args.into_iter().map(|a| c(a.as_bytes())).collect::<io::Result<Vec<_>>>()?;
         let mut env: Vec<Vec<u8>> = std::env::vars_os()
@@ -97,8 +98,12 @@ impl Successor {
         let (status_read, status_write) = super::pipe()?;
         let argv: Vec<*const libc::c_char> =
             self.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-        let envp: Vec<*mut libc::c_char> =
-            self.env.iter_mut().map(|e| e.as_mut_ptr().cast()).chain([std::ptr::null_mut()]).collect();
+        let envp: Vec<*mut libc::c_char> = self
+            .env
+            .iter_mut()
+            .map(|e| e.as_mut_ptr().cast())
+            .chain([std::ptr::null_mut()])
+            .collect();
         let pid_buf = envp[self.pid_at];
         let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         // SAFETY: fork has no memory-safety preconditions; the child only
@@ -109,14 +114,18 @@ impl Successor {
             0 => {
                 // SAFETY: every pointer was made before the fork from live
                 // allocations that the child's copy of memory still holds.
-                unsafe { child_exec(&self.program, &argv, &envp, pid_buf, &raw, status_write.as_raw_fd()) }
+                unsafe {
+                    child_exec(&self.program, &argv, &envp, pid_buf, &raw, status_write.as_raw_fd())
+                }
             }
             pid => {
                 drop(status_write);
                 let mut errno = [0u8; 4];
                 // SAFETY: reads at most 4 bytes into a 4-byte buffer.
                 let n = loop {
-                    let n = unsafe { libc::read(status_read.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+                    let n = unsafe {
+                        libc::read(status_read.as_raw_fd(), errno.as_mut_ptr().cast(), 4)
+                    };
                     if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                         break n;
                     }
@@ -196,4 +205,17 @@ unsafe fn child_exec(
     // SAFETY: valid, null-terminated argv and envp (caller's contract).
     unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr().cast()) };
     fail(status)
+}
+
+impl FromRawFd for crate::activation::Inherited {
+    /// Takes descriptor `fd` as it is (no check: a descriptor that is not
+    /// an open socket of the right kind fails when a server is built).
+    ///
+    /// # Safety
+    /// `fd` must be open and owned by nothing else in this process (std's
+    /// [`OwnedFd::from_raw_fd`] contract).
+    unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        // SAFETY: the caller's contract is OwnedFd's.
+        Self::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
 }
