@@ -24,6 +24,7 @@
 //! default 1 s) and exits; the new process accepts from the same queue.
 
 use std::io::Write as _;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,10 +73,13 @@ struct Args {
     /// in the temporary directory).
     #[arg(long)]
     path: Option<PathBuf>,
-    /// Event mode: the connection table's capacity (4 KiB + 4 KiB of
-    /// buffers each).
-    #[arg(long, default_value_t = 10_000)]
-    max_connections: usize,
+    /// A cap on open connections: at it the server stops accepting until
+    /// one closes (new clients wait in the kernel's backlog). Threading:
+    /// `max_threads` (default none); forking: `max_children` (default 40);
+    /// event: the connection table's capacity (default 10,000); sync
+    /// serves one at a time anyway.
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Serve inherited descriptor N (a bound socket; listening if a
     /// stream) instead of binding.
     #[arg(long)]
@@ -146,12 +150,20 @@ fn run(args: &Args, proto: Proto, address: impl IntoBindAddr) -> Result<(), Fail
     match args.mode {
         Mode::Sync => serve(proto, address, Sequential::new()),
         Mode::Threading => {
-            serve(proto, address, Threading::new().block_on_close(false).close_grace(grace))
+            let mut threading = Threading::new().block_on_close(false).close_grace(grace);
+            if let Some(cap) = args.max_connections.and_then(NonZeroUsize::new) {
+                threading = threading.max_threads(cap);
+            }
+            serve(proto, address, threading)
         }
         Mode::Forking => {
-            serve(proto, address, Forking::new().block_on_close(false).close_grace(grace))
+            let mut forking = Forking::new().block_on_close(false).close_grace(grace);
+            if let Some(cap) = args.max_connections {
+                forking = forking.max_children(cap);
+            }
+            serve(proto, address, forking)
         }
-        Mode::Event => serve_event(proto, address, args.max_connections, grace),
+        Mode::Event => serve_event(proto, address, args.max_connections.unwrap_or(10_000), grace),
     }
 }
 

@@ -29,7 +29,7 @@ pub use handler::{
 pub use request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, MAX_ACCEPT_BACKOFF,
-    Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,
+    ROOM_WAIT, Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,
 };
 pub use transport::{
     Accepted, Clock, Connection, DatagramSocket, Event, EventSource, Interest, NbAccepted,

@@ -29,6 +29,12 @@ pub struct EventServerConfig {
     /// drain: the clients the old process accepted get their answers
     /// while the new process takes the new ones. Default `false`.
     pub finish_on_shutdown: bool,
+    /// When the table is full: `false` (the default) stops accepting until
+    /// a connection closes, so new connections wait in the stack's backlog
+    /// (the listener is not watched meanwhile: nothing spins); `true`
+    /// accepts them and refuses each at once (closed, `handle_table_full`
+    /// told), for clients that should fail fast rather than wait.
+    pub refuse_when_full: bool,
     /// At most this many connections are accepted per readiness event, so
     /// that a flood of new connections cannot starve open ones.
     pub accept_burst: usize,
@@ -44,6 +50,7 @@ impl Default for EventServerConfig {
             accept_backoff: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(1),
             finish_on_shutdown: false,
+            refuse_when_full: false,
             accept_burst: 128,
             idle_timeout: Some(Duration::from_secs(300)),
         }
@@ -89,6 +96,8 @@ where
     config: EventServerConfig,
     accept_resume: Option<Duration>,
     accept_failures: u32,
+    /// Accepting is off because the table is full.
+    at_cap: bool,
 }
 
 /// How many readiness events one wait collects.
@@ -125,6 +134,7 @@ where
             config,
             accept_resume: None,
             accept_failures: 0,
+            at_cap: false,
         }
     }
 
@@ -148,6 +158,7 @@ where
 
     fn serve_loop(&mut self, poll_interval: Duration) -> Result<(), Src::Error> {
         self.accept_resume = None;
+        self.at_cap = false;
         self.source.set_accepting(true)?;
         let mut events = [Event::Woken; EVENTS];
         while !self.shutdown.is_requested() {
@@ -185,12 +196,21 @@ where
 
     /// Resumes accepting after a back-off; closes idle connections.
     fn housekeeping(&mut self, now: Duration) -> Result<(), Src::Error> {
+        let mut resume = false;
         if self.accept_resume.is_some_and(|at| now >= at) {
             self.accept_resume = None;
-            self.source.set_accepting(true)?;
+            resume = !self.at_cap;
         }
         let Self { table, source, service, .. } = self;
         table.sweep(service, now, |token, mut conn| source.deregister(token, &mut conn));
+        if self.at_cap && !self.table.is_full() {
+            // A connection closed: accept again (unless backing off).
+            self.at_cap = false;
+            resume = self.accept_resume.is_none();
+        }
+        if resume {
+            self.source.set_accepting(true)?;
+        }
         Ok(())
     }
 
@@ -200,6 +220,12 @@ where
             return Ok(());
         }
         for _ in 0..self.config.accept_burst {
+            if self.table.is_full() && !self.config.refuse_when_full {
+                // The rest wait in the backlog until a connection closes.
+                self.at_cap = true;
+                self.source.set_accepting(false)?;
+                break;
+            }
             match self.source.try_accept() {
                 Ok(Some((conn, client))) => {
                     self.accept_failures = 0;

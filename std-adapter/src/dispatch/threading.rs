@@ -79,8 +79,10 @@ impl Threading {
         }
     }
 
-    /// Caps the number of live handler threads; a new request waits for a
-    /// free slot.
+    /// Caps the number of live handler threads. At the cap
+    /// `serve_forever` stops accepting until a thread ends: new
+    /// connections wait in the kernel's backlog, not accepted (and the
+    /// listener is not polled, so nothing spins).
     pub fn max_threads(mut self, cap: NonZeroUsize) -> Self {
         self.max_threads = Some(cap);
         self
@@ -200,6 +202,20 @@ impl Dispatch for Threading {
             }
         } else if let Some(grace) = self.close_grace {
             self.wait_idle(grace);
+        }
+    }
+
+    /// Below `max_threads`: the loop accepts only then (the backlog holds
+    /// the rest).
+    fn has_room(&self) -> bool {
+        self.max_threads.is_none_or(|cap| self.live_threads() < cap.get())
+    }
+
+    fn wait_for_room(&mut self, timeout: Duration) {
+        let Some(cap) = self.max_threads else { return };
+        let live = self.slots.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if *live >= cap.get() {
+            let _ = self.slots.freed.wait_timeout(live, timeout);
         }
     }
 }
