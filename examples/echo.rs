@@ -25,7 +25,7 @@
 
 use std::io::Write as _;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -213,7 +213,9 @@ fn serve(
 #[derive(Clone, Default)]
 struct Restart {
     hup: Arc<AtomicBool>,
-    parts: Arc<OnceLock<(ShutdownHandle, OwnedFd)>>,
+    /// The stop, and the server's socket by number: a duplicate held here
+    /// would live on in forked children and keep the port after a stop.
+    parts: Arc<OnceLock<(ShutdownHandle, RawFd)>>,
 }
 
 impl Restart {
@@ -221,8 +223,7 @@ impl Restart {
     fn arm(&self, stop: &ShutdownHandle, socket: &impl AsFd) -> Result<(), Failure> {
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&self.hup))
             .map_err(Failure::Io)?;
-        let fd = socket.as_fd().try_clone_to_owned().map_err(Failure::Io)?;
-        let _ = self.parts.set((stop.clone(), fd));
+        let _ = self.parts.set((stop.clone(), socket.as_fd().as_raw_fd()));
         Ok(())
     }
 
@@ -234,8 +235,11 @@ impl Restart {
             if !this.hup.swap(false, Ordering::SeqCst) {
                 return;
             }
-            let Some((stop, fd)) = this.parts.get() else { return };
-            match activation::spawn_successor(&[fd.as_fd()], &["echo"]) {
+            let Some(&(ref stop, fd)) = this.parts.get() else { return };
+            // SAFETY: this hook runs inside the server's `serve_forever`,
+            // so the server, which owns socket `fd`, is alive.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            match activation::spawn_successor(&[fd], &["echo"]) {
                 Ok(pid) => {
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "handed over to pid {pid}").and_then(|()| out.flush());
