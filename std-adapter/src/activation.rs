@@ -17,10 +17,12 @@
 //! use sockserv_std::activation;
 //!
 //! // Started by systemd (or `systemd-socket-activate -l 8080 ./server`)?
-//! let mut server = match activation::listen_fds()?.into_iter().next() {
-//!     Some(socket) => ThreadingTcpServer::bind(socket, FnService(|_| Echo))?,
-//!     None => ThreadingTcpServer::bind("127.0.0.1:8080", FnService(|_| Echo))?,
+//! let service = FnService(|_| Echo);
+//! let server = match activation::listen_fds()?.into_iter().next() {
+//!     Some(socket) => ThreadingTcpServer::bind(socket, service)?,
+//!     None => ThreadingTcpServer::bind("127.0.0.1:8080", service)?,
 //! };
+//! # drop(server);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
