@@ -3,7 +3,6 @@
 //! ```text
 //! cargo run --release --example echo -- [--proto tcp|udp|unix|unix-dgram]
 //!     [--mode sync|threading|forking|event] [--addr HOST:PORT] [--path PATH]
-//!     [--max-connections N] [--buffer BYTES]
 //! ```
 //!
 //! Prints `listening on ADDR` first (the real port after port 0), echoes
@@ -14,21 +13,38 @@
 //! `--workers N` such loops (`0`: one per CPU), which share the port as
 //! `--port-sharing` says and print what each served at exit
 //! (`loop 0: 123 connections`, on stderr). `--mode threading --pool N`
-//! serves from N pre-spawned worker threads (a request waits for one when
-//! all are busy and N more wait) instead of a thread per request.
+//! serves from N worker threads (a request waits for one when all are
+//! busy and N more wait) instead of a thread per request.
+//!
+//! Socket activation: started by a service manager (systemd, or
+//! `systemd-socket-activate -l 9999 echo`; `--datagram` for UDP), it
+//! serves the socket it was passed (`LISTEN_FDS`) instead of binding, a
+//! stream or a datagram server as the socket is; `--fd N` serves an
+//! inherited descriptor by number.
+//!
+//! SIGHUP restarts without refusing anyone: between two requests the
+//! server starts a new echo (the same program and arguments) with the
+//! listening socket passed as fd 3 (`LISTEN_FDS`), prints `handed over to
+//! pid N`, stops accepting, lets running requests finish (`--grace`,
+//! default 1 s) and exits; the new process accepts from the same queue.
 
 use std::io::Write as _;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use sockserv::FnService;
+use sockserv::std_adapter::activation::{self, Inherited};
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
 use sockserv::std_adapter::{
     BindAddr, BindError, Builder, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
     Strategy, Threading,
 };
+use sockserv::{FnService, ServiceExt};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Proto {
@@ -62,10 +78,21 @@ struct Args {
     /// in the temporary directory).
     #[arg(long)]
     path: Option<PathBuf>,
-    /// Event mode: the connection table's capacity (4 KiB + 4 KiB of
-    /// buffers each).
-    #[arg(long, default_value_t = 10_000)]
-    max_connections: usize,
+    /// A cap on open connections: at it the server stops accepting until
+    /// one closes (new clients wait in the kernel's backlog). Threading:
+    /// `max_threads` (default none); forking: `max_children` (default 40);
+    /// event: the connection table's capacity (default 10,000); sync
+    /// serves one at a time anyway.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Serve inherited descriptor N (a bound socket; listening if a
+    /// stream) instead of binding.
+    #[arg(long)]
+    fd: Option<i32>,
+    /// Seconds running requests get to finish when the server stops
+    /// (threading, forking, event; a restart's drain).
+    #[arg(long, default_value_t = 1.0)]
+    grace: f64,
     /// Blocking modes (sync, threading, forking), streams: the echo's read
     /// buffer in bytes; each read takes at most this much and each write
     /// sends what one read got.
@@ -79,10 +106,9 @@ struct Args {
     /// (SO_REUSEPORT) or one shared (EPOLLEXCLUSIVE).
     #[arg(long, value_enum, default_value = "reuse-port")]
     port_sharing: Sharing,
-    /// Threading mode: N pre-spawned workers instead of a thread per
-    /// request.
+    /// Threading mode: N worker threads instead of a thread per request.
     #[arg(long)]
-    pool: Option<std::num::NonZeroUsize>,
+    pool: Option<NonZeroUsize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -97,32 +123,17 @@ use shared::Echo;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    shared::STREAM_BUFFER.store(args.buffer as usize, std::sync::atomic::Ordering::Relaxed);
-    let address = match args.proto {
-        Proto::Tcp | Proto::Udp => args.addr.as_str().into_bind_addr(),
-        Proto::Unix | Proto::UnixDgram => Ok(BindAddr::Unix(
-            args.path.clone().unwrap_or_else(|| std::env::temp_dir().join("sockserv-echo.sock")),
-        )),
-    };
-    let address = match address {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("echo: cannot bind {}: {e}", args.addr);
-            return ExitCode::from(1);
+    shared::STREAM_BUFFER.store(args.buffer as usize, Ordering::Relaxed);
+    let result = match inherited(&args) {
+        Ok(Some(socket)) => {
+            let proto = if socket.is_datagram() { Proto::Udp } else { Proto::Tcp };
+            run(&args, proto, socket)
         }
-    };
-    let result = match args.mode {
-        Mode::Sync => serve(args.proto, address, Sequential::new()),
-        // Closing must not wait for clients that keep their connection
-        // open: a signal stops the server within a second (forking: the
-        // children still serving get `close_grace`, 1 s, then SIGTERM, so
-        // no process of the example's is left once it has exited).
-        Mode::Threading => match args.pool {
-            None => serve(args.proto, address, Threading::new().block_on_close(false)),
-            Some(n) => serve(args.proto, address, Pool::new(n).block_on_close(false)),
+        Ok(None) => match address(&args) {
+            Ok(address) => run(&args, args.proto, address),
+            Err(e) => Err(Failure::Bind(e)),
         },
-        Mode::Forking => serve(args.proto, address, Forking::new().block_on_close(false)),
-        Mode::Event => serve_event(args.proto, address, event_options(&args)),
+        Err(e) => Err(Failure::Io(e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +141,60 @@ fn main() -> ExitCode {
             eprintln!("echo: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The socket a service manager passed (`LISTEN_FDS`), or `--fd`'s.
+fn inherited(args: &Args) -> std::io::Result<Option<Inherited>> {
+    let passed = activation::listen_fds()?.into_iter().next();
+    match args.fd {
+        Some(fd) if passed.is_none() => {
+            if fd < 3 {
+                return Err(std::io::Error::other(format!("--fd {fd} is a standard stream")));
+            }
+            // SAFETY: `--fd` names a descriptor the launcher passed to this
+            // process; nothing in it has opened or used that number.
+            Ok(Some(unsafe { Inherited::from_raw_fd(fd) }))
+        }
+        _ => Ok(passed),
+    }
+}
+
+fn address(args: &Args) -> Result<BindAddr, BindError> {
+    match args.proto {
+        Proto::Tcp | Proto::Udp => args.addr.as_str().into_bind_addr(),
+        Proto::Unix | Proto::UnixDgram => Ok(BindAddr::Unix(
+            args.path.clone().unwrap_or_else(|| std::env::temp_dir().join("sockserv-echo.sock")),
+        )),
+    }
+}
+
+fn run(args: &Args, proto: Proto, address: impl IntoBindAddr) -> Result<(), Failure> {
+    // Closing must not wait for clients that keep their connection
+    // open: a signal stops the server within `--grace` (forking: the
+    // children still serving get it too, then SIGTERM, so no process of
+    // the example's is left once it has exited).
+    let grace = Some(Duration::from_secs_f64(args.grace.max(0.0)));
+    match args.mode {
+        Mode::Sync => serve(proto, address, Sequential::new()),
+        Mode::Threading if let Some(n) = args.pool => {
+            serve(proto, address, Pool::new(n).block_on_close(false))
+        }
+        Mode::Threading => {
+            let mut threading = Threading::new().block_on_close(false).close_grace(grace);
+            if let Some(cap) = args.max_connections.and_then(NonZeroUsize::new) {
+                threading = threading.max_threads(cap);
+            }
+            serve(proto, address, threading)
+        }
+        Mode::Forking => {
+            let mut forking = Forking::new().block_on_close(false).close_grace(grace);
+            if let Some(cap) = args.max_connections {
+                forking = forking.max_children(cap);
+            }
+            serve(proto, address, forking)
+        }
+        Mode::Event => serve_event(proto, address, event_options(args, grace)),
     }
 }
 
@@ -148,20 +213,71 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn serve(proto: Proto, address: BindAddr, strategy: impl Into<Strategy>) -> Result<(), Failure> {
-    let service = FnService(|_| Echo);
+fn serve(
+    proto: Proto,
+    address: impl IntoBindAddr,
+    strategy: impl Into<Strategy>,
+) -> Result<(), Failure> {
+    let restart = Restart::default();
+    let service = FnService(|_| Echo).on_service_actions(restart.check());
     let builder = Builder::new().dispatch(strategy.into());
     let poll = Duration::from_millis(500);
     match proto {
         Proto::Tcp | Proto::Unix => {
             let mut server = builder.stream(address, service).map_err(Failure::Bind)?;
-            announce(server.server_address(), &server.shutdown_handle())?;
+            let stop = server.shutdown_handle();
+            restart.arm(&stop, server.listener().socket())?;
+            announce(server.server_address(), &stop)?;
             server.serve_forever(poll).map_err(Failure::Io)
         }
         Proto::Udp | Proto::UnixDgram => {
             let mut server = builder.datagram(address, service).map_err(Failure::Bind)?;
-            announce(server.server_address(), &server.shutdown_handle())?;
+            let stop = server.shutdown_handle();
+            restart.arm(&stop, server.datagram_socket().socket())?;
+            announce(server.server_address(), &stop)?;
             server.serve_forever(poll).map_err(Failure::Io)
+        }
+    }
+}
+
+/// SIGHUP: a successor on the same socket, then a stop between requests.
+#[derive(Clone, Default)]
+struct Restart {
+    hup: Arc<AtomicBool>,
+    /// The stop, and the server's socket by number: a duplicate held here
+    /// would live on in forked children and keep the port after a stop.
+    parts: Arc<OnceLock<(ShutdownHandle, RawFd)>>,
+}
+
+impl Restart {
+    /// Watches SIGHUP for the server that `stop` stops, serving `socket`.
+    fn arm(&self, stop: &ShutdownHandle, socket: &impl AsFd) -> Result<(), Failure> {
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&self.hup))
+            .map_err(Failure::Io)?;
+        let _ = self.parts.set((stop.clone(), socket.as_fd().as_raw_fd()));
+        Ok(())
+    }
+
+    /// The `service_actions` hook: after a SIGHUP, start the successor and
+    /// stop; if it cannot start, say so and keep serving.
+    fn check(&self) -> impl Fn() + Clone + Send + 'static {
+        let this = self.clone();
+        move || {
+            if !this.hup.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            let Some(&(ref stop, fd)) = this.parts.get() else { return };
+            // SAFETY: this hook runs inside the server's `serve_forever`,
+            // so the server, which owns socket `fd`, is alive.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            match activation::spawn_successor(&[fd], &["echo"]) {
+                Ok(pid) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "handed over to pid {pid}").and_then(|()| out.flush());
+                    stop.request();
+                }
+                Err(e) => eprintln!("echo: restart failed, serving on: {e}"),
+            }
         }
     }
 }
@@ -169,14 +285,21 @@ fn serve(proto: Proto, address: BindAddr, strategy: impl Into<Strategy>) -> Resu
 /// Event mode: streams on the epoll-driven connection table; datagrams on
 /// the datagram server, which already is a non-blocking loop over one
 /// socket (one datagram per readiness, no per-client state).
-fn serve_event(proto: Proto, address: BindAddr, options: EventOptions) -> Result<(), Failure> {
+fn serve_event(
+    proto: Proto,
+    address: impl IntoBindAddr,
+    options: EventOptions,
+) -> Result<(), Failure> {
     let poll = Duration::from_millis(500);
     match proto {
         Proto::Tcp | Proto::Unix => {
-            let service = FnService(|_| Echo);
+            let restart = Restart::default();
+            let service = FnService(|_| Echo).on_service_actions(restart.check());
             let mut server: EventTcpServer<_> =
                 Builder::new().event(address, service, options).map_err(Failure::Bind)?;
-            announce(server.server_address(), &server.shutdown_handle())?;
+            let stop = server.shutdown_handle();
+            restart.arm(&stop, server.listener().socket())?;
+            announce(server.server_address(), &stop)?;
             let served = server.serve_forever(poll).map_err(Failure::Io);
             if server.workers() > 1 {
                 for (i, s) in server.loop_stats().iter().enumerate() {
@@ -189,13 +312,22 @@ fn serve_event(proto: Proto, address: BindAddr, options: EventOptions) -> Result
     }
 }
 
-fn event_options(args: &Args) -> EventOptions {
+fn event_options(args: &Args, grace: Option<Duration>) -> EventOptions {
     let port_sharing = match args.port_sharing {
         Sharing::ReusePort => PortSharing::ReusePort,
         Sharing::Exclusive => PortSharing::Exclusive,
     };
-    let max_connections = args.max_connections;
-    EventOptions { max_connections, workers: args.workers, port_sharing, ..EventOptions::default() }
+    let max_connections = args.max_connections.unwrap_or(10_000);
+    let mut options = EventOptions {
+        max_connections,
+        workers: args.workers,
+        port_sharing,
+        ..EventOptions::default()
+    };
+    options.server.shutdown_grace = grace.unwrap_or_default();
+    // A stop (a signal, a restart) lets open connections finish.
+    options.server.finish_on_shutdown = true;
+    options
 }
 
 /// Stops on SIGINT / SIGTERM (no thread: safe with fork) and prints the

@@ -231,7 +231,13 @@ fn run(args: &Args) -> Result<(), String> {
                         &FLAG,
                         GrowSlots::new(max),
                         FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new(),
-                        EventServerConfig::default(),
+                        // `--when-full refuse`: accept and refuse through
+                        // the table-full hook (the core's default stops
+                        // accepting at a full table).
+                        EventServerConfig {
+                            refuse_when_full: options.when_full == WhenFull::Refuse,
+                            ..EventServerConfig::default()
+                        },
                     );
                     server.serve_forever(poll).map_err(|e| e.to_string())
                 }

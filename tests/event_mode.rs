@@ -206,9 +206,10 @@ fn a_thousand_open_connections_with_the_poll_fallback() {
 }
 
 #[test]
-fn a_full_table_refuses_and_keeps_serving() {
+fn with_refuse_when_full_a_full_table_refuses_and_keeps_serving() {
     let echo = Echo::default();
-    let options = EventOptions { max_connections: 2, ..EventOptions::default() };
+    let mut options = EventOptions { max_connections: 2, ..EventOptions::default() };
+    options.server.refuse_when_full = true;
     let server = start::<EpollSource>(&echo, options);
     let mut a = connect(server.addr);
     let mut b = connect(server.addr);

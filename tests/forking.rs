@@ -241,9 +241,9 @@ c2.close(); c3.close()
 
 /// Issue 10: at max_children the server waits for a child to exit; a stop
 /// must end that wait at once, not when a client leaves. Two children hold
-/// idle connections, a third connection waits for a slot, the server is
-/// told to stop: the waiting connection is shut down unserved (EOF within
-/// 2 s) while the first two are still open, and `serve_forever` returns.
+/// idle connections, a third connection waits (issue 13: in the backlog,
+/// not accepted), the server is told to stop: `serve_forever` returns
+/// while the first two are still open, and the third is never served.
 fn stop_at_max_children() {
     let rec = Recorder::new(Behaviour::Echo);
     let mut server =
@@ -262,15 +262,17 @@ c3 = socket.create_connection(ADDR)
 c3.sendall(b"x")
 time.sleep(0.3)
 os.kill(os.getppid(), signal.SIGUSR2)
-c3.settimeout(5)
-start = time.monotonic()
+# At the cap the third is not accepted (issue 13: it waits in the
+# backlog); the stop ends the loop (else the test never gets past
+# serve_until_stopped) and the third is never served.
+c3.settimeout(1)
 try:
     got = c3.recv(1)
 except socket.timeout:
-    raise SystemExit("the stop did not end the wait for a child slot")
-took = time.monotonic() - start
-assert got == b"", ("the waiting connection was served after the stop", got)
-assert took < 2, ("the stop took", took)
+    got = None
+except ConnectionResetError:
+    got = b""
+assert got in (None, b""), ("the waiting connection was served after the stop", got)
 assert ask(c1) == b"x" and ask(c2) == b"x", "the children still serve"
 c1.close(); c2.close(); c3.close()
 "#,

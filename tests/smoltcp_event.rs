@@ -157,7 +157,12 @@ fn server<'s, 'a, 'r, 'w, const N: usize, const B: usize, const K: usize>(
 ) -> Server<'s, 'a, 'r, 'w, N, B> {
     let listener = stack.listen(PORT, pool::<K>(), options).unwrap();
     let world = rec.world;
-    let config = EventServerConfig { idle_timeout: idle, ..EventServerConfig::default() };
+    // The refusal tests (a full table without `max_connections`, and the
+    // `Refuse` policy) want the table to accept and refuse; the core's
+    // default stops accepting at a full table.
+    let refuse = options.when_full == WhenFull::Refuse || options.max_connections.is_none();
+    let config =
+        EventServerConfig { idle_timeout: idle, refuse_when_full: refuse, ..Default::default() };
     EventServer::new(
         TcpEventSource::new(listener),
         rec,

@@ -390,6 +390,7 @@ macro_rules! forward_service {
     (@pick $name:ident [] { $($item:tt)* }) => { $($item)* };
     (@pick verify_request [verify_request $($rest:ident)*] { $($item:tt)* }) => {};
     (@pick handle_error [handle_error $($rest:ident)*] { $($item:tt)* }) => {};
+    (@pick service_actions [service_actions $($rest:ident)*] { $($item:tt)* }) => {};
     (@pick $name:ident [$other:ident $($rest:ident)*] { $($item:tt)* }) => {
         forward_service!(@pick $name [$($rest)*] { $($item)* });
     };
@@ -503,6 +504,13 @@ pub trait ServiceExt<A: fmt::Debug>: Service<A> + Sized {
     fn on_error<E: Fn(&A, &RequestError<'_>)>(self, on_error: E) -> OnError<Self, E> {
         OnError { inner: self, on_error }
     }
+
+    /// Runs `actions` once per `serve_forever` turn, between requests
+    /// (CPython's `service_actions`): a place to act on a flag a signal
+    /// set, without interrupting a request.
+    fn on_service_actions<F: Fn()>(self, actions: F) -> OnServiceActions<Self, F> {
+        OnServiceActions { inner: self, actions }
+    }
 }
 
 impl<S: Service<A>, A: fmt::Debug> ServiceExt<A> for S {}
@@ -546,6 +554,25 @@ where
         (self.on_error)(client, error);
     }
     forward_service!(inner; handle_error);
+}
+
+/// A service whose `service_actions` is a closure
+/// ([`ServiceExt::on_service_actions`]).
+#[derive(Clone, Copy, Debug)]
+pub struct OnServiceActions<S, F> {
+    inner: S,
+    actions: F,
+}
+
+impl<S: Service<A>, F: Fn(), A: fmt::Debug> Service<A> for OnServiceActions<S, F> {
+    type Handler = S::Handler;
+    fn handler(&self, client: &A) -> S::Handler {
+        self.inner.handler(client)
+    }
+    fn service_actions(&self) {
+        (self.actions)();
+    }
+    forward_service!(inner; service_actions);
 }
 
 /// A write that did not fit a [`ReplyWriter`]'s buffer.

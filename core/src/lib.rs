@@ -23,13 +23,13 @@ mod tests;
 
 pub use bufio::{BufStream, ReadLineError, StreamError};
 pub use handler::{
-    DatagramHandler, FnService, OnError, Phase, ReplyFull, ReplyWriter, RequestError, Service,
-    ServiceExt, StreamHandler, Verify,
+    DatagramHandler, FnService, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter,
+    RequestError, Service, ServiceExt, StreamHandler, Verify,
 };
 pub use request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, MAX_ACCEPT_BACKOFF,
-    Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,
+    ROOM_WAIT, Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,
 };
 #[cfg(feature = "std")]
 pub use transport::StdClock;

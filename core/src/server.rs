@@ -92,7 +92,26 @@ pub trait Dispatch {
     fn handle_timeout(&mut self) {}
     /// When the server closes (join / wait when blocking on close).
     fn server_close(&mut self) {}
+    /// Whether the strategy can take another request now. At a cap
+    /// (`max_threads`, `max_children`) it answers `false`, and
+    /// `serve_forever` neither accepts nor watches the transport until it
+    /// has room: new connections wait in the stack's backlog (not
+    /// accepted and held, not closed), and a listener that stays readable
+    /// cannot make the loop spin. Default: always.
+    fn has_room(&self) -> bool {
+        true
+    }
+    /// Sleeps until [`has_room`](Self::has_room) may have changed (a
+    /// request finished) or `timeout` passed. The loop calls it with at
+    /// most [`ROOM_WAIT`], so a stop is seen that soon. Default: returns.
+    fn wait_for_room(&mut self, timeout: Duration) {
+        let _ = timeout;
+    }
 }
+
+/// The longest [`Dispatch::wait_for_room`] the loop asks for: how soon a
+/// stop is seen while the strategy is at its cap.
+pub const ROOM_WAIT: Duration = Duration::from_millis(50);
 
 /// How a stream request is run: inline, on a thread, in a child process...
 /// CPython's `process_request`.
@@ -462,6 +481,13 @@ where
         // nothing, then the wait).
         let mut eager = false;
         while !shutdown.is_requested() {
+            if !dispatch.has_room() {
+                dispatch.wait_for_room(poll_interval.min(ROOM_WAIT));
+                eager = false;
+                dispatch.service_actions();
+                service.service_actions();
+                continue;
+            }
             let ready = if backoff {
                 transport.pause(backoff_after(accept_backoff, failures))?
             } else if eager {

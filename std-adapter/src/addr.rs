@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr};
 
+use crate::activation::Inherited;
 use crate::socket::BindError;
 
 /// Where a server listens. The family follows the address (no subclassing,
@@ -62,6 +63,41 @@ pub trait IntoBindAddr {
     /// resolves to (`"localhost:80"`), for [`BindError::requested`].
     fn as_written(&self) -> Option<String> {
         None
+    }
+
+    /// What the server is built from: an address to bind, or an inherited
+    /// socket to serve as it is. Only [`Inherited`] overrides it.
+    #[doc(hidden)]
+    fn into_source(self) -> Result<Source, BindError>
+    where
+        Self: Sized,
+    {
+        self.into_bind_addr().map(Source::Bind)
+    }
+}
+
+/// What a server is built from.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Source {
+    /// Create a socket and bind it here.
+    Bind(BindAddr),
+    /// Serve this socket, bound (and listening) already.
+    Inherited(Inherited),
+}
+
+/// An inherited socket ([`crate::activation`]): served as it is.
+/// `into_bind_addr` gives its bound address (and closes it).
+impl IntoBindAddr for Inherited {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        let ty = self.socket().r#type().map_err(|source| BindError::unresolved(&self, source))?;
+        self.into_socket(ty).map(|(_, address)| address)
+    }
+    fn as_written(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+    fn into_source(self) -> Result<Source, BindError> {
+        Ok(Source::Inherited(self))
     }
 }
 

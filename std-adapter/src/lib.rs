@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activation;
 mod addr;
 mod conn;
 pub mod dispatch;
@@ -11,6 +12,8 @@ mod shutdown;
 mod socket;
 mod sys;
 
+#[doc(hidden)]
+pub use addr::Source;
 pub use addr::{Address, BindAddr, IntoBindAddr};
 pub use conn::Conn;
 pub use dispatch::{Forking, Pool, Sequential, Strategy, Threading, WhenFull};
@@ -24,6 +27,7 @@ pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
 pub use socket::{BindError, Options, SocketDatagram, SocketListener};
 
 pub use sockserv_core::{
-    BufStream, DatagramHandler, FnService, OnError, ReadLineError, ReplyFull, ReplyWriter,
-    RequestError, Service, ServiceExt, StreamError, StreamHandler, Verify, embedded_io,
+    BufStream, DatagramHandler, FnService, OnError, OnServiceActions, ReadLineError, ReplyFull,
+    ReplyWriter, RequestError, Service, ServiceExt, StreamError, StreamHandler, Verify,
+    embedded_io,
 };

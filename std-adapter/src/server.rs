@@ -10,7 +10,8 @@ use sockserv_core::{
     StreamHandler, Transport,
 };
 
-use crate::addr::{Address, BindAddr, IntoBindAddr};
+use crate::activation::Inherited;
+use crate::addr::{Address, BindAddr, IntoBindAddr, Source};
 use crate::conn::Conn;
 use crate::dispatch::{Forking, Sequential, Threading};
 use crate::shutdown::{Shared, ShutdownHandle, Signal, StdClock};
@@ -218,26 +219,36 @@ impl<D> Builder<D> {
         self
     }
 
-    /// Resolves `address` and binds it with `bind`; an error names the
-    /// address as the caller wrote it.
+    /// Resolves `address` and binds it with `bind`, or hands an inherited
+    /// socket to `inherit`; an error names the address as the caller wrote
+    /// it.
     fn bind_with<T>(
         address: impl IntoBindAddr,
-        bind: impl FnOnce(BindAddr) -> Result<T, BindError>,
+        bind: impl FnOnce(BindAddr, Arc<Shared>) -> Result<T, BindError>,
+        inherit: impl FnOnce(Inherited, Arc<Shared>) -> Result<T, BindError>,
     ) -> Result<T, BindError> {
         let written = address.as_written();
-        let address = address.into_bind_addr()?;
-        bind(address).map_err(|e| match written {
+        let made = match address.into_source()? {
+            Source::Bind(address) => bind(address.clone(), new_shared(&address)?),
+            Source::Inherited(socket) => {
+                let shared = Shared::new().map_err(|e| BindError::unresolved(&socket, e))?;
+                inherit(socket, shared)
+            }
+        };
+        made.map_err(|e| match written {
             Some(requested) => BindError { requested, ..e },
             None => e,
         })
     }
 
-    /// A bound, listening socket with these options.
+    /// A bound, listening socket with these options (or an inherited one).
     pub(crate) fn listener(&self, address: impl IntoBindAddr) -> Result<SocketListener, BindError> {
-        Self::bind_with(address, |address| {
-            let shared = new_shared(&address)?;
-            SocketListener::new(address, &self.options, shared)
-        })
+        let options = &self.options;
+        Self::bind_with(
+            address,
+            |address, shared| SocketListener::new(address, options, shared),
+            |socket, shared| SocketListener::inherited(socket, options, shared),
+        )
     }
 
     /// A stream server (TCP for socket addresses, Unix for paths).
@@ -273,10 +284,12 @@ impl<D> Builder<D> {
         D: DatagramDispatch<SocketDatagram, Svc>,
     {
         let options = &self.options;
-        let (socket, shared) = Self::bind_with(address, |address| {
-            let shared = new_shared(&address)?;
-            Ok((SocketDatagram::new(address, options, Arc::clone(&shared))?, shared))
-        })?;
+        let socket = Self::bind_with(
+            address,
+            |address, shared| SocketDatagram::new(address, options, shared),
+            |socket, shared| SocketDatagram::inherited(socket, options, shared),
+        )?;
+        let shared = Arc::clone(socket.shared());
         let buffer = vec![0u8; self.options.max_packet_size];
         Ok(SocketServer::from_parts(Datagram { socket, buffer }, service, self.dispatch, shared))
     }

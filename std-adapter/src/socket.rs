@@ -15,6 +15,7 @@ use sockserv_core::{
     Accepted, DatagramSocket, Readiness, Received, ReplySendError, StreamListener,
 };
 
+use crate::activation::Inherited;
 use crate::addr::{Address, BindAddr};
 use crate::conn::Conn;
 use crate::shutdown::Shared;
@@ -173,6 +174,14 @@ impl Bound {
         Ok(Self { socket, address, shared, created_path: None })
     }
 
+    /// An inherited socket, bound already: served as it is (non-blocking
+    /// from now on); its Unix path, if any, is not ours to remove.
+    fn inherited(inherited: Inherited, ty: Type, shared: Arc<Shared>) -> Result<Self, BindError> {
+        let (socket, address) = inherited.into_socket(ty)?;
+        socket.set_nonblocking(true).map_err(|source| BindError::at(&address, source))?;
+        Ok(Self { socket, address, shared, created_path: None })
+    }
+
     /// CPython's `server_bind`: bind, then learn the real address (the port
     /// the system picked for port 0).
     fn bind(&mut self) -> Result<(), BindError> {
@@ -248,6 +257,21 @@ impl SocketListener {
             listener.server_activate()?;
         }
         Ok(listener)
+    }
+
+    /// Serves an inherited listening socket (its own backlog stays).
+    pub(crate) fn inherited(
+        inherited: Inherited,
+        opts: &Options,
+        shared: Arc<Shared>,
+    ) -> Result<Self, BindError> {
+        let inner = Bound::inherited(inherited, Type::STREAM, shared)?;
+        Ok(Self {
+            inner,
+            stream_timeout: opts.stream_timeout,
+            nodelay: opts.disable_nagle_algorithm,
+            backlog: opts.request_queue_size,
+        })
     }
 
     /// CPython's `server_bind`.
@@ -395,6 +419,18 @@ impl SocketDatagram {
             s.server_bind()?;
         }
         Ok(s)
+    }
+
+    /// Serves an inherited datagram socket.
+    pub(crate) fn inherited(
+        inherited: Inherited,
+        opts: &Options,
+        shared: Arc<Shared>,
+    ) -> Result<Self, BindError> {
+        let inner = Bound::inherited(inherited, Type::DGRAM, shared)?;
+        let sender =
+            inner.socket.try_clone().map_err(|source| BindError::at(&inner.address, source))?;
+        Ok(Self { inner, sender: Arc::new(sender), max_packet_size: opts.max_packet_size })
     }
 
     /// CPython's `server_bind` (datagram servers have no `server_activate`).

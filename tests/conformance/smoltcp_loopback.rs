@@ -138,7 +138,8 @@ impl Fixture for Loopback {
             &world.flag,
             GrowSlots::new(slots),
             LazyPool::new(512, 2 * slots, 2 * slots),
-            EventServerConfig { idle_timeout: None, ..EventServerConfig::default() },
+            // The full-table case checks refusals (the default waits in the backlog).
+            EventServerConfig { idle_timeout: None, refuse_when_full: true, ..Default::default() },
         );
         let start = clock.now();
         server.serve_forever(POLL).unwrap();

@@ -218,7 +218,8 @@ impl Fixture for Tap {
             &*flag,
             GrowSlots::new(slots),
             LazyPool::new(512, 2 * slots, 2 * slots),
-            EventServerConfig { idle_timeout: None, ..EventServerConfig::default() },
+            // The full-table case checks refusals (the default waits in the backlog).
+            EventServerConfig { idle_timeout: None, refuse_when_full: true, ..Default::default() },
         );
         let start = Instant::now();
         server.serve_forever(POLL).unwrap();

@@ -20,8 +20,21 @@ pub struct EventServerConfig {
     /// connections keep being served meanwhile.
     pub accept_backoff: Duration,
     /// How long a shutdown waits for connections to send what is buffered
-    /// before closing them anyway.
+    /// (or, with `finish_on_shutdown`, to finish) before closing them
+    /// anyway.
     pub shutdown_grace: Duration,
+    /// On shutdown, keep serving open connections as usual (reading,
+    /// answering) until each closes or `shutdown_grace` passes, instead of
+    /// closing them as soon as what is buffered has left. A restart's
+    /// drain: the clients the old process accepted get their answers
+    /// while the new process takes the new ones. Default `false`.
+    pub finish_on_shutdown: bool,
+    /// When the table is full: `false` (the default) stops accepting until
+    /// a connection closes, so new connections wait in the stack's backlog
+    /// (the listener is not watched meanwhile: nothing spins); `true`
+    /// accepts them and refuses each at once (closed, `handle_table_full`
+    /// told), for clients that should fail fast rather than wait.
+    pub refuse_when_full: bool,
     /// At most this many connections are accepted per readiness event, so
     /// that a flood of new connections cannot starve open ones.
     pub accept_burst: usize,
@@ -36,6 +49,8 @@ impl Default for EventServerConfig {
         Self {
             accept_backoff: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(1),
+            finish_on_shutdown: false,
+            refuse_when_full: false,
             accept_burst: 128,
             idle_timeout: Some(Duration::from_secs(300)),
         }
@@ -81,6 +96,8 @@ where
     config: EventServerConfig,
     accept_resume: Option<Duration>,
     accept_failures: u32,
+    /// Accepting is off because the table is full.
+    at_cap: bool,
 }
 
 /// How many readiness events one wait collects.
@@ -117,6 +134,7 @@ where
             config,
             accept_resume: None,
             accept_failures: 0,
+            at_cap: false,
         }
     }
 
@@ -140,6 +158,7 @@ where
 
     fn serve_loop(&mut self, poll_interval: Duration) -> Result<(), Src::Error> {
         self.accept_resume = None;
+        self.at_cap = false;
         self.source.set_accepting(true)?;
         let mut events = [Event::Woken; EVENTS];
         while !self.shutdown.is_requested() {
@@ -177,12 +196,21 @@ where
 
     /// Resumes accepting after a back-off; closes idle connections.
     fn housekeeping(&mut self, now: Duration) -> Result<(), Src::Error> {
+        let mut resume = false;
         if self.accept_resume.is_some_and(|at| now >= at) {
             self.accept_resume = None;
-            self.source.set_accepting(true)?;
+            resume = !self.at_cap;
         }
         let Self { table, source, service, .. } = self;
         table.sweep(service, now, |token, mut conn| source.deregister(token, &mut conn));
+        if self.at_cap && !self.table.is_full() {
+            // A connection closed: accept again (unless backing off).
+            self.at_cap = false;
+            resume = self.accept_resume.is_none();
+        }
+        if resume {
+            self.source.set_accepting(true)?;
+        }
         Ok(())
     }
 
@@ -192,6 +220,12 @@ where
             return Ok(());
         }
         for _ in 0..self.config.accept_burst {
+            if self.table.is_full() && !self.config.refuse_when_full {
+                // The rest wait in the backlog until a connection closes.
+                self.at_cap = true;
+                self.source.set_accepting(false)?;
+                break;
+            }
             match self.source.try_accept() {
                 Ok(Some((conn, client))) => {
                     self.accept_failures = 0;
@@ -283,11 +317,13 @@ where
         let accepting_off = self.source.set_accepting(false);
         let now = self.clock.now();
         let deadline = now + self.config.shutdown_grace;
-        self.table.close_gracefully();
-        for token in self.table.tokens() {
-            if self.table.is_live(token) {
-                // Sends what it can now; re-registers for writing only, or closes.
-                self.service(token, false, false, now);
+        if !self.config.finish_on_shutdown {
+            self.table.close_gracefully();
+            for token in self.table.tokens() {
+                if self.table.is_live(token) {
+                    // Sends what it can now; re-registers for writing only, or closes.
+                    self.service(token, false, false, now);
+                }
             }
         }
         let mut events = [Event::Woken; EVENTS];
@@ -305,6 +341,7 @@ where
                             self.service(token, read, write, now);
                         }
                     }
+                    self.resume_starved(now);
                 }
                 Err(e) => {
                     result = Err(e);

@@ -204,9 +204,20 @@ pub(super) type Server<'e, 'n, 's, const N: usize, const B: usize, const P: usiz
     FixedPool<B, P>,
 >;
 
+/// A server that refuses connections past its table (the tests written
+/// for refusals); [`server_with`] for any configuration.
 pub(super) fn server<'e, 'n, 's, const N: usize, const B: usize, const P: usize>(
     ev: &'e Ev<'n, 's>,
     idle: Option<Duration>,
+) -> Server<'e, 'n, 's, N, B, P> {
+    let config =
+        EventServerConfig { idle_timeout: idle, refuse_when_full: true, ..Default::default() };
+    server_with(ev, config)
+}
+
+pub(super) fn server_with<'e, 'n, 's, const N: usize, const B: usize, const P: usize>(
+    ev: &'e Ev<'n, 's>,
+    config: EventServerConfig,
 ) -> Server<'e, 'n, 's, N, B, P> {
     EventServer::new(
         ev.net.event_source(),
@@ -215,7 +226,7 @@ pub(super) fn server<'e, 'n, 's, const N: usize, const B: usize, const P: usize>
         ev.flag,
         heapless::Vec::new(),
         FixedPool::new(),
-        EventServerConfig { idle_timeout: idle, ..EventServerConfig::default() },
+        config,
     )
 }
 
@@ -281,6 +292,21 @@ fn back_pressure_then_everything_flows_once_the_peer_reads() {
     let ev = Ev::new(Kind::Echo, &net, &flag, all_closed);
     server::<2, 16, 4>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), &INPUT[..]);
+}
+
+#[test]
+fn at_a_full_table_a_new_connection_waits_and_is_served_once_one_closes() {
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"one"));
+    net.connect(MockConn::new(2, b"two").hold_open());
+    net.connect(MockConn::new(3, b"three"));
+    net.request_stop_at(5 * SEC, &flag);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server_with::<2, 64, 4>(&ev, EventServerConfig::default()).serve_forever(POLL).unwrap();
+    assert_eq!(ev.count("table full"), 0, "nobody refused: {:?}", ev.log());
+    assert_eq!(net.conn(0).unwrap().output(), b"one");
+    assert_eq!(net.conn(2).unwrap().output(), b"three", "the third waited, then was served");
 }
 
 #[test]

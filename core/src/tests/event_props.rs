@@ -68,7 +68,7 @@ fn check<const N: usize, const B: usize, const P: usize>(peers: &[Peer]) {
         net.connect(conn);
     }
     let ev = Ev::new(Kind::Echo, &net, &flag, every_connection_closed);
-    let mut srv = server::<N, B, P>(&ev, None);
+    let mut srv = server::<N, B, P>(&ev, None); // refuses past N
     srv.serve_forever(Duration::from_millis(100)).unwrap();
     let full = peers.len() > N;
     for (i, p) in peers.iter().enumerate() {

@@ -105,6 +105,16 @@ impl Children {
         true
     }
 
+    /// Reaps; while `max` children run, sleeps until one exits or
+    /// `timeout` passes.
+    pub(super) fn wait_for_exit(&mut self, max: usize, timeout: Duration) {
+        self.reap_exited();
+        if self.running.len() >= max {
+            self.sleep(None, Some(Instant::now() + timeout));
+            self.reap_exited();
+        }
+    }
+
     /// Waits for every child to exit (CPython's `block_on_close`).
     pub(super) fn wait_all(&mut self) {
         for c in std::mem::take(&mut self.running) {

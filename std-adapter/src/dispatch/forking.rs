@@ -167,6 +167,15 @@ impl Dispatch for Forking {
             (false, None) => self.children.reap_exited(),
         }
     }
+
+    /// Below `max_children`: the loop accepts only then.
+    fn has_room(&self) -> bool {
+        self.children.len() < self.max_children
+    }
+
+    fn wait_for_room(&mut self, timeout: Duration) {
+        self.children.wait_for_exit(self.max_children, timeout);
+    }
 }
 
 impl<Svc> StreamDispatch<Conn, Address, Svc> for Forking

@@ -76,6 +76,12 @@ impl Dispatch for Strategy {
     fn handle_timeout(&mut self) {
         each!(self, d => d.handle_timeout());
     }
+    fn has_room(&self) -> bool {
+        each!(self, d => d.has_room())
+    }
+    fn wait_for_room(&mut self, timeout: std::time::Duration) {
+        each!(self, d => d.wait_for_room(timeout));
+    }
     fn server_close(&mut self) {
         each!(self, d => d.server_close());
     }

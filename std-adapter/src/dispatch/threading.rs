@@ -25,6 +25,9 @@ use crate::socket::SocketDatagram;
 /// * [`max_threads`](Self::max_threads) (default: no cap, as CPython):
 ///   with a cap, a new request waits in the server loop for a free slot,
 ///   so a burst cannot exhaust the machine.
+/// * [`close_grace`](Self::close_grace) (default `None`): without
+///   `block_on_close`, how long `server_close` still waits for running
+///   handler threads to finish (a restart's drain), then leaves them.
 ///
 /// The service is cloned into each thread (`Svc: Clone + Send + 'static`):
 /// keep shared state behind an `Arc`.
@@ -35,6 +38,7 @@ pub struct Threading {
     /// CPython's `block_on_close`.
     pub block_on_close: bool,
     max_threads: Option<NonZeroUsize>,
+    close_grace: Option<Duration>,
     slots: Arc<Slots>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -52,7 +56,7 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         let mut live = self.0.live.lock().unwrap_or_else(PoisonError::into_inner);
         *live -= 1;
-        self.0.freed.notify_one();
+        self.0.freed.notify_all();
     }
 }
 
@@ -69,13 +73,16 @@ impl Threading {
             daemon_threads: false,
             block_on_close: true,
             max_threads: None,
+            close_grace: None,
             slots: Arc::default(),
             threads: Vec::new(),
         }
     }
 
-    /// Caps the number of live handler threads; a new request waits for a
-    /// free slot.
+    /// Caps the number of live handler threads. At the cap
+    /// `serve_forever` stops accepting until a thread ends: new
+    /// connections wait in the kernel's backlog, not accepted (and the
+    /// listener is not polled, so nothing spins).
     pub fn max_threads(mut self, cap: NonZeroUsize) -> Self {
         self.max_threads = Some(cap);
         self
@@ -91,6 +98,30 @@ impl Threading {
     pub fn block_on_close(mut self, block: bool) -> Self {
         self.block_on_close = block;
         self
+    }
+
+    /// Without `block_on_close`: how long closing still waits for running
+    /// handler threads to finish before leaving them (`None`, the default:
+    /// not at all, as CPython). With `block_on_close` closing waits for
+    /// them however long.
+    pub fn close_grace(mut self, grace: Option<Duration>) -> Self {
+        self.close_grace = grace;
+        self
+    }
+
+    /// Waits until no handler thread runs, or `grace` has passed.
+    fn wait_idle(&self, grace: Duration) {
+        let deadline = std::time::Instant::now() + grace;
+        let mut live = self.slots.live.lock().unwrap_or_else(PoisonError::into_inner);
+        while *live > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let (guard, _) =
+                self.slots.freed.wait_timeout(live, left).unwrap_or_else(PoisonError::into_inner);
+            live = guard;
+        }
     }
 
     /// Handler threads running now.
@@ -169,6 +200,22 @@ impl Dispatch for Threading {
             for t in self.threads.drain(..) {
                 let _ = t.join();
             }
+        } else if let Some(grace) = self.close_grace {
+            self.wait_idle(grace);
+        }
+    }
+
+    /// Below `max_threads`: the loop accepts only then (the backlog holds
+    /// the rest).
+    fn has_room(&self) -> bool {
+        self.max_threads.is_none_or(|cap| self.live_threads() < cap.get())
+    }
+
+    fn wait_for_room(&mut self, timeout: Duration) {
+        let Some(cap) = self.max_threads else { return };
+        let live = self.slots.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if *live >= cap.get() {
+            let _ = self.slots.freed.wait_timeout(live, timeout);
         }
     }
 }

@@ -17,8 +17,11 @@ use crate::socket::{BindError, SocketListener};
 /// Knobs of the event mode.
 #[derive(Clone, Copy, Debug)]
 pub struct EventOptions {
-    /// The connection table's capacity; a connection beyond it is refused
-    /// (closed at once, `handle_table_full` told). Default 1,024. A slot is
+    /// The connection table's capacity, a cap on open connections: at it
+    /// the server stops accepting until one closes (new connections wait
+    /// in the kernel's backlog), or with `server.refuse_when_full` accepts
+    /// and refuses them (closed at once, `handle_table_full` told).
+    /// Default 1,024. A slot is
     /// made when a connection first needs it (about 100 bytes plus the
     /// handler; see `docs/DESIGN.md`), and holds no buffer of its own.
     pub max_connections: usize,
@@ -234,6 +237,12 @@ where
     /// See [`Builder::event`].
     pub fn bind(address: impl IntoBindAddr, service: Svc) -> Result<Self, BindError> {
         Builder::new().event(address, service, EventOptions::default())
+    }
+
+    /// The (first loop's) listening socket (for
+    /// [`crate::activation::spawn_successor`]).
+    pub fn listener(&self) -> &SocketListener {
+        self.loops[0].source().listener_ref()
     }
 
     fn from_listeners(
