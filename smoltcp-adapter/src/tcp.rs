@@ -29,7 +29,7 @@ pub enum WhenFull {
     /// Accepted, then refused by the server: the listener offers
     /// connections even past [`Options::max_connections`], so an event
     /// server with a full table closes them at once and tells
-    /// `Hooks::handle_table_full` (the client sees its connection
+    /// `Service::handle_table_full` (the client sees its connection
     /// accepted, then closed). A SYN that finds every pooled socket busy
     /// is dropped, as with [`Drop`](Self::Drop).
     Refuse,
