@@ -128,14 +128,12 @@ impl<'a> Outbox<'a> {
         {
             match conn.try_write_kind(data) {
                 Ok(k) => n = k.min(data.len()),
-                Err(kind) => {
-                    self.failed = Some(kind);
-                    self.direct = None;
-                }
+                Err(kind) => self.failed = Some(kind),
             }
             self.sent += n;
             if n < data.len() {
-                // The connection is full: the rest waits in the buffer.
+                // The connection is full (or failed): the rest waits in
+                // the buffer, and nothing more goes straight to it.
                 self.direct = None;
             }
         }
