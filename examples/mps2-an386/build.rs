@@ -5,7 +5,7 @@ use std::path::PathBuf;
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let here = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
-    for f in ["memory.x", "riscv.x"] {
+    for f in ["memory.x", "device.x", "riscv.x"] {
         std::fs::copy(here.join(f), out.join(f)).unwrap();
         println!("cargo:rerun-if-changed={f}");
     }

@@ -55,11 +55,25 @@ pub const MTU: usize = 1514;
 /// What the controller may hand over: a frame and its FCS.
 const RX_MAX: usize = MTU + 4;
 
-/// The controller, with one receive and one transmit frame buffer (smoltcp
-/// answers a frame while still reading it, so both are live at once).
-pub struct Lan9118 {
+/// The frame buffers the driver borrows: one to receive into, one to
+/// transmit from (smoltcp answers a frame while still reading it, so both
+/// are live at once). Kept apart from the driver so that moving the
+/// driver moves two pointers, not 3 KiB.
+pub struct Frames {
     rx: [u8; RX_MAX],
     tx: [u8; MTU],
+}
+
+impl Frames {
+    pub const fn new() -> Self {
+        Self { rx: [0; RX_MAX], tx: [0; MTU] }
+    }
+}
+
+/// The controller and its frame buffers.
+pub struct Lan9118<'b> {
+    rx: &'b mut [u8; RX_MAX],
+    tx: &'b mut [u8; MTU],
     /// Frames dropped: a receive error or a frame too long.
     pub rx_dropped: u32,
 }
@@ -73,9 +87,9 @@ pub enum InitError {
     Timeout,
 }
 
-impl Lan9118 {
-    pub const fn new() -> Self {
-        Self { rx: [0; RX_MAX], tx: [0; MTU], rx_dropped: 0 }
+impl<'b> Lan9118<'b> {
+    pub fn new(frames: &'b mut Frames) -> Self {
+        Self { rx: &mut frames.rx, tx: &mut frames.tx, rx_dropped: 0 }
     }
 
     /// Resets the controller and starts it with `mac`.
@@ -203,9 +217,15 @@ fn mac_read(reg: u32) -> Result<u32, InitError> {
     Ok(eth_read(MAC_CSR_DATA))
 }
 
-impl Device for Lan9118 {
-    type RxToken<'a> = RxToken<'a>;
-    type TxToken<'a> = TxToken<'a>;
+impl Device for Lan9118<'_> {
+    type RxToken<'a>
+        = RxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxToken<'a>
+    where
+        Self: 'a;
 
     fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         // An answer may go out while the frame is read: room first.
@@ -214,11 +234,11 @@ impl Device for Lan9118 {
         }
         let len = self.read_frame()?;
         let Self { rx, tx, .. } = self;
-        Some((RxToken(&rx[..len]), TxToken(tx)))
+        Some((RxToken(&rx[..len]), TxToken(&mut **tx)))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
-        self.tx_room().then_some(TxToken(&mut self.tx))
+        self.tx_room().then_some(TxToken(&mut *self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

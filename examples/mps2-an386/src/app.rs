@@ -1,13 +1,13 @@
-//! The echo server on mps2-an386: `smoltcp_echo`'s handlers (the same
-//! `examples/shared/echo.rs`) on smoltcp over the board's LAN9118, in sync
-//! or event mode, TCP or UDP, as the command line says (see
-//! `sockserv_mps2_an386::config`). Run it with `../run`.
+//! The echo application on mps2-an386: `smoltcp_echo`'s handlers (the
+//! same `examples/shared/echo.rs`) on smoltcp over the board's LAN9118,
+//! TCP or UDP as the command line says (see `sockserv_mps2_an386::config`),
+//! in the mode its image was built for (`bin/echo_event.rs`,
+//! `bin/echo_sync.rs`: one image per mode, so that each carries only its
+//! server). Run it with `../run`.
 //!
 //! Memory: everything lives on the stack of `main` (nothing is
 //! allocated; the statics are a few bytes), so the measured peak stack is
 //! the RAM the server needs.
-#![no_std]
-#![no_main]
 
 use core::cell::Cell;
 use core::time::Duration;
@@ -23,10 +23,10 @@ use sockserv::{
     Datagram, FnService, Inline, Readiness, Server, ShutdownFlag, Stream, StreamHandler,
 };
 use sockserv_mps2_an386::config::{self, Mode, Proto};
-use sockserv_mps2_an386::lan9118::{FreeRun, Lan9118};
+use sockserv_mps2_an386::lan9118::{Frames, FreeRun, Lan9118};
 use sockserv_mps2_an386::{hw, out};
 
-#[path = "../../../shared/echo.rs"]
+#[path = "../../shared/echo.rs"]
 mod echo;
 use echo::Echo;
 
@@ -72,6 +72,10 @@ fn main() -> ! {
     let mut line = [0u8; 512];
     let n = hw::host_cmdline(&mut line);
     let cfg = match config::Config::parse(&line[..n]) {
+        Ok(cfg) if cfg.mode != super::MODE => {
+            out::line(&[b"error: this image serves the other --mode"]);
+            hw::host_exit(2)
+        }
         Ok(cfg) => cfg,
         Err(msg) => {
             out::line(&[b"error: ", msg]);
@@ -110,10 +114,10 @@ impl Idle<'_> {
     }
 }
 
-impl Wait<Lan9118> for Idle<'_> {
+impl Wait<Lan9118<'_>> for Idle<'_> {
     fn wait(
         &mut self,
-        device: &mut Lan9118,
+        device: &mut Lan9118<'_>,
         _: &mut SocketSet<'_>,
         timeout: Option<Duration>,
     ) -> Readiness {
@@ -134,11 +138,12 @@ impl Wait<Lan9118> for Idle<'_> {
     }
 }
 
-type Net<'a, 'c> = Stack<'a, Lan9118, Idle<'c>, &'c FreeRun>;
+type Net<'a, 'c> = Stack<'a, Lan9118<'c>, Idle<'c>, &'c FreeRun>;
 
 fn run(cfg: &config::Config) -> u32 {
     let clock = FreeRun::new();
-    let mut device = Lan9118::new();
+    let mut frames = Frames::new();
+    let mut device = Lan9118::new(&mut frames);
     let mac = [0x02, 0, 0, 0, 0, 0x01];
     if device.init(mac).is_err() {
         out::line(&[b"error: no LAN9118 at 0x40200000"]);
@@ -195,7 +200,7 @@ fn announce(cfg: &config::Config) {
 fn tcp_echo(
     cfg: &config::Config,
     iface: Interface,
-    device: Lan9118,
+    device: Lan9118<'_>,
     idle: Idle<'_>,
     clock: &FreeRun,
 ) -> bool {
@@ -227,7 +232,7 @@ fn tcp_echo(
     announce(cfg);
     let service = FnService(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
-    let ok = match cfg.mode {
+    let ok = match super::MODE {
         Mode::Sync => {
             let mut server = Server::new(Stream(listener), service, clock, &FLAG, Inline::new());
             server.serve_forever(poll).is_ok()
@@ -258,7 +263,7 @@ fn tcp_echo(
 fn udp_echo(
     cfg: &config::Config,
     iface: Interface,
-    device: Lan9118,
+    device: Lan9118<'_>,
     idle: Idle<'_>,
     clock: &FreeRun,
 ) -> bool {
