@@ -1,16 +1,21 @@
 //! Every `unsafe` of the firmware: the LAN9118's registers, SysTick, the
-//! idle wait, semihosting calls and the stack painting. The rest of the
-//! firmware is safe code over the small functions here.
+//! idle wait, semihosting calls and the stack painting (and, on RISC-V,
+//! the start-up code). The rest of the firmware is safe code over the
+//! small functions here. The LAN9118, SysTick and the wait are ARM only
+//! (mps2-an386); semihosting and the stack painting serve both targets.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 // ---------------------------------------------------------------- LAN9118
 
+#[cfg(target_arch = "arm")]
 /// The LAN9118 on mps2-an386 (QEMU's `hw/arm/mps2.c`).
 const LAN9118: usize = 0x4020_0000;
+#[cfg(target_arch = "arm")]
 /// Its register window (the FIFO ports and the direct registers).
 const LAN9118_LEN: usize = 0x100;
 
+#[cfg(target_arch = "arm")]
 /// Reads the LAN9118 register at byte offset `reg` (a multiple of 4 below
 /// 0x100; anything else reads 0).
 #[inline]
@@ -24,6 +29,7 @@ pub fn eth_read(reg: usize) -> u32 {
     unsafe { core::ptr::read_volatile((LAN9118 + reg) as *const u32) }
 }
 
+#[cfg(target_arch = "arm")]
 /// Writes the LAN9118 register at byte offset `reg` (ignored outside the
 /// window).
 #[inline]
@@ -38,15 +44,23 @@ pub fn eth_write(reg: usize, value: u32) {
 
 // ---------------------------------------------------------------- SysTick and the wait
 
+#[cfg(target_arch = "arm")]
 const SYST_CSR: usize = 0xE000_E010;
+#[cfg(target_arch = "arm")]
 const SYST_RVR: usize = 0xE000_E014;
+#[cfg(target_arch = "arm")]
 const SYST_CVR: usize = 0xE000_E018;
+#[cfg(target_arch = "arm")]
 const ICSR: usize = 0xE000_ED04;
+#[cfg(target_arch = "arm")]
 const NVIC_ISER0: usize = 0xE000_E100;
+#[cfg(target_arch = "arm")]
 const NVIC_ICPR0: usize = 0xE000_E280;
+#[cfg(target_arch = "arm")]
 /// The LAN9118's interrupt line on mps2-an385/an386.
 pub const ETH_IRQ: u32 = 13;
 
+#[cfg(target_arch = "arm")]
 /// Starts SysTick on the 25 MHz core clock with `ticks` per period and
 /// masks interrupts (PRIMASK): nothing runs in handler mode; a pending
 /// SysTick or LAN9118 interrupt only ends `wait_for_interrupt`.
@@ -64,6 +78,7 @@ pub fn start_ticks(ticks: u32) {
     }
 }
 
+#[cfg(target_arch = "arm")]
 /// Sleeps until SysTick or the LAN9118 raises an interrupt (QEMU's CPU
 /// idles meanwhile), then clears both pending bits.
 pub fn wait_for_interrupt() {
@@ -85,6 +100,7 @@ const SYS_GET_CMDLINE: usize = 0x15;
 const SYS_EXIT_EXTENDED: usize = 0x20;
 
 /// One semihosting call: `op` with the parameter block `args`.
+#[cfg(target_arch = "arm")]
 fn semihost(op: usize, args: &mut [usize]) -> isize {
     let r: isize;
     // SAFETY: the semihosting trap (BKPT 0xAB, QEMU's -semihosting) reads
@@ -92,6 +108,30 @@ fn semihost(op: usize, args: &mut [usize]) -> isize {
     // which the callers below hand over as live, correctly sized slices.
     unsafe {
         core::arch::asm!("bkpt #0xab", inout("r0") op => r, in("r1") args.as_mut_ptr(), options(nostack));
+    }
+    r
+}
+
+/// One semihosting call on RISC-V: the trap is EBREAK between the two
+/// marker instructions, uncompressed.
+#[cfg(target_arch = "riscv32")]
+fn semihost(op: usize, args: &mut [usize]) -> isize {
+    let r: isize;
+    // SAFETY: as on ARM; the three instructions are the semihosting
+    // sequence QEMU recognises (it must not be compressed or split).
+    unsafe {
+        core::arch::asm!(
+            ".balign 16",
+            ".option push",
+            ".option norvc",
+            "slli zero, zero, 0x1f",
+            "ebreak",
+            "srai zero, zero, 0x7",
+            ".option pop",
+            inout("a0") op => r,
+            in("a1") args.as_mut_ptr(),
+            options(nostack),
+        );
     }
     r
 }
@@ -159,8 +199,8 @@ pub fn host_exit(code: u32) -> ! {
 const PAINT: u32 = 0xC0DE_CAFE;
 
 unsafe extern "C" {
-    /// cortex-m-rt's linker script: the first byte past `.bss`/`.uninit`
-    /// and the initial stack pointer.
+    /// The linker script's (cortex-m-rt's link.x, or riscv.x): the first
+    /// byte past `.bss`/`.uninit` and the initial stack pointer.
     static __euninit: u32;
     static _stack_start: u32;
 }
@@ -175,7 +215,15 @@ fn stack_bounds() -> (usize, usize) {
 fn sp() -> usize {
     let sp: usize;
     // SAFETY: reads the stack pointer register.
-    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    #[cfg(target_arch = "arm")]
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: as above.
+    #[cfg(target_arch = "riscv32")]
+    unsafe {
+        core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
     sp
 }
 
@@ -221,3 +269,26 @@ pub fn peak_stack() -> usize {
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".vector_table.interrupts")]
 static __INTERRUPTS: [usize; 1] = [0];
+
+// ---------------------------------------------------------------- RISC-V start-up
+
+// QEMU's virt machine (`-bios none`) jumps to the ELF entry in RAM: set
+// the stack pointer, clear .bss, call `main` (the binary's).
+#[cfg(target_arch = "riscv32")]
+core::arch::global_asm!(
+    ".section .text.start, \"ax\"",
+    ".global _start",
+    "_start:",
+    ".option push",
+    ".option norelax",
+    "la sp, _stack_start",
+    "la t0, __sbss",
+    "la t1, __ebss",
+    "1: bgeu t0, t1, 2f",
+    "sw zero, 0(t0)",
+    "addi t0, t0, 4",
+    "j 1b",
+    "2: call main",
+    "3: j 3b",
+    ".option pop",
+);
