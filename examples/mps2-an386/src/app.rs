@@ -216,12 +216,8 @@ fn tcp_echo(
         config::WhenFull::Reset => WhenFull::Reset,
         config::WhenFull::Refuse => WhenFull::Refuse,
     };
-    let options = Options {
-        backlog: BACKLOG,
-        when_full,
-        max_connections: Some(max),
-        ..Options::default()
-    };
+    let options =
+        Options { backlog: BACKLOG, when_full, max_connections: Some(max), ..Options::default() };
     let sockets = bufs.iter_mut().map(|[rx, tx]| {
         tcp::Socket::new(tcp::SocketBuffer::new(&mut rx[..]), tcp::SocketBuffer::new(&mut tx[..]))
     });
