@@ -49,8 +49,8 @@ const BACKLOG: usize = 2;
 const MAX_CONNECTIONS: usize = 4;
 const EVENT_BUFFER: usize = 512;
 const EVENT_BUFFERS: usize = 2;
-/// The TCP listener's sockets: the table, the backlog and one closing.
-const POOL: usize = MAX_CONNECTIONS + BACKLOG + 1;
+/// The TCP listener's sockets: the table and the backlog.
+const POOL: usize = MAX_CONNECTIONS + BACKLOG;
 /// Each TCP socket's receive and send buffers.
 const TCP_BUFFER: usize = 512;
 /// The largest UDP payload in one Ethernet frame, and the UDP socket's
@@ -69,9 +69,19 @@ static FLAG: ShutdownFlag = ShutdownFlag::new();
 #[entry]
 fn main() -> ! {
     hw::paint_stack();
+    let cfg = configure();
+    let code = run(&cfg);
+    out::line_num(b"peak stack ", hw::peak_stack() as u64, b" bytes");
+    hw::host_exit(code)
+}
+
+/// The command line, parsed (in a frame of its own: the line's buffer is
+/// gone once the server runs).
+#[inline(never)]
+fn configure() -> config::Config {
     let mut line = [0u8; 512];
     let n = hw::host_cmdline(&mut line);
-    let cfg = match config::Config::parse(&line[..n]) {
+    match config::Config::parse(&line[..n]) {
         Ok(cfg) if cfg.mode != super::MODE => {
             out::line(&[b"error: this image serves the other --mode"]);
             hw::host_exit(2)
@@ -81,10 +91,7 @@ fn main() -> ! {
             out::line(&[b"error: ", msg]);
             hw::host_exit(2)
         }
-    };
-    let code = run(&cfg);
-    out::line_num(b"peak stack ", hw::peak_stack() as u64, b" bytes");
-    hw::host_exit(code)
+    }
 }
 
 /// Sleeps on the LAN9118's interrupt and SysTick; asks the server to stop

@@ -292,3 +292,13 @@ core::arch::global_asm!(
     "3: j 3b",
     ".option pop",
 );
+
+/// A fault (with `panic = immediate-abort`, a panic is an undefined
+/// instruction, hence a HardFault): say so and end QEMU with status 101,
+/// rather than hang.
+#[cfg(target_arch = "arm")]
+#[cortex_m_rt::exception]
+unsafe fn HardFault(_: &cortex_m_rt::ExceptionFrame) -> ! {
+    host_write(b"fault: panic or HardFault\n");
+    host_exit(101)
+}
