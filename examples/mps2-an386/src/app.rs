@@ -47,12 +47,13 @@ const BACKLOG: usize = 2;
 /// Event mode: the table's capacity (`--max-connections` beyond it is
 /// capped) and the buffers its connections share.
 const MAX_CONNECTIONS: usize = 4;
-const EVENT_BUFFER: usize = 512;
+const EVENT_BUFFER: usize = 256;
 const EVENT_BUFFERS: usize = 2;
 /// The TCP listener's sockets: the table and the backlog.
 const POOL: usize = MAX_CONNECTIONS + BACKLOG;
-/// Each TCP socket's receive and send buffers.
-const TCP_BUFFER: usize = 512;
+/// Each TCP socket's receive and send buffers (the receive buffer is the
+/// window smoltcp offers).
+const TCP_BUFFER: usize = 384;
 /// The largest UDP payload in one Ethernet frame, and the UDP socket's
 /// buffers (two datagrams each way).
 const MAX_DATAGRAM: usize = 1472;
