@@ -184,24 +184,23 @@ fn run(cfg: &config::Config) -> u32 {
 }
 
 fn announce(cfg: &config::Config) {
-    let mut a = [0u8; 20];
-    let mut b = [0u8; 20];
-    let mut c = [0u8; 20];
-    let mut d = [0u8; 20];
-    let mut p = [0u8; 20];
-    let [o0, o1, o2, o3] = cfg.addr.ip().octets();
-    out::line(&[
-        b"listening on ",
-        out::num(o0.into(), &mut a),
-        b".",
-        out::num(o1.into(), &mut b),
-        b".",
-        out::num(o2.into(), &mut c),
-        b".",
-        out::num(o3.into(), &mut d),
-        b":",
-        out::num(cfg.addr.port().into(), &mut p),
-    ]);
+    // "IP:PORT" as `smoltcp_echo` prints it, built in one buffer.
+    let mut text = [0u8; 21];
+    let mut len = 0;
+    let mut digits = [0u8; 20];
+    for (i, o) in cfg.addr.ip().octets().into_iter().enumerate() {
+        for &d in out::num(o.into(), &mut digits) {
+            text[len] = d;
+            len += 1;
+        }
+        text[len] = if i < 3 { b'.' } else { b':' };
+        len += 1;
+    }
+    for &d in out::num(cfg.addr.port().into(), &mut digits) {
+        text[len] = d;
+        len += 1;
+    }
+    out::line(&[b"listening on ", &text[..len]]);
 }
 
 #[inline(never)]
