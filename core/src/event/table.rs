@@ -47,6 +47,23 @@ impl<T, const N: usize> SlotStorage<T> for heapless::Vec<T, N> {
     }
 }
 
+/// Borrowed slot storage is slot storage: a table can use slots that
+/// live in a `static` (`&'static mut FixedSlots<..>`).
+impl<T, S: SlotStorage<T> + ?Sized> SlotStorage<T> for &mut S {
+    fn slots(&self) -> &[T] {
+        (**self).slots()
+    }
+    fn slots_mut(&mut self) -> &mut [T] {
+        (**self).slots_mut()
+    }
+    fn max_slots(&self) -> usize {
+        (**self).max_slots()
+    }
+    fn push(&mut self, item: T) -> Result<(), T> {
+        (**self).push(item)
+    }
+}
+
 /// One place in a [`ConnTable`]: a live connection's state (without its
 /// buffers, which are borrowed from the pool), or a link in the free list.
 pub struct Slot<C, H, A>(State<C, H, A>);
