@@ -35,7 +35,7 @@ use embedded_io::{Error as _, ErrorKind};
 
 pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
 pub use server::{EventServer, EventServerConfig, ServerSlot};
-pub use table::{ConnTable, Outcome, Slot, SlotStorage, TableStats};
+pub use table::{CappedSlots, ConnTable, Outcome, Slot, SlotStorage, TableStats};
 
 /// Slot storage with a capacity of `N` fixed at compile time, no
 /// allocator: `FixedSlots::new()` (a `heapless::Vec`; slots are made as
