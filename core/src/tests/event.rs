@@ -754,3 +754,65 @@ fn serve_from_statics(
     server.serve_forever(POLL).unwrap();
     assert_eq!(server.table().capacity(), 2);
 }
+
+/// The mock on a device: capacities small enough for a microcontroller's
+/// RAM (4 connections, 64 bytes captured each, 1 datagram, 8 events),
+/// serving the event mode; going past them fails as documented.
+#[test]
+fn a_mock_with_small_capacities_serves_and_refuses_past_them() {
+    type Small<'s> = MockNet<'s, 4, 64, 1, 8>;
+    let small = core::mem::size_of::<Small<'_>>();
+    let host = core::mem::size_of::<MockNet<'_>>();
+    assert!(small < 4 * 1024, "a small mock is {small} bytes");
+    assert!(host > 100 * 1024, "the host default keeps room for long tests ({host} bytes)");
+    std::println!("mock: {small} bytes with 4/64/1/8, {host} bytes with the defaults");
+
+    let flag = ShutdownFlag::new();
+    let net = Small::with_capacities();
+    for i in 0..5 {
+        net.connect(MockConn::new(i, b"ping\n"));
+    }
+    net.request_stop_at(10 * SEC, &flag);
+    // 8 events: a ninth cannot be scripted.
+    for _ in 0..2 {
+        net.spurious_ready_at(20 * SEC);
+    }
+    assert_eq!(net.pending(), 8);
+    let over = std::panic::catch_unwind(|| {
+        let net = Small::with_capacities();
+        for _ in 0..9 {
+            net.spurious_ready_at(SEC);
+        }
+    });
+    assert!(over.is_err(), "a ninth event overflows the script");
+    let mut server = EventServer::new(
+        net.event_source(),
+        crate::FnService(|_: &MockAddr| StaticEcho),
+        &net,
+        &flag,
+        crate::event::FixedSlots::<_, 4>::new(),
+        FixedPool::<32, 2>::new(),
+        EventServerConfig { refuse_when_full: true, ..EventServerConfig::default() },
+    );
+    server.serve_forever(POLL).unwrap();
+    drop(server);
+    assert_eq!(net.conn_count(), 4, "a fifth connection does not fit the net");
+    assert_eq!(net.stats().accept_errors, 1, "and its accept failed (OutOfMemory)");
+    for i in 0..4 {
+        assert_eq!(net.conn(i).unwrap().output(), b"ping\n");
+    }
+}
+
+/// A connection's output past the net's capture fails the write.
+#[test]
+fn a_small_mock_capture_fails_the_write_past_it() {
+    use embedded_io::Write as _;
+    let net = MockNet::<'_, 1, 4, 1, 2>::with_capacities();
+    net.connect(MockConn::new(1, b""));
+    let (mut stream, _) =
+        crate::StreamListener::try_accept(&mut net.listener::<MockAddr>()).unwrap().unwrap();
+    assert_eq!(stream.write(b"1234"), Ok(4));
+    assert_eq!(stream.write(b"5"), Err(crate::mock::MockError(ErrorKind::OutOfMemory)));
+    drop(stream);
+    assert_eq!(net.conn(0).unwrap().output(), b"1234");
+}
