@@ -120,7 +120,8 @@ impl<'s, 'a> TcpListener<'s, 'a> {
     /// table of `CONNS` connections (from the type asked for, see
     /// [`EventServer`]) sharing the buffers of `pool`. Set
     /// [`Options::max_connections`](crate::Options::max_connections) to
-    /// `CONNS` (see [`TcpEventSource`]).
+    /// `CONNS` (see [`TcpEventSource`]). A table of no connection does not
+    /// compile.
     pub fn into_event_server<Svc, P, Sh, const CONNS: usize>(
         self,
         service: Svc,
@@ -133,6 +134,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
         P: BufferPool,
         Sh: ShutdownSignal + Clone,
     {
+        const { assert!(CONNS > 0, "an event server needs room for one connection") };
         let source = TcpEventSource::new(self);
         let clock = source.clock();
         sockserv_core::event::EventServer::new(
@@ -162,7 +164,8 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
 
     /// A server on this socket, on the stack's clock, with datagram and
     /// reply buffers of `N` bytes (from the type asked for, see
-    /// [`UdpServer`]): `socketserver.UDPServer`.
+    /// [`UdpServer`]): `socketserver.UDPServer`. Empty buffers do not
+    /// compile.
     pub fn into_server<Svc, Sh, const N: usize>(
         self,
         service: Svc,
@@ -172,6 +175,7 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
         Svc: Service<IpEndpoint, Handler: DatagramHandler>,
         Sh: ShutdownSignal,
     {
+        const { assert!(N > 0, "a UDP server needs a buffer of at least one byte") };
         let clock = self.clock();
         let transport = Datagram { socket: self, buffer: [0; N] };
         Server::new(transport, service, clock, shutdown, Inline::with_reply_buffer([0; N]))
