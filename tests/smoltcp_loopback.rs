@@ -16,10 +16,10 @@ use smoltcp_world::{
     payload, pool,
 };
 use sockserv::{
-    BufStream, Clock, Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError,
-    Server, Service, ShutdownFlag, Stream, StreamHandler,
+    BufStream, Clock, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server,
+    Service, ShutdownFlag, Stream, StreamHandler,
 };
-use sockserv_smoltcp::{DatagramLoss, Loss, Options, Storage, WhenFull};
+use sockserv_smoltcp::{DatagramLoss, Loss, Options, Storage, TcpServer, UdpServer, WhenFull};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Behaviour {
@@ -243,7 +243,9 @@ fn handle_timeout_after_the_virtual_deadline() {
     let listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
     let rec = Rec::new(Behaviour::Echo);
     let flag = ShutdownFlag::new();
-    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    // The adapter's sync server: its deadline is on the stack's clock
+    // (`world.clock`, given to the stack once).
+    let mut server: TcpServer<'_, '_, _, _> = listener.into_server(rec.clone(), &flag);
     server.set_timeout(Some(Duration::from_secs(3)));
     server.handle_request().unwrap();
     assert_eq!(rec.lines(), ["timeout"]);
@@ -434,8 +436,9 @@ fn udp_echo_and_truncation_reported() {
     });
     let rec = Rec::new(Behaviour::Echo);
     let flag = ShutdownFlag::new();
-    let transport = Datagram { socket, buffer: [0u8; 64] };
-    let mut server = Server::new(transport, rec.clone(), &world.clock, &flag, Inline::new());
+    // The adapter's UDP server: 64-byte datagram and reply buffers, on
+    // the stack's clock.
+    let mut server: UdpServer<'_, '_, _, 64, _> = socket.into_server(rec.clone(), &flag);
     server.handle_request().unwrap();
     server.handle_request().unwrap();
     world.settle(&stack);
