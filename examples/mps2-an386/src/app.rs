@@ -14,14 +14,14 @@ use core::time::Duration;
 
 use cortex_m_rt::entry;
 use embedded_io::{Read, Write};
-use sockserv::event::{EventServer, EventServerConfig, FixedPool, FixedSlots};
+use sockserv::event::{EventServerConfig, FixedPool};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketSet};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
-use sockserv::smoltcp_adapter::{Options, Stack, Storage, TcpEventSource, Wait, WhenFull, smoltcp};
-use sockserv::{
-    Datagram, FnService, Inline, Readiness, Server, ShutdownFlag, Stream, StreamHandler,
+use sockserv::smoltcp_adapter::{
+    EventServer, Options, Stack, Storage, TcpServer, UdpServer, Wait, WhenFull, smoltcp,
 };
+use sockserv::{FnService, Readiness, ShutdownFlag, StreamHandler};
 use sockserv_mps2_an386::config::{self, Mode, Proto};
 use sockserv_mps2_an386::lan9118::{Frames, FreeRun, Lan9118};
 use sockserv_mps2_an386::{hw, out};
@@ -237,23 +237,18 @@ fn tcp_echo(
     let poll = Duration::from_millis(500);
     let ok = match super::MODE {
         Mode::Sync => {
-            let mut server = Server::new(Stream(listener), service, clock, &FLAG, Inline::new());
+            let mut server: TcpServer<'_, '_, _> = listener.into_server(service, &FLAG);
             server.serve_forever(poll).is_ok()
         }
         Mode::Event => {
-            let mut server = EventServer::new(
-                TcpEventSource::new(listener),
-                service,
-                clock,
-                &FLAG,
-                FixedSlots::<_, MAX_CONNECTIONS>::new(),
-                FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new(),
-                EventServerConfig {
-                    refuse_when_full: when_full == WhenFull::Refuse,
-                    shutdown_grace: Duration::from_millis(500),
-                    ..EventServerConfig::default()
-                },
-            );
+            let config = EventServerConfig {
+                refuse_when_full: when_full == WhenFull::Refuse,
+                shutdown_grace: Duration::from_millis(500),
+                ..EventServerConfig::default()
+            };
+            let pool = FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new();
+            let mut server: EventServer<'_, '_, _, _, MAX_CONNECTIONS> =
+                listener.into_event_server(service, &FLAG, pool, config);
             server.serve_forever(poll).is_ok()
         }
     };
@@ -286,10 +281,9 @@ fn udp_echo(
     };
     announce(cfg);
     let service = FnService(|_: &IpEndpoint| Echo);
-    // One byte more than the largest datagram, so that none is cut.
-    let transport = Datagram { socket, buffer: [0u8; MAX_DATAGRAM + 1] };
-    let dispatch = Inline::with_reply_buffer([0u8; MAX_DATAGRAM]);
-    let mut server = Server::new(transport, service, clock, &FLAG, dispatch);
+    // A datagram longer than the buffer would be reported as truncated;
+    // without fragmentation none is longer than MAX_DATAGRAM.
+    let mut server: UdpServer<'_, '_, _, MAX_DATAGRAM> = socket.into_server(service, &FLAG);
     let ok = server.serve_forever(Duration::from_millis(500)).is_ok();
     drop(server);
     report(&stack);

@@ -6,8 +6,8 @@
 //! RX_FIFO_INF's count) and its data. Its RX interrupt only wakes the
 //! CPU's `WFI` (see `hw::wait_for_interrupt`). Safe code over `hw`.
 
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
-use smoltcp::time::Instant;
+use sockserv::smoltcp_adapter::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use sockserv::smoltcp_adapter::smoltcp::time::Instant;
 
 use crate::hw::{eth_read, eth_write};
 

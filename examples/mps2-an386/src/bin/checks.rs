@@ -42,7 +42,8 @@ static EVENT_FLAG: ShutdownFlag = ShutdownFlag::new();
 /// Check 1: one request through the core's `Server` on the mock, read one
 /// byte at a time.
 fn mock_sync() -> bool {
-    let net = MockNet::new();
+    // The mock sized for a device: 1 connection, 64-byte capture.
+    let net = MockNet::<'_, 1, 64, 1, 8>::with_capacities();
     net.connect(MockConn::new(1, b"hello from the target\n").one_byte_at_a_time());
     let service = FnService(|_: &u32| Echo);
     let mut server = Server::new(Stream(net.listener()), service, &net, &FLAG, Inline::new());
@@ -110,7 +111,8 @@ const INPUTS: [&[u8]; CONNS] = [
 /// mock, sharing 4 buffers of 64 bytes: every byte comes back, each
 /// connection is closed once.
 fn mock_event() -> bool {
-    let net = MockNet::new();
+    // 16 connections, 128-byte captures, 64 scripted events.
+    let net = MockNet::<'_, CONNS, 128, 1, 64>::with_capacities();
     for (i, input) in INPUTS.iter().enumerate() {
         net.connect(MockConn::new(i as u32, input).read_chunk(7).write_window(5));
         // Each slow reader catches up a second later than the previous.
