@@ -18,8 +18,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use sockserv::prelude::*;
 use sockserv::std_adapter::event::EventTcpServer;
+use sockserv::*;
 
 /// The largest request head served (well under the event mode's 64 KiB
 /// receive buffer, so the handler, not the buffer, decides).

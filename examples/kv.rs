@@ -18,8 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sockserv::prelude::*;
+use sockserv::embedded_io::{Read, Write};
 use sockserv::std_adapter::ThreadingTcpServer;
+use sockserv::*;
 
 /// The longest line served, newline included.
 const MAX_LINE: usize = 256;
@@ -84,9 +85,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sockserv::driver::Stream;
     use sockserv::mock::{MockConn, MockListener, MockNet};
     use sockserv::std_adapter::Address;
-    use sockserv::{Inline, Server, ShutdownFlag, Stream};
+    use sockserv::{Inline, Server, ShutdownFlag};
 
     /// The mock's listener, handing out std addresses as `main`'s server
     /// does (the service never looks at the address, so nothing else says

@@ -49,16 +49,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use sockserv::event::{EventServer, EventServerConfig, FixedPool};
+use sockserv::StdClock;
+use sockserv::driver::{Clock, Datagram, Stream};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface};
 use sockserv::smoltcp_adapter::smoltcp::phy::{Medium, TunTapInterface};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
 use sockserv::smoltcp_adapter::{
-    Loss, Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull, smoltcp,
+    Loss, Options, Stack, Storage, TapWait, TcpEventSource, WhenFull, smoltcp,
 };
 use sockserv::std_adapter::event::GrowSlots;
-use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
+use sockserv::{EventServer, EventServerConfig, FixedPool};
+use sockserv::{FnService, Inline, Server, ShutdownFlag};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Proto {

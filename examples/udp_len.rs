@@ -17,8 +17,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use sockserv::prelude::*;
+use sockserv::embedded_io::Write;
 use sockserv::std_adapter::{Address, UdpServer};
+use sockserv::*;
 
 #[derive(Parser)]
 struct Args {

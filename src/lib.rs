@@ -8,7 +8,7 @@
 //! ```
 //! # use std::convert::Infallible;
 //! # use sockserv::{DatagramHandler, ReplyWriter, StreamHandler, embedded_io::{Read, Write}};
-//! # use sockserv::event::{EventHandler, Outbox, Step};
+//! # use sockserv::{EventHandler, Outbox, Step};
 //! # struct Echo;
 //! # impl<S: Read + Write> StreamHandler<S> for Echo {
 //! #     type Error = S::Error;
@@ -87,14 +87,3 @@ pub use sockserv_smoltcp as smoltcp_adapter;
 #[cfg(feature = "nal")]
 #[doc(inline)]
 pub use sockserv_nal as nal_adapter;
-
-/// What a handler or service file usually imports, in one line:
-/// `use sockserv::prelude::*;`.
-pub mod prelude {
-    pub use crate::embedded_io::{Read, Write};
-    pub use crate::event::{EventHandler, Next, Outbox, Step};
-    pub use crate::{
-        BufStream, DatagramHandler, FnService, ReadLineError, ReplyFull, ReplyWriter, RequestError,
-        Service, ServiceExt, StreamError, StreamHandler,
-    };
-}

@@ -8,9 +8,9 @@ use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sockserv::event::{EventHandler, Outbox, Step};
 use sockserv::std_adapter::event::EventTcpServer;
 use sockserv::std_adapter::{BindAddr, TcpServer};
+use sockserv::{EventHandler, Outbox, Step};
 use sockserv::{FnService, StreamHandler};
 
 static RECORDS: Mutex<Vec<(log::Level, String, String)>> = Mutex::new(Vec::new());

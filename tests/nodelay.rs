@@ -6,10 +6,12 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use sockserv::FnService;
+use sockserv::StreamHandler;
+use sockserv::driver::{Dispatch, StreamDispatch};
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Conn, Sequential, StreamHandler, StreamServer, Threading,
+    Address, BindAddr, Builder, Conn, Sequential, StreamServer, Threading,
 };
-use sockserv::{Dispatch, FnService, StreamDispatch};
 
 /// Answers one byte: whether the connection it got has `TCP_NODELAY`.
 struct ReportNodelay;

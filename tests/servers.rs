@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sockserv::FnService;
+use sockserv::driver::{DatagramDispatch, Dispatch, StreamDispatch};
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Conn, DatagramServer, Sequential, Service, ShutdownError,
-    ShutdownHandle, StreamHandler, StreamServer, TcpServer, Threading, ThreadingTcpServer,
-    UdpServer, UnixStreamServer,
+    Address, BindAddr, Builder, Conn, DatagramServer, Sequential, ShutdownError, ShutdownHandle,
+    StreamServer, TcpServer, Threading, ThreadingTcpServer, UdpServer, UnixStreamServer,
 };
-use sockserv::{DatagramDispatch, Dispatch, FnService, StreamDispatch};
+use sockserv::{Service, StreamHandler};
 use util::{Behaviour, Recorder, TEST_STR, dgram_examine, open_fds, stream_examine, unix_path};
 
 const POLL: Duration = Duration::from_millis(10);

@@ -272,7 +272,7 @@ impl fmt::Display for RequestError<'_> {
 /// for each request (CPython's `RequestHandlerClass`). One trait for every
 /// mode: the server asks for a [`Handler`](Self::Handler) that implements
 /// what it needs ([`StreamHandler`], [`DatagramHandler`] or
-/// [`EventHandler`](crate::event::EventHandler)).
+/// [`EventHandler`](crate::EventHandler)).
 ///
 /// The service is Python's `self.server`: a handler reaches shared state
 /// through what the service put into it. Every method takes `&self`: with
@@ -355,7 +355,7 @@ pub trait Service<A: fmt::Debug> {
     /// lost; the peer's data waits in the transport). Told once each time
     /// a connection starts waiting. Default: nothing (it is back-pressure,
     /// not a failure; the table counts it in
-    /// [`TableStats::buffer_waits`](crate::event::TableStats)).
+    /// [`TableStats::buffer_waits`](crate::TableStats)).
     fn handle_buffers_exhausted(&self, client: &A) {
         let _ = client;
     }

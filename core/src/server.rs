@@ -117,14 +117,14 @@ pub const ROOM_WAIT: Duration = Duration::from_millis(50);
 /// CPython's `process_request`.
 pub trait StreamDispatch<S, A, Svc: ?Sized>: Dispatch {
     /// Serves `stream` from `client`, usually by calling
-    /// [`serve_stream`](crate::serve_stream) wherever it runs it.
+    /// [`serve_stream`](crate::driver::serve_stream) wherever it runs it.
     fn process_request(&mut self, service: &Svc, stream: S, client: A);
 }
 
 /// How a datagram request is run. CPython's `process_request` for UDP.
 pub trait DatagramDispatch<U: DatagramSocket + ?Sized, Svc: ?Sized>: Dispatch {
     /// Serves the datagram `packet` from `client`, usually by calling
-    /// [`serve_datagram`](crate::serve_datagram).
+    /// [`serve_datagram`](crate::driver::serve_datagram).
     fn process_request(
         &mut self,
         service: &Svc,
@@ -169,7 +169,7 @@ impl<B> Dispatch for Inline<B> {}
 
 impl<B, S, A, Svc> StreamDispatch<S, A, Svc> for Inline<B>
 where
-    S: crate::Connection,
+    S: crate::driver::Connection,
     A: fmt::Debug,
     Svc: Service<A, Handler: StreamHandler<S>> + ?Sized,
 {
@@ -351,7 +351,8 @@ where
 /// # #[cfg(feature = "mock")] fn main() {
 /// use core::time::Duration;
 /// use sockserv::mock::{MockConn, MockNet};
-/// use sockserv::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
+/// use sockserv::{FnService, Inline, Server, ShutdownFlag, StreamHandler};
+/// use sockserv::driver::Stream;
 /// use embedded_io::{Read, Write};
 ///
 /// struct Upper;

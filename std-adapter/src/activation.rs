@@ -8,7 +8,8 @@
 //! a socket of the kind the server needs.
 //!
 //! ```no_run
-//! # use sockserv_std::{FnService, StreamHandler, ThreadingTcpServer};
+//! # use sockserv_core::{FnService, StreamHandler};
+//! # use sockserv_std::ThreadingTcpServer;
 //! # struct Echo;
 //! # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
 //! #     type Error = S::Error;

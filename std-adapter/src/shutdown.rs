@@ -143,10 +143,11 @@ impl std::error::Error for ShutdownError {}
 /// `server.shutdown()`. Cheap to clone, `Send + Sync`.
 ///
 /// ```
-/// # use sockserv::std_adapter::{TcpServer, FnService};
+/// # use sockserv::FnService;
+/// # use sockserv::std_adapter::TcpServer;
 /// # use std::time::Duration;
 /// # struct Nop;
-/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv::std_adapter::StreamHandler<S> for Nop {
+/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv::StreamHandler<S> for Nop {
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
@@ -217,4 +218,4 @@ impl ShutdownHandle {
     }
 }
 
-pub use sockserv_core::StdClock;
+pub(crate) use sockserv_core::StdClock;

@@ -15,10 +15,8 @@ use std::time::Duration;
 pub mod process;
 
 use sockserv::embedded_io;
-use sockserv::std_adapter::{
-    Address, BindAddr, BufStream, DatagramHandler, ReplyWriter, RequestError, Service,
-    StreamHandler,
-};
+use sockserv::std_adapter::{Address, BindAddr};
+use sockserv::{BufStream, DatagramHandler, ReplyWriter, RequestError, Service, StreamHandler};
 
 /// CPython's `TEST_STR`.
 pub const TEST_STR: &[u8] = b"hello world\n";

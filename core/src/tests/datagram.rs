@@ -3,8 +3,9 @@
 use std::vec;
 
 use super::{Behaviour, Recorder};
+use crate::driver::Datagram;
 use crate::mock::{MockNet, MockSocket};
-use crate::{Datagram, Inline, Server, ShutdownFlag};
+use crate::{Inline, Server, ShutdownFlag};
 
 type DgramServer<'a, 's, 'f> = Server<
     Datagram<MockSocket<'a, 's>, [u8; 16]>,
@@ -139,10 +140,10 @@ fn a_failing_finish_is_reported_and_the_reply_still_sent() {
 fn a_reply_that_cannot_leave_at_once_is_dropped_and_reported_distinctly() {
     let rec = Recorder::new(Behaviour::Echo);
     let mut reply = [0u8; 16];
-    let would_block = |_: &[u8], _: &u32| Err(crate::ReplySendError::WouldBlock);
-    assert!(!crate::serve_datagram(&&rec, b"hello", None, &5, &mut reply, would_block));
+    let would_block = |_: &[u8], _: &u32| Err(crate::driver::ReplySendError::WouldBlock);
+    assert!(!crate::driver::serve_datagram(&&rec, b"hello", None, &5, &mut reply, would_block));
     let failed = |_: &[u8], _: &u32| Err(embedded_io::ErrorKind::BrokenPipe.into());
-    assert!(!crate::serve_datagram(&&rec, b"hi", None, &6, &mut reply, failed));
+    assert!(!crate::driver::serve_datagram(&&rec, b"hi", None, &6, &mut reply, failed));
     assert_eq!(
         rec.log(),
         vec![

@@ -2,10 +2,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockserv_core::EventSource;
 use sockserv_core::Service;
 use sockserv_core::ShutdownSignal;
-use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, ServerSlot, TableStats};
+use sockserv_core::driver::EventSource;
+use sockserv_core::{EventHandler, EventServer, EventServerConfig, ServerSlot, TableStats};
 
 use super::pool::{GrowSlots, LazyPool};
 use super::{EpollSource, PollSource};
@@ -158,9 +158,9 @@ type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 /// ```
 /// use std::convert::Infallible;
 /// use std::time::Duration;
-/// use sockserv::std_adapter::FnService;
+/// use sockserv::FnService;
 /// use sockserv::std_adapter::event::EventTcpServer;
-/// use sockserv::event::{EventHandler, Outbox, Step};
+/// use sockserv::{EventHandler, Outbox, Step};
 ///
 /// struct Echo;
 /// impl EventHandler for Echo {
@@ -518,7 +518,7 @@ mod tests {
     use std::net::TcpStream;
 
     use sockserv_core::FnService;
-    use sockserv_core::event::{EventHandler, Outbox, Step};
+    use sockserv_core::{EventHandler, Outbox, Step};
 
     use super::*;
 

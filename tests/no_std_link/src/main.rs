@@ -22,8 +22,9 @@ mod smoltcp_check;
 use core::time::Duration;
 
 use embedded_io::{Read, Write};
+use sockserv::driver::Stream;
 use sockserv::mock::{MockConn, MockNet};
-use sockserv::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
+use sockserv::{FnService, Inline, Server, ShutdownFlag, StreamHandler};
 
 struct Echo;
 

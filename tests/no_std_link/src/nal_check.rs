@@ -8,8 +8,9 @@ use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
 
 use embedded_nal::{TcpClientStack, TcpError, TcpErrorKind, TcpFullStack, nb};
+use sockserv::driver::Stream;
 use sockserv::nal_adapter::NalStack;
-use sockserv::{FnService, Inline, Server, ShutdownFlag, Stream};
+use sockserv::{FnService, Inline, Server, ShutdownFlag};
 
 use crate::Echo;
 use crate::smoltcp_check::Ticks;

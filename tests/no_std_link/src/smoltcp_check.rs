@@ -10,14 +10,13 @@ use core::time::Duration;
 
 use core::convert::Infallible;
 
-use sockserv::event::{
-    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step,
-};
+use sockserv::driver::{Clock, Readiness, Stream};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use sockserv::smoltcp_adapter::smoltcp::socket::tcp;
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 use sockserv::smoltcp_adapter::{Options, Stack, Storage, TcpEventSource, Wait, smoltcp};
-use sockserv::{Clock, FnService, Inline, Readiness, Server, Service, ShutdownFlag, Stream};
+use sockserv::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step};
+use sockserv::{FnService, Inline, Server, Service, ShutdownFlag};
 
 use crate::Echo;
 use crate::ring::Ring;
