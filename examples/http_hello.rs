@@ -56,7 +56,7 @@ impl EventHandler for Hello {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
-    let mut server = EventTcpServer::bind(addr, FnService(|_| Hello))?;
+    let mut server = EventTcpServer::bind(addr, service_fn(|_| Hello))?;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());

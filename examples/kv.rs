@@ -72,7 +72,7 @@ fn execute(store: &Mutex<HashMap<String, String>>, line: &str) -> String {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9998".into());
     let store = Store::default();
-    let mut server = ThreadingTcpServer::bind(addr, FnService(move |_| Kv(store.clone())))?;
+    let mut server = ThreadingTcpServer::bind(addr, service_fn(move |_| Kv(store.clone())))?;
     // Python's daemon_threads = True: a signal does not wait for clients.
     server.dispatch_mut().daemon_threads = true;
     let stop = server.shutdown_handle();
@@ -107,7 +107,7 @@ mod tests {
         ));
         let store = Store::default();
         let flag = ShutdownFlag::new();
-        let service = FnService(move |_| Kv(store.clone()));
+        let service = service_fn(move |_| Kv(store.clone()));
         let mut server = Server::new(listener(&net), service, &net, &flag, Inline::new());
         server.handle_request().unwrap();
         server.handle_request().unwrap();
@@ -122,7 +122,7 @@ mod tests {
         let net = MockNet::new();
         net.connect(MockConn::new(1, &input).one_byte_at_a_time());
         let flag = ShutdownFlag::new();
-        let service = FnService(|_| Kv(Store::default()));
+        let service = service_fn(|_| Kv(Store::default()));
         let mut server = Server::new(listener(&net), service, &net, &flag, Inline::new());
         server.handle_request().unwrap();
         let out = net.conn(0).unwrap();

@@ -60,7 +60,7 @@ use sockserv::smoltcp_adapter::{
 };
 use sockserv::std_adapter::event::GrowSlots;
 use sockserv::{EventServer, EventServerConfig, FixedPool};
-use sockserv::{FnService, Inline, Server, ShutdownFlag};
+use sockserv::{Inline, Server, ShutdownFlag, service_fn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Proto {
@@ -196,7 +196,7 @@ fn run(args: &Args) -> Result<(), String> {
     let storage = Box::leak(Box::new(Storage::<{ MAX_POOL + 2 }>::new()));
     let stack = Stack::new(iface, device, storage, wait, clock);
     let port = args.addr.port();
-    let service = FnService(|_: &IpEndpoint| Echo);
+    let service = service_fn(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
     stack.on_loss(report_loss);
     let result = match args.proto {

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! # use std::convert::Infallible;
-//! # use sockserv::{DatagramHandler, ReplyWriter, StreamHandler, embedded_io::{Read, Write}};
+//! # use sockserv::{DatagramHandler, ReplyWriter, ServiceExt, StreamHandler, embedded_io::{Read, Write}};
 //! # use sockserv::{EventHandler, Outbox, Step};
 //! # struct Echo;
 //! # impl<S: Read + Write> StreamHandler<S> for Echo {
@@ -29,13 +29,14 @@
 //! #     }
 //! # }
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut server = sockserv::std_adapter::ThreadingTcpServer::bind("127.0.0.1:0", sockserv::FnService(|_| Echo))?;
+//! let mut server = sockserv::std_adapter::ThreadingTcpServer::bind("127.0.0.1:0", sockserv::service_fn(|_| Echo))?;
 //! # let stop = server.shutdown_handle(); stop.request();
 //! # server.serve_forever(std::time::Duration::from_millis(10))?;
-//! let mut server = sockserv::std_adapter::event::EventTcpServer::bind("127.0.0.1:0", sockserv::FnService(|_| Hello))?;
+//! let mut server = sockserv::std_adapter::event::EventTcpServer::bind("127.0.0.1:0", sockserv::service_fn(|_| Hello))?;
 //! # let stop = server.shutdown_handle(); stop.request();
 //! # server.serve_forever(std::time::Duration::from_millis(10))?;
-//! let mut server = sockserv::std_adapter::UdpServer::bind(("127.0.0.1", 0), sockserv::FnService(|_| Len))?;
+//! let only_local = sockserv::service_fn(|_| Len).verify(|addr| addr.ip().is_some_and(|ip| ip.is_loopback()));
+//! let mut server = sockserv::std_adapter::UdpServer::bind(("127.0.0.1", 0), only_local)?;
 //! # let stop = server.shutdown_handle(); stop.request();
 //! # server.serve_forever(std::time::Duration::from_millis(10))?;
 //! # Ok(()) }

@@ -54,7 +54,7 @@ impl Service<Address> for Echo {
     fn handler(&self, _: &Address) -> EchoHandler {
         EchoHandler { linger: self.linger }
     }
-    fn verify_request(&self, _: &Address) -> bool {
+    fn verify_request(&self, _: &sockserv::Request<'_, Address>) -> bool {
         !self.refuse
     }
     fn handle_error(&self, _: &Address, error: &RequestError<'_>) {

@@ -83,7 +83,8 @@ impl<'r, 'w> Service<IpEndpoint> for &'r Rec<'w> {
     fn handler(&self, _: &IpEndpoint) -> Handler<'r, 'w> {
         Handler(self)
     }
-    fn verify_request(&self, client: &IpEndpoint) -> bool {
+    fn verify_request(&self, request: &sockserv::Request<'_, IpEndpoint>) -> bool {
+        let client = request.client();
         self.note(format!("verify {client}"));
         true
     }

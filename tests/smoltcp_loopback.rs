@@ -126,7 +126,8 @@ impl Service<IpEndpoint> for Rec {
     fn handler(&self, _: &IpEndpoint) -> Handler {
         Handler(self.clone())
     }
-    fn verify_request(&self, client: &IpEndpoint) -> bool {
+    fn verify_request(&self, request: &sockserv::Request<'_, IpEndpoint>) -> bool {
+        let client = request.client();
         self.note(format!("verify {client}"));
         self.verify
     }

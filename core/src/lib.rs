@@ -28,8 +28,8 @@ pub use event::{
     Step, TableStats,
 };
 pub use handler::{
-    DatagramHandler, FnService, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter,
-    RequestError, Service, ServiceExt, StreamHandler, Verify,
+    DatagramHandler, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter, Request,
+    RequestError, Service, ServiceExt, ServiceFn, StreamHandler, Verify, service_fn,
 };
 pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Inline, MAX_ACCEPT_BACKOFF, Server, ShutdownFlag, ShutdownSignal,
@@ -58,6 +58,7 @@ pub mod driver {
     //!   [`Outcome`], [`BufferPool`], [`SlotStorage`].
 
     pub use crate::event::{BufId, BufferPool, ConnTable, Outcome, Slot, SlotStorage, pair_mut};
+    pub use crate::handler::ClientAddress;
     pub use crate::request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
     pub use crate::server::{
         Datagram, DatagramDispatch, Dispatch, ROOM_WAIT, Stream, StreamDispatch, Transport,

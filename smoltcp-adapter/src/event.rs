@@ -56,7 +56,7 @@ use crate::tcp::TcpListener;
 /// # use smoltcp::socket::tcp;
 /// # use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 /// use sockserv_core::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step};
-/// use sockserv_core::{FnService, ShutdownFlag};
+/// use sockserv_core::{service_fn, ShutdownFlag};
 /// use sockserv_core::driver::Clock;
 /// use sockserv_smoltcp::{Options, Spin, Stack, Storage, TcpEventSource};
 ///
@@ -88,7 +88,7 @@ use crate::tcp::TcpListener;
 /// let config = EventServerConfig { idle_timeout: Some(Duration::from_secs(60)), ..Default::default() };
 /// let mut server = EventServer::new(
 ///     TcpEventSource::new(listener),
-///     FnService(|_| Echo),
+///     service_fn(|_| Echo),
 ///     clock(),
 ///     &FLAG,
 ///     FixedSlots::<_, 2>::new(),

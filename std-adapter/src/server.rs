@@ -47,7 +47,7 @@ impl Bound for Datagram<SocketDatagram, Vec<u8>> {
 /// ```
 /// use std::io::{Read, Write};
 /// use std::time::Duration;
-/// use sockserv::{FnService, StreamHandler};
+/// use sockserv::{service_fn, StreamHandler};
 /// use sockserv::std_adapter::ThreadingTcpServer;
 ///
 /// struct Echo;
@@ -63,7 +63,7 @@ impl Bound for Datagram<SocketDatagram, Vec<u8>> {
 ///     }
 /// }
 ///
-/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", FnService(|_| Echo))?;
+/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service_fn(|_| Echo))?;
 /// let addr = server.server_address().to_string();
 /// let stop = server.shutdown_handle();
 /// let loop_thread = std::thread::spawn(move || server.serve_forever(Duration::from_millis(500)));
@@ -128,7 +128,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 /// Builds a server with CPython's knobs ([`Options`]) and a strategy.
 ///
 /// ```
-/// # use sockserv::{FnService, StreamHandler};
+/// # use sockserv::{service_fn, StreamHandler};
 /// # use sockserv::std_adapter::{Builder, Threading};
 /// # struct Nop;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Nop {
@@ -139,7 +139,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 ///     .request_queue_size(64)
 ///     .allow_reuse_address(true)
 ///     .dispatch(Threading::new().daemon_threads(true))
-///     .stream("[::1]:0", FnService(|_| Nop));
+///     .stream("[::1]:0", service_fn(|_| Nop));
 /// # let _ = server; // IPv6 may be off on some machines
 /// ```
 #[derive(Debug, Default)]

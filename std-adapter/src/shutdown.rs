@@ -143,7 +143,7 @@ impl std::error::Error for ShutdownError {}
 /// `server.shutdown()`. Cheap to clone, `Send + Sync`.
 ///
 /// ```
-/// # use sockserv::FnService;
+/// # use sockserv::service_fn;
 /// # use sockserv::std_adapter::TcpServer;
 /// # use std::time::Duration;
 /// # struct Nop;
@@ -151,7 +151,7 @@ impl std::error::Error for ShutdownError {}
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
-/// let mut server = TcpServer::bind("127.0.0.1:0", FnService(|_| Nop)).unwrap();
+/// let mut server = TcpServer::bind("127.0.0.1:0", service_fn(|_| Nop)).unwrap();
 /// let handle = server.shutdown_handle();
 /// let t = std::thread::spawn(move || server.serve_forever(Duration::from_secs(60)));
 /// handle.shutdown().unwrap(); // returns as soon as the loop has: no 60 s wait

@@ -88,7 +88,7 @@ impl Default for Options {
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
-/// let e = sockserv::std_adapter::TcpServer::bind("127.0.0.1:99999", sockserv::FnService(|_| Nop))
+/// let e = sockserv::std_adapter::TcpServer::bind("127.0.0.1:99999", sockserv::service_fn(|_| Nop))
 ///     .err()
 ///     .unwrap();
 /// assert_eq!(e.requested, "127.0.0.1:99999");

@@ -219,7 +219,8 @@ impl<A: Debug> Service<A> for Rec {
     fn handler(&self, _: &A) -> Echo {
         Echo(self.clone(), 0)
     }
-    fn verify_request(&self, client: &A) -> bool {
+    fn verify_request(&self, request: &sockserv::Request<'_, A>) -> bool {
+        let client = request.client();
         self.note(format!("verify {client:?}"));
         true
     }

@@ -154,7 +154,7 @@ impl Service<Address> for Recorder {
     fn handler(&self, _: &Address) -> RecHandler {
         RecHandler(self.clone())
     }
-    fn verify_request(&self, _: &Address) -> bool {
+    fn verify_request(&self, _: &sockserv::Request<'_, Address>) -> bool {
         self.verify
     }
     fn handle_error(&self, _: &Address, error: &RequestError<'_>) {

@@ -158,3 +158,23 @@ fn a_reply_that_cannot_leave_at_once_is_dropped_and_reported_distinctly() {
         ]
     );
 }
+
+#[test]
+fn verify_request_sees_the_datagram() {
+    // CPython's verify_request gets the request (for UDP, the datagram);
+    // here the datagram's view holds the packet.
+    use crate::ServiceExt;
+    let net = MockNet::new();
+    net.datagram(4, b"deny me");
+    net.datagram(5, b"serve me");
+    let rec = Recorder::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let service = (&rec).verify(|req| req.packet().is_some_and(|p| !p.starts_with(b"deny")));
+    let transport = Datagram { socket: net.socket(), buffer: [0u8; 16] };
+    let mut srv = Server::new(transport, service, &net, &flag, Inline::new());
+    srv.handle_request().unwrap();
+    srv.handle_request().unwrap();
+    assert_eq!(net.sent_count(), 1);
+    let (to, bytes) = net.sent(0).unwrap();
+    assert_eq!((to, bytes.as_slice()), (5, &b"serve me"[..]));
+}

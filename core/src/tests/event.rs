@@ -92,7 +92,8 @@ impl<'e, 'n, 's> Service<MockAddr> for &'e Ev<'n, 's> {
         H { ev: self, client: *client, produced: 0 }
     }
 
-    fn verify_request(&self, client: &MockAddr) -> bool {
+    fn verify_request(&self, request: &crate::Request<'_, MockAddr>) -> bool {
+        let client = request.client();
         self.log.borrow_mut().push(format!("verify {client}"));
         self.verify.get()
     }

@@ -60,7 +60,7 @@ pub enum WhenFull {
 /// Threading does: keep shared state behind an `Arc`.
 ///
 /// ```
-/// # use sockserv_core::{FnService, StreamHandler};
+/// # use sockserv_core::{service_fn, StreamHandler};
 /// # use sockserv_std::Builder;
 /// # use sockserv_std::dispatch::{Pool, WhenFull};
 /// # use std::num::NonZeroUsize;
@@ -70,7 +70,7 @@ pub enum WhenFull {
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
 /// let pool = Pool::new(NonZeroUsize::new(16).unwrap()).queue(64).when_full(WhenFull::Refuse);
-/// let server = Builder::new().dispatch(pool).stream("127.0.0.1:0", FnService(|_| Nop))?;
+/// let server = Builder::new().dispatch(pool).stream("127.0.0.1:0", service_fn(|_| Nop))?;
 /// # Ok::<(), sockserv_std::BindError>(())
 /// ```
 #[derive(Debug)]

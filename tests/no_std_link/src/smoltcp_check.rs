@@ -16,7 +16,7 @@ use sockserv::smoltcp_adapter::smoltcp::socket::tcp;
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 use sockserv::smoltcp_adapter::{Options, Stack, Storage, TcpEventSource, Wait, smoltcp};
 use sockserv::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step};
-use sockserv::{FnService, Inline, Server, Service, ShutdownFlag};
+use sockserv::{Inline, Server, Service, ShutdownFlag, service_fn};
 
 use crate::Echo;
 use crate::ring::Ring;
@@ -120,7 +120,7 @@ pub fn serve_one(mode: Mode) -> bool {
     peer.client.set(Some(handle));
     let served = match mode {
         Mode::Sync => {
-            let service = FnService(|_| Echo);
+            let service = service_fn(|_| Echo);
             let mut server = Server::new(Stream(listener), service, &clock, &FLAG, Inline::new());
             server.set_timeout(Some(Duration::from_secs(5)));
             server.handle_request().is_ok()
