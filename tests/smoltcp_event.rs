@@ -11,9 +11,10 @@ use std::time::Duration;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 use smoltcp_world::{Client, PORT, TestStack, World, payload, pool};
-use sockserv::event::{EventHandler, EventServerConfig, FixedPool, Next, Outbox, Step};
-use sockserv::{Clock, RequestError, Service, ShutdownFlag};
-use sockserv_smoltcp::{EventServer, Options, Storage, TcpEventSource, WhenFull};
+use sockserv::driver::Clock;
+use sockserv::{EventHandler, EventServerConfig, FixedPool, Next, Outbox, Step};
+use sockserv::{RequestError, Service, ShutdownFlag};
+use sockserv_smoltcp::{EventTcpServer, Options, Storage, TcpEventSource, WhenFull};
 
 const POLL: Duration = Duration::from_millis(500);
 /// More loop turns than any of these tests needs: the loop spun.
@@ -79,7 +80,8 @@ impl<'r, 'w> Service<IpEndpoint> for &'r Rec<'w> {
     fn handler(&self, _: &IpEndpoint) -> Handler<'r, 'w> {
         Handler(self)
     }
-    fn verify_request(&self, client: &IpEndpoint) -> bool {
+    fn verify_request(&self, request: &sockserv::Request<'_, IpEndpoint>) -> bool {
+        let client = request.client();
         self.note(format!("verify {client}"));
         true
     }
@@ -137,7 +139,7 @@ impl EventHandler for Handler<'_, '_> {
 /// The adapter's name for it: the service, the pool, the capacity (and
 /// a shutdown flag that is not a `static`).
 type Server<'s, 'a, 'r, 'w, const N: usize, const B: usize> =
-    EventServer<'s, 'a, &'r Rec<'w>, FixedPool<B, N>, N, &'w ShutdownFlag>;
+    EventTcpServer<'s, 'a, &'r Rec<'w>, FixedPool<B, N>, N, &'w ShutdownFlag>;
 
 /// An event server with `N` slots sharing `N` buffers of `B` bytes over a
 /// listener with a pool of `K` sockets.
@@ -490,7 +492,7 @@ fn a_wake_up_from_the_wait_stops_the_server_at_once() {
 
 #[test]
 fn reading_into_an_empty_buffer_is_not_eof() {
-    use sockserv::{EventSource, NbConnection};
+    use sockserv::driver::{EventSource, NbConnection};
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);
@@ -510,7 +512,7 @@ fn reading_into_an_empty_buffer_is_not_eof() {
 
 #[test]
 fn three_ready_connections_through_a_one_event_buffer_are_each_reported() {
-    use sockserv::{Event, EventSource, Interest};
+    use sockserv::driver::{Event, EventSource, Interest};
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);
@@ -570,7 +572,7 @@ fn a_connections_state_without_buffers_is_at_most_256_bytes() {
         }
     }
     type Slot<'s, 'a> =
-        sockserv::event::Slot<sockserv_smoltcp::NbTcpConn<'s, 'a>, Stateless, IpEndpoint>;
+        sockserv::driver::Slot<sockserv_smoltcp::NbTcpConn<'s, 'a>, Stateless, IpEndpoint>;
     let size = std::mem::size_of::<Slot<'_, '_>>();
     println!("a smoltcp slot is {size} bytes");
     assert!(size <= 256, "a smoltcp slot is {size} bytes");

@@ -198,6 +198,7 @@ enum Event<'s> {
 pub struct ConnLog<const CAP: usize = CAPTURE> {
     from: MockAddr,
     output: Vec<u8, CAP>,
+    writes: u32,
     bytes_read: usize,
     shutdown_writes: u32,
     closes: u32,
@@ -212,6 +213,11 @@ impl<const CAP: usize> ConnLog<CAP> {
     /// The bytes the server wrote.
     pub fn output(&self) -> &[u8] {
         &self.output
+    }
+    /// How many writes (`send` calls) the server made with bytes to
+    /// write, whether the connection took them or not.
+    pub fn writes(&self) -> u32 {
+        self.writes
     }
     /// How many input bytes the server read.
     pub fn bytes_read(&self) -> usize {
@@ -612,6 +618,9 @@ impl<'s, const CONNS: usize, const CAP: usize, const SENT: usize, const EVENTS: 
 
     fn write_conn(&self, id: usize, data: &[u8]) -> Result<Option<usize>, MockError> {
         self.with_conn(id, |log, sc, _| {
+            if !data.is_empty() {
+                log.writes += 1;
+            }
             if let Some(kind) = sc.conn.write_error {
                 return Err(MockError(kind));
             }

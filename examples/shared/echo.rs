@@ -4,8 +4,8 @@
 //! Each includer gives the stream form its read buffer.
 
 use embedded_io::{Read, Write};
-use sockserv::event::{EventHandler, Outbox, Step};
 use sockserv::{DatagramHandler, ReplyFull, ReplyWriter};
+use sockserv::{EventHandler, Outbox, Step};
 
 /// Sends every byte back until the client closes its side; each datagram
 /// back whole.

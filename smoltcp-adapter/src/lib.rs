@@ -20,18 +20,13 @@ pub use conn::TcpConn;
 pub use error::{BindError, Error, ListenError};
 pub use event::{NbTcpConn, TcpEventSource};
 pub use loss::{DatagramLoss, Loss, Stats};
-pub use serve::{EventServer, StackClock, TcpServer, UdpServer};
+pub use serve::{EventTcpServer, StackClock, TcpServer, UdpServer};
 pub use stack::{Stack, Storage};
 pub use tcp::{Options, TcpListener, WhenFull};
 pub use udp::UdpSocket;
 #[cfg(feature = "tap")]
 pub use wait::TapWait;
 pub use wait::{Spin, Wait};
-
-// The clock for a host: core's, so that one `StdClock` serves every
-// adapter.
-#[cfg(feature = "tap")]
-pub use sockserv_core::StdClock;
 
 pub use smoltcp;
 

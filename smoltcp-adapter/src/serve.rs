@@ -6,10 +6,10 @@
 use core::time::Duration;
 
 use smoltcp::wire::IpEndpoint;
-use sockserv_core::event::{BufferPool, EventHandler, EventServerConfig, FixedSlots, ServerSlot};
+use sockserv_core::driver::{BufferPool, Clock, Datagram, Stream};
 use sockserv_core::{
-    Clock, Datagram, DatagramHandler, Inline, Server, Service, ShutdownFlag, ShutdownSignal,
-    Stream, StreamHandler,
+    DatagramHandler, EventHandler, EventServerConfig, FixedSlots, Inline, Server, ServerSlot,
+    Service, ShutdownFlag, ShutdownSignal, StreamHandler,
 };
 
 use crate::conn::TcpConn;
@@ -57,18 +57,18 @@ pub type UdpServer<'s, 'a, Svc, const N: usize, Sh = &'static ShutdownFlag> =
     Server<Datagram<UdpSocket<'s, 'a>, [u8; N]>, Svc, StackClock<'s, 'a>, Sh, Inline<[u8; N]>>;
 
 /// A TCP server in event mode on a smoltcp stack: the core's
-/// [`EventServer`](sockserv_core::event::EventServer) over a
+/// [`EventServer`](sockserv_core::EventServer) over a
 /// [`TcpEventSource`], with a table of `CONNS` connections (slots made
 /// in place as connections first need them) sharing the buffers of the
-/// pool `P`: a [`FixedPool`](sockserv_core::event::FixedPool) owned by
+/// pool `P`: a [`FixedPool`](sockserv_core::FixedPool) owned by
 /// the server, or one borrowed from a `static`
 /// (`&'static mut FixedPool<B, N>`). `Sh` is the shutdown signal, a
 /// `static` [`ShutdownFlag`] by default. Made by
 /// [`TcpListener::into_event_server`].
 ///
 /// ```
-/// # use sockserv_core::{FnService, event::{EventHandler, FixedPool, Outbox, Step}};
-/// # use sockserv_smoltcp::EventServer;
+/// # use sockserv_core::{EventHandler, FixedPool, Outbox, Step};
+/// # use sockserv_smoltcp::EventTcpServer;
 /// # #[derive(Clone, Copy)] struct Echo;
 /// # impl EventHandler for Echo {
 /// #     type Error = core::convert::Infallible;
@@ -82,14 +82,14 @@ pub type UdpServer<'s, 'a, Svc, const N: usize, Sh = &'static ShutdownFlag> =
 /// # }
 /// /// The firmware's server: 4 connections sharing four 512-byte buffers
 /// /// that live in a `static`.
-/// type EchoServer<'s> = EventServer<'s, 'static, Echo, &'static mut FixedPool<512, 4>, 4>;
+/// type EchoServer<'s> = EventTcpServer<'s, 'static, Echo, &'static mut FixedPool<512, 4>, 4>;
 ///
 /// struct App<'s> {
 ///     server: EchoServer<'s>,
 /// }
 /// ```
-pub type EventServer<'s, 'a, Svc, P, const CONNS: usize, Sh = &'static ShutdownFlag> =
-    sockserv_core::event::EventServer<
+pub type EventTcpServer<'s, 'a, Svc, P, const CONNS: usize, Sh = &'static ShutdownFlag> =
+    sockserv_core::EventServer<
         TcpEventSource<'s, 'a>,
         Svc,
         StackClock<'s, 'a>,
@@ -118,7 +118,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
 
     /// An event-mode server on this listener, on the stack's clock, with a
     /// table of `CONNS` connections (from the type asked for, see
-    /// [`EventServer`]) sharing the buffers of `pool`. Set
+    /// [`EventTcpServer`]) sharing the buffers of `pool`. Set
     /// [`Options::max_connections`](crate::Options::max_connections) to
     /// `CONNS` (see [`TcpEventSource`]). A table of no connection does not
     /// compile.
@@ -128,7 +128,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
         shutdown: Sh,
         pool: P,
         config: EventServerConfig,
-    ) -> EventServer<'s, 'a, Svc, P, CONNS, Sh>
+    ) -> EventTcpServer<'s, 'a, Svc, P, CONNS, Sh>
     where
         Svc: Service<IpEndpoint, Handler: EventHandler>,
         P: BufferPool,
@@ -137,7 +137,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
         const { assert!(CONNS > 0, "an event server needs room for one connection") };
         let source = TcpEventSource::new(self);
         let clock = source.clock();
-        sockserv_core::event::EventServer::new(
+        sockserv_core::EventServer::new(
             source,
             service,
             clock,

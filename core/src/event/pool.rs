@@ -63,7 +63,8 @@ pub trait BufferPool {
 ///
 /// ```
 /// use std::sync::Mutex;
-/// use sockserv::event::{BufferPool, FixedPool};
+/// use sockserv::FixedPool;
+/// use sockserv::driver::BufferPool;
 ///
 /// // Four 512-byte buffers in .bss.
 /// static POOL: Mutex<FixedPool<512, 4>> = Mutex::new(FixedPool::new());
@@ -79,7 +80,7 @@ pub trait BufferPool {
 /// not compile:
 ///
 /// ```compile_fail
-/// let pool = sockserv::event::FixedPool::<512, 1>::new();
+/// let pool = sockserv::FixedPool::<512, 1>::new();
 /// # let _ = pool;
 /// ```
 pub struct FixedPool<const B: usize, const N: usize> {

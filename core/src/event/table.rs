@@ -66,10 +66,11 @@ impl<T, S: SlotStorage<T> + ?Sized> SlotStorage<T> for &mut S {
 
 /// Slot storage whose capacity is lowered at run time: at most `max` of
 /// the slots `S` could hold (a table sized by a command-line option over
-/// [`FixedSlots`](super::FixedSlots) of the largest size allowed).
+/// [`FixedSlots`](crate::FixedSlots) of the largest size allowed).
 ///
 /// ```
-/// use sockserv::event::{CappedSlots, FixedSlots, SlotStorage};
+/// use sockserv::driver::SlotStorage;
+/// use sockserv::{CappedSlots, FixedSlots};
 ///
 /// let slots = CappedSlots::new(FixedSlots::<u8, 256>::new(), 16);
 /// assert_eq!(slots.max_slots(), 16);

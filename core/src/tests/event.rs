@@ -9,10 +9,9 @@ use std::vec::Vec;
 
 use embedded_io::ErrorKind;
 
-use crate::event::{
-    EventHandler, EventServer, EventServerConfig, FixedPool, Next, Outbox, Slot, Step,
-};
+use crate::driver::Slot;
 use crate::mock::{MockAddr, MockConn, MockEventSource, MockNet, MockStream};
+use crate::{EventHandler, EventServer, EventServerConfig, FixedPool, Next, Outbox, Step};
 use crate::{RequestError, Service, ShutdownFlag};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -93,7 +92,8 @@ impl<'e, 'n, 's> Service<MockAddr> for &'e Ev<'n, 's> {
         H { ev: self, client: *client, produced: 0 }
     }
 
-    fn verify_request(&self, client: &MockAddr) -> bool {
+    fn verify_request(&self, request: &crate::Request<'_, MockAddr>) -> bool {
+        let client = request.client();
         self.log.borrow_mut().push(format!("verify {client}"));
         self.verify.get()
     }
@@ -518,7 +518,7 @@ fn pipelined_lines_to_a_slow_reader_get_every_answer() {
 
 #[test]
 fn a_buffer_compacts_so_all_its_room_is_usable() {
-    use crate::event::BufferPool;
+    use crate::driver::BufferPool;
     use crate::event::pool::Held;
     let mut pool = FixedPool::<8, 2>::new();
     let mut b = Held::none();
@@ -702,15 +702,15 @@ type StaticSlot = Slot<MockStream<'static, 'static>, StaticEcho, MockAddr>;
 /// borrows them.
 static POOL: std::sync::Mutex<FixedPool<16, 2>> = std::sync::Mutex::new(FixedPool::new());
 std::thread_local! {
-    static SLOTS: RefCell<crate::event::FixedSlots<StaticSlot, 2>> =
-        const { RefCell::new(crate::event::FixedSlots::new()) };
+    static SLOTS: RefCell<crate::FixedSlots<StaticSlot, 2>> =
+        const { RefCell::new(crate::FixedSlots::new()) };
 }
 /// A `const` pool too (each use a fresh one).
 const FRESH: FixedPool<8, 3> = FixedPool::new();
 
 #[test]
 fn a_server_runs_on_a_pool_and_slots_in_statics() {
-    use crate::event::BufferPool;
+    use crate::driver::BufferPool;
     let net: &'static MockNet<'static> = std::boxed::Box::leak(std::boxed::Box::default());
     static FLAG: ShutdownFlag = ShutdownFlag::new();
     net.connect(MockConn::new(1, b"hello from a static pool, longer than one buffer\n"));
@@ -737,14 +737,14 @@ fn a_server_runs_on_a_pool_and_slots_in_statics() {
 fn serve_from_statics(
     net: &'static MockNet<'static>,
     flag: &'static ShutdownFlag,
-    slots: &mut crate::event::FixedSlots<StaticSlot, 2>,
+    slots: &mut crate::FixedSlots<StaticSlot, 2>,
     pool: &mut FixedPool<16, 2>,
 ) {
-    use crate::event::BufferPool;
+    use crate::driver::BufferPool;
     assert_eq!((pool.free(), pool.lent(), pool.buffer_size()), (2, 0, 16), "a new pool is free");
     let mut server = EventServer::new(
         net.event_source(),
-        crate::FnService(|_: &MockAddr| StaticEcho),
+        crate::service_fn(|_: &MockAddr| StaticEcho),
         net,
         flag,
         slots,
@@ -787,10 +787,10 @@ fn a_mock_with_small_capacities_serves_and_refuses_past_them() {
     assert!(over.is_err(), "a ninth event overflows the script");
     let mut server = EventServer::new(
         net.event_source(),
-        crate::FnService(|_: &MockAddr| StaticEcho),
+        crate::service_fn(|_: &MockAddr| StaticEcho),
         &net,
         &flag,
-        crate::event::FixedSlots::<_, 4>::new(),
+        crate::FixedSlots::<_, 4>::new(),
         FixedPool::<32, 2>::new(),
         EventServerConfig { refuse_when_full: true, ..EventServerConfig::default() },
     );
@@ -810,9 +810,25 @@ fn a_small_mock_capture_fails_the_write_past_it() {
     let net = MockNet::<'_, 1, 4, 1, 2>::with_capacities();
     net.connect(MockConn::new(1, b""));
     let (mut stream, _) =
-        crate::StreamListener::try_accept(&mut net.listener::<MockAddr>()).unwrap().unwrap();
+        crate::driver::StreamListener::try_accept(&mut net.listener::<MockAddr>())
+            .unwrap()
+            .unwrap();
     assert_eq!(stream.write(b"1234"), Ok(4));
     assert_eq!(stream.write(b"5"), Err(crate::mock::MockError(ErrorKind::OutOfMemory)));
     drop(stream);
     assert_eq!(net.conn(0).unwrap().output(), b"1234");
+}
+
+#[test]
+fn a_formatted_answer_leaves_in_one_write() {
+    // `write!(out, "{} bytes\n", n)` is two pieces; they used to leave as
+    // two sends (three for ":{n}\r\n"), now as one after the call.
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"len\nlen\n"));
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert_eq!(c.output(), b"8 bytes\n4 bytes\n");
+    assert_eq!(c.writes(), 2, "one write per answer");
 }

@@ -14,14 +14,14 @@ use core::time::Duration;
 
 use cortex_m_rt::entry;
 use embedded_io::{Read, Write};
-use sockserv::event::{EventServerConfig, FixedPool};
+use sockserv::driver::{Clock, Readiness};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketSet};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
 use sockserv::smoltcp_adapter::{
-    EventServer, Options, Stack, Storage, TcpServer, UdpServer, Wait, WhenFull, smoltcp,
+    EventTcpServer, Options, Stack, Storage, TcpServer, UdpServer, Wait, WhenFull, smoltcp,
 };
-use sockserv::{FnService, Readiness, ShutdownFlag, StreamHandler};
+use sockserv::{EventServerConfig, FixedPool, ShutdownFlag, StreamHandler, service_fn};
 use sockserv_mps2_an386::config::{self, Mode, Proto};
 use sockserv_mps2_an386::lan9118::{Frames, FreeRun, Lan9118};
 use sockserv_mps2_an386::{hw, out};
@@ -109,7 +109,7 @@ impl Idle<'_> {
         if self.stopping.get() {
             return true;
         }
-        let now = sockserv::Clock::now(self.clock);
+        let now = self.clock.now();
         if now < self.next_check.get() {
             return false;
         }
@@ -233,7 +233,7 @@ fn tcp_echo(
         return false;
     };
     announce(cfg);
-    let service = FnService(|_: &IpEndpoint| Echo);
+    let service = service_fn(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
     let ok = match super::MODE {
         Mode::Sync => {
@@ -247,7 +247,7 @@ fn tcp_echo(
                 ..EventServerConfig::default()
             };
             let pool = FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new();
-            let mut server: EventServer<'_, '_, _, _, MAX_CONNECTIONS> =
+            let mut server: EventTcpServer<'_, '_, _, _, MAX_CONNECTIONS> =
                 listener.into_event_server(service, &FLAG, pool, config);
             server.serve_forever(poll).is_ok()
         }
@@ -280,7 +280,7 @@ fn udp_echo(
         return false;
     };
     announce(cfg);
-    let service = FnService(|_: &IpEndpoint| Echo);
+    let service = service_fn(|_: &IpEndpoint| Echo);
     // A datagram longer than the buffer would be reported as truncated;
     // without fragmentation none is longer than MAX_DATAGRAM.
     let mut server: UdpServer<'_, '_, _, MAX_DATAGRAM> = socket.into_server(service, &FLAG);

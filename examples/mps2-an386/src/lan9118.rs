@@ -187,7 +187,7 @@ impl FreeRun {
     }
 }
 
-impl sockserv::Clock for FreeRun {
+impl sockserv::driver::Clock for FreeRun {
     fn now(&self) -> core::time::Duration {
         core::time::Duration::from_nanos(self.ticks() * 40)
     }

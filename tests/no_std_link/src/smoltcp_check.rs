@@ -10,12 +10,15 @@ use core::time::Duration;
 
 use core::convert::Infallible;
 
-use sockserv::event::{EventHandler, EventServerConfig, FixedPool, Outbox, Step};
+use sockserv::driver::{Clock, Readiness};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use sockserv::smoltcp_adapter::smoltcp::socket::tcp;
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
-use sockserv::smoltcp_adapter::{EventServer, Options, Stack, Storage, TcpServer, Wait, smoltcp};
-use sockserv::{Clock, FnService, Readiness, Service, ShutdownFlag};
+use sockserv::smoltcp_adapter::{
+    EventTcpServer, Options, Stack, Storage, TcpServer, Wait, smoltcp,
+};
+use sockserv::{EventHandler, EventServerConfig, FixedPool, Outbox, Step};
+use sockserv::{Service, ShutdownFlag, service_fn};
 
 use crate::Echo;
 use crate::ring::Ring;
@@ -96,7 +99,7 @@ static mut POOL: FixedPool<64, 2> = FixedPool::new();
 /// The event server as a firmware names it: two connections sharing the
 /// static pool.
 type EchoEventServer<'s, 'a> =
-    EventServer<'s, 'a, EventEchoService<'static>, &'static mut FixedPool<64, 2>, 2>;
+    EventTcpServer<'s, 'a, EventEchoService<'static>, &'static mut FixedPool<64, 2>, 2>;
 
 /// `true` when the client got its message back and the server's FIN.
 pub fn serve_one(mode: Mode) -> bool {
@@ -130,7 +133,8 @@ pub fn serve_one(mode: Mode) -> bool {
     let served = match mode {
         Mode::Sync => {
             // On the stack's clock (given once, to `Stack::new`).
-            let mut server: TcpServer<'_, '_, _> = listener.into_server(FnService(|_| Echo), &FLAG);
+            let mut server: TcpServer<'_, '_, _> =
+                listener.into_server(service_fn(|_| Echo), &FLAG);
             server.set_timeout(Some(Duration::from_secs(5)));
             server.handle_request().is_ok()
         }

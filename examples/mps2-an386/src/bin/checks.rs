@@ -13,10 +13,10 @@ use core::cell::Cell;
 use core::time::Duration;
 
 use embedded_io::{Read, Write};
-use sockserv::event::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots};
-use sockserv::event::{Outbox, Step};
+use sockserv::driver::Stream;
 use sockserv::mock::{MockConn, MockNet};
-use sockserv::{FnService, Inline, Server, Service, ShutdownFlag, Stream, StreamHandler};
+use sockserv::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots};
+use sockserv::{Inline, Outbox, Server, Service, ShutdownFlag, Step, StreamHandler, service_fn};
 use sockserv_mps2_an386::{hw, out};
 
 #[path = "../../../shared/echo.rs"]
@@ -45,7 +45,7 @@ fn mock_sync() -> bool {
     // The mock sized for a device: 1 connection, 64-byte capture.
     let net = MockNet::<'_, 1, 64, 1, 8>::with_capacities();
     net.connect(MockConn::new(1, b"hello from the target\n").one_byte_at_a_time());
-    let service = FnService(|_: &u32| Echo);
+    let service = service_fn(|_: &u32| Echo);
     let mut server = Server::new(Stream(net.listener()), service, &net, &FLAG, Inline::new());
     server.set_timeout(Some(Duration::from_secs(1)));
     if server.handle_request().is_err() {
