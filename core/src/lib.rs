@@ -65,6 +65,6 @@ pub mod driver {
     };
     pub use crate::transport::{
         Accepted, Clock, Connection, DatagramSocket, Event, EventSource, Interest, NbAccepted,
-        NbConnection, Readiness, Received, StreamListener,
+        NbConnection, Readiness, Received, StreamListener, Wait,
     };
 }
