@@ -210,8 +210,11 @@ pub(super) fn server<'e, 'n, 's, const N: usize, const B: usize, const P: usize>
     ev: &'e Ev<'n, 's>,
     idle: Option<Duration>,
 ) -> Server<'e, 'n, 's, N, B, P> {
-    let config =
-        EventServerConfig { idle_timeout: idle, refuse_when_full: true, ..Default::default() };
+    let config = EventServerConfig {
+        idle_timeout: idle,
+        when_full: crate::WhenFull::Refuse,
+        ..Default::default()
+    };
     server_with(ev, config)
 }
 
@@ -792,7 +795,7 @@ fn a_mock_with_small_capacities_serves_and_refuses_past_them() {
         &flag,
         crate::FixedSlots::<_, 4>::new(),
         FixedPool::<32, 2>::new(),
-        EventServerConfig { refuse_when_full: true, ..EventServerConfig::default() },
+        EventServerConfig { when_full: crate::WhenFull::Refuse, ..EventServerConfig::default() },
     );
     server.serve_forever(POLL).unwrap();
     drop(server);

@@ -242,7 +242,11 @@ fn tcp_echo(
         }
         Mode::Event => {
             let config = EventServerConfig {
-                refuse_when_full: when_full == WhenFull::Refuse,
+                when_full: if when_full == WhenFull::Refuse {
+                    sockserv::WhenFull::Refuse
+                } else {
+                    sockserv::WhenFull::Wait
+                },
                 shutdown_grace: Duration::from_millis(500),
                 ..EventServerConfig::default()
             };
