@@ -53,7 +53,7 @@ const EVENT_BUFFERS: usize = 2;
 const POOL: usize = MAX_CONNECTIONS + BACKLOG;
 /// Each TCP socket's receive and send buffers (the receive buffer is the
 /// window smoltcp offers).
-const TCP_BUFFER: usize = 352;
+const TCP_BUFFER: usize = 320;
 /// The largest UDP payload in one Ethernet frame, and the UDP socket's
 /// buffers (two datagrams each way).
 const MAX_DATAGRAM: usize = 1472;
