@@ -23,7 +23,8 @@ start() {
     out=$(mktemp)
     "$run" --tap tap0 --addr 192.168.69.1:$2 --proto $1 --mode $3 "${@:4}" >"$out" 2>"$out.err" &
     pid=$!
-    for _ in $(seq 200); do [ -s "$out" ] && break; sleep 0.05; done
+    # (up to 60 s: the runner checks that the image is up to date first)
+    for _ in $(seq 600); do [ -s "$out" ] && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
     line=$(head -1 "$out")
     [ "$line" = "listening on 192.168.69.1:$2" ] || fail "first line: '$line' ($(cat "$out.err"))"
     echo "firmware ($1, $3): $line"
@@ -58,6 +59,7 @@ for mode in sync event; do
     timeout -s KILL 60 python3 "$here/tap_client.py" tcp $port || fail "TCP echo ($mode)"
     if [ $mode = event ]; then
         timeout -s KILL 90 python3 "$here/tap_client.py" many $port || fail "more clients than connections"
+        timeout -s KILL 60 python3 "$here/tap_client.py" garbage $port || fail "hostile frames"
     else
         timeout -s KILL 90 python3 "$here/tap_client.py" queue $port || fail "clients queued behind one"
     fi
