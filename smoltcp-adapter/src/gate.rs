@@ -107,6 +107,7 @@ fn ipv4(medium: Medium, frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
             }
             eth.payload()
         }
+        #[cfg(feature = "medium-ip")]
         Medium::Ip => frame,
         #[allow(unreachable_patterns)]
         _ => return None,
@@ -185,7 +186,7 @@ mod tests {
     }
 
     fn parsed(buf: &[u8]) -> Ipv4Packet<&[u8]> {
-        ipv4(Medium::Ip, buf).unwrap()
+        Ipv4Packet::new_checked(buf).unwrap()
     }
 
     #[test]
