@@ -9,7 +9,7 @@
 pub mod lan9118;
 
 pub mod config;
+pub mod hw;
 #[cfg(target_arch = "arm")]
 pub mod mem;
-pub mod hw;
 pub mod out;

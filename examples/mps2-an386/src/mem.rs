@@ -52,3 +52,75 @@ pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
     }
     dst
 }
+
+// The ARM EABI names the compiler calls (`__aeabi_memset` takes the
+// length before the byte). compiler_builtins defines them weakly.
+macro_rules! aeabi_copy {
+    ($($name:ident),*) => {$(
+        /// # Safety
+        /// As `memmove`.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dst: *mut u8, src: *const u8, n: usize) {
+            // SAFETY: the caller's contract is memmove's.
+            unsafe { memmove(dst, src, n) };
+        }
+    )*};
+}
+aeabi_copy!(
+    __aeabi_memcpy,
+    __aeabi_memcpy4,
+    __aeabi_memcpy8,
+    __aeabi_memmove,
+    __aeabi_memmove4,
+    __aeabi_memmove8
+);
+
+macro_rules! aeabi_set {
+    ($($name:ident),*) => {$(
+        /// # Safety
+        /// As `memset`.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dst: *mut u8, n: usize, c: i32) {
+            // SAFETY: the caller's contract is memset's.
+            unsafe { memset(dst, c, n) };
+        }
+    )*};
+}
+aeabi_set!(__aeabi_memset, __aeabi_memset4, __aeabi_memset8);
+
+macro_rules! aeabi_clr {
+    ($($name:ident),*) => {$(
+        /// # Safety
+        /// As `memset`.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dst: *mut u8, n: usize) {
+            // SAFETY: the caller's contract is memset's.
+            unsafe { memset(dst, 0, n) };
+        }
+    )*};
+}
+aeabi_clr!(__aeabi_memclr, __aeabi_memclr4, __aeabi_memclr8);
+
+/// Keeps the functions above through LTO: the calls to them appear only
+/// when LLVM lowers copies after LTO has dropped what looked unused (the
+/// linker's section GC then drops this table, not the functions).
+#[used]
+static KEEP: [unsafe extern "C" fn(*mut u8, *const u8, usize); 6] = [
+    __aeabi_memcpy,
+    __aeabi_memcpy4,
+    __aeabi_memcpy8,
+    __aeabi_memmove,
+    __aeabi_memmove4,
+    __aeabi_memmove8,
+];
+#[used]
+static KEEP_SET: [unsafe extern "C" fn(*mut u8, usize, i32); 3] =
+    [__aeabi_memset, __aeabi_memset4, __aeabi_memset8];
+#[used]
+static KEEP_CLR: [unsafe extern "C" fn(*mut u8, usize); 3] =
+    [__aeabi_memclr, __aeabi_memclr4, __aeabi_memclr8];
+#[used]
+static KEEP_LIBC: [unsafe extern "C" fn(*mut u8, *const u8, usize) -> *mut u8; 2] =
+    [memcpy, memmove];
+#[used]
+static KEEP_MEMSET: unsafe extern "C" fn(*mut u8, i32, usize) -> *mut u8 = memset;
