@@ -7,10 +7,14 @@
 
 use core::ptr::{read_volatile, write_volatile};
 
+/// The one copy loop. Its name is not a C library function's: LLVM
+/// turns a call to `memmove` into its own memmove intrinsic, which
+/// lowers to `__aeabi_memmove`, which would be this call again.
+///
 /// # Safety
 /// `dst` and `src` valid for `n` bytes (they may overlap).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+#[inline(never)]
+unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
     // SAFETY: the caller passes regions valid for `n` bytes; copying
     // upwards when `dst` is below `src` (downwards otherwise) reads each
     // byte before it is overwritten.
@@ -29,6 +33,28 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
             }
         }
     }
+}
+
+/// The one fill loop (named for the reason `copy` is).
+///
+/// # Safety
+/// `dst` valid for `n` bytes.
+#[inline(never)]
+unsafe fn fill(dst: *mut u8, byte: u8, n: usize) {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: the caller passes a region valid for `n` bytes.
+        unsafe { write_volatile(dst.add(i), byte) };
+        i += 1;
+    }
+}
+
+/// # Safety
+/// `dst` and `src` valid for `n` bytes (they may overlap).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller's contract is `copy`'s.
+    unsafe { copy(dst, src, n) };
     dst
 }
 
@@ -36,20 +62,17 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// `dst` and `src` valid for `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller's contract is memmove's (without the overlap).
-    unsafe { memmove(dst, src, n) }
+    // SAFETY: the caller's contract is `copy`'s (without the overlap).
+    unsafe { copy(dst, src, n) };
+    dst
 }
 
 /// # Safety
 /// `dst` valid for `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    let mut i = 0;
-    while i < n {
-        // SAFETY: the caller passes a region valid for `n` bytes.
-        unsafe { write_volatile(dst.add(i), c as u8) };
-        i += 1;
-    }
+    // SAFETY: the caller's contract is `fill`'s.
+    unsafe { fill(dst, c as u8, n) };
     dst
 }
 
@@ -61,8 +84,8 @@ macro_rules! aeabi_copy {
         /// As `memmove`.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(dst: *mut u8, src: *const u8, n: usize) {
-            // SAFETY: the caller's contract is memmove's.
-            unsafe { memmove(dst, src, n) };
+            // SAFETY: the caller's contract is `copy`'s.
+            unsafe { copy(dst, src, n) };
         }
     )*};
 }
@@ -81,8 +104,8 @@ macro_rules! aeabi_set {
         /// As `memset`.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(dst: *mut u8, n: usize, c: i32) {
-            // SAFETY: the caller's contract is memset's.
-            unsafe { memset(dst, c, n) };
+            // SAFETY: the caller's contract is `fill`'s.
+            unsafe { fill(dst, c as u8, n) };
         }
     )*};
 }
@@ -94,8 +117,8 @@ macro_rules! aeabi_clr {
         /// As `memset`.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(dst: *mut u8, n: usize) {
-            // SAFETY: the caller's contract is memset's.
-            unsafe { memset(dst, 0, n) };
+            // SAFETY: the caller's contract is `fill`'s.
+            unsafe { fill(dst, 0, n) };
         }
     )*};
 }
