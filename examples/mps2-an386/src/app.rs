@@ -88,8 +88,8 @@ fn configure() -> config::Config {
             hw::host_exit(2)
         }
         Ok(cfg) => cfg,
-        Err(msg) => {
-            out::line(&[b"error: ", msg]);
+        Err(word) => {
+            out::line(&[b"error: bad or missing ", word]);
             hw::host_exit(2)
         }
     }

@@ -43,9 +43,10 @@ pub struct Config {
 
 impl Config {
     /// Parses the command line (the image's name, if QEMU puts it first,
-    /// is skipped); an error names what was wrong. Hand-written over
-    /// bytes: `core::net`'s parsers cost a KiB of flash.
-    pub fn parse(line: &[u8]) -> Result<Self, &'static [u8]> {
+    /// is skipped); an error is the flag (or word) that was wrong.
+    /// Hand-written over bytes and table-driven (one comparison loop for
+    /// every flag and value): `core::net`'s parsers cost a KiB of flash.
+    pub fn parse(line: &[u8]) -> Result<Self, &[u8]> {
         let mut cfg = Config {
             addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
             gateway: None,
@@ -56,62 +57,40 @@ impl Config {
             stop: [0; STOP_PATH],
             stop_len: 0,
         };
-        let mut words = line.split(|&c| c == b' ' || c == 0).filter(|w| !w.is_empty());
+        let mut words = Words(line);
         while let Some(flag) = words.next() {
             if !flag.starts_with(b"--") {
                 continue;
             }
-            let value = words.next().ok_or(&b"a flag without its value"[..])?;
-            match flag {
-                b"--addr" => {
-                    let colon = value.iter().position(|&c| c == b':').ok_or(&b"bad --addr"[..])?;
-                    let ip = ipv4(&value[..colon]).ok_or(&b"bad --addr"[..])?;
-                    let port = number(&value[colon + 1..])
-                        .and_then(|p| u16::try_from(p).ok())
-                        .ok_or(&b"bad --addr"[..])?;
-                    cfg.addr = SocketAddrV4::new(ip, port);
+            let value = words.next().ok_or(flag)?;
+            let ok = match pick(flag, &FLAGS).ok_or(flag)? {
+                0 => value.iter().position(|&c| c == b':').and_then(|colon| {
+                    let port = u16::try_from(number(&value[colon + 1..])?).ok()?;
+                    cfg.addr = SocketAddrV4::new(ipv4(&value[..colon])?, port);
+                    Some(())
+                }),
+                1 => ipv4(value).map(|ip| cfg.gateway = Some(ip)),
+                2 => {
+                    pick(value, &[b"tcp", b"udp"]).map(|i| cfg.proto = [Proto::Tcp, Proto::Udp][i])
                 }
-                b"--gateway" => cfg.gateway = Some(ipv4(value).ok_or(&b"bad --gateway"[..])?),
-                b"--proto" => {
-                    cfg.proto = match value {
-                        b"tcp" => Proto::Tcp,
-                        b"udp" => Proto::Udp,
-                        _ => return Err(b"bad --proto"),
-                    }
-                }
-                b"--mode" => {
-                    cfg.mode = match value {
-                        b"sync" => Mode::Sync,
-                        b"event" => Mode::Event,
-                        _ => return Err(b"bad --mode"),
-                    }
-                }
-                b"--max-connections" => {
-                    cfg.max_connections = number(value)
-                        .and_then(|n| u16::try_from(n).ok())
-                        .filter(|&n| n > 0)
-                        .ok_or(&b"bad --max-connections"[..])?;
-                }
-                b"--when-full" => {
-                    cfg.when_full = match value {
-                        b"drop" => WhenFull::Drop,
-                        b"reset" => WhenFull::Reset,
-                        b"refuse" => WhenFull::Refuse,
-                        _ => return Err(b"bad --when-full"),
-                    }
-                }
-                b"--stop" => {
-                    if value.len() >= STOP_PATH {
-                        return Err(b"--stop path too long");
-                    }
+                3 => pick(value, &[b"sync", b"event"])
+                    .map(|i| cfg.mode = [Mode::Sync, Mode::Event][i]),
+                4 => number(value)
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|&n| n > 0)
+                    .map(|n| cfg.max_connections = n),
+                5 => pick(value, &[b"drop", b"reset", b"refuse"]).map(|i| {
+                    cfg.when_full = [WhenFull::Drop, WhenFull::Reset, WhenFull::Refuse][i]
+                }),
+                _ => (value.len() < STOP_PATH).then(|| {
                     cfg.stop[..value.len()].copy_from_slice(value);
                     cfg.stop_len = value.len() + 1;
-                }
-                _ => return Err(b"unknown flag"),
-            }
+                }),
+            };
+            ok.ok_or(flag)?;
         }
         if cfg.addr.port() == 0 {
-            return Err(b"--addr IP:PORT is required");
+            return Err(b"--addr");
         }
         Ok(cfg)
     }
@@ -119,6 +98,37 @@ impl Config {
     /// The stop file's NUL-terminated path, if any.
     pub fn stop_path(&self) -> Option<&[u8]> {
         (self.stop_len > 0).then(|| &self.stop[..self.stop_len])
+    }
+}
+
+/// The flags, in the order `parse` matches them.
+const FLAGS: [&[u8]; 7] = [
+    b"--addr",
+    b"--gateway",
+    b"--proto",
+    b"--mode",
+    b"--max-connections",
+    b"--when-full",
+    b"--stop",
+];
+
+/// The index of `word` in `names`.
+fn pick(word: &[u8], names: &[&[u8]]) -> Option<usize> {
+    names.iter().position(|&n| n == word)
+}
+
+/// The words of a command line (separated by spaces or NULs).
+struct Words<'l>(&'l [u8]);
+
+impl<'l> Iterator for Words<'l> {
+    type Item = &'l [u8];
+    fn next(&mut self) -> Option<&'l [u8]> {
+        let sep = |c: &u8| *c == b' ' || *c == 0;
+        let start = self.0.iter().position(|c| !sep(c))?;
+        let rest = &self.0[start..];
+        let end = rest.iter().position(sep).unwrap_or(rest.len());
+        self.0 = &rest[end..];
+        Some(&rest[..end])
     }
 }
 
