@@ -1,9 +1,12 @@
-//! `memcpy`, `memmove` and `memset` as byte loops: 0.1 KB of flash where
-//! compiler_builtins' word-at-a-time versions take 1.06 KB (the copies
-//! here are frames and socket buffers of at most 1.5 KB; QEMU runs the
-//! loop at well over a megabyte per millisecond). Volatile accesses keep
-//! LLVM from recognising the loops as calls to these very functions.
-//! They override compiler_builtins' weak definitions at link time.
+//! The copies and fills the compiler emits (`__aeabi_memcpy`,
+//! `__aeabi_memmove`, `__aeabi_memset`, `__aeabi_memclr` and their aligned
+//! variants) as byte loops: 0.1 KB of flash where compiler_builtins'
+//! word-at-a-time versions take 1.06 KB. The copies are of frames and
+//! socket buffers (at most 1.5 KB); QEMU runs the loop at well over a
+//! megabyte per millisecond. Volatile accesses keep LLVM from recognising
+//! the loops as calls to these very functions. They override
+//! compiler_builtins' weak definitions at link time; nothing in the images
+//! calls the C names (`memcpy`, ...), which compiler_builtins still defines.
 
 use core::ptr::{read_volatile, write_volatile};
 
@@ -47,33 +50,6 @@ unsafe fn fill(dst: *mut u8, byte: u8, n: usize) {
         unsafe { write_volatile(dst.add(i), byte) };
         i += 1;
     }
-}
-
-/// # Safety
-/// `dst` and `src` valid for `n` bytes (they may overlap).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller's contract is `copy`'s.
-    unsafe { copy(dst, src, n) };
-    dst
-}
-
-/// # Safety
-/// `dst` and `src` valid for `n` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller's contract is `copy`'s (without the overlap).
-    unsafe { copy(dst, src, n) };
-    dst
-}
-
-/// # Safety
-/// `dst` valid for `n` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller's contract is `fill`'s.
-    unsafe { fill(dst, c as u8, n) };
-    dst
 }
 
 // The ARM EABI names the compiler calls (`__aeabi_memset` takes the
@@ -142,8 +118,3 @@ static KEEP_SET: [unsafe extern "C" fn(*mut u8, usize, i32); 3] =
 #[used]
 static KEEP_CLR: [unsafe extern "C" fn(*mut u8, usize); 3] =
     [__aeabi_memclr, __aeabi_memclr4, __aeabi_memclr8];
-#[used]
-static KEEP_LIBC: [unsafe extern "C" fn(*mut u8, *const u8, usize) -> *mut u8; 2] =
-    [memcpy, memmove];
-#[used]
-static KEEP_MEMSET: unsafe extern "C" fn(*mut u8, i32, usize) -> *mut u8 = memset;
