@@ -95,6 +95,6 @@ pub mod prelude {
     pub use crate::event::{EventHandler, Next, Outbox, Step};
     pub use crate::{
         BufStream, DatagramHandler, FnService, ReadLineError, ReplyFull, ReplyWriter, RequestError,
-        Service, ServiceExt, StreamError, StreamHandler,
+        Service, ServiceExt, ShareWriter, StreamError, StreamHandler,
     };
 }

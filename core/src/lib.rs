@@ -16,6 +16,7 @@ pub mod mock;
 mod report;
 mod request;
 mod server;
+mod share;
 mod transport;
 
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, MAX_ACCEPT_BACKOFF,
     ROOM_WAIT, Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,
 };
+pub use share::ShareWriter;
 #[cfg(feature = "std")]
 pub use transport::StdClock;
 pub use transport::{

@@ -11,6 +11,7 @@ mod server;
 mod shutdown;
 mod socket;
 mod sys;
+mod writer;
 
 #[doc(hidden)]
 pub use addr::Source;
@@ -25,9 +26,10 @@ pub use server::{
 };
 pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
 pub use socket::{BindError, Options, SocketDatagram, SocketListener};
+pub use writer::ConnWriter;
 
 pub use sockserv_core::{
     BufStream, DatagramHandler, FnService, OnError, OnServiceActions, ReadLineError, ReplyFull,
-    ReplyWriter, RequestError, Service, ServiceExt, StreamError, StreamHandler, Verify,
-    embedded_io,
+    ReplyWriter, RequestError, Service, ServiceExt, ShareWriter, StreamError, StreamHandler,
+    Verify, embedded_io,
 };

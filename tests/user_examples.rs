@@ -1,0 +1,110 @@
+//! The chat, counter and log_sink examples as real processes against real
+//! clients (std's sockets), and the same checks against their Python
+//! socketserver twins in `examples/python/`.
+
+mod util;
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use util::CLIENT_TIMEOUT;
+use util::process::{Lang, Program};
+
+/// The address argument of chat and counter: the system picks the port.
+const ANY_PORT: &[&str] = &["127.0.0.1:0"];
+
+// ---------------------------------------------------------------------
+// chat
+// ---------------------------------------------------------------------
+
+/// A chat client: a connection and its lines.
+struct Member {
+    writer: TcpStream,
+    lines: BufReader<TcpStream>,
+}
+
+impl Member {
+    fn join(server: &Program) -> Self {
+        let writer = TcpStream::connect(server.addr).unwrap();
+        let lines = BufReader::new(writer.try_clone().unwrap());
+        Self { writer, lines }
+    }
+
+    fn say(&mut self, line: &str) {
+        self.writer.write_all(line.as_bytes()).unwrap();
+    }
+
+    /// The next line, or `None` after `wait` with nothing.
+    fn hear(&mut self, wait: Duration) -> Option<String> {
+        self.lines.get_ref().set_read_timeout(Some(wait)).unwrap();
+        let mut line = String::new();
+        match self.lines.read_line(&mut line) {
+            Ok(0) => panic!("the server closed a member's connection"),
+            Ok(_) => Some(line),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// Reads lines until `want` (failing after [`CLIENT_TIMEOUT`]);
+    /// returns the lines before it.
+    fn hear_until(&mut self, want: &str) -> Vec<String> {
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        let mut before = Vec::new();
+        while Instant::now() < deadline {
+            match self.hear(Duration::from_millis(200)) {
+                Some(line) if line == want => return before,
+                Some(line) => before.push(line),
+                None => {}
+            }
+        }
+        panic!("{want:?} never arrived; heard {before:?}");
+    }
+}
+
+/// `speaker` says `line` every 100 ms until every one of `listeners`
+/// heard it once: then all of them are in the room (a member joins when
+/// its handler starts, a moment after connecting).
+fn until_heard(speaker: &mut Member, listeners: &mut [&mut Member], line: &str) {
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let mut heard = vec![false; listeners.len()];
+    while !heard.iter().all(|h| *h) {
+        assert!(Instant::now() < deadline, "{line:?} never reached everyone: {heard:?}");
+        speaker.say(line);
+        for (l, h) in listeners.iter_mut().zip(&mut heard) {
+            *h |= l.hear(Duration::from_millis(100)).is_some_and(|got| got == line);
+        }
+    }
+}
+
+fn chat_broadcasts_to_every_other_member(lang: Lang) {
+    let mut chat = Program::start(lang, "chat", ANY_PORT);
+    let (mut a, mut b) = (Member::join(&chat), Member::join(&chat));
+    until_heard(&mut b, &mut [&mut a], "b is here\n");
+    let mut c = Member::join(&chat);
+    until_heard(&mut c, &mut [&mut a, &mut b], "c is here\n");
+    a.say("hello from a\n");
+    b.hear_until("hello from a\n");
+    c.hear_until("hello from a\n");
+    c.say("end\n");
+    let before = a.hear_until("end\n");
+    assert!(!before.contains(&"hello from a\n".into()), "a heard itself: {before:?}");
+    // A member leaves; the others go on.
+    drop(b);
+    c.say("after b left\n");
+    a.hear_until("after b left\n");
+    a.say("still here\n");
+    c.hear_until("still here\n");
+    assert_eq!(chat.signal(libc::SIGTERM).code(), Some(0), "{}", chat.stderr());
+}
+
+#[test]
+fn chat_rust_broadcasts_to_every_other_member() {
+    chat_broadcasts_to_every_other_member(Lang::Rust);
+}
+
+#[test]
+fn chat_python_broadcasts_to_every_other_member() {
+    chat_broadcasts_to_every_other_member(Lang::Python);
+}
