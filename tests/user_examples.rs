@@ -108,3 +108,46 @@ fn chat_rust_broadcasts_to_every_other_member() {
 fn chat_python_broadcasts_to_every_other_member() {
     chat_broadcasts_to_every_other_member(Lang::Python);
 }
+
+// ---------------------------------------------------------------------
+// counter
+// ---------------------------------------------------------------------
+
+/// One client pipelines 20,000 commands from a thread and starts reading
+/// only half a second later (a slow reader: the server must hold back,
+/// not drop); every answer arrives, in order. A second client shares the
+/// count.
+fn counter_answers_every_pipelined_command(lang: Lang) {
+    const N: u64 = 20_000;
+    let mut counter = Program::start(lang, "counter", ANY_PORT);
+    let client = TcpStream::connect(counter.addr).unwrap();
+    client.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    let mut writer = client.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(("INCR\n".repeat(N as usize) + "GET\n").as_bytes()).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let answers: Vec<String> = BufReader::new(client).lines().map(Result::unwrap).collect();
+    sender.join().unwrap();
+    let want: Vec<String> = (1..=N).chain([N]).map(|n| n.to_string()).collect();
+    assert_eq!(answers.len(), want.len(), "{}", counter.stderr());
+    assert!(answers == want, "answers out of order or wrong");
+    let mut other = TcpStream::connect(counter.addr).unwrap();
+    other.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    other.write_all(b"GET\nFLY\nINCR\n").unwrap();
+    other.shutdown(std::net::Shutdown::Write).unwrap();
+    let answers: Vec<String> = BufReader::new(other).lines().map(Result::unwrap).collect();
+    assert_eq!(answers, [N.to_string(), "ERR unknown command".into(), (N + 1).to_string()]);
+    assert_eq!(counter.signal(libc::SIGTERM).code(), Some(0), "{}", counter.stderr());
+}
+
+#[test]
+fn counter_rust_answers_every_pipelined_command() {
+    counter_answers_every_pipelined_command(Lang::Rust);
+}
+
+#[test]
+fn counter_python_answers_every_pipelined_command() {
+    counter_answers_every_pipelined_command(Lang::Python);
+}
