@@ -6,6 +6,7 @@ mod util;
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use util::CLIENT_TIMEOUT;
@@ -150,4 +151,48 @@ fn counter_rust_answers_every_pipelined_command() {
 #[test]
 fn counter_python_answers_every_pipelined_command() {
     counter_answers_every_pipelined_command(Lang::Python);
+}
+
+// ---------------------------------------------------------------------
+// log_sink
+// ---------------------------------------------------------------------
+
+/// Datagrams from two unbound clients become lines of the log file, in
+/// order, one per datagram (a trailing newline not doubled); an oversized
+/// one is reported and not written; the socket path is removed on
+/// SIGTERM.
+fn log_sink_writes_each_datagram_as_a_line(lang: Lang) {
+    let dir = std::env::temp_dir();
+    let tag = format!("sockserv-log-sink-{}-{lang:?}", std::process::id());
+    let (sock, log) = (dir.join(format!("{tag}.sock")), dir.join(format!("{tag}.log")));
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&log);
+    let args = [sock.to_str().unwrap(), log.to_str().unwrap()];
+    let mut sink = Program::start(lang, "log_sink", &args);
+    assert_eq!(sink.path.as_deref(), Some(sock.as_path()));
+    let (a, b) = (UnixDatagram::unbound().unwrap(), UnixDatagram::unbound().unwrap());
+    a.send_to(b"first", &sock).unwrap();
+    b.send_to(b"second\n", &sock).unwrap();
+    a.send_to(&vec![b'x'; 70_000], &sock).unwrap_or_default();
+    b.send_to(b"third", &sock).unwrap();
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let want = "first\nsecond\nthird\n";
+    while std::fs::read_to_string(&log).unwrap_or_default() != want {
+        let got = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(Instant::now() < deadline, "log of {} bytes: {:.80?}", got.len(), got);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sink.signal(libc::SIGTERM).code(), Some(0), "{}", sink.stderr());
+    assert!(!sock.exists(), "the socket path is removed");
+    std::fs::remove_file(&log).unwrap();
+}
+
+#[test]
+fn log_sink_rust_writes_each_datagram_as_a_line() {
+    log_sink_writes_each_datagram_as_a_line(Lang::Rust);
+}
+
+#[test]
+fn log_sink_python_writes_each_datagram_as_a_line() {
+    log_sink_writes_each_datagram_as_a_line(Lang::Python);
 }
