@@ -11,7 +11,7 @@ use embedded_io::{ErrorType, Write};
 /// Each transport says what its writer is: on the std adapter
 /// (`sockserv::std_adapter::Conn`) a `ConnWriter` over a duplicate of the
 /// socket, `Send + 'static`, so threads share it; on the mock
-/// ([`crate::mock::MockStream`]) a `MockWriter` that records into the same
+/// (`MockStream`, feature `mock`) a `MockWriter` that records into the same
 /// connection, so the handler runs in unit tests unchanged.
 ///
 /// The writer stays usable while its connection is served; once the
