@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sockserv::prelude::*;
+use sockserv::embedded_io::{Read, Write};
 use sockserv::std_adapter::ThreadingTcpServer;
+use sockserv::*;
 
 /// The longest line relayed, newline included.
 const MAX_LINE: usize = 1024;
@@ -62,7 +63,7 @@ impl<W: Write> Chat<W> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9996".into());
     let room = Room::default();
-    let mut server = ThreadingTcpServer::bind(addr, FnService(move |_| Chat(room.clone())))?;
+    let mut server = ThreadingTcpServer::bind(addr, service_fn(move |_| Chat(room.clone())))?;
     // Python's daemon_threads = True: a signal does not wait for clients.
     server.dispatch_mut().daemon_threads = true;
     let stop = server.shutdown_handle();
@@ -75,9 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sockserv::driver::{Stream, StreamListener};
     use sockserv::mock::{MockConn, MockListener, MockNet};
     use sockserv::std_adapter::Address;
-    use sockserv::{Inline, Server, ShutdownFlag, Stream, StreamListener};
 
     fn listener<'n, 's>(net: &'n MockNet<'s>) -> MockListener<'n, 's, Address> {
         net.listener()
@@ -100,7 +101,7 @@ mod tests {
         chat.0.lock().unwrap().insert(usize::MAX - 1, second.share_writer().unwrap());
         drop(second); // the second member's connection closes
         let flag = ShutdownFlag::new();
-        let service = FnService(move |_| Chat(room.clone()));
+        let service = service_fn(move |_| Chat(room.clone()));
         let mut server = Server::new(Stream(listener(&net)), service, &net, &flag, Inline::new());
         server.handle_request().unwrap();
         assert_eq!(net.conn(0).unwrap().output(), b"hello\nhow are you\n");

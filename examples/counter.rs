@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sockserv::prelude::*;
 use sockserv::std_adapter::event::EventTcpServer;
+use sockserv::*;
 
 /// The longest answer: `ERR unknown command\n` (a `u64` takes 21 bytes).
 const MAX_ANSWER: usize = 21;
@@ -50,7 +50,7 @@ impl EventHandler for Counter {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9995".into());
     let count = Arc::new(AtomicU64::new(0));
-    let mut server = EventTcpServer::bind(addr, FnService(move |_| Counter(count.clone())))?;
+    let mut server = EventTcpServer::bind(addr, service_fn(move |_| Counter(count.clone())))?;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());
@@ -61,8 +61,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sockserv::ShutdownFlag;
-    use sockserv::event::{EventServer, EventServerConfig, FixedPool, FixedSlots};
     use sockserv::mock::{MockConn, MockNet};
     use sockserv::std_adapter::Address;
 
@@ -80,7 +78,7 @@ mod tests {
         net.open_window_at(Duration::from_secs(1), 1, 10_000);
         net.request_stop_at(Duration::from_secs(2), &flag);
         let count = Arc::new(AtomicU64::new(0));
-        let service = FnService(|_: &Address| Counter(count.clone()));
+        let service = service_fn(|_| Counter(count.clone()));
         let mut server = EventServer::new(
             net.event_source::<Address>(),
             service,

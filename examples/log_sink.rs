@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockserv::prelude::*;
 use sockserv::std_adapter::UnixDatagramServer;
+use sockserv::*;
 
 /// One datagram's handler: a handle on the log file.
 struct Sink(Arc<File>);
@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (path, log) = (&args[1], &args[2]); // as Python's sys.argv[1:3]: a panic when missing
     let file = Arc::new(OpenOptions::new().create(true).append(true).open(log)?);
     let mut server =
-        UnixDatagramServer::bind(PathBuf::from(path), FnService(move |_| Sink(file.clone())))?;
+        UnixDatagramServer::bind(PathBuf::from(path), service_fn(move |_| Sink(file.clone())))?;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());

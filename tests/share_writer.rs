@@ -7,8 +7,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserv::prelude::*;
+use sockserv::embedded_io::Write;
 use sockserv::std_adapter::{Builder, ConnWriter, Threading};
+use sockserv::{ShareWriter, StreamHandler, service_fn};
 
 /// Hands its connection's writer to the test, then waits for `release`
 /// (or returns at once).
@@ -33,7 +34,7 @@ fn a_writer_reaches_its_client_and_fails_after_the_close() {
     let (tx, rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel();
     let release = std::sync::Arc::new(std::sync::Mutex::new(Some(release_rx)));
-    let service = FnService(move |_| Give(tx.clone(), release.lock().unwrap().take()));
+    let service = service_fn(move |_| Give(tx.clone(), release.lock().unwrap().take()));
     let mut server =
         Builder::new().dispatch(Threading::new()).stream("127.0.0.1:0", service).unwrap();
     let addr = server.server_address().to_string();
@@ -68,7 +69,7 @@ fn a_writer_to_a_peer_that_never_reads_times_out() {
     let (tx, rx) = mpsc::channel();
     let (_release_tx, release_rx) = mpsc::channel::<()>();
     let release = std::sync::Arc::new(std::sync::Mutex::new(Some(release_rx)));
-    let service = FnService(move |_| Give(tx.clone(), release.lock().unwrap().take()));
+    let service = service_fn(move |_| Give(tx.clone(), release.lock().unwrap().take()));
     let mut server = Builder::new()
         .stream_timeout(Some(Duration::from_millis(300)))
         .dispatch(Threading::new())

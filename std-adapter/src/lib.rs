@@ -27,12 +27,6 @@ pub use server::{
     ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
     UnixDatagramServer, UnixStreamServer,
 };
-pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
+pub use shutdown::{ShutdownError, ShutdownHandle, Signal};
 pub use socket::{BindError, Options, SocketDatagram, SocketListener};
 pub use writer::ConnWriter;
-
-pub use sockserv_core::{
-    BufStream, DatagramHandler, FnService, OnError, OnServiceActions, ReadLineError, ReplyFull,
-    ReplyWriter, RequestError, Service, ServiceExt, ShareWriter, StreamError, StreamHandler,
-    Verify, embedded_io,
-};
