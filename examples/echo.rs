@@ -8,8 +8,9 @@
 //! Prints `listening on ADDR` first (the real port after port 0), echoes
 //! until the client closes its side (stream) or each datagram back whole
 //! (datagram), and exits 0 on SIGINT/SIGTERM, removing a Unix socket path.
-//! `--mode event` serves streams from one thread with epoll and a fixed
-//! connection table (`--max-connections`, default 10,000), or from
+//! `--mode event` serves streams from one thread with epoll, a connection
+//! table of up to `--max-connections` (default 10,000) and a shared
+//! buffer pool, or from
 //! `--workers N` such loops (`0`: one per CPU), which share the port as
 //! `--port-sharing` says and print what each served at exit
 //! (`loop 0: 123 connections`, on stderr). `--mode threading --pool N`

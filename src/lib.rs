@@ -64,6 +64,9 @@
 //!     server.serve_forever(Duration::from_millis(500))
 //! }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(feature = "document-features", doc = "# Feature flags")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

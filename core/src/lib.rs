@@ -1,4 +1,7 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(feature = "document-features", doc = "# Feature flags")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,6 +19,7 @@ pub mod mock;
 mod report;
 mod request;
 mod server;
+mod share;
 mod transport;
 
 #[cfg(test)]
@@ -34,6 +38,7 @@ pub use handler::{
 pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Inline, MAX_ACCEPT_BACKOFF, Server, ShutdownFlag, ShutdownSignal,
 };
+pub use share::ShareWriter;
 #[cfg(feature = "std")]
 pub use transport::StdClock;
 

@@ -23,6 +23,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use heapless::{Deque, Vec};
 
 use crate::server::ShutdownFlag;
+use crate::share::ShareWriter;
 use crate::transport::{
     Accepted, Clock, Connection, DatagramSocket, Event as IoEvent, EventSource, Interest,
     NbAccepted, NbConnection, Readiness, Received, StreamListener, Wait,
@@ -1026,5 +1027,39 @@ impl<S: crate::Service<A>, A: fmt::Debug> crate::Service<A> for UntilDone<'_, '_
         if self.net.all_done() || self.turns.get() >= MAX_TURNS {
             self.flag.request();
         }
+    }
+}
+
+/// A writer to a mock connection, from [`ShareWriter::share_writer`]:
+/// records into the same connection's output as the stream does, so a
+/// handler that keeps writers of other connections (a broadcast) runs on
+/// the mock. Writes fail with `ConnectionReset` once the stream was
+/// dropped (the connection closed), as a real socket's would.
+pub struct MockWriter<'n, 's> {
+    net: &'n MockNet<'s>,
+    id: usize,
+}
+
+impl ErrorType for MockWriter<'_, '_> {
+    type Error = MockError;
+}
+
+impl Write for MockWriter<'_, '_> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, MockError> {
+        if self.net.with_conn(self.id, |log, _, _| log.closes > 0) {
+            return Err(MockError(ErrorKind::ConnectionReset));
+        }
+        self.net.write_conn(self.id, data)?.ok_or(MockError(ErrorKind::TimedOut))
+    }
+
+    fn flush(&mut self) -> Result<(), MockError> {
+        Ok(())
+    }
+}
+
+impl<'n, 's> ShareWriter for MockStream<'n, 's> {
+    type Writer = MockWriter<'n, 's>;
+    fn share_writer(&self) -> Result<MockWriter<'n, 's>, MockError> {
+        Ok(MockWriter { net: self.net, id: self.id })
     }
 }

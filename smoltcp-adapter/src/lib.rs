@@ -1,4 +1,7 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(feature = "document-features", doc = "# Feature flags")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

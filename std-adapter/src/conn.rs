@@ -111,6 +111,11 @@ impl Conn {
         Arc::clone(&self.shared)
     }
 
+    /// The server's `stream_timeout`, which a shared writer keeps too.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     /// The socket, for options this type does not cover.
     pub fn get_ref(&self) -> &Socket {
         &self.socket

@@ -1,4 +1,7 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(feature = "document-features", doc = "# Feature flags")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -11,6 +14,7 @@ mod server;
 mod shutdown;
 mod socket;
 mod sys;
+mod writer;
 
 #[doc(hidden)]
 pub use addr::Source;
@@ -25,3 +29,4 @@ pub use server::{
 };
 pub use shutdown::{ShutdownError, ShutdownHandle, Signal};
 pub use socket::{BindError, Options, SocketDatagram, SocketListener};
+pub use writer::ConnWriter;

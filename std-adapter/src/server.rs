@@ -1,4 +1,4 @@
-//! The server types: CPython's eight server classes as aliases of two
+//! The server types: CPython's twelve server classes as aliases of two
 //! generic servers.
 
 use std::io;

@@ -448,8 +448,9 @@ impl<D> Builder<D> {
     /// An event-mode stream server (TCP for socket addresses, Unix for
     /// paths), with [`EventOptions::workers`] loops. The dispatch strategy
     /// set on the builder does not apply; the socket options do
-    /// (`request_queue_size`, reuse); Nagle is off when either the builder
-    /// or `options` says so.
+    /// (`request_queue_size`, reuse), except Nagle's algorithm, which
+    /// follows [`EventOptions::disable_nagle_algorithm`] (the builder's
+    /// `disable_nagle_algorithm` is replaced by it).
     ///
     /// The service is cloned per loop and each loop may run on a thread of
     /// its own, hence `Clone + Send` (and handlers `Send`); with one loop
