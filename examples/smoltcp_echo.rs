@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sockserv::StdClock;
-use sockserv::driver::{Clock, Datagram, Stream};
+use sockserv::driver::{Clock, Datagram};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface};
 use sockserv::smoltcp_adapter::smoltcp::phy::{Medium, TunTapInterface};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
@@ -58,8 +58,7 @@ use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoi
 use sockserv::smoltcp_adapter::{
     Loss, Options, Stack, Storage, TapWait, TcpEventSource, WhenFull, smoltcp,
 };
-use sockserv::std_adapter::event::GrowSlots;
-use sockserv::{EventServer, EventServerConfig, FixedPool};
+use sockserv::{CappedSlots, EventServer, EventServerConfig, FixedPool, FixedSlots};
 use sockserv::{Inline, Server, ShutdownFlag, service_fn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -136,6 +135,7 @@ const BACKLOG: usize = 8;
 /// connections share (borrowed while a connection has input to consume or
 /// output to queue; an idle connection holds none).
 const MAX_CONNECTIONS: i64 = 256;
+const MAX_TABLE: usize = MAX_CONNECTIONS as usize;
 const EVENT_BUFFER: usize = 16 * 1024;
 const EVENT_BUFFERS: usize = 4;
 /// Sockets in the TCP listener's pool: sync mode serves one connection at
@@ -214,8 +214,8 @@ fn run(args: &Args) -> Result<(), String> {
                         .listen(port, tcp_pool(SYNC_POOL, args), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
-                    let mut server =
-                        Server::new(Stream(listener), service, clock, &FLAG, Inline::new());
+                    // On the stack's clock, given once to `Stack::new`.
+                    let mut server = listener.into_server(service, &FLAG);
                     server.serve_forever(poll).map_err(|e| e.to_string())
                 }
                 Mode::Event => {
@@ -223,15 +223,20 @@ fn run(args: &Args) -> Result<(), String> {
                         .listen(port, tcp_pool(BACKLOG + max + 2, args), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
-                    // The table's slots sized at run time (--max-connections);
-                    // the buffers a pool fixed at compile time, as on a
-                    // microcontroller: every connection shares EVENT_BUFFERS.
+                    // The table's slots fixed at compile time and capped at
+                    // run time (--max-connections); the buffers a pool fixed
+                    // at compile time, as on a microcontroller: every
+                    // connection shares EVENT_BUFFERS. (A firmware with a
+                    // capacity fixed at compile time writes
+                    // `listener.into_event_server(service, &FLAG, pool, config)`.)
+                    let source = TcpEventSource::new(listener);
+                    let clock = source.clock();
                     let mut server = EventServer::new(
-                        TcpEventSource::new(listener),
+                        source,
                         service,
                         clock,
                         &FLAG,
-                        GrowSlots::new(max),
+                        CappedSlots::new(FixedSlots::<_, MAX_TABLE>::new(), max),
                         FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new(),
                         // `--when-full refuse`: accept and refuse through
                         // the table-full hook (the core's default stops
@@ -266,6 +271,7 @@ fn run(args: &Args) -> Result<(), String> {
             // reassembles them; a loss is told to the hook).
             let transport = Datagram { socket, buffer: vec![0u8; MAX_DATAGRAM + 1] };
             let dispatch = Inline::with_reply_buffer(vec![0u8; MAX_DATAGRAM]);
+            let clock = transport.socket.clock();
             let mut server = Server::new(transport, service, clock, &FLAG, dispatch);
             server.serve_forever(poll).map_err(|e| e.to_string())
         }

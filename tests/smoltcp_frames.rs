@@ -171,3 +171,33 @@ fn a_reply_to_an_unresolvable_address_does_not_block_the_others() {
     });
     assert_eq!(replies, 3, "the replies to the peer that answers ARP left");
 }
+
+/// Ping is answered by default: the adapter's default
+/// `auto-icmp-echo-reply` feature (smoltcp's, which the adapter's
+/// `default-features = false` on smoltcp would otherwise leave off) makes
+/// the interface answer an ICMP echo request with an echo reply carrying
+/// the same identifier, sequence number and payload.
+#[test]
+fn ping_is_answered() {
+    with_stack(|stack, _, _| {
+        // Type 8 (echo request), code 0, checksum (not checked here),
+        // identifier 0x1234, sequence 7, then the payload.
+        let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 7];
+        icmp.extend_from_slice(b"are you there?");
+        stack.with_device(|d| {
+            d.tx.clear();
+            d.rx.push_back(frames::ipv4(1, &icmp));
+        });
+        stack.poll();
+        let reply = stack.with_device(|d| {
+            d.tx.iter().find_map(|f| {
+                let ip = f.get(14..)?;
+                (f.get(12..14)? == [8, 0] && ip.get(9)? == &1).then(|| ip[20..].to_vec())
+            })
+        });
+        let reply = reply.expect("an ICMP packet answered the echo request");
+        assert_eq!(reply[0], 0, "an echo reply");
+        assert_eq!(&reply[4..8], &icmp[4..8], "the same identifier and sequence number");
+        assert_eq!(&reply[8..], b"are you there?", "the same payload");
+    });
+}

@@ -13,6 +13,7 @@ mod gate;
 mod loss;
 mod net;
 mod pool;
+mod serve;
 mod stack;
 mod tcp;
 mod udp;
@@ -22,6 +23,7 @@ pub use conn::TcpConn;
 pub use error::{BindError, Error, ListenError};
 pub use event::{NbTcpConn, TcpEventSource};
 pub use loss::{DatagramLoss, Loss, Stats};
+pub use serve::{EventTcpServer, StackClock, TcpServer, UdpServer};
 pub use stack::{Stack, Storage};
 pub use tcp::{Options, TcpListener, WhenFull};
 pub use udp::UdpSocket;
@@ -45,6 +47,7 @@ mod layering {
         ("loss", include_str!("loss.rs")),
         ("wait", include_str!("wait.rs")),
         ("error", include_str!("error.rs")),
+        ("serve", include_str!("serve.rs")),
     ];
 
     /// The module graph goes one way (leaves ← sockets ← `stack` ← the

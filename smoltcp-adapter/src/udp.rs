@@ -51,6 +51,11 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
         Self { net, handle, send_timeout: Some(Duration::from_secs(1)) }
     }
 
+    /// The stack this socket lives on.
+    pub(crate) fn net(&self) -> &'s dyn Net<'a> {
+        self.net
+    }
+
     /// How long `send_to` waits for room in the send buffer (`None`: for
     /// ever).
     pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
