@@ -126,6 +126,16 @@ pub(crate) fn somaxconn() -> i32 {
         .unwrap_or(libc::SOMAXCONN)
 }
 
+/// The kernel's `net.core.wmem_max`: the largest send buffer an
+/// unprivileged `SO_SNDBUF` gets (Linux doubles it), or the usual default
+/// (212,992) when it cannot be read.
+pub(crate) fn wmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(212_992)
+}
+
 /// Forks; the child runs `run` and leaves with `_exit(run())`, never
 /// returning into the caller, running no destructor and flushing no stdio of
 /// the parent's. Returns the child's pid in the parent.
