@@ -76,6 +76,8 @@ fn a_non_reader_cannot_stall_with(mode: &str, extra: &[&str]) {
     let hostile = UnixClient::bind("non-reader");
     hostile.socket.set_nonblocking(true).unwrap();
     let good = [UnixClient::bind("good-1"), UnixClient::bind("good-2")];
+    // The pool keeps its (up to 4) workers; other modes keep one thread.
+    let threads = if extra.contains(&"--pool") { 5 } else { 1 };
     let (mut flooded, mut max_threads, mut max_procs) = (0, 0, 0);
     let end = Instant::now() + Duration::from_secs(2);
     while Instant::now() < end {
@@ -93,10 +95,12 @@ fn a_non_reader_cannot_stall_with(mode: &str, extra: &[&str]) {
     let idle_cpu = group_cpu(pgid).saturating_sub(before);
     assert!(idle_cpu < Duration::from_millis(250), "{mode}: {idle_cpu:?} of CPU in 1 s idle");
     // Bounded while it lasted (a thread or child stuck per datagram
-    // would reach hundreds), and back to one process and thread after.
+    // would reach hundreds), and back to one process and its idle threads
+    // after.
     assert!(max_threads <= 64, "{mode}: {max_threads} threads during the flood");
     assert!(max_procs <= 41, "{mode}: {max_procs} processes during the flood");
-    assert_eq!(group_threads(pgid), 1, "{mode}: threads left after the flood");
+    let left = group_threads(pgid);
+    assert!(left <= threads, "{mode}: {left} threads left after the flood");
     assert_eq!(group(pgid).len(), 1, "{mode}: processes left after the flood");
     assert!(flooded > 200, "{mode}: the flood sent only {flooded} datagrams");
     good[0].echo(&to, &format!("{mode}: after the flood"));

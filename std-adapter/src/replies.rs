@@ -106,20 +106,33 @@ impl Store {
         self.peers.get(path).is_some_and(|p| !p.replies.is_empty())
     }
 
-    /// Queues a reply that could not leave, or drops it past a bound.
+    /// Queues a reply that could not leave, or drops it past a bound. When
+    /// all peers together have [`TOTAL_BYTES`] waiting, the peer with the
+    /// most waiting loses its oldest: a client that never reads cannot take
+    /// the room that readers need for a moment.
     fn push(&mut self, path: &Path, data: &[u8], now: Instant) {
         let cost = data.len() + OVERHEAD;
-        let total_full = self.bytes + cost > TOTAL_BYTES;
-        let peer = self.peers.entry(path.to_path_buf()).or_insert_with(|| Peer::new(now));
-        if total_full || peer.bytes + cost > PEER_BYTES {
-            let why = if total_full {
-                format!("{TOTAL_BYTES} bytes of replies already wait for slow peers")
-            } else {
-                format!("{PEER_BYTES} bytes of replies already wait for it")
-            };
-            dropped(&mut self.stats, path, peer, &why);
+        let mine = self.peers.get(path).map_or(0, |p| p.bytes);
+        if mine + cost > PEER_BYTES {
+            let why = format!("{PEER_BYTES} bytes of replies already wait for it");
+            self.drop_new(path, now, &why);
             return;
         }
+        while self.bytes + cost > TOTAL_BYTES {
+            let hog = self.peers.iter().max_by_key(|(_, p)| p.bytes).map(|(k, p)| (k, p.bytes));
+            let Some((hog, bytes)) = hog.filter(|&(_, bytes)| bytes > mine + cost) else {
+                let why = format!("{TOTAL_BYTES} bytes of replies already wait for slow peers");
+                self.drop_new(path, now, &why);
+                return;
+            };
+            let hog = hog.clone();
+            let peer = self.peers.get_mut(&hog).expect("the hog is a peer");
+            pop(&mut self.stats, peer);
+            self.bytes -= bytes - peer.bytes;
+            let why = format!("{TOTAL_BYTES} bytes of replies wait, the most for it");
+            dropped(&mut self.stats, &hog, peer, &why);
+        }
+        let peer = self.peers.entry(path.to_path_buf()).or_insert_with(|| Peer::new(now));
         if peer.replies.is_empty() {
             peer.next_try = now + FIRST_RETRY;
             peer.backoff = FIRST_RETRY;
@@ -128,6 +141,11 @@ impl Store {
         peer.bytes += cost;
         self.bytes += cost;
         self.stats.waiting += 1;
+    }
+
+    fn drop_new(&mut self, path: &Path, now: Instant, why: &str) {
+        let peer = self.peers.entry(path.to_path_buf()).or_insert_with(|| Peer::new(now));
+        dropped(&mut self.stats, path, peer, why);
     }
 
     /// The earliest time a retry or a deadline is due.
