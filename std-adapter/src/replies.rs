@@ -3,7 +3,7 @@
 //! A reply to a Unix-datagram peer whose receive queue is full (Linux:
 //! `net.unix.max_dgram_qlen` + 1 datagrams) fails with `EAGAIN`. Instead of
 //! dropping it, the sender hands it to the [`Keeper`]: a queue per peer, in
-//! order, that the server loop retries (1 ms, then doubling up to 16 ms)
+//! order, that the server loop retries (1 ms, then doubling up to 64 ms)
 //! until the peer reads or the reply's deadline ([`REPLY_DEADLINE`])
 //! passes. Memory is bounded ([`PEER_BYTES`] per peer, [`TOTAL_BYTES`] in
 //! all). Every reply dropped anyway is counted ([`ReplyStats`]) and
@@ -43,7 +43,7 @@ pub const TOTAL_BYTES: usize = 16 * 1024 * 1024;
 /// What a waiting reply costs besides its bytes (its allocation and entry).
 const OVERHEAD: usize = 64;
 const FIRST_RETRY: Duration = Duration::from_millis(1);
-const LAST_RETRY: Duration = Duration::from_millis(16);
+const LAST_RETRY: Duration = Duration::from_millis(64);
 /// How long a forked child waits for the server process to take a reply
 /// it hands over (the server loop reads them between requests).
 const HANDOFF_WAIT: Duration = Duration::from_millis(200);
