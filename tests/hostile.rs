@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sockserv::std_adapter::{BindAddr, Builder, DatagramServer, REPLY_DEADLINE, ReplyStats};
 use util::echo::{STOP_CONTRACT, Server};
 use util::procs::{group, group_cpu, group_threads};
-use util::{TEST_STR, unix_path};
+use util::{Behaviour, Recorder, TEST_STR, unix_path};
 
 /// How long a served client may wait for its answer while a hostile one
 /// floods the server.
@@ -363,6 +364,44 @@ fn unix_datagram_readers_lose_nothing_event() {
 #[test]
 fn unix_datagram_readers_lose_nothing_pool() {
     readers_lose_nothing("threading", &["--pool", "4"]);
+}
+
+/// Issue 17: the replies that waited for a full peer queue and the ones
+/// dropped are counted where a user can read them
+/// (`SocketDatagram::reply_stats`): 13 replies to a client that does not
+/// read (11 fit its queue, 2 wait), then it reads (the 2 leave: delayed),
+/// then 13 more that it never reads (2 dropped at the deadline).
+#[test]
+fn unix_datagram_replies_that_wait_or_drop_are_counted() {
+    let path = unix_path("counted");
+    let mut server: DatagramServer<_> = Builder::new()
+        .datagram(BindAddr::Unix(path.clone()), Recorder::new(Behaviour::Echo))
+        .unwrap();
+    server.set_timeout(Some(Duration::from_millis(10)));
+    let c = UnixClient::bind("counted-client");
+    let stats = |server: &DatagramServer<_>| server.datagram_socket().reply_stats();
+    let serve = |server: &mut DatagramServer<_>, n: usize| {
+        for _ in 0..n {
+            c.socket.send_to(TEST_STR, &path).unwrap();
+            server.handle_request().unwrap();
+        }
+    };
+    serve(&mut server, 13);
+    assert_eq!(stats(&server), ReplyStats { delayed: 0, dropped: 0, waiting: 2 });
+    let mut buf = [0u8; 64];
+    for _ in 0..13 {
+        // The loop retries between requests (here: while handle_request waits).
+        server.handle_request().unwrap();
+        let n = c.socket.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], TEST_STR);
+    }
+    assert_eq!(stats(&server), ReplyStats { delayed: 2, dropped: 0, waiting: 0 });
+    serve(&mut server, 13);
+    let end = Instant::now() + REPLY_DEADLINE + Duration::from_millis(300);
+    while Instant::now() < end {
+        server.handle_request().unwrap();
+    }
+    assert_eq!(stats(&server), ReplyStats { delayed: 2, dropped: 2, waiting: 0 });
 }
 
 /// Issue 10: 50 idle TCP clients against `echo --mode forking` (40
