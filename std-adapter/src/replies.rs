@@ -35,8 +35,8 @@ use crate::sys;
 
 /// How long a reply waits for its peer to read before it is dropped.
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(2);
-/// Bytes of replies that may wait for one peer (each counted with
-/// [`OVERHEAD`]); past it a new reply to that peer is dropped.
+/// Bytes of replies that may wait for one peer (each counted with 64 bytes
+/// more, for its allocation); past it a new reply to that peer is dropped.
 pub const PEER_BYTES: usize = 512 * 1024;
 /// Bytes of replies that may wait for all peers together.
 pub const TOTAL_BYTES: usize = 16 * 1024 * 1024;
