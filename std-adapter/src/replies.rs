@@ -461,3 +461,95 @@ impl Drop for Keeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+
+    /// A reply that costs exactly `PEER_BYTES / 8` in the store.
+    fn eighth() -> Vec<u8> {
+        vec![0; PEER_BYTES / 8 - OVERHEAD]
+    }
+
+    #[test]
+    fn a_peer_past_its_bound_loses_the_new_reply_not_the_waiting_ones() {
+        let (mut s, now, a) = (Store::default(), Instant::now(), Path::new("/a"));
+        for _ in 0..8 {
+            s.push(a, &eighth(), now);
+        }
+        assert_eq!(s.stats, ReplyStats { delayed: 0, dropped: 0, waiting: 8 });
+        s.push(a, b"one more", now);
+        assert_eq!(s.stats, ReplyStats { delayed: 0, dropped: 1, waiting: 8 });
+        assert_eq!(s.bytes, PEER_BYTES);
+    }
+
+    #[test]
+    fn when_all_is_full_the_peer_with_the_most_waiting_loses_its_oldest() {
+        let (mut s, now) = (Store::default(), Instant::now());
+        let hogs = TOTAL_BYTES / PEER_BYTES;
+        for i in 0..hogs {
+            for _ in 0..8 {
+                s.push(Path::new(&format!("/hog-{i}")), &eighth(), now);
+            }
+        }
+        s.push(Path::new("/small"), b"a reply", now);
+        assert_eq!(s.stats.dropped, 1, "one reply of a hog made room");
+        assert!(s.is_waiting_for(Path::new("/small")));
+        let hogged: usize =
+            s.peers.values().map(|p| p.bytes).sum::<usize>() - s.peers[Path::new("/small")].bytes;
+        assert_eq!(hogged, TOTAL_BYTES - PEER_BYTES / 8);
+        // The one that lost is now the smallest hog: the next loss is another's.
+        s.push(Path::new("/small"), &eighth(), now);
+        assert_eq!(s.stats.dropped, 2);
+        let losers = s.peers.values().filter(|p| p.dropped > 0).count();
+        assert_eq!(losers, 2, "two hogs lost one each");
+        assert!(s.bytes <= TOTAL_BYTES);
+    }
+
+    #[test]
+    fn replies_wait_for_a_full_queue_then_leave_or_expire_once_reported() {
+        let dir = std::env::temp_dir().join(format!("sockserv-replies-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("peer");
+        let peer = UnixDatagram::bind(&path).unwrap();
+        let server = Socket::new(Domain::UNIX, Type::DGRAM, None).unwrap();
+        let to = SockAddr::unix(&path).unwrap();
+        let mut queued = 0;
+        while send_to(&server, b"q", &to).is_ok() {
+            queued += 1;
+        }
+        let (mut s, now) = (Store::default(), Instant::now());
+        s.push(&path, b"w1", now);
+        s.push(&path, b"w2", now);
+        s.run(&server, now + LAST_RETRY);
+        assert_eq!(s.stats, ReplyStats { delayed: 0, dropped: 0, waiting: 2 }, "the queue is full");
+        // The peer reads one: one waiting reply leaves, in order.
+        let mut buf = [0u8; 8];
+        peer.recv(&mut buf).unwrap();
+        s.run(&server, now + 2 * LAST_RETRY);
+        assert_eq!(s.stats, ReplyStats { delayed: 1, dropped: 0, waiting: 1 });
+        // It reads no more: the other one expires, reported as an episode.
+        s.push(&path, b"w3", now + 2 * LAST_RETRY);
+        s.run(&server, now + 2 * LAST_RETRY + REPLY_DEADLINE);
+        assert_eq!(s.stats, ReplyStats { delayed: 1, dropped: 2, waiting: 0 });
+        assert_eq!(s.peers[&path].dropped, 2, "one episode, still open");
+        // It reads everything: the next reply leaves and ends the episode.
+        let mut last = Vec::new();
+        for _ in 0..queued {
+            let n = peer.recv(&mut buf).unwrap();
+            last = buf[..n].to_vec();
+        }
+        assert_eq!(last, b"w1", "the first waiting reply left first");
+        let later = now + 3 * REPLY_DEADLINE;
+        s.push(&path, b"w4", later);
+        s.run(&server, later + LAST_RETRY);
+        assert_eq!(s.stats, ReplyStats { delayed: 2, dropped: 2, waiting: 0 });
+        assert!(s.peers.is_empty(), "nothing waits, no episode: forgotten");
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"w4");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
