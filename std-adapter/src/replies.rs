@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
-use sockserv_core::ReplySendError;
+use sockserv_core::driver::ReplySendError;
 use sockserv_core::logging::{Level, report};
 
 use crate::addr::Address;

@@ -7,11 +7,11 @@
 //! buffers from a [`BufferPool`] while they have input to consume or
 //! output to send, and moves bytes between the transport, the buffers and
 //! the handlers. [`EventServer`] is the loop around it, over
-//! any [`EventSource`](crate::EventSource).
+//! any [`EventSource`](crate::driver::EventSource).
 //!
 //! ```
 //! use core::convert::Infallible;
-//! use sockserv::event::{EventHandler, Outbox, Step};
+//! use sockserv::{EventHandler, Outbox, Step};
 //!
 //! /// The echo handler of the event mode.
 //! struct Echo;
