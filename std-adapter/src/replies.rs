@@ -13,7 +13,9 @@
 //! Who hands off: the server loop itself (sync, event) and the handler
 //! threads of the threading and pool strategies push into the shared store;
 //! a forked child cannot, so it sends the reply over a datagram socket pair
-//! to the server process, whose loop reads it like a reply of its own. The
+//! to the server process, whose loop reads it like a reply of its own (one
+//! the server does not take within 200 ms is dropped: counted in memory
+//! shared with the children, reported by the server once per episode). The
 //! retries run on the server loop's thread (no thread of their own, so the
 //! forking strategy's process stays single-threaded).
 
@@ -23,6 +25,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -289,6 +292,9 @@ pub(crate) struct Replier {
 struct Handoff {
     /// The server process (a forked child is another).
     owner: u32,
+    /// Replies forked children dropped because the server process did not
+    /// take them within [`HANDOFF_WAIT`].
+    lost_by_children: sys::SharedCounter,
     store: Arc<Mutex<Store>>,
     /// The sending end of the pair: blocking, with [`HANDOFF_WAIT`].
     tx: Socket,
@@ -303,8 +309,8 @@ impl fmt::Debug for Replier {
 impl Replier {
     /// Sends one reply. UDP (no keeper): a reply that cannot leave at once
     /// is dropped ([`ReplySendError::WouldBlock`]). Unix datagrams: it waits
-    /// with the keeper; `WouldBlock` only when even that failed (a forked
-    /// child whose hand-over the server did not take in time).
+    /// with the keeper (a forked child's hand-over that the server does not
+    /// take in time is counted and reported by the server, not here).
     pub(crate) fn send(&self, data: &[u8], to: &Address) -> Result<(), ReplySendError> {
         let failed = |e: io::Error| match e.kind() {
             io::ErrorKind::WouldBlock => ReplySendError::WouldBlock,
@@ -318,7 +324,11 @@ impl Replier {
             // A forked child: the store is the server's, not ours.
             return match send_to(&self.socket, data, &addr) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    keep.hand_over(path, data).map_err(failed)
+                    if keep.hand_over(path, data).is_err() {
+                        // Counted here, reported by the server process.
+                        keep.lost_by_children.get().fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
                 }
                 other => other.map_err(failed),
             };
@@ -375,6 +385,10 @@ pub(crate) struct Keeper {
     rx: Socket,
     buf: Vec<u8>,
     next_look: Instant,
+    /// `lost_by_children` as last seen, and whether that episode was
+    /// reported (it ends when a hand-over arrives again).
+    children_lost: u64,
+    children_episode: bool,
 }
 
 impl fmt::Debug for Keeper {
@@ -392,11 +406,20 @@ impl Keeper {
         tx.set_write_timeout(Some(HANDOFF_WAIT))?;
         tx.set_send_buffer_size(sys::wmem_max())?;
         let store = Arc::new(Mutex::new(Store::default()));
-        let handoff = Arc::new(Handoff { owner: std::process::id(), store, tx });
+        let lost_by_children = sys::SharedCounter::new()?;
+        let handoff = Arc::new(Handoff { owner: std::process::id(), lost_by_children, store, tx });
         let replier = Replier { socket, keep: Some(Arc::clone(&handoff)) };
         // Room for the largest hand-over: a path of up to 108 bytes.
         let buf = vec![0; max_reply + 2 + 128];
-        Ok((Self { handoff, rx, buf, next_look: Instant::now() }, replier))
+        let keeper = Self {
+            handoff,
+            rx,
+            buf,
+            next_look: Instant::now(),
+            children_lost: 0,
+            children_episode: false,
+        };
+        Ok((keeper, replier))
     }
 
     /// A replier without a keeper (UDP).
@@ -434,6 +457,24 @@ impl Keeper {
             }
         }
         self.handoff.lock().run(socket, now);
+        self.children_lost();
+    }
+
+    /// Reports replies forked children dropped, once per episode.
+    fn children_lost(&mut self) {
+        let lost = self.handoff.lost_by_children.get().load(Ordering::Relaxed);
+        if lost > self.children_lost && !self.children_episode {
+            self.children_episode = true;
+            report(
+                Level::Warn,
+                format_args!(
+                    "forked children dropped {} datagram replies: the server process took none \
+                     within {HANDOFF_WAIT:?} (further drops are only counted until it takes one)",
+                    lost - self.children_lost
+                ),
+            );
+        }
+        self.children_lost = lost;
     }
 
     /// One datagram from the pair: a poke (empty), or a child's reply.
@@ -447,10 +488,13 @@ impl Keeper {
         let (path, data) = rest.split_at(len);
         let path = Path::new(std::ffi::OsStr::from_bytes(path));
         self.handoff.lock().push(path, data, now);
+        self.children_episode = false;
     }
 
     pub(crate) fn stats(&self) -> ReplyStats {
-        self.handoff.lock().stats
+        let mut stats = self.handoff.lock().stats;
+        stats.dropped += self.handoff.lost_by_children.get().load(Ordering::Relaxed);
+        stats
     }
 }
 
