@@ -201,10 +201,16 @@ fn retry(stats: &mut ReplyStats, socket: &Socket, path: &Path, peer: &mut Peer, 
         && *deadline <= now
     {
         pop(stats, peer);
-        let why = format!("its receive queue stayed full for {REPLY_DEADLINE:?}");
+        let why = format!(
+            "it could not leave for {REPLY_DEADLINE:?}: the client's receive queue (or the \
+             server's send buffer) stayed full"
+        );
         dropped(stats, path, peer, &why);
     }
-    let Ok(to) = SockAddr::unix(path) else { return };
+    let to = match SockAddr::unix(path) {
+        Ok(to) => to,
+        Err(e) => return drop_all(stats, path, peer, &e),
+    };
     while let Some((data, _)) = peer.replies.front() {
         match send_to(socket, data, &to) {
             Ok(()) => {
@@ -228,14 +234,16 @@ fn retry(stats: &mut ReplyStats, socket: &Socket, path: &Path, peer: &mut Peer, 
                 peer.next_try = now + peer.backoff;
                 return;
             }
-            Err(e) => {
-                // The peer went away (its socket closed or its path removed).
-                while !peer.replies.is_empty() {
-                    pop(stats, peer);
-                    dropped(stats, path, peer, &format!("sending failed: {e}"));
-                }
-            }
+            // The peer went away (its socket closed or its path removed).
+            Err(e) => drop_all(stats, path, peer, &e),
         }
+    }
+}
+
+fn drop_all(stats: &mut ReplyStats, path: &Path, peer: &mut Peer, e: &io::Error) {
+    while !peer.replies.is_empty() {
+        pop(stats, peer);
+        dropped(stats, path, peer, &format!("sending failed: {e}"));
     }
 }
 
