@@ -682,3 +682,17 @@ fn an_outbox_takes_formatted_answers() {
     server::<1, 64, 2>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), b"15 bytes\nok\n");
 }
+
+#[test]
+fn a_formatted_answer_leaves_in_one_write() {
+    // `write!(out, "{} bytes\n", n)` is two pieces; they used to leave as
+    // two sends (three for ":{n}\r\n"), now as one after the call.
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"len\nlen\n"));
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert_eq!(c.output(), b"8 bytes\n4 bytes\n");
+    assert_eq!(c.writes(), 2, "one write per answer");
+}
