@@ -28,8 +28,8 @@ mod tests;
 // The user's surface: handlers, services, servers, errors, shutdown.
 pub use bufio::{BufStream, ReadLineError, StreamError};
 pub use event::{
-    CappedSlots, EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next, OnShutdown,
-    Outbox, ServerSlot, Step, TableStats, WhenFull,
+    CappedSlots, EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next,
+    OnShutdown, Outbox, ServerSlot, Step, TableStats, WhenFull,
 };
 pub use handler::{
     DatagramHandler, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter, Request,

@@ -10,6 +10,7 @@ mod addr;
 mod conn;
 pub mod dispatch;
 pub mod event;
+mod replies;
 mod server;
 mod shutdown;
 mod socket;
@@ -21,6 +22,7 @@ pub use addr::Source;
 pub use addr::{Address, BindAddr, IntoBindAddr};
 pub use conn::Conn;
 pub use dispatch::{Forking, Pool, Sequential, Strategy, Threading};
+pub use replies::{PEER_BYTES, REPLY_DEADLINE, ReplyStats, TOTAL_BYTES};
 pub use server::{
     Bound, Builder, DatagramServer, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, SocketServer, StreamServer, TcpServer, ThreadingTcpServer,

@@ -7,17 +7,16 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use embedded_io::ErrorType;
-use socket2::{Domain, SockAddr, Socket, Type};
-use sockserv_core::driver::{
-    Accepted, DatagramSocket, Readiness, Received, ReplySendError, StreamListener, Wait,
-};
+use socket2::{Domain, Socket, Type};
+use sockserv_core::driver::{Accepted, DatagramSocket, Readiness, Received, StreamListener, Wait};
 
 use crate::activation::Inherited;
 use crate::addr::{Address, BindAddr};
 use crate::conn::Conn;
+use crate::replies::{self, Keeper, Replier, ReplyStats};
 use crate::shutdown::Shared;
 use crate::sys;
 
@@ -392,18 +391,26 @@ impl StreamListener for SocketListener {
 /// A bound UDP or Unix datagram socket: CPython's `UDPServer.socket` /
 /// `UnixDatagramServer.socket`.
 ///
-/// Replies never wait: a reply the system cannot take at once (`EAGAIN`:
-/// a Unix-datagram peer whose receive queue is full, or a full send
-/// buffer) is dropped and reported to `Service::handle_error` as
-/// `RequestError::ReplyDropped`, in every strategy, so a client that
-/// never reads its replies cannot hold the loop, a thread or a child.
-/// UDP drops such a datagram silently somewhere on the path anyway;
-/// CPython's blocking `sendto` instead waits, which for a Unix datagram
-/// peer that never reads is for ever.
+/// Replies never make the server wait. A UDP reply the system cannot take
+/// at once (`EAGAIN`: a full send buffer) is dropped and reported to
+/// `Service::handle_error` as `RequestError::ReplyDropped`, as a congested
+/// path drops it anyway. A Unix-datagram reply whose peer's receive queue
+/// is full waits instead, in order, in a bounded queue per peer that the
+/// server loop retries until the peer reads (see [`ReplyStats`] and the
+/// crate's README: "Unix datagrams"); the server goes on serving the
+/// others meanwhile. CPython's blocking `sendto` waits in the server
+/// itself, for ever when the peer never reads.
+///
+/// A Unix-datagram server also raises its send buffer to
+/// `net.core.wmem_max`: Linux charges every reply sitting unread in a
+/// peer's queue to the *sender's* send buffer, so that buffer is what a
+/// client that never reads takes from the others.
 #[derive(Debug)]
 pub struct SocketDatagram {
     inner: Bound,
     sender: Arc<Socket>,
+    replier: Replier,
+    keeper: Option<Keeper>,
     max_packet_size: usize,
 }
 
@@ -414,9 +421,7 @@ impl SocketDatagram {
         shared: Arc<Shared>,
     ) -> Result<Self, BindError> {
         let inner = Bound::new(address, Type::DGRAM, opts, shared)?;
-        let sender =
-            inner.socket.try_clone().map_err(|source| BindError::at(&inner.address, source))?;
-        let mut s = Self { inner, sender: Arc::new(sender), max_packet_size: opts.max_packet_size };
+        let mut s = Self::with_replies(inner, opts)?;
         if opts.bind_and_activate {
             s.server_bind()?;
         }
@@ -430,9 +435,23 @@ impl SocketDatagram {
         shared: Arc<Shared>,
     ) -> Result<Self, BindError> {
         let inner = Bound::inherited(inherited, Type::DGRAM, shared)?;
-        let sender =
-            inner.socket.try_clone().map_err(|source| BindError::at(&inner.address, source))?;
-        Ok(Self { inner, sender: Arc::new(sender), max_packet_size: opts.max_packet_size })
+        Self::with_replies(inner, opts)
+    }
+
+    /// The socket with its sender handle, and for Unix datagrams the
+    /// keeper of waiting replies and the larger send buffer.
+    fn with_replies(inner: Bound, opts: &Options) -> Result<Self, BindError> {
+        let err = |source| BindError::at(&inner.address, source);
+        let sender = Arc::new(inner.socket.try_clone().map_err(err)?);
+        let (keeper, replier) = if inner.address.domain() == Domain::UNIX {
+            inner.socket.set_send_buffer_size(sys::wmem_max()).map_err(err)?;
+            let (keeper, replier) =
+                Keeper::new(Arc::clone(&sender), opts.max_packet_size).map_err(err)?;
+            (Some(keeper), replier)
+        } else {
+            (None, Keeper::none(Arc::clone(&sender)))
+        };
+        Ok(Self { inner, sender, replier, keeper, max_packet_size: opts.max_packet_size })
     }
 
     /// CPython's `server_bind` (datagram servers have no `server_activate`).
@@ -469,39 +488,59 @@ impl SocketDatagram {
         self.inner.shared.is_requested()
     }
 
-    /// A handle to the same socket that can send from other threads (the
-    /// threading strategy replies through it).
+    /// A handle to the same socket that can send from other threads.
     pub fn sender(&self) -> Arc<Socket> {
         Arc::clone(&self.sender)
     }
-}
 
-/// Sends one datagram reply through `socket`, without waiting: a reply
-/// that cannot leave at once is dropped ([`ReplySendError::WouldBlock`],
-/// reported as `RequestError::ReplyDropped`).
-pub(crate) fn send_reply(socket: &Socket, data: &[u8], to: &Address) -> Result<(), ReplySendError> {
-    let failed = |e: io::Error| match e.kind() {
-        io::ErrorKind::WouldBlock => ReplySendError::WouldBlock,
-        kind => ReplySendError::Failed(kind.into()),
-    };
-    let to = to.to_sockaddr().map_err(failed)?;
-    send_to(socket, data, &to).map_err(failed)
-}
+    /// What every strategy replies through (from the loop, a thread or a
+    /// forked child).
+    pub(crate) fn replier(&self) -> &Replier {
+        &self.replier
+    }
 
-/// One `sendto(MSG_DONTWAIT)`, retrying interruptions only. A full queue
-/// is `WouldBlock`, never a wait: for a Unix datagram socket, poll(2)
-/// reports the server's socket writable while the *peer's* receive queue
-/// is full, so waiting for room would spin, and a peer that never reads
-/// would hold the server (or a thread, or a child) for ever.
-fn send_to(socket: &Socket, data: &[u8], to: &SockAddr) -> io::Result<()> {
-    loop {
-        match socket.send_to_with_flags(data, to, libc::MSG_DONTWAIT) {
-            Ok(n) if n == data.len() => return Ok(()),
-            Ok(_) => {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "datagram sent partially"));
+    /// Unix datagrams: the replies that waited for a full peer queue, the
+    /// ones dropped, and the ones waiting now (all zero for UDP, whose
+    /// dropped replies go to `Service::handle_error` one by one).
+    pub fn reply_stats(&self) -> ReplyStats {
+        self.keeper.as_ref().map(Keeper::stats).unwrap_or_default()
+    }
+
+    /// [`Bound::wait`], also retrying waiting replies when they are due
+    /// and taking the ones handed over: returns only for a datagram, a
+    /// wake-up or `timeout`.
+    fn wait_keeping(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
+        let Some(keeper) = self.keeper.as_mut() else { return self.inner.wait(timeout) };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let due = keeper.next_due();
+            let until = match (deadline, due) {
+                (Some(d), Some(u)) => Some(d.min(u)),
+                (d, u) => d.or(u),
+            };
+            let wait = until.map(|u| u.saturating_duration_since(Instant::now()));
+            let mut fds = [
+                self.inner.shared.wake_fd(),
+                std::os::fd::AsFd::as_fd(&self.inner.socket),
+                keeper.fd(),
+            ]
+            .map(|fd| sys::pollfd(fd.as_raw_fd(), libc::POLLIN));
+            sys::poll_many(&mut fds, wait)?;
+            let [woken, readable, handed] = fds.map(|p| p.revents != 0);
+            if woken {
+                self.inner.shared.drain();
+                return Ok(Readiness::Woken);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            let now = Instant::now();
+            if handed || due.is_some_and(|d| d <= now) {
+                keeper.work(&self.inner.socket, now);
+            }
+            if readable {
+                return Ok(Readiness::Ready);
+            }
+            if deadline.is_some_and(|d| d <= now) {
+                return Ok(Readiness::TimedOut);
+            }
         }
     }
 }
@@ -512,7 +551,7 @@ impl ErrorType for SocketDatagram {
 
 impl Wait for SocketDatagram {
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
-        self.inner.wait(timeout)
+        self.wait_keeping(timeout)
     }
 
     fn pause(&mut self, duration: Duration) -> io::Result<Readiness> {
@@ -524,6 +563,11 @@ impl DatagramSocket for SocketDatagram {
     type Address = Address;
 
     fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<Address>>> {
+        // A busy loop takes datagram after datagram without waiting: the
+        // waiting replies get their turn here too.
+        if let Some(keeper) = self.keeper.as_mut() {
+            keeper.look(&self.inner.socket);
+        }
         match sys::recv_from_trunc(&self.inner.socket, buf) {
             Ok((size, from)) => {
                 let len = size.min(buf.len());
@@ -538,6 +582,6 @@ impl DatagramSocket for SocketDatagram {
     /// Never waits: a datagram the system cannot take at once fails with
     /// `io::ErrorKind::WouldBlock` (see [`SocketDatagram`]).
     fn send_to(&mut self, data: &[u8], to: &Address) -> io::Result<()> {
-        send_to(&self.inner.socket, data, &to.to_sockaddr()?)
+        replies::send_to(&self.inner.socket, data, &to.to_sockaddr()?)
     }
 }

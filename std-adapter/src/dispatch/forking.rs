@@ -213,13 +213,13 @@ where
         truncated: Option<usize>,
         client: Address,
     ) {
-        let sender = socket.sender();
+        let replier = socket.replier().clone();
         let reply_size = socket.max_reply();
         // The child replies through the socket (a duplicate descriptor of
         // it): it keeps the original open too, only until it exits.
         let shared = Arc::clone(socket.shared());
         let forked = self.fork_and_run(service, &client, &shared, None, || {
-            serve_datagram_apart(service, &sender, packet, truncated, &client, reply_size)
+            serve_datagram_apart(service, &replier, packet, truncated, &client, reply_size)
         });
         if let Err(e) = forked {
             service.handle_error(&client, &RequestError::Spawn(&e));

@@ -29,13 +29,14 @@ pub use threading::Threading;
 use sockserv_core::{DatagramHandler, RequestError, Service};
 
 use crate::addr::Address;
+use crate::replies::Replier;
 
 /// Serves one datagram away from the server loop (on a thread or in a
-/// child), replying through `sender` with a fresh reply buffer of
+/// child), replying through `replier` with a fresh reply buffer of
 /// `reply_size` bytes. Returns whether it succeeded.
 pub(crate) fn serve_datagram_apart<Svc>(
     service: &Svc,
-    sender: &socket2::Socket,
+    replier: &Replier,
     packet: &[u8],
     truncated: Option<usize>,
     client: &Address,
@@ -44,14 +45,14 @@ pub(crate) fn serve_datagram_apart<Svc>(
 where
     Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
 {
-    serve_datagram_into(service, sender, packet, truncated, client, &mut vec![0u8; reply_size])
+    serve_datagram_into(service, replier, packet, truncated, client, &mut vec![0u8; reply_size])
 }
 
 /// [`serve_datagram_apart`] with the caller's reply buffer (a pool worker
 /// keeps one instead of allocating 64 KiB per datagram).
 pub(crate) fn serve_datagram_into<Svc>(
     service: &Svc,
-    sender: &socket2::Socket,
+    replier: &Replier,
     packet: &[u8],
     truncated: Option<usize>,
     client: &Address,
@@ -61,7 +62,7 @@ where
     Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
 {
     guarded(service, client, || {
-        let send = |data: &[u8], to: &Address| crate::socket::send_reply(sender, data, to);
+        let send = |data: &[u8], to: &Address| replier.send(data, to);
         sockserv_core::driver::serve_datagram(service, packet, truncated, client, reply, send)
     })
 }

@@ -314,7 +314,7 @@ where
         truncated: Option<usize>,
         client: Address,
     ) {
-        let sender = socket.sender();
+        let replier = socket.replier().clone();
         let packet = packet.to_vec();
         let reply_size = socket.max_reply();
         let svc = service.clone();
@@ -322,7 +322,7 @@ where
         let job: Job = Box::new(move || {
             REPLY.with_borrow_mut(|reply| {
                 reply.resize(reply_size, 0);
-                serve_datagram_into(&svc, &sender, &packet, truncated, &who, reply);
+                serve_datagram_into(&svc, &replier, &packet, truncated, &who, reply);
             });
         });
         let stop = || socket.stop_requested();

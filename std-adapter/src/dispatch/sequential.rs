@@ -4,7 +4,7 @@ use sockserv_core::{DatagramHandler, Service, StreamHandler};
 use super::guarded;
 use crate::addr::Address;
 use crate::conn::Conn;
-use crate::socket::{SocketDatagram, send_reply};
+use crate::socket::SocketDatagram;
 
 /// One request at a time on the server's thread: plain `TCPServer` /
 /// `UDPServer`. A handler panic is caught and reported, like an error. A
@@ -51,9 +51,9 @@ where
         if reply.len() < socket.max_reply() {
             reply.resize(socket.max_reply(), 0);
         }
-        let sender = socket.socket();
+        let replier = socket.replier();
         guarded(service, &client, || {
-            let send = |data: &[u8], to: &Address| send_reply(sender, data, to);
+            let send = |data: &[u8], to: &Address| replier.send(data, to);
             sockserv_core::driver::serve_datagram(service, packet, truncated, &client, reply, send)
         });
     }

@@ -245,12 +245,12 @@ where
         truncated: Option<usize>,
         client: Address,
     ) {
-        let sender = socket.sender();
+        let replier = socket.replier().clone();
         let packet = packet.to_vec();
         let reply_size = socket.max_reply();
         let stop = || socket.stop_requested();
         self.spawn(service, client, &stop, move |svc, client| {
-            serve_datagram_apart(svc, &sender, &packet, truncated, client, reply_size);
+            serve_datagram_apart(svc, &replier, &packet, truncated, client, reply_size);
         });
     }
 }

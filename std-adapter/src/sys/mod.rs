@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use socket2::{SockAddr, Socket};
 
 mod fds;
+mod shared;
 pub(crate) use fds::{LISTEN_FDS_START, Successor, adopt_fd, unset_env};
+pub(crate) use shared::SharedCounter;
 
 /// Milliseconds left until `deadline` for poll/epoll (`-1`: no limit),
 /// rounded up so that a short timeout does not become a busy 0.
@@ -124,6 +126,16 @@ pub(crate) fn somaxconn() -> i32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(libc::SOMAXCONN)
+}
+
+/// The kernel's `net.core.wmem_max`: the largest send buffer an
+/// unprivileged `SO_SNDBUF` gets (Linux doubles it), or the usual default
+/// (212,992) when it cannot be read.
+pub(crate) fn wmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(212_992)
 }
 
 /// Forks; the child runs `run` and leaves with `_exit(run())`, never
