@@ -228,15 +228,27 @@ fn serve(
             let stop = server.shutdown_handle();
             restart.arm(&stop, server.listener().socket())?;
             announce(server.server_address(), &stop)?;
-            server.serve_forever(poll).map_err(Failure::Io)
+            let served = server.serve_forever(poll).map_err(Failure::Io);
+            say_cap_reached(server.cap_reached());
+            served
         }
         Proto::Udp | Proto::UnixDgram => {
             let mut server = builder.datagram(address, service).map_err(Failure::Bind)?;
             let stop = server.shutdown_handle();
             restart.arm(&stop, server.datagram_socket().socket())?;
             announce(server.server_address(), &stop)?;
-            server.serve_forever(poll).map_err(Failure::Io)
+            let served = server.serve_forever(poll).map_err(Failure::Io);
+            say_cap_reached(server.cap_reached());
+            served
         }
+    }
+}
+
+/// At exit, on stderr: how many times the server stopped accepting at its
+/// connection cap (`echo: connection cap reached N times`), if it did.
+fn say_cap_reached(times: u64) {
+    if times > 0 {
+        eprintln!("echo: connection cap reached {times} times");
     }
 }
 
@@ -306,6 +318,8 @@ fn serve_event(
                     eprintln!("loop {i}: {} connections", s.table.opened);
                 }
             }
+            let stats = server.loop_stats();
+            say_cap_reached(stats.iter().map(|s| s.cap_reached).sum());
             served
         }
         Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new()),

@@ -7,6 +7,7 @@
 extern crate std;
 
 mod bufio;
+mod capacity;
 pub mod event;
 mod handler;
 pub mod logging;
@@ -22,6 +23,7 @@ mod transport;
 mod tests;
 
 pub use bufio::{BufStream, ReadLineError, StreamError};
+pub use capacity::CapWatch;
 pub use handler::{
     DatagramHandler, FnService, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter,
     RequestError, Service, ServiceExt, StreamHandler, Verify,

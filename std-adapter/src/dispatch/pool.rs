@@ -140,6 +140,8 @@ impl Queue {
                 let _ = catch_unwind(AssertUnwindSafe(job));
                 st = self.lock();
                 st.busy -= 1;
+                // An idle worker is room too.
+                self.room.notify_one();
             } else if st.closed {
                 st.alive -= 1;
                 return;
@@ -289,7 +291,39 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Whether a request would find room now: an idle worker, a worker
+    /// still to be started, or a place in the queue.
+    fn room(&self) -> bool {
+        let st = self.queue.lock();
+        let unstarted = self.size.get().saturating_sub(self.workers.len());
+        st.jobs.len() < self.queue_limit + st.alive.saturating_sub(st.busy) + unstarted
+    }
+}
+
 impl Dispatch for Pool {
+    /// With [`WhenFull::Wait`]: whether a request would find room (the
+    /// loop stops accepting meanwhile, and says so once per episode).
+    /// With [`WhenFull::Refuse`]: always (each refused request is told).
+    fn has_room(&self) -> bool {
+        self.when_full == WhenFull::Refuse || self.room()
+    }
+
+    fn wait_for_room(&mut self, timeout: Duration) {
+        if self.when_full == WhenFull::Refuse {
+            return;
+        }
+        let st = self.queue.lock();
+        let unstarted = self.size.get().saturating_sub(self.workers.len());
+        if st.jobs.len() >= self.queue_limit + st.alive.saturating_sub(st.busy) + unstarted {
+            let _ = self.queue.room.wait_timeout(st, timeout);
+        }
+    }
+
+    fn cap(&self) -> Option<(&'static str, usize)> {
+        Some(("the pool's workers and queue", self.size.get() + self.queue_limit))
+    }
+
     fn server_close(&mut self) {
         self.queue.lock().closed = true;
         self.queue.work.notify_all();
