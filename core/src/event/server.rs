@@ -338,13 +338,24 @@ where
         }
     }
 
-    /// Shutdown: stop accepting; let connections send what is buffered for
-    /// up to `shutdown_grace`; close the rest.
+    /// Shutdown: stop accepting; read and answer what each connection had
+    /// received when the stop came (one service call each, as for a
+    /// readiness event the loop did not get to); let connections send what
+    /// is buffered for up to `shutdown_grace`; close the rest.
+    ///
+    /// Reading first matters: a socket closed with unread input makes the
+    /// kernel send a reset instead of a FIN, and a reset discards what the
+    /// client has not read yet, answers included.
     fn drain(&mut self) -> Result<(), Src::Error> {
         let accepting_off = self.source.set_accepting(false);
         let now = self.clock.now();
         let deadline = now + self.config.shutdown_grace;
         if !self.config.finish_on_shutdown {
+            for token in self.table.tokens() {
+                if self.table.is_live(token) {
+                    self.service(token, true, true, now);
+                }
+            }
             self.table.close_gracefully();
             for token in self.table.tokens() {
                 if self.table.is_live(token) {
