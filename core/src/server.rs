@@ -509,7 +509,9 @@ where
                 // An episode at the cap: reported once, when it begins.
                 cap.update(true, clock.now(), &CapName(dispatch.cap()));
                 dispatch.wait_for_room(poll_interval.min(ROOM_WAIT));
-                eager = false;
+                // Once there is room, try at once: take who waits, or
+                // find nobody does (the episode ends).
+                eager = true;
                 dispatch.service_actions();
                 service.service_actions();
                 continue;

@@ -53,6 +53,11 @@ impl Shared {
         }))
     }
 
+    /// Whether `serve_forever` runs now and no stop is asked of it.
+    pub(crate) fn is_serving(&self) -> bool {
+        !self.is_requested() && self.lock().thread.is_some()
+    }
+
     /// Whether a stop is requested now.
     pub(crate) fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)

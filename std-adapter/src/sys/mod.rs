@@ -48,6 +48,19 @@ pub(crate) fn poll_readable(
     Ok(Polled { ready: pfds.map(|p| p.revents != 0), any: n > 0 })
 }
 
+/// A close-on-exec duplicate of `fd` (`fcntl(F_DUPFD_CLOEXEC)`): a second
+/// handle on the same open socket, owned by the caller.
+pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) reads no memory of ours; on a
+    // descriptor that is not open it fails with EBADF.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// Waits until `fd` is readable or `timeout` passes; whether it is.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
     Ok(poll_many(&mut [pollfd(fd.as_raw_fd(), libc::POLLIN)], timeout)? > 0)
