@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use socket2::{SockAddr, Socket};
 
 mod fds;
+mod stderr;
 pub(crate) use fds::{LISTEN_FDS_START, Successor, adopt_fd, unset_env};
+pub(crate) use stderr::write_stderr_line;
 
 /// Milliseconds left until `deadline` for poll/epoll (`-1`: no limit),
 /// rounded up so that a short timeout does not become a busy 0.
