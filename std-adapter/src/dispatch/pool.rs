@@ -8,10 +8,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
-    StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, Request, RequestError, Service, StreamHandler};
 
 use super::acceptor::{Acceptor, Took};
 use super::{guarded, serve_datagram_into};
@@ -70,7 +68,8 @@ pub enum WhenFull {
 /// Threading does: keep shared state behind an `Arc`.
 ///
 /// ```
-/// # use sockserv_std::{Builder, FnService, StreamHandler};
+/// # use sockserv_core::{service_fn, StreamHandler};
+/// # use sockserv_std::Builder;
 /// # use sockserv_std::dispatch::{Pool, WhenFull};
 /// # use std::num::NonZeroUsize;
 /// # struct Nop;
@@ -79,7 +78,7 @@ pub enum WhenFull {
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
 /// let pool = Pool::new(NonZeroUsize::new(16).unwrap()).queue(64).when_full(WhenFull::Refuse);
-/// let server = Builder::new().dispatch(pool).stream("127.0.0.1:0", FnService(|_| Nop))?;
+/// let server = Builder::new().dispatch(pool).stream("127.0.0.1:0", service_fn(|_| Nop))?;
 /// # Ok::<(), sockserv_std::BindError>(())
 /// ```
 #[derive(Debug)]
@@ -414,12 +413,14 @@ impl Pool {
         let accept: AcceptFn = Box::new(move |wait| match acceptor.take(wait) {
             Took::Conn(conn, client) => {
                 let svc = clone();
-                if !svc.verify_request(&client) {
-                    sockserv_core::shutdown_stream(conn);
+                if !svc.verify_request(&Request::Connection { client: &client }) {
+                    sockserv_core::driver::shutdown_stream(conn);
                     return Taken::Nothing;
                 }
                 Taken::Job(Box::new(move || {
-                    guarded(&svc, &client, || sockserv_core::serve_stream(&svc, conn, &client));
+                    guarded(&svc, &client, || {
+                        sockserv_core::driver::serve_stream(&svc, conn, &client)
+                    });
                 }))
             }
             Took::Nothing => Taken::Nothing,
@@ -493,7 +494,7 @@ where
         let svc = service.clone();
         let who = client.clone();
         let job: Job = Box::new(move || {
-            guarded(&svc, &who, || sockserv_core::serve_stream(&svc, stream, &who));
+            guarded(&svc, &who, || sockserv_core::driver::serve_stream(&svc, stream, &who));
         });
         self.submit(service, &client, &move || stop.is_requested(), job);
     }
