@@ -12,7 +12,9 @@
 //! connection table (`--max-connections`, default 10,000), or from
 //! `--workers N` such loops (`0`: one per CPU), which share the port as
 //! `--port-sharing` says and print what each served at exit
-//! (`loop 0: 123 connections`, on stderr). `--mode threading --pool N`
+//! (`loop 0: 123 connections`, on stderr). At exit any mode that reached
+//! its connection cap says how often (`echo: connection cap reached 2
+//! times`, on stderr). `--mode threading --pool N`
 //! serves from N worker threads (a request waits for one when all are
 //! busy and N more wait) instead of a thread per request.
 //!
