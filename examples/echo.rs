@@ -13,7 +13,9 @@
 //! buffer pool, or from
 //! `--workers N` such loops (`0`: one per CPU), which share the port as
 //! `--port-sharing` says and print what each served at exit
-//! (`loop 0: 123 connections`, on stderr). `--mode threading --pool N`
+//! (`loop 0: 123 connections`, on stderr). At exit any mode that reached
+//! its connection cap says how often (`echo: connection cap reached 2
+//! times`, on stderr). `--mode threading --pool N`
 //! serves from N worker threads (a request waits for one when all are
 //! busy and N more wait) instead of a thread per request.
 //!
@@ -229,15 +231,27 @@ fn serve(
             let stop = server.shutdown_handle();
             restart.arm(&stop, server.listener().socket())?;
             announce(server.server_address(), &stop)?;
-            server.serve_forever(poll).map_err(Failure::Io)
+            let served = server.serve_forever(poll).map_err(Failure::Io);
+            say_cap_reached(server.cap_reached());
+            served
         }
         Proto::Udp | Proto::UnixDgram => {
             let mut server = builder.datagram(address, service).map_err(Failure::Bind)?;
             let stop = server.shutdown_handle();
             restart.arm(&stop, server.datagram_socket().socket())?;
             announce(server.server_address(), &stop)?;
-            server.serve_forever(poll).map_err(Failure::Io)
+            let served = server.serve_forever(poll).map_err(Failure::Io);
+            say_cap_reached(server.cap_reached());
+            served
         }
+    }
+}
+
+/// At exit, on stderr: how many times the server stopped accepting at its
+/// connection cap (`echo: connection cap reached N times`), if it did.
+fn say_cap_reached(times: u64) {
+    if times > 0 {
+        eprintln!("echo: connection cap reached {times} times");
     }
 }
 
@@ -307,6 +321,8 @@ fn serve_event(
                     eprintln!("loop {i}: {} connections", s.table.opened);
                 }
             }
+            let stats = server.loop_stats();
+            say_cap_reached(stats.iter().map(|s| s.cap_reached).sum());
             served
         }
         Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new()),

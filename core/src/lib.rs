@@ -10,6 +10,7 @@
 extern crate std;
 
 mod bufio;
+mod capacity;
 mod event;
 mod handler;
 pub mod logging;
@@ -62,6 +63,7 @@ pub mod driver {
     //! - An **event table** of one's own: [`ConnTable`], [`Slot`],
     //!   [`Outcome`], [`BufferPool`], [`SlotStorage`].
 
+    pub use crate::capacity::CapWatch;
     pub use crate::event::{BufId, BufferPool, ConnTable, Outcome, Slot, SlotStorage, pair_mut};
     pub use crate::handler::ClientAddress;
     pub use crate::request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};

@@ -106,6 +106,14 @@ impl Conn {
         }
     }
 
+    /// What a pool worker needs to accept the next connection as this one
+    /// was (its listener's descriptor, the server's stop state, the stream
+    /// timeout, Nagle off), to accept for itself.
+    pub(crate) fn accepted_from(&self) -> (RawFd, Arc<Shared>, Option<Duration>, bool) {
+        let nodelay = self.socket.tcp_nodelay().unwrap_or(false);
+        (self.listener, Arc::clone(&self.shared), self.timeout, nodelay)
+    }
+
     /// The shared stop state of the server that accepted this connection.
     pub(crate) fn stop_handle(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)

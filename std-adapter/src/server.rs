@@ -426,6 +426,14 @@ impl<T, Svc, D: Dispatch> SocketServer<T, Svc, D> {
         self.inner.service()
     }
 
+    /// How many times `serve_forever` stopped accepting because the
+    /// strategy was at its cap (`max_threads`, `max_children`, a full
+    /// pool): episodes, each reported once as a warning when it began and
+    /// once at info level when there was room again.
+    pub fn cap_reached(&self) -> u64 {
+        self.inner.cap_reached()
+    }
+
     /// The strategy (for instance to read `Threading::live_threads`).
     pub fn dispatch(&self) -> &D {
         self.inner.dispatch()

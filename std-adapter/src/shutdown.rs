@@ -42,6 +42,10 @@ impl Shared {
     /// member, and it counts as shut down once its own loop (the one that
     /// runs the members) has returned.
     pub(crate) fn group(members: Vec<Arc<Shared>>) -> io::Result<Arc<Self>> {
+        // Every server makes one: from the first on, a report on stderr
+        // never waits for a reader (a line stderr cannot take is dropped
+        // and counted).
+        sockserv_core::logging::set_line_writer(sys::write_stderr_line);
         let (wake_read, wake_write) = sys::pipe()?;
         Ok(Arc::new(Self {
             requested: Arc::new(AtomicBool::new(false)),
@@ -51,6 +55,11 @@ impl Shared {
             wake_write,
             members,
         }))
+    }
+
+    /// Whether `serve_forever` runs now and no stop is asked of it.
+    pub(crate) fn is_serving(&self) -> bool {
+        !self.is_requested() && self.lock().thread.is_some()
     }
 
     /// Whether a stop is requested now.

@@ -171,6 +171,10 @@ impl Dispatch for Forking {
         self.children.len() < self.max_children
     }
 
+    fn cap(&self) -> Option<(&'static str, usize)> {
+        Some(("max_children", self.max_children))
+    }
+
     fn wait_for_room(&mut self, timeout: Duration) {
         self.children.wait_for_exit(self.max_children, timeout);
     }

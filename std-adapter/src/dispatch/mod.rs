@@ -10,6 +10,7 @@
 //! [`Service::handle_error`] as
 //! [`RequestError::Panic`]; the server keeps serving.
 
+mod acceptor;
 mod children;
 mod forking;
 mod pool;

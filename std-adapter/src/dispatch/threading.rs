@@ -209,6 +209,10 @@ impl Dispatch for Threading {
         self.max_threads.is_none_or(|cap| self.live_threads() < cap.get())
     }
 
+    fn cap(&self) -> Option<(&'static str, usize)> {
+        self.max_threads.map(|cap| ("max_threads", cap.get()))
+    }
+
     fn wait_for_room(&mut self, timeout: Duration) {
         let Some(cap) = self.max_threads else { return };
         let live = self.slots.live.lock().unwrap_or_else(PoisonError::into_inner);

@@ -223,6 +223,10 @@ pub struct LoopStats {
     pub buffers_lent: usize,
     /// The table's counts (connections opened, waits for a buffer, ...).
     pub table: TableStats,
+    /// Times the loop's table was full and it stopped accepting
+    /// (episodes, each reported once when it began and once when it
+    /// ended).
+    pub cap_reached: u64,
 }
 
 impl<Svc, Src> EventStreamServer<Svc, Src>
@@ -375,6 +379,7 @@ fn sum_stats(stats: impl Iterator<Item = LoopStats>) -> LoopStats {
             buffer_waits: a.table.buffer_waits + b.table.buffer_waits,
             starved: a.table.starved + b.table.starved,
         },
+        cap_reached: a.cap_reached + b.cap_reached,
     })
 }
 
@@ -434,6 +439,7 @@ where
                 connections: l.table().len(),
                 buffers_lent: l.table().pool().lent(),
                 table: l.table().stats(),
+                cap_reached: l.cap_reached(),
             })
             .collect()
     }

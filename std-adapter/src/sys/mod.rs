@@ -11,8 +11,10 @@ use socket2::{SockAddr, Socket};
 
 mod fds;
 mod shared;
+mod stderr;
 pub(crate) use fds::{LISTEN_FDS_START, Successor, adopt_fd, unset_env};
 pub(crate) use shared::SharedCounter;
+pub(crate) use stderr::write_stderr_line;
 
 /// Milliseconds left until `deadline` for poll/epoll (`-1`: no limit),
 /// rounded up so that a short timeout does not become a busy 0.
@@ -48,6 +50,19 @@ pub(crate) fn poll_readable(
     let mut pfds = fds.map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN));
     let n = poll_many(&mut pfds, timeout)?;
     Ok(Polled { ready: pfds.map(|p| p.revents != 0), any: n > 0 })
+}
+
+/// A close-on-exec duplicate of `fd` (`fcntl(F_DUPFD_CLOEXEC)`): a second
+/// handle on the same open socket, owned by the caller.
+pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) reads no memory of ours; on a
+    // descriptor that is not open it fails with EBADF.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// Waits until `fd` is readable or `timeout` passes; whether it is.
