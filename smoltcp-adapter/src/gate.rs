@@ -4,15 +4,19 @@
 //! [`WhenFull::Drop`](crate::WhenFull::Drop)); smoltcp itself has no such
 //! choice (its PR #1120 to add one is still open). And it follows IPv4
 //! fragments, so that a datagram smoltcp will fail to reassemble is
-//! counted and reported ([`Losses`]), never lost in silence.
+//! counted and reported ([`Losses`]), never lost in silence, and notes
+//! each UDP datagram in one frame ([`Arrival`]) so that the stack can
+//! count one its socket had no room for.
 
 use core::time::Duration;
 
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
+};
 
-use crate::loss::{Loss, Losses};
+use crate::loss::{Arrival, Loss, Losses};
 use crate::pool::Pool;
 
 /// The device as the interface sees it during one ingress step.
@@ -26,6 +30,17 @@ pub(crate) struct Gate<'g, 'p, D> {
     /// The clock's time, and smoltcp's reassembly timeout.
     pub(crate) now: Duration,
     pub(crate) reassembly_timeout: Duration,
+    /// Whether to note UDP datagrams (the stack has a UDP socket), and
+    /// which checksums the interface verifies.
+    pub(crate) udp: Option<Checksums>,
+}
+
+/// The checksums smoltcp verifies on receive (the device's capabilities):
+/// a frame that fails one never reaches a socket, and is no socket's loss.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Checksums {
+    pub(crate) ipv4: bool,
+    pub(crate) udp: bool,
 }
 
 /// A received frame on its way to the interface.
@@ -37,6 +52,7 @@ pub(crate) struct GateRx<'g, 'p, T> {
     control: &'g mut bool,
     now: Duration,
     reassembly_timeout: Duration,
+    udp: Option<Checksums>,
 }
 
 impl<'p, D: Device> Device for Gate<'_, 'p, D> {
@@ -59,6 +75,7 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
             control: self.control,
             now: self.now,
             reassembly_timeout: self.reassembly_timeout,
+            udp: self.udp,
         };
         Some((rx, tx))
     }
@@ -74,11 +91,12 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
 
 impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Self { token, pool, medium, losses, control, now, reassembly_timeout } = self;
+        let Self { token, pool, medium, losses, control, now, reassembly_timeout, udp } = self;
         token.consume(|frame| {
             let Some(ip) = ipv4(medium, frame) else { return f(frame) };
             losses.fragment(&ip, now, reassembly_timeout);
             *control = is_control(&ip);
+            losses.arrival = udp.and_then(|checksums| arrival(&ip, checksums));
             match syn_port(&ip) {
                 Some(port) if pool.drops_syn(port) => {
                     losses.report(Loss::SynDropped { port });
@@ -112,6 +130,25 @@ fn ipv4(medium: Medium, frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
         _ => return None,
     };
     Ipv4Packet::new_checked(packet).ok()
+}
+
+/// The UDP datagram `ip` carries whole (not a fragment), if smoltcp will
+/// take it to a socket: well formed, its checksums right (those smoltcp
+/// verifies).
+fn arrival(ip: &Ipv4Packet<&[u8]>, checksums: Checksums) -> Option<Arrival> {
+    if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    if checksums.ipv4 && !ip.verify_checksum() {
+        return None;
+    }
+    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+    let (from, to) = (ip.src_addr(), ip.dst_addr());
+    // As smoltcp: a zero checksum means none was sent.
+    if checksums.udp && udp.checksum() != 0 && !udp.verify_checksum(&from.into(), &to.into()) {
+        return None;
+    }
+    Some(Arrival { from, to, port: udp.dst_port(), len: udp.payload().len() })
 }
 
 /// Whether `ip` carries a TCP SYN, FIN or RST (or a fragment, which

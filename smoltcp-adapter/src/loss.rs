@@ -1,9 +1,12 @@
 //! What smoltcp drops before any socket sees it, counted and reported:
-//! SYNs the listeners' policy drops, and IPv4 datagrams that arrive in
+//! SYNs the listeners' policy drops, IPv4 datagrams that arrive in
 //! fragments smoltcp cannot reassemble (reassembly off, every
 //! reassembly buffer busy, too large for one, or a fragment that never
-//! came). The gate sees every received frame, so it keeps a model of
-//! smoltcp's reassembly buffers beside them.
+//! came), and UDP datagrams a bound socket had no room for (its receive
+//! queue full, or larger than its buffer). The gate sees every received
+//! frame, so it keeps a model of smoltcp's reassembly buffers beside
+//! them, and notes each UDP datagram so that the stack can tell whether
+//! its socket took it.
 
 use core::time::Duration;
 
@@ -18,8 +21,9 @@ pub struct Stats {
     /// ([`WhenFull::Drop`](crate::WhenFull::Drop) /
     /// [`WhenFull::Refuse`](crate::WhenFull::Refuse)); each client retries.
     pub syns_dropped: u32,
-    /// IPv4 datagrams (UDP or any other protocol) that came in fragments
-    /// and were lost: see [`Loss`].
+    /// IPv4 datagrams lost on arrival: UDP or any other protocol that came
+    /// in fragments smoltcp could not reassemble, and UDP datagrams whose
+    /// socket had no room; see [`DatagramLoss`].
     pub datagrams_lost: u32,
 }
 
@@ -32,7 +36,8 @@ pub enum Loss {
         /// The listener's port.
         port: u16,
     },
-    /// A datagram from `from` that came in fragments was lost.
+    /// A datagram from `from` was lost on arrival (it came in fragments
+    /// smoltcp could not reassemble, or its UDP socket had no room).
     Datagram {
         /// Its sender.
         from: Ipv4Address,
@@ -41,7 +46,7 @@ pub enum Loss {
     },
 }
 
-/// Why a fragmented datagram was lost.
+/// Why a datagram was lost on arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DatagramLoss {
@@ -50,10 +55,28 @@ pub enum DatagramLoss {
     NoReassembly,
     /// Every reassembly buffer was busy with another datagram.
     BuffersBusy,
-    /// Larger than a reassembly buffer.
+    /// Larger than a reassembly buffer, or than its UDP socket's whole
+    /// receive buffer (it could never be taken).
     TooLarge,
     /// A fragment never came before smoltcp's reassembly timeout.
     Incomplete,
+    /// Its UDP socket's receive queue was full (every packet slot or the
+    /// payload buffer taken): the server did not read fast enough, or the
+    /// queue is too small for the clients in flight at once. Counted for a
+    /// datagram that came in one frame with a payload (an empty datagram
+    /// or one smoltcp reassembled cannot be told from one the socket took).
+    QueueFull,
+}
+
+/// A UDP datagram that came in one frame, as the gate saw it: the stack
+/// checks after the interface took the frame whether a socket queued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Arrival {
+    pub(crate) from: Ipv4Address,
+    pub(crate) to: Ipv4Address,
+    pub(crate) port: u16,
+    /// Its payload's size.
+    pub(crate) len: usize,
 }
 
 /// The counters, the hook and the reassembly model.
@@ -61,6 +84,8 @@ pub enum DatagramLoss {
 pub(crate) struct Losses {
     pub(crate) stats: Stats,
     pub(crate) hook: Option<fn(Loss)>,
+    /// The UDP datagram in the frame the interface is taking, if any.
+    pub(crate) arrival: Option<Arrival>,
     #[cfg(feature = "large-datagrams")]
     reassembly: model::Reassembly,
 }
@@ -92,7 +117,7 @@ impl Losses {
         }
         #[cfg(feature = "large-datagrams")]
         {
-            let Self { stats, hook, reassembly } = self;
+            let Self { stats, hook, reassembly, .. } = self;
             reassembly.fragment(packet, now, timeout, &mut |from, reason| {
                 count(stats, *hook, Loss::Datagram { from, reason });
             });
@@ -106,7 +131,7 @@ impl Losses {
         let _ = now;
         #[cfg(feature = "large-datagrams")]
         {
-            let Self { stats, hook, reassembly } = self;
+            let Self { stats, hook, reassembly, .. } = self;
             reassembly.expire(now, &mut |from, reason| {
                 count(stats, *hook, Loss::Datagram { from, reason });
             });

@@ -136,6 +136,8 @@ impl DatagramSocket for UdpSocket<'_, '_> {
 
 impl Drop for UdpSocket<'_, '_> {
     fn drop(&mut self) {
-        self.net.sockets().set.remove(self.handle);
+        let mut socks = self.net.sockets();
+        socks.set.remove(self.handle);
+        socks.udp = socks.udp.saturating_sub(1);
     }
 }
