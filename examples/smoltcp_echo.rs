@@ -280,8 +280,9 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let stats = stack.stats();
     eprintln!(
-        "smoltcp_echo: {} SYNs dropped while the backlog was full, {} datagrams lost on arrival",
-        stats.syns_dropped, stats.datagrams_lost
+        "smoltcp_echo: {} SYNs dropped while the backlog was full, {} datagrams lost on arrival, \
+         {} packets dropped for neighbours that never answered ARP",
+        stats.syns_dropped, stats.datagrams_lost, stats.unresolved
     );
     result
 }
@@ -289,8 +290,14 @@ fn run(args: &Args) -> Result<(), String> {
 /// Says what smoltcp lost as it happens (a SYN dropped by the backlog
 /// policy is ordinary flow control: only counted).
 fn report_loss(loss: Loss) {
-    if let Loss::Datagram { from, reason } = loss {
-        eprintln!("smoltcp_echo: a datagram from {from} was lost: {reason:?}");
+    match loss {
+        Loss::Datagram { from, reason } => {
+            eprintln!("smoltcp_echo: a datagram from {from} was lost: {reason:?}");
+        }
+        Loss::Unresolved { to } => {
+            eprintln!("smoltcp_echo: a packet to {to} was dropped: it does not answer ARP");
+        }
+        _ => {}
     }
 }
 

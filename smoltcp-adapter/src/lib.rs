@@ -8,6 +8,7 @@ mod error;
 mod event;
 mod gate;
 mod loss;
+mod neighbor;
 mod net;
 mod pool;
 mod stack;
@@ -45,6 +46,7 @@ mod layering {
         ("gate", include_str!("gate.rs")),
         ("pool", include_str!("pool.rs")),
         ("loss", include_str!("loss.rs")),
+        ("neighbor", include_str!("neighbor.rs")),
         ("wait", include_str!("wait.rs")),
         ("error", include_str!("error.rs")),
     ];

@@ -12,6 +12,8 @@ use core::time::Duration;
 
 use smoltcp::wire::{Ipv4Address, Ipv4Packet};
 
+use crate::neighbor::Neighbors;
+
 /// What the stack counted: losses it could not report to a server as
 /// they happened (smoltcp drops these before any socket sees them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,6 +27,9 @@ pub struct Stats {
     /// in fragments smoltcp could not reassemble, and UDP datagrams whose
     /// socket had no room; see [`DatagramLoss`].
     pub datagrams_lost: u32,
+    /// Packets dropped because their on-link destination never answered
+    /// ARP: see [`Loss::Unresolved`].
+    pub unresolved: u32,
 }
 
 /// One loss, as told to the hook of [`Stack::on_loss`](crate::Stack::on_loss).
@@ -43,6 +48,15 @@ pub enum Loss {
         from: Ipv4Address,
         /// Why.
         reason: DatagramLoss,
+    },
+    /// A packet to `to`, an on-link address that did not answer ARP
+    /// during 3 s, was dropped rather than left to block every later
+    /// packet of its socket (smoltcp keeps such a packet at the head of
+    /// the send queue for ever). The address is asked for again after a
+    /// minute, or at once when it speaks ARP.
+    Unresolved {
+        /// The destination.
+        to: Ipv4Address,
     },
 }
 
@@ -86,6 +100,8 @@ pub(crate) struct Losses {
     pub(crate) hook: Option<fn(Loss)>,
     /// The UDP datagram in the frame the interface is taking, if any.
     pub(crate) arrival: Option<Arrival>,
+    /// The neighbours that do not answer ARP.
+    pub(crate) neighbors: Neighbors,
     #[cfg(feature = "large-datagrams")]
     reassembly: model::Reassembly,
 }
@@ -143,6 +159,7 @@ fn count(stats: &mut Stats, hook: Option<fn(Loss)>, loss: Loss) {
     let counter = match loss {
         Loss::SynDropped { .. } => &mut stats.syns_dropped,
         Loss::Datagram { .. } => &mut stats.datagrams_lost,
+        Loss::Unresolved { .. } => &mut stats.unresolved,
     };
     *counter = counter.wrapping_add(1);
     if let Some(hook) = hook {

@@ -11,7 +11,7 @@ use smoltcp::socket::{tcp, udp};
 use sockserv_core::{Clock, Readiness};
 
 use crate::error::{BindError, ListenError};
-use crate::gate::{Checksums, Gate};
+use crate::gate::{Checksums, Egress, Gate, Ours};
 use crate::loss::{Arrival, DatagramLoss, Loss, Losses, Stats};
 use crate::net::{Net, Sockets, instant};
 use crate::pool::{Entry, Pool, Slot};
@@ -265,7 +265,13 @@ where
             let (mut moved, state_changed) =
                 ingress(&mut inner.iface, &mut inner.device, socks, &frame);
             changed |= state_changed;
-            while inner.iface.poll_egress(t, &mut inner.device, &mut socks.set)
+            let mut egress = Egress {
+                device: &mut inner.device,
+                losses: &mut socks.losses,
+                now,
+                ours: frame.ours,
+            };
+            while inner.iface.poll_egress(t, &mut egress, &mut socks.set)
                 == PollResult::SocketStateChanged
             {
                 moved = true;
@@ -311,6 +317,7 @@ struct FrameContext {
     now: Duration,
     reassembly_timeout: Duration,
     checksums: Checksums,
+    ours: Option<Ours>,
 }
 
 impl FrameContext {
@@ -324,7 +331,25 @@ impl FrameContext {
         };
         let caps = device.capabilities();
         let checksums = Checksums { ipv4: caps.checksum.ipv4.rx(), udp: caps.checksum.udp.rx() };
-        Self { medium: caps.medium, now, reassembly_timeout, checksums }
+        // `hardware_addr` panics on another medium.
+        let ethernet = caps.medium == smoltcp::phy::Medium::Ethernet;
+        let ours = match ethernet.then(|| iface.hardware_addr()) {
+            Some(smoltcp::wire::HardwareAddress::Ethernet(mac)) => {
+                let mut ips = [None; 4];
+                let v4 = iface.ip_addrs().iter().filter_map(|c| match c.address() {
+                    smoltcp::wire::IpAddress::Ipv4(a) => Some(a),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                });
+                for (slot, ip) in ips.iter_mut().zip(v4) {
+                    *slot = Some(ip);
+                }
+                Some(Ours { mac: mac.0, ips })
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
+        Self { medium: caps.medium, now, reassembly_timeout, checksums, ours }
     }
 }
 
