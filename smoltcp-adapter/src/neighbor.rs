@@ -93,10 +93,11 @@ impl Neighbors {
     /// The stack received `frame`: an ARP packet from an address watched
     /// means it answers (smoltcp learns its link address from it).
     pub(crate) fn received(&mut self, frame: &[u8]) {
-        if let Some(arp) = frame.get(14..ARP_FRAME) {
-            if frame[12..14] == [0x08, 0x06] && arp[..6] == [0, 1, 8, 0, 6, 4] {
-                self.forget(ipv4(&arp[14..18]));
-            }
+        if let Some(arp) = frame.get(14..ARP_FRAME)
+            && frame[12..14] == [0x08, 0x06]
+            && arp[..6] == [0, 1, 8, 0, 6, 4]
+        {
+            self.forget(ipv4(&arp[14..18]));
         }
     }
 

@@ -386,10 +386,10 @@ fn ingress<D: Device>(
             udp: watch_udp.then_some(frame.checksums),
         };
         let result = iface.poll_ingress_single(t, &mut gate, &mut socks.set);
-        if let Some(arrival) = socks.losses.arrival.take() {
-            if let Some(reason) = udp_drop(iface, &socks.set, &arrival, queued) {
-                socks.losses.report(Loss::Datagram { from: arrival.from, reason });
-            }
+        if let Some(arrival) = socks.losses.arrival.take()
+            && let Some(reason) = udp_drop(iface, &socks.set, &arrival, queued)
+        {
+            socks.losses.report(Loss::Datagram { from: arrival.from, reason });
         }
         match result {
             PollIngressSingleResult::None => return (moved, changed),
