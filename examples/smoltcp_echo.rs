@@ -281,8 +281,9 @@ fn run(args: &Args) -> Result<(), String> {
     let stats = stack.stats();
     eprintln!(
         "smoltcp_echo: {} SYNs dropped while the backlog was full, {} datagrams lost on arrival, \
-         {} packets dropped for neighbours that never answered ARP",
-        stats.syns_dropped, stats.datagrams_lost, stats.unresolved
+         {} packets dropped for neighbours that never answered ARP, \
+         {} times at --max-connections",
+        stats.syns_dropped, stats.datagrams_lost, stats.unresolved, stats.connection_cap_reached
     );
     result
 }

@@ -266,3 +266,78 @@ fn datagrams_dropped_for_a_full_receive_queue_are_counted_and_reported() {
     assert_eq!(QUEUE_FULL.load(std::sync::atomic::Ordering::SeqCst), 1, "that one is TooLarge");
     assert_eq!(stack.stats().syns_dropped, 0);
 }
+
+static RECORDS: std::sync::Mutex<Vec<(log::Level, String)>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        RECORDS.lock().unwrap().push((record.level(), record.args().to_string()));
+    }
+    fn flush(&self) {}
+}
+
+/// The warnings about the connection cap so far.
+fn cap_warnings() -> Vec<String> {
+    let records = RECORDS.lock().unwrap();
+    records
+        .iter()
+        .filter(|(level, msg)| *level == log::Level::Warn && msg.contains("max_connections"))
+        .map(|(_, msg)| msg.clone())
+        .collect()
+}
+
+/// A listener with `max_connections` 1: when the one connection is open
+/// it says so once through the logging shim (a warning, counted in the
+/// stats), however many clients wait; once when it clears; and once more
+/// when the next connection fills it again. Fails before (nothing said,
+/// nothing counted).
+#[test]
+fn a_listener_at_its_connection_cap_says_so_once_per_episode() {
+    let _ = log::set_logger(&Capture);
+    log::set_max_level(log::LevelFilter::Trace);
+    let now = Cell::new(Duration::ZERO);
+    let mut device = FrameDevice::default();
+    let config = Config::new(EthernetAddress(frames::OUR_MAC).into());
+    let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
+    iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(192, 168, 69, 1), 24)).unwrap());
+    device.rx.push_back(frames::arp_request());
+    let mut storage = Storage::<4>::new();
+    let stack = Stack::new(iface, device, &mut storage, Spin, VClock(&now));
+    let options = Options { backlog: 2, max_connections: Some(1), ..Options::default() };
+    let mut listener = stack.listen(PORT, [socket(), socket(), socket()], options).unwrap();
+    stack.poll();
+    // A client on `port` completes its handshake.
+    let connect = |port: u16| {
+        stack.with_device(|d| d.rx.push_back(frames::tcp(port, PORT, 1000, 0, SYN, 1024, b"")));
+        stack.poll();
+        let (_, next) = stack.with_device(|d| frames::last_sent(&d.tx, port)).unwrap();
+        stack.with_device(|d| d.rx.push_back(frames::tcp(port, PORT, 1001, next, ACK, 1024, b"")));
+        stack.poll();
+    };
+    connect(40_000);
+    let (first, _) = listener.try_accept().unwrap().expect("the first client");
+    assert_eq!(stack.stats().connection_cap_reached, 1);
+    assert_eq!(cap_warnings().len(), 1, "{:?}", cap_warnings());
+    assert!(cap_warnings()[0].contains("port 7000: 1 connections open"), "{:?}", cap_warnings());
+    // More clients wait; each look at the listener finds it full: no more words.
+    connect(40_001);
+    connect(40_002);
+    for _ in 0..5 {
+        assert!(listener.try_accept().unwrap().is_none(), "at the cap");
+    }
+    assert_eq!(stack.stats().connection_cap_reached, 1);
+    assert_eq!(cap_warnings().len(), 1, "{:?}", cap_warnings());
+    // The connection closes: it clears (said once), the next is accepted
+    // and fills it again (a new episode).
+    drop(first);
+    let (_second, _) = listener.try_accept().unwrap().expect("the next client");
+    let said = cap_warnings();
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(said[1].contains("below 1 connections again"), "{said:?}");
+    assert_eq!(stack.stats().connection_cap_reached, 2);
+}

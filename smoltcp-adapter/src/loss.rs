@@ -30,6 +30,11 @@ pub struct Stats {
     /// Packets dropped because their on-link destination never answered
     /// ARP: see [`Loss::Unresolved`].
     pub unresolved: u32,
+    /// Episodes in which a listener had
+    /// [`Options::max_connections`](crate::Options::max_connections) open
+    /// (counted once each, when it fills; a warning goes through the
+    /// logging shim then, and another when it clears).
+    pub connection_cap_reached: u32,
 }
 
 /// One loss, as told to the hook of [`Stack::on_loss`](crate::Stack::on_loss).
