@@ -56,11 +56,10 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use sockserv::event::{EventServer, EventServerConfig, FixedPool};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface};
-use sockserv::smoltcp_adapter::smoltcp::phy::{Medium, TunTapInterface};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
 use sockserv::smoltcp_adapter::{
-    Loss, Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull, smoltcp,
+    Loss, Options, Stack, StdClock, Storage, TapDevice, TapWait, TcpEventSource, WhenFull, smoltcp,
 };
 use sockserv::std_adapter::event::GrowSlots;
 use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
@@ -184,7 +183,9 @@ fn run(args: &Args) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
-    let mut device = TunTapInterface::new(&args.tap, Medium::Ethernet)
+    // The adapter's TAP device: one receive buffer for every frame, and a
+    // read error (the interface deleted) reported, never a panic.
+    let mut device = TapDevice::new(&args.tap)
         .map_err(|e| format!("cannot open TAP device {}: {e}", args.tap))?;
     let clock = StdClock::new();
     let mut config = Config::new(EthernetAddress([0x02, 0, 0, 0, 0, 0x01]).into());

@@ -339,6 +339,18 @@ echo "=== small queue"
 start 7101 --udp-slots 2
 timeout -s KILL 60 python3 "$client" flood 7101 || fail "the flood"
 stop
+echo "=== tap deleted"
+start 7102
+timeout -s KILL 60 python3 "$client" one 7102 || fail "before the delete"
+server=$(pgrep -P $pid)
+ip link del tap0 || fail "cannot delete tap0"
+sleep 1
+kill -0 $server 2>/dev/null || fail "the server died when its TAP device went: $(cat "$out")"
+t0=$(awk '{print $14 + $15}' /proc/$server/stat)
+sleep 2
+t1=$(awk '{print $14 + $15}' /proc/$server/stat)
+echo "server CPU in 2 s without its TAP device: $((t1 - t0)) ticks of $(getconf CLK_TCK)/s"
+stop
 echo "ALL OK"
 "#;
 
@@ -355,7 +367,9 @@ for i in range(20):
 # datagrams while it resolves the server's address.
 socks[0].sendto(b"hello", (HOST, port))
 assert socks[0].recvfrom(100)[0] == b"hello"
-if what == "burst":
+if what == "one":
+    print("one datagram echoed")
+elif what == "burst":
     # 20 clients, one datagram each in flight, sent at the same moment;
     # 50 rounds. Every one must be answered.
     rounds, answered, missing = 50, 0, []
@@ -404,6 +418,9 @@ else:
 /// one answered. Then with a queue of 2 datagrams and 200 datagrams sent
 /// back to back: every datagram not answered was reported lost as it
 /// happened (`QueueFull`) and counted in the summary, none silently.
+/// Then its TAP interface is deleted under it: reads fail (`EBADFD`); the
+/// server says so once, does not spin, and stops cleanly on SIGTERM
+/// (smoltcp's `TunTapInterface` panicked there).
 #[test]
 fn smoltcp_echo_answers_20_udp_clients_at_once_and_reports_what_a_small_queue_drops() {
     let example = example();
@@ -448,4 +465,15 @@ fn smoltcp_echo_answers_20_udp_clients_at_once_and_reports_what_a_small_queue_dr
     assert!(counted > 0, "a queue of 2 held 200 datagrams?\n{stdout}");
     assert_eq!(counted, reported, "each loss reported once:\n{stdout}");
     assert_eq!(answered + counted, 200, "every datagram answered or counted:\n{stdout}");
+    let deleted = stdout.split("=== tap deleted").nth(1).unwrap_or_default();
+    assert!(deleted.contains("TAP device: read failed"), "the read error was not told:\n{stdout}");
+    assert_eq!(deleted.matches("TAP device: read failed").count(), 1, "told once:\n{stdout}");
+    let ticks = deleted
+        .lines()
+        .find_map(|l| l.strip_prefix("server CPU in 2 s without its TAP device: "))
+        .and_then(|l| l.split(' ').next()?.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no CPU figure:\n{stdout}"));
+    // A spinning server burns 200 ticks (at 100/s) in 2 s; a sleeping one
+    // wakes once per 50 ms tick. Generous for a loaded machine.
+    assert!(ticks < 60, "the server spins without its TAP device ({ticks} ticks):\n{stdout}");
 }

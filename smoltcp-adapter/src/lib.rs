@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-#![forbid(unsafe_code)]
+// No `unsafe` at all, except with `tap` in its device's module (two
+// `ioctl`s, each with its SAFETY line).
+#![cfg_attr(not(feature = "tap"), forbid(unsafe_code))]
+#![cfg_attr(feature = "tap", deny(unsafe_code))]
 #![warn(missing_docs)]
 
 mod conn;
@@ -12,6 +15,8 @@ mod neighbor;
 mod net;
 mod pool;
 mod stack;
+#[cfg(feature = "tap")]
+mod tap;
 mod tcp;
 mod udp;
 mod wait;
@@ -21,6 +26,8 @@ pub use error::{BindError, Error, ListenError};
 pub use event::{NbTcpConn, TcpEventSource};
 pub use loss::{DatagramLoss, Loss, Stats};
 pub use stack::{Stack, Storage};
+#[cfg(feature = "tap")]
+pub use tap::{TapDevice, TapRx, TapTx};
 pub use tcp::{Options, TcpListener, WhenFull};
 pub use udp::UdpSocket;
 #[cfg(feature = "tap")]
