@@ -12,8 +12,8 @@ use frames::{ACK, FrameDevice, SYN};
 use smoltcp::iface::{Config, Interface};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-use sockserv::Clock;
-use sockserv::StreamListener;
+use sockserv::driver::Clock;
+use sockserv::driver::StreamListener;
 use sockserv_smoltcp::{Options, Spin, Stack, Storage, TcpListener};
 
 const PORT: u16 = 7000;
@@ -135,7 +135,7 @@ fn a_dropped_connection_whose_peer_vanished_listens_again() {
 #[test]
 fn a_reply_to_an_unresolvable_address_does_not_block_the_others() {
     use smoltcp::socket::udp;
-    use sockserv::DatagramSocket;
+    use sockserv::driver::DatagramSocket;
     let now = Cell::new(Duration::ZERO);
     let mut device = FrameDevice::default();
     let config = Config::new(EthernetAddress(frames::OUR_MAC).into());
@@ -230,7 +230,7 @@ static QUEUE_FULL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::
 /// counted).
 #[test]
 fn datagrams_dropped_for_a_full_receive_queue_are_counted_and_reported() {
-    use sockserv::DatagramSocket;
+    use sockserv::driver::DatagramSocket;
     use sockserv_smoltcp::{DatagramLoss, Loss};
     let now = Cell::new(Duration::ZERO);
     let storage = Box::leak(Box::new(Storage::<2>::new()));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use embedded_io::{ErrorType, Read, Write};
 use socket2::Socket;
-use sockserv_core::Connection;
+use sockserv_core::driver::Connection;
 
 use crate::shutdown::Shared;
 use crate::sys;

@@ -23,11 +23,5 @@ pub use server::{
     ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
     UnixDatagramServer, UnixStreamServer,
 };
-pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
+pub use shutdown::{ShutdownError, ShutdownHandle, Signal};
 pub use socket::{BindError, Options, SocketDatagram, SocketListener};
-
-pub use sockserv_core::{
-    BufStream, DatagramHandler, FnService, OnError, OnServiceActions, ReadLineError, ReplyFull,
-    ReplyWriter, RequestError, Service, ServiceExt, StreamError, StreamHandler, Verify,
-    embedded_io,
-};

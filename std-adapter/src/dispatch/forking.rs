@@ -2,10 +2,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
-    StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, RequestError, Service, StreamHandler};
 
 use super::children::Children;
 use super::{guarded, serve_datagram_apart};
@@ -187,7 +185,7 @@ where
         let shared = stream.stop_handle();
         let mut stream = Some(stream);
         let forked = self.fork_and_run(service, &client, &shared, listener, || {
-            stream.take().is_some_and(|s| sockserv_core::serve_stream(service, s, &client))
+            stream.take().is_some_and(|s| sockserv_core::driver::serve_stream(service, s, &client))
         });
         // The parent closes its copy (CPython's close_request); when the
         // fork failed the connection is shut down and the failure reported;
@@ -195,9 +193,9 @@ where
         match (forked, stream) {
             (Err(e), Some(s)) => {
                 service.handle_error(&client, &RequestError::Spawn(&e));
-                sockserv_core::shutdown_stream(s);
+                sockserv_core::driver::shutdown_stream(s);
             }
-            (Ok(false), Some(s)) => sockserv_core::shutdown_stream(s),
+            (Ok(false), Some(s)) => sockserv_core::driver::shutdown_stream(s),
             (_, s) => drop(s),
         }
     }

@@ -62,7 +62,7 @@ where
 {
     guarded(service, client, || {
         let send = |data: &[u8], to: &Address| crate::socket::send_reply(sender, data, to);
-        sockserv_core::serve_datagram(service, packet, truncated, client, reply, send)
+        sockserv_core::driver::serve_datagram(service, packet, truncated, client, reply, send)
     })
 }
 

@@ -1,6 +1,5 @@
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, Service, StreamDispatch, StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, Service, StreamHandler};
 
 use super::guarded;
 use crate::addr::Address;
@@ -32,7 +31,7 @@ where
         // One request at a time: a stop request must not wait for this
         // client to leave.
         stream.cancellable = true;
-        guarded(service, &client, || sockserv_core::serve_stream(service, stream, &client));
+        guarded(service, &client, || sockserv_core::driver::serve_stream(service, stream, &client));
     }
 }
 
@@ -55,7 +54,7 @@ where
         let sender = socket.socket();
         guarded(service, &client, || {
             let send = |data: &[u8], to: &Address| send_reply(sender, data, to);
-            sockserv_core::serve_datagram(service, packet, truncated, &client, reply, send)
+            sockserv_core::driver::serve_datagram(service, packet, truncated, &client, reply, send)
         });
     }
 }

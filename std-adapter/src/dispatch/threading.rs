@@ -3,10 +3,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
-    StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, RequestError, Service, StreamHandler};
 
 use super::{guarded, serve_datagram_apart};
 use crate::addr::Address;
@@ -230,7 +228,7 @@ where
         // is then closed, as the closure that owns it is dropped).
         let stop = stream.stop_handle();
         self.spawn(service, client, &move || stop.is_requested(), move |svc, client| {
-            guarded(svc, client, || sockserv_core::serve_stream(svc, stream, client));
+            guarded(svc, client, || sockserv_core::driver::serve_stream(svc, stream, client));
         });
     }
 }

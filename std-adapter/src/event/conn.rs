@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use embedded_io::ErrorType;
 use socket2::Socket;
-use sockserv_core::NbConnection;
+use sockserv_core::driver::NbConnection;
 
 /// A non-blocking connected socket: the event mode's connection on std.
 /// Interruptions are retried; would-block is `Ok(None)`; writes never raise
