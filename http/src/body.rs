@@ -91,6 +91,20 @@ impl BodyDecoder {
     /// a chunk or bad trailers (close the connection: the framing is lost);
     /// [`Refusal::BodyTooLarge`] when the data passes `max_body`.
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Piece<'a>), Refusal> {
+        self.decode_at_most(input, usize::MAX)
+    }
+
+    /// [`decode`](Self::decode), with data pieces of at most `max` bytes
+    /// (`max` > 0): for a reader copying into a buffer of that size.
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    pub fn decode_at_most<'a>(
+        &mut self,
+        input: &'a [u8],
+        max: usize,
+    ) -> Result<(usize, Piece<'a>), Refusal> {
+        debug_assert!(max > 0);
         let mut used = 0;
         loop {
             let rest = &input[used..];
@@ -100,7 +114,7 @@ impl BodyDecoder {
                     if rest.is_empty() {
                         return Ok((used, Piece::NeedMore));
                     }
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len()).min(max);
                     let left = left - n as u64;
                     self.state = match self.state {
                         State::Length(_) if left == 0 => State::Done,
@@ -136,7 +150,7 @@ impl BodyDecoder {
                 State::Trailers => {
                     let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
                     match httparse::parse_headers(rest, &mut fields) {
-                        Ok(Status::Complete((len, _))) => {
+                        Ok(Status::Complete((len, _))) if len < MAX_CHUNK_LINE => {
                             used += len;
                             self.state = State::Done;
                         }
@@ -157,7 +171,11 @@ fn size_line(input: &[u8]) -> Result<Option<(usize, u64)>, Refusal> {
     match httparse::parse_chunk_size(input) {
         // httparse takes any octet in an extension, a bare LF too: refuse
         // that one, since a parser that ends lines at LF reads it another way.
-        Ok(Status::Complete((len, size))) if !input[..len - 1].contains(&b'\n') => {
+        // A line is refused at MAX_CHUNK_LINE whether it came whole or in
+        // pieces, so the outcome never depends on how reads split it.
+        Ok(Status::Complete((len, size)))
+            if len < MAX_CHUNK_LINE && !input[..len - 1].contains(&b'\n') =>
+        {
             Ok(Some((len, size)))
         }
         Ok(Status::Partial) if input.len() < MAX_CHUNK_LINE && !input.contains(&b'\n') => Ok(None),
@@ -277,6 +295,18 @@ mod tests {
         line[..2].copy_from_slice(b"1;");
         assert_eq!(body.decode(&line[..MAX_CHUNK_LINE - 1]), Ok((0, Piece::NeedMore)));
         assert_eq!(body.decode(&line), Err(Refusal::Malformed));
+        // The same line, complete in one read, is refused too.
+        let mut whole = [b'0'; MAX_CHUNK_LINE + 2];
+        whole[..2].copy_from_slice(b"1;");
+        whole[MAX_CHUNK_LINE..].copy_from_slice(b"\r\n");
+        let mut body = BodyDecoder::new(Framing::Chunked, u64::MAX);
+        assert_eq!(body.decode(&whole), Err(Refusal::Malformed));
+        let mut trailers = [b'a'; MAX_CHUNK_LINE + 8];
+        trailers[..3].copy_from_slice(b"0\r\n");
+        trailers[MAX_CHUNK_LINE + 4..].copy_from_slice(b"\r\n\r\n");
+        trailers[13] = b':';
+        let mut body = BodyDecoder::new(Framing::Chunked, u64::MAX);
+        assert_eq!(body.decode(&trailers), Err(Refusal::Malformed));
         let mut body = BodyDecoder::new(Framing::Chunked, u64::MAX);
         let mut trailers = [b'a'; MAX_CHUNK_LINE + 3];
         trailers[..3].copy_from_slice(b"0\r\n");
