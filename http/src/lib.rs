@@ -3,12 +3,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod blocking;
 mod body;
 mod request;
 mod response;
 
 use core::fmt;
 
+pub use blocking::{
+    DRAIN_LIMIT, Error, Http, MAX_FIELDS, Respond, ResponseBody, Sent, Transaction,
+};
 pub use body::{BodyDecoder, MAX_CHUNK_LINE, Piece};
 pub use httparse;
 pub use request::{Framing, Limits, RequestHead};
