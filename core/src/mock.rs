@@ -25,7 +25,7 @@ use heapless::{Deque, Vec};
 use crate::server::ShutdownFlag;
 use crate::transport::{
     Accepted, Clock, Connection, DatagramSocket, Event as IoEvent, EventSource, Interest,
-    NbAccepted, NbConnection, Readiness, Received, StreamListener,
+    NbAccepted, NbConnection, Readiness, Received, StreamListener, Wait,
 };
 
 /// Pending events a net can hold.
@@ -623,10 +623,7 @@ impl<A> ErrorType for MockListener<'_, '_, A> {
     type Error = MockError;
 }
 
-impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
-    type Stream = MockStream<'n, 's>;
-    type Address = A;
-
+impl<'n, 's, A: MockAddress> Wait for MockListener<'n, 's, A> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
         self.net.wait(timeout)
     }
@@ -634,6 +631,11 @@ impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
     fn pause(&mut self, duration: Duration) -> Result<Readiness, MockError> {
         Ok(self.net.pause(duration))
     }
+}
+
+impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
+    type Stream = MockStream<'n, 's>;
+    type Address = A;
 
     fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, MockError> {
         match self.net.take() {
@@ -868,9 +870,7 @@ impl<A> ErrorType for MockSocket<'_, '_, A> {
     type Error = MockError;
 }
 
-impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
-    type Address = A;
-
+impl<A: MockAddress> Wait for MockSocket<'_, '_, A> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
         self.net.wait(timeout)
     }
@@ -878,6 +878,10 @@ impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
     fn pause(&mut self, duration: Duration) -> Result<Readiness, MockError> {
         Ok(self.net.pause(duration))
     }
+}
+
+impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
+    type Address = A;
 
     fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<A>>, MockError> {
         match self.net.take() {

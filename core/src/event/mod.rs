@@ -34,7 +34,7 @@ use core::fmt;
 use embedded_io::{Error as _, ErrorKind};
 
 pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
-pub use server::{EventServer, EventServerConfig, ServerSlot};
+pub use server::{EventServer, EventServerConfig, OnShutdown, ServerSlot, WhenFull};
 pub use table::{ConnTable, Outcome, Slot, SlotStorage, TableStats};
 
 /// Slot storage with a capacity of `N` fixed at compile time, no
