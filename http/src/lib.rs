@@ -5,6 +5,7 @@
 
 mod blocking;
 mod body;
+mod event;
 mod request;
 mod response;
 
@@ -14,6 +15,7 @@ pub use blocking::{
     DRAIN_LIMIT, Error, Http, MAX_FIELDS, Respond, ResponseBody, Sent, Transaction,
 };
 pub use body::{BodyDecoder, MAX_CHUNK_LINE, Piece};
+pub use event::{EventError, EventRespond, HttpEvents, Reply, ReplyError};
 pub use httparse;
 pub use request::{Framing, Limits, RequestHead};
 pub use response::{
