@@ -41,8 +41,7 @@ impl fmt::Display for HeadTooLarge {
 impl core::error::Error for HeadTooLarge {}
 
 /// What the response answers: the request's version, method and
-/// keep-alive decision (also for a request the server refused, see
-/// [`Exchange::refused`]).
+/// keep-alive decision ([`Exchange::of`] a parsed request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exchange {
     /// The request's minor version.
