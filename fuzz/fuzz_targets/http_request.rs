@@ -36,12 +36,21 @@ fn decode(
     let (mut data, mut start, mut end) = (Vec::new(), 0, 0);
     loop {
         let window = &input[start..end];
-        let (used, piece) = body.decode(window)?;
+        // Whole-input runs use decode, stepped runs decode_at_most(step).
+        let (used, piece) = if step >= input.len().max(1) {
+            body.decode(window)?
+        } else {
+            body.decode_at_most(window, step)?
+        };
         assert!(used <= window.len());
         start += used;
         match piece {
             Piece::Data(d) => {
                 assert!(!d.is_empty(), "an empty data piece would spin a caller");
+                assert!(
+                    d.len() <= step || step >= input.len().max(1),
+                    "a piece over decode_at_most's bound"
+                );
                 data.extend_from_slice(d);
                 assert!(data.len() as u64 <= max, "more data than the limit");
             }
