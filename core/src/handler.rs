@@ -48,6 +48,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 ///     }
 /// }
 /// ```
+#[doc(alias("StreamRequestHandler", "BaseRequestHandler"))]
 pub trait StreamHandler<S: Read + Write> {
     /// What this handler's methods fail with; it reaches
     /// [`Service::handle_error`] as [`RequestError::Handler`].
@@ -105,6 +106,7 @@ pub trait StreamHandler<S: Read + Write> {
 ///     }
 /// }
 /// ```
+#[doc(alias = "DatagramRequestHandler")]
 pub trait DatagramHandler {
     /// What this handler's methods fail with.
     type Error: fmt::Debug;
@@ -307,6 +309,7 @@ impl fmt::Display for RequestError<'_> {
 /// `(request, client_address)` before a handler is made.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
+#[doc(alias = "client_address")]
 pub enum Request<'a, A> {
     /// A stream connection, accepted and not yet read from.
     Connection {
@@ -408,6 +411,7 @@ impl ClientAddress for SocketAddr {
 ///     }
 /// }
 /// ```
+#[doc(alias = "BaseServer")]
 pub trait Service<A: fmt::Debug> {
     /// The handler made for each request.
     type Handler;

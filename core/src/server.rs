@@ -45,6 +45,7 @@ impl<T: ShutdownSignal + ?Sized> ShutdownSignal for &T {
 /// [`request`](Self::request) does not wait; [`is_running`](Self::is_running)
 /// tells whether `serve_forever` is still looping. It can be a `static`.
 #[derive(Debug, Default)]
+#[doc(alias = "shutdown")]
 pub struct ShutdownFlag {
     requested: AtomicBool,
     running: AtomicBool,
@@ -367,6 +368,7 @@ where
 /// ```
 ///
 /// (The example needs the `mock` feature.)
+#[doc(alias("BaseServer", "TCPServer", "UDPServer"))]
 pub struct Server<T, Svc, C, Sh, D = Inline> {
     transport: T,
     service: Svc,

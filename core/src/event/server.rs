@@ -115,6 +115,7 @@ pub type ServerSlot<Src, Svc> = Slot<
 /// `S` holds the slots (a `heapless::Vec` of [`ServerSlot`]s, or the std
 /// adapter's growable storage) and `P` the buffers ([`FixedPool`](super::FixedPool)
 /// or the std adapter's lazily allocated pool).
+#[doc(alias("selectors", "select"))]
 pub struct EventServer<Src, Svc, Clk, Sh, S, P>
 where
     Src: EventSource,
