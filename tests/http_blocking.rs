@@ -10,12 +10,13 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use sockserv::embedded_io;
-use sockserv::service_fn;
 use sockserv::std_adapter::{ShutdownHandle, ThreadingTcpServer};
+use sockserv::{ServiceExt, service_fn};
 use sockserv_http::{BodyLength, Error, Http, Limits, RequestHead, Respond, Sent, Transaction};
 
 const MAX_BODY: u64 = 8 * 1024 * 1024;
@@ -72,6 +73,8 @@ fn checksum(data: &[u8]) -> u64 {
 struct Running {
     url: String,
     addr: String,
+    /// What the server reported (handle_error), one line per failed connection.
+    errors: Arc<Mutex<Vec<String>>>,
     stop: ShutdownHandle,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -85,15 +88,15 @@ impl Drop for Running {
 
 fn serve() -> Running {
     let limits = Limits { max_body: MAX_BODY, ..Limits::default() };
-    let mut server = ThreadingTcpServer::bind(
-        "127.0.0.1:0",
-        service_fn(move |_| Http::<App>::with_limits(App, limits)),
-    )
-    .unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let log = errors.clone();
+    let service = service_fn(move |_| Http::<App>::with_limits(App, limits))
+        .on_error(move |_, e| log.lock().unwrap().push(e.to_string()));
+    let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service).unwrap();
     let addr = server.server_address().to_string();
     let stop = server.shutdown_handle();
     let thread = thread::spawn(move || server.serve_forever(Duration::from_millis(50)).unwrap());
-    Running { url: format!("http://{addr}"), addr, stop, thread: Some(thread) }
+    Running { url: format!("http://{addr}"), addr, errors, stop, thread: Some(thread) }
 }
 
 fn curl(args: &[&str]) -> (String, String) {
@@ -176,6 +179,10 @@ fn curl_uploads_with_100_continue_and_chunked() {
     assert_eq!(body, format!("{want}hello /hello\n"));
     assert!(log.contains("Re-using existing connection"), "{log}");
     std::fs::remove_dir_all(&dir).unwrap();
+    // curl stops sending the body /hello did not read once it has its
+    // answer: a quiet close, not a failure.
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(*server.errors.lock().unwrap(), Vec::<String>::new());
 }
 
 const PY_CLIENT: &str = r#"
@@ -275,4 +282,11 @@ fn refusals_answer_and_close_while_others_are_served() {
     let _ = s.read_to_string(&mut refused);
     assert!(refused.starts_with("HTTP/1.1 413 "), "{refused:?}");
     ask_good();
+    // The server said what happened, once per refused connection.
+    thread::sleep(Duration::from_millis(200));
+    let errors = server.errors.lock().unwrap().clone();
+    let refused: Vec<_> = errors.iter().filter(|e| e.contains("Refused(")).collect();
+    assert_eq!(refused.len(), 7, "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("Refused(Smuggling)")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("Refused(HeadTooLarge)")), "{errors:?}");
 }
