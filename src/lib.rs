@@ -91,3 +91,10 @@ pub use sockserv_smoltcp as smoltcp_adapter;
 #[cfg(feature = "nal")]
 #[doc(inline)]
 pub use sockserv_nal as nal_adapter;
+
+/// HTTP/1.1, sans I/O (feature `http`, `no_std`, no allocator): request
+/// heads with limits, streamed bodies, keep-alive, response heads, chunked
+/// encoding, for blocking and event-mode handlers alike.
+#[cfg(feature = "http")]
+#[doc(inline)]
+pub use sockserv_http as http;
