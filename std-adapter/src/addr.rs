@@ -50,7 +50,9 @@ impl fmt::Display for BindAddr {
 /// Anything a server can bind to: socket addresses, `(ip, port)`,
 /// `("host", port)` (as Python's `("127.0.0.1", 0)`), `"host:port"`
 /// strings (`&str`, `String`, `&String`; resolved, the first address
-/// wins), and paths (`&Path`, `PathBuf`) for Unix sockets.
+/// wins), and Unix socket paths: `&Path`, `PathBuf`, `&PathBuf`, or a
+/// string with a `/` in it (`"/run/app.sock"`, `"./app.sock"`; a
+/// `host:port` never has one).
 pub trait IntoBindAddr {
     /// Resolves to one address.
     ///
@@ -140,9 +142,15 @@ fn resolve(what: impl ToSocketAddrs + fmt::Display + Copy) -> Result<BindAddr, B
     })
 }
 
+/// A string with a `/` in it is a Unix socket path (no `host:port`
+/// has one); anything else is resolved as `host:port`.
+fn from_text(text: &str) -> Result<BindAddr, BindError> {
+    if text.contains('/') { Ok(BindAddr::Unix(PathBuf::from(text))) } else { resolve(text) }
+}
+
 impl IntoBindAddr for &str {
     fn into_bind_addr(self) -> Result<BindAddr, BindError> {
-        resolve(self)
+        from_text(self)
     }
     fn as_written(&self) -> Option<String> {
         Some(self.to_string())
@@ -151,7 +159,7 @@ impl IntoBindAddr for &str {
 
 impl IntoBindAddr for String {
     fn into_bind_addr(self) -> Result<BindAddr, BindError> {
-        resolve(self.as_str())
+        from_text(&self)
     }
     fn as_written(&self) -> Option<String> {
         Some(self.clone())
@@ -160,7 +168,7 @@ impl IntoBindAddr for String {
 
 impl IntoBindAddr for &String {
     fn into_bind_addr(self) -> Result<BindAddr, BindError> {
-        resolve(self.as_str())
+        from_text(self)
     }
     fn as_written(&self) -> Option<String> {
         Some(self.to_string())
@@ -211,6 +219,12 @@ impl IntoBindAddr for &Path {
 impl IntoBindAddr for PathBuf {
     fn into_bind_addr(self) -> Result<BindAddr, BindError> {
         Ok(BindAddr::Unix(self))
+    }
+}
+
+impl IntoBindAddr for &PathBuf {
+    fn into_bind_addr(self) -> Result<BindAddr, BindError> {
+        Ok(BindAddr::Unix(self.clone()))
     }
 }
 

@@ -24,7 +24,7 @@ pub use server::{
     UnixDatagramServer, UnixStreamServer,
 };
 pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
-pub use socket::{BindError, Options, SocketDatagram, SocketListener};
+pub use socket::{BindError, Options, ReuseAddress, SocketDatagram, SocketListener};
 
 pub use sockserv_core::{
     BufStream, DatagramHandler, FnService, OnError, OnServiceActions, ReadLineError, ReplyFull,

@@ -178,9 +178,10 @@ impl<D> Builder<D> {
     }
 
     /// Sets `SO_REUSEADDR` before bind (CPython's `allow_reuse_address`):
-    /// [`Options::allow_reuse_address`].
-    pub fn allow_reuse_address(mut self, yes: bool) -> Self {
-        self.options.allow_reuse_address = yes;
+    /// [`Options::allow_reuse_address`]; `true` or `false` as in CPython,
+    /// or a [`ReuseAddress`](crate::ReuseAddress).
+    pub fn allow_reuse_address(mut self, reuse: impl Into<crate::ReuseAddress>) -> Self {
+        self.options.allow_reuse_address = reuse.into();
         self
     }
 

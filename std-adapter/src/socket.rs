@@ -28,8 +28,10 @@ pub struct Options {
     /// (`/proc/sys/net/core/somaxconn`), as CPython now does (gh-80184:
     /// its old 5 made clients wait seconds).
     pub request_queue_size: i32,
-    /// `SO_REUSEADDR` before bind. Default `false`, as CPython.
-    pub allow_reuse_address: bool,
+    /// `SO_REUSEADDR` before bind (CPython's `allow_reuse_address`).
+    /// Default [`ReuseAddress::Streams`]: TCP listeners get it, datagram
+    /// sockets do not.
+    pub allow_reuse_address: ReuseAddress,
     /// `SO_REUSEPORT` before bind, for IPv4/IPv6 only (Linux refuses it on
     /// Unix sockets, CPython gh-128916). Default `false`.
     pub allow_reuse_port: bool,
@@ -69,13 +71,55 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             request_queue_size: sys::somaxconn(),
-            allow_reuse_address: false,
+            allow_reuse_address: ReuseAddress::Streams,
             allow_reuse_port: false,
             max_packet_size: 65_536,
             bind_and_activate: true,
             stream_timeout: None,
             disable_nagle_algorithm: true,
         }
+    }
+}
+
+/// Which sockets get `SO_REUSEADDR` before bind.
+///
+/// Why TCP listeners get it by default: a connection the server closed
+/// first stays in `TIME_WAIT` for a minute, and without `SO_REUSEADDR`
+/// Linux refuses to bind the port again while any does ("Address already
+/// in use"), so a server restarted right after a busy run could not
+/// start. With it, the bind succeeds as long as no socket *listens* on
+/// the port (two live servers still cannot share it by accident). Rust's
+/// `std::net::TcpListener::bind` sets it on Unix for this reason, and
+/// CPython's `HTTPServer` sets `allow_reuse_address`. Datagram sockets do
+/// not get it by default: on Linux it would let a second UDP socket bind
+/// the same port and take a share of its datagrams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReuseAddress {
+    /// Listening (stream) inet sockets only. The default.
+    #[default]
+    Streams,
+    /// Datagram sockets too (CPython's `allow_reuse_address = True` on a
+    /// `UDPServer`).
+    All,
+    /// None (CPython's `TCPServer` default).
+    Never,
+}
+
+impl ReuseAddress {
+    fn applies_to(self, ty: Type) -> bool {
+        match self {
+            Self::Streams => ty == Type::STREAM,
+            Self::All => true,
+            Self::Never => false,
+        }
+    }
+}
+
+impl From<bool> for ReuseAddress {
+    /// CPython's boolean: `true` is [`All`](Self::All), `false`
+    /// [`Never`](Self::Never).
+    fn from(yes: bool) -> Self {
+        if yes { Self::All } else { Self::Never }
     }
 }
 
@@ -143,7 +187,7 @@ impl std::error::Error for BindError {
 fn create(address: &BindAddr, ty: Type, opts: &Options) -> io::Result<Socket> {
     let socket = Socket::new(address.domain(), ty, None)?;
     let inet = address.domain() != Domain::UNIX;
-    if opts.allow_reuse_address && inet {
+    if opts.allow_reuse_address.applies_to(ty) && inet {
         socket.set_reuse_address(true)?;
     }
     if opts.allow_reuse_port && inet {

@@ -1,0 +1,95 @@
+//! The std adapter's surface: what a user passes in (addresses, policies)
+//! and what the defaults do on a real machine.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use sockserv::std_adapter::event::EventTcpServer;
+use sockserv::std_adapter::{BindAddr, Builder, TcpServer, ThreadingTcpServer, UnixStreamServer};
+use util::{Behaviour, CLIENT_TIMEOUT, Recorder, TEST_STR, stream_examine, unix_path};
+
+/// Serves `TEST_STR` once on a Unix server built from `address`.
+fn unix_round_trip(server: UnixStreamServer<Recorder>, path: &std::path::Path) {
+    assert_eq!(server.server_address(), &BindAddr::Unix(path.to_path_buf()));
+    let mut server = server;
+    let stop = server.shutdown_handle();
+    let t = thread::spawn(move || server.serve_forever(Duration::from_millis(100)));
+    stream_examine(&BindAddr::Unix(path.to_path_buf()));
+    stop.shutdown().unwrap();
+    t.join().unwrap().unwrap();
+}
+
+/// A Unix socket path as a `String`, a `&str` or a `&PathBuf` binds a Unix
+/// server (a `String` failed at run time with "invalid socket address").
+#[test]
+fn a_path_as_string_or_pathbuf_binds_a_unix_server() {
+    let svc = || Recorder::new(Behaviour::LineEcho);
+    let path = unix_path("string");
+    let text: String = path.to_str().unwrap().to_owned();
+    unix_round_trip(UnixStreamServer::bind(text.clone(), svc()).unwrap(), &path);
+    unix_round_trip(UnixStreamServer::bind(&text, svc()).unwrap(), &path);
+    unix_round_trip(UnixStreamServer::bind(text.as_str(), svc()).unwrap(), &path);
+    let buf: PathBuf = unix_path("pathbuf");
+    unix_round_trip(UnixStreamServer::bind(&buf, svc()).unwrap(), &buf);
+    assert!(UnixStream::connect(&buf).is_err(), "the path is removed on close");
+}
+
+/// Leaves connections the server closed first (so in `TIME_WAIT` on the
+/// server's side) on the port of a line-echo server, then closes it.
+fn leave_time_wait() -> BindAddr {
+    let mut server = TcpServer::bind("127.0.0.1:0", Recorder::new(Behaviour::LineEcho)).unwrap();
+    let addr = server.server_address().clone();
+    let stop = server.shutdown_handle();
+    let t = thread::spawn(move || server.serve_forever(Duration::from_millis(100)));
+    let BindAddr::Inet(a) = addr else { unreachable!() };
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(a).unwrap();
+        c.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        c.write_all(TEST_STR).unwrap();
+        let mut answer = Vec::new();
+        // The server answers one line and closes first: EOF here.
+        c.read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, TEST_STR);
+    }
+    stop.shutdown().unwrap();
+    t.join().unwrap().unwrap();
+    addr
+}
+
+/// A TCP server restarted at once on a port with connections in
+/// `TIME_WAIT` binds in every mode (`SO_REUSEADDR` by default), where
+/// without it the bind fails with "Address already in use".
+#[test]
+fn tcp_listeners_rebind_over_time_wait_in_every_mode() {
+    let addr = leave_time_wait();
+    let svc = || Recorder::new(Behaviour::LineEcho);
+    let refused = Builder::new().allow_reuse_address(false).stream(addr.clone(), svc());
+    let err = refused.err().expect("without SO_REUSEADDR, TIME_WAIT keeps the port");
+    assert_eq!(err.source.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+
+    let sequential = TcpServer::bind(addr.clone(), svc()).expect("sequential rebinds");
+    assert_eq!(sequential.server_address(), &addr);
+    drop(sequential);
+    let threading = ThreadingTcpServer::bind(addr.clone(), svc()).expect("threading rebinds");
+    drop(threading);
+    let event = EventTcpServer::bind(addr.clone(), sockserv::FnService(|_| Nop));
+    assert_eq!(event.expect("event mode rebinds").server_address(), &addr);
+}
+
+struct Nop;
+impl sockserv::event::EventHandler for Nop {
+    type Error = std::convert::Infallible;
+    fn received(
+        &mut self,
+        input: &[u8],
+        _: &mut sockserv::event::Outbox<'_>,
+    ) -> Result<sockserv::event::Step, Self::Error> {
+        Ok(sockserv::event::Step::consumed(input.len()))
+    }
+}
