@@ -11,11 +11,13 @@ use sockserv_core::{
 };
 
 use crate::activation::Inherited;
-use crate::addr::{Address, BindAddr, IntoBindAddr, Source};
+use crate::addr::{Address, BindAddr};
 use crate::conn::Conn;
 use crate::dispatch::{Forking, Sequential, Threading};
+use crate::error::BindError;
 use crate::shutdown::{Shared, ShutdownHandle, Signal, StdClock};
-use crate::socket::{BindError, Options, SocketDatagram, SocketListener};
+use crate::socket::{Options, SocketDatagram, SocketListener};
+use crate::source::{IntoBindAddr, Source};
 
 /// A transport of the std adapter: knows its bound address.
 pub trait Bound {
@@ -180,7 +182,7 @@ impl<D> Builder<D> {
     /// Sets `SO_REUSEADDR` before bind (CPython's `allow_reuse_address`):
     /// [`Options::allow_reuse_address`]; `true` or `false` as in CPython,
     /// or a [`ReuseAddress`](crate::ReuseAddress).
-    pub fn allow_reuse_address(mut self, reuse: impl Into<crate::ReuseAddress>) -> Self {
+    pub fn allow_reuse_address(mut self, reuse: impl Into<crate::socket::ReuseAddress>) -> Self {
         self.options.allow_reuse_address = reuse.into();
         self
     }

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::shutdown::Shared;
-use crate::sys;
+use crate::sys::{self, ExitStatus, Pid, Signal};
 
 /// How often a wait looks again when a child has no pidfd (an old kernel)
 /// or poll(2) failed.
@@ -12,7 +12,7 @@ const REAP_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 struct Child {
-    pid: libc::pid_t,
+    pid: Pid,
     /// Readable once the child has exited.
     pidfd: Option<OwnedFd>,
 }
@@ -33,15 +33,15 @@ impl Children {
         self.running.len()
     }
 
-    pub(super) fn push(&mut self, pid: libc::pid_t) {
+    pub(super) fn push(&mut self, pid: Pid) {
         let pidfd = sys::pidfd_open(pid).ok();
         self.running.push(Child { pid, pidfd });
     }
 
-    fn record(&mut self, status: Option<i32>) {
+    fn record(&mut self, status: Option<ExitStatus>) {
         self.reaped += 1;
-        self.last_status = status.filter(|&s| libc::WIFEXITED(s)).map(|s| libc::WEXITSTATUS(s));
-        let ok = status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0);
+        self.last_status = status.and_then(ExitStatus::code);
+        let ok = self.last_status == Some(0);
         if !ok {
             self.failed += 1;
         }
@@ -127,7 +127,7 @@ impl Children {
     /// SIGTERM, gives them `grace` again, then SIGKILL; reaps them all.
     pub(super) fn end(&mut self, grace: Duration) {
         self.wait_until(Instant::now() + grace);
-        for signal in [libc::SIGTERM, libc::SIGKILL] {
+        for signal in [Signal::Term, Signal::Kill] {
             if self.running.is_empty() {
                 return;
             }

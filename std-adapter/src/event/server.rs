@@ -9,10 +9,12 @@ use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, ServerS
 
 use super::pool::{GrowSlots, LazyPool};
 use super::{EpollSource, PollSource};
-use crate::addr::{Address, BindAddr, IntoBindAddr};
+use crate::addr::{Address, BindAddr};
+use crate::error::BindError;
 use crate::server::Builder;
 use crate::shutdown::{Shared, ShutdownHandle, Signal, StdClock};
-use crate::socket::{BindError, SocketListener};
+use crate::socket::SocketListener;
+use crate::source::IntoBindAddr;
 
 /// Knobs of the event mode.
 #[derive(Clone, Copy, Debug)]
