@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Conn, DatagramServer, Sequential, Service, ShutdownError,
+    Address, BindAddr, Builder, Close, Conn, DatagramServer, Sequential, Service, ShutdownError,
     ShutdownHandle, StreamHandler, StreamServer, TcpServer, Threading, ThreadingTcpServer,
     UdpServer, UnixStreamServer,
 };
@@ -213,7 +213,7 @@ where
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     drop(TcpStream::connect(a).unwrap());
     server.handle_request().unwrap();
-    server.server_close(); // joins the handler thread (block_on_close)
+    server.server_close(); // waits for the handler thread (Close::Grace)
     rec
 }
 
@@ -639,8 +639,7 @@ fn a_sequential_server_stops_while_a_client_idles() {
 #[test]
 fn shutdown_returns_while_the_loop_waits_for_a_thread_slot() {
     let rec = Recorder::new(Behaviour::Echo);
-    let dispatch =
-        Threading::new().max_threads(NonZeroUsize::new(1).unwrap()).block_on_close(false);
+    let dispatch = Threading::new().max_threads(NonZeroUsize::new(1).unwrap()).close(Close::Leave);
     let mut server: StreamServer<_, Threading> =
         Builder::new().dispatch(dispatch).stream("127.0.0.1:0", rec.clone()).unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };

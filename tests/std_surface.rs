@@ -7,8 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sockserv::std_adapter::event::EventTcpServer;
 use sockserv::std_adapter::{BindAddr, Builder, TcpServer, ThreadingTcpServer, UnixStreamServer};
@@ -92,4 +93,38 @@ impl sockserv::event::EventHandler for Nop {
     ) -> Result<sockserv::event::Step, Self::Error> {
         Ok(sockserv::event::Step::consumed(input.len()))
     }
+}
+
+/// A threading server with default settings and an idle client connected
+/// stops on a real SIGTERM within its close grace (1 s): `serve_forever`
+/// returns, closing waits the grace for the idle client's handler, shuts
+/// its connection down (the client reads EOF) and returns. Before, closing
+/// joined the handler thread for as long as the client stayed.
+#[test]
+fn sigterm_stops_a_threading_server_with_an_idle_client_within_its_grace() {
+    let mut server =
+        ThreadingTcpServer::bind("127.0.0.1:0", Recorder::new(Behaviour::Echo)).unwrap();
+    let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
+    server.shutdown_handle().stop_on_signal(libc::SIGTERM).unwrap();
+    let (done, closed) = mpsc::channel();
+    thread::spawn(move || {
+        let served = server.serve_forever(Duration::from_millis(500));
+        let closing = Instant::now();
+        drop(server); // server_close, as the end of a program's main does
+        done.send((served.is_ok(), closing.elapsed())).unwrap();
+    });
+    let mut idle = TcpStream::connect(a).unwrap();
+    idle.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    // Its handler thread runs once it has echoed a byte; then it waits.
+    idle.write_all(b"x").unwrap();
+    let mut byte = [0u8; 1];
+    idle.read_exact(&mut byte).unwrap();
+    // SAFETY: kill(2) takes two integers; SIGTERM is handled above.
+    assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGTERM) }, 0);
+    let (served, closing) =
+        closed.recv_timeout(Duration::from_secs(10)).expect("stopped and closed within 10 s");
+    assert!(served);
+    assert!(closing >= Duration::from_millis(900), "closing waited the grace: {closing:?}");
+    assert!(closing < Duration::from_secs(4), "closing took {closing:?}; the grace is 1 s");
+    assert_eq!(idle.read(&mut byte).unwrap(), 0, "the idle client's connection was ended");
 }

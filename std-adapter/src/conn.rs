@@ -2,8 +2,8 @@
 
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use embedded_io::{ErrorType, Read, Write};
@@ -33,23 +33,32 @@ use crate::sys;
 ///   serving, as in CPython.
 #[derive(Debug)]
 pub struct Conn {
-    socket: Socket,
+    /// Shared with the strategy's running-request count, so that closing the server
+    /// can shut it down after the grace; closed when the last holder
+    /// drops it.
+    socket: Arc<Socket>,
+    /// The server's stop state: waits wake up on a stop request.
     shared: Arc<Shared>,
     timeout: Option<Duration>,
     /// Waits wake up on a stop request (sequential strategy).
-    pub(crate) cancellable: bool,
-    /// The listening socket's descriptor, for a forked child to close.
-    pub(crate) listener: RawFd,
+    cancellable: bool,
 }
 
 impl Conn {
-    pub(crate) fn new(
-        socket: Socket,
-        shared: Arc<Shared>,
-        timeout: Option<Duration>,
-        listener: RawFd,
-    ) -> Self {
-        Self { socket, shared, timeout, cancellable: false, listener }
+    pub(crate) fn new(socket: Socket, shared: Arc<Shared>, timeout: Option<Duration>) -> Self {
+        Self { socket: Arc::new(socket), shared, timeout, cancellable: false }
+    }
+
+    /// Makes reads and writes that wait give up when the server is asked
+    /// to stop (the sequential strategy: one client must not hold it).
+    pub(crate) fn cancel_on_stop(&mut self) {
+        self.cancellable = true;
+    }
+
+    /// A handle that can shut the socket down while a handler holds it,
+    /// without keeping it open once the handler has closed it.
+    pub(crate) fn watch(&self) -> Weak<Socket> {
+        Arc::downgrade(&self.socket)
     }
 
     /// A write of all of `buf` that gives up when the server is asked to
@@ -106,19 +115,18 @@ impl Conn {
         }
     }
 
-    /// The shared stop state of the server that accepted this connection.
-    pub(crate) fn stop_handle(&self) -> Arc<Shared> {
-        Arc::clone(&self.shared)
-    }
-
     /// The socket, for options this type does not cover.
     pub fn get_ref(&self) -> &Socket {
         &self.socket
     }
 
-    /// The socket.
-    pub fn into_inner(self) -> Socket {
-        self.socket
+    /// The socket (a duplicate descriptor in the rare case the server
+    /// is shutting it down at that moment).
+    ///
+    /// # Errors
+    /// Only when a duplicate was needed and could not be made.
+    pub fn into_inner(self) -> io::Result<Socket> {
+        Arc::try_unwrap(self.socket).or_else(|shared| shared.try_clone())
     }
 }
 
@@ -140,7 +148,7 @@ impl Read for Conn {
             return self.read_cancellable(buf);
         }
         loop {
-            match (&self.socket).read(buf) {
+            match (&*self.socket).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => return other.map_err(timeout_kind),
             }
@@ -157,7 +165,7 @@ impl Write for Conn {
             return Ok(buf.len());
         }
         // std's write_all retries EINTR and fails on a zero write.
-        (&self.socket).write_all(buf).map_err(timeout_kind)?;
+        (&*self.socket).write_all(buf).map_err(timeout_kind)?;
         Ok(buf.len())
     }
 

@@ -2,6 +2,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+// The platform is stated at build time: epoll, pidfd, and Linux's socket
+// flags and activation protocol are what this adapter is made of.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "sockserv-std supports Linux only (epoll, pidfd_open); on other systems \
+     build sockserv without its default `std` feature"
+);
+
 pub mod activation;
 mod addr;
 mod conn;
@@ -18,7 +26,7 @@ mod sys;
 
 pub use addr::{Address, BindAddr};
 pub use conn::Conn;
-pub use dispatch::{Forking, Pool, Sequential, Strategy, Threading, WhenFull};
+pub use dispatch::{Close, Forking, Pool, Sequential, Strategy, Threading, WhenFull};
 pub use error::BindError;
 pub use server::{
     Bound, Builder, DatagramServer, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,

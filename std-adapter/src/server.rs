@@ -129,7 +129,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 /// Builds a server with CPython's knobs ([`Options`]) and a strategy.
 ///
 /// ```
-/// # use sockserv::std_adapter::{Builder, FnService, Threading, StreamHandler};
+/// # use sockserv::std_adapter::{Builder, Close, FnService, Threading, StreamHandler};
 /// # struct Nop;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Nop {
 /// #     type Error = S::Error;
@@ -137,8 +137,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 /// # }
 /// let server = Builder::new()
 ///     .request_queue_size(64)
-///     .allow_reuse_address(true)
-///     .dispatch(Threading::new().daemon_threads(true))
+///     .dispatch(Threading::new().close(Close::Leave))
 ///     .stream("[::1]:0", FnService(|_| Nop));
 /// # let _ = server; // IPv6 may be off on some machines
 /// ```

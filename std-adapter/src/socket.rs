@@ -146,6 +146,9 @@ struct Bound {
     address: BindAddr,
     shared: Arc<Shared>,
     created_path: Option<PathBuf>,
+    /// A stream listener: forked children close it
+    /// ([`sys::listener_opened`]).
+    listener: bool,
 }
 
 impl Bound {
@@ -157,7 +160,15 @@ impl Bound {
     ) -> Result<Self, BindError> {
         let socket =
             create(&address, ty, opts).map_err(|source| BindError::at(&address, source))?;
-        Ok(Self { socket, address, shared, created_path: None })
+        Ok(Self::with(socket, address, shared, ty))
+    }
+
+    fn with(socket: Socket, address: BindAddr, shared: Arc<Shared>, ty: Type) -> Self {
+        let listener = ty == Type::STREAM;
+        if listener {
+            sys::listener_opened(socket.as_raw_fd());
+        }
+        Self { socket, address, shared, created_path: None, listener }
     }
 
     /// An inherited socket, bound already: served as it is (non-blocking
@@ -165,7 +176,7 @@ impl Bound {
     fn inherited(inherited: Inherited, ty: Type, shared: Arc<Shared>) -> Result<Self, BindError> {
         let (socket, address) = inherited.into_socket(ty)?;
         socket.set_nonblocking(true).map_err(|source| BindError::at(&address, source))?;
-        Ok(Self { socket, address, shared, created_path: None })
+        Ok(Self::with(socket, address, shared, ty))
     }
 
     /// CPython's `server_bind`: bind, then learn the real address (the port
@@ -207,6 +218,9 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
+        if self.listener {
+            sys::listener_closed(self.socket.as_raw_fd());
+        }
         // `with server:` / server_close: the socket closes with `self.socket`;
         // a Unix path this server created is removed.
         if let Some(p) = self.created_path.take() {
@@ -299,7 +313,7 @@ impl SocketListener {
         let socket = self.inner.socket.try_clone()?;
         let address = self.inner.address.clone();
         Ok(Self {
-            inner: Bound { socket, address, shared, created_path: None },
+            inner: Bound::with(socket, address, shared, Type::STREAM),
             stream_timeout: self.stream_timeout,
             nodelay: self.nodelay,
             backlog: self.backlog,
@@ -368,7 +382,7 @@ impl StreamListener for SocketListener {
         // A connection we cannot configure is closed, not served.
         self.prepare(&socket)?;
         let shared = Arc::clone(&self.inner.shared);
-        let conn = Conn::new(socket, shared, self.stream_timeout, self.inner.socket.as_raw_fd());
+        let conn = Conn::new(socket, shared, self.stream_timeout);
         Ok(Some((conn, addr)))
     }
 }
@@ -446,11 +460,6 @@ impl SocketDatagram {
     /// The shared shutdown state (its wake-up pipe).
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
-    }
-
-    /// Whether the server is asked to stop.
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.inner.shared.is_requested()
     }
 
     /// A handle to the same socket that can send from other threads (the

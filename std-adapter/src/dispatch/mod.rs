@@ -6,11 +6,15 @@
 //! * [`Pool`]: pre-spawned worker threads fed through a bounded queue.
 //! * [`Strategy`]: one of them, chosen at run time.
 //!
+//! [`Close`] says what closing the server does with requests still
+//! running on threads, workers or children (one policy for all of them).
+//!
 //! All of them catch a handler's panic and report it to
 //! [`Service::handle_error`] as
 //! [`RequestError::Panic`]; the server keeps serving.
 
 mod children;
+mod close;
 mod forking;
 mod pool;
 mod sequential;
@@ -19,7 +23,11 @@ mod threading;
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
+use socket2::Socket;
+
+pub use close::{Close, DEFAULT_GRACE};
 pub use forking::Forking;
 pub use pool::{Pool, WhenFull};
 pub use sequential::Sequential;
@@ -29,36 +37,51 @@ pub use threading::Threading;
 use sockserv_core::{DatagramHandler, RequestError, Service};
 
 use crate::addr::Address;
+use crate::socket::SocketDatagram;
 
-/// Serves one datagram away from the server loop (on a thread or in a
-/// child), replying through `sender` with a fresh reply buffer of
-/// `reply_size` bytes. Returns whether it succeeded.
-pub(crate) fn serve_datagram_apart<Svc>(
-    service: &Svc,
-    sender: &socket2::Socket,
-    packet: &[u8],
+/// A datagram to serve away from the server loop (on a thread, a pool
+/// worker or in a child): what it needs of the socket, copied.
+pub(crate) struct DatagramRequest {
+    sender: Arc<Socket>,
+    packet: Vec<u8>,
     truncated: Option<usize>,
-    client: &Address,
     reply_size: usize,
-) -> bool
-where
-    Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
-{
-    serve_datagram_into(service, sender, packet, truncated, client, &mut vec![0u8; reply_size])
 }
 
-/// [`serve_datagram_apart`] with the caller's reply buffer (a pool worker
-/// keeps one instead of allocating 64 KiB per datagram).
-pub(crate) fn serve_datagram_into<Svc>(
+impl DatagramRequest {
+    pub(crate) fn new(socket: &SocketDatagram, packet: &[u8], truncated: Option<usize>) -> Self {
+        let (sender, reply_size) = (socket.sender(), socket.max_reply());
+        Self { sender, packet: packet.to_vec(), truncated, reply_size }
+    }
+
+    /// Serves it, replying through the socket with `reply` (grown to the
+    /// reply size; a pool worker keeps one instead of allocating 64 KiB
+    /// per datagram). Returns whether it succeeded.
+    pub(crate) fn serve<Svc>(&self, service: &Svc, client: &Address, reply: &mut Vec<u8>) -> bool
+    where
+        Svc: Service<Address, Handler: DatagramHandler> + ?Sized,
+    {
+        if reply.len() < self.reply_size {
+            reply.resize(self.reply_size, 0);
+        }
+        let reply = &mut reply[..self.reply_size];
+        serve_datagram(service, &self.sender, &self.packet, self.truncated, client, reply)
+    }
+}
+
+/// Serves one datagram, replying through `sender` with `reply` as the
+/// reply buffer, a panic reported as an error: every strategy's datagram
+/// request goes through here. Returns whether it succeeded.
+pub(crate) fn serve_datagram<Svc>(
     service: &Svc,
-    sender: &socket2::Socket,
+    sender: &Socket,
     packet: &[u8],
     truncated: Option<usize>,
     client: &Address,
     reply: &mut [u8],
 ) -> bool
 where
-    Svc: sockserv_core::Service<Address, Handler: DatagramHandler> + ?Sized,
+    Svc: Service<Address, Handler: DatagramHandler> + ?Sized,
 {
     guarded(service, client, || {
         let send = |data: &[u8], to: &Address| crate::socket::send_reply(sender, data, to);

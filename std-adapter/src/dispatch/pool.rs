@@ -13,7 +13,8 @@ use sockserv_core::{
     StreamHandler,
 };
 
-use super::{guarded, serve_datagram_into};
+use super::close::{Close, Running, Watch};
+use super::{DatagramRequest, guarded};
 use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
@@ -24,8 +25,7 @@ pub enum WhenFull {
     /// The server loop waits for room (the default): it stops accepting
     /// meanwhile, so new connections wait in the kernel's listen backlog
     /// (and datagrams in the socket's receive buffer, past which the
-    /// kernel drops them). A stop ends the wait; the waiting request is
-    /// then closed unserved.
+    /// kernel drops them). A stop request is seen at once.
     #[default]
     Wait,
     /// The request is refused at once: a connection is closed, a datagram
@@ -52,11 +52,10 @@ pub enum WhenFull {
 ///   so the pool never shrinks.
 /// * `shutdown()` stops the server loop only; workers finish what they
 ///   hold and what is queued (it can serve again). `server_close` closes
-///   the queue; with `block_on_close` (default `true`) and not
-///   `daemon_threads` (default `false`) it waits until every queued and
-///   running request is done and the workers have ended, as Threading
-///   joins its threads. Otherwise the workers finish the queue on their
-///   own and end.
+///   the queue and does what [`close`](Self::close) says (default
+///   [`Close::Grace`] of 1 s) with the queued and running requests, as
+///   Threading does with its threads; workers still busy after it are
+///   left to finish the queue on their own and end.
 ///
 /// The service is cloned per request (`Svc: Clone + Send + 'static`), as
 /// Threading does: keep shared state behind an `Arc`.
@@ -76,16 +75,13 @@ pub enum WhenFull {
 /// ```
 #[derive(Debug)]
 pub struct Pool {
-    /// CPython's `daemon_threads`: when `true`, closing the server does
-    /// not wait for the workers.
-    pub daemon_threads: bool,
-    /// CPython's `block_on_close`: `server_close` waits for queued and
-    /// running requests and joins the workers.
-    pub block_on_close: bool,
+    close: Close,
     size: NonZeroUsize,
     queue_limit: usize,
     when_full: WhenFull,
     queue: Arc<Queue>,
+    /// Queued and running requests, and their connections.
+    running: Arc<Running>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -101,7 +97,7 @@ struct Queue {
     state: Mutex<State>,
     /// A job was queued, or the queue closed.
     work: Condvar,
-    /// A job was taken off the queue.
+    /// A job was taken off the queue, or a worker became idle.
     room: Condvar,
     refused: AtomicU64,
 }
@@ -140,6 +136,8 @@ impl Queue {
                 let _ = catch_unwind(AssertUnwindSafe(job));
                 st = self.lock();
                 st.busy -= 1;
+                // An idle worker is room for the next request.
+                self.room.notify_all();
             } else if st.closed {
                 st.alive -= 1;
                 return;
@@ -163,15 +161,15 @@ impl Drop for Alive<'_> {
 
 impl Pool {
     /// A pool of `size` workers, a queue of `size` waiting requests, that
-    /// waits when full; non-daemon workers, block on close.
+    /// waits when full; a 1 s grace on close ([`Close::default`]).
     pub fn new(size: NonZeroUsize) -> Self {
         Self {
-            daemon_threads: false,
-            block_on_close: true,
+            close: Close::default(),
             size,
             queue_limit: size.get(),
             when_full: WhenFull::Wait,
             queue: Arc::default(),
+            running: Arc::default(),
             workers: Vec::new(),
         }
     }
@@ -189,15 +187,9 @@ impl Pool {
         self
     }
 
-    /// Sets `daemon_threads`.
-    pub fn daemon_threads(mut self, daemon: bool) -> Self {
-        self.daemon_threads = daemon;
-        self
-    }
-
-    /// Sets `block_on_close`.
-    pub fn block_on_close(mut self, block: bool) -> Self {
-        self.block_on_close = block;
+    /// What closing the server does with queued and running requests.
+    pub fn close(mut self, close: Close) -> Self {
+        self.close = close;
         self
     }
 
@@ -255,13 +247,27 @@ impl Pool {
         }
     }
 
-    /// Queues `job` (a request from `client`): waits for room or refuses,
-    /// as `when_full` says; drops it (closing what it owns) when refused,
-    /// when no worker can run, or when a stop is asked for while waiting.
-    fn submit<Svc>(&mut self, service: &Svc, client: &Address, stop: &dyn Fn() -> bool, job: Job)
+    /// Whether a request would find room now: an idle worker, one more
+    /// worker to start, or a place in the queue.
+    fn room(&self, st: &State) -> bool {
+        self.workers.len() < self.size.get()
+            || st.jobs.len() < self.queue_limit + st.alive.saturating_sub(st.busy)
+    }
+
+    /// Queues `job` (a request from `client`, its connection `conn`):
+    /// refuses it when full and `when_full` says so (dropping it closes
+    /// what it owns); else waits for room (`serve_forever` comes here
+    /// only with room; `handle_request` may wait).
+    fn submit<Svc, F>(&mut self, service: &Svc, client: &Address, conn: Option<Watch>, job: F)
     where
         Svc: Service<Address>,
+        F: FnOnce() + Send + 'static,
     {
+        if self.when_full == WhenFull::Refuse && !self.room(&self.queue.lock()) {
+            self.queue.refused.fetch_add(1, Ordering::Relaxed);
+            service.handle_table_full(client);
+            return;
+        }
         if let Err(e) = self.grow()
             && self.live_workers() == 0
         {
@@ -269,34 +275,46 @@ impl Pool {
             return;
         }
         let mut st = self.queue.lock();
-        // Room: a worker that will take it at once, or a place in the queue.
-        while st.jobs.len() >= self.queue_limit + st.alive.saturating_sub(st.busy) {
-            if self.when_full == WhenFull::Refuse {
-                drop(st);
-                self.queue.refused.fetch_add(1, Ordering::Relaxed);
-                service.handle_table_full(client);
-                return;
-            }
-            if stop() {
-                return;
-            }
-            let wait = Duration::from_millis(50);
-            st = self.queue.room.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0;
+        while !self.room(&st) {
+            st = self.queue.room.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
-        st.jobs.push_back(job);
+        let ends = self.running.start(conn);
+        st.jobs.push_back(Box::new(move || {
+            let _ends = ends;
+            job();
+        }));
         drop(st);
         self.queue.work.notify_one();
     }
 }
 
 impl Dispatch for Pool {
+    /// Closes the queue, then does what [`close`](Pool::close) says;
+    /// workers that ended are joined, busy ones left.
     fn server_close(&mut self) {
         self.queue.lock().closed = true;
         self.queue.work.notify_all();
-        if self.block_on_close && !self.daemon_threads {
+        if self.running.close(self.close) {
+            // Nothing queued or running: the workers are ending.
             for w in self.workers.drain(..) {
                 let _ = w.join();
             }
+        }
+        self.workers.retain(|w| !w.is_finished());
+        self.workers.clear();
+    }
+
+    /// With [`WhenFull::Wait`]: room for one more request (the loop
+    /// accepts only then). A refusing pool always takes the request, to
+    /// refuse it.
+    fn has_room(&self) -> bool {
+        self.when_full == WhenFull::Refuse || self.room(&self.queue.lock())
+    }
+
+    fn wait_for_room(&mut self, timeout: Duration) {
+        let st = self.queue.lock();
+        if !self.room(&st) {
+            let _ = self.queue.room.wait_timeout(st, timeout);
         }
     }
 }
@@ -306,13 +324,12 @@ where
     Svc: Service<Address, Handler: StreamHandler<Conn>> + Clone + Send + 'static,
 {
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
-        let stop = stream.stop_handle();
+        let watch = stream.watch();
         let svc = service.clone();
         let who = client.clone();
-        let job: Job = Box::new(move || {
+        self.submit(service, &client, Some(watch), move || {
             guarded(&svc, &who, || sockserv_core::serve_stream(&svc, stream, &who));
         });
-        self.submit(service, &client, &move || stop.is_requested(), job);
     }
 }
 
@@ -328,18 +345,11 @@ where
         truncated: Option<usize>,
         client: Address,
     ) {
-        let sender = socket.sender();
-        let packet = packet.to_vec();
-        let reply_size = socket.max_reply();
+        let request = DatagramRequest::new(socket, packet, truncated);
         let svc = service.clone();
         let who = client.clone();
-        let job: Job = Box::new(move || {
-            REPLY.with_borrow_mut(|reply| {
-                reply.resize(reply_size, 0);
-                serve_datagram_into(&svc, &sender, &packet, truncated, &who, reply);
-            });
+        self.submit(service, &client, None, move || {
+            REPLY.with_borrow_mut(|reply| request.serve(&svc, &who, reply));
         });
-        let stop = || socket.stop_requested();
-        self.submit(service, &client, &stop, job);
     }
 }

@@ -2,10 +2,10 @@ use sockserv_core::{
     DatagramDispatch, DatagramHandler, Dispatch, Service, StreamDispatch, StreamHandler,
 };
 
-use super::guarded;
+use super::{guarded, serve_datagram};
 use crate::addr::Address;
 use crate::conn::Conn;
-use crate::socket::{SocketDatagram, send_reply};
+use crate::socket::SocketDatagram;
 
 /// One request at a time on the server's thread: plain `TCPServer` /
 /// `UDPServer`. A handler panic is caught and reported, like an error. A
@@ -31,7 +31,7 @@ where
     fn process_request(&mut self, service: &Svc, mut stream: Conn, client: Address) {
         // One request at a time: a stop request must not wait for this
         // client to leave.
-        stream.cancellable = true;
+        stream.cancel_on_stop();
         guarded(service, &client, || sockserv_core::serve_stream(service, stream, &client));
     }
 }
@@ -52,10 +52,7 @@ where
         if reply.len() < socket.max_reply() {
             reply.resize(socket.max_reply(), 0);
         }
-        let sender = socket.socket();
-        guarded(service, &client, || {
-            let send = |data: &[u8], to: &Address| send_reply(sender, data, to);
-            sockserv_core::serve_datagram(service, packet, truncated, &client, reply, send)
-        });
+        let reply = &mut reply[..socket.max_reply()];
+        serve_datagram(service, socket.socket(), packet, truncated, &client, reply);
     }
 }

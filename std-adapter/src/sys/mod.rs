@@ -16,8 +16,8 @@ pub(crate) use epoll::{Epoll, Events};
 pub use fds::Inherited;
 pub(crate) use fds::{LISTEN_FDS_START, Successor, adopt_fd, unset_env};
 pub(crate) use process::{
-    ExitStatus, Pid, Signal, after_fork_in_child, fork_run, kill, pidfd_open, reap,
-    stop_signal_registered,
+    ExitStatus, Pid, Signal, after_fork_in_child, fork_run, kill, listener_closed, listener_opened,
+    pidfd_open, reap, stop_signal_registered,
 };
 pub(crate) use socket::{
     is_not_socket, recv_dontwait, recv_from_trunc, send_dontwait, send_nosignal, send_to_dontwait,
@@ -164,17 +164,12 @@ pub(crate) fn pipe_drain(fd: BorrowedFd<'_>) {
     }
 }
 
-/// Waits until `wake` (if any) or one of `fds` becomes readable (any
-/// number of them), at most `timeout`. Returns whether `wake` is readable.
-pub(crate) fn poll_any(
-    wake: Option<BorrowedFd<'_>>,
-    fds: &[BorrowedFd<'_>],
-    timeout: Option<Duration>,
-) -> io::Result<bool> {
+/// Waits until one of `fds` becomes readable (any number of them), at
+/// most `timeout`.
+pub(crate) fn poll_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<()> {
     let mut pfds: Vec<libc::pollfd> =
-        wake.iter().chain(fds).map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN)).collect();
-    poll_many(&mut pfds, timeout)?;
-    Ok(wake.is_some() && pfds[0].revents != 0)
+        fds.iter().map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN)).collect();
+    poll_many(&mut pfds, timeout).map(drop)
 }
 
 /// Waits until `fd` can be written to or `wake` is readable (a stop

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// A child's process id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,16 +116,44 @@ pub(crate) fn stop_signal_registered(signal: i32) {
     }
 }
 
-/// In a forked child, before serving: closes the listening socket (the
-/// child must not keep the port after the parent exits) and gives the stop
+/// Listening sockets of this process (`-1`: a free place), for
+/// [`after_fork_in_child`] to close. Atomics, not a lock: the child reads
+/// them after a fork, where only async-signal-safe work is allowed.
+static LISTENERS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+
+/// Remembers `fd` as a listening socket that forked children close.
+/// Beyond 64 listeners the rest stay open in children (they would keep
+/// the port while they run, nothing worse).
+pub(crate) fn listener_opened(fd: RawFd) {
+    for place in &LISTENERS {
+        if place.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return;
+        }
+    }
+}
+
+/// Forgets `fd` (called before it is closed).
+pub(crate) fn listener_closed(fd: RawFd) {
+    for place in &LISTENERS {
+        if place.compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return;
+        }
+    }
+}
+
+/// In a forked child, before serving: closes the listening sockets (the
+/// child must not keep a port after the parent exits) and gives the stop
 /// signals their default action back (the parent's handlers would only
 /// set a flag the child never reads). Async-signal-safe calls only.
-pub(crate) fn after_fork_in_child(listener: Option<RawFd>) {
-    if let Some(fd) = listener {
-        // SAFETY: the child owns its copy of the descriptor table; the
-        // parent's Socket value for this fd is never used or dropped in the
-        // child, which leaves with _exit.
-        unsafe { libc::close(fd) };
+pub(crate) fn after_fork_in_child() {
+    for place in &LISTENERS {
+        let fd = place.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: the child owns its copy of the descriptor table; the
+            // parent's Socket value for this fd is never used or dropped in
+            // the child, which leaves with _exit.
+            unsafe { libc::close(fd) };
+        }
     }
     let signals = STOP_SIGNALS.load(Ordering::SeqCst);
     for sig in 0..64 {
