@@ -62,7 +62,10 @@ impl DatagramRequest {
         Svc: Service<Address, Handler: DatagramHandler> + ?Sized,
     {
         if reply.len() < self.reply_size {
-            reply.resize(self.reply_size, 0);
+            // A fresh zeroed allocation, not a resize: zeroed pages come
+            // from the allocator untouched (a forked child would otherwise
+            // write, and so copy, 64 KiB before serving).
+            *reply = vec![0; self.reply_size];
         }
         let reply = &mut reply[..self.reply_size];
         serve_datagram(service, &self.sender, &self.packet, self.truncated, client, reply)
