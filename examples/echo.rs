@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sockserv::std_adapter::activation::{self, Inherited};
-use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
+use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing, Workers};
 use sockserv::std_adapter::{
     BindAddr, BindError, Builder, Close, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
     Strategy, Threading,
@@ -317,13 +317,10 @@ fn event_options(args: &Args, grace: Duration) -> EventOptions {
         Sharing::ReusePort => PortSharing::ReusePort,
         Sharing::Exclusive => PortSharing::Exclusive,
     };
-    let max_connections = args.max_connections.map_or(10_000, NonZeroUsize::get);
-    let mut options = EventOptions {
-        max_connections,
-        workers: args.workers,
-        port_sharing,
-        ..EventOptions::default()
-    };
+    let max_connections = args.max_connections.unwrap_or(NonZeroUsize::new(10_000).unwrap());
+    let workers = NonZeroUsize::new(args.workers).map_or(Workers::PerCpu, Workers::Count);
+    let mut options =
+        EventOptions { max_connections, workers, port_sharing, ..EventOptions::default() };
     options.server.shutdown_grace = grace;
     // A stop (a signal, a restart) lets open connections finish.
     options.server.finish_on_shutdown = true;

@@ -128,3 +128,26 @@ fn sigterm_stops_a_threading_server_with_an_idle_client_within_its_grace() {
     assert!(closing < Duration::from_secs(4), "closing took {closing:?}; the grace is 1 s");
     assert_eq!(idle.read(&mut byte).unwrap(), 0, "the idle client's connection was ended");
 }
+
+/// An event server whose pool could never serve (one buffer: a
+/// connection reads into one while its output waits in another) is
+/// refused when built, naming the knob, instead of hanging at run time.
+#[test]
+fn an_event_server_that_could_not_serve_is_refused_when_built() {
+    use sockserv::std_adapter::event::{EventOptions, EventTcpServer, Workers};
+    use std::num::NonZeroUsize;
+    let one = NonZeroUsize::new(1).unwrap();
+    let options = EventOptions { max_buffers: one, ..EventOptions::default() };
+    let built: Result<EventTcpServer<_>, _> =
+        Builder::new().event("127.0.0.1:0", sockserv::FnService(|_| Nop), options);
+    let err = built.err().expect("a one-buffer pool is refused");
+    assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("max_buffers"), "{err}");
+    let two = NonZeroUsize::new(2).unwrap();
+    let options =
+        EventOptions { max_buffers: two, workers: Workers::Count(two), ..EventOptions::default() };
+    let built: EventTcpServer<_> =
+        Builder::new().event("127.0.0.1:0", sockserv::FnService(|_| Nop), options).unwrap();
+    assert_eq!(built.workers(), 2);
+    assert!(Workers::PerCpu.loops() >= 1);
+}

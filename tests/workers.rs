@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockserv::event::{EventHandler, Outbox, Step};
-use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
+use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing, Workers};
 use sockserv::std_adapter::{
     Address, BindAddr, Builder, Close, DatagramHandler, Pool, ReplyWriter, RequestError, Service,
     ShutdownError, ShutdownHandle, StreamHandler, StreamServer, WhenFull,
@@ -90,7 +90,11 @@ fn load(addr: SocketAddr, clients: usize, each: usize) -> Vec<TcpStream> {
 }
 
 fn two_loops(sharing: PortSharing) -> EventTcpServer<Echo> {
-    let options = EventOptions { workers: 2, port_sharing: sharing, ..EventOptions::default() };
+    let options = EventOptions {
+        workers: Workers::Count(NonZeroUsize::new(2).unwrap()),
+        port_sharing: sharing,
+        ..EventOptions::default()
+    };
     Builder::new().event("127.0.0.1:0", Echo::default(), options).unwrap()
 }
 

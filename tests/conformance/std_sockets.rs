@@ -1,6 +1,7 @@
 //! The std adapter: real sockets on loopback, kernel peers.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -84,7 +85,10 @@ impl Fixture for Std {
     }
 
     fn event(&self, run: &Run, rec: &Rec, slots: usize) -> Option<Outcome> {
-        let mut options = EventOptions { max_connections: slots, ..EventOptions::default() };
+        let mut options = EventOptions {
+            max_connections: NonZeroUsize::new(slots).unwrap(),
+            ..EventOptions::default()
+        };
         // The full-table case checks refusals (the default waits in the backlog).
         options.server.refuse_when_full = true;
         let mut server: EventTcpServer<Rec> =
