@@ -151,3 +151,58 @@ fn an_event_server_that_could_not_serve_is_refused_when_built() {
     assert_eq!(built.workers(), 2);
     assert!(Workers::PerCpu.loops() >= 1);
 }
+
+/// What a service's `handle_error` was told.
+#[derive(Clone, Default)]
+struct Told(std::sync::Arc<std::sync::Mutex<Vec<(bool, sockserv::logging::Level, String)>>>);
+
+impl sockserv::Service<sockserv::std_adapter::Address> for Told {
+    type Handler = util::RecHandler;
+    fn handler(&self, client: &sockserv::std_adapter::Address) -> util::RecHandler {
+        sockserv::Service::handler(&Recorder::new(Behaviour::Echo), client)
+    }
+    fn handle_error(&self, _: &sockserv::std_adapter::Address, error: &sockserv::RequestError<'_>) {
+        let told = (error.is_peer_gone(), error.level(), error.to_string());
+        self.0.lock().unwrap().push(told);
+    }
+}
+
+/// A client that resets its connection while a blocking handler reads is
+/// reported as the peer going away (debug level, as in event mode), not as
+/// a handler error (it printed an error line).
+#[test]
+fn a_peer_reset_in_a_blocking_handler_is_reported_at_debug_level() {
+    for threading in [false, true] {
+        let told = Told::default();
+        let mut server: sockserv::std_adapter::StreamServer<Told, sockserv::std_adapter::Strategy> =
+            if threading {
+                Builder::new().dispatch(sockserv::std_adapter::Threading::new().into())
+            } else {
+                Builder::new().dispatch(sockserv::std_adapter::Sequential::new().into())
+            }
+            .stream("127.0.0.1:0", told.clone())
+            .unwrap();
+        let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
+        let stop = server.shutdown_handle();
+        let t = thread::spawn(move || server.serve_forever(Duration::from_millis(100)));
+        let mut c = TcpStream::connect(a).unwrap();
+        c.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        c.read_exact(&mut byte).unwrap();
+        // Linger 0: close sends a reset, which the handler's read meets.
+        socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(c);
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        while told.0.lock().unwrap().is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        stop.shutdown().unwrap();
+        t.join().unwrap().unwrap();
+        let lines = told.0.lock().unwrap().clone();
+        let Some((peer_gone, level, text)) = lines.first() else { panic!("nothing reported") };
+        assert!(*peer_gone, "threading {threading}: {text}");
+        assert_eq!(*level, sockserv::logging::Level::Debug, "threading {threading}: {text}");
+        assert!(text.contains("ConnectionReset"), "{text}");
+    }
+}

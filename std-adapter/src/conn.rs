@@ -3,10 +3,11 @@
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use embedded_io::{ErrorType, Read, Write};
+use embedded_io::{Error, ErrorKind, ErrorType, Read, Write};
 use socket2::Socket;
 use sockserv_core::Connection;
 
@@ -33,10 +34,11 @@ use crate::sys;
 ///   serving, as in CPython.
 #[derive(Debug)]
 pub struct Conn {
-    /// Shared with the strategy's running-request count, so that closing the server
-    /// can shut it down after the grace; closed when the last holder
-    /// drops it.
-    socket: Arc<Socket>,
+    /// The socket and what became of the peer, shared (weakly) with the
+    /// strategy, so that closing the server can shut it down after the
+    /// grace and a failure can be reported for what it was; closed when
+    /// the connection is dropped.
+    link: Arc<Link>,
     /// The server's stop state: waits wake up on a stop request.
     shared: Arc<Shared>,
     timeout: Option<Duration>,
@@ -46,7 +48,8 @@ pub struct Conn {
 
 impl Conn {
     pub(crate) fn new(socket: Socket, shared: Arc<Shared>, timeout: Option<Duration>) -> Self {
-        Self { socket: Arc::new(socket), shared, timeout, cancellable: false }
+        let link = Arc::new(Link { socket, gone: AtomicU8::new(0) });
+        Self { link, shared, timeout, cancellable: false }
     }
 
     /// Makes reads and writes that wait give up when the server is asked
@@ -57,15 +60,25 @@ impl Conn {
 
     /// A handle that can shut the socket down while a handler holds it,
     /// without keeping it open once the handler has closed it.
-    pub(crate) fn watch(&self) -> Weak<Socket> {
-        Arc::downgrade(&self.socket)
+    pub(crate) fn watch(&self) -> Weak<Link> {
+        Arc::downgrade(&self.link)
+    }
+
+    /// Remembers a failure that says the peer went away.
+    fn noted<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result
+            && let Some(i) = PEER_GONE.iter().position(|&k| k == Error::kind(e))
+        {
+            self.link.gone.store(i as u8 + 1, Ordering::Relaxed);
+        }
+        result
     }
 
     /// A write of all of `buf` that gives up when the server is asked to
     /// stop (a client that never reads must not hold the server either).
     fn write_cancellable(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            match sys::send_dontwait(&self.socket, buf) {
+            match sys::send_dontwait(&self.link.socket, buf) {
                 Ok(n) => {
                     buf = &buf[n..];
                     continue;
@@ -76,7 +89,7 @@ impl Conn {
             }
             let (stop, ready) = sys::poll_writable_or_wake(
                 self.shared.wake_fd(),
-                self.socket.as_fd(),
+                self.link.socket.as_fd(),
                 self.timeout,
             )?;
             if stop {
@@ -96,13 +109,15 @@ impl Conn {
     /// waiting; when nothing is there, wait for the socket or the stop.
     fn read_cancellable(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match sys::recv_dontwait(&self.socket, buf) {
+            match sys::recv_dontwait(&self.link.socket, buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => return other,
             }
-            let polled =
-                sys::poll_readable([self.shared.wake_fd(), self.socket.as_fd()], self.timeout)?;
+            let polled = sys::poll_readable(
+                [self.shared.wake_fd(), self.link.socket.as_fd()],
+                self.timeout,
+            )?;
             if polled.ready[0] {
                 return Err(io::Error::new(
                     io::ErrorKind::Interrupted,
@@ -117,7 +132,7 @@ impl Conn {
 
     /// The socket, for options this type does not cover.
     pub fn get_ref(&self) -> &Socket {
-        &self.socket
+        &self.link.socket
     }
 
     /// The socket (a duplicate descriptor in the rare case the server
@@ -126,7 +141,37 @@ impl Conn {
     /// # Errors
     /// Only when a duplicate was needed and could not be made.
     pub fn into_inner(self) -> io::Result<Socket> {
-        Arc::try_unwrap(self.socket).or_else(|shared| shared.try_clone())
+        Arc::try_unwrap(self.link).map(|l| l.socket).or_else(|l| l.socket.try_clone())
+    }
+}
+
+/// The failures that say the peer went away: routine for a server.
+const PEER_GONE: [ErrorKind; 4] = [
+    ErrorKind::ConnectionReset,
+    ErrorKind::BrokenPipe,
+    ErrorKind::ConnectionAborted,
+    ErrorKind::NotConnected,
+];
+
+/// A connection's socket and what became of its peer.
+#[derive(Debug)]
+pub(crate) struct Link {
+    socket: Socket,
+    /// 0, or 1 + the index in [`PEER_GONE`] of the failure seen.
+    gone: AtomicU8,
+}
+
+impl Link {
+    /// Shuts the connection down both ways (closing the server after its
+    /// grace): a read waiting in the handler sees EOF, a write fails.
+    pub(crate) fn shut_down(&self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    /// How the peer went away, if a read or write said so.
+    pub(crate) fn peer_gone(&self) -> Option<ErrorKind> {
+        let i = self.gone.load(Ordering::Relaxed);
+        PEER_GONE.get(usize::from(i.checked_sub(1)?)).copied()
     }
 }
 
@@ -145,12 +190,13 @@ impl ErrorType for Conn {
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancellable && !buf.is_empty() {
-            return self.read_cancellable(buf);
+            let read = self.read_cancellable(buf);
+            return self.noted(read);
         }
         loop {
-            match (&*self.socket).read(buf) {
+            match (&self.link.socket).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other.map_err(timeout_kind),
+                other => return self.noted(other.map_err(timeout_kind)),
             }
         }
     }
@@ -160,13 +206,13 @@ impl Write for Conn {
     /// Writes all of `buf` (CPython's `_SocketWriter` never writes
     /// partially either).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.cancellable {
-            self.write_cancellable(buf)?;
-            return Ok(buf.len());
-        }
-        // std's write_all retries EINTR and fails on a zero write.
-        (&*self.socket).write_all(buf).map_err(timeout_kind)?;
-        Ok(buf.len())
+        let written = if self.cancellable {
+            self.write_cancellable(buf)
+        } else {
+            // std's write_all retries EINTR and fails on a zero write.
+            (&self.link.socket).write_all(buf).map_err(timeout_kind)
+        };
+        self.noted(written).map(|()| buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -176,12 +222,12 @@ impl Write for Conn {
 
 impl Connection for Conn {
     fn shutdown_write(&mut self) -> io::Result<()> {
-        self.socket.shutdown(Shutdown::Write)
+        self.link.socket.shutdown(Shutdown::Write)
     }
 }
 
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        self.link.socket.as_fd()
     }
 }

@@ -1,11 +1,10 @@
 //! What closing a server does with the requests still running away from
 //! its loop, and the wait behind it: one policy for every strategy.
 
-use std::net::Shutdown;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use socket2::Socket;
+use crate::conn::Link;
 
 /// What closing the server (`server_close`, or dropping it) does with
 /// requests still running on handler threads, pool workers or child
@@ -42,9 +41,9 @@ impl Default for Close {
     }
 }
 
-/// A connection being served, as [`Conn::watch`](crate::conn::Conn)
-/// gives it: it can be shut down, and does not keep the socket open.
-pub(crate) type Watch = Weak<Socket>;
+/// A connection being served, as `Conn::watch` gives it: it can be shut
+/// down, and does not keep the socket open.
+pub(crate) type Watch = Weak<Link>;
 
 /// A count of requests running away from the loop, and their
 /// connections, that the loop and `server_close` wait on.
@@ -116,8 +115,8 @@ impl Running {
     /// handler waiting in a read sees EOF, a write fails.
     pub(crate) fn shut_down_connections(&self) {
         let conns = std::mem::take(&mut self.lock().conns);
-        for socket in conns.iter().filter_map(Weak::upgrade) {
-            let _ = socket.shutdown(Shutdown::Both);
+        for link in conns.iter().filter_map(Weak::upgrade) {
+            link.shut_down();
         }
     }
 

@@ -8,7 +8,7 @@ use sockserv_core::{
 
 use super::children::Children;
 use super::close::Close;
-use super::{DatagramRequest, guarded};
+use super::{DatagramRequest, guarded, serve_stream};
 use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
@@ -161,7 +161,7 @@ where
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
         let mut stream = Some(stream);
         let forked = self.fork_and_run(service, &client, || {
-            stream.take().is_some_and(|s| sockserv_core::serve_stream(service, s, &client))
+            stream.take().is_some_and(|s| serve_stream(service, s, &client))
         });
         // The parent closes its copy (CPython's close_request); when the
         // fork failed the connection is shut down and the failure reported.

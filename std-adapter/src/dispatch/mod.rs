@@ -34,9 +34,11 @@ pub use sequential::Sequential;
 pub use strategy::Strategy;
 pub use threading::Threading;
 
-use sockserv_core::{DatagramHandler, RequestError, Service};
+use sockserv_core::{DatagramHandler, RequestError, Service, StreamHandler};
 
+use self::close::Watch;
 use crate::addr::Address;
+use crate::conn::Conn;
 use crate::socket::SocketDatagram;
 
 /// A datagram to serve away from the server loop (on a thread, a pool
@@ -90,6 +92,63 @@ where
         let send = |data: &[u8], to: &Address| crate::socket::send_reply(sender, data, to);
         sockserv_core::serve_datagram(service, packet, truncated, client, reply, send)
     })
+}
+
+/// Serves one connection (a panic reported as an error): every
+/// strategy's stream request goes through here. A handler failure after
+/// the connection said the peer went away (reset, broken pipe) is
+/// reported as [`RequestError::Io`] with that kind, so the default
+/// `handle_error` logs it at debug level, as event mode does, instead of
+/// as a handler error. Returns whether it succeeded.
+pub(crate) fn serve_stream<Svc>(service: &Svc, stream: Conn, client: &Address) -> bool
+where
+    Svc: Service<Address, Handler: StreamHandler<Conn>> + ?Sized,
+{
+    let peer = PeerAware { service, link: stream.watch() };
+    guarded(service, client, || sockserv_core::serve_stream(&peer, stream, client))
+}
+
+/// A service whose `handle_error` says a handler failed because its peer
+/// went away, when the connection saw it; every other call goes to the
+/// service as it is.
+struct PeerAware<'a, Svc: ?Sized> {
+    service: &'a Svc,
+    link: Watch,
+}
+
+impl<Svc: Service<Address> + ?Sized> Service<Address> for PeerAware<'_, Svc> {
+    type Handler = Svc::Handler;
+
+    fn handler(&self, client: &Address) -> Self::Handler {
+        self.service.handler(client)
+    }
+    fn verify_request(&self, client: &Address) -> bool {
+        self.service.verify_request(client)
+    }
+    fn handle_error(&self, client: &Address, error: &RequestError<'_>) {
+        let gone = self.link.upgrade().and_then(|l| l.peer_gone());
+        match (error, gone) {
+            (RequestError::Handler { .. }, Some(kind)) => {
+                self.service.handle_error(client, &RequestError::Io(kind));
+            }
+            _ => self.service.handle_error(client, error),
+        }
+    }
+    fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
+        self.service.handle_accept_error(error);
+    }
+    fn handle_table_full(&self, client: &Address) {
+        self.service.handle_table_full(client);
+    }
+    fn handle_buffers_exhausted(&self, client: &Address) {
+        self.service.handle_buffers_exhausted(client);
+    }
+    fn handle_timeout(&self) {
+        self.service.handle_timeout();
+    }
+    fn service_actions(&self) {
+        self.service.service_actions();
+    }
 }
 
 /// Runs one request, turning a panic into a `handle_error` report.

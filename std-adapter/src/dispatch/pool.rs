@@ -14,7 +14,7 @@ use sockserv_core::{
 };
 
 use super::close::{Close, Running, Watch};
-use super::{DatagramRequest, guarded};
+use super::{DatagramRequest, serve_stream};
 use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
@@ -328,7 +328,7 @@ where
         let svc = service.clone();
         let who = client.clone();
         self.submit(service, &client, Some(watch), move || {
-            guarded(&svc, &who, || sockserv_core::serve_stream(&svc, stream, &who));
+            serve_stream(&svc, stream, &who);
         });
     }
 }

@@ -2,7 +2,7 @@ use sockserv_core::{
     DatagramDispatch, DatagramHandler, Dispatch, Service, StreamDispatch, StreamHandler,
 };
 
-use super::{guarded, serve_datagram};
+use super::{serve_datagram, serve_stream};
 use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
@@ -32,7 +32,7 @@ where
         // One request at a time: a stop request must not wait for this
         // client to leave.
         stream.cancel_on_stop();
-        guarded(service, &client, || sockserv_core::serve_stream(service, stream, &client));
+        serve_stream(service, stream, &client);
     }
 }
 

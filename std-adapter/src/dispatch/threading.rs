@@ -9,7 +9,7 @@ use sockserv_core::{
 };
 
 use super::close::{Close, Ends, Running, Watch};
-use super::{DatagramRequest, guarded};
+use super::{DatagramRequest, serve_stream};
 use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
@@ -160,7 +160,7 @@ where
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
         let watch = stream.watch();
         self.spawn(service, client, Some(watch), move |svc, client| {
-            guarded(svc, client, || sockserv_core::serve_stream(svc, stream, client));
+            serve_stream(svc, stream, client);
         });
     }
 }
