@@ -44,7 +44,7 @@ use sockserv::std_adapter::{
     BindAddr, BindError, Builder, Close, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
     Strategy, Threading,
 };
-use sockserv::{FnService, ServiceExt};
+use sockserv::{ServiceExt, service_fn};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Proto {
@@ -219,7 +219,7 @@ fn serve(
     strategy: impl Into<Strategy>,
 ) -> Result<(), Failure> {
     let restart = Restart::default();
-    let service = FnService(|_| Echo).on_service_actions(restart.check());
+    let service = service_fn(|_| Echo).on_service_actions(restart.check());
     let builder = Builder::new().dispatch(strategy.into());
     let poll = Duration::from_millis(500);
     match proto {
@@ -294,7 +294,7 @@ fn serve_event(
     match proto {
         Proto::Tcp | Proto::Unix => {
             let restart = Restart::default();
-            let service = FnService(|_| Echo).on_service_actions(restart.check());
+            let service = service_fn(|_| Echo).on_service_actions(restart.check());
             let mut server: EventTcpServer<_> =
                 Builder::new().event(address, service, options).map_err(Failure::Bind)?;
             let stop = server.shutdown_handle();

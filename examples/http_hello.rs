@@ -18,8 +18,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use sockserv::prelude::*;
 use sockserv::std_adapter::event::EventTcpServer;
+use sockserv::*;
 
 /// The largest request head served (well under the event mode's 64 KiB
 /// receive buffer, so the handler, not the buffer, decides).
@@ -56,7 +56,7 @@ impl EventHandler for Hello {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
-    let mut server = EventTcpServer::bind(addr, FnService(|_| Hello))?;
+    let mut server = EventTcpServer::bind(addr, service_fn(|_| Hello))?;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());

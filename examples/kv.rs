@@ -18,8 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sockserv::prelude::*;
+use sockserv::embedded_io::{Read, Write};
 use sockserv::std_adapter::ThreadingTcpServer;
+use sockserv::*;
 
 /// The longest line served, newline included.
 const MAX_LINE: usize = 256;
@@ -73,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::default();
     // A signal stops it within the default 1 s close grace, idle clients
     // or not (their connections are then shut down).
-    let mut server = ThreadingTcpServer::bind(addr, FnService(move |_| Kv(store.clone())))?;
+    let mut server = ThreadingTcpServer::bind(addr, service_fn(move |_| Kv(store.clone())))?;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());
@@ -84,9 +85,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sockserv::driver::Stream;
     use sockserv::mock::{MockConn, MockListener, MockNet};
     use sockserv::std_adapter::Address;
-    use sockserv::{Inline, Server, ShutdownFlag, Stream};
+    use sockserv::{Inline, Server, ShutdownFlag};
 
     /// The mock's listener, handing out std addresses as `main`'s server
     /// does (the service never looks at the address, so nothing else says
@@ -105,7 +107,7 @@ mod tests {
         ));
         let store = Store::default();
         let flag = ShutdownFlag::new();
-        let service = FnService(move |_| Kv(store.clone()));
+        let service = service_fn(move |_| Kv(store.clone()));
         let mut server = Server::new(listener(&net), service, &net, &flag, Inline::new());
         server.handle_request().unwrap();
         server.handle_request().unwrap();
@@ -120,7 +122,7 @@ mod tests {
         let net = MockNet::new();
         net.connect(MockConn::new(1, &input).one_byte_at_a_time());
         let flag = ShutdownFlag::new();
-        let service = FnService(|_| Kv(Store::default()));
+        let service = service_fn(|_| Kv(Store::default()));
         let mut server = Server::new(listener(&net), service, &net, &flag, Inline::new());
         server.handle_request().unwrap();
         let out = net.conn(0).unwrap();

@@ -49,16 +49,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use sockserv::event::{EventServer, EventServerConfig, FixedPool};
+use sockserv::StdClock;
+use sockserv::driver::{Clock, Datagram, Stream};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface};
 use sockserv::smoltcp_adapter::smoltcp::phy::{Medium, TunTapInterface};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
 use sockserv::smoltcp_adapter::{
-    Loss, Options, Stack, StdClock, Storage, TapWait, TcpEventSource, WhenFull, smoltcp,
+    Loss, Options, Stack, Storage, TapWait, TcpEventSource, WhenFull, smoltcp,
 };
 use sockserv::std_adapter::event::GrowSlots;
-use sockserv::{Clock, Datagram, FnService, Inline, Server, ShutdownFlag, Stream};
+use sockserv::{EventServer, EventServerConfig, FixedPool};
+use sockserv::{Inline, Server, ShutdownFlag, service_fn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Proto {
@@ -194,7 +196,7 @@ fn run(args: &Args) -> Result<(), String> {
     let storage = Box::leak(Box::new(Storage::<{ MAX_POOL + 2 }>::new()));
     let stack = Stack::new(iface, device, storage, wait, clock);
     let port = args.addr.port();
-    let service = FnService(|_: &IpEndpoint| Echo);
+    let service = service_fn(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
     stack.on_loss(report_loss);
     let result = match args.proto {

@@ -17,8 +17,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use sockserv::prelude::*;
-use sockserv::std_adapter::{Address, UdpServer};
+use sockserv::embedded_io::Write;
+use sockserv::std_adapter::UdpServer;
+use sockserv::*;
 
 #[derive(Parser)]
 struct Args {
@@ -45,10 +46,10 @@ impl DatagramHandler for Len {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let service = FnService(|_| Len).verify(move |addr| {
-        let denied = Address::ip(addr) == args.deny;
+    let service = service_fn(|_| Len).verify(move |addr| {
+        let denied = addr.ip() == args.deny;
         if denied {
-            eprintln!("refused {addr}");
+            eprintln!("refused {}", addr.client());
         }
         !denied
     });

@@ -7,8 +7,8 @@
 //!
 //! ```
 //! # use std::convert::Infallible;
-//! # use sockserv::{DatagramHandler, ReplyWriter, StreamHandler, embedded_io::{Read, Write}};
-//! # use sockserv::event::{EventHandler, Outbox, Step};
+//! # use sockserv::{DatagramHandler, ReplyWriter, ServiceExt, StreamHandler, embedded_io::{Read, Write}};
+//! # use sockserv::{EventHandler, Outbox, Step};
 //! # struct Echo;
 //! # impl<S: Read + Write> StreamHandler<S> for Echo {
 //! #     type Error = S::Error;
@@ -29,13 +29,14 @@
 //! #     }
 //! # }
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut server = sockserv::std_adapter::ThreadingTcpServer::bind("127.0.0.1:0", sockserv::FnService(|_| Echo))?;
+//! let mut server = sockserv::std_adapter::ThreadingTcpServer::bind("127.0.0.1:0", sockserv::service_fn(|_| Echo))?;
 //! # let stop = server.shutdown_handle(); stop.request();
 //! # server.serve_forever(std::time::Duration::from_millis(10))?;
-//! let mut server = sockserv::std_adapter::event::EventTcpServer::bind("127.0.0.1:0", sockserv::FnService(|_| Hello))?;
+//! let mut server = sockserv::std_adapter::event::EventTcpServer::bind("127.0.0.1:0", sockserv::service_fn(|_| Hello))?;
 //! # let stop = server.shutdown_handle(); stop.request();
 //! # server.serve_forever(std::time::Duration::from_millis(10))?;
-//! let mut server = sockserv::std_adapter::UdpServer::bind(("127.0.0.1", 0), sockserv::FnService(|_| Len))?;
+//! let only_local = sockserv::service_fn(|_| Len).verify(|addr| addr.ip().is_some_and(|ip| ip.is_loopback()));
+//! let mut server = sockserv::std_adapter::UdpServer::bind(("127.0.0.1", 0), only_local)?;
 //! # let stop = server.shutdown_handle(); stop.request();
 //! # server.serve_forever(std::time::Duration::from_millis(10))?;
 //! # Ok(()) }
@@ -87,14 +88,3 @@ pub use sockserv_smoltcp as smoltcp_adapter;
 #[cfg(feature = "nal")]
 #[doc(inline)]
 pub use sockserv_nal as nal_adapter;
-
-/// What a handler or service file usually imports, in one line:
-/// `use sockserv::prelude::*;`.
-pub mod prelude {
-    pub use crate::embedded_io::{Read, Write};
-    pub use crate::event::{EventHandler, Next, Outbox, Step};
-    pub use crate::{
-        BufStream, DatagramHandler, FnService, ReadLineError, ReplyFull, ReplyWriter, RequestError,
-        Service, ServiceExt, StreamError, StreamHandler,
-    };
-}

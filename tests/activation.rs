@@ -15,7 +15,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserv::FnService;
+use sockserv::service_fn;
 use sockserv::std_adapter::activation::Inherited;
 use sockserv::std_adapter::{Builder, TcpServer, UdpServer};
 use util::echo::{echo_bin, echo_cmd, wait_deadline};
@@ -193,21 +193,21 @@ fn inherited_fd_by_number() {
 fn inherited_socket_of_the_wrong_kind_is_refused() {
     let udp = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
     let udp_fd = udp.as_raw_fd();
-    let e = TcpServer::bind(Inherited::from(udp), FnService(|_| Nop)).err().unwrap();
+    let e = TcpServer::bind(Inherited::from(udp), service_fn(|_| Nop)).err().unwrap();
     assert_eq!(e.requested, format!("fd {udp_fd}"));
     assert!(e.to_string().contains("is a datagram socket; this server needs a stream one"), "{e}");
 
     let connected = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None);
     let fd = OwnedFd::from(connected.unwrap());
-    let e = Builder::new().stream(Inherited::from(fd), FnService(|_| Nop)).err().unwrap();
+    let e = Builder::new().stream(Inherited::from(fd), service_fn(|_| Nop)).err().unwrap();
     assert!(e.to_string().contains("stream socket that is not listening"), "{e}");
 
     let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-    let e = UdpServer::bind(Inherited::from(file), FnService(|_| Nop)).err().unwrap();
+    let e = UdpServer::bind(Inherited::from(file), service_fn(|_| Nop)).err().unwrap();
     assert!(e.to_string().contains("is not a socket"), "{e}");
 
     let listener = OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
-    let e = UdpServer::bind(Inherited::from(listener), FnService(|_| Nop)).err().unwrap();
+    let e = UdpServer::bind(Inherited::from(listener), service_fn(|_| Nop)).err().unwrap();
     assert!(e.to_string().contains("is a stream socket; this server needs a datagram one"), "{e}");
 }
 

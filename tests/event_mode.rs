@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserv::event::{EventHandler, EventServerConfig, Outbox, Step};
 use sockserv::std_adapter::event::{
     EpollSource, EventOptions, EventStreamServer, FromListener, NbConn, PollSource,
 };
-use sockserv::std_adapter::{Address, BindAddr, Builder, RequestError, Service, ShutdownHandle};
+use sockserv::std_adapter::{Address, BindAddr, Builder, ShutdownHandle};
+use sockserv::{EventHandler, EventServerConfig, Outbox, Step};
+use sockserv::{RequestError, Service};
 use util::CLIENT_TIMEOUT;
 
 /// Echo, recording hook calls.
@@ -44,8 +45,8 @@ impl EventHandler for EchoHandler {
     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
         Ok(Step::consumed(out.write(input)))
     }
-    fn peer_closed(&mut self, _: &mut Outbox<'_>) -> Result<sockserv::event::Next, Self::Error> {
-        Ok(if self.linger { sockserv::event::Next::Continue } else { sockserv::event::Next::Close })
+    fn peer_closed(&mut self, _: &mut Outbox<'_>) -> Result<sockserv::Next, Self::Error> {
+        Ok(if self.linger { sockserv::Next::Continue } else { sockserv::Next::Close })
     }
 }
 
@@ -54,7 +55,7 @@ impl Service<Address> for Echo {
     fn handler(&self, _: &Address) -> EchoHandler {
         EchoHandler { linger: self.linger }
     }
-    fn verify_request(&self, _: &Address) -> bool {
+    fn verify_request(&self, _: &sockserv::Request<'_, Address>) -> bool {
         !self.refuse
     }
     fn handle_error(&self, _: &Address, error: &RequestError<'_>) {
@@ -549,7 +550,7 @@ fn idle_timeout(timeout: Duration) -> EventServerConfig {
 /// std event mode's connection, peer address and a handler without state.
 #[test]
 fn a_connections_state_without_buffers_is_at_most_256_bytes() {
-    let size = std::mem::size_of::<sockserv::event::Slot<NbConn, EchoHandler, Address>>();
+    let size = std::mem::size_of::<sockserv::driver::Slot<NbConn, EchoHandler, Address>>();
     println!("a slot is {size} bytes");
     assert!(size <= 256, "a slot is {size} bytes");
 }

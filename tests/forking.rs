@@ -170,7 +170,7 @@ fn check_path_kept(addr: &BindAddr) {
 /// The strategy's part of server_close (waits for every child); returns
 /// (children reaped, children that failed).
 fn close_children(f: &mut Forking) -> (u64, u64) {
-    sockserv::Dispatch::server_close(f);
+    sockserv::driver::Dispatch::server_close(f);
     assert_eq!(f.active_children(), 0, "bpo-31151: server_close waited for all children");
     (f.children_reaped(), f.children_failed())
 }
@@ -291,7 +291,8 @@ c1.close(); c2.close(); c3.close()
 /// (in the child): the child must still leave with `_exit(1)`, never unwind
 /// back into the server loop it was forked from.
 fn panicking_hook_in_child() {
-    use sockserv::std_adapter::{Address, Conn, RequestError, Service, StreamHandler};
+    use sockserv::std_adapter::{Address, Conn};
+    use sockserv::{RequestError, Service, StreamHandler};
 
     struct Fails;
     impl StreamHandler<Conn> for Fails {

@@ -8,10 +8,10 @@ use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sockserv::event::{EventHandler, Outbox, Step};
 use sockserv::std_adapter::event::EventTcpServer;
 use sockserv::std_adapter::{BindAddr, TcpServer};
-use sockserv::{FnService, StreamHandler};
+use sockserv::{EventHandler, Outbox, Step};
+use sockserv::{StreamHandler, service_fn};
 
 static RECORDS: Mutex<Vec<(log::Level, String, String)>> = Mutex::new(Vec::new());
 
@@ -67,7 +67,7 @@ fn default_hooks_log_each_report_at_its_level() {
     log::set_max_level(log::LevelFilter::Trace);
 
     // A handler error: a warning, naming the phase.
-    let mut server = TcpServer::bind("127.0.0.1:0", FnService(|_| Refuse)).unwrap();
+    let mut server = TcpServer::bind("127.0.0.1:0", service_fn(|_| Refuse)).unwrap();
     let addr = inet(server.server_address());
     let client = TcpStream::connect(addr).unwrap();
     server.handle_request().unwrap();
@@ -81,7 +81,7 @@ fn default_hooks_log_each_report_at_its_level() {
     });
 
     // A peer that resets under the event mode: debug, not a warning.
-    let mut server = EventTcpServer::bind("127.0.0.1:0", FnService(|_| Echo)).unwrap();
+    let mut server = EventTcpServer::bind("127.0.0.1:0", service_fn(|_| Echo)).unwrap();
     let addr = inet(server.server_address());
     let stop = server.shutdown_handle();
     let t = std::thread::spawn(move || server.serve_forever(Duration::from_millis(50)));

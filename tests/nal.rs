@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use embedded_io::{Read, Write};
 use sockserv::StdClock;
+use sockserv::driver::{Datagram, Stream};
 use sockserv::{
-    Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server, Service,
-    ShutdownFlag, ShutdownSignal, Stream, StreamHandler,
+    DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server, Service, ShutdownFlag,
+    ShutdownSignal, StreamHandler,
 };
 use sockserv_nal::NalStack;
 
@@ -194,7 +195,7 @@ mod scripted {
     use embedded_nal::{
         TcpClientStack, TcpError, TcpErrorKind, TcpFullStack, UdpClientStack, UdpFullStack, nb,
     };
-    use sockserv::Clock;
+    use sockserv::driver::Clock;
 
     #[derive(Debug, PartialEq)]
     pub struct Broken;
@@ -313,7 +314,7 @@ mod scripted {
 #[test]
 fn a_stop_interrupts_a_nal_read_and_write_that_must_wait() {
     use embedded_io::{Error as _, ErrorKind};
-    use sockserv::StreamListener;
+    use sockserv::driver::StreamListener;
     let script = scripted::Script::default();
     let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
     let mut listener = net.listen(7000, Some(Duration::from_secs(30))).unwrap();
@@ -331,7 +332,7 @@ fn a_stop_interrupts_a_nal_read_and_write_that_must_wait() {
 #[test]
 fn a_stop_interrupts_a_nal_datagram_send_that_must_wait() {
     use embedded_io::{Error as _, ErrorKind};
-    use sockserv::DatagramSocket;
+    use sockserv::driver::DatagramSocket;
     let script = scripted::Script::default();
     let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
     let mut socket = net.bind_udp(7000, [0u8; 65]).unwrap();
@@ -344,7 +345,7 @@ fn a_stop_interrupts_a_nal_datagram_send_that_must_wait() {
 
 #[test]
 fn an_accept_error_met_by_wait_reaches_try_accept() {
-    use sockserv::{Readiness, StreamListener};
+    use sockserv::driver::{Readiness, StreamListener};
     let script = scripted::Script::default();
     let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
     let mut listener = net.listen(7000, None).unwrap();
@@ -358,7 +359,7 @@ fn an_accept_error_met_by_wait_reaches_try_accept() {
 
 #[test]
 fn a_receive_error_met_by_wait_reaches_try_recv_from() {
-    use sockserv::{DatagramSocket, Readiness};
+    use sockserv::driver::{DatagramSocket, Readiness};
     let script = scripted::Script::default();
     let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
     let mut socket = net.bind_udp(7000, [0u8; 65]).unwrap();

@@ -6,10 +6,12 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use sockserv::StreamHandler;
+use sockserv::driver::{Dispatch, StreamDispatch};
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Conn, Sequential, StreamHandler, StreamServer, Threading,
+    Address, BindAddr, Builder, Conn, Sequential, StreamServer, Threading,
 };
-use sockserv::{Dispatch, FnService, StreamDispatch};
+use sockserv::{ServiceFn, service_fn};
 
 /// Answers one byte: whether the connection it got has `TCP_NODELAY`.
 struct ReportNodelay;
@@ -23,14 +25,14 @@ impl StreamHandler<Conn> for ReportNodelay {
     }
 }
 
-type Svc = FnService<fn(&Address) -> ReportNodelay, Address>;
+type Svc = ServiceFn<fn(&Address) -> ReportNodelay, Address>;
 
 /// Serves one connection with `builder` and returns what the handler saw.
 fn nodelay_seen<D>(builder: Builder<D>) -> bool
 where
     D: Dispatch + StreamDispatch<Conn, Address, Svc>,
 {
-    let service: Svc = FnService(|_| ReportNodelay);
+    let service: Svc = service_fn(|_| ReportNodelay);
     let mut server: StreamServer<Svc, D> = builder.stream("127.0.0.1:0", service).unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     let mut client = TcpStream::connect(a).unwrap();

@@ -12,12 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sockserv::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv::service_fn;
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Close, Conn, DatagramServer, Sequential, Service, ShutdownError,
-    ShutdownHandle, StreamHandler, StreamServer, TcpServer, Threading, ThreadingTcpServer,
-    UdpServer, UnixStreamServer,
+    Address, BindAddr, Builder, Close, Conn, DatagramServer, Sequential, ShutdownError,
+    ShutdownHandle, StreamServer, TcpServer, Threading, ThreadingTcpServer, UdpServer,
+    UnixStreamServer,
 };
-use sockserv::{DatagramDispatch, Dispatch, FnService, StreamDispatch};
+use sockserv::{Service, StreamHandler};
 use util::{Behaviour, Recorder, TEST_STR, dgram_examine, open_fds, stream_examine, unix_path};
 
 const POLL: Duration = Duration::from_millis(10);
@@ -313,7 +315,7 @@ fn socket_writer_test_basics() {
     let seen = Arc::new(Mutex::new(None));
     let s2 = Arc::clone(&seen);
     let mut server =
-        TcpServer::bind("127.0.0.1:0", FnService(move |_: &Address| PeerOf(Arc::clone(&s2))))
+        TcpServer::bind("127.0.0.1:0", service_fn(move |_: &Address| PeerOf(Arc::clone(&s2))))
             .unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     let c = TcpStream::connect(a).unwrap();
@@ -362,7 +364,7 @@ fn socket_writer_test_write() {
     let tid = Arc::new(AtomicU64::new(0));
     let t2 = Arc::clone(&tid);
     let mut server =
-        TcpServer::bind("127.0.0.1:0", FnService(move |_: &Address| Writer(Arc::clone(&t2))))
+        TcpServer::bind("127.0.0.1:0", service_fn(move |_: &Address| Writer(Arc::clone(&t2))))
             .unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     let srv = thread::spawn(move || server.handle_request().unwrap());
@@ -711,7 +713,7 @@ fn a_sequential_server_stops_while_a_write_is_blocked() {
             conn.write_all(&vec![0u8; 64 << 20])
         }
     }
-    let mut server = TcpServer::bind("127.0.0.1:0", FnService(|_: &Address| Flood)).unwrap();
+    let mut server = TcpServer::bind("127.0.0.1:0", service_fn(|_: &Address| Flood)).unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     let stop = server.shutdown_handle();
     let t = thread::spawn(move || server.serve_forever(POLL));

@@ -11,11 +11,12 @@ use std::time::Duration;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 use smoltcp_world::{Client, PORT, TestStack, World, payload, pool};
-use sockserv::event::{
+use sockserv::driver::Clock;
+use sockserv::{
     EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next, Outbox, ServerSlot,
     Step,
 };
-use sockserv::{Clock, RequestError, Service, ShutdownFlag};
+use sockserv::{RequestError, Service, ShutdownFlag};
 use sockserv_smoltcp::{Options, Storage, TcpEventSource, WhenFull};
 
 const POLL: Duration = Duration::from_millis(500);
@@ -82,7 +83,8 @@ impl<'r, 'w> Service<IpEndpoint> for &'r Rec<'w> {
     fn handler(&self, _: &IpEndpoint) -> Handler<'r, 'w> {
         Handler(self)
     }
-    fn verify_request(&self, client: &IpEndpoint) -> bool {
+    fn verify_request(&self, request: &sockserv::Request<'_, IpEndpoint>) -> bool {
+        let client = request.client();
         self.note(format!("verify {client}"));
         true
     }
@@ -505,7 +507,7 @@ fn a_wake_up_from_the_wait_stops_the_server_at_once() {
 
 #[test]
 fn reading_into_an_empty_buffer_is_not_eof() {
-    use sockserv::{EventSource, NbConnection};
+    use sockserv::driver::{EventSource, NbConnection};
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);
@@ -525,7 +527,7 @@ fn reading_into_an_empty_buffer_is_not_eof() {
 
 #[test]
 fn three_ready_connections_through_a_one_event_buffer_are_each_reported() {
-    use sockserv::{Event, EventSource, Interest};
+    use sockserv::driver::{Event, EventSource, Interest};
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);
@@ -585,7 +587,7 @@ fn a_connections_state_without_buffers_is_at_most_256_bytes() {
         }
     }
     type Slot<'s, 'a> =
-        sockserv::event::Slot<sockserv_smoltcp::NbTcpConn<'s, 'a>, Stateless, IpEndpoint>;
+        sockserv::driver::Slot<sockserv_smoltcp::NbTcpConn<'s, 'a>, Stateless, IpEndpoint>;
     let size = std::mem::size_of::<Slot<'_, '_>>();
     println!("a smoltcp slot is {size} bytes");
     assert!(size <= 256, "a smoltcp slot is {size} bytes");

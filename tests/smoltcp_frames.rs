@@ -12,8 +12,8 @@ use frames::{ACK, FrameDevice, SYN};
 use smoltcp::iface::{Config, Interface};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-use sockserv::Clock;
-use sockserv::StreamListener;
+use sockserv::driver::Clock;
+use sockserv::driver::StreamListener;
 use sockserv_smoltcp::{Options, Spin, Stack, Storage, TcpListener};
 
 const PORT: u16 = 7000;
@@ -136,7 +136,7 @@ fn a_dropped_connection_whose_peer_vanished_listens_again() {
 #[ignore = "known bug: a reply to an unresolvable address blocks the UDP socket's send queue"]
 fn a_reply_to_an_unresolvable_address_does_not_block_the_others() {
     use smoltcp::socket::udp;
-    use sockserv::DatagramSocket;
+    use sockserv::driver::DatagramSocket;
     let now = Cell::new(Duration::ZERO);
     let mut device = FrameDevice::default();
     let config = Config::new(EthernetAddress(frames::OUR_MAC).into());

@@ -15,9 +15,10 @@ use smoltcp_world::{
     Client, PORT, SERVER, World, ghost_arp, ghost_fragment, ghost_syn, ghost_udp_fragments,
     payload, pool,
 };
+use sockserv::driver::{Clock, Datagram, Stream};
 use sockserv::{
-    BufStream, Clock, Datagram, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError,
-    Server, Service, ShutdownFlag, Stream, StreamHandler,
+    BufStream, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server, Service,
+    ShutdownFlag, StreamHandler,
 };
 use sockserv_smoltcp::{DatagramLoss, Loss, Options, Storage, WhenFull};
 
@@ -125,7 +126,8 @@ impl Service<IpEndpoint> for Rec {
     fn handler(&self, _: &IpEndpoint) -> Handler {
         Handler(self.clone())
     }
-    fn verify_request(&self, client: &IpEndpoint) -> bool {
+    fn verify_request(&self, request: &sockserv::Request<'_, IpEndpoint>) -> bool {
+        let client = request.client();
         self.note(format!("verify {client}"));
         self.verify
     }
@@ -390,7 +392,7 @@ fn idle_peer_times_out_with_stream_timeout() {
 
 #[test]
 fn write_after_shutdown_is_broken_pipe_and_errors_map_to_kinds() {
-    use sockserv::{Connection, StreamListener};
+    use sockserv::driver::{Connection, StreamListener};
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);
@@ -398,7 +400,10 @@ fn write_after_shutdown_is_broken_pipe_and_errors_map_to_kinds() {
     let mut client = Client::new(b"abc");
     client.close_when_sent = false;
     world.connect(&stack, 40040, client);
-    assert_eq!(listener.wait(Some(Duration::from_secs(1))).unwrap(), sockserv::Readiness::Ready);
+    assert_eq!(
+        listener.wait(Some(Duration::from_secs(1))).unwrap(),
+        sockserv::driver::Readiness::Ready
+    );
     let (mut conn, from) = listener.try_accept().unwrap().unwrap();
     assert_eq!(from.port, 40040);
     let mut buf = [0u8; 8];
@@ -496,7 +501,9 @@ fn fragmented_datagrams_are_reassembled_and_one_with_no_buffer_is_reported() {
     stack.poll();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
-    while let Some(r) = sockserv::DatagramSocket::try_recv_from(&mut socket, &mut buf).unwrap() {
+    while let Some(r) =
+        sockserv::driver::DatagramSocket::try_recv_from(&mut socket, &mut buf).unwrap()
+    {
         got.push(buf[..r.len].to_vec());
     }
     assert_eq!(got, [alone, three[0].clone(), three[1].clone()]);
@@ -615,7 +622,7 @@ fn pool_plus_one_syns_from_a_vanished_peer_then_a_real_client_waits_and_is_serve
 
 #[test]
 fn a_wait_sleeps_no_longer_than_smoltcps_retransmit_timer() {
-    use sockserv::{Readiness, StreamListener};
+    use sockserv::driver::{Readiness, StreamListener};
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);

@@ -79,19 +79,19 @@ fn tcp_listeners_rebind_over_time_wait_in_every_mode() {
     drop(sequential);
     let threading = ThreadingTcpServer::bind(addr.clone(), svc()).expect("threading rebinds");
     drop(threading);
-    let event = EventTcpServer::bind(addr.clone(), sockserv::FnService(|_| Nop));
+    let event = EventTcpServer::bind(addr.clone(), sockserv::service_fn(|_| Nop));
     assert_eq!(event.expect("event mode rebinds").server_address(), &addr);
 }
 
 struct Nop;
-impl sockserv::event::EventHandler for Nop {
+impl sockserv::EventHandler for Nop {
     type Error = std::convert::Infallible;
     fn received(
         &mut self,
         input: &[u8],
-        _: &mut sockserv::event::Outbox<'_>,
-    ) -> Result<sockserv::event::Step, Self::Error> {
-        Ok(sockserv::event::Step::consumed(input.len()))
+        _: &mut sockserv::Outbox<'_>,
+    ) -> Result<sockserv::Step, Self::Error> {
+        Ok(sockserv::Step::consumed(input.len()))
     }
 }
 
@@ -139,7 +139,7 @@ fn an_event_server_that_could_not_serve_is_refused_when_built() {
     let one = NonZeroUsize::new(1).unwrap();
     let options = EventOptions { max_buffers: one, ..EventOptions::default() };
     let built: Result<EventTcpServer<_>, _> =
-        Builder::new().event("127.0.0.1:0", sockserv::FnService(|_| Nop), options);
+        Builder::new().event("127.0.0.1:0", sockserv::service_fn(|_| Nop), options);
     let err = built.err().expect("a one-buffer pool is refused");
     assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("max_buffers"), "{err}");
@@ -147,7 +147,7 @@ fn an_event_server_that_could_not_serve_is_refused_when_built() {
     let options =
         EventOptions { max_buffers: two, workers: Workers::Count(two), ..EventOptions::default() };
     let built: EventTcpServer<_> =
-        Builder::new().event("127.0.0.1:0", sockserv::FnService(|_| Nop), options).unwrap();
+        Builder::new().event("127.0.0.1:0", sockserv::service_fn(|_| Nop), options).unwrap();
     assert_eq!(built.workers(), 2);
     assert!(Workers::PerCpu.loops() >= 1);
 }

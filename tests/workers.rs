@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserv::event::{EventHandler, Outbox, Step};
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing, Workers};
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Close, DatagramHandler, Pool, ReplyWriter, RequestError, Service,
-    ShutdownError, ShutdownHandle, StreamHandler, StreamServer, WhenFull,
+    Address, BindAddr, Builder, Close, Pool, ShutdownError, ShutdownHandle, StreamServer, WhenFull,
 };
+use sockserv::{DatagramHandler, ReplyWriter, RequestError, Service, StreamHandler};
+use sockserv::{EventHandler, Outbox, Step};
 use util::CLIENT_TIMEOUT;
 use util::echo::Server;
 

@@ -9,6 +9,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
+use core::net::{IpAddr, SocketAddr};
 
 use crate::logging::Level;
 
@@ -132,7 +133,10 @@ pub trait DatagramHandler {
 }
 
 /// Why a request did not complete, as [`Service::handle_error`] receives it.
-#[derive(Clone, Copy)]
+///
+/// `Display` is a sentence for a log line; `Debug` is the structure
+/// (`Handler { phase: Received, error: Error, error_type: "core::fmt::Error" }`).
+#[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub enum RequestError<'a> {
     /// The handler returned an error in `phase`.
@@ -141,6 +145,9 @@ pub enum RequestError<'a> {
         phase: Phase,
         /// What it returned.
         error: &'a dyn fmt::Debug,
+        /// The error's type (`core::any::type_name`), so that a bare
+        /// `fmt::Error` or `()` still says what it is.
+        error_type: &'static str,
     },
     /// The strategy could not start the request (a thread or a child
     /// process could not be made); the request was shut down unserved.
@@ -200,6 +207,29 @@ pub enum Phase {
     Drained,
 }
 
+impl fmt::Display for Phase {
+    /// The handler method's name (`received`, `handle`, ...).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Setup => "setup",
+            Self::Handle => "handle",
+            Self::Finish => "finish",
+            Self::Opened => "opened",
+            Self::Received => "received",
+            Self::PeerClosed => "peer_closed",
+            Self::Drained => "drained",
+        })
+    }
+}
+
+impl<'a> RequestError<'a> {
+    /// A handler failure in `phase` with `error` (its type recorded for the
+    /// report).
+    pub fn handler<E: fmt::Debug>(phase: Phase, error: &'a E) -> Self {
+        Self::Handler { phase, error, error_type: core::any::type_name::<E>() }
+    }
+}
+
 impl RequestError<'_> {
     /// The I/O error kind, for the failures that have one.
     pub fn io_kind(&self) -> Option<ErrorKind> {
@@ -234,16 +264,22 @@ impl RequestError<'_> {
     }
 }
 
-impl fmt::Debug for RequestError<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 impl fmt::Display for RequestError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Handler { phase, error } => write!(f, "handler failed in {phase:?}: {error:?}"),
+            Self::Handler { phase, error, error_type } => {
+                write!(f, "handler failed in {phase:?}: {error:?}")?;
+                if *error_type == core::any::type_name::<fmt::Error>() {
+                    // Its Debug says only `Error`: say what it is and what
+                    // usually raises it.
+                    write!(
+                        f,
+                        " ({error_type} in `{phase}`: a `write!` failed, e.g. an answer \
+                         that did not fit the room)"
+                    )?;
+                }
+                Ok(())
+            }
             Self::Spawn(e) => write!(f, "the request could not be started: {e:?}"),
             Self::Panic(msg) => write!(f, "handler panicked: {msg}"),
             Self::Truncated { size, capacity } => write!(
@@ -267,22 +303,92 @@ impl fmt::Display for RequestError<'_> {
     }
 }
 
+/// What [`Service::verify_request`] sees of a request: CPython's
+/// `(request, client_address)` before a handler is made.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Request<'a, A> {
+    /// A stream connection, accepted and not yet read from.
+    Connection {
+        /// The peer's address.
+        client: &'a A,
+    },
+    /// A datagram (CPython's `request[0]`), as the handler will get it.
+    Datagram {
+        /// The sender's address.
+        client: &'a A,
+        /// The datagram.
+        packet: &'a [u8],
+    },
+}
+
+impl<'a, A> Request<'a, A> {
+    /// The client's address (CPython's `client_address`).
+    pub fn client(&self) -> &'a A {
+        match *self {
+            Self::Connection { client } | Self::Datagram { client, .. } => client,
+        }
+    }
+
+    /// The datagram, for a datagram request.
+    pub fn packet(&self) -> Option<&'a [u8]> {
+        match *self {
+            Self::Datagram { packet, .. } => Some(packet),
+            Self::Connection { .. } => None,
+        }
+    }
+}
+
+impl<A: ClientAddress> Request<'_, A> {
+    /// The client's IP address (`None` for a Unix peer): Python's
+    /// `client_address[0]`. Callable in a `verify` closure before the
+    /// address type is known.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.client().ip()
+    }
+
+    /// The client's port (`None` for a Unix peer): Python's
+    /// `client_address[1]`.
+    pub fn port(&self) -> Option<u16> {
+        self.client().port()
+    }
+}
+
+/// An address type's IP and port, so that [`Request::ip`] and
+/// [`Request::port`] work whatever the transport (implemented for
+/// `core::net::SocketAddr` here and by the adapters' own address types).
+pub trait ClientAddress {
+    /// The IP address, `None` when the address has none (a Unix socket).
+    fn ip(&self) -> Option<IpAddr>;
+    /// The port, `None` when the address has none.
+    fn port(&self) -> Option<u16>;
+}
+
+impl ClientAddress for SocketAddr {
+    fn ip(&self) -> Option<IpAddr> {
+        Some(SocketAddr::ip(self))
+    }
+    fn port(&self) -> Option<u16> {
+        Some(SocketAddr::port(self))
+    }
+}
+
 /// What a server serves with: `socketserver.BaseServer`'s overridable
 /// methods, with its defaults, plus the factory that makes a fresh handler
 /// for each request (CPython's `RequestHandlerClass`). One trait for every
 /// mode: the server asks for a [`Handler`](Self::Handler) that implements
 /// what it needs ([`StreamHandler`], [`DatagramHandler`] or
-/// [`EventHandler`](crate::event::EventHandler)).
+/// [`EventHandler`](crate::EventHandler)).
 ///
 /// The service is Python's `self.server`: a handler reaches shared state
 /// through what the service put into it. Every method takes `&self`: with
 /// the threading strategy they run on handler threads, as CPython's do
 /// (which clones the service per request: put shared state behind an
-/// `Arc`). Most servers need no service of their own: [`FnService`](struct@FnService) makes
+/// `Arc`). Most servers need no service of their own: [`service_fn`] makes
 /// one from a closure, and [`ServiceExt`] overrides one hook at a time.
 ///
 /// ```
-/// use sockserv::{Service, StreamHandler};
+/// use sockserv::{Request, Service, StreamHandler};
 /// # struct Echo;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
 /// #     type Error = S::Error;
@@ -297,8 +403,8 @@ impl fmt::Display for RequestError<'_> {
 ///     fn handler(&self, _client: &u32) -> Echo {
 ///         Echo
 ///     }
-///     fn verify_request(&self, client: &u32) -> bool {
-///         client % 2 == 0
+///     fn verify_request(&self, request: &Request<'_, u32>) -> bool {
+///         request.client() % 2 == 0
 ///     }
 /// }
 /// ```
@@ -309,10 +415,12 @@ pub trait Service<A: fmt::Debug> {
     /// Makes the handler for a request from `client`.
     fn handler(&self, client: &A) -> Self::Handler;
 
-    /// Returns whether to serve a request from `client` (CPython's
-    /// `verify_request`). A refused connection is shut down and closed
-    /// without making a handler. Default: `true`.
-    fn verify_request(&self, _client: &A) -> bool {
+    /// Returns whether to serve `request` (CPython's
+    /// `verify_request(request, client_address)`): a datagram's view holds
+    /// the packet, a connection's its client address. A refused connection
+    /// is shut down and closed without making a handler; a refused
+    /// datagram is dropped. Default: `true`.
+    fn verify_request(&self, _request: &Request<'_, A>) -> bool {
         true
     }
 
@@ -355,7 +463,7 @@ pub trait Service<A: fmt::Debug> {
     /// lost; the peer's data waits in the transport). Told once each time
     /// a connection starts waiting. Default: nothing (it is back-pressure,
     /// not a failure; the table counts it in
-    /// [`TableStats::buffer_waits`](crate::event::TableStats)).
+    /// [`TableStats::buffer_waits`](crate::TableStats)).
     fn handle_buffers_exhausted(&self, client: &A) {
         let _ = client;
     }
@@ -372,7 +480,7 @@ pub trait Service<A: fmt::Debug> {
 /// Forwards every method of a service `S` to `$inner`, but those listed.
 macro_rules! forward_service {
     ($inner:ident; $($skip:ident)*) => {
-        forward_service!(@one $inner verify_request (client: &A) -> bool; $($skip)*);
+        forward_service!(@one $inner verify_request (request: &Request<'_, A>) -> bool; $($skip)*);
         forward_service!(@one $inner handle_error (client: &A, error: &RequestError<'_>) -> (); $($skip)*);
         forward_service!(@one $inner handle_accept_error (error: &dyn embedded_io::Error) -> (); $($skip)*);
         forward_service!(@one $inner handle_table_full (client: &A) -> (); $($skip)*);
@@ -401,8 +509,8 @@ impl<S: Service<A> + ?Sized, A: fmt::Debug> Service<A> for &S {
     fn handler(&self, client: &A) -> S::Handler {
         (**self).handler(client)
     }
-    fn verify_request(&self, client: &A) -> bool {
-        (**self).verify_request(client)
+    fn verify_request(&self, request: &Request<'_, A>) -> bool {
+        (**self).verify_request(request)
     }
     fn handle_error(&self, client: &A, error: &RequestError<'_>) {
         (**self).handle_error(client, error);
@@ -424,52 +532,56 @@ impl<S: Service<A> + ?Sized, A: fmt::Debug> Service<A> for &S {
     }
 }
 
-/// A service with the default hooks around a handler-making closure (the
-/// closure gets the client's address):
+/// A service with the default hooks around a handler-making closure,
+/// made by [`service_fn`]. The type has a name to write in a field
+/// (`ServiceFn<F, A>`); the closure is what [`service_fn`] infers.
+pub struct ServiceFn<F, A> {
+    make: F,
+    _client: PhantomData<fn(&A)>,
+}
+
+/// Makes a service from a closure `&A -> Handler` (the closure gets the
+/// client's address), with the default hooks: CPython's
+/// `RequestHandlerClass` when the handler needs nothing from the request.
+/// The bound sits on the function, so the closure's argument is inferred
+/// from the server it is given to:
 ///
 /// ```
-/// # use sockserv::{FnService, Service, StreamHandler};
+/// # use sockserv::{Service, StreamHandler, service_fn};
 /// # struct Echo;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
-/// let service = FnService(|_| Echo);
+/// let service = service_fn(|_| Echo);
 /// # fn serves<A: core::fmt::Debug>(_: impl Service<A>) {}
 /// # serves::<u32>(service);
 /// ```
 ///
-/// The closure's argument type is inferred from the server it is given to;
-/// hooks are overridden with [`ServiceExt`] (`FnService(..).verify(..)`).
-pub struct FnService<F, A> {
-    make: F,
-    _client: PhantomData<fn(&A)>,
-}
-
-/// Makes a [`FnService`](struct@FnService) from a closure `&A -> Handler`.
-#[allow(non_snake_case)]
-pub fn FnService<A, H, F>(make: F) -> FnService<F, A>
+/// Hooks are overridden with [`ServiceExt`] (`service_fn(..).verify(..)`).
+#[doc(alias = "RequestHandlerClass")]
+pub fn service_fn<A, H, F>(make: F) -> ServiceFn<F, A>
 where
     F: Fn(&A) -> H,
 {
-    FnService { make, _client: PhantomData }
+    ServiceFn { make, _client: PhantomData }
 }
 
-impl<F: Clone, A> Clone for FnService<F, A> {
+impl<F: Clone, A> Clone for ServiceFn<F, A> {
     fn clone(&self) -> Self {
         Self { make: self.make.clone(), _client: PhantomData }
     }
 }
 
-impl<F: Copy, A> Copy for FnService<F, A> {}
+impl<F: Copy, A> Copy for ServiceFn<F, A> {}
 
-impl<F, A> fmt::Debug for FnService<F, A> {
+impl<F, A> fmt::Debug for ServiceFn<F, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FnService")
+        f.write_str("ServiceFn")
     }
 }
 
-impl<F, H, A> Service<A> for FnService<F, A>
+impl<F, H, A> Service<A> for ServiceFn<F, A>
 where
     F: Fn(&A) -> H,
     A: fmt::Debug,
@@ -482,20 +594,46 @@ where
 
 /// Overrides one hook of a service with a closure, keeping the others.
 pub trait ServiceExt<A: fmt::Debug>: Service<A> + Sized {
-    /// Serves only clients for which `verify` returns `true` (CPython's
-    /// `verify_request`).
+    /// Serves only requests for which `verify` returns `true` (CPython's
+    /// `verify_request`). The closure's argument needs no annotation:
+    /// [`Request`]'s methods ([`ip`](Request::ip), [`port`](Request::port),
+    /// [`packet`](Request::packet)) work before the server fixes the
+    /// address type.
     ///
     /// ```
-    /// # use sockserv::{FnService, Service, ServiceExt, StreamHandler};
+    /// # use sockserv::{Service, ServiceExt, StreamHandler, Request, service_fn};
+    /// # use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     /// # struct Echo;
     /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
     /// #     type Error = S::Error;
     /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
     /// # }
-    /// let service = FnService(|_| Echo).verify(|client: &u32| *client != 13);
-    /// assert!(!service.verify_request(&13));
+    /// let denied = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 13));
+    /// let service = service_fn(|_| Echo).verify(move |addr| addr.ip() != Some(denied));
+    /// # fn serves<S: Service<SocketAddr>>(s: &S) -> &S { s }
+    /// # let service = serves(&service);
+    ///
+    /// let from = |ip| SocketAddr::new(ip, 4000);
+    /// assert!(!service.verify_request(&Request::Connection { client: &from(denied) }));
+    /// assert!(service.verify_request(&Request::Connection { client: &from([127, 0, 0, 1].into()) }));
     /// ```
-    fn verify<V: Fn(&A) -> bool>(self, verify: V) -> Verify<Self, V> {
+    ///
+    /// A datagram's view holds the packet:
+    ///
+    /// ```
+    /// # use sockserv::{DatagramHandler, ReplyWriter, ReplyFull, Service, ServiceExt, Request, service_fn};
+    /// # struct Len;
+    /// # impl DatagramHandler for Len {
+    /// #     type Error = ReplyFull;
+    /// #     fn handle(&mut self, _: &[u8], _: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> { Ok(()) }
+    /// # }
+    /// let service = service_fn(|_| Len).verify(|req| !req.packet().is_some_and(<[u8]>::is_empty));
+    /// # fn serves<S: Service<u32>>(s: &S) -> &S { s }
+    /// # let service = serves(&service);
+    /// assert!(!service.verify_request(&Request::Datagram { client: &7, packet: b"" }));
+    /// assert!(service.verify_request(&Request::Datagram { client: &7, packet: b"hi" }));
+    /// ```
+    fn verify<V: Fn(&Request<'_, A>) -> bool>(self, verify: V) -> Verify<Self, V> {
         Verify { inner: self, verify }
     }
 
@@ -522,13 +660,18 @@ pub struct Verify<S, V> {
     verify: V,
 }
 
-impl<S: Service<A>, V: Fn(&A) -> bool, A: fmt::Debug> Service<A> for Verify<S, V> {
+impl<S, V, A> Service<A> for Verify<S, V>
+where
+    S: Service<A>,
+    V: Fn(&Request<'_, A>) -> bool,
+    A: fmt::Debug,
+{
     type Handler = S::Handler;
     fn handler(&self, client: &A) -> S::Handler {
         self.inner.handler(client)
     }
-    fn verify_request(&self, client: &A) -> bool {
-        (self.verify)(client)
+    fn verify_request(&self, request: &Request<'_, A>) -> bool {
+        (self.verify)(request)
     }
     forward_service!(inner; verify_request);
 }

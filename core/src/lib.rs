@@ -7,7 +7,7 @@
 extern crate std;
 
 mod bufio;
-pub mod event;
+mod event;
 mod handler;
 pub mod logging;
 #[cfg(any(test, feature = "mock"))]
@@ -21,21 +21,50 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+// The user's surface: handlers, services, servers, errors, shutdown.
 pub use bufio::{BufStream, ReadLineError, StreamError};
-pub use handler::{
-    DatagramHandler, FnService, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter,
-    RequestError, Service, ServiceExt, StreamHandler, Verify,
+pub use event::{
+    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next, Outbox, ServerSlot,
+    Step, TableStats,
 };
-pub use request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
+pub use handler::{
+    DatagramHandler, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter, Request,
+    RequestError, Service, ServiceExt, ServiceFn, StreamHandler, Verify, service_fn,
+};
 pub use server::{
-    DEFAULT_ACCEPT_BACKOFF, Datagram, DatagramDispatch, Dispatch, Inline, MAX_ACCEPT_BACKOFF,
-    ROOM_WAIT, Server, ShutdownFlag, ShutdownSignal, Stream, StreamDispatch, Transport,
+    DEFAULT_ACCEPT_BACKOFF, Inline, MAX_ACCEPT_BACKOFF, Server, ShutdownFlag, ShutdownSignal,
 };
 #[cfg(feature = "std")]
 pub use transport::StdClock;
-pub use transport::{
-    Accepted, Clock, Connection, DatagramSocket, Event, EventSource, Interest, NbAccepted,
-    NbConnection, Readiness, Received, StreamListener,
-};
 
 pub use embedded_io;
+
+pub mod driver {
+    //! What a new transport or dispatch strategy implements, and the pieces a
+    //! strategy drives requests with. A handler or a server's user never
+    //! needs this module (as embassy keeps its driver API in
+    //! `embassy-net-driver`).
+    //!
+    //! - A **blocking transport** implements [`StreamListener`] + [`Connection`]
+    //!   (streams) or [`DatagramSocket`] (datagrams), and a [`Clock`]; the
+    //!   [`Server`](crate::Server) runs over it wrapped in [`Stream`] or
+    //!   [`Datagram`] ([`Transport`]).
+    //! - A **non-blocking transport** implements [`EventSource`] +
+    //!   [`NbConnection`] for the event mode.
+    //! - A **strategy** (threads, fork, a pool) implements [`Dispatch`] and
+    //!   [`StreamDispatch`] / [`DatagramDispatch`], and serves each request
+    //!   with [`serve_stream`] / [`serve_datagram`].
+    //! - An **event table** of one's own: [`ConnTable`], [`Slot`],
+    //!   [`Outcome`], [`BufferPool`], [`SlotStorage`].
+
+    pub use crate::event::{BufId, BufferPool, ConnTable, Outcome, Slot, SlotStorage, pair_mut};
+    pub use crate::handler::ClientAddress;
+    pub use crate::request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
+    pub use crate::server::{
+        Datagram, DatagramDispatch, Dispatch, ROOM_WAIT, Stream, StreamDispatch, Transport,
+    };
+    pub use crate::transport::{
+        Accepted, Clock, Connection, DatagramSocket, Event, EventSource, Interest, NbAccepted,
+        NbConnection, Readiness, Received, StreamListener,
+    };
+}

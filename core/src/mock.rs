@@ -184,6 +184,7 @@ enum Event<'s> {
 pub struct ConnLog {
     from: MockAddr,
     output: Vec<u8, CAPTURE>,
+    writes: u32,
     bytes_read: usize,
     shutdown_writes: u32,
     closes: u32,
@@ -198,6 +199,11 @@ impl ConnLog {
     /// The bytes the server wrote.
     pub fn output(&self) -> &[u8] {
         &self.output
+    }
+    /// How many writes (`send` calls) the server made with bytes to
+    /// write, whether the connection took them or not.
+    pub fn writes(&self) -> u32 {
+        self.writes
     }
     /// How many input bytes the server read.
     pub fn bytes_read(&self) -> usize {
@@ -571,6 +577,9 @@ impl<'s> MockNet<'s> {
 
     fn write_conn(&self, id: usize, data: &[u8]) -> Result<Option<usize>, MockError> {
         self.with_conn(id, |log, sc, _| {
+            if !data.is_empty() {
+                log.writes += 1;
+            }
             if let Some(kind) = sc.conn.write_error {
                 return Err(MockError(kind));
             }

@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use embedded_io::{Error as _, ErrorType};
 
-use crate::handler::{DatagramHandler, Service, StreamHandler};
+use crate::handler::{DatagramHandler, Request, Service, StreamHandler};
 use crate::request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 use crate::transport::{Clock, DatagramSocket, Readiness, StreamListener};
 
@@ -117,14 +117,14 @@ pub const ROOM_WAIT: Duration = Duration::from_millis(50);
 /// CPython's `process_request`.
 pub trait StreamDispatch<S, A, Svc: ?Sized>: Dispatch {
     /// Serves `stream` from `client`, usually by calling
-    /// [`serve_stream`](crate::serve_stream) wherever it runs it.
+    /// [`serve_stream`](crate::driver::serve_stream) wherever it runs it.
     fn process_request(&mut self, service: &Svc, stream: S, client: A);
 }
 
 /// How a datagram request is run. CPython's `process_request` for UDP.
 pub trait DatagramDispatch<U: DatagramSocket + ?Sized, Svc: ?Sized>: Dispatch {
     /// Serves the datagram `packet` from `client`, usually by calling
-    /// [`serve_datagram`](crate::serve_datagram).
+    /// [`serve_datagram`](crate::driver::serve_datagram).
     fn process_request(
         &mut self,
         service: &Svc,
@@ -169,7 +169,7 @@ impl<B> Dispatch for Inline<B> {}
 
 impl<B, S, A, Svc> StreamDispatch<S, A, Svc> for Inline<B>
 where
-    S: crate::Connection,
+    S: crate::driver::Connection,
     A: fmt::Debug,
     Svc: Service<A, Handler: StreamHandler<S>> + ?Sized,
 {
@@ -272,7 +272,7 @@ where
         let Some((stream, client)) = self.0.try_accept()? else {
             return Ok(false);
         };
-        if service.verify_request(&client) {
+        if service.verify_request(&Request::Connection { client: &client }) {
             dispatch.process_request(service, stream, client);
         } else {
             shutdown_stream(stream);
@@ -329,7 +329,7 @@ where
             None => (&buf[..], Some(got.len.max(capacity + 1))),
         };
         // UDP's shutdown_request is a no-op: a refused datagram is dropped.
-        if service.verify_request(&got.from) {
+        if service.verify_request(&Request::Datagram { client: &got.from, packet }) {
             dispatch.process_request(service, &mut self.socket, packet, truncated, got.from);
         }
         Ok(true)
@@ -351,7 +351,8 @@ where
 /// # #[cfg(feature = "mock")] fn main() {
 /// use core::time::Duration;
 /// use sockserv::mock::{MockConn, MockNet};
-/// use sockserv::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
+/// use sockserv::{service_fn, Inline, Server, ShutdownFlag, StreamHandler};
+/// use sockserv::driver::Stream;
 /// use embedded_io::{Read, Write};
 ///
 /// struct Upper;
@@ -368,7 +369,7 @@ where
 /// let net = MockNet::new();
 /// net.connect(MockConn::new(1, b"hi"));
 /// let flag = ShutdownFlag::new();
-/// let mut server = Server::new(Stream(net.listener()), FnService(|_: &u32| Upper), &net, &flag, Inline::new());
+/// let mut server = Server::new(Stream(net.listener()), service_fn(|_: &u32| Upper), &net, &flag, Inline::new());
 /// server.set_timeout(Some(Duration::from_secs(1)));
 /// server.handle_request().unwrap();
 /// assert_eq!(net.conn(0).unwrap().output(), b"HI");

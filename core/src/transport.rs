@@ -41,7 +41,8 @@ impl<C: Clock + ?Sized> Clock for &C {
 /// creation (feature `std`): the clock for any adapter on a host.
 ///
 /// ```
-/// use sockserv_core::{Clock, StdClock};
+/// use sockserv_core::StdClock;
+/// use sockserv_core::driver::Clock;
 /// let clock = StdClock::new();
 /// assert!(clock.now() < core::time::Duration::from_secs(60));
 /// ```

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use embedded_io::{Read, Write};
-use sockserv::event::{EventHandler, Outbox, Step};
 use sockserv::{DatagramHandler, ReplyFull, ReplyWriter, StreamHandler};
+use sockserv::{EventHandler, Outbox, Step};
 
 /// Sends every byte back until the client closes its side; each datagram
 /// back whole.

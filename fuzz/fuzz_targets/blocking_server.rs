@@ -10,8 +10,9 @@ use core::time::Duration;
 
 use embedded_io::ErrorKind;
 use libfuzzer_sys::{arbitrary, fuzz_target};
+use sockserv_core::driver::Stream;
 use sockserv_core::mock::{MockConn, MockNet};
-use sockserv_core::{Inline, Server, ShutdownFlag, Stream};
+use sockserv_core::{Inline, Server, ShutdownFlag};
 use sockserv_fuzz::Recorder;
 
 #[derive(Clone, Copy, Debug, arbitrary::Arbitrary)]

@@ -10,8 +10,9 @@ use core::time::Duration;
 
 use embedded_io::ErrorType;
 use libfuzzer_sys::{arbitrary, fuzz_target};
+use sockserv_core::driver::{Datagram, DatagramSocket, Readiness, Received};
 use sockserv_core::mock::MockError;
-use sockserv_core::{Datagram, DatagramSocket, Inline, Readiness, Received, Server, ShutdownFlag};
+use sockserv_core::{Inline, Server, ShutdownFlag};
 use sockserv_fuzz::Recorder;
 
 #[derive(Clone, Debug, arbitrary::Arbitrary)]
@@ -115,7 +116,7 @@ fuzz_target!(|input: Input| {
 
 struct FixedClock;
 
-impl sockserv_core::Clock for FixedClock {
+impl sockserv_core::driver::Clock for FixedClock {
     fn now(&self) -> Duration {
         Duration::ZERO
     }

@@ -11,10 +11,10 @@ use core::time::Duration;
 
 use embedded_io::ErrorKind;
 use libfuzzer_sys::{arbitrary, fuzz_target};
-use sockserv_core::event::{
+use sockserv_core::mock::{MockConn, MockNet};
+use sockserv_core::{
     EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step,
 };
-use sockserv_core::mock::{MockConn, MockNet};
 use sockserv_core::{RequestError, Service, ShutdownFlag};
 
 #[derive(Clone, Copy, Debug, arbitrary::Arbitrary)]

@@ -23,7 +23,7 @@ use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::Device;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-use sockserv_core::{
+use sockserv_core::driver::{
     Clock, DatagramSocket, Event, EventSource, Interest, NbConnection, StreamListener,
 };
 use sockserv_smoltcp::{Options, Spin, Stack, Storage, TcpEventSource};

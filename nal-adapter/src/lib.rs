@@ -9,7 +9,7 @@ use core::time::Duration;
 
 use embedded_io::ErrorKind;
 use embedded_nal::nb;
-use sockserv_core::{Clock, Readiness};
+use sockserv_core::driver::{Clock, Readiness};
 
 mod tcp;
 mod udp;

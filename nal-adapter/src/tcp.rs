@@ -5,7 +5,7 @@ use core::time::Duration;
 
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use embedded_nal::{TcpClientStack, TcpError, TcpErrorKind, TcpFullStack};
-use sockserv_core::{Accepted, Clock, Connection, Readiness, StreamListener};
+use sockserv_core::driver::{Accepted, Clock, Connection, Readiness, StreamListener};
 
 use crate::{NalError, NalStack, Tried, readiness, unfinished};
 

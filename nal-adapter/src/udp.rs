@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use embedded_io::{ErrorKind, ErrorType};
 use embedded_nal::{UdpClientStack, UdpFullStack};
-use sockserv_core::{Clock, DatagramSocket, Readiness, Received};
+use sockserv_core::driver::{Clock, DatagramSocket, Readiness, Received};
 
 use crate::{NalError, NalStack, Tried, readiness, unfinished};
 

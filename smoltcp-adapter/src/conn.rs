@@ -6,7 +6,7 @@ use core::time::Duration;
 use embedded_io::{ErrorType, Read, ReadReady, Write, WriteReady};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, RecvError, State};
-use sockserv_core::{Connection, Readiness};
+use sockserv_core::driver::{Connection, Readiness};
 
 use crate::error::Error;
 use crate::net::Net;

@@ -8,7 +8,7 @@ use embedded_io::ErrorType;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
-use sockserv_core::{Event, EventSource, Interest, NbAccepted, NbConnection, Readiness};
+use sockserv_core::driver::{Event, EventSource, Interest, NbAccepted, NbConnection, Readiness};
 
 use crate::conn::Served;
 use crate::error::Error;
@@ -18,7 +18,7 @@ use crate::tcp::TcpListener;
 
 /// The event mode's readiness source on a smoltcp [`Stack`](crate::Stack):
 /// a [`TcpListener`]'s pool plus the connections accepted from it, for
-/// the core's [`EventServer`](sockserv_core::event::EventServer).
+/// the core's [`EventServer`](sockserv_core::EventServer).
 ///
 /// * **Accept:** a pooled socket that left LISTEN and finished the
 ///   handshake is an [`Event::Accept`] (while accepting is on). While it
@@ -55,8 +55,9 @@ use crate::tcp::TcpListener;
 /// # use smoltcp::phy::{Loopback, Medium};
 /// # use smoltcp::socket::tcp;
 /// # use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-/// use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step};
-/// use sockserv_core::{Clock, FnService, ShutdownFlag};
+/// use sockserv_core::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step};
+/// use sockserv_core::{service_fn, ShutdownFlag};
+/// use sockserv_core::driver::Clock;
 /// use sockserv_smoltcp::{Options, Spin, Stack, Storage, TcpEventSource};
 ///
 /// struct Echo;
@@ -87,7 +88,7 @@ use crate::tcp::TcpListener;
 /// let config = EventServerConfig { idle_timeout: Some(Duration::from_secs(60)), ..Default::default() };
 /// let mut server = EventServer::new(
 ///     TcpEventSource::new(listener),
-///     FnService(|_| Echo),
+///     service_fn(|_| Echo),
 ///     clock(),
 ///     &FLAG,
 ///     FixedSlots::<_, 2>::new(),

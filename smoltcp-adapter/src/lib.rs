@@ -26,11 +26,6 @@ pub use udp::UdpSocket;
 pub use wait::TapWait;
 pub use wait::{Spin, Wait};
 
-// The clock for a host: core's, so that one `StdClock` serves every
-// adapter.
-#[cfg(feature = "tap")]
-pub use sockserv_core::StdClock;
-
 pub use smoltcp;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use sockserv_core::Readiness;
+use sockserv_core::driver::Readiness;
 
 use crate::loss::Losses;
 use crate::pool::Pool;

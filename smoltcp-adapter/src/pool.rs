@@ -8,7 +8,7 @@ use core::time::Duration;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::IpEndpoint;
-use sockserv_core::Interest;
+use sockserv_core::driver::Interest;
 
 /// What a pooled socket is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

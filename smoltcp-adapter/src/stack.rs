@@ -8,7 +8,7 @@ use core::time::Duration;
 use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::{tcp, udp};
-use sockserv_core::{Clock, Readiness};
+use sockserv_core::driver::{Clock, Readiness};
 
 use crate::error::{BindError, ListenError};
 use crate::gate::Gate;

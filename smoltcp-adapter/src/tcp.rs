@@ -6,7 +6,7 @@ use core::time::Duration;
 use embedded_io::ErrorType;
 use smoltcp::iface::SocketHandle;
 use smoltcp::wire::IpEndpoint;
-use sockserv_core::{Accepted, Readiness, StreamListener};
+use sockserv_core::driver::{Accepted, Readiness, StreamListener};
 
 use crate::conn::{Served, TcpConn};
 use crate::error::Error;

@@ -6,7 +6,7 @@ use embedded_io::ErrorType;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp::{self, SendError};
 use smoltcp::wire::IpEndpoint;
-use sockserv_core::{DatagramSocket, Readiness, Received};
+use sockserv_core::driver::{DatagramSocket, Readiness, Received};
 
 use crate::error::Error;
 use crate::net::Net;

@@ -5,7 +5,7 @@
 use core::time::Duration;
 
 use smoltcp::iface::SocketSet;
-use sockserv_core::Readiness;
+use sockserv_core::driver::Readiness;
 
 /// Sleeps until the device may have a frame to receive, `timeout` passes,
 /// or someone wakes the server for shutdown.
@@ -60,7 +60,7 @@ mod tap {
 
     use smoltcp::iface::SocketSet;
 
-    use sockserv_core::Readiness;
+    use sockserv_core::driver::Readiness;
 
     use super::Wait;
 

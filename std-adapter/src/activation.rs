@@ -8,7 +8,8 @@
 //! a socket of the kind the server needs.
 //!
 //! ```no_run
-//! # use sockserv_std::{FnService, StreamHandler, ThreadingTcpServer};
+//! # use sockserv_core::{service_fn, StreamHandler};
+//! # use sockserv_std::ThreadingTcpServer;
 //! # struct Echo;
 //! # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
 //! #     type Error = S::Error;
@@ -17,7 +18,7 @@
 //! use sockserv_std::activation;
 //!
 //! // Started by systemd (or `systemd-socket-activate -l 8080 ./server`)?
-//! let service = FnService(|_| Echo);
+//! let service = service_fn(|_| Echo);
 //! let server = match activation::listen_fds()?.into_iter().next() {
 //!     Some(socket) => ThreadingTcpServer::bind(socket, service)?,
 //!     None => ThreadingTcpServer::bind("127.0.0.1:8080", service)?,

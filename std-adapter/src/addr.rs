@@ -122,3 +122,14 @@ impl sockserv_core::mock::MockAddress for Address {
         }
     }
 }
+
+/// So that a `verify` closure can ask a request for its IP and port
+/// before the server fixes the address type.
+impl sockserv_core::driver::ClientAddress for Address {
+    fn ip(&self) -> Option<IpAddr> {
+        Address::ip(self)
+    }
+    fn port(&self) -> Option<u16> {
+        Address::port(self)
+    }
+}

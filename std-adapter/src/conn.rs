@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use embedded_io::{Error, ErrorKind, ErrorType, Read, Write};
 use socket2::Socket;
-use sockserv_core::Connection;
+use sockserv_core::driver::Connection;
 
 use crate::shutdown::Shared;
 use crate::sys;

@@ -10,11 +10,11 @@ use crate::addr::BindAddr;
 ///
 /// ```
 /// # struct Nop;
-/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv::std_adapter::StreamHandler<S> for Nop {
+/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv::StreamHandler<S> for Nop {
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
-/// let e = sockserv::std_adapter::TcpServer::bind("127.0.0.1:99999", sockserv::std_adapter::FnService(|_| Nop))
+/// let e = sockserv::std_adapter::TcpServer::bind("127.0.0.1:99999", sockserv::service_fn(|_| Nop))
 ///     .err()
 ///     .unwrap();
 /// assert_eq!(e.requested, "127.0.0.1:99999");

@@ -34,14 +34,8 @@ pub use server::{
     ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
     UnixDatagramServer, UnixStreamServer,
 };
-pub use shutdown::{ShutdownError, ShutdownHandle, Signal, StdClock};
+pub use shutdown::{ShutdownError, ShutdownHandle, Signal};
 pub use socket::{Options, ReuseAddress, SocketDatagram, SocketListener};
 pub use source::IntoBindAddr;
 #[doc(hidden)]
 pub use source::Source;
-
-pub use sockserv_core::{
-    BufStream, DatagramHandler, FnService, OnError, OnServiceActions, ReadLineError, ReplyFull,
-    ReplyWriter, RequestError, Service, ServiceExt, StreamError, StreamHandler, Verify,
-    embedded_io,
-};

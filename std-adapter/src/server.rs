@@ -5,10 +5,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockserv_core::{
-    Datagram, DatagramDispatch, DatagramHandler, Dispatch, Server, Service, Stream, StreamDispatch,
-    StreamHandler, Transport,
+use sockserv_core::driver::{
+    Datagram, DatagramDispatch, Dispatch, Stream, StreamDispatch, Transport,
 };
+use sockserv_core::{DatagramHandler, Server, Service, StreamHandler};
 
 use crate::activation::Inherited;
 use crate::addr::{Address, BindAddr};
@@ -49,7 +49,8 @@ impl Bound for Datagram<SocketDatagram, Vec<u8>> {
 /// ```
 /// use std::io::{Read, Write};
 /// use std::time::Duration;
-/// use sockserv::std_adapter::{FnService, StreamHandler, ThreadingTcpServer};
+/// use sockserv::{service_fn, StreamHandler};
+/// use sockserv::std_adapter::ThreadingTcpServer;
 ///
 /// struct Echo;
 /// impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Echo {
@@ -64,7 +65,7 @@ impl Bound for Datagram<SocketDatagram, Vec<u8>> {
 ///     }
 /// }
 ///
-/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", FnService(|_| Echo))?;
+/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service_fn(|_| Echo))?;
 /// let addr = server.server_address().to_string();
 /// let stop = server.shutdown_handle();
 /// let loop_thread = std::thread::spawn(move || server.serve_forever(Duration::from_millis(500)));
@@ -129,7 +130,8 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 /// Builds a server with CPython's knobs ([`Options`]) and a strategy.
 ///
 /// ```
-/// # use sockserv::std_adapter::{Builder, Close, FnService, Threading, StreamHandler};
+/// # use sockserv::{service_fn, StreamHandler};
+/// # use sockserv::std_adapter::{Builder, Close, Threading};
 /// # struct Nop;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Nop {
 /// #     type Error = S::Error;
@@ -138,7 +140,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 /// let server = Builder::new()
 ///     .request_queue_size(64)
 ///     .dispatch(Threading::new().close(Close::Leave))
-///     .stream("[::1]:0", FnService(|_| Nop));
+///     .stream("[::1]:0", service_fn(|_| Nop));
 /// # let _ = server; // IPv6 may be off on some machines
 /// ```
 #[derive(Debug, Default)]

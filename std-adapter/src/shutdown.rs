@@ -143,14 +143,15 @@ impl std::error::Error for ShutdownError {}
 /// `server.shutdown()`. Cheap to clone, `Send + Sync`.
 ///
 /// ```
-/// # use sockserv::std_adapter::{TcpServer, FnService};
+/// # use sockserv::service_fn;
+/// # use sockserv::std_adapter::TcpServer;
 /// # use std::time::Duration;
 /// # struct Nop;
-/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv::std_adapter::StreamHandler<S> for Nop {
+/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv::StreamHandler<S> for Nop {
 /// #     type Error = S::Error;
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
-/// let mut server = TcpServer::bind("127.0.0.1:0", FnService(|_| Nop)).unwrap();
+/// let mut server = TcpServer::bind("127.0.0.1:0", service_fn(|_| Nop)).unwrap();
 /// let handle = server.shutdown_handle();
 /// let t = std::thread::spawn(move || server.serve_forever(Duration::from_secs(60)));
 /// handle.shutdown().unwrap(); // returns as soon as the loop has: no 60 s wait
@@ -217,4 +218,4 @@ impl ShutdownHandle {
     }
 }
 
-pub use sockserv_core::StdClock;
+pub(crate) use sockserv_core::StdClock;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use embedded_io::ErrorType;
 use socket2::{Domain, SockAddr, Socket, Type};
-use sockserv_core::{
+use sockserv_core::driver::{
     Accepted, DatagramSocket, Readiness, Received, ReplySendError, StreamListener,
 };
 

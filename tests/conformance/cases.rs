@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use embedded_io::{ErrorKind, Read, Write};
-use sockserv::event::{EventHandler, Next, Outbox, Step};
 use sockserv::{DatagramHandler, ReplyFull, ReplyWriter, RequestError, Service, StreamHandler};
+use sockserv::{EventHandler, Next, Outbox, Step};
 
 /// The bytes of the half-close case: more than one segment on every
 /// stack (smoltcp loopback pools have 1 KiB buffers), less than the mock's
@@ -219,7 +219,8 @@ impl<A: Debug> Service<A> for Rec {
     fn handler(&self, _: &A) -> Echo {
         Echo(self.clone(), 0)
     }
-    fn verify_request(&self, client: &A) -> bool {
+    fn verify_request(&self, request: &sockserv::Request<'_, A>) -> bool {
+        let client = request.client();
         self.note(format!("verify {client:?}"));
         true
     }

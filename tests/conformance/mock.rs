@@ -1,10 +1,11 @@
 //! The core's mock transport: scripted peers, a virtual clock.
 
 use embedded_io::ErrorKind;
-use sockserv::event::{EventServer, EventServerConfig};
+use sockserv::driver::{Datagram, Stream};
 use sockserv::mock::{MockAddr, MockConn, MockNet};
 use sockserv::std_adapter::event::{GrowSlots, LazyPool};
-use sockserv::{Datagram, Inline, Server, ShutdownFlag, Stream};
+use sockserv::{EventServer, EventServerConfig};
+use sockserv::{Inline, Server, ShutdownFlag};
 
 use crate::cases::{
     Case, DGRAM_BUFFER, Differs, End, Fixture, Op, Outcome, POLL, PeerResult, Rec, Run, Serve,

@@ -7,7 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockserv::StdClock;
-use sockserv::{Datagram, Inline, Server, ShutdownFlag, ShutdownSignal, Stream};
+use sockserv::driver::{Datagram, Stream};
+use sockserv::{Inline, Server, ShutdownFlag, ShutdownSignal};
 use sockserv_nal::NalStack;
 
 use crate::cases::{Case, DGRAM_BUFFER, Differs, Fixture, Op, Outcome, POLL, Rec, Run, Serve};

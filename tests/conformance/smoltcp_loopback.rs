@@ -3,9 +3,10 @@
 
 use smoltcp::socket::udp;
 use smoltcp::wire::IpEndpoint;
-use sockserv::event::{EventServer, EventServerConfig};
+use sockserv::driver::{Clock, Datagram, Stream};
 use sockserv::std_adapter::event::{GrowSlots, LazyPool};
-use sockserv::{Clock, Datagram, Inline, Server, Stream};
+use sockserv::{EventServer, EventServerConfig};
+use sockserv::{Inline, Server};
 use sockserv_smoltcp::{Options, Storage, TcpEventSource};
 
 use crate::cases::{

@@ -15,10 +15,12 @@ use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::{Medium, TunTapInterface};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
-use sockserv::event::{EventServer, EventServerConfig};
+use sockserv::driver::{Datagram, Stream};
 use sockserv::std_adapter::event::{GrowSlots, LazyPool};
-use sockserv::{Datagram, Inline, Server, ShutdownFlag, Stream};
-use sockserv_smoltcp::{Options, Stack, StdClock, Storage, TapWait, TcpEventSource};
+use sockserv::{EventServer, EventServerConfig};
+use sockserv::{Inline, Server, ShutdownFlag};
+use sockserv_core::StdClock;
+use sockserv_smoltcp::{Options, Stack, Storage, TapWait, TcpEventSource};
 
 use crate::cases::{Case, DGRAM_BUFFER, Differs, Fixture, Op, Outcome, POLL, Rec, Run, Serve};
 use crate::kernel;

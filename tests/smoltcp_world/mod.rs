@@ -12,7 +12,8 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
-use sockserv::{Clock, Readiness, ShutdownFlag};
+use sockserv::ShutdownFlag;
+use sockserv::driver::{Clock, Readiness};
 use sockserv_smoltcp::{Stack, Storage, Wait};
 
 pub const SERVER: IpAddress = IpAddress::v4(127, 0, 0, 1);

@@ -15,10 +15,8 @@ use std::time::Duration;
 pub mod process;
 
 use sockserv::embedded_io;
-use sockserv::std_adapter::{
-    Address, BindAddr, BufStream, DatagramHandler, ReplyWriter, RequestError, Service,
-    StreamHandler,
-};
+use sockserv::std_adapter::{Address, BindAddr};
+use sockserv::{BufStream, DatagramHandler, ReplyWriter, RequestError, Service, StreamHandler};
 
 /// CPython's `TEST_STR`.
 pub const TEST_STR: &[u8] = b"hello world\n";
@@ -156,7 +154,7 @@ impl Service<Address> for Recorder {
     fn handler(&self, _: &Address) -> RecHandler {
         RecHandler(self.clone())
     }
-    fn verify_request(&self, _: &Address) -> bool {
+    fn verify_request(&self, _: &sockserv::Request<'_, Address>) -> bool {
         self.verify
     }
     fn handle_error(&self, _: &Address, error: &RequestError<'_>) {

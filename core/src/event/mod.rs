@@ -7,11 +7,11 @@
 //! buffers from a [`BufferPool`] while they have input to consume or
 //! output to send, and moves bytes between the transport, the buffers and
 //! the handlers. [`EventServer`] is the loop around it, over
-//! any [`EventSource`](crate::EventSource).
+//! any [`EventSource`](crate::driver::EventSource).
 //!
 //! ```
 //! use core::convert::Infallible;
-//! use sockserv::event::{EventHandler, Outbox, Step};
+//! use sockserv::{EventHandler, Outbox, Step};
 //!
 //! /// The echo handler of the event mode.
 //! struct Echo;
@@ -75,10 +75,17 @@ impl Step {
     }
 }
 
-/// Where a handler writes its answer. While nothing is queued for the
-/// connection, bytes written here go straight to it (no copy); what it
-/// does not take at once is queued in a send buffer borrowed from the
-/// pool and sent as the peer reads.
+/// Where a handler writes its answer.
+///
+/// What one handler call writes is gathered and leaves in one `send`
+/// after the call returns, however many `write`/`write!` pieces made it
+/// (`write!(out, ":{n}\r\n")` is three pieces): one segment per answer,
+/// as Python's one `write` per answer. A write larger than the free room
+/// or than 4 KiB first sends what is gathered, then goes straight to the
+/// connection (no copy); what the connection does not take is queued and sent as the peer
+/// reads. The room is a send buffer borrowed from the pool for the call
+/// and given back once everything has left (memory follows use); without
+/// one (every buffer lent), writes go straight through.
 pub struct Outbox<'a> {
     direct: Option<&'a mut dyn TryWrite>,
     free: &'a mut [u8],
@@ -120,15 +127,20 @@ impl<'a> Outbox<'a> {
 
     /// Writes as much of `data` as the connection and the send buffer take
     /// now; returns how much that was (at least `min(data.len(), room())`).
+    /// Up to 4 KiB that fit the room are gathered and sent
+    /// when the handler call returns; a larger `data` sends what is
+    /// gathered, then goes straight to the connection (no copy).
     pub fn write(&mut self, data: &[u8]) -> usize {
         let mut n = 0;
-        // Straight to the connection while nothing is queued (order kept).
-        if self.queued == 0
-            && let Some(conn) = self.direct.as_mut()
-        {
-            match conn.try_write_kind(data) {
-                Ok(k) => n = k.min(data.len()),
-                Err(kind) => self.failed = Some(kind),
+        let large = data.len() > GATHER_MAX || data.len() > self.room();
+        if self.direct.is_some() && large && self.flush() {
+            // Too large to gather and nothing left waiting: straight to
+            // the connection (order kept).
+            if let Some(conn) = self.direct.as_mut() {
+                match conn.try_write_kind(data) {
+                    Ok(k) => n = k.min(data.len()),
+                    Err(kind) => self.failed = Some(kind),
+                }
             }
             self.sent += n;
             if n < data.len() {
@@ -142,6 +154,33 @@ impl<'a> Outbox<'a> {
         self.free[self.queued..self.queued + k].copy_from_slice(&rest[..k]);
         self.queued += k;
         n + k
+    }
+
+    /// Sends what is gathered, in one write, while the connection is still
+    /// written straight to. Returns whether everything left; if not, what
+    /// is left stays queued (moved to the front) and nothing more goes
+    /// straight to the connection.
+    fn flush(&mut self) -> bool {
+        let Some(conn) = self.direct.as_mut() else {
+            return false;
+        };
+        if self.queued == 0 {
+            return true;
+        }
+        let k = match conn.try_write_kind(&self.free[..self.queued]) {
+            Ok(k) => k.min(self.queued),
+            Err(kind) => {
+                self.failed = Some(kind);
+                0
+            }
+        };
+        self.sent += k;
+        self.free.copy_within(k..self.queued, 0);
+        self.queued -= k;
+        if self.queued > 0 {
+            self.direct = None;
+        }
+        self.queued == 0
     }
 
     /// Writes all of `data`, or nothing when it is longer than
@@ -173,7 +212,9 @@ impl<'a> Outbox<'a> {
         fmt::Write::write_fmt(self, args)
     }
 
-    pub(crate) fn done(self) -> Done {
+    /// Sends what is gathered and says what happened.
+    pub(crate) fn done(mut self) -> Done {
+        self.flush();
         Done {
             queued: self.queued,
             sent: self.sent,
@@ -193,6 +234,11 @@ impl fmt::Write for Outbox<'_> {
         if self.write(s.as_bytes()) == s.len() { Ok(()) } else { Err(fmt::Error) }
     }
 }
+
+/// The largest write an [`Outbox`] gathers (copies to send later with the
+/// rest of the answer); a larger one goes straight to the connection: a
+/// copy of a page costs less than a `send`, a copy of 64 KiB more.
+pub(crate) const GATHER_MAX: usize = 4096;
 
 /// A connection as an [`Outbox`] writes through to it.
 pub(crate) trait TryWrite {

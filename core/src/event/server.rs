@@ -250,7 +250,7 @@ where
 
     /// Verifies a new connection and gives it a slot (or refuses it).
     fn admit(&mut self, mut conn: Src::Conn, client: Src::Address, now: Duration) {
-        if !self.service.verify_request(&client) {
+        if !self.service.verify_request(&crate::Request::Connection { client: &client }) {
             let _ = conn.shutdown_write();
             return;
         }

@@ -2,8 +2,9 @@
 
 use embedded_io::{ErrorType, Read, Write};
 
+use crate::driver::StreamListener;
 use crate::mock::{MockAddr, MockConn, MockNet};
-use crate::{BufStream, ReadLineError, ReplyFull, ReplyWriter, StreamListener};
+use crate::{BufStream, ReadLineError, ReplyFull, ReplyWriter};
 
 fn read_lines(input: &[u8], line_cap: usize) -> std::vec::Vec<Result<std::vec::Vec<u8>, ()>> {
     let net = MockNet::new();

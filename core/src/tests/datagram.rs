@@ -3,8 +3,9 @@
 use std::vec;
 
 use super::{Behaviour, Recorder};
+use crate::driver::Datagram;
 use crate::mock::{MockNet, MockSocket};
-use crate::{Datagram, Inline, Server, ShutdownFlag};
+use crate::{Inline, Server, ShutdownFlag};
 
 type DgramServer<'a, 's, 'f> = Server<
     Datagram<MockSocket<'a, 's>, [u8; 16]>,
@@ -139,10 +140,10 @@ fn a_failing_finish_is_reported_and_the_reply_still_sent() {
 fn a_reply_that_cannot_leave_at_once_is_dropped_and_reported_distinctly() {
     let rec = Recorder::new(Behaviour::Echo);
     let mut reply = [0u8; 16];
-    let would_block = |_: &[u8], _: &u32| Err(crate::ReplySendError::WouldBlock);
-    assert!(!crate::serve_datagram(&&rec, b"hello", None, &5, &mut reply, would_block));
+    let would_block = |_: &[u8], _: &u32| Err(crate::driver::ReplySendError::WouldBlock);
+    assert!(!crate::driver::serve_datagram(&&rec, b"hello", None, &5, &mut reply, would_block));
     let failed = |_: &[u8], _: &u32| Err(embedded_io::ErrorKind::BrokenPipe.into());
-    assert!(!crate::serve_datagram(&&rec, b"hi", None, &6, &mut reply, failed));
+    assert!(!crate::driver::serve_datagram(&&rec, b"hi", None, &6, &mut reply, failed));
     assert_eq!(
         rec.log(),
         vec![
@@ -156,4 +157,24 @@ fn a_reply_that_cannot_leave_at_once_is_dropped_and_reported_distinctly() {
             "error 6: sending the reply failed: BrokenPipe",
         ]
     );
+}
+
+#[test]
+fn verify_request_sees_the_datagram() {
+    // CPython's verify_request gets the request (for UDP, the datagram);
+    // here the datagram's view holds the packet.
+    use crate::ServiceExt;
+    let net = MockNet::new();
+    net.datagram(4, b"deny me");
+    net.datagram(5, b"serve me");
+    let rec = Recorder::new(Behaviour::Echo);
+    let flag = ShutdownFlag::new();
+    let service = (&rec).verify(|req| req.packet().is_some_and(|p| !p.starts_with(b"deny")));
+    let transport = Datagram { socket: net.socket(), buffer: [0u8; 16] };
+    let mut srv = Server::new(transport, service, &net, &flag, Inline::new());
+    srv.handle_request().unwrap();
+    srv.handle_request().unwrap();
+    assert_eq!(net.sent_count(), 1);
+    let (to, bytes) = net.sent(0).unwrap();
+    assert_eq!((to, bytes.as_slice()), (5, &b"serve me"[..]));
 }

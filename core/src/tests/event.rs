@@ -9,10 +9,9 @@ use std::vec::Vec;
 
 use embedded_io::ErrorKind;
 
-use crate::event::{
-    EventHandler, EventServer, EventServerConfig, FixedPool, Next, Outbox, Slot, Step,
-};
+use crate::driver::Slot;
 use crate::mock::{MockAddr, MockConn, MockEventSource, MockNet, MockStream};
+use crate::{EventHandler, EventServer, EventServerConfig, FixedPool, Next, Outbox, Step};
 use crate::{RequestError, Service, ShutdownFlag};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -93,7 +92,8 @@ impl<'e, 'n, 's> Service<MockAddr> for &'e Ev<'n, 's> {
         H { ev: self, client: *client, produced: 0 }
     }
 
-    fn verify_request(&self, client: &MockAddr) -> bool {
+    fn verify_request(&self, request: &crate::Request<'_, MockAddr>) -> bool {
+        let client = request.client();
         self.log.borrow_mut().push(format!("verify {client}"));
         self.verify.get()
     }
@@ -518,7 +518,7 @@ fn pipelined_lines_to_a_slow_reader_get_every_answer() {
 
 #[test]
 fn a_buffer_compacts_so_all_its_room_is_usable() {
-    use crate::event::BufferPool;
+    use crate::driver::BufferPool;
     use crate::event::pool::Held;
     let mut pool = FixedPool::<8, 1>::new();
     let mut b = Held::none();
@@ -681,4 +681,18 @@ fn an_outbox_takes_formatted_answers() {
     let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
     server::<1, 64, 2>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), b"15 bytes\nok\n");
+}
+
+#[test]
+fn a_formatted_answer_leaves_in_one_write() {
+    // `write!(out, "{} bytes\n", n)` is two pieces; they used to leave as
+    // two sends (three for ":{n}\r\n"), now as one after the call.
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"len\nlen\n"));
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert_eq!(c.output(), b"8 bytes\n4 bytes\n");
+    assert_eq!(c.writes(), 2, "one write per answer");
 }

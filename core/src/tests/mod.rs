@@ -178,7 +178,8 @@ impl<'r, 'f> Service<MockAddr> for &'r Recorder<'f> {
     fn handler(&self, client: &MockAddr) -> Self::Handler {
         RecHandler { rec: self, client: *client }
     }
-    fn verify_request(&self, client: &MockAddr) -> bool {
+    fn verify_request(&self, request: &crate::Request<'_, MockAddr>) -> bool {
+        let client = request.client();
         self.push(format!("verify {client}"));
         self.verify.get()
     }

@@ -8,8 +8,9 @@ use embedded_io::{ErrorKind, ErrorType, Read};
 use proptest::prelude::*;
 
 use super::{Behaviour, Recorder};
+use crate::driver::{Datagram, Stream};
 use crate::mock::{MockConn, MockError, MockNet};
-use crate::{BufStream, Datagram, Inline, ReadLineError, Server, ShutdownFlag, Stream};
+use crate::{BufStream, Inline, ReadLineError, Server, ShutdownFlag};
 
 /// A stream that hands out `data` in the given chunk sizes (cycled).
 struct Chunked<'a> {
@@ -227,18 +228,21 @@ impl ErrorType for Liar {
     type Error = MockError;
 }
 
-impl crate::DatagramSocket for Liar {
+impl crate::driver::DatagramSocket for Liar {
     type Address = u32;
-    fn wait(&mut self, _: Option<Duration>) -> Result<crate::Readiness, MockError> {
-        Ok(crate::Readiness::Ready)
+    fn wait(&mut self, _: Option<Duration>) -> Result<crate::driver::Readiness, MockError> {
+        Ok(crate::driver::Readiness::Ready)
     }
-    fn pause(&mut self, _: Duration) -> Result<crate::Readiness, MockError> {
-        Ok(crate::Readiness::TimedOut)
+    fn pause(&mut self, _: Duration) -> Result<crate::driver::Readiness, MockError> {
+        Ok(crate::driver::Readiness::TimedOut)
     }
-    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<crate::Received<u32>>, MockError> {
+    fn try_recv_from(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Result<Option<crate::driver::Received<u32>>, MockError> {
         let Some((len, truncated)) = self.claims.pop() else { return Ok(None) };
         buf.fill(0xAB);
-        Ok(Some(crate::Received { len, from: self.claims.len() as u32, truncated }))
+        Ok(Some(crate::driver::Received { len, from: self.claims.len() as u32, truncated }))
     }
     fn send_to(&mut self, data: &[u8], _: &u32) -> Result<(), MockError> {
         self.sent.push(data.len());

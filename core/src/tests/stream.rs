@@ -4,8 +4,9 @@ use core::time::Duration;
 use std::vec;
 
 use super::{Behaviour, Recorder};
+use crate::driver::Stream;
 use crate::mock::{MockConn, MockListener, MockNet};
-use crate::{Inline, Server, ShutdownFlag, Stream};
+use crate::{Inline, Server, ShutdownFlag};
 
 pub(crate) type MockServer<'a, 's, 'f> = Server<
     Stream<MockListener<'a, 's>>,
@@ -280,7 +281,7 @@ struct Counting {
     timeouts: usize,
 }
 
-impl crate::Dispatch for Counting {
+impl crate::driver::Dispatch for Counting {
     fn service_actions(&mut self) {
         self.service_actions += 1;
     }
@@ -289,9 +290,9 @@ impl crate::Dispatch for Counting {
     }
 }
 
-impl<S, A, Svc> crate::StreamDispatch<S, A, Svc> for Counting
+impl<S, A, Svc> crate::driver::StreamDispatch<S, A, Svc> for Counting
 where
-    Inline: crate::StreamDispatch<S, A, Svc>,
+    Inline: crate::driver::StreamDispatch<S, A, Svc>,
 {
     fn process_request(&mut self, service: &Svc, stream: S, client: A) {
         self.inner.process_request(service, stream, client);

@@ -1,10 +1,8 @@
 use std::io;
 use std::num::NonZeroUsize;
 
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
-    StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, RequestError, Service, StreamHandler};
 
 use super::children::Children;
 use super::close::Close;
@@ -168,7 +166,7 @@ where
         match (forked, stream) {
             (Err(e), Some(s)) => {
                 service.handle_error(&client, &RequestError::Spawn(&e));
-                sockserv_core::shutdown_stream(s);
+                sockserv_core::driver::shutdown_stream(s);
             }
             (_, s) => drop(s),
         }

@@ -34,7 +34,7 @@ pub use sequential::Sequential;
 pub use strategy::Strategy;
 pub use threading::Threading;
 
-use sockserv_core::{DatagramHandler, RequestError, Service, StreamHandler};
+use sockserv_core::{DatagramHandler, Request, RequestError, Service, StreamHandler};
 
 use self::close::Watch;
 use crate::addr::Address;
@@ -90,7 +90,7 @@ where
 {
     guarded(service, client, || {
         let send = |data: &[u8], to: &Address| crate::socket::send_reply(sender, data, to);
-        sockserv_core::serve_datagram(service, packet, truncated, client, reply, send)
+        sockserv_core::driver::serve_datagram(service, packet, truncated, client, reply, send)
     })
 }
 
@@ -105,7 +105,7 @@ where
     Svc: Service<Address, Handler: StreamHandler<Conn>> + ?Sized,
 {
     let peer = PeerAware { service, link: stream.watch() };
-    guarded(service, client, || sockserv_core::serve_stream(&peer, stream, client))
+    guarded(service, client, || sockserv_core::driver::serve_stream(&peer, stream, client))
 }
 
 /// A service whose `handle_error` says a handler failed because its peer
@@ -122,8 +122,8 @@ impl<Svc: Service<Address> + ?Sized> Service<Address> for PeerAware<'_, Svc> {
     fn handler(&self, client: &Address) -> Self::Handler {
         self.service.handler(client)
     }
-    fn verify_request(&self, client: &Address) -> bool {
-        self.service.verify_request(client)
+    fn verify_request(&self, request: &Request<'_, Address>) -> bool {
+        self.service.verify_request(request)
     }
     fn handle_error(&self, client: &Address, error: &RequestError<'_>) {
         let gone = self.link.upgrade().and_then(|l| l.peer_gone());

@@ -8,10 +8,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
-    StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, RequestError, Service, StreamHandler};
 
 use super::close::{Close, Running, Watch};
 use super::{DatagramRequest, serve_stream};
@@ -61,7 +59,8 @@ pub enum WhenFull {
 /// Threading does: keep shared state behind an `Arc`.
 ///
 /// ```
-/// # use sockserv_std::{Builder, FnService, StreamHandler};
+/// # use sockserv_core::{service_fn, StreamHandler};
+/// # use sockserv_std::Builder;
 /// # use sockserv_std::dispatch::{Pool, WhenFull};
 /// # use std::num::NonZeroUsize;
 /// # struct Nop;
@@ -70,7 +69,7 @@ pub enum WhenFull {
 /// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
 /// # }
 /// let pool = Pool::new(NonZeroUsize::new(16).unwrap()).queue(64).when_full(WhenFull::Refuse);
-/// let server = Builder::new().dispatch(pool).stream("127.0.0.1:0", FnService(|_| Nop))?;
+/// let server = Builder::new().dispatch(pool).stream("127.0.0.1:0", service_fn(|_| Nop))?;
 /// # Ok::<(), sockserv_std::BindError>(())
 /// ```
 #[derive(Debug)]

@@ -1,6 +1,5 @@
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, Service, StreamDispatch, StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, Service, StreamHandler};
 
 use super::{serve_datagram, serve_stream};
 use crate::addr::Address;

@@ -1,9 +1,8 @@
 //! A strategy chosen at run time (tokio picks its runtime flavour with a
 //! value the same way): one server type whatever the mode.
 
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, Service, StreamDispatch, StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, Service, StreamHandler};
 
 use super::{Forking, Pool, Sequential, Threading};
 use crate::addr::Address;

@@ -3,10 +3,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use sockserv_core::{
-    DatagramDispatch, DatagramHandler, Dispatch, RequestError, Service, StreamDispatch,
-    StreamHandler,
-};
+use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
+use sockserv_core::{DatagramHandler, RequestError, Service, StreamHandler};
 
 use super::close::{Close, Ends, Running, Watch};
 use super::{DatagramRequest, serve_stream};
@@ -30,7 +28,8 @@ use crate::socket::SocketDatagram;
 /// keep shared state behind an `Arc`.
 ///
 /// ```
-/// # use sockserv_std::{Builder, FnService, StreamHandler};
+/// # use sockserv::{service_fn, StreamHandler};
+/// # use sockserv_std::Builder;
 /// # use sockserv_std::dispatch::{Close, Threading};
 /// # use std::num::NonZeroUsize;
 /// # use std::time::Duration;
@@ -42,7 +41,7 @@ use crate::socket::SocketDatagram;
 /// let threading = Threading::new()
 ///     .max_threads(NonZeroUsize::new(100).unwrap())
 ///     .close(Close::Grace(Duration::from_secs(5)));
-/// let server = Builder::new().dispatch(threading).stream("127.0.0.1:0", FnService(|_| Nop))?;
+/// let server = Builder::new().dispatch(threading).stream("127.0.0.1:0", service_fn(|_| Nop))?;
 /// # Ok::<(), sockserv_std::BindError>(())
 /// ```
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use embedded_io::ErrorType;
 use socket2::Socket;
-use sockserv_core::NbConnection;
+use sockserv_core::driver::NbConnection;
 
 use crate::sys;
 

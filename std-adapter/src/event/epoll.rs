@@ -3,7 +3,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use embedded_io::ErrorType;
-use sockserv_core::{Event, EventSource, Interest, NbAccepted};
+use sockserv_core::driver::{Event, EventSource, Interest, NbAccepted};
 
 use super::conn::NbConn;
 use super::{LISTENER, WAKER};

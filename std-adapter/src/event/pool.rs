@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use sockserv_core::event::{BufId, BufferPool, SlotStorage, pair_mut};
+use sockserv_core::driver::{BufId, BufferPool, SlotStorage, pair_mut};
 
 /// The std event mode's buffer pool: up to `max_buffers` buffers of
 /// `buffer_size` bytes, each allocated the first time it is lent. A

@@ -3,10 +3,10 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockserv_core::EventSource;
 use sockserv_core::Service;
 use sockserv_core::ShutdownSignal;
-use sockserv_core::event::{EventHandler, EventServer, EventServerConfig, ServerSlot, TableStats};
+use sockserv_core::driver::EventSource;
+use sockserv_core::{EventHandler, EventServer, EventServerConfig, ServerSlot, TableStats};
 
 use super::pool::{GrowSlots, LazyPool};
 use super::{EpollSource, PollSource};
@@ -214,9 +214,9 @@ type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 /// ```
 /// use std::convert::Infallible;
 /// use std::time::Duration;
-/// use sockserv::std_adapter::FnService;
+/// use sockserv::service_fn;
 /// use sockserv::std_adapter::event::EventTcpServer;
-/// use sockserv::event::{EventHandler, Outbox, Step};
+/// use sockserv::{EventHandler, Outbox, Step};
 ///
 /// struct Echo;
 /// impl EventHandler for Echo {
@@ -226,7 +226,7 @@ type Slots<Src, Svc> = GrowSlots<ServerSlot<Src, Svc>>;
 ///     }
 /// }
 ///
-/// let mut server = EventTcpServer::bind("127.0.0.1:0", FnService(|_| Echo))?;
+/// let mut server = EventTcpServer::bind("127.0.0.1:0", service_fn(|_| Echo))?;
 /// let stop = server.shutdown_handle();
 /// let t = std::thread::spawn(move || server.serve_forever(Duration::from_millis(500)));
 /// stop.shutdown().unwrap();
@@ -578,8 +578,8 @@ mod tests {
     use std::convert::Infallible;
     use std::net::TcpStream;
 
-    use sockserv_core::FnService;
-    use sockserv_core::event::{EventHandler, Outbox, Step};
+    use sockserv_core::service_fn;
+    use sockserv_core::{EventHandler, Outbox, Step};
 
     use super::*;
 
@@ -594,7 +594,7 @@ mod tests {
     /// Whether a connection the event server accepts has `TCP_NODELAY`.
     fn accepted_nodelay(options: EventOptions) -> bool {
         let server: EventTcpServer<_> =
-            Builder::new().event("127.0.0.1:0", FnService(|_| Nop), options).unwrap();
+            Builder::new().event("127.0.0.1:0", service_fn(|_| Nop), options).unwrap();
         let BindAddr::Inet(addr) = server.server_address().clone() else { unreachable!() };
         let _client = TcpStream::connect(addr).unwrap();
         let listener = server.loops[0].source().listener_ref();

@@ -22,8 +22,9 @@ mod smoltcp_check;
 use core::time::Duration;
 
 use embedded_io::{Read, Write};
+use sockserv::driver::Stream;
 use sockserv::mock::{MockConn, MockNet};
-use sockserv::{FnService, Inline, Server, ShutdownFlag, Stream, StreamHandler};
+use sockserv::{Inline, Server, ShutdownFlag, StreamHandler, service_fn};
 
 struct Echo;
 
@@ -57,7 +58,7 @@ extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     }
     let net = MockNet::new();
     net.connect(MockConn::new(1, b"hello world\n").one_byte_at_a_time());
-    let service = FnService(|_: &u32| Echo);
+    let service = service_fn(|_: &u32| Echo);
     let mut server = Server::new(Stream(net.listener()), service, &net, &FLAG, Inline::new());
     server.set_timeout(Some(Duration::from_secs(1)));
     if server.handle_request().is_err() {

@@ -8,8 +8,9 @@ use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
 
 use embedded_nal::{TcpClientStack, TcpError, TcpErrorKind, TcpFullStack, nb};
+use sockserv::driver::Stream;
 use sockserv::nal_adapter::NalStack;
-use sockserv::{FnService, Inline, Server, ShutdownFlag, Stream};
+use sockserv::{Inline, Server, ShutdownFlag, service_fn};
 
 use crate::Echo;
 use crate::smoltcp_check::Ticks;
@@ -104,7 +105,7 @@ pub fn serve_one() -> bool {
     {
         let Ok(listener) = net.listen(7, None) else { return false };
         let mut server =
-            Server::new(Stream(listener), FnService(|_| Echo), &clock, &FLAG, Inline::new());
+            Server::new(Stream(listener), service_fn(|_| Echo), &clock, &FLAG, Inline::new());
         server.set_timeout(Some(Duration::from_secs(5)));
         if server.handle_request().is_err() {
             return false;

@@ -10,14 +10,13 @@ use core::time::Duration;
 
 use core::convert::Infallible;
 
-use sockserv::event::{
-    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step,
-};
+use sockserv::driver::{Clock, Readiness, Stream};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use sockserv::smoltcp_adapter::smoltcp::socket::tcp;
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 use sockserv::smoltcp_adapter::{Options, Stack, Storage, TcpEventSource, Wait, smoltcp};
-use sockserv::{Clock, FnService, Inline, Readiness, Server, Service, ShutdownFlag, Stream};
+use sockserv::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step};
+use sockserv::{Inline, Server, Service, ShutdownFlag, service_fn};
 
 use crate::Echo;
 use crate::ring::Ring;
@@ -121,7 +120,7 @@ pub fn serve_one(mode: Mode) -> bool {
     peer.client.set(Some(handle));
     let served = match mode {
         Mode::Sync => {
-            let service = FnService(|_| Echo);
+            let service = service_fn(|_| Echo);
             let mut server = Server::new(Stream(listener), service, &clock, &FLAG, Inline::new());
             server.set_timeout(Some(Duration::from_secs(5)));
             server.handle_request().is_ok()
