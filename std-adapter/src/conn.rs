@@ -11,8 +11,8 @@ use embedded_io::{Error, ErrorKind, ErrorType, Read, Write};
 use socket2::Socket;
 use sockserv_core::driver::Connection;
 
-use crate::shutdown::Shared;
-use crate::sys;
+use crate::shutdown::{Shared, Waited};
+use crate::sys::{self, Wants};
 
 /// A connected TCP or Unix stream socket, blocking, as `embedded_io`
 /// [`Read`] + [`Write`]: what a [`StreamHandler`](sockserv_core::StreamHandler)
@@ -74,6 +74,17 @@ impl Conn {
         result
     }
 
+    /// Waits until the socket is ready for `wants`: fails with
+    /// `Interrupted` on a stop request, `TimedOut` after `stream_timeout`.
+    fn wait_for(&self, wants: Wants, timed_out: &'static str) -> io::Result<()> {
+        let fd = Some((self.link.socket.as_fd(), wants));
+        match self.shared.wait(fd, self.timeout, false)? {
+            Waited::Stop => Err(stopping()),
+            Waited::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, timed_out)),
+            Waited::Ready => Ok(()),
+        }
+    }
+
     /// A write of all of `buf` that gives up when the server is asked to
     /// stop (a client that never reads must not hold the server either).
     fn write_cancellable(&mut self, mut buf: &[u8]) -> io::Result<()> {
@@ -87,20 +98,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let (stop, ready) = sys::poll_writable_or_wake(
-                self.shared.wake_fd(),
-                self.link.socket.as_fd(),
-                self.timeout,
-            )?;
-            if stop {
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "the server is shutting down",
-                ));
-            }
-            if !ready {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
-            }
+            self.wait_for(Wants { read: false, write: true }, "write timed out")?;
         }
         Ok(())
     }
@@ -114,19 +112,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => return other,
             }
-            let polled = sys::poll_readable(
-                [self.shared.wake_fd(), self.link.socket.as_fd()],
-                self.timeout,
-            )?;
-            if polled.ready[0] {
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "the server is shutting down",
-                ));
-            }
-            if !polled.any {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out"));
-            }
+            self.wait_for(Wants { read: true, write: false }, "read timed out")?;
         }
     }
 
@@ -143,6 +129,11 @@ impl Conn {
     pub fn into_inner(self) -> io::Result<Socket> {
         Arc::try_unwrap(self.link).map(|l| l.socket).or_else(|l| l.socket.try_clone())
     }
+}
+
+/// What a cancellable read or write fails with on a stop request.
+fn stopping() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the server is shutting down")
 }
 
 /// The failures that say the peer went away: routine for a server.

@@ -3,7 +3,7 @@
 //! knobs in [`Options`].
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +18,8 @@ use crate::activation::Inherited;
 use crate::addr::{Address, BindAddr};
 use crate::conn::Conn;
 use crate::error::BindError;
-use crate::shutdown::Shared;
-use crate::sys;
+use crate::shutdown::{Shared, Waited};
+use crate::sys::{self, Wants};
 
 /// CPython's server class attributes, with its names and meaning.
 #[derive(Clone, Debug)]
@@ -195,24 +195,23 @@ impl Bound {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
-        let polled = sys::poll_readable(
-            [self.shared.wake_fd(), std::os::fd::AsFd::as_fd(&self.socket)],
-            timeout,
-        )?;
-        if polled.ready[0] {
-            self.shared.drain();
-            return Ok(Readiness::Woken);
-        }
-        Ok(if polled.any { Readiness::Ready } else { Readiness::TimedOut })
+        let fd = Some((self.socket.as_fd(), READABLE));
+        Ok(readiness(self.shared.wait(fd, timeout, true)?))
     }
 
     fn pause(&self, duration: Duration) -> io::Result<Readiness> {
         // Watch only the wake-up pipe.
-        if sys::wait_readable(self.shared.wake_fd(), Some(duration))? {
-            self.shared.drain();
-            return Ok(Readiness::Woken);
-        }
-        Ok(Readiness::TimedOut)
+        Ok(readiness(self.shared.wait(None, Some(duration), true)?))
+    }
+}
+
+const READABLE: Wants = Wants { read: true, write: false };
+
+fn readiness(waited: Waited) -> Readiness {
+    match waited {
+        Waited::Stop => Readiness::Woken,
+        Waited::Ready => Readiness::Ready,
+        Waited::TimedOut => Readiness::TimedOut,
     }
 }
 

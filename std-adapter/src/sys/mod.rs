@@ -103,28 +103,26 @@ fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
     libc::pollfd { fd, events, revents: 0 }
 }
 
-/// Readiness of the descriptors given to [`poll_readable`].
-pub(crate) struct Polled {
-    /// Per descriptor, whether it is readable (or hung up / in error).
-    pub ready: [bool; 2],
-    /// Whether any descriptor was ready before the timeout.
-    pub any: bool,
-}
-
-/// Waits until one of `fds` is readable or `timeout` passes (`None`: no
-/// limit).
-pub(crate) fn poll_readable(
-    fds: [BorrowedFd<'_>; 2],
+/// Waits until `wake` is readable (a stop request), `fd` (if any) is
+/// ready for what it wants, or `timeout` passes (`None`: no limit).
+/// Returns (wake readable, `fd` ready). The one wait of the adapter that a
+/// stop request cuts short.
+pub(crate) fn poll_or_wake(
+    wake: BorrowedFd<'_>,
+    fd: Option<(BorrowedFd<'_>, Wants)>,
     timeout: Option<Duration>,
-) -> io::Result<Polled> {
-    let mut pfds = fds.map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN));
-    let n = poll_many(&mut pfds, timeout)?;
-    Ok(Polled { ready: pfds.map(|p| p.revents != 0), any: n > 0 })
-}
-
-/// Waits until `fd` is readable or `timeout` passes; whether it is.
-pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    Ok(poll_many(&mut [pollfd(fd.as_raw_fd(), libc::POLLIN)], timeout)? > 0)
+) -> io::Result<(bool, bool)> {
+    let mut set = PollSet::default();
+    set.push(wake.as_raw_fd(), Wants { read: true, write: false });
+    if let Some((fd, wants)) = fd {
+        set.push(fd.as_raw_fd(), wants);
+    }
+    set.wait(timeout)?;
+    let ready = fd.is_some() && {
+        let r = set.ready(1);
+        r.read || r.write
+    };
+    Ok((set.ready(0).read, ready))
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end). The
@@ -170,18 +168,6 @@ pub(crate) fn poll_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io:
     let mut pfds: Vec<libc::pollfd> =
         fds.iter().map(|fd| pollfd(fd.as_raw_fd(), libc::POLLIN)).collect();
     poll_many(&mut pfds, timeout).map(drop)
-}
-
-/// Waits until `fd` can be written to or `wake` is readable (a stop
-/// request), at most `timeout`. Returns (wake readable, socket ready).
-pub(crate) fn poll_writable_or_wake(
-    wake: BorrowedFd<'_>,
-    fd: BorrowedFd<'_>,
-    timeout: Option<Duration>,
-) -> io::Result<(bool, bool)> {
-    let mut fds = [pollfd(wake.as_raw_fd(), libc::POLLIN), pollfd(fd.as_raw_fd(), libc::POLLOUT)];
-    poll_many(&mut fds, timeout)?;
-    Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
 /// poll(2) over any number of descriptors with their event masks; fills
