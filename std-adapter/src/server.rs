@@ -103,16 +103,22 @@ pub type DatagramServer<Svc, D = Sequential> =
     SocketServer<Datagram<SocketDatagram, Vec<u8>>, Svc, D>;
 
 /// The equivalent of `socketserver.TCPServer` (IPv4 or IPv6 by the address).
+#[doc(alias = "TCPServer")]
 pub type TcpServer<Svc> = StreamServer<Svc, Sequential>;
 /// The equivalent of `socketserver.ThreadingTCPServer`.
+#[doc(alias = "ThreadingTCPServer")]
 pub type ThreadingTcpServer<Svc> = StreamServer<Svc, Threading>;
 /// The equivalent of `socketserver.ForkingTCPServer`.
+#[doc(alias = "ForkingTCPServer")]
 pub type ForkingTcpServer<Svc> = StreamServer<Svc, Forking>;
 /// The equivalent of `socketserver.UDPServer`.
+#[doc(alias = "UDPServer")]
 pub type UdpServer<Svc> = DatagramServer<Svc, Sequential>;
 /// The equivalent of `socketserver.ThreadingUDPServer`.
+#[doc(alias = "ThreadingUDPServer")]
 pub type ThreadingUdpServer<Svc> = DatagramServer<Svc, Threading>;
 /// The equivalent of `socketserver.ForkingUDPServer`.
+#[doc(alias = "ForkingUDPServer")]
 pub type ForkingUdpServer<Svc> = DatagramServer<Svc, Forking>;
 /// The equivalent of `socketserver.UnixStreamServer` (bind it to a path).
 pub type UnixStreamServer<Svc> = StreamServer<Svc, Sequential>;
