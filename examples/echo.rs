@@ -323,7 +323,7 @@ fn event_options(args: &Args, grace: Duration) -> EventOptions {
         EventOptions { max_connections, workers, port_sharing, ..EventOptions::default() };
     options.server.shutdown_grace = grace;
     // A stop (a signal, a restart) lets open connections finish.
-    options.server.finish_on_shutdown = true;
+    options.server.on_shutdown = sockserv::OnShutdown::Finish;
     options
 }
 

@@ -26,7 +26,7 @@ mod sys;
 
 pub use addr::{Address, BindAddr};
 pub use conn::Conn;
-pub use dispatch::{Close, Forking, Pool, Sequential, Strategy, Threading, WhenFull};
+pub use dispatch::{Close, Forking, Pool, Sequential, Strategy, Threading};
 pub use error::BindError;
 pub use server::{
     Bound, Builder, DatagramServer, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,

@@ -102,7 +102,7 @@ impl Fixture for Std {
             ..EventOptions::default()
         };
         // The full-table case checks refusals (the default waits in the backlog).
-        options.server.refuse_when_full = true;
+        options.server.when_full = sockserv::WhenFull::Refuse;
         let mut server: EventTcpServer<Rec> =
             Builder::new().event("127.0.0.1:0", rec.clone(), options).unwrap();
         let addr = inet(server.server_address());

@@ -34,7 +34,7 @@ use core::fmt;
 use embedded_io::{Error as _, ErrorKind};
 
 pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
-pub use server::{EventServer, EventServerConfig, ServerSlot};
+pub use server::{EventServer, EventServerConfig, OnShutdown, ServerSlot, WhenFull};
 pub use table::{ConnTable, Outcome, Slot, SlotStorage, TableStats};
 
 /// Slot storage with a capacity of `N` fixed at compile time, no
@@ -196,6 +196,74 @@ impl<'a> Outbox<'a> {
         Ok(())
     }
 
+    /// The back-pressure rule as a loop: calls `answer` with each complete
+    /// command at the front of `input` (its length given by `frame`:
+    /// `Some(len)` for a complete one, `None` when more bytes are needed)
+    /// while at least `reply_max` bytes of [`room`](Self::room) remain, and
+    /// returns how many bytes those commands took, for
+    /// [`Step::consumed`]. The commands it leaves are offered again once
+    /// the peer has read (see [`EventHandler`]'s "Back-pressure").
+    ///
+    /// `reply_max` is the most one answer writes; it must not exceed the
+    /// send buffer's size, or nothing is ever answered.
+    ///
+    /// # Errors
+    /// The first error of `answer` (returned from `received`, it closes
+    /// the connection).
+    pub fn answer_each<E>(
+        &mut self,
+        input: &[u8],
+        reply_max: usize,
+        frame: impl Fn(&[u8]) -> Option<usize>,
+        mut answer: impl FnMut(&[u8], &mut Self) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut used = 0;
+        while self.room() >= reply_max {
+            let rest = &input[used..];
+            let Some(len) = frame(rest).filter(|&n| n > 0 && n <= rest.len()) else {
+                break;
+            };
+            answer(&rest[..len], self)?;
+            used += len;
+        }
+        Ok(used)
+    }
+
+    /// [`answer_each`](Self::answer_each) for line commands: each `line`
+    /// handed to `answer` ends with its `\n`.
+    ///
+    /// ```
+    /// use core::fmt::Write as _;
+    /// use sockserv::{EventHandler, Outbox, Step};
+    ///
+    /// struct Counter(u64);
+    ///
+    /// impl EventHandler for Counter {
+    ///     type Error = core::fmt::Error;
+    ///     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+    ///         // ":18446744073709551615\r\n" is 23 bytes: answer only while
+    ///         // that much room is left.
+    ///         let used = out.answer_lines(input, 23, |_line, out| {
+    ///             self.0 += 1;
+    ///             write!(out, ":{}\r\n", self.0)
+    ///         })?;
+    ///         Ok(Step::consumed(used))
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// The first error of `answer`.
+    pub fn answer_lines<E>(
+        &mut self,
+        input: &[u8],
+        reply_max: usize,
+        answer: impl FnMut(&[u8], &mut Self) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let line = |rest: &[u8]| rest.iter().position(|&b| b == b'\n').map(|i| i + 1);
+        self.answer_each(input, reply_max, line, answer)
+    }
+
     /// Asks for [`EventHandler::drained`] once everything written so far
     /// has been handed to the connection: the way to send an answer larger
     /// than one buffer in steps.
@@ -264,6 +332,35 @@ impl<C: NbConnection> TryWrite for C {
 /// Every method gets an [`Outbox`] to answer into. An error is reported to
 /// [`Service::handle_error`](crate::Service::handle_error) and the
 /// connection is closed at once.
+///
+/// # Back-pressure
+///
+/// Check [`Outbox::room`] before acting on a command: answer only while
+/// room for the whole answer remains, and leave the rest of the input
+/// unconsumed. It is offered again, with the room back, once the peer
+/// has read what is queued (a connection whose send buffer is full is not
+/// read from, so a slow reader slows its own input, not the server). A
+/// handler that acts on a command without room either cuts its answer
+/// (`write!` fails with `fmt::Error`) or must drop it, and a client that
+/// pipelines many commands and reads slowly then loses its connection
+/// mid-pipeline. [`Outbox::answer_lines`] / [`Outbox::answer_each`] do
+/// the check for you:
+///
+/// ```
+/// # use core::fmt::Write as _;
+/// # use sockserv::{EventHandler, Outbox, Step};
+/// # struct Counter(u64);
+/// # impl EventHandler for Counter {
+/// #     type Error = core::fmt::Error;
+/// fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+///     let used = out.answer_lines(input, 23, |_line, out| {
+///         self.0 += 1;
+///         write!(out, ":{}\r\n", self.0)
+///     })?;
+///     Ok(Step::consumed(used))
+/// }
+/// # }
+/// ```
 pub trait EventHandler {
     /// What the handler fails with.
     type Error: fmt::Debug;

@@ -29,7 +29,7 @@ use socket2::Socket;
 
 pub use close::{Close, DEFAULT_GRACE};
 pub use forking::Forking;
-pub use pool::{Pool, WhenFull};
+pub use pool::Pool;
 pub use sequential::Sequential;
 pub use strategy::Strategy;
 pub use threading::Threading;
