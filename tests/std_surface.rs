@@ -129,6 +129,51 @@ fn sigterm_stops_a_threading_server_with_an_idle_client_within_its_grace() {
     assert_eq!(idle.read(&mut byte).unwrap(), 0, "the idle client's connection was ended");
 }
 
+/// The close policy covers a pool's connections however they were
+/// accepted (by the loop, queued, or by an idle worker accepting for
+/// itself): closing waits the grace, then ends the idle clients.
+#[test]
+fn closing_a_pool_with_idle_clients_ends_them_within_its_grace() {
+    use sockserv::std_adapter::Pool;
+    use std::num::NonZeroUsize;
+    let pool = Pool::new(NonZeroUsize::new(8).unwrap());
+    let mut server = Builder::new()
+        .dispatch(pool)
+        .stream("127.0.0.1:0", Recorder::new(Behaviour::Echo))
+        .unwrap();
+    let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
+    let stop = server.shutdown_handle();
+    let (done, closed) = mpsc::channel();
+    thread::spawn(move || {
+        let served = server.serve_forever(Duration::from_millis(100));
+        let closing = Instant::now();
+        drop(server); // server_close
+        done.send((served.is_ok(), closing.elapsed())).unwrap();
+    });
+    // The first is dispatched by the loop; from then on idle workers
+    // accept too, and take most of the others.
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for _ in 0..6 {
+        let mut c = TcpStream::connect(a).unwrap();
+        c.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        c.read_exact(&mut byte).unwrap();
+        idle.push(c);
+        thread::sleep(Duration::from_millis(100));
+    }
+    stop.shutdown().unwrap();
+    let (served, closing) =
+        closed.recv_timeout(Duration::from_secs(10)).expect("stopped and closed within 10 s");
+    assert!(served);
+    assert!(closing >= Duration::from_millis(900), "closing waited the grace: {closing:?}");
+    assert!(closing < Duration::from_secs(4), "closing took {closing:?}; the grace is 1 s");
+    for (i, c) in idle.iter_mut().enumerate() {
+        let mut byte = [0u8; 1];
+        assert_eq!(c.read(&mut byte).unwrap(), 0, "idle client {i}'s connection was ended");
+    }
+}
+
 /// An event server whose pool could never serve (one buffer: a
 /// connection reads into one while its output waits in another) is
 /// refused when built, naming the knob, instead of hanging at run time.
