@@ -64,8 +64,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9996".into());
     let room = Room::default();
     let mut server = ThreadingTcpServer::bind(addr, service_fn(move |_| Chat(room.clone())))?;
-    // Python's daemon_threads = True: a signal does not wait for clients.
-    server.dispatch_mut().daemon_threads = true;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());

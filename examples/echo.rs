@@ -42,9 +42,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sockserv::std_adapter::activation::{self, Inherited};
-use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
+use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing, Workers};
 use sockserv::std_adapter::{
-    BindAddr, BindError, Builder, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
+    BindAddr, BindError, Builder, Close, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
     Strategy, Threading,
 };
 use sockserv::{ServiceExt, service_fn};
@@ -87,7 +87,7 @@ struct Args {
     /// event: the connection table's capacity (default 10,000); sync
     /// serves one at a time anyway.
     #[arg(long)]
-    max_connections: Option<usize>,
+    max_connections: Option<NonZeroUsize>,
     /// Serve inherited descriptor N (a bound socket; listening if a
     /// stream) instead of binding.
     #[arg(long)]
@@ -177,21 +177,21 @@ fn run(args: &Args, proto: Proto, address: impl IntoBindAddr) -> Result<(), Fail
     // open: a signal stops the server within `--grace` (forking: the
     // children still serving get it too, then SIGTERM, so no process of
     // the example's is left once it has exited).
-    let grace = Some(Duration::from_secs_f64(args.grace.max(0.0)));
+    let grace = Duration::from_secs_f64(args.grace.max(0.0));
     match args.mode {
         Mode::Sync => serve(proto, address, Sequential::new()),
         Mode::Threading if let Some(n) = args.pool => {
-            serve(proto, address, Pool::new(n).block_on_close(false))
+            serve(proto, address, Pool::new(n).close(Close::Grace(grace)))
         }
         Mode::Threading => {
-            let mut threading = Threading::new().block_on_close(false).close_grace(grace);
-            if let Some(cap) = args.max_connections.and_then(NonZeroUsize::new) {
+            let mut threading = Threading::new().close(Close::Grace(grace));
+            if let Some(cap) = args.max_connections {
                 threading = threading.max_threads(cap);
             }
             serve(proto, address, threading)
         }
         Mode::Forking => {
-            let mut forking = Forking::new().block_on_close(false).close_grace(grace);
+            let mut forking = Forking::new().close(Close::Grace(grace));
             if let Some(cap) = args.max_connections {
                 forking = forking.max_children(cap);
             }
@@ -329,19 +329,16 @@ fn serve_event(
     }
 }
 
-fn event_options(args: &Args, grace: Option<Duration>) -> EventOptions {
+fn event_options(args: &Args, grace: Duration) -> EventOptions {
     let port_sharing = match args.port_sharing {
         Sharing::ReusePort => PortSharing::ReusePort,
         Sharing::Exclusive => PortSharing::Exclusive,
     };
-    let max_connections = args.max_connections.unwrap_or(10_000);
-    let mut options = EventOptions {
-        max_connections,
-        workers: args.workers,
-        port_sharing,
-        ..EventOptions::default()
-    };
-    options.server.shutdown_grace = grace.unwrap_or_default();
+    let max_connections = args.max_connections.unwrap_or(NonZeroUsize::new(10_000).unwrap());
+    let workers = NonZeroUsize::new(args.workers).map_or(Workers::PerCpu, Workers::Count);
+    let mut options =
+        EventOptions { max_connections, workers, port_sharing, ..EventOptions::default() };
+    options.server.shutdown_grace = grace;
     // A stop (a signal, a restart) lets open connections finish.
     options.server.on_shutdown = sockserv::OnShutdown::Finish;
     options

@@ -6,6 +6,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::num::NonZeroUsize;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -176,7 +177,10 @@ where
 {
     raise_nofile(4096);
     let echo = Echo::default();
-    let options = EventOptions { max_connections: 1100, ..EventOptions::default() };
+    let options = EventOptions {
+        max_connections: NonZeroUsize::new(1100).unwrap(),
+        ..EventOptions::default()
+    };
     let server = start::<Src>(&echo, options);
     let mut clients: Vec<TcpStream> = (0..1000).map(|_| connect(server.addr)).collect();
     // Every connection is open at once; each exchanges three messages.
@@ -209,7 +213,8 @@ fn a_thousand_open_connections_with_the_poll_fallback() {
 #[test]
 fn with_refuse_when_full_a_full_table_refuses_and_keeps_serving() {
     let echo = Echo::default();
-    let mut options = EventOptions { max_connections: 2, ..EventOptions::default() };
+    let mut options =
+        EventOptions { max_connections: NonZeroUsize::new(2).unwrap(), ..EventOptions::default() };
     options.server.when_full = sockserv::WhenFull::Refuse;
     let server = start::<EpollSource>(&echo, options);
     let mut a = connect(server.addr);

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockserv::embedded_io::Write;
-use sockserv::std_adapter::{Builder, ConnWriter, Threading};
+use sockserv::std_adapter::{Builder, Close, ConnWriter, Threading};
 use sockserv::{ShareWriter, StreamHandler, service_fn};
 
 /// Hands its connection's writer to the test, then waits for `release`
@@ -72,10 +72,9 @@ fn a_writer_to_a_peer_that_never_reads_times_out() {
     let service = service_fn(move |_| Give(tx.clone(), release.lock().unwrap().take()));
     let mut server = Builder::new()
         .stream_timeout(Some(Duration::from_millis(300)))
-        .dispatch(Threading::new())
+        .dispatch(Threading::new().close(Close::Leave))
         .stream("127.0.0.1:0", service)
         .unwrap();
-    server.dispatch_mut().daemon_threads = true;
     let addr = server.server_address().to_string();
     let stop = server.shutdown_handle();
     let serving = thread::spawn(move || server.serve_forever(Duration::from_millis(50)));

@@ -12,9 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockserv::WhenFull;
-use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
+use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing, Workers};
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Pool, ShutdownError, ShutdownHandle, StreamServer,
+    Address, BindAddr, Builder, Close, Pool, ShutdownError, ShutdownHandle, StreamServer,
 };
 use sockserv::{DatagramHandler, ReplyWriter, RequestError, Service, StreamHandler};
 use sockserv::{EventHandler, Outbox, Step};
@@ -91,7 +91,11 @@ fn load(addr: SocketAddr, clients: usize, each: usize) -> Vec<TcpStream> {
 }
 
 fn two_loops(sharing: PortSharing) -> EventTcpServer<Echo> {
-    let options = EventOptions { workers: 2, port_sharing: sharing, ..EventOptions::default() };
+    let options = EventOptions {
+        workers: Workers::Count(NonZeroUsize::new(2).unwrap()),
+        port_sharing: sharing,
+        ..EventOptions::default()
+    };
     Builder::new().event("127.0.0.1:0", Echo::default(), options).unwrap()
 }
 
@@ -460,13 +464,13 @@ fn pool_panics_do_not_shrink_it() {
 }
 
 /// A stop with busy workers returns at once and they keep serving;
-/// `server_close` with `block_on_close` waits for them, without it does
-/// not.
+/// `server_close` with `Close::Wait` waits for them, with `Close::Leave`
+/// does not.
 #[test]
 fn pool_shutdown_with_busy_workers() {
-    for block in [true, false] {
+    for (close, block) in [(Close::Wait, true), (Close::Leave, false)] {
         let service = PoolEcho::default();
-        let running = start_pool(pool(2).block_on_close(block), &service);
+        let running = start_pool(pool(2).close(close), &service);
         let mut a = connect(running.addr);
         let mut b = connect(running.addr);
         roundtrip(&mut a, b"a");
@@ -482,7 +486,7 @@ fn pool_shutdown_with_busy_workers() {
             closed.send(()).unwrap();
         });
         let waited = closing.recv_timeout(Duration::from_millis(300)).is_err();
-        assert_eq!(waited, block, "block_on_close({block}) waits for busy workers");
+        assert_eq!(waited, block, "{close:?} waits for busy workers: {block}");
         drop((a, b));
         closing.recv_timeout(Duration::from_secs(5)).ok();
     }

@@ -277,7 +277,7 @@ fn dropped(stats: &mut ReplyStats, path: &Path, peer: &mut Peer, why: &str) {
 /// ever.
 pub(crate) fn send_to(socket: &Socket, data: &[u8], to: &SockAddr) -> io::Result<()> {
     loop {
-        match socket.send_to_with_flags(data, to, libc::MSG_DONTWAIT) {
+        match sys::send_to_dontwait(socket, data, to) {
             Ok(n) if n == data.len() => return Ok(()),
             Ok(_) => {
                 return Err(io::Error::new(io::ErrorKind::WriteZero, "datagram sent partially"));
@@ -356,7 +356,7 @@ impl Replier {
 
     fn keep_poke(&self) -> io::Result<usize> {
         match &self.keep {
-            Some(keep) => keep.tx.send_with_flags(&[], libc::MSG_DONTWAIT),
+            Some(keep) => sys::send_dontwait(&keep.tx, &[]),
             None => Ok(0),
         }
     }

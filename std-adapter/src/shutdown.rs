@@ -6,10 +6,22 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
+use std::time::Duration;
 
 use sockserv_core::ShutdownSignal;
 
 use crate::sys;
+
+/// What [`Shared::wait`] ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// A stop was asked for.
+    Stop,
+    /// The descriptor is ready.
+    Ready,
+    /// The timeout passed.
+    TimedOut,
+}
 
 #[derive(Debug, Default)]
 struct LoopState {
@@ -70,6 +82,28 @@ impl Shared {
     /// The descriptor that becomes readable when a stop is asked for.
     pub(crate) fn wake_fd(&self) -> BorrowedFd<'_> {
         self.wake_read.as_fd()
+    }
+
+    /// Waits until `fd` (if any) is ready for `wants`, a stop is asked
+    /// for, or `timeout` passes: the blocking wait with a deadline and a
+    /// wake-up that the listeners' `wait` and `pause` and a connection's
+    /// cancellable reads and writes share. A wake-up is drained when
+    /// `drain` says so (a loop re-checks the stop flag; a connection
+    /// leaves it for the loop).
+    pub(crate) fn wait(
+        &self,
+        fd: Option<(BorrowedFd<'_>, sys::Wants)>,
+        timeout: Option<Duration>,
+        drain: bool,
+    ) -> io::Result<Waited> {
+        let (woken, ready) = sys::poll_or_wake(self.wake_fd(), fd, timeout)?;
+        if woken {
+            if drain {
+                self.drain();
+            }
+            return Ok(Waited::Stop);
+        }
+        Ok(if ready { Waited::Ready } else { Waited::TimedOut })
     }
 
     /// Empties the wake-up pipe after a wake-up was seen.

@@ -11,8 +11,8 @@ use socket2::Socket;
 use sockserv_core::ShareWriter;
 
 use crate::conn::Conn;
-use crate::shutdown::Shared;
-use crate::sys;
+use crate::shutdown::{Shared, Waited};
+use crate::sys::{self, Wants};
 
 /// A writer to a connection that other threads keep: what
 /// [`Conn::share_writer`](ShareWriter::share_writer) hands out, over a
@@ -41,11 +41,8 @@ impl ShareWriter for Conn {
     type Writer = ConnWriter;
 
     fn share_writer(&self) -> io::Result<ConnWriter> {
-        Ok(ConnWriter {
-            socket: self.get_ref().try_clone()?,
-            shared: self.stop_handle(),
-            timeout: self.timeout(),
-        })
+        let (shared, timeout) = self.writer_waits();
+        Ok(ConnWriter { socket: self.get_ref().try_clone()?, shared, timeout })
     }
 }
 
@@ -75,14 +72,15 @@ impl Write for ConnWriter {
 impl ConnWriter {
     /// Waits until the socket takes more, the timeout passes or a stop.
     fn wait_for_room(&self) -> io::Result<()> {
-        let (stop, ready) =
-            sys::poll_writable_or_wake(self.shared.wake_fd(), self.socket.as_fd(), self.timeout)?;
-        if stop {
-            Err(io::Error::new(io::ErrorKind::Interrupted, "the server is shutting down"))
-        } else if !ready {
-            Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out (stream_timeout)"))
-        } else {
-            Ok(())
+        let fd = Some((self.socket.as_fd(), Wants { read: false, write: true }));
+        match self.shared.wait(fd, self.timeout, false)? {
+            Waited::Stop => {
+                Err(io::Error::new(io::ErrorKind::Interrupted, "the server is shutting down"))
+            }
+            Waited::TimedOut => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out (stream_timeout)"))
+            }
+            Waited::Ready => Ok(()),
         }
     }
 }

@@ -13,8 +13,8 @@ use socket2::Socket;
 
 use crate::addr::Address;
 use crate::conn::Conn;
-use crate::shutdown::Shared;
-use crate::sys;
+use crate::shutdown::{Shared, Waited};
+use crate::sys::{self, Wants};
 
 /// A duplicate of the listening socket (so it stays valid while a worker
 /// holds it, even after the server closed its own), with what an accepted
@@ -58,9 +58,10 @@ impl Acceptor {
         if !self.shared.is_serving() {
             return Took::NotServing;
         }
-        match sys::poll_readable([self.shared.wake_fd(), self.socket.as_fd()], Some(wait)) {
-            Ok(p) if p.ready[1] && !p.ready[0] => {}
-            Ok(_) => return Took::Nothing,
+        let read = Wants { read: true, write: false };
+        match self.shared.wait(Some((self.socket.as_fd(), read)), Some(wait), false) {
+            Ok(Waited::Ready) => {}
+            Ok(Waited::Stop | Waited::TimedOut) => return Took::Nothing,
             Err(e) => return self.failed(e),
         }
         // No connection is accepted once a stop was asked for.

@@ -12,7 +12,8 @@ use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
 use sockserv_core::{DatagramHandler, Request, RequestError, Service, StreamHandler};
 
 use super::acceptor::{Acceptor, Took};
-use super::{guarded, serve_datagram_into};
+use super::close::{Close, Running, Watch};
+use super::{DatagramRequest, serve_stream};
 use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
@@ -44,11 +45,11 @@ use sockserv_core::WhenFull;
 ///   so the pool never shrinks.
 /// * `shutdown()` stops the server loop only; workers finish what they
 ///   hold and what is queued (it can serve again). `server_close` closes
-///   the queue; with `block_on_close` (default `true`) and not
-///   `daemon_threads` (default `false`) it waits until every queued and
-///   running request is done and the workers have ended, as Threading
-///   joins its threads. Otherwise the workers finish the queue on their
-///   own and end.
+///   the queue, stops the workers' accepting, and does what
+///   [`close`](Self::close) says (default [`Close::Grace`] of 1 s) with
+///   the queued and running requests (those the workers accepted too), as
+///   Threading does with its threads; workers still busy after it are
+///   left to finish the queue on their own and end.
 ///
 /// The service is cloned per request (`Svc: Clone + Send + 'static`), as
 /// Threading does: keep shared state behind an `Arc`.
@@ -70,12 +71,7 @@ use sockserv_core::WhenFull;
 /// ```
 #[derive(Debug)]
 pub struct Pool {
-    /// CPython's `daemon_threads`: when `true`, closing the server does
-    /// not wait for the workers.
-    pub daemon_threads: bool,
-    /// CPython's `block_on_close`: `server_close` waits for queued and
-    /// running requests and joins the workers.
-    pub block_on_close: bool,
+    close: Close,
     size: NonZeroUsize,
     queue_limit: usize,
     when_full: WhenFull,
@@ -127,6 +123,9 @@ struct Queue {
     /// The workers started (at most `size`).
     handles: Mutex<Vec<JoinHandle<()>>>,
     size: usize,
+    /// Queued and running requests (those the workers accepted too), and
+    /// their connections.
+    running: Arc<Running>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -226,7 +225,7 @@ impl Queue {
         let mut st = self.lock();
         st.busy -= 1;
         // An idle worker is room too.
-        self.room.notify_one();
+        self.room.notify_all();
         st
     }
 
@@ -279,11 +278,10 @@ impl Drop for Alive<'_> {
 
 impl Pool {
     /// A pool of `size` workers, a queue of `size` waiting requests, that
-    /// waits when full; non-daemon workers, block on close.
+    /// waits when full; a 1 s grace on close ([`Close::default`]).
     pub fn new(size: NonZeroUsize) -> Self {
         Self {
-            daemon_threads: false,
-            block_on_close: true,
+            close: Close::default(),
             size,
             queue_limit: size.get(),
             when_full: WhenFull::Wait,
@@ -304,15 +302,9 @@ impl Pool {
         self
     }
 
-    /// Sets `daemon_threads`.
-    pub fn daemon_threads(mut self, daemon: bool) -> Self {
-        self.daemon_threads = daemon;
-        self
-    }
-
-    /// Sets `block_on_close`.
-    pub fn block_on_close(mut self, block: bool) -> Self {
-        self.block_on_close = block;
+    /// What closing the server does with queued and running requests.
+    pub fn close(mut self, close: Close) -> Self {
+        self.close = close;
         self
     }
 
@@ -350,13 +342,20 @@ impl Pool {
         if wanted { self.queue.start_worker() } else { Ok(()) }
     }
 
-    /// Queues `job` (a request from `client`): waits for room or refuses,
-    /// as `when_full` says; drops it (closing what it owns) when refused,
-    /// when no worker can run, or when a stop is asked for while waiting.
-    fn submit<Svc>(&mut self, service: &Svc, client: &Address, stop: &dyn Fn() -> bool, job: Job)
+    /// Queues `job` (a request from `client`, its connection `conn`):
+    /// refuses it when full and `when_full` says so (dropping it closes
+    /// what it owns); else waits for room (`serve_forever` comes here
+    /// only with room; `handle_request` may wait).
+    fn submit<Svc, F>(&mut self, service: &Svc, client: &Address, conn: Option<Watch>, job: F)
     where
         Svc: Service<Address>,
+        F: FnOnce() + Send + 'static,
     {
+        if self.when_full == WhenFull::Refuse && !self.room(&self.queue.lock()) {
+            self.queue.refused.fetch_add(1, Ordering::Relaxed);
+            service.handle_table_full(client);
+            return;
+        }
         if let Err(e) = self.grow()
             && self.live_workers() == 0
         {
@@ -364,21 +363,14 @@ impl Pool {
             return;
         }
         let mut st = self.queue.lock();
-        // Room: a worker that will take it at once, or a place in the queue.
-        while st.jobs.len() >= self.queue_limit + st.alive.saturating_sub(st.busy) {
-            if self.when_full == WhenFull::Refuse {
-                drop(st);
-                self.queue.refused.fetch_add(1, Ordering::Relaxed);
-                service.handle_table_full(client);
-                return;
-            }
-            if stop() {
-                return;
-            }
-            let wait = Duration::from_millis(50);
-            st = self.queue.room.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0;
+        while !self.room(&st) {
+            st = self.queue.room.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
-        st.jobs.push_back(job);
+        let ends = self.queue.running.start(conn);
+        st.jobs.push_back(Box::new(move || {
+            let _ends = ends;
+            job();
+        }));
         drop(st);
         self.queue.work.notify_one();
     }
@@ -393,6 +385,7 @@ impl Pool {
         Svc: Service<Address, Handler: StreamHandler<Conn>> + Clone + Send + 'static,
     {
         let Ok(acceptor) = Acceptor::from_conn(stream) else { return };
+        let running = Arc::clone(&self.queue.running);
         // Shared by the workers: `Svc` need not be `Sync`, a clone is taken
         // per connection (as Threading clones it per request).
         let svc = Mutex::new(service.clone());
@@ -404,10 +397,10 @@ impl Pool {
                     sockserv_core::driver::shutdown_stream(conn);
                     return Taken::Nothing;
                 }
+                let ends = running.start(Some(conn.watch()));
                 Taken::Job(Box::new(move || {
-                    guarded(&svc, &client, || {
-                        sockserv_core::driver::serve_stream(&svc, conn, &client)
-                    });
+                    let _ends = ends;
+                    serve_stream(&svc, conn, &client);
                 }))
             }
             Took::Nothing => Taken::Nothing,
@@ -422,8 +415,7 @@ impl Pool {
 
     /// Whether a request would find room now: an idle worker, a worker
     /// still to be started, or a place in the queue.
-    fn room(&self) -> bool {
-        let st = self.queue.lock();
+    fn room(&self, st: &State) -> bool {
         let unstarted = self.size.get().saturating_sub(st.started);
         st.jobs.len() < self.queue_limit + st.alive.saturating_sub(st.busy) + unstarted
     }
@@ -434,7 +426,7 @@ impl Dispatch for Pool {
     /// loop stops accepting meanwhile, and says so once per episode).
     /// With [`WhenFull::Refuse`]: always (each refused request is told).
     fn has_room(&self) -> bool {
-        self.when_full == WhenFull::Refuse || self.room()
+        self.when_full == WhenFull::Refuse || self.room(&self.queue.lock())
     }
 
     fn wait_for_room(&mut self, timeout: Duration) {
@@ -442,8 +434,7 @@ impl Dispatch for Pool {
             return;
         }
         let st = self.queue.lock();
-        let unstarted = self.size.get().saturating_sub(st.started);
-        if st.jobs.len() >= self.queue_limit + st.alive.saturating_sub(st.busy) + unstarted {
+        if !self.room(&st) {
             let _ = self.queue.room.wait_timeout(st, timeout);
         }
     }
@@ -452,16 +443,19 @@ impl Dispatch for Pool {
         Some(("the pool's workers and queue", self.size.get() + self.queue_limit))
     }
 
+    /// Closes the queue and stops the workers' accepting, then does what
+    /// [`close`](Pool::close) says; workers that ended are joined, busy
+    /// ones left.
     fn server_close(&mut self) {
         self.queue.lock().closed = true;
         // Workers stop accepting; the listener's duplicate closes as soon
         // as the last accepting worker's wait ends.
         self.queue.accept.lock().unwrap_or_else(PoisonError::into_inner).take();
         self.queue.work.notify_all();
-        if self.block_on_close && !self.daemon_threads {
-            let workers = std::mem::take(
-                &mut *self.queue.handles.lock().unwrap_or_else(PoisonError::into_inner),
-            );
+        let workers =
+            std::mem::take(&mut *self.queue.handles.lock().unwrap_or_else(PoisonError::into_inner));
+        if self.queue.running.close(self.close) {
+            // Nothing queued or running: the workers are ending.
             for w in workers {
                 let _ = w.join();
             }
@@ -477,13 +471,12 @@ where
         if self.queue.acceptor().is_none() && !self.queue.lock().closed {
             self.accept_in_workers(service, &stream);
         }
-        let stop = stream.stop_handle();
+        let watch = stream.watch();
         let svc = service.clone();
         let who = client.clone();
-        let job: Job = Box::new(move || {
-            guarded(&svc, &who, || sockserv_core::driver::serve_stream(&svc, stream, &who));
+        self.submit(service, &client, Some(watch), move || {
+            serve_stream(&svc, stream, &who);
         });
-        self.submit(service, &client, &move || stop.is_requested(), job);
     }
 }
 
@@ -499,18 +492,11 @@ where
         truncated: Option<usize>,
         client: Address,
     ) {
-        let replier = socket.replier().clone();
-        let packet = packet.to_vec();
-        let reply_size = socket.max_reply();
+        let request = DatagramRequest::new(socket, packet, truncated);
         let svc = service.clone();
         let who = client.clone();
-        let job: Job = Box::new(move || {
-            REPLY.with_borrow_mut(|reply| {
-                reply.resize(reply_size, 0);
-                serve_datagram_into(&svc, &replier, &packet, truncated, &who, reply);
-            });
+        self.submit(service, &client, None, move || {
+            REPLY.with_borrow_mut(|reply| request.serve(&svc, &who, reply));
         });
-        let stop = || socket.stop_requested();
-        self.submit(service, &client, &stop, job);
     }
 }

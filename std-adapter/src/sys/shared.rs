@@ -77,7 +77,7 @@ mod tests {
             0
         })
         .unwrap();
-        assert_eq!(crate::sys::reap(pid, true).unwrap(), Some(0));
+        assert_eq!(crate::sys::reap(pid, true).unwrap().and_then(|s| s.code()), Some(0));
         assert_eq!(counter.get().load(Ordering::Relaxed), 3);
     }
 }
