@@ -14,7 +14,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (path, log) = (&args[1], &args[2]); // as Python's sys.argv[1:3]: a panic when missing
     let file = Arc::new(OpenOptions::new().create(true).append(true).open(log)?);
-    let mut server =
-        UnixDatagramServer::bind(PathBuf::from(path), service_fn(move |_| Sink(file.clone())))?;
+    let mut server = UnixDatagramServer::bind(path, service_fn(move |_| Sink(file.clone())))?;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());
