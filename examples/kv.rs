@@ -72,9 +72,9 @@ fn execute(store: &Mutex<HashMap<String, String>>, line: &str) -> String {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9998".into());
     let store = Store::default();
+    // A signal stops it within the default 1 s close grace, idle clients
+    // or not (their connections are then shut down).
     let mut server = ThreadingTcpServer::bind(addr, service_fn(move |_| Kv(store.clone())))?;
-    // Python's daemon_threads = True: a signal does not wait for clients.
-    server.dispatch_mut().daemon_threads = true;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());

@@ -48,6 +48,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 ///     }
 /// }
 /// ```
+#[doc(alias("StreamRequestHandler", "BaseRequestHandler"))]
 pub trait StreamHandler<S: Read + Write> {
     /// What this handler's methods fail with; it reaches
     /// [`Service::handle_error`] as [`RequestError::Handler`].
@@ -105,6 +106,7 @@ pub trait StreamHandler<S: Read + Write> {
 ///     }
 /// }
 /// ```
+#[doc(alias = "DatagramRequestHandler")]
 pub trait DatagramHandler {
     /// What this handler's methods fail with.
     type Error: fmt::Debug;
@@ -307,6 +309,7 @@ impl fmt::Display for RequestError<'_> {
 /// `(request, client_address)` before a handler is made.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
+#[doc(alias = "client_address")]
 pub enum Request<'a, A> {
     /// A stream connection, accepted and not yet read from.
     Connection {
@@ -408,6 +411,7 @@ impl ClientAddress for SocketAddr {
 ///     }
 /// }
 /// ```
+#[doc(alias = "BaseServer")]
 pub trait Service<A: fmt::Debug> {
     /// The handler made for each request.
     type Handler;
@@ -718,16 +722,20 @@ impl<S: Service<A>, F: Fn(), A: fmt::Debug> Service<A> for OnServiceActions<S, F
     forward_service!(inner; service_actions);
 }
 
-/// A write that did not fit a [`ReplyWriter`]'s buffer.
+/// A write that did not fit: a [`ReplyWriter`]'s buffer, or the room of
+/// an [`Outbox`](crate::event::Outbox) (`write_all`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplyFull {
-    /// The buffer's capacity in bytes.
+    /// How many bytes there was room for: a [`ReplyWriter`]'s whole
+    /// capacity, an `Outbox`'s [`room`](crate::event::Outbox::room) when
+    /// the write was refused; 0 when unknown (a `Display` implementation
+    /// failed inside `write!`).
     pub capacity: usize,
 }
 
 impl fmt::Display for ReplyFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "reply does not fit the {}-byte buffer", self.capacity)
+        write!(f, "reply does not fit: room for {} bytes", self.capacity)
     }
 }
 

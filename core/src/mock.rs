@@ -37,6 +37,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use heapless::{Deque, Vec};
 
 use crate::server::ShutdownFlag;
+use crate::share::ShareWriter;
 use crate::transport::{
     Accepted, Clock, Connection, DatagramSocket, Event as IoEvent, EventSource, Interest,
     NbAccepted, NbConnection, Readiness, Received, StreamListener, Wait,
@@ -669,6 +670,8 @@ trait Core<'s> {
     fn write_conn(&self, id: usize, data: &[u8]) -> Result<Option<usize>, MockError>;
     fn count_shutdown_write(&self, id: usize);
     fn count_close(&self, id: usize);
+    /// Whether the connection's stream was dropped (closed).
+    fn is_closed(&self, id: usize) -> bool;
     fn readiness(&self, id: usize) -> (bool, bool);
     fn apply_due(&self) -> bool;
     /// Whether a connection (or a failure) is due now.
@@ -719,6 +722,9 @@ impl<'s, const CONNS: usize, const CAP: usize, const SENT: usize, const EVENTS: 
     }
     fn count_close(&self, id: usize) {
         self.with_conn(id, |log, _, _| log.closes += 1);
+    }
+    fn is_closed(&self, id: usize) -> bool {
+        self.with_conn(id, |log, _, _| log.closes > 0)
     }
     fn readiness(&self, id: usize) -> (bool, bool) {
         Self::readiness(self, id)
@@ -1154,5 +1160,39 @@ impl<S: crate::Service<A>, A: fmt::Debug> crate::Service<A> for UntilDone<'_, '_
         if self.net.all_done() || self.turns.get() >= MAX_TURNS {
             self.flag.request();
         }
+    }
+}
+
+/// A writer to a mock connection, from [`ShareWriter::share_writer`]:
+/// records into the same connection's output as the stream does, so a
+/// handler that keeps writers of other connections (a broadcast) runs on
+/// the mock. Writes fail with `ConnectionReset` once the stream was
+/// dropped (the connection closed), as a real socket's would.
+pub struct MockWriter<'n, 's> {
+    net: &'n dyn Core<'s>,
+    id: usize,
+}
+
+impl ErrorType for MockWriter<'_, '_> {
+    type Error = MockError;
+}
+
+impl Write for MockWriter<'_, '_> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, MockError> {
+        if self.net.is_closed(self.id) {
+            return Err(MockError(ErrorKind::ConnectionReset));
+        }
+        self.net.write_conn(self.id, data)?.ok_or(MockError(ErrorKind::TimedOut))
+    }
+
+    fn flush(&mut self) -> Result<(), MockError> {
+        Ok(())
+    }
+}
+
+impl<'n, 's> ShareWriter for MockStream<'n, 's> {
+    type Writer = MockWriter<'n, 's>;
+    fn share_writer(&self) -> Result<MockWriter<'n, 's>, MockError> {
+        Ok(MockWriter { net: self.net, id: self.id })
     }
 }
