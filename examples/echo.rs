@@ -15,6 +15,9 @@
 //! (`loop 0: 123 connections`, on stderr). `--mode threading --pool N`
 //! serves from N worker threads (a request waits for one when all are
 //! busy and N more wait) instead of a thread per request.
+//! `--tls-cert PEM --tls-key PEM` serves streams over TLS (rustls) in the
+//! blocking modes (sync, threading with or without `--pool`, forking):
+//! the same echo, behind a handshake.
 //!
 //! Socket activation: started by a service manager (systemd, or
 //! `systemd-socket-activate -l 9999 echo`; `--datagram` for UDP), it
@@ -37,14 +40,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use sockserv::std_adapter::activation::{self, Inherited};
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
+use sockserv::std_adapter::{Address, Conn};
 use sockserv::std_adapter::{
     BindAddr, BindError, Builder, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
     Strategy, Threading,
 };
-use sockserv::{ServiceExt, service_fn};
+use sockserv::{Service, ServiceExt, StreamHandler, service_fn};
+use sockserv_tls::{self as tls, rustls::ServerConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Proto {
@@ -52,6 +57,12 @@ enum Proto {
     Udp,
     Unix,
     UnixDgram,
+}
+
+impl Proto {
+    fn is_datagram(self) -> bool {
+        matches!(self, Self::Udp | Self::UnixDgram)
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -109,6 +120,13 @@ struct Args {
     /// Threading mode: N worker threads instead of a thread per request.
     #[arg(long)]
     pool: Option<NonZeroUsize>,
+    /// Streams in the blocking modes: serve TLS with this PEM certificate
+    /// chain (leaf first).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -124,13 +142,28 @@ use shared::Echo;
 fn main() -> ExitCode {
     let args = Args::parse();
     shared::STREAM_BUFFER.store(args.buffer as usize, Ordering::Relaxed);
+    let tls = match shared::tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref()) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if tls.is_some() && (matches!(args.mode, Mode::Event) || args.proto.is_datagram()) {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--tls-cert serves streams (tcp, unix) in the sync, threading and forking modes",
+            )
+            .exit();
+    }
     let result = match inherited(&args) {
         Ok(Some(socket)) => {
             let proto = if socket.is_datagram() { Proto::Udp } else { Proto::Tcp };
-            run(&args, proto, socket)
+            run(&args, proto, socket, tls)
         }
         Ok(None) => match address(&args) {
-            Ok(address) => run(&args, args.proto, address),
+            Ok(address) => run(&args, args.proto, address, tls),
             Err(e) => Err(Failure::Bind(e)),
         },
         Err(e) => Err(Failure::Io(e)),
@@ -169,30 +202,35 @@ fn address(args: &Args) -> Result<BindAddr, BindError> {
     }
 }
 
-fn run(args: &Args, proto: Proto, address: impl IntoBindAddr) -> Result<(), Failure> {
+fn run(
+    args: &Args,
+    proto: Proto,
+    address: impl IntoBindAddr,
+    tls: Option<Arc<ServerConfig>>,
+) -> Result<(), Failure> {
     // Closing must not wait for clients that keep their connection
     // open: a signal stops the server within `--grace` (forking: the
     // children still serving get it too, then SIGTERM, so no process of
     // the example's is left once it has exited).
     let grace = Some(Duration::from_secs_f64(args.grace.max(0.0)));
     match args.mode {
-        Mode::Sync => serve(proto, address, Sequential::new()),
+        Mode::Sync => serve(proto, address, Sequential::new(), tls),
         Mode::Threading if let Some(n) = args.pool => {
-            serve(proto, address, Pool::new(n).block_on_close(false))
+            serve(proto, address, Pool::new(n).block_on_close(false), tls)
         }
         Mode::Threading => {
             let mut threading = Threading::new().block_on_close(false).close_grace(grace);
             if let Some(cap) = args.max_connections.and_then(NonZeroUsize::new) {
                 threading = threading.max_threads(cap);
             }
-            serve(proto, address, threading)
+            serve(proto, address, threading, tls)
         }
         Mode::Forking => {
             let mut forking = Forking::new().block_on_close(false).close_grace(grace);
             if let Some(cap) = args.max_connections {
                 forking = forking.max_children(cap);
             }
-            serve(proto, address, forking)
+            serve(proto, address, forking, tls)
         }
         Mode::Event => serve_event(proto, address, event_options(args, grace)),
     }
@@ -217,19 +255,17 @@ fn serve(
     proto: Proto,
     address: impl IntoBindAddr,
     strategy: impl Into<Strategy>,
+    tls: Option<Arc<ServerConfig>>,
 ) -> Result<(), Failure> {
     let restart = Restart::default();
     let service = service_fn(|_| Echo).on_service_actions(restart.check());
     let builder = Builder::new().dispatch(strategy.into());
     let poll = Duration::from_millis(500);
     match proto {
-        Proto::Tcp | Proto::Unix => {
-            let mut server = builder.stream(address, service).map_err(Failure::Bind)?;
-            let stop = server.shutdown_handle();
-            restart.arm(&stop, server.listener().socket())?;
-            announce(server.server_address(), &stop)?;
-            server.serve_forever(poll).map_err(Failure::Io)
-        }
+        Proto::Tcp | Proto::Unix => match tls {
+            Some(config) => serve_stream(builder, address, &restart, tls::tls(config, service)),
+            None => serve_stream(builder, address, &restart, service),
+        },
         Proto::Udp | Proto::UnixDgram => {
             let mut server = builder.datagram(address, service).map_err(Failure::Bind)?;
             let stop = server.shutdown_handle();
@@ -238,6 +274,23 @@ fn serve(
             server.serve_forever(poll).map_err(Failure::Io)
         }
     }
+}
+
+/// The stream server of the blocking modes, `service` plain or behind TLS.
+fn serve_stream<Svc>(
+    builder: Builder<Strategy>,
+    address: impl IntoBindAddr,
+    restart: &Restart,
+    service: Svc,
+) -> Result<(), Failure>
+where
+    Svc: Service<Address, Handler: StreamHandler<Conn> + Send> + Clone + Send + 'static,
+{
+    let mut server = builder.stream(address, service).map_err(Failure::Bind)?;
+    let stop = server.shutdown_handle();
+    restart.arm(&stop, server.listener().socket())?;
+    announce(server.server_address(), &stop)?;
+    server.serve_forever(Duration::from_millis(500)).map_err(Failure::Io)
 }
 
 /// SIGHUP: a successor on the same socket, then a stop between requests.
@@ -308,7 +361,7 @@ fn serve_event(
             }
             served
         }
-        Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new()),
+        Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new(), None),
     }
 }
 

@@ -88,3 +88,7 @@ pub use sockserv_smoltcp as smoltcp_adapter;
 #[cfg(feature = "nal")]
 #[doc(inline)]
 pub use sockserv_nal as nal_adapter;
+
+#[cfg(feature = "tls")]
+#[doc(inline)]
+pub use sockserv_tls as tls;
