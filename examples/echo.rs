@@ -127,6 +127,9 @@ struct Args {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Seconds a client may take to complete the TLS handshake.
+    #[arg(long, default_value_t = 10.0)]
+    tls_handshake_timeout: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -143,7 +146,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     shared::STREAM_BUFFER.store(args.buffer as usize, Ordering::Relaxed);
     let tls = match shared::tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref()) {
-        Ok(tls) => tls,
+        Ok(tls) => {
+            let timeout = Duration::from_secs_f64(args.tls_handshake_timeout.max(0.001));
+            tls.map(|config| (config, timeout))
+        }
         Err(e) => {
             eprintln!("echo: {e}");
             return ExitCode::from(1);
@@ -206,7 +212,7 @@ fn run(
     args: &Args,
     proto: Proto,
     address: impl IntoBindAddr,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<(Arc<ServerConfig>, Duration)>,
 ) -> Result<(), Failure> {
     // Closing must not wait for clients that keep their connection
     // open: a signal stops the server within `--grace` (forking: the
@@ -255,7 +261,7 @@ fn serve(
     proto: Proto,
     address: impl IntoBindAddr,
     strategy: impl Into<Strategy>,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<(Arc<ServerConfig>, Duration)>,
 ) -> Result<(), Failure> {
     let restart = Restart::default();
     let service = service_fn(|_| Echo).on_service_actions(restart.check());
@@ -263,7 +269,10 @@ fn serve(
     let poll = Duration::from_millis(500);
     match proto {
         Proto::Tcp | Proto::Unix => match tls {
-            Some(config) => serve_stream(builder, address, &restart, tls::tls(config, service)),
+            Some((config, timeout)) => {
+                let service = tls::tls(config, service).handshake_timeout(timeout);
+                serve_stream(builder, address, &restart, service)
+            }
             None => serve_stream(builder, address, &restart, service),
         },
         Proto::Udp | Proto::UnixDgram => {
