@@ -184,14 +184,34 @@ fn openssl_s_client_tls12_and_tls13_in_every_blocking_mode() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("openssl runs");
-            child.stdin.take().unwrap().write_all(b"hello s_client\n").unwrap();
+            // s_client ends at its stdin's EOF: close it after the echo.
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"hello s_client\n").unwrap();
+            // A server that never answers: s_client is killed after 10 s,
+            // only while it is still unreaped (so the pid is still its).
+            let pid = child.id() as libc::pid_t;
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = Arc::clone(&done);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_secs(10));
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    // SAFETY: kill has no memory preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            });
+            let mut line = String::new();
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(stdin);
             let out = child.wait_with_output().unwrap();
             assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
+                line,
                 "hello s_client\n",
                 "{mode} {version}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            assert!(out.status.success(), "{mode} {version}: {}", out.status);
         }
         assert_quiet(&server);
         server.stop_cleanly(libc::SIGTERM);
