@@ -388,7 +388,7 @@ fn event_options(args: &Args, grace: Option<Duration>) -> EventOptions {
     };
     options.server.shutdown_grace = grace.unwrap_or_default();
     // A stop (a signal, a restart) lets open connections finish.
-    options.server.finish_on_shutdown = true;
+    options.server.on_shutdown = sockserv::OnShutdown::Finish;
     options
 }
 

@@ -237,7 +237,11 @@ fn run(args: &Args) -> Result<(), String> {
                         // the table-full hook (the core's default stops
                         // accepting at a full table).
                         EventServerConfig {
-                            refuse_when_full: options.when_full == WhenFull::Refuse,
+                            when_full: if options.when_full == WhenFull::Refuse {
+                                sockserv::WhenFull::Refuse
+                            } else {
+                                sockserv::WhenFull::Wait
+                            },
                             ..EventServerConfig::default()
                         },
                     );

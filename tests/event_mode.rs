@@ -210,7 +210,7 @@ fn a_thousand_open_connections_with_the_poll_fallback() {
 fn with_refuse_when_full_a_full_table_refuses_and_keeps_serving() {
     let echo = Echo::default();
     let mut options = EventOptions { max_connections: 2, ..EventOptions::default() };
-    options.server.refuse_when_full = true;
+    options.server.when_full = sockserv::WhenFull::Refuse;
     let server = start::<EpollSource>(&echo, options);
     let mut a = connect(server.addr);
     let mut b = connect(server.addr);

@@ -345,7 +345,7 @@ fn a_stop_interrupts_a_nal_datagram_send_that_must_wait() {
 
 #[test]
 fn an_accept_error_met_by_wait_reaches_try_accept() {
-    use sockserv::driver::{Readiness, StreamListener};
+    use sockserv::driver::{Readiness, StreamListener, Wait};
     let script = scripted::Script::default();
     let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
     let mut listener = net.listen(7000, None).unwrap();
@@ -359,7 +359,7 @@ fn an_accept_error_met_by_wait_reaches_try_accept() {
 
 #[test]
 fn a_receive_error_met_by_wait_reaches_try_recv_from() {
-    use sockserv::driver::{DatagramSocket, Readiness};
+    use sockserv::driver::{DatagramSocket, Readiness, Wait};
     let script = scripted::Script::default();
     let net = NalStack::new(scripted::Stack(&script), &script, script.sleeper());
     let mut socket = net.bind_udp(7000, [0u8; 65]).unwrap();

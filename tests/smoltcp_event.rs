@@ -163,8 +163,11 @@ fn server<'s, 'a, 'r, 'w, const N: usize, const B: usize, const K: usize>(
     // `Refuse` policy) want the table to accept and refuse; the core's
     // default stops accepting at a full table.
     let refuse = options.when_full == WhenFull::Refuse || options.max_connections.is_none();
-    let config =
-        EventServerConfig { idle_timeout: idle, refuse_when_full: refuse, ..Default::default() };
+    let config = EventServerConfig {
+        idle_timeout: idle,
+        when_full: if refuse { sockserv::WhenFull::Refuse } else { sockserv::WhenFull::Wait },
+        ..Default::default()
+    };
     EventServer::new(
         TcpEventSource::new(listener),
         rec,

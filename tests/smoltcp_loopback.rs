@@ -392,7 +392,7 @@ fn idle_peer_times_out_with_stream_timeout() {
 
 #[test]
 fn write_after_shutdown_is_broken_pipe_and_errors_map_to_kinds() {
-    use sockserv::driver::{Connection, StreamListener};
+    use sockserv::driver::{Connection, StreamListener, Wait};
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);
@@ -622,7 +622,7 @@ fn pool_plus_one_syns_from_a_vanished_peer_then_a_real_client_waits_and_is_serve
 
 #[test]
 fn a_wait_sleeps_no_longer_than_smoltcps_retransmit_timer() {
-    use sockserv::driver::{Readiness, StreamListener};
+    use sockserv::driver::{Readiness, Wait};
     let world = World::new();
     let mut storage = Storage::new();
     let stack = world.stack(&mut storage);

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sockserv::WhenFull;
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Pool, ShutdownError, ShutdownHandle, StreamServer, WhenFull,
+    Address, BindAddr, Builder, Pool, ShutdownError, ShutdownHandle, StreamServer,
 };
 use sockserv::{DatagramHandler, ReplyWriter, RequestError, Service, StreamHandler};
 use sockserv::{EventHandler, Outbox, Step};

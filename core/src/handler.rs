@@ -48,6 +48,7 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 ///     }
 /// }
 /// ```
+#[doc(alias("StreamRequestHandler", "BaseRequestHandler"))]
 pub trait StreamHandler<S: Read + Write> {
     /// What this handler's methods fail with; it reaches
     /// [`Service::handle_error`] as [`RequestError::Handler`].
@@ -105,6 +106,7 @@ pub trait StreamHandler<S: Read + Write> {
 ///     }
 /// }
 /// ```
+#[doc(alias = "DatagramRequestHandler")]
 pub trait DatagramHandler {
     /// What this handler's methods fail with.
     type Error: fmt::Debug;
@@ -133,7 +135,10 @@ pub trait DatagramHandler {
 }
 
 /// Why a request did not complete, as [`Service::handle_error`] receives it.
-#[derive(Clone, Copy)]
+///
+/// `Display` is a sentence for a log line; `Debug` is the structure
+/// (`Handler { phase: Received, error: Error, error_type: "core::fmt::Error" }`).
+#[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub enum RequestError<'a> {
     /// The handler returned an error in `phase`.
@@ -142,6 +147,9 @@ pub enum RequestError<'a> {
         phase: Phase,
         /// What it returned.
         error: &'a dyn fmt::Debug,
+        /// The error's type (`core::any::type_name`), so that a bare
+        /// `fmt::Error` or `()` still says what it is.
+        error_type: &'static str,
     },
     /// The strategy could not start the request (a thread or a child
     /// process could not be made); the request was shut down unserved.
@@ -201,6 +209,29 @@ pub enum Phase {
     Drained,
 }
 
+impl fmt::Display for Phase {
+    /// The handler method's name (`received`, `handle`, ...).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Setup => "setup",
+            Self::Handle => "handle",
+            Self::Finish => "finish",
+            Self::Opened => "opened",
+            Self::Received => "received",
+            Self::PeerClosed => "peer_closed",
+            Self::Drained => "drained",
+        })
+    }
+}
+
+impl<'a> RequestError<'a> {
+    /// A handler failure in `phase` with `error` (its type recorded for the
+    /// report).
+    pub fn handler<E: fmt::Debug>(phase: Phase, error: &'a E) -> Self {
+        Self::Handler { phase, error, error_type: core::any::type_name::<E>() }
+    }
+}
+
 impl RequestError<'_> {
     /// The I/O error kind, for the failures that have one.
     pub fn io_kind(&self) -> Option<ErrorKind> {
@@ -235,16 +266,22 @@ impl RequestError<'_> {
     }
 }
 
-impl fmt::Debug for RequestError<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 impl fmt::Display for RequestError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Handler { phase, error } => write!(f, "handler failed in {phase:?}: {error:?}"),
+            Self::Handler { phase, error, error_type } => {
+                write!(f, "handler failed in {phase:?}: {error:?}")?;
+                if *error_type == core::any::type_name::<fmt::Error>() {
+                    // Its Debug says only `Error`: say what it is and what
+                    // usually raises it.
+                    write!(
+                        f,
+                        " ({error_type} in `{phase}`: a `write!` failed, e.g. an answer \
+                         that did not fit the room)"
+                    )?;
+                }
+                Ok(())
+            }
             Self::Spawn(e) => write!(f, "the request could not be started: {e:?}"),
             Self::Panic(msg) => write!(f, "handler panicked: {msg}"),
             Self::Truncated { size, capacity } => write!(
@@ -272,6 +309,7 @@ impl fmt::Display for RequestError<'_> {
 /// `(request, client_address)` before a handler is made.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
+#[doc(alias = "client_address")]
 pub enum Request<'a, A> {
     /// A stream connection, accepted and not yet read from.
     Connection {
@@ -373,6 +411,7 @@ impl ClientAddress for SocketAddr {
 ///     }
 /// }
 /// ```
+#[doc(alias = "BaseServer")]
 pub trait Service<A: fmt::Debug> {
     /// The handler made for each request.
     type Handler;

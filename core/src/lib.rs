@@ -24,8 +24,8 @@ mod tests;
 // The user's surface: handlers, services, servers, errors, shutdown.
 pub use bufio::{BufStream, ReadLineError, StreamError};
 pub use event::{
-    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next, Outbox, ServerSlot,
-    Step, TableStats,
+    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next, OnShutdown, Outbox,
+    ServerSlot, Step, TableStats, WhenFull,
 };
 pub use handler::{
     DatagramHandler, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter, Request,
@@ -65,6 +65,6 @@ pub mod driver {
     };
     pub use crate::transport::{
         Accepted, Clock, Connection, DatagramSocket, Event, EventSource, Interest, NbAccepted,
-        NbConnection, Readiness, Received, StreamListener,
+        NbConnection, Readiness, Received, StreamListener, Wait,
     };
 }

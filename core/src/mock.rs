@@ -25,7 +25,7 @@ use heapless::{Deque, Vec};
 use crate::server::ShutdownFlag;
 use crate::transport::{
     Accepted, Clock, Connection, DatagramSocket, Event as IoEvent, EventSource, Interest,
-    NbAccepted, NbConnection, Readiness, Received, StreamListener,
+    NbAccepted, NbConnection, Readiness, Received, StreamListener, Wait,
 };
 
 /// Pending events a net can hold.
@@ -184,6 +184,7 @@ enum Event<'s> {
 pub struct ConnLog {
     from: MockAddr,
     output: Vec<u8, CAPTURE>,
+    writes: u32,
     bytes_read: usize,
     shutdown_writes: u32,
     closes: u32,
@@ -198,6 +199,11 @@ impl ConnLog {
     /// The bytes the server wrote.
     pub fn output(&self) -> &[u8] {
         &self.output
+    }
+    /// How many writes (`send` calls) the server made with bytes to
+    /// write, whether the connection took them or not.
+    pub fn writes(&self) -> u32 {
+        self.writes
     }
     /// How many input bytes the server read.
     pub fn bytes_read(&self) -> usize {
@@ -571,6 +577,9 @@ impl<'s> MockNet<'s> {
 
     fn write_conn(&self, id: usize, data: &[u8]) -> Result<Option<usize>, MockError> {
         self.with_conn(id, |log, sc, _| {
+            if !data.is_empty() {
+                log.writes += 1;
+            }
             if let Some(kind) = sc.conn.write_error {
                 return Err(MockError(kind));
             }
@@ -614,10 +623,7 @@ impl<A> ErrorType for MockListener<'_, '_, A> {
     type Error = MockError;
 }
 
-impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
-    type Stream = MockStream<'n, 's>;
-    type Address = A;
-
+impl<'n, 's, A: MockAddress> Wait for MockListener<'n, 's, A> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
         self.net.wait(timeout)
     }
@@ -625,6 +631,11 @@ impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
     fn pause(&mut self, duration: Duration) -> Result<Readiness, MockError> {
         Ok(self.net.pause(duration))
     }
+}
+
+impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
+    type Stream = MockStream<'n, 's>;
+    type Address = A;
 
     fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, MockError> {
         match self.net.take() {
@@ -859,9 +870,7 @@ impl<A> ErrorType for MockSocket<'_, '_, A> {
     type Error = MockError;
 }
 
-impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
-    type Address = A;
-
+impl<A: MockAddress> Wait for MockSocket<'_, '_, A> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
         self.net.wait(timeout)
     }
@@ -869,6 +878,10 @@ impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
     fn pause(&mut self, duration: Duration) -> Result<Readiness, MockError> {
         Ok(self.net.pause(duration))
     }
+}
+
+impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
+    type Address = A;
 
     fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<A>>, MockError> {
         match self.net.take() {
@@ -892,5 +905,126 @@ impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
         let bytes = Vec::from_slice(data).map_err(|_| MockError(ErrorKind::InvalidInput))?;
         let mut st = self.net.state.borrow_mut();
         st.sent.push((to.to_mock(), bytes)).map_err(|_| MockError(ErrorKind::OutOfMemory))
+    }
+}
+
+/// How many buffers [`MockNet::serve_events`] lends, of
+/// [`EVENT_BUFFER`] bytes each.
+pub const EVENT_BUFFERS: usize = 8;
+/// The size of each buffer [`MockNet::serve_events`] lends.
+pub const EVENT_BUFFER: usize = 512;
+/// The most service turns [`MockNet::serve_events`] runs, so that a
+/// handler that never lets a connection close cannot hang a test.
+pub const MAX_TURNS: usize = 100_000;
+
+impl<'s> MockNet<'s> {
+    /// Runs an event-mode server (an [`EventServer`](crate::EventServer)
+    /// over [`event_source`](Self::event_source), [`MAX_CONNS`] slots,
+    /// [`EVENT_BUFFERS`] buffers of [`EVENT_BUFFER`] bytes, the default
+    /// [`EventServerConfig`](crate::EventServerConfig)) on this net until
+    /// every connection scripted so far has closed and no scripted event
+    /// is left (or [`MAX_TURNS`] turns passed); then look at what each
+    /// connection got with [`conn`](Self::conn). The virtual clock moves as
+    /// the server waits, so timeouts cost no real time.
+    ///
+    /// ```
+    /// use core::fmt::Write as _;
+    /// use sockserv::mock::{MockConn, MockNet};
+    /// use sockserv::{EventHandler, Outbox, Step};
+    ///
+    /// /// Answers each `INCR` line with the count so far.
+    /// struct Counter(u64);
+    ///
+    /// impl EventHandler for Counter {
+    ///     type Error = core::fmt::Error;
+    ///     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+    ///         let used = out.answer_lines(input, 24, |_line, out| {
+    ///             self.0 += 1;
+    ///             write!(out, ":{}\r\n", self.0)
+    ///         })?;
+    ///         Ok(Step::consumed(used))
+    ///     }
+    /// }
+    ///
+    /// let net = MockNet::new();
+    /// net.connect(MockConn::new(1, b"INCR\nINCR\nINCR\n"));
+    /// net.serve_events(sockserv::service_fn(|_| Counter(0))).unwrap();
+    /// assert_eq!(net.conn(0).unwrap().output(), b":1\r\n:2\r\n:3\r\n");
+    /// ```
+    ///
+    /// `service` serves [`MockAddr`] clients, so that `service_fn(|_| ..)`
+    /// needs no annotation; a service written for another address type (a
+    /// [`MockAddress`], such as std's `Address`) runs on
+    /// [`event_source`](Self::event_source) through
+    /// [`EventServer::new`](crate::EventServer::new).
+    ///
+    /// # Errors
+    /// Only when the mock source fails to wait (it does not).
+    pub fn serve_events<Svc>(&self, service: Svc) -> Result<crate::TableStats, MockError>
+    where
+        Svc: crate::Service<MockAddr, Handler: crate::EventHandler>,
+    {
+        let flag = ShutdownFlag::new();
+        let until =
+            UntilDone { inner: service, net: self, flag: &flag, turns: core::cell::Cell::new(0) };
+        let mut server = crate::EventServer::new(
+            self.event_source::<MockAddr>(),
+            until,
+            self,
+            &flag,
+            Vec::<_, MAX_CONNS>::new(),
+            crate::FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new(),
+            crate::EventServerConfig::default(),
+        );
+        server.serve_forever(Duration::from_millis(100))?;
+        Ok(server.table().stats())
+    }
+
+    /// Whether every connection scripted so far has closed and nothing
+    /// scripted is left to happen.
+    fn all_done(&self) -> bool {
+        let n = self.conn_count();
+        self.pending() == 0 && (0..n).all(|i| self.conn(i).is_some_and(|c| c.closes() > 0))
+    }
+}
+
+/// A service that stops its server once the net is done (see
+/// [`MockNet::serve_events`]).
+struct UntilDone<'n, 's, S> {
+    inner: S,
+    net: &'n MockNet<'s>,
+    flag: &'n ShutdownFlag,
+    turns: core::cell::Cell<usize>,
+}
+
+impl<S: crate::Service<A>, A: fmt::Debug> crate::Service<A> for UntilDone<'_, '_, S> {
+    type Handler = S::Handler;
+    fn handler(&self, client: &A) -> S::Handler {
+        self.inner.handler(client)
+    }
+    fn verify_request(&self, request: &crate::Request<'_, A>) -> bool {
+        self.inner.verify_request(request)
+    }
+    fn handle_error(&self, client: &A, error: &crate::RequestError<'_>) {
+        self.inner.handle_error(client, error);
+    }
+    fn handle_accept_error(&self, error: &dyn embedded_io::Error) {
+        self.inner.handle_accept_error(error);
+    }
+    fn handle_table_full(&self, client: &A) {
+        self.inner.handle_table_full(client);
+    }
+    fn handle_buffers_exhausted(&self, client: &A) {
+        self.inner.handle_buffers_exhausted(client);
+    }
+    fn handle_timeout(&self) {
+        self.inner.handle_timeout();
+    }
+    fn service_actions(&self) {
+        self.inner.service_actions();
+        self.turns.set(self.turns.get() + 1);
+        if self.net.all_done() || self.turns.get() >= MAX_TURNS {
+            self.flag.request();
+        }
     }
 }

@@ -33,7 +33,7 @@ where
     let mut stream = ShutdownOnDrop(stream);
     let mut handler = service.handler(client);
     if let Err(error) = handler.setup(&mut stream.0) {
-        service.handle_error(client, &RequestError::Handler { phase: Phase::Setup, error: &error });
+        service.handle_error(client, &RequestError::handler(Phase::Setup, &error));
         return false;
     }
     let handled = handler.handle(&mut stream.0);
@@ -56,7 +56,7 @@ where
 {
     for (phase, result) in [(Phase::Handle, handled), (Phase::Finish, finished)] {
         if let Err(error) = result {
-            service.handle_error(client, &RequestError::Handler { phase, error });
+            service.handle_error(client, &RequestError::handler(phase, error));
         }
     }
     handled.is_ok() && finished.is_ok()
@@ -114,7 +114,7 @@ where
     let mut handler = service.handler(client);
     if let Err(error) = handler.setup() {
         // CPython: setup failing skips handle and finish, so no reply.
-        service.handle_error(client, &RequestError::Handler { phase: Phase::Setup, error: &error });
+        service.handle_error(client, &RequestError::handler(Phase::Setup, &error));
         return false;
     }
     let mut reply = ReplyWriter::new(reply_buf);

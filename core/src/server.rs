@@ -10,7 +10,7 @@ use embedded_io::{Error as _, ErrorType};
 
 use crate::handler::{DatagramHandler, Request, Service, StreamHandler};
 use crate::request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
-use crate::transport::{Clock, DatagramSocket, Readiness, StreamListener};
+use crate::transport::{Clock, DatagramSocket, Readiness, StreamListener, Wait};
 
 /// How a server learns that it should stop: CPython's `__shutdown_request`
 /// flag and `__is_shut_down` event.
@@ -45,6 +45,7 @@ impl<T: ShutdownSignal + ?Sized> ShutdownSignal for &T {
 /// [`request`](Self::request) does not wait; [`is_running`](Self::is_running)
 /// tells whether `serve_forever` is still looping. It can be a `static`.
 #[derive(Debug, Default)]
+#[doc(alias = "shutdown")]
 pub struct ShutdownFlag {
     requested: AtomicBool,
     running: AtomicBool,
@@ -200,25 +201,12 @@ where
 }
 
 /// The request-level half of a transport, as the server loop uses it:
-/// wait, pause, and take one request through the dispatch. Sealed: it is
+/// wait and pause ([`Wait`]), and take one request through the dispatch. Sealed: it is
 /// implemented by [`Stream`] (for [`StreamListener`]s) and [`Datagram`]
 /// (for [`DatagramSocket`]s) only; a new stack implements those traits.
-pub trait Transport<Svc: ?Sized, D>: ErrorType + sealed::Sealed {
+pub trait Transport<Svc: ?Sized, D>: Wait + sealed::Sealed {
     /// A client's address, as the hooks receive it.
     type Address: fmt::Debug;
-
-    /// Waits for a request (or a stop); see [`StreamListener::wait`].
-    ///
-    /// # Errors
-    /// The stack failed to wait at all; the loop stops with it.
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Self::Error>;
-
-    /// Pauses after a failed accept, still woken by a stop; see
-    /// [`StreamListener::pause`].
-    ///
-    /// # Errors
-    /// The stack failed to wait at all; the loop stops with it.
-    fn pause(&mut self, duration: Duration) -> Result<Readiness, Self::Error>;
 
     /// CPython's `_handle_request_noblock`: take one pending request, verify
     /// it, process it through `dispatch` (or shut it down if refused).
@@ -248,6 +236,15 @@ impl<L: StreamListener> ErrorType for Stream<L> {
     type Error = L::Error;
 }
 
+impl<L: StreamListener> Wait for Stream<L> {
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, L::Error> {
+        self.0.wait(timeout)
+    }
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, L::Error> {
+        self.0.pause(duration)
+    }
+}
+
 impl<L, Svc, D> Transport<Svc, D> for Stream<L>
 where
     L: StreamListener,
@@ -255,14 +252,6 @@ where
     D: StreamDispatch<L::Stream, L::Address, Svc>,
 {
     type Address = L::Address;
-
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, L::Error> {
-        self.0.wait(timeout)
-    }
-
-    fn pause(&mut self, duration: Duration) -> Result<Readiness, L::Error> {
-        self.0.pause(duration)
-    }
 
     fn handle_request_noblock(
         &mut self,
@@ -295,6 +284,15 @@ impl<U: DatagramSocket, B> ErrorType for Datagram<U, B> {
     type Error = U::Error;
 }
 
+impl<U: DatagramSocket, B> Wait for Datagram<U, B> {
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, U::Error> {
+        self.socket.wait(timeout)
+    }
+    fn pause(&mut self, duration: Duration) -> Result<Readiness, U::Error> {
+        self.socket.pause(duration)
+    }
+}
+
 impl<U, B, Svc, D> Transport<Svc, D> for Datagram<U, B>
 where
     U: DatagramSocket,
@@ -303,14 +301,6 @@ where
     D: DatagramDispatch<U, Svc>,
 {
     type Address = U::Address;
-
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, U::Error> {
-        self.socket.wait(timeout)
-    }
-
-    fn pause(&mut self, duration: Duration) -> Result<Readiness, U::Error> {
-        self.socket.pause(duration)
-    }
 
     fn handle_request_noblock(
         &mut self,
@@ -378,6 +368,7 @@ where
 /// ```
 ///
 /// (The example needs the `mock` feature.)
+#[doc(alias("BaseServer", "TCPServer", "UDPServer"))]
 pub struct Server<T, Svc, C, Sh, D = Inline> {
     transport: T,
     service: Svc,

@@ -85,15 +85,11 @@ pub trait Connection: Read + Write {
     fn shutdown_write(&mut self) -> Result<(), Self::Error>;
 }
 
-/// A listening stream socket: the equivalent of the socket owned by
-/// `socketserver.TCPServer` / `UnixStreamServer`.
-pub trait StreamListener: ErrorType {
-    /// The connections this listener accepts.
-    type Stream: Connection;
-    /// A peer's address (`client_address`).
-    type Address: Clone + fmt::Debug;
-
-    /// Waits until a connection may be accepted, the timeout passes
+/// Waiting for readiness, shared by every blocking transport (a
+/// [`StreamListener`] waits for a connection, a [`DatagramSocket`] for a
+/// datagram) and by the server loop's [`Transport`](crate::driver::Transport).
+pub trait Wait: ErrorType {
+    /// Waits until a request (a connection, a datagram) may be taken, the timeout passes
     /// (`None`: no timeout) or the wait is woken for shutdown.
     ///
     /// Interruptions (EINTR) are retried inside, never reported.
@@ -102,7 +98,7 @@ pub trait StreamListener: ErrorType {
     /// The stack failed to wait at all.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Self::Error>;
 
-    /// Sleeps for `duration` without watching for connections, but still
+    /// Sleeps for `duration` without watching for requests, but still
     /// returns [`Readiness::Woken`] at once when woken for shutdown.
     ///
     /// The server uses it to back off after a failed accept, so that a
@@ -112,6 +108,15 @@ pub trait StreamListener: ErrorType {
     /// # Errors
     /// The stack failed to wait at all.
     fn pause(&mut self, duration: Duration) -> Result<Readiness, Self::Error>;
+}
+
+/// A listening stream socket: the equivalent of the socket owned by
+/// `socketserver.TCPServer` / `UnixStreamServer`.
+pub trait StreamListener: Wait {
+    /// The connections this listener accepts.
+    type Stream: Connection;
+    /// A peer's address (`client_address`).
+    type Address: Clone + fmt::Debug;
 
     /// Accepts one pending connection without blocking; `Ok(None)` when none
     /// is pending.
@@ -141,21 +146,9 @@ pub struct Received<A> {
 
 /// A datagram socket: the equivalent of the socket owned by
 /// `socketserver.UDPServer` / `UnixDatagramServer`.
-pub trait DatagramSocket: ErrorType {
+pub trait DatagramSocket: Wait {
     /// A peer's address.
     type Address: Clone + fmt::Debug;
-
-    /// Waits until a datagram may be received; see [`StreamListener::wait`].
-    ///
-    /// # Errors
-    /// The stack failed to wait at all.
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Self::Error>;
-
-    /// Sleeps without watching for datagrams; see [`StreamListener::pause`].
-    ///
-    /// # Errors
-    /// The stack failed to wait at all.
-    fn pause(&mut self, duration: Duration) -> Result<Readiness, Self::Error>;
 
     /// Receives one datagram into `buf` without blocking; `Ok(None)` when none
     /// is waiting. A datagram larger than `buf` is consumed and reported in

@@ -10,7 +10,7 @@ use core::time::Duration;
 
 use embedded_io::ErrorType;
 use libfuzzer_sys::{arbitrary, fuzz_target};
-use sockserv_core::driver::{Datagram, DatagramSocket, Readiness, Received};
+use sockserv_core::driver::{Datagram, DatagramSocket, Readiness, Received, Wait};
 use sockserv_core::mock::MockError;
 use sockserv_core::{Inline, Server, ShutdownFlag};
 use sockserv_fuzz::Recorder;
@@ -35,14 +35,17 @@ impl ErrorType for Liar {
     type Error = MockError;
 }
 
-impl DatagramSocket for Liar {
-    type Address = u32;
+impl Wait for Liar {
     fn wait(&mut self, _: Option<Duration>) -> Result<Readiness, MockError> {
         Ok(Readiness::Ready)
     }
     fn pause(&mut self, _: Duration) -> Result<Readiness, MockError> {
         Ok(Readiness::TimedOut)
     }
+}
+
+impl DatagramSocket for Liar {
+    type Address = u32;
     fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<u32>>, MockError> {
         let Some(c) = self.claims.get(self.next) else { return Ok(None) };
         let from = self.next as u32;

@@ -5,7 +5,7 @@ use core::time::Duration;
 
 use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use embedded_nal::{TcpClientStack, TcpError, TcpErrorKind, TcpFullStack};
-use sockserv_core::driver::{Accepted, Clock, Connection, Readiness, StreamListener};
+use sockserv_core::driver::{Accepted, Clock, Connection, Readiness, StreamListener, Wait};
 
 use crate::{NalError, NalStack, Tried, readiness, unfinished};
 
@@ -94,15 +94,12 @@ where
     }
 }
 
-impl<'n, T, C, P> StreamListener for NalListener<'n, T, C, P>
+impl<'n, T, C, P> Wait for NalListener<'n, T, C, P>
 where
     T: TcpFullStack,
     C: Clock,
     P: FnMut(Duration) -> bool,
 {
-    type Stream = NalConn<'n, T, C, P>;
-    type Address = SocketAddr;
-
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, TcpErr<T>> {
         if self.pending_err.is_some() {
             return Ok(Readiness::Ready);
@@ -116,6 +113,16 @@ where
     fn pause(&mut self, duration: Duration) -> Result<Readiness, TcpErr<T>> {
         Ok(self.net.pause(duration))
     }
+}
+
+impl<'n, T, C, P> StreamListener for NalListener<'n, T, C, P>
+where
+    T: TcpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+{
+    type Stream = NalConn<'n, T, C, P>;
+    type Address = SocketAddr;
 
     /// # Errors
     /// The stack's error from `accept`, including one that `wait` met.

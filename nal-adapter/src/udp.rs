@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use embedded_io::{ErrorKind, ErrorType};
 use embedded_nal::{UdpClientStack, UdpFullStack};
-use sockserv_core::driver::{Clock, DatagramSocket, Readiness, Received};
+use sockserv_core::driver::{Clock, DatagramSocket, Readiness, Received, Wait};
 
 use crate::{NalError, NalStack, Tried, readiness, unfinished};
 
@@ -98,15 +98,13 @@ where
     }
 }
 
-impl<T, C, P, B> DatagramSocket for NalUdp<'_, T, C, P, B>
+impl<T, C, P, B> Wait for NalUdp<'_, T, C, P, B>
 where
     T: UdpFullStack,
     C: Clock,
     P: FnMut(Duration) -> bool,
     B: AsMut<[u8]>,
 {
-    type Address = SocketAddr;
-
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, UdpErr<T>> {
         if self.pending_err.is_some() {
             return Ok(Readiness::Ready);
@@ -120,6 +118,16 @@ where
     fn pause(&mut self, duration: Duration) -> Result<Readiness, UdpErr<T>> {
         Ok(self.net.pause(duration))
     }
+}
+
+impl<T, C, P, B> DatagramSocket for NalUdp<'_, T, C, P, B>
+where
+    T: UdpFullStack,
+    C: Clock,
+    P: FnMut(Duration) -> bool,
+    B: AsMut<[u8]>,
+{
+    type Address = SocketAddr;
 
     /// # Errors
     /// The stack's error from `receive`, including one that `wait` met.

@@ -6,7 +6,7 @@ use core::time::Duration;
 use embedded_io::ErrorType;
 use smoltcp::iface::SocketHandle;
 use smoltcp::wire::IpEndpoint;
-use sockserv_core::driver::{Accepted, Readiness, StreamListener};
+use sockserv_core::driver::{Accepted, Readiness, StreamListener, Wait};
 
 use crate::conn::{Served, TcpConn};
 use crate::error::Error;
@@ -189,10 +189,7 @@ impl ErrorType for TcpListener<'_, '_> {
     type Error = Error;
 }
 
-impl<'s, 'a> StreamListener for TcpListener<'s, 'a> {
-    type Stream = TcpConn<'s, 'a>;
-    type Address = IpEndpoint;
-
+impl<'s, 'a> Wait for TcpListener<'s, 'a> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
         let deadline = timeout.map(|t| self.net.now().saturating_add(t));
         Ok(self.run(deadline, Self::ready))
@@ -206,6 +203,11 @@ impl<'s, 'a> StreamListener for TcpListener<'s, 'a> {
             other => other,
         })
     }
+}
+
+impl<'s, 'a> StreamListener for TcpListener<'s, 'a> {
+    type Stream = TcpConn<'s, 'a>;
+    type Address = IpEndpoint;
 
     fn try_accept(&mut self) -> Result<Option<Accepted<Self>>, Error> {
         Ok(self.accept_socket().map(|(handle, remote)| {

@@ -6,7 +6,7 @@ use embedded_io::ErrorType;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp::{self, SendError};
 use smoltcp::wire::IpEndpoint;
-use sockserv_core::driver::{DatagramSocket, Readiness, Received};
+use sockserv_core::driver::{DatagramSocket, Readiness, Received, Wait};
 
 use crate::error::Error;
 use crate::net::Net;
@@ -82,9 +82,7 @@ impl ErrorType for UdpSocket<'_, '_> {
     type Error = Error;
 }
 
-impl DatagramSocket for UdpSocket<'_, '_> {
-    type Address = IpEndpoint;
-
+impl Wait for UdpSocket<'_, '_> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
         let deadline = timeout.map(|t| self.net.now().saturating_add(t));
         Ok(self.run(deadline, true))
@@ -94,6 +92,10 @@ impl DatagramSocket for UdpSocket<'_, '_> {
         let deadline = self.net.now().saturating_add(duration);
         Ok(self.run(Some(deadline), false))
     }
+}
+
+impl DatagramSocket for UdpSocket<'_, '_> {
+    type Address = IpEndpoint;
 
     fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<IpEndpoint>>, Error> {
         self.with_socket(|socket| {

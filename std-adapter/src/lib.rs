@@ -16,7 +16,7 @@ mod sys;
 pub use addr::Source;
 pub use addr::{Address, BindAddr, IntoBindAddr};
 pub use conn::Conn;
-pub use dispatch::{Forking, Pool, Sequential, Strategy, Threading, WhenFull};
+pub use dispatch::{Forking, Pool, Sequential, Strategy, Threading};
 pub use server::{
     Bound, Builder, DatagramServer, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, SocketServer, StreamServer, TcpServer, ThreadingTcpServer,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use embedded_io::ErrorType;
 use socket2::{Domain, SockAddr, Socket, Type};
 use sockserv_core::driver::{
-    Accepted, DatagramSocket, Readiness, Received, ReplySendError, StreamListener,
+    Accepted, DatagramSocket, Readiness, Received, ReplySendError, StreamListener, Wait,
 };
 
 use crate::activation::Inherited;
@@ -365,10 +365,7 @@ impl ErrorType for SocketListener {
     type Error = io::Error;
 }
 
-impl StreamListener for SocketListener {
-    type Stream = Conn;
-    type Address = Address;
-
+impl Wait for SocketListener {
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
         self.inner.wait(timeout)
     }
@@ -376,6 +373,11 @@ impl StreamListener for SocketListener {
     fn pause(&mut self, duration: Duration) -> io::Result<Readiness> {
         self.inner.pause(duration)
     }
+}
+
+impl StreamListener for SocketListener {
+    type Stream = Conn;
+    type Address = Address;
 
     fn try_accept(&mut self) -> io::Result<Option<Accepted<Self>>> {
         let Some((socket, addr)) = self.accept_raw()? else { return Ok(None) };
@@ -508,9 +510,7 @@ impl ErrorType for SocketDatagram {
     type Error = io::Error;
 }
 
-impl DatagramSocket for SocketDatagram {
-    type Address = Address;
-
+impl Wait for SocketDatagram {
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
         self.inner.wait(timeout)
     }
@@ -518,6 +518,10 @@ impl DatagramSocket for SocketDatagram {
     fn pause(&mut self, duration: Duration) -> io::Result<Readiness> {
         self.inner.pause(duration)
     }
+}
+
+impl DatagramSocket for SocketDatagram {
+    type Address = Address;
 
     fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<Address>>> {
         match sys::recv_from_trunc(&self.inner.socket, buf) {

@@ -140,7 +140,11 @@ impl Fixture for Loopback {
             GrowSlots::new(slots),
             LazyPool::new(512, 2 * slots, 2 * slots),
             // The full-table case checks refusals (the default waits in the backlog).
-            EventServerConfig { idle_timeout: None, refuse_when_full: true, ..Default::default() },
+            EventServerConfig {
+                idle_timeout: None,
+                when_full: sockserv::WhenFull::Refuse,
+                ..Default::default()
+            },
         );
         let start = clock.now();
         server.serve_forever(POLL).unwrap();

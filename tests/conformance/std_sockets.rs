@@ -86,7 +86,7 @@ impl Fixture for Std {
     fn event(&self, run: &Run, rec: &Rec, slots: usize) -> Option<Outcome> {
         let mut options = EventOptions { max_connections: slots, ..EventOptions::default() };
         // The full-table case checks refusals (the default waits in the backlog).
-        options.server.refuse_when_full = true;
+        options.server.when_full = sockserv::WhenFull::Refuse;
         let mut server: EventTcpServer<Rec> =
             Builder::new().event("127.0.0.1:0", rec.clone(), options).unwrap();
         let addr = inet(server.server_address());

@@ -34,7 +34,7 @@ use core::fmt;
 use embedded_io::{Error as _, ErrorKind};
 
 pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
-pub use server::{EventServer, EventServerConfig, ServerSlot};
+pub use server::{EventServer, EventServerConfig, OnShutdown, ServerSlot, WhenFull};
 pub use table::{ConnTable, Outcome, Slot, SlotStorage, TableStats};
 
 /// Slot storage with a capacity of `N` fixed at compile time, no
@@ -75,10 +75,17 @@ impl Step {
     }
 }
 
-/// Where a handler writes its answer. While nothing is queued for the
-/// connection, bytes written here go straight to it (no copy); what it
-/// does not take at once is queued in a send buffer borrowed from the
-/// pool and sent as the peer reads.
+/// Where a handler writes its answer.
+///
+/// What one handler call writes is gathered and leaves in one `send`
+/// after the call returns, however many `write`/`write!` pieces made it
+/// (`write!(out, ":{n}\r\n")` is three pieces): one segment per answer,
+/// as Python's one `write` per answer. A write larger than the free room
+/// or than 4 KiB first sends what is gathered, then goes straight to the
+/// connection (no copy); what the connection does not take is queued and sent as the peer
+/// reads. The room is a send buffer borrowed from the pool for the call
+/// and given back once everything has left (memory follows use); without
+/// one (every buffer lent), writes go straight through.
 pub struct Outbox<'a> {
     direct: Option<&'a mut dyn TryWrite>,
     free: &'a mut [u8],
@@ -120,15 +127,20 @@ impl<'a> Outbox<'a> {
 
     /// Writes as much of `data` as the connection and the send buffer take
     /// now; returns how much that was (at least `min(data.len(), room())`).
+    /// Up to 4 KiB that fit the room are gathered and sent
+    /// when the handler call returns; a larger `data` sends what is
+    /// gathered, then goes straight to the connection (no copy).
     pub fn write(&mut self, data: &[u8]) -> usize {
         let mut n = 0;
-        // Straight to the connection while nothing is queued (order kept).
-        if self.queued == 0
-            && let Some(conn) = self.direct.as_mut()
-        {
-            match conn.try_write_kind(data) {
-                Ok(k) => n = k.min(data.len()),
-                Err(kind) => self.failed = Some(kind),
+        let large = data.len() > GATHER_MAX || data.len() > self.room();
+        if self.direct.is_some() && large && self.flush() {
+            // Too large to gather and nothing left waiting: straight to
+            // the connection (order kept).
+            if let Some(conn) = self.direct.as_mut() {
+                match conn.try_write_kind(data) {
+                    Ok(k) => n = k.min(data.len()),
+                    Err(kind) => self.failed = Some(kind),
+                }
             }
             self.sent += n;
             if n < data.len() {
@@ -144,6 +156,33 @@ impl<'a> Outbox<'a> {
         n + k
     }
 
+    /// Sends what is gathered, in one write, while the connection is still
+    /// written straight to. Returns whether everything left; if not, what
+    /// is left stays queued (moved to the front) and nothing more goes
+    /// straight to the connection.
+    fn flush(&mut self) -> bool {
+        let Some(conn) = self.direct.as_mut() else {
+            return false;
+        };
+        if self.queued == 0 {
+            return true;
+        }
+        let k = match conn.try_write_kind(&self.free[..self.queued]) {
+            Ok(k) => k.min(self.queued),
+            Err(kind) => {
+                self.failed = Some(kind);
+                0
+            }
+        };
+        self.sent += k;
+        self.free.copy_within(k..self.queued, 0);
+        self.queued -= k;
+        if self.queued > 0 {
+            self.direct = None;
+        }
+        self.queued == 0
+    }
+
     /// Writes all of `data`, or nothing when it is longer than
     /// [`room`](Self::room).
     ///
@@ -155,6 +194,74 @@ impl<'a> Outbox<'a> {
         }
         self.write(data);
         Ok(())
+    }
+
+    /// The back-pressure rule as a loop: calls `answer` with each complete
+    /// command at the front of `input` (its length given by `frame`:
+    /// `Some(len)` for a complete one, `None` when more bytes are needed)
+    /// while at least `reply_max` bytes of [`room`](Self::room) remain, and
+    /// returns how many bytes those commands took, for
+    /// [`Step::consumed`]. The commands it leaves are offered again once
+    /// the peer has read (see [`EventHandler`]'s "Back-pressure").
+    ///
+    /// `reply_max` is the most one answer writes; it must not exceed the
+    /// send buffer's size, or nothing is ever answered.
+    ///
+    /// # Errors
+    /// The first error of `answer` (returned from `received`, it closes
+    /// the connection).
+    pub fn answer_each<E>(
+        &mut self,
+        input: &[u8],
+        reply_max: usize,
+        frame: impl Fn(&[u8]) -> Option<usize>,
+        mut answer: impl FnMut(&[u8], &mut Self) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut used = 0;
+        while self.room() >= reply_max {
+            let rest = &input[used..];
+            let Some(len) = frame(rest).filter(|&n| n > 0 && n <= rest.len()) else {
+                break;
+            };
+            answer(&rest[..len], self)?;
+            used += len;
+        }
+        Ok(used)
+    }
+
+    /// [`answer_each`](Self::answer_each) for line commands: each `line`
+    /// handed to `answer` ends with its `\n`.
+    ///
+    /// ```
+    /// use core::fmt::Write as _;
+    /// use sockserv::{EventHandler, Outbox, Step};
+    ///
+    /// struct Counter(u64);
+    ///
+    /// impl EventHandler for Counter {
+    ///     type Error = core::fmt::Error;
+    ///     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+    ///         // ":18446744073709551615\r\n" is 23 bytes: answer only while
+    ///         // that much room is left.
+    ///         let used = out.answer_lines(input, 23, |_line, out| {
+    ///             self.0 += 1;
+    ///             write!(out, ":{}\r\n", self.0)
+    ///         })?;
+    ///         Ok(Step::consumed(used))
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// The first error of `answer`.
+    pub fn answer_lines<E>(
+        &mut self,
+        input: &[u8],
+        reply_max: usize,
+        answer: impl FnMut(&[u8], &mut Self) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let line = |rest: &[u8]| rest.iter().position(|&b| b == b'\n').map(|i| i + 1);
+        self.answer_each(input, reply_max, line, answer)
     }
 
     /// Asks for [`EventHandler::drained`] once everything written so far
@@ -173,7 +280,9 @@ impl<'a> Outbox<'a> {
         fmt::Write::write_fmt(self, args)
     }
 
-    pub(crate) fn done(self) -> Done {
+    /// Sends what is gathered and says what happened.
+    pub(crate) fn done(mut self) -> Done {
+        self.flush();
         Done {
             queued: self.queued,
             sent: self.sent,
@@ -193,6 +302,11 @@ impl fmt::Write for Outbox<'_> {
         if self.write(s.as_bytes()) == s.len() { Ok(()) } else { Err(fmt::Error) }
     }
 }
+
+/// The largest write an [`Outbox`] gathers (copies to send later with the
+/// rest of the answer); a larger one goes straight to the connection: a
+/// copy of a page costs less than a `send`, a copy of 64 KiB more.
+pub(crate) const GATHER_MAX: usize = 4096;
 
 /// A connection as an [`Outbox`] writes through to it.
 pub(crate) trait TryWrite {
@@ -218,6 +332,35 @@ impl<C: NbConnection> TryWrite for C {
 /// Every method gets an [`Outbox`] to answer into. An error is reported to
 /// [`Service::handle_error`](crate::Service::handle_error) and the
 /// connection is closed at once.
+///
+/// # Back-pressure
+///
+/// Check [`Outbox::room`] before acting on a command: answer only while
+/// room for the whole answer remains, and leave the rest of the input
+/// unconsumed. It is offered again, with the room back, once the peer
+/// has read what is queued (a connection whose send buffer is full is not
+/// read from, so a slow reader slows its own input, not the server). A
+/// handler that acts on a command without room either cuts its answer
+/// (`write!` fails with `fmt::Error`) or must drop it, and a client that
+/// pipelines many commands and reads slowly then loses its connection
+/// mid-pipeline. [`Outbox::answer_lines`] / [`Outbox::answer_each`] do
+/// the check for you:
+///
+/// ```
+/// # use core::fmt::Write as _;
+/// # use sockserv::{EventHandler, Outbox, Step};
+/// # struct Counter(u64);
+/// # impl EventHandler for Counter {
+/// #     type Error = core::fmt::Error;
+/// fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+///     let used = out.answer_lines(input, 23, |_line, out| {
+///         self.0 += 1;
+///         write!(out, ":{}\r\n", self.0)
+///     })?;
+///     Ok(Step::consumed(used))
+/// }
+/// # }
+/// ```
 pub trait EventHandler {
     /// What the handler fails with.
     type Error: fmt::Debug;

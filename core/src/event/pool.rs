@@ -54,6 +54,14 @@ pub trait BufferPool {
 /// `no_std` server (for instance 16 connections sharing 4 buffers).
 /// Its memory is the whole `N × B` wherever it is placed (a `static`, the
 /// stack); nothing is allocated.
+///
+/// `N` is at least 2 and `B` at least 1, checked when it is built: a
+/// connection reads into one buffer only while another stays free for
+/// its answer, so a one-buffer pool would never read (a silent hang).
+///
+/// ```compile_fail
+/// let pool = sockserv::FixedPool::<512, 1>::new(); // error: N >= 2
+/// ```
 pub struct FixedPool<const B: usize, const N: usize> {
     bufs: [[u8; B]; N],
     free: heapless::Vec<BufId, N>,
@@ -68,6 +76,10 @@ impl<const B: usize, const N: usize> Default for FixedPool<B, N> {
 impl<const B: usize, const N: usize> FixedPool<B, N> {
     /// A pool with every buffer free.
     pub fn new() -> Self {
+        const {
+            assert!(N >= 2, "FixedPool needs N >= 2 buffers: one to read into, one to answer from");
+            assert!(B >= 1, "FixedPool needs buffers of at least 1 byte");
+        }
         let mut free = heapless::Vec::new();
         // Lend low ids first.
         for id in (0..N).rev() {

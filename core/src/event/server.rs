@@ -2,6 +2,7 @@
 //! event mode.
 
 use core::fmt;
+use core::num::NonZeroUsize;
 use core::time::Duration;
 
 use embedded_io::{Error as _, ErrorKind};
@@ -10,6 +11,38 @@ use super::{BufferPool, ConnTable, EventHandler, Outcome, Slot, SlotStorage};
 use crate::Service;
 use crate::server::ShutdownSignal;
 use crate::transport::{Clock, Event, EventSource, Interest, NbConnection};
+
+/// What a server does with a new connection (or request) when it has no
+/// room for it: its connection table (event mode) or its queue (a thread
+/// pool) is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WhenFull {
+    /// Wait for room (the default): stop accepting meanwhile, so new
+    /// connections wait in the stack's listen backlog (and datagrams in
+    /// the socket's receive buffer, past which the stack drops them). A
+    /// stop ends the wait; a request already taken is then closed
+    /// unserved.
+    #[default]
+    Wait,
+    /// Refuse at once: a connection is closed, a datagram dropped without
+    /// a reply, and [`Service::handle_table_full`] told (default: a
+    /// warning).
+    Refuse,
+}
+
+/// What open connections get when an [`EventServer`] is stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnShutdown {
+    /// Send what is buffered, then close (within
+    /// [`shutdown_grace`](EventServerConfig::shutdown_grace)). The default.
+    #[default]
+    Flush,
+    /// Keep serving them as usual (reading, answering) until each closes
+    /// or `shutdown_grace` passes: a restart's drain, where the clients
+    /// the old process accepted get their answers while the new process
+    /// takes the new ones.
+    Finish,
+}
 
 /// Knobs of an [`EventServer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,24 +53,23 @@ pub struct EventServerConfig {
     /// connections keep being served meanwhile.
     pub accept_backoff: Duration,
     /// How long a shutdown waits for connections to send what is buffered
-    /// (or, with `finish_on_shutdown`, to finish) before closing them
+    /// (or, with [`OnShutdown::Finish`], to finish) before closing them
     /// anyway.
     pub shutdown_grace: Duration,
-    /// On shutdown, keep serving open connections as usual (reading,
-    /// answering) until each closes or `shutdown_grace` passes, instead of
-    /// closing them as soon as what is buffered has left. A restart's
-    /// drain: the clients the old process accepted get their answers
-    /// while the new process takes the new ones. Default `false`.
-    pub finish_on_shutdown: bool,
-    /// When the table is full: `false` (the default) stops accepting until
-    /// a connection closes, so new connections wait in the stack's backlog
-    /// (the listener is not watched meanwhile: nothing spins); `true`
-    /// accepts them and refuses each at once (closed, `handle_table_full`
-    /// told), for clients that should fail fast rather than wait.
-    pub refuse_when_full: bool,
+    /// What open connections get on shutdown: [`OnShutdown::Flush`] (the
+    /// default) or [`OnShutdown::Finish`].
+    pub on_shutdown: OnShutdown,
+    /// What a new connection gets when the table is full:
+    /// [`WhenFull::Wait`] (the default) stops accepting until a connection
+    /// closes, so new connections wait in the stack's backlog (the
+    /// listener is not watched meanwhile: nothing spins);
+    /// [`WhenFull::Refuse`] accepts them and refuses each at once (closed,
+    /// `handle_table_full` told), for clients that should fail fast rather
+    /// than wait.
+    pub when_full: WhenFull,
     /// At most this many connections are accepted per readiness event, so
     /// that a flood of new connections cannot starve open ones.
-    pub accept_burst: usize,
+    pub accept_burst: NonZeroUsize,
     /// Close a connection after this long without a byte read or written,
     /// so that clients that never speak (or never read) cannot hold a slot
     /// and its buffers for ever. `None`: never.
@@ -49,9 +81,9 @@ impl Default for EventServerConfig {
         Self {
             accept_backoff: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(1),
-            finish_on_shutdown: false,
-            refuse_when_full: false,
-            accept_burst: 128,
+            on_shutdown: OnShutdown::Flush,
+            when_full: WhenFull::Wait,
+            accept_burst: NonZeroUsize::new(128).unwrap(),
             idle_timeout: Some(Duration::from_secs(300)),
         }
     }
@@ -83,6 +115,7 @@ pub type ServerSlot<Src, Svc> = Slot<
 /// `S` holds the slots (a `heapless::Vec` of [`ServerSlot`]s, or the std
 /// adapter's growable storage) and `P` the buffers ([`FixedPool`](super::FixedPool)
 /// or the std adapter's lazily allocated pool).
+#[doc(alias("selectors", "select"))]
 pub struct EventServer<Src, Svc, Clk, Sh, S, P>
 where
     Src: EventSource,
@@ -219,8 +252,8 @@ where
         if self.accept_resume.is_some() {
             return Ok(());
         }
-        for _ in 0..self.config.accept_burst {
-            if self.table.is_full() && !self.config.refuse_when_full {
+        for _ in 0..self.config.accept_burst.get() {
+            if self.table.is_full() && self.config.when_full == WhenFull::Wait {
                 // The rest wait in the backlog until a connection closes.
                 self.at_cap = true;
                 self.source.set_accepting(false)?;
@@ -317,7 +350,7 @@ where
         let accepting_off = self.source.set_accepting(false);
         let now = self.clock.now();
         let deadline = now + self.config.shutdown_grace;
-        if !self.config.finish_on_shutdown {
+        if self.config.on_shutdown == OnShutdown::Flush {
             self.table.close_gracefully();
             for token in self.table.tokens() {
                 if self.table.is_live(token) {

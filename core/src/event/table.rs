@@ -601,7 +601,7 @@ where
 {
     let result = match result {
         Err(Failure::Handler(error, phase)) => {
-            service.handle_error(&live.client, &RequestError::Handler { phase, error: &error });
+            service.handle_error(&live.client, &RequestError::handler(phase, &error));
             close_after_flush(live, bufs)
         }
         Err(Failure::Stalled) => {

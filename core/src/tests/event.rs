@@ -210,8 +210,11 @@ pub(super) fn server<'e, 'n, 's, const N: usize, const B: usize, const P: usize>
     ev: &'e Ev<'n, 's>,
     idle: Option<Duration>,
 ) -> Server<'e, 'n, 's, N, B, P> {
-    let config =
-        EventServerConfig { idle_timeout: idle, refuse_when_full: true, ..Default::default() };
+    let config = EventServerConfig {
+        idle_timeout: idle,
+        when_full: crate::WhenFull::Refuse,
+        ..Default::default()
+    };
     server_with(ev, config)
 }
 
@@ -520,10 +523,10 @@ fn pipelined_lines_to_a_slow_reader_get_every_answer() {
 fn a_buffer_compacts_so_all_its_room_is_usable() {
     use crate::driver::BufferPool;
     use crate::event::pool::Held;
-    let mut pool = FixedPool::<8, 1>::new();
+    let mut pool = FixedPool::<8, 2>::new();
     let mut b = Held::none();
     assert!(b.ensure(&mut pool));
-    assert_eq!(pool.free(), 0, "the one buffer is lent");
+    assert_eq!(pool.free(), 1, "one buffer is lent");
     b.free_mut(&mut pool)[..6].copy_from_slice(b"abcdef");
     b.fill(6);
     b.consume(4, &mut pool);
@@ -536,7 +539,7 @@ fn a_buffer_compacts_so_all_its_room_is_usable() {
     assert_eq!(b.data(&pool), b"ef");
     b.consume(2, &mut pool);
     assert!(b.is_empty());
-    assert_eq!(pool.free(), 1, "an empty buffer goes back to the pool at once");
+    assert_eq!(pool.free(), 2, "an empty buffer goes back to the pool at once");
     assert_eq!(b.room(&pool), 0, "and is no longer held");
 }
 
@@ -662,8 +665,9 @@ fn a_long_answer_goes_out_in_steps_through_drained() {
         net.open_window_at(t * Duration::from_millis(100), 0, 100);
     }
     let ev = Ev::new(Kind::Producer, &net, &flag, all_closed);
-    // 1,500 bytes through one 64-byte buffer (the answer needs no more).
-    let mut srv = server::<1, 64, 1>(&ev, None);
+    // 1,500 bytes through one 64-byte buffer (the answer needs no more;
+    // a pool has at least two).
+    let mut srv = server::<1, 64, 2>(&ev, None);
     srv.serve_forever(POLL).unwrap();
     let c = net.conn(0).unwrap();
     assert_eq!(c.output(), &LONG[..]);
@@ -681,4 +685,18 @@ fn an_outbox_takes_formatted_answers() {
     let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
     server::<1, 64, 2>(&ev, None).serve_forever(POLL).unwrap();
     assert_eq!(net.conn(0).unwrap().output(), b"15 bytes\nok\n");
+}
+
+#[test]
+fn a_formatted_answer_leaves_in_one_write() {
+    // `write!(out, "{} bytes\n", n)` is two pieces; they used to leave as
+    // two sends (three for ":{n}\r\n"), now as one after the call.
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect(MockConn::new(1, b"len\nlen\n"));
+    let ev = Ev::new(Kind::Lines, &net, &flag, all_closed);
+    server::<4, 64, 8>(&ev, None).serve_forever(POLL).unwrap();
+    let c = net.conn(0).unwrap();
+    assert_eq!(c.output(), b"8 bytes\n4 bytes\n");
+    assert_eq!(c.writes(), 2, "one write per answer");
 }

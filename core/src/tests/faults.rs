@@ -113,3 +113,26 @@ fn the_back_off_doubles_while_accepts_keep_failing_up_to_a_cap() {
     server(&net, &rec, &flag).serve_forever(POLL).unwrap();
     assert_eq!(net.now(), Duration::from_millis(50 + 100 + 200 + 400 + 800 + 15 * 1000));
 }
+
+#[test]
+fn request_error_debug_is_its_structure_and_display_a_sentence() {
+    use crate::{Phase, RequestError};
+    use embedded_io::ErrorKind;
+    use std::format;
+    let e = core::fmt::Error;
+    let err = RequestError::handler(Phase::Received, &e);
+    assert_eq!(
+        format!("{err:?}"),
+        r#"Handler { phase: Received, error: Error, error_type: "core::fmt::Error" }"#
+    );
+    assert_eq!(
+        format!("{err}"),
+        "handler failed in Received: Error (core::fmt::Error in `received`: a `write!` failed, \
+         e.g. an answer that did not fit the room)"
+    );
+    let reset = RequestError::Io(ErrorKind::ConnectionReset);
+    assert_eq!(format!("{reset:?}"), "Io(ConnectionReset)");
+    assert_eq!(format!("{reset}"), "connection failed: ConnectionReset");
+    let other = RequestError::handler(Phase::Handle, &"refused");
+    assert_eq!(format!("{other}"), r#"handler failed in Handle: "refused""#);
+}

@@ -14,6 +14,7 @@ use crate::{
     StreamHandler,
 };
 
+mod backpressure;
 mod bufio;
 mod cpython;
 mod datagram;

@@ -228,14 +228,17 @@ impl ErrorType for Liar {
     type Error = MockError;
 }
 
-impl crate::driver::DatagramSocket for Liar {
-    type Address = u32;
+impl crate::driver::Wait for Liar {
     fn wait(&mut self, _: Option<Duration>) -> Result<crate::driver::Readiness, MockError> {
         Ok(crate::driver::Readiness::Ready)
     }
     fn pause(&mut self, _: Duration) -> Result<crate::driver::Readiness, MockError> {
         Ok(crate::driver::Readiness::TimedOut)
     }
+}
+
+impl crate::driver::DatagramSocket for Liar {
+    type Address = u32;
     fn try_recv_from(
         &mut self,
         buf: &mut [u8],

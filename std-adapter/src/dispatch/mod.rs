@@ -21,7 +21,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use forking::Forking;
-pub use pool::{Pool, WhenFull};
+pub use pool::Pool;
 pub use sequential::Sequential;
 pub use strategy::Strategy;
 pub use threading::Threading;

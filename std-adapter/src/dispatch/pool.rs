@@ -16,21 +16,7 @@ use crate::addr::Address;
 use crate::conn::Conn;
 use crate::socket::SocketDatagram;
 
-/// What a [`Pool`] does with a request that finds its queue full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum WhenFull {
-    /// The server loop waits for room (the default): it stops accepting
-    /// meanwhile, so new connections wait in the kernel's listen backlog
-    /// (and datagrams in the socket's receive buffer, past which the
-    /// kernel drops them). A stop ends the wait; the waiting request is
-    /// then closed unserved.
-    #[default]
-    Wait,
-    /// The request is refused at once: a connection is closed, a datagram
-    /// dropped without a reply, and [`Service::handle_table_full`] told
-    /// (default: a warning), as event mode refuses beyond its table.
-    Refuse,
-}
+use sockserv_core::WhenFull;
 
 /// A thread pool: at most `size` worker threads, each started the first
 /// time a request finds no idle one and then kept, take requests from a
@@ -62,7 +48,8 @@ pub enum WhenFull {
 /// ```
 /// # use sockserv_core::{service_fn, StreamHandler};
 /// # use sockserv_std::Builder;
-/// # use sockserv_std::dispatch::{Pool, WhenFull};
+/// # use sockserv_core::WhenFull;
+/// # use sockserv_std::dispatch::Pool;
 /// # use std::num::NonZeroUsize;
 /// # struct Nop;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Nop {

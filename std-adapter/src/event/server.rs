@@ -19,7 +19,7 @@ use crate::socket::{BindError, SocketListener};
 pub struct EventOptions {
     /// The connection table's capacity, a cap on open connections: at it
     /// the server stops accepting until one closes (new connections wait
-    /// in the kernel's backlog), or with `server.refuse_when_full` accepts
+    /// in the kernel's backlog), or with `server.when_full = WhenFull::Refuse` accepts
     /// and refuses them (closed at once, `handle_table_full` told).
     /// Default 1,024. A slot is
     /// made when a connection first needs it (about 100 bytes plus the
