@@ -56,7 +56,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// let config = Arc::new(server_config_from_pem("cert.pem", "key.pem")?);
 /// let mut server = ThreadingTcpServer::bind("127.0.0.1:8443", tls(config, service_fn(|_| Echo)))?;
-/// server.serve_forever()?;
+/// server.serve_forever(std::time::Duration::from_millis(500))?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
