@@ -478,3 +478,29 @@ fn a_close_without_close_notify() {
         server.stop_cleanly(libc::SIGTERM);
     }
 }
+
+// ---------------------------------------------------------------------
+// The example's arguments
+// ---------------------------------------------------------------------
+
+/// TLS where the example has none (event mode, datagrams) is a usage
+/// error (exit 2); an unreadable or wrong PEM file is named, exit 1.
+#[test]
+fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
+    let tls = tls_args();
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    for extra in [&["--mode", "event"][..], &["--proto", "udp"]] {
+        let args: Vec<&str> = [&["--addr", "127.0.0.1:0"][..], extra, &tls].concat();
+        let (status, out, err) = util::echo::run_expecting_exit(&args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains("--tls-cert serves streams"), "{err}");
+    }
+    // The key where the certificate should be: no CERTIFICATE block.
+    let (_, cert, key) = certificate();
+    let (k, c) = (key.to_str().unwrap(), cert.to_str().unwrap());
+    let args = ["--addr", "127.0.0.1:0", "--tls-cert", k, "--tls-key", c];
+    let (status, out, err) = util::echo::run_expecting_exit(&args);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.starts_with(&format!("echo: {k}: ")), "{err}");
+    assert!(out.is_empty(), "nothing listens: {out}");
+}
