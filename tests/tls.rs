@@ -44,7 +44,10 @@ fn certificate() -> &'static (PathBuf, PathBuf, PathBuf) {
             "openssl req -x509 -days 1 -subj '/CN=sockserv test CA' {ec} -keyout ca.key -out ca.pem \
              && openssl req -subj /CN=localhost {ec} -keyout key.pem -out leaf.csr \
              && openssl x509 -req -days 1 -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-                -extfile leaf.ext -out cert.pem"
+                -extfile leaf.ext -out cert.pem \
+             && openssl req -subj /CN=localhost {ec} -keyout key2.pem -out leaf2.csr \
+             && openssl x509 -req -days 1 -in leaf2.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -extfile leaf.ext -out cert2.pem"
         );
         let out = Command::new("sh")
             .args(["-c", &script])
@@ -269,6 +272,45 @@ mod https {
             )
             .map_err(|_| std::io::Error::other("format"))
         }
+    }
+
+    /// The leaf certificate a client is served.
+    fn served_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
+        let mut s = super::tls_client(addr);
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).unwrap();
+        }
+        s.conn.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    fn leaf_der(path: &std::path::Path) -> Vec<u8> {
+        use sockserv_tls::rustls::pki_types::CertificateDer;
+        use sockserv_tls::rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_file(path).unwrap().to_vec()
+    }
+
+    /// CertSwap: after replace_from_pem, the next handshake gets the new
+    /// certificate, with no restart; a bad file leaves the old one.
+    #[test]
+    fn the_certificate_is_replaced_while_serving() {
+        let (_, cert, key) = super::certificate();
+        let dir = cert.parent().unwrap();
+        let certs = sockserv_tls::CertSwap::from_pem(cert, key).unwrap();
+        let service = tls(Arc::new(certs.server_config()), service_fn(|_| Hello));
+        let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service).unwrap();
+        let addr: std::net::SocketAddr = server.server_address().to_string().parse().unwrap();
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || {
+            server.serve_forever(std::time::Duration::from_millis(100)).unwrap()
+        });
+        assert_eq!(served_leaf(addr), leaf_der(cert));
+        certs.replace_from_pem(dir.join("cert2.pem"), dir.join("key2.pem")).unwrap();
+        assert_eq!(served_leaf(addr), leaf_der(&dir.join("cert2.pem")));
+        // A key that does not match: refused, the second certificate stays.
+        assert!(certs.replace_from_pem(cert, dir.join("key2.pem")).is_err());
+        assert_eq!(served_leaf(addr), leaf_der(&dir.join("cert2.pem")));
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod handshake;
 mod service;
 mod stream;
 
-pub use config::{PemError, server_config_from_pem};
+pub use config::{CertSwap, PemError, server_config_from_pem};
 pub use handshake::HandshakeError;
 pub use service::{DEFAULT_HANDSHAKE_TIMEOUT, Tls, TlsHandler, tls};
 pub use stream::{TlsInfo, TlsStream};
