@@ -8,11 +8,14 @@
 //! Prints `listening on ADDR` first (the real port after port 0), echoes
 //! until the client closes its side (stream) or each datagram back whole
 //! (datagram), and exits 0 on SIGINT/SIGTERM, removing a Unix socket path.
-//! `--mode event` serves streams from one thread with epoll and a fixed
-//! connection table (`--max-connections`, default 10,000), or from
+//! `--mode event` serves streams from one thread with epoll, a connection
+//! table of up to `--max-connections` (default 10,000) and a shared
+//! buffer pool, or from
 //! `--workers N` such loops (`0`: one per CPU), which share the port as
 //! `--port-sharing` says and print what each served at exit
-//! (`loop 0: 123 connections`, on stderr). `--mode threading --pool N`
+//! (`loop 0: 123 connections`, on stderr). At exit any mode that reached
+//! its connection cap says how often (`echo: connection cap reached 2
+//! times`, on stderr). `--mode threading --pool N`
 //! serves from N worker threads (a request waits for one when all are
 //! busy and N more wait) instead of a thread per request.
 //! `--tls-cert PEM --tls-key PEM` serves streams over TLS (rustls) in the
@@ -42,10 +45,10 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use sockserv::std_adapter::activation::{self, Inherited};
-use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing};
+use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing, Workers};
 use sockserv::std_adapter::{Address, Conn};
 use sockserv::std_adapter::{
-    BindAddr, BindError, Builder, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
+    BindAddr, BindError, Builder, Close, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
     Strategy, Threading,
 };
 use sockserv::{Service, ServiceExt, StreamHandler, service_fn};
@@ -95,7 +98,7 @@ struct Args {
     /// event: the connection table's capacity (default 10,000); sync
     /// serves one at a time anyway.
     #[arg(long)]
-    max_connections: Option<usize>,
+    max_connections: Option<NonZeroUsize>,
     /// Serve inherited descriptor N (a bound socket; listening if a
     /// stream) instead of binding.
     #[arg(long)]
@@ -218,21 +221,21 @@ fn run(
     // open: a signal stops the server within `--grace` (forking: the
     // children still serving get it too, then SIGTERM, so no process of
     // the example's is left once it has exited).
-    let grace = Some(Duration::from_secs_f64(args.grace.max(0.0)));
+    let grace = Duration::from_secs_f64(args.grace.max(0.0));
     match args.mode {
         Mode::Sync => serve(proto, address, Sequential::new(), tls),
         Mode::Threading if let Some(n) = args.pool => {
-            serve(proto, address, Pool::new(n).block_on_close(false), tls)
+            serve(proto, address, Pool::new(n).close(Close::Grace(grace)), tls)
         }
         Mode::Threading => {
-            let mut threading = Threading::new().block_on_close(false).close_grace(grace);
-            if let Some(cap) = args.max_connections.and_then(NonZeroUsize::new) {
+            let mut threading = Threading::new().close(Close::Grace(grace));
+            if let Some(cap) = args.max_connections {
                 threading = threading.max_threads(cap);
             }
             serve(proto, address, threading, tls)
         }
         Mode::Forking => {
-            let mut forking = Forking::new().block_on_close(false).close_grace(grace);
+            let mut forking = Forking::new().close(Close::Grace(grace));
             if let Some(cap) = args.max_connections {
                 forking = forking.max_children(cap);
             }
@@ -280,7 +283,9 @@ fn serve(
             let stop = server.shutdown_handle();
             restart.arm(&stop, server.datagram_socket().socket())?;
             announce(server.server_address(), &stop)?;
-            server.serve_forever(poll).map_err(Failure::Io)
+            let served = server.serve_forever(poll).map_err(Failure::Io);
+            say_cap_reached(server.cap_reached());
+            served
         }
     }
 }
@@ -299,7 +304,17 @@ where
     let stop = server.shutdown_handle();
     restart.arm(&stop, server.listener().socket())?;
     announce(server.server_address(), &stop)?;
-    server.serve_forever(Duration::from_millis(500)).map_err(Failure::Io)
+    let served = server.serve_forever(Duration::from_millis(500)).map_err(Failure::Io);
+    say_cap_reached(server.cap_reached());
+    served
+}
+
+/// At exit, on stderr: how many times the server stopped accepting at its
+/// connection cap (`echo: connection cap reached N times`), if it did.
+fn say_cap_reached(times: u64) {
+    if times > 0 {
+        eprintln!("echo: connection cap reached {times} times");
+    }
 }
 
 /// SIGHUP: a successor on the same socket, then a stop between requests.
@@ -368,25 +383,24 @@ fn serve_event(
                     eprintln!("loop {i}: {} connections", s.table.opened);
                 }
             }
+            let stats = server.loop_stats();
+            say_cap_reached(stats.iter().map(|s| s.cap_reached).sum());
             served
         }
         Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new(), None),
     }
 }
 
-fn event_options(args: &Args, grace: Option<Duration>) -> EventOptions {
+fn event_options(args: &Args, grace: Duration) -> EventOptions {
     let port_sharing = match args.port_sharing {
         Sharing::ReusePort => PortSharing::ReusePort,
         Sharing::Exclusive => PortSharing::Exclusive,
     };
-    let max_connections = args.max_connections.unwrap_or(10_000);
-    let mut options = EventOptions {
-        max_connections,
-        workers: args.workers,
-        port_sharing,
-        ..EventOptions::default()
-    };
-    options.server.shutdown_grace = grace.unwrap_or_default();
+    let max_connections = args.max_connections.unwrap_or(NonZeroUsize::new(10_000).unwrap());
+    let workers = NonZeroUsize::new(args.workers).map_or(Workers::PerCpu, Workers::Count);
+    let mut options =
+        EventOptions { max_connections, workers, port_sharing, ..EventOptions::default() };
+    options.server.shutdown_grace = grace;
     // A stop (a signal, a restart) lets open connections finish.
     options.server.on_shutdown = sockserv::OnShutdown::Finish;
     options

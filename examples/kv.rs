@@ -108,8 +108,8 @@ fn arguments() -> Result<(String, Option<Arc<ServerConfig>>), Failure> {
 type Failure = Box<dyn std::error::Error>;
 
 fn serve<S>(mut server: ThreadingTcpServer<S>) -> Result<(), Failure> {
-    // Python's daemon_threads = True: a signal does not wait for clients.
-    server.dispatch_mut().daemon_threads = true;
+    // A signal stops it within the default 1 s close grace, idle clients
+    // or not (their connections are then shut down).
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());

@@ -4,7 +4,7 @@
 //! cargo run --release --features tap --example smoltcp_echo -- --tap IFACE --addr IP:PORT
 //!     [--gateway IP] [--proto tcp|udp] [--mode sync|event]
 //!     [--max-connections N] [--when-full drop|reset|refuse]
-//!     [--tcp-buffer BYTES] [--ack-delay-ms MS]
+//!     [--tcp-buffer BYTES] [--ack-delay-ms MS] [--udp-slots N]
 //! ```
 //!
 //! smoltcp gets the address IP/24 on IFACE and serves the same echo as the
@@ -32,6 +32,11 @@
 //! `--tcp-buffer` sizes each TCP socket's buffers (64 KiB; past that
 //! smoltcp scales its window), `--ack-delay-ms` smoltcp's delayed ACK
 //! (10 ms; 0 ACKs at once): the knobs `bench/tap_throughput.sh` turns.
+//! `--udp-slots` sizes the UDP socket's receive and send queues in
+//! datagrams (64, in 256 KiB each way): smoltcp drops a datagram that
+//! arrives when the receive queue is full, so it must hold every datagram
+//! that can arrive between two reads (one per client in flight). Each one
+//! dropped is reported on stderr as it happens, and counted.
 //!
 //! Try it by hand in a private network namespace (as root):
 //! ```text
@@ -50,16 +55,14 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sockserv::StdClock;
-use sockserv::driver::{Clock, Datagram, Stream};
+use sockserv::driver::{Clock, Datagram};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface};
-use sockserv::smoltcp_adapter::smoltcp::phy::{Medium, TunTapInterface};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
 use sockserv::smoltcp_adapter::{
-    Loss, Options, Stack, Storage, TapWait, TcpEventSource, WhenFull, smoltcp,
+    Loss, Options, Stack, Storage, TapDevice, TapWait, TcpEventSource, WhenFull, smoltcp,
 };
-use sockserv::std_adapter::event::GrowSlots;
-use sockserv::{EventServer, EventServerConfig, FixedPool};
+use sockserv::{CappedSlots, EventServer, EventServerConfig, FixedPool, FixedSlots};
 use sockserv::{Inline, Server, ShutdownFlag, service_fn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,6 +108,9 @@ struct Args {
     /// smoltcp's delayed ACK, in milliseconds (0: ACK at once).
     #[arg(long)]
     ack_delay_ms: Option<u64>,
+    /// The UDP socket's queues, in datagrams each way.
+    #[arg(long, default_value_t = UDP_SLOTS, value_parser = clap::value_parser!(u16).range(1..))]
+    udp_slots: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -136,6 +142,7 @@ const BACKLOG: usize = 8;
 /// connections share (borrowed while a connection has input to consume or
 /// output to queue; an idle connection holds none).
 const MAX_CONNECTIONS: i64 = 256;
+const MAX_TABLE: usize = MAX_CONNECTIONS as usize;
 const EVENT_BUFFER: usize = 16 * 1024;
 const EVENT_BUFFERS: usize = 4;
 /// Sockets in the TCP listener's pool: sync mode serves one connection at
@@ -146,7 +153,13 @@ const MAX_POOL: usize = BACKLOG + MAX_CONNECTIONS as usize + 2;
 /// The largest UDP payload IPv4 carries, and the UDP socket's buffers
 /// (room for two of them each way).
 const MAX_DATAGRAM: usize = 65_507;
-const UDP_BUFFER: usize = 2 * 64 * 1024;
+/// The UDP socket's payload buffer each way: four of the largest
+/// datagrams, or 64 datagrams of 4 KiB (Linux's default receive buffer
+/// holds about 208 KiB).
+const UDP_BUFFER: usize = 4 * 64 * 1024;
+/// The UDP socket's packet slots each way: 20 clients with a datagram
+/// each in flight, three times over.
+const UDP_SLOTS: u16 = 64;
 /// How long a stopping server keeps sending what closed connections queued.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -172,7 +185,9 @@ fn run(args: &Args) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
-    let mut device = TunTapInterface::new(&args.tap, Medium::Ethernet)
+    // The adapter's TAP device: one receive buffer for every frame, and a
+    // read error (the interface deleted) reported, never a panic.
+    let mut device = TapDevice::new(&args.tap)
         .map_err(|e| format!("cannot open TAP device {}: {e}", args.tap))?;
     let clock = StdClock::new();
     let mut config = Config::new(EthernetAddress([0x02, 0, 0, 0, 0, 0x01]).into());
@@ -214,8 +229,8 @@ fn run(args: &Args) -> Result<(), String> {
                         .listen(port, tcp_pool(SYNC_POOL, args), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
-                    let mut server =
-                        Server::new(Stream(listener), service, clock, &FLAG, Inline::new());
+                    // On the stack's clock, given once to `Stack::new`.
+                    let mut server = listener.into_server(service, &FLAG);
                     server.serve_forever(poll).map_err(|e| e.to_string())
                 }
                 Mode::Event => {
@@ -223,15 +238,20 @@ fn run(args: &Args) -> Result<(), String> {
                         .listen(port, tcp_pool(BACKLOG + max + 2, args), options)
                         .map_err(|e| e.to_string())?;
                     announce(args)?;
-                    // The table's slots sized at run time (--max-connections);
-                    // the buffers a pool fixed at compile time, as on a
-                    // microcontroller: every connection shares EVENT_BUFFERS.
+                    // The table's slots fixed at compile time and capped at
+                    // run time (--max-connections); the buffers a pool fixed
+                    // at compile time, as on a microcontroller: every
+                    // connection shares EVENT_BUFFERS. (A firmware with a
+                    // capacity fixed at compile time writes
+                    // `listener.into_event_server(service, &FLAG, pool, config)`.)
+                    let source = TcpEventSource::new(listener);
+                    let clock = source.clock();
                     let mut server = EventServer::new(
-                        TcpEventSource::new(listener),
+                        source,
                         service,
                         clock,
                         &FLAG,
-                        GrowSlots::new(max),
+                        CappedSlots::new(FixedSlots::<_, MAX_TABLE>::new(), max),
                         FixedPool::<EVENT_BUFFER, EVENT_BUFFERS>::new(),
                         // `--when-full refuse`: accept and refuse through
                         // the table-full hook (the core's default stops
@@ -254,7 +274,7 @@ fn run(args: &Args) -> Result<(), String> {
             result
         }
         Proto::Udp => {
-            let meta = || vec![udp::PacketMetadata::EMPTY; 16].leak();
+            let meta = || vec![udp::PacketMetadata::EMPTY; usize::from(args.udp_slots)].leak();
             let socket = udp::Socket::new(
                 udp::PacketBuffer::new(&mut meta()[..], buffer(UDP_BUFFER)),
                 udp::PacketBuffer::new(&mut meta()[..], buffer(UDP_BUFFER)),
@@ -266,14 +286,17 @@ fn run(args: &Args) -> Result<(), String> {
             // reassembles them; a loss is told to the hook).
             let transport = Datagram { socket, buffer: vec![0u8; MAX_DATAGRAM + 1] };
             let dispatch = Inline::with_reply_buffer(vec![0u8; MAX_DATAGRAM]);
+            let clock = transport.socket.clock();
             let mut server = Server::new(transport, service, clock, &FLAG, dispatch);
             server.serve_forever(poll).map_err(|e| e.to_string())
         }
     };
     let stats = stack.stats();
     eprintln!(
-        "smoltcp_echo: {} SYNs dropped while the backlog was full, {} fragmented datagrams lost",
-        stats.syns_dropped, stats.datagrams_lost
+        "smoltcp_echo: {} SYNs dropped while the backlog was full, {} datagrams lost on arrival, \
+         {} packets dropped for neighbours that never answered ARP, \
+         {} times at --max-connections",
+        stats.syns_dropped, stats.datagrams_lost, stats.unresolved, stats.connection_cap_reached
     );
     result
 }
@@ -281,8 +304,14 @@ fn run(args: &Args) -> Result<(), String> {
 /// Says what smoltcp lost as it happens (a SYN dropped by the backlog
 /// policy is ordinary flow control: only counted).
 fn report_loss(loss: Loss) {
-    if let Loss::Datagram { from, reason } = loss {
-        eprintln!("smoltcp_echo: a datagram from {from} was lost: {reason:?}");
+    match loss {
+        Loss::Datagram { from, reason } => {
+            eprintln!("smoltcp_echo: a datagram from {from} was lost: {reason:?}");
+        }
+        Loss::Unresolved { to } => {
+            eprintln!("smoltcp_echo: a packet to {to} was dropped: it does not answer ARP");
+        }
+        _ => {}
     }
 }
 

@@ -64,6 +64,9 @@
 //!     server.serve_forever(Duration::from_millis(500))
 //! }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(feature = "document-features", doc = "# Feature flags")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -89,6 +92,12 @@ pub use sockserv_smoltcp as smoltcp_adapter;
 #[doc(inline)]
 pub use sockserv_nal as nal_adapter;
 
+/// HTTP/1.1, sans I/O (feature `http`, `no_std`, no allocator): request
+/// heads with limits, streamed bodies, keep-alive, response heads, chunked
+/// encoding, for blocking and event-mode handlers alike.
+#[cfg(feature = "http")]
+#[doc(inline)]
+pub use sockserv_http as http;
 #[cfg(feature = "tls")]
 #[doc(inline)]
 pub use sockserv_tls as tls;

@@ -6,6 +6,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::num::NonZeroUsize;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -176,7 +177,10 @@ where
 {
     raise_nofile(4096);
     let echo = Echo::default();
-    let options = EventOptions { max_connections: 1100, ..EventOptions::default() };
+    let options = EventOptions {
+        max_connections: NonZeroUsize::new(1100).unwrap(),
+        ..EventOptions::default()
+    };
     let server = start::<Src>(&echo, options);
     let mut clients: Vec<TcpStream> = (0..1000).map(|_| connect(server.addr)).collect();
     // Every connection is open at once; each exchanges three messages.
@@ -209,7 +213,8 @@ fn a_thousand_open_connections_with_the_poll_fallback() {
 #[test]
 fn with_refuse_when_full_a_full_table_refuses_and_keeps_serving() {
     let echo = Echo::default();
-    let mut options = EventOptions { max_connections: 2, ..EventOptions::default() };
+    let mut options =
+        EventOptions { max_connections: NonZeroUsize::new(2).unwrap(), ..EventOptions::default() };
     options.server.when_full = sockserv::WhenFull::Refuse;
     let server = start::<EpollSource>(&echo, options);
     let mut a = connect(server.addr);
@@ -589,4 +594,61 @@ fn an_idle_event_server_and_its_idle_connections_hold_no_buffers() {
     println!("resident at start {at_start} B, {per_conn} B per idle connection");
     assert!(at_start < 8 << 20, "{at_start} bytes resident before any client");
     assert!(per_conn < 4096, "{per_conn} bytes resident per idle connection");
+}
+
+/// Set by [`HoldOnce`] when it starts holding the loop.
+static HOLDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set by the test to let [`HoldOnce`] go.
+static RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Echoes; on `hold` it holds the loop (up to 10 s) until the test
+/// releases it, so that input and a stop can arrive while the loop is busy.
+struct HoldOnce;
+
+impl EventHandler for HoldOnce {
+    type Error = std::convert::Infallible;
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if input == b"hold" {
+            HOLDING.store(true, SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !RELEASE.load(SeqCst) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(Step::consumed(out.write(input)))
+    }
+}
+
+/// A request that arrived before the stop, while the loop was busy, is
+/// read and answered by the drain: the client gets its whole answer and
+/// then EOF, not a reset (a socket closed with unread input resets).
+#[test]
+fn drain_answers_what_arrived_before_the_stop() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let service = sockserv::service_fn(|_: &Address| HoldOnce);
+    let mut server: EventStreamServer<_> =
+        Builder::new().event("127.0.0.1:0", service, EventOptions::default()).unwrap();
+    let BindAddr::Inet(addr) = server.server_address().clone() else { unreachable!() };
+    let stop = server.shutdown_handle();
+    let serving = thread::spawn(move || server.serve_forever(Duration::from_millis(50)));
+    let mut holder = connect(addr);
+    let mut client = connect(addr);
+    assert_eq!(roundtrip(&mut client, b"hello"), b"hello");
+    holder.write_all(b"hold").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !HOLDING.load(SeqCst) {
+        assert!(Instant::now() < deadline, "the loop never got to the holding request");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The loop is busy: the request and then the stop arrive meanwhile.
+    let request: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    client.write_all(&request).unwrap();
+    stop.request();
+    RELEASE.store(true, SeqCst);
+    let mut got = Vec::new();
+    let read = client.read_to_end(&mut got);
+    serving.join().unwrap().unwrap();
+    assert!(read.is_ok(), "the client met {read:?} after {} of {} bytes", got.len(), request.len());
+    assert!(got == request, "{} of {} bytes, then EOF", got.len(), request.len());
 }

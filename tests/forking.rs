@@ -5,6 +5,7 @@
 
 mod util;
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -209,8 +210,10 @@ fn forking_panic() {
 /// connection is not served until one of them ends.
 fn max_children() {
     let rec = Recorder::new(Behaviour::Echo);
-    let mut server =
-        Builder::new().dispatch(Forking::new().max_children(2)).stream("127.0.0.1:0", rec).unwrap();
+    let mut server = Builder::new()
+        .dispatch(Forking::new().max_children(NonZeroUsize::new(2).unwrap()))
+        .stream("127.0.0.1:0", rec)
+        .unwrap();
     let client = python_client(
         server.server_address(),
         true,
@@ -246,8 +249,10 @@ c2.close(); c3.close()
 /// while the first two are still open, and the third is never served.
 fn stop_at_max_children() {
     let rec = Recorder::new(Behaviour::Echo);
-    let mut server =
-        Builder::new().dispatch(Forking::new().max_children(2)).stream("127.0.0.1:0", rec).unwrap();
+    let mut server = Builder::new()
+        .dispatch(Forking::new().max_children(NonZeroUsize::new(2).unwrap()))
+        .stream("127.0.0.1:0", rec)
+        .unwrap();
     let client = python_client(
         server.server_address(),
         true,

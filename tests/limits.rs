@@ -7,11 +7,10 @@ mod util;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::echo::{echo_cmd, wait_deadline};
+use util::echo::Server;
 use util::procs::group_cpu;
 
 fn echo_once(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
@@ -37,29 +36,17 @@ fn accept_queue(port: u16) -> usize {
     panic!("no listener on port {port}");
 }
 
-fn start(mode: &str, cap: &str) -> (std::process::Child, SocketAddr) {
-    let mut child = echo_cmd(&["--mode", mode, "--addr", "127.0.0.1:0", "--max-connections", cap])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr = line.trim_end().strip_prefix("listening on ").expect("the first line").parse();
-    thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    (child, addr.unwrap())
+/// The warnings that a cap was reached, in what the server wrote on stderr.
+fn cap_warnings(server: &Server) -> usize {
+    server.stderr_text().matches("connection cap reached:").count()
 }
 
-/// Kills the server's process group if the test fails half-way.
-struct KillGroupOnPanic(i32);
-
-impl Drop for KillGroupOnPanic {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            // SAFETY: kill(2) on the group of our own child.
-            unsafe { libc::kill(-self.0, libc::SIGKILL) };
-        }
+/// Waits (up to 10 s) until the server has warned `n` times.
+fn wait_for_warnings(server: &Server, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cap_warnings(server) < n {
+        assert!(Instant::now() < deadline, "{what}: no warning {n}: {}", server.stderr_text());
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -72,9 +59,9 @@ fn connect(addr: SocketAddr) -> TcpStream {
 /// Two clients fill a cap of two; two more connect and wait unaccepted;
 /// the server uses (almost) no CPU at the cap; closing one lets the next in.
 fn waits_at_the_cap(mode: &str) {
-    let (mut child, addr) = start(mode, "2");
-    let pgid = child.id() as i32;
-    let _guard = KillGroupOnPanic(pgid);
+    let server = Server::start_with("tcp", mode, "127.0.0.1:0", &["--max-connections", "2"]);
+    let addr = server.inet();
+    let pgid = server.pid();
     let mut held: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
     for s in &mut held {
         echo_once(s, b"served").unwrap();
@@ -98,6 +85,9 @@ fn waits_at_the_cap(mode: &str) {
     let used = group_cpu(pgid) - cpu;
     assert!(used < Duration::from_millis(100), "{mode}: {used:?} of CPU in 1 s at the cap");
     eprintln!("{mode}: {used:?} of CPU in 1 s at the cap");
+    // The server said so, once (not once per turn of its loop).
+    wait_for_warnings(&server, 1, mode);
+    assert_eq!(cap_warnings(&server), 1, "{mode}: {}", server.stderr_text());
     // One closes: the first waiting client is accepted and served.
     drop(held.remove(0));
     let started = Instant::now();
@@ -108,12 +98,58 @@ fn waits_at_the_cap(mode: &str) {
     assert_eq!(&got, b"waiting");
     eprintln!("{mode}: served {:?} after a slot freed", started.elapsed());
     assert_eq!(accept_queue(addr.port()), 1, "{mode}: the other still waits");
+    // Still one episode: the queue moved but never emptied.
+    assert_eq!(cap_warnings(&server), 1, "{mode}: {}", server.stderr_text());
     drop(held);
     drop(waiting);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = wait_deadline(&mut child, Duration::from_secs(10)).expect("echo exits");
+    // Everyone gone; a second episode is a second warning.
+    thread::sleep(Duration::from_millis(300));
+    let mut again: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    for s in &mut again[..2] {
+        echo_once(s, b"again").unwrap();
+    }
+    wait_for_warnings(&server, 2, mode);
+    drop(again);
+    thread::sleep(Duration::from_millis(300));
+    let (status, _, stderr) = server.stop(libc::SIGTERM);
     assert!(status.success(), "{mode}: {status:?}");
+    assert_eq!(stderr.matches("connection cap reached:").count(), 2, "{mode}: {stderr}");
+    assert!(stderr.contains("echo: connection cap reached 2 times"), "{mode}: {stderr}");
+}
+
+/// The pool at its cap (its workers busy and its queue full) warns once
+/// per episode too.
+#[test]
+fn pool_reports_each_episode_at_its_cap_once() {
+    // One worker, one queued: the third client waits in the backlog.
+    let server = Server::start_with("tcp", "threading", "127.0.0.1:0", &["--pool", "1"]);
+    let addr = server.inet();
+    for round in 1..=2 {
+        let mut held = connect(addr);
+        echo_once(&mut held, b"served").unwrap();
+        let mut waiting: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+        for s in &mut waiting {
+            s.write_all(b"waiting").unwrap();
+        }
+        wait_for_warnings(&server, round, "pool");
+        thread::sleep(Duration::from_secs(1));
+        assert_eq!(cap_warnings(&server), round, "pool: {}", server.stderr_text());
+        drop(held);
+        // Each is served in turn (one worker): still the same episode.
+        for s in &mut waiting {
+            let mut got = [0u8; 7];
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.read_exact(&mut got).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            assert_eq!(s.read(&mut got).unwrap(), 0);
+        }
+        assert_eq!(cap_warnings(&server), round, "pool: {}", server.stderr_text());
+        drop(waiting);
+        thread::sleep(Duration::from_millis(300));
+    }
+    let (status, _, stderr) = server.stop(libc::SIGTERM);
+    assert!(status.success(), "pool: {status:?}");
+    assert!(stderr.contains("echo: connection cap reached 2 times"), "pool: {stderr}");
 }
 
 #[test]

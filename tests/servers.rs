@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use sockserv::driver::{DatagramDispatch, Dispatch, StreamDispatch};
 use sockserv::service_fn;
 use sockserv::std_adapter::{
-    Address, BindAddr, Builder, Conn, DatagramServer, Sequential, ShutdownError, ShutdownHandle,
-    StreamServer, TcpServer, Threading, ThreadingTcpServer, UdpServer, UnixStreamServer,
+    Address, BindAddr, Builder, Close, Conn, DatagramServer, Sequential, ShutdownError,
+    ShutdownHandle, StreamServer, TcpServer, Threading, ThreadingTcpServer, UdpServer,
+    UnixStreamServer,
 };
 use sockserv::{Service, StreamHandler};
 use util::{Behaviour, Recorder, TEST_STR, dgram_examine, open_fds, stream_examine, unix_path};
@@ -214,7 +215,7 @@ where
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };
     drop(TcpStream::connect(a).unwrap());
     server.handle_request().unwrap();
-    server.server_close(); // joins the handler thread (block_on_close)
+    server.server_close(); // waits for the handler thread (Close::Grace)
     rec
 }
 
@@ -640,8 +641,7 @@ fn a_sequential_server_stops_while_a_client_idles() {
 #[test]
 fn shutdown_returns_while_the_loop_waits_for_a_thread_slot() {
     let rec = Recorder::new(Behaviour::Echo);
-    let dispatch =
-        Threading::new().max_threads(NonZeroUsize::new(1).unwrap()).block_on_close(false);
+    let dispatch = Threading::new().max_threads(NonZeroUsize::new(1).unwrap()).close(Close::Leave);
     let mut server: StreamServer<_, Threading> =
         Builder::new().dispatch(dispatch).stream("127.0.0.1:0", rec.clone()).unwrap();
     let BindAddr::Inet(a) = server.server_address().clone() else { unreachable!() };

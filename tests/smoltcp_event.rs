@@ -12,12 +12,9 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 use smoltcp_world::{Client, PORT, TestStack, World, payload, pool};
 use sockserv::driver::Clock;
-use sockserv::{
-    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next, Outbox, ServerSlot,
-    Step,
-};
+use sockserv::{EventHandler, EventServerConfig, FixedPool, Next, Outbox, Step};
 use sockserv::{RequestError, Service, ShutdownFlag};
-use sockserv_smoltcp::{Options, Storage, TcpEventSource, WhenFull};
+use sockserv_smoltcp::{EventTcpServer, Options, Storage, TcpEventSource, WhenFull};
 
 const POLL: Duration = Duration::from_millis(500);
 /// More loop turns than any of these tests needs: the loop spun.
@@ -139,15 +136,10 @@ impl EventHandler for Handler<'_, '_> {
     }
 }
 
-type Source<'s, 'a> = TcpEventSource<'s, 'a>;
-type Server<'s, 'a, 'r, 'w, const N: usize, const B: usize> = EventServer<
-    Source<'s, 'a>,
-    &'r Rec<'w>,
-    &'w smoltcp_world::VClock,
-    &'w ShutdownFlag,
-    FixedSlots<ServerSlot<Source<'s, 'a>, &'r Rec<'w>>, N>,
-    FixedPool<B, N>,
->;
+/// The adapter's name for it: the service, the pool, the capacity (and
+/// a shutdown flag that is not a `static`).
+type Server<'s, 'a, 'r, 'w, const N: usize, const B: usize> =
+    EventTcpServer<'s, 'a, &'r Rec<'w>, FixedPool<B, N>, N, &'w ShutdownFlag>;
 
 /// An event server with `N` slots sharing `N` buffers of `B` bytes over a
 /// listener with a pool of `K` sockets.
@@ -168,15 +160,8 @@ fn server<'s, 'a, 'r, 'w, const N: usize, const B: usize, const K: usize>(
         when_full: if refuse { sockserv::WhenFull::Refuse } else { sockserv::WhenFull::Wait },
         ..Default::default()
     };
-    EventServer::new(
-        TcpEventSource::new(listener),
-        rec,
-        &world.clock,
-        &world.flag,
-        FixedSlots::new(),
-        FixedPool::new(),
-        config,
-    )
+    // On the stack's clock (`world.clock`, given to the stack once).
+    listener.into_event_server(rec, &world.flag, FixedPool::new(), config)
 }
 
 fn closed_by_server(state: tcp::State) -> bool {

@@ -15,12 +15,12 @@ use smoltcp_world::{
     Client, PORT, SERVER, World, ghost_arp, ghost_fragment, ghost_syn, ghost_udp_fragments,
     payload, pool,
 };
-use sockserv::driver::{Clock, Datagram, Stream};
+use sockserv::driver::{Clock, Stream};
 use sockserv::{
     BufStream, DatagramHandler, Inline, ReplyFull, ReplyWriter, RequestError, Server, Service,
     ShutdownFlag, StreamHandler,
 };
-use sockserv_smoltcp::{DatagramLoss, Loss, Options, Storage, WhenFull};
+use sockserv_smoltcp::{DatagramLoss, Loss, Options, Storage, TcpServer, UdpServer, WhenFull};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Behaviour {
@@ -245,7 +245,9 @@ fn handle_timeout_after_the_virtual_deadline() {
     let listener = stack.listen(PORT, pool::<2>(), Options::default()).unwrap();
     let rec = Rec::new(Behaviour::Echo);
     let flag = ShutdownFlag::new();
-    let mut server = Server::new(Stream(listener), rec.clone(), &world.clock, &flag, Inline::new());
+    // The adapter's sync server: its deadline is on the stack's clock
+    // (`world.clock`, given to the stack once).
+    let mut server: TcpServer<'_, '_, _, _> = listener.into_server(rec.clone(), &flag);
     server.set_timeout(Some(Duration::from_secs(3)));
     server.handle_request().unwrap();
     assert_eq!(rec.lines(), ["timeout"]);
@@ -439,8 +441,9 @@ fn udp_echo_and_truncation_reported() {
     });
     let rec = Rec::new(Behaviour::Echo);
     let flag = ShutdownFlag::new();
-    let transport = Datagram { socket, buffer: [0u8; 64] };
-    let mut server = Server::new(transport, rec.clone(), &world.clock, &flag, Inline::new());
+    // The adapter's UDP server: 64-byte datagram and reply buffers, on
+    // the stack's clock.
+    let mut server: UdpServer<'_, '_, _, 64, _> = socket.into_server(rec.clone(), &flag);
     server.handle_request().unwrap();
     server.handle_request().unwrap();
     world.settle(&stack);

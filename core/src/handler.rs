@@ -722,16 +722,20 @@ impl<S: Service<A>, F: Fn(), A: fmt::Debug> Service<A> for OnServiceActions<S, F
     forward_service!(inner; service_actions);
 }
 
-/// A write that did not fit a [`ReplyWriter`]'s buffer.
+/// A write that did not fit: a [`ReplyWriter`]'s buffer, or the room of
+/// an [`Outbox`](crate::event::Outbox) (`write_all`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplyFull {
-    /// The buffer's capacity in bytes.
+    /// How many bytes there was room for: a [`ReplyWriter`]'s whole
+    /// capacity, an `Outbox`'s [`room`](crate::event::Outbox::room) when
+    /// the write was refused; 0 when unknown (a `Display` implementation
+    /// failed inside `write!`).
     pub capacity: usize,
 }
 
 impl fmt::Display for ReplyFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "reply does not fit the {}-byte buffer", self.capacity)
+        write!(f, "reply does not fit: room for {} bytes", self.capacity)
     }
 }
 

@@ -1,4 +1,7 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(feature = "document-features", doc = "# Feature flags")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -7,6 +10,7 @@
 extern crate std;
 
 mod bufio;
+mod capacity;
 mod event;
 mod handler;
 pub mod logging;
@@ -16,6 +20,7 @@ pub mod mock;
 mod report;
 mod request;
 mod server;
+mod share;
 mod transport;
 
 #[cfg(test)]
@@ -24,8 +29,8 @@ mod tests;
 // The user's surface: handlers, services, servers, errors, shutdown.
 pub use bufio::{BufStream, ReadLineError, StreamError};
 pub use event::{
-    EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next, OnShutdown, Outbox,
-    ServerSlot, Step, TableStats, WhenFull,
+    CappedSlots, EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Next,
+    OnShutdown, Outbox, ServerSlot, Step, TableStats, WhenFull,
 };
 pub use handler::{
     DatagramHandler, OnError, OnServiceActions, Phase, ReplyFull, ReplyWriter, Request,
@@ -34,6 +39,7 @@ pub use handler::{
 pub use server::{
     DEFAULT_ACCEPT_BACKOFF, Inline, MAX_ACCEPT_BACKOFF, Server, ShutdownFlag, ShutdownSignal,
 };
+pub use share::ShareWriter;
 #[cfg(feature = "std")]
 pub use transport::StdClock;
 
@@ -57,6 +63,7 @@ pub mod driver {
     //! - An **event table** of one's own: [`ConnTable`], [`Slot`],
     //!   [`Outcome`], [`BufferPool`], [`SlotStorage`].
 
+    pub use crate::capacity::CapWatch;
     pub use crate::event::{BufId, BufferPool, ConnTable, Outcome, Slot, SlotStorage, pair_mut};
     pub use crate::handler::ClientAddress;
     pub use crate::request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};

@@ -38,6 +38,26 @@ impl From<Level> for log::Level {
     }
 }
 
+/// Makes the stderr fallback write each line with `write` instead of a
+/// blocking `write(2)` (feature `std`): `write` must write the whole line
+/// at once or not at all, never wait, and return whether it wrote. A line
+/// it cannot write is dropped and counted ([`dropped_lines`]), and the
+/// next line that gets through is preceded by `sockserv: N report lines
+/// dropped: stderr was full`. The std adapter installs one when it makes
+/// its first server, so that a full stderr pipe nobody reads cannot block
+/// a server in a report. The first call wins.
+#[cfg(feature = "std")]
+pub fn set_line_writer(write: fn(&[u8]) -> bool) {
+    crate::report::set_line_writer(write);
+}
+
+/// How many report lines the stderr fallback dropped because stderr could
+/// not take them at once (see [`set_line_writer`]; feature `std`).
+#[cfg(feature = "std")]
+pub fn dropped_lines() -> u64 {
+    crate::report::dropped_lines()
+}
+
 /// Reports `args` at `level`: to `log` (target `sockserv`) when a logger
 /// is installed (its max level is not `Off`), to `defmt`, or else — with
 /// `std` — as one line on stderr (one `write(2)`, `sockserv: ` first) for

@@ -9,10 +9,24 @@
 //! bytes written per connection, half-closes, closes, datagrams sent, and
 //! counts of waits, pauses and accepts.
 //!
-//! Capacities are fixed: [`MAX_EVENTS`] pending events, [`MAX_CONNS`]
-//! connections per net, [`CAPTURE`] bytes captured per connection,
-//! [`MAX_SENT`] datagrams of up to [`CAPTURE`] bytes each. Going past them
-//! fails the scripting call (or the server's write, with `OutOfMemory`).
+//! Capacities are const generics of [`MockNet`], fixed at compile time
+//! (no allocator): `CONNS` connections per net, `CAPTURE` bytes captured
+//! per connection or sent datagram, `SENT` datagrams, `EVENTS` pending
+//! events. [`MockNet::new`] has the host defaults ([`MAX_CONNS`],
+//! [`CAPTURE`], [`MAX_SENT`], [`MAX_EVENTS`]: about 140 KB); a test on a
+//! device names smaller ones with [`MockNet::with_capacities`]. Going past
+//! them fails the scripting call (or the server's write, with
+//! `OutOfMemory`).
+//!
+//! ```
+//! use sockserv::mock::{MockConn, MockNet};
+//!
+//! // 4 connections, 256 bytes captured each, 2 datagrams, 8 events:
+//! // about 1.6 KB on a 32-bit device.
+//! let net = MockNet::<'_, 4, 256, 2, 8>::with_capacities();
+//! net.connect(MockConn::new(1, b"hi"));
+//! assert_eq!(net.pending(), 1);
+//! ```
 
 use core::cell::RefCell;
 use core::fmt;
@@ -23,21 +37,22 @@ use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use heapless::{Deque, Vec};
 
 use crate::server::ShutdownFlag;
+use crate::share::ShareWriter;
 use crate::transport::{
     Accepted, Clock, Connection, DatagramSocket, Event as IoEvent, EventSource, Interest,
     NbAccepted, NbConnection, Readiness, Received, StreamListener, Wait,
 };
 
-/// Pending events a net can hold.
+/// Pending events a net can hold, by default.
 pub const MAX_EVENTS: usize = 64;
-/// Connections a net can record.
+/// Connections a net can record, by default.
 pub const MAX_CONNS: usize = 32;
-/// Bytes captured per connection or sent datagram.
+/// Bytes captured per connection or sent datagram, by default.
 pub const CAPTURE: usize = 2048;
 /// The virtual time a wait that finds readiness at once takes.
 pub const READY_WAIT: Duration = Duration::from_micros(100);
 
-/// Datagrams a net can record as sent.
+/// Datagrams a net can record as sent, by default.
 pub const MAX_SENT: usize = 32;
 
 /// A mock peer address.
@@ -179,11 +194,11 @@ enum Event<'s> {
     },
 }
 
-/// What a net recorded of one connection.
+/// What a net recorded of one connection (up to `CAP` bytes of output).
 #[derive(Clone, Debug, Default)]
-pub struct ConnLog {
+pub struct ConnLog<const CAP: usize = CAPTURE> {
     from: MockAddr,
-    output: Vec<u8, CAPTURE>,
+    output: Vec<u8, CAP>,
     writes: u32,
     bytes_read: usize,
     shutdown_writes: u32,
@@ -191,7 +206,7 @@ pub struct ConnLog {
     reset_seen: bool,
 }
 
-impl ConnLog {
+impl<const CAP: usize> ConnLog<CAP> {
     /// The client's address.
     pub fn from(&self) -> MockAddr {
         self.from
@@ -256,7 +271,9 @@ impl ConnScript<'_> {
     }
 }
 
-impl State<'_> {
+impl<const CONNS: usize, const CAP: usize, const SENT: usize, const EVENTS: usize>
+    State<'_, CONNS, CAP, SENT, EVENTS>
+{
     /// Applies the stops and window openings due now; whether any was.
     fn apply_due(&mut self) -> bool {
         let mut any = false;
@@ -279,18 +296,31 @@ impl State<'_> {
     }
 }
 
-struct State<'s> {
+struct State<'s, const CONNS: usize, const CAP: usize, const SENT: usize, const EVENTS: usize> {
     now: Duration,
-    script: Deque<(Duration, Event<'s>), MAX_EVENTS>,
-    conns: Vec<ConnLog, MAX_CONNS>,
-    scripts: Vec<ConnScript<'s>, MAX_CONNS>,
-    sent: Vec<(MockAddr, Vec<u8, CAPTURE>), MAX_SENT>,
+    script: Deque<(Duration, Event<'s>), EVENTS>,
+    conns: Vec<ConnLog<CAP>, CONNS>,
+    scripts: Vec<ConnScript<'s>, CONNS>,
+    /// The event mode's registrations: (token, connection, interest), in
+    /// the order made.
+    registered: Vec<(usize, usize, Interest), CONNS>,
+    sent: Vec<(MockAddr, Vec<u8, CAP>), SENT>,
     stats: MockStats,
 }
 
-/// A scripted network with a virtual clock. See the [module docs](self).
-pub struct MockNet<'s> {
-    state: RefCell<State<'s>>,
+/// A scripted network with a virtual clock, holding up to `CONNS`
+/// connections (`CAPTURE` bytes of output captured each), `SENT`
+/// datagrams sent and `EVENTS` pending events. See the [module docs](self).
+///
+/// One event source at a time per net (registrations are the net's).
+pub struct MockNet<
+    's,
+    const CONNS: usize = MAX_CONNS,
+    const CAPTURE: usize = { self::CAPTURE },
+    const SENT: usize = MAX_SENT,
+    const EVENTS: usize = MAX_EVENTS,
+> {
+    state: RefCell<State<'s, CONNS, CAPTURE, SENT, EVENTS>>,
 }
 
 impl Default for MockNet<'_> {
@@ -300,14 +330,26 @@ impl Default for MockNet<'_> {
 }
 
 impl<'s> MockNet<'s> {
-    /// An empty net at virtual time zero.
+    /// An empty net at virtual time zero, with the host capacities (32
+    /// connections of 2 KiB captured, 32 datagrams, 64 events).
     pub const fn new() -> Self {
+        Self::with_capacities()
+    }
+}
+
+impl<'s, const CONNS: usize, const CAP: usize, const SENT: usize, const EVENTS: usize>
+    MockNet<'s, CONNS, CAP, SENT, EVENTS>
+{
+    /// An empty net at virtual time zero, with the capacities of its type:
+    /// `MockNet::<'_, 4, 256, 2, 8>::with_capacities()`.
+    pub const fn with_capacities() -> Self {
         Self {
             state: RefCell::new(State {
                 now: Duration::ZERO,
                 script: Deque::new(),
                 conns: Vec::new(),
                 scripts: Vec::new(),
+                registered: Vec::new(),
                 sent: Vec::new(),
                 stats: MockStats { waits: 0, pauses: 0, accepts: 0, accept_errors: 0 },
             }),
@@ -317,7 +359,7 @@ impl<'s> MockNet<'s> {
     fn push(&self, at: Duration, event: Event<'s>) -> Result<(), MockError> {
         let mut st = self.state.borrow_mut();
         // Keep the script in time order: insert after every event due no later.
-        let mut tail: Vec<(Duration, Event<'s>), MAX_EVENTS> = Vec::new();
+        let mut tail: Vec<(Duration, Event<'s>), EVENTS> = Vec::new();
         while let Some(last) = st.script.back() {
             if last.0 <= at {
                 break;
@@ -410,7 +452,7 @@ impl<'s> MockNet<'s> {
     /// A readiness source for the event mode over this net, handing out
     /// client addresses of type `A` (inferred from the service).
     pub fn event_source<A: MockAddress>(&self) -> MockEventSource<'_, 's, A> {
-        MockEventSource { net: self, registered: Vec::new(), accepting: false, _a: PhantomData }
+        MockEventSource { net: self, accepting: false, _a: PhantomData }
     }
 
     /// The virtual time.
@@ -430,7 +472,7 @@ impl<'s> MockNet<'s> {
     }
 
     /// The record of the `i`-th connection accepted (from 0).
-    pub fn conn(&self, i: usize) -> Option<ConnLog> {
+    pub fn conn(&self, i: usize) -> Option<ConnLog<CAP>> {
         self.state.borrow().conns.get(i).cloned()
     }
 
@@ -440,7 +482,7 @@ impl<'s> MockNet<'s> {
     }
 
     /// The `i`-th datagram sent: its destination and bytes.
-    pub fn sent(&self, i: usize) -> Option<(MockAddr, Vec<u8, CAPTURE>)> {
+    pub fn sent(&self, i: usize) -> Option<(MockAddr, Vec<u8, CAP>)> {
         self.state.borrow().sent.get(i).cloned()
     }
 
@@ -549,7 +591,7 @@ impl<'s> MockNet<'s> {
     fn with_conn<R>(
         &self,
         id: usize,
-        f: impl FnOnce(&mut ConnLog, &mut ConnScript<'s>, &mut Duration) -> R,
+        f: impl FnOnce(&mut ConnLog<CAP>, &mut ConnScript<'s>, &mut Duration) -> R,
     ) -> R {
         let mut st = self.state.borrow_mut();
         let State { conns, scripts, now, .. } = &mut *st;
@@ -607,15 +649,137 @@ impl<'s> MockNet<'s> {
     }
 }
 
-impl Clock for MockNet<'_> {
+impl<const CONNS: usize, const CAP: usize, const SENT: usize, const EVENTS: usize> Clock
+    for MockNet<'_, CONNS, CAP, SENT, EVENTS>
+{
     fn now(&self) -> Duration {
         MockNet::now(self)
     }
 }
 
+/// What the listener, streams, event source and socket of a net call on
+/// it, with its capacities erased (so that their types carry none).
+trait Core<'s> {
+    fn wait(&self, timeout: Option<Duration>) -> Result<Readiness, MockError>;
+    fn pause(&self, d: Duration) -> Readiness;
+    fn take(&self) -> Option<Event<'s>>;
+    fn count_accept_error(&self);
+    /// Records an accepted connection; its index.
+    fn open(&self, conn: MockConn<'s>) -> Result<usize, MockError>;
+    fn read_conn(&self, id: usize, buf: &mut [u8]) -> Result<Option<usize>, MockError>;
+    fn write_conn(&self, id: usize, data: &[u8]) -> Result<Option<usize>, MockError>;
+    fn count_shutdown_write(&self, id: usize);
+    fn count_close(&self, id: usize);
+    /// Whether the connection's stream was dropped (closed).
+    fn is_closed(&self, id: usize) -> bool;
+    fn readiness(&self, id: usize) -> (bool, bool);
+    fn apply_due(&self) -> bool;
+    /// Whether a connection (or a failure) is due now.
+    fn accept_due(&self) -> bool;
+    /// A wait that found readiness at once: it takes [`READY_WAIT`].
+    fn ready_wait(&self);
+    fn stop_within(&self, t: Duration) -> bool;
+    fn register(&self, token: usize, id: usize, interest: Interest) -> Result<(), MockError>;
+    fn reregister(&self, token: usize, interest: Interest) -> Result<(), MockError>;
+    fn deregister(&self, token: usize);
+    /// Calls `f(token, id, interest)` for each registration, in order.
+    fn registered(&self, f: &mut dyn FnMut(usize, usize, Interest));
+    fn send(&self, to: MockAddr, data: &[u8]) -> Result<(), MockError>;
+}
+
+impl<'s, const CONNS: usize, const CAP: usize, const SENT: usize, const EVENTS: usize> Core<'s>
+    for MockNet<'s, CONNS, CAP, SENT, EVENTS>
+{
+    fn wait(&self, timeout: Option<Duration>) -> Result<Readiness, MockError> {
+        Self::wait(self, timeout)
+    }
+    fn pause(&self, d: Duration) -> Readiness {
+        Self::pause(self, d)
+    }
+    fn take(&self) -> Option<Event<'s>> {
+        Self::take(self)
+    }
+    fn count_accept_error(&self) {
+        Self::count_accept_error(self);
+    }
+    fn open(&self, conn: MockConn<'s>) -> Result<usize, MockError> {
+        let mut st = self.state.borrow_mut();
+        let log = ConnLog { from: conn.from, ..ConnLog::default() };
+        if st.conns.push(log).is_err() || st.scripts.push(ConnScript { conn, pos: 0 }).is_err() {
+            st.stats.accept_errors += 1;
+            return Err(MockError(ErrorKind::OutOfMemory));
+        }
+        Ok(st.conns.len() - 1)
+    }
+    fn read_conn(&self, id: usize, buf: &mut [u8]) -> Result<Option<usize>, MockError> {
+        Self::read_conn(self, id, buf)
+    }
+    fn write_conn(&self, id: usize, data: &[u8]) -> Result<Option<usize>, MockError> {
+        Self::write_conn(self, id, data)
+    }
+    fn count_shutdown_write(&self, id: usize) {
+        self.with_conn(id, |log, _, _| log.shutdown_writes += 1);
+    }
+    fn count_close(&self, id: usize) {
+        self.with_conn(id, |log, _, _| log.closes += 1);
+    }
+    fn is_closed(&self, id: usize) -> bool {
+        self.with_conn(id, |log, _, _| log.closes > 0)
+    }
+    fn readiness(&self, id: usize) -> (bool, bool) {
+        Self::readiness(self, id)
+    }
+    fn apply_due(&self) -> bool {
+        self.state.borrow_mut().apply_due()
+    }
+    fn accept_due(&self) -> bool {
+        let st = self.state.borrow();
+        let now = st.now;
+        st.script.front().is_some_and(|(at, e)| {
+            *at <= now && !matches!(e, Event::Stop(_) | Event::Window { .. })
+        })
+    }
+    fn ready_wait(&self) {
+        let mut st = self.state.borrow_mut();
+        st.stats.waits += 1;
+        st.now = st.now.saturating_add(READY_WAIT);
+    }
+    fn stop_within(&self, t: Duration) -> bool {
+        Self::stop_within(self, t)
+    }
+    fn register(&self, token: usize, id: usize, interest: Interest) -> Result<(), MockError> {
+        let mut st = self.state.borrow_mut();
+        st.registered.push((token, id, interest)).map_err(|_| MockError(ErrorKind::OutOfMemory))
+    }
+    fn reregister(&self, token: usize, interest: Interest) -> Result<(), MockError> {
+        let mut st = self.state.borrow_mut();
+        let entry = st
+            .registered
+            .iter_mut()
+            .find(|e| e.0 == token)
+            .ok_or(MockError(ErrorKind::NotFound))?;
+        entry.2 = interest;
+        Ok(())
+    }
+    fn deregister(&self, token: usize) {
+        self.state.borrow_mut().registered.retain(|e| e.0 != token);
+    }
+    fn registered(&self, f: &mut dyn FnMut(usize, usize, Interest)) {
+        let registered = self.state.borrow().registered.clone();
+        for &(token, id, interest) in &registered {
+            f(token, id, interest);
+        }
+    }
+    fn send(&self, to: MockAddr, data: &[u8]) -> Result<(), MockError> {
+        let bytes = Vec::from_slice(data).map_err(|_| MockError(ErrorKind::InvalidInput))?;
+        let mut st = self.state.borrow_mut();
+        st.sent.push((to, bytes)).map_err(|_| MockError(ErrorKind::OutOfMemory))
+    }
+}
+
 /// A stream listener over a [`MockNet`], handing out addresses of type `A`.
 pub struct MockListener<'n, 's, A = MockAddr> {
-    net: &'n MockNet<'s>,
+    net: &'n dyn Core<'s>,
     _a: PhantomData<fn() -> A>,
 }
 
@@ -641,17 +805,7 @@ impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
         match self.net.take() {
             None => Ok(None),
             Some(Event::Connect(conn)) => {
-                let id = {
-                    let mut st = self.net.state.borrow_mut();
-                    let log = ConnLog { from: conn.from, ..ConnLog::default() };
-                    if st.conns.push(log).is_err()
-                        || st.scripts.push(ConnScript { conn, pos: 0 }).is_err()
-                    {
-                        st.stats.accept_errors += 1;
-                        return Err(MockError(ErrorKind::OutOfMemory));
-                    }
-                    st.conns.len() - 1
-                };
+                let id = self.net.open(conn)?;
                 let stream = MockStream { net: self.net, id };
                 Ok(Some((stream, A::from_mock(conn.from))))
             }
@@ -668,7 +822,7 @@ impl<'n, 's, A: MockAddress> StreamListener for MockListener<'n, 's, A> {
 /// One accepted mock connection: reads the scripted input, records writes.
 /// Blocking ([`Read`]/[`Write`]) and non-blocking ([`NbConnection`]).
 pub struct MockStream<'n, 's> {
-    net: &'n MockNet<'s>,
+    net: &'n dyn Core<'s>,
     id: usize,
 }
 
@@ -702,7 +856,7 @@ impl Write for MockStream<'_, '_> {
 
 impl Connection for MockStream<'_, '_> {
     fn shutdown_write(&mut self) -> Result<(), MockError> {
-        self.net.with_conn(self.id, |log, _, _| log.shutdown_writes += 1);
+        self.net.count_shutdown_write(self.id);
         Ok(())
     }
 }
@@ -723,7 +877,7 @@ impl NbConnection for MockStream<'_, '_> {
 
 impl Drop for MockStream<'_, '_> {
     fn drop(&mut self) {
-        self.net.with_conn(self.id, |log, _, _| log.closes += 1);
+        self.net.count_close(self.id);
     }
 }
 
@@ -732,8 +886,7 @@ impl Drop for MockStream<'_, '_> {
 /// peer's window is open. With nothing ready, waiting moves the virtual
 /// clock like [`MockListener::wait`].
 pub struct MockEventSource<'n, 's, A = MockAddr> {
-    net: &'n MockNet<'s>,
-    registered: Vec<(usize, usize, Interest), MAX_CONNS>,
+    net: &'n dyn Core<'s>,
     accepting: bool,
     _a: PhantomData<fn() -> A>,
 }
@@ -742,14 +895,6 @@ impl<A> MockEventSource<'_, '_, A> {
     /// Whether accepting is on.
     pub fn is_accepting(&self) -> bool {
         self.accepting
-    }
-
-    fn accept_due(&self) -> bool {
-        let st = self.net.state.borrow();
-        let now = st.now;
-        st.script.front().is_some_and(|(at, e)| {
-            *at <= now && !matches!(e, Event::Stop(_) | Event::Window { .. })
-        })
     }
 }
 
@@ -767,7 +912,7 @@ impl<'n, 's, A: MockAddress> EventSource for MockEventSource<'n, 's, A> {
         events: &mut [IoEvent],
     ) -> Result<usize, MockError> {
         // Stops and window openings due now happen even while busy.
-        let woken = self.net.state.borrow_mut().apply_due();
+        let woken = self.net.apply_due();
         let mut n = 0;
         let mut push = |e: IoEvent| {
             if let Some(slot) = events.get_mut(n) {
@@ -775,14 +920,15 @@ impl<'n, 's, A: MockAddress> EventSource for MockEventSource<'n, 's, A> {
                 n += 1;
             }
         };
-        for &(token, id, interest) in &self.registered {
-            let (r, w) = self.net.readiness(id);
+        let net = self.net;
+        net.registered(&mut |token, id, interest| {
+            let (r, w) = net.readiness(id);
             let (read, write) = (interest.read && r, interest.write && w);
             if read || write {
                 push(IoEvent::Conn { token, read, write });
             }
-        }
-        if self.accepting && self.accept_due() {
+        });
+        if self.accepting && self.net.accept_due() {
             push(IoEvent::Accept);
         }
         if woken {
@@ -792,9 +938,7 @@ impl<'n, 's, A: MockAddress> EventSource for MockEventSource<'n, 's, A> {
             // Even a wait that finds readiness at once takes a moment, so
             // that a loop spinning on readiness it ignores runs out its
             // deadlines (and shows in `stats().waits`) instead of hanging.
-            let mut st = self.net.state.borrow_mut();
-            st.stats.waits += 1;
-            st.now = st.now.saturating_add(READY_WAIT);
+            self.net.ready_wait();
             return Ok(n);
         }
         if !self.accepting {
@@ -821,7 +965,7 @@ impl<'n, 's, A: MockAddress> EventSource for MockEventSource<'n, 's, A> {
     }
 
     fn try_accept(&mut self) -> Result<Option<NbAccepted<Self>>, MockError> {
-        self.net.listener().try_accept()
+        MockListener::<A> { net: self.net, _a: PhantomData }.try_accept()
     }
 
     fn set_accepting(&mut self, on: bool) -> Result<(), MockError> {
@@ -835,9 +979,7 @@ impl<'n, 's, A: MockAddress> EventSource for MockEventSource<'n, 's, A> {
         conn: &mut Self::Conn,
         interest: Interest,
     ) -> Result<(), MockError> {
-        self.registered
-            .push((token, conn.id, interest))
-            .map_err(|_| MockError(ErrorKind::OutOfMemory))
+        self.net.register(token, conn.id, interest)
     }
 
     fn reregister(
@@ -846,23 +988,17 @@ impl<'n, 's, A: MockAddress> EventSource for MockEventSource<'n, 's, A> {
         _: &mut Self::Conn,
         interest: Interest,
     ) -> Result<(), MockError> {
-        let entry = self
-            .registered
-            .iter_mut()
-            .find(|e| e.0 == token)
-            .ok_or(MockError(ErrorKind::NotFound))?;
-        entry.2 = interest;
-        Ok(())
+        self.net.reregister(token, interest)
     }
 
     fn deregister(&mut self, token: usize, _: &mut Self::Conn) {
-        self.registered.retain(|e| e.0 != token);
+        self.net.deregister(token);
     }
 }
 
 /// A datagram socket over a [`MockNet`].
 pub struct MockSocket<'n, 's, A = MockAddr> {
-    net: &'n MockNet<'s>,
+    net: &'n dyn Core<'s>,
     _a: PhantomData<fn() -> A>,
 }
 
@@ -902,9 +1038,7 @@ impl<A: MockAddress> DatagramSocket for MockSocket<'_, '_, A> {
     }
 
     fn send_to(&mut self, data: &[u8], to: &A) -> Result<(), MockError> {
-        let bytes = Vec::from_slice(data).map_err(|_| MockError(ErrorKind::InvalidInput))?;
-        let mut st = self.net.state.borrow_mut();
-        st.sent.push((to.to_mock(), bytes)).map_err(|_| MockError(ErrorKind::OutOfMemory))
+        self.net.send(to.to_mock(), data)
     }
 }
 
@@ -1026,5 +1160,39 @@ impl<S: crate::Service<A>, A: fmt::Debug> crate::Service<A> for UntilDone<'_, '_
         if self.net.all_done() || self.turns.get() >= MAX_TURNS {
             self.flag.request();
         }
+    }
+}
+
+/// A writer to a mock connection, from [`ShareWriter::share_writer`]:
+/// records into the same connection's output as the stream does, so a
+/// handler that keeps writers of other connections (a broadcast) runs on
+/// the mock. Writes fail with `ConnectionReset` once the stream was
+/// dropped (the connection closed), as a real socket's would.
+pub struct MockWriter<'n, 's> {
+    net: &'n dyn Core<'s>,
+    id: usize,
+}
+
+impl ErrorType for MockWriter<'_, '_> {
+    type Error = MockError;
+}
+
+impl Write for MockWriter<'_, '_> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, MockError> {
+        if self.net.is_closed(self.id) {
+            return Err(MockError(ErrorKind::ConnectionReset));
+        }
+        self.net.write_conn(self.id, data)?.ok_or(MockError(ErrorKind::TimedOut))
+    }
+
+    fn flush(&mut self) -> Result<(), MockError> {
+        Ok(())
+    }
+}
+
+impl<'n, 's> ShareWriter for MockStream<'n, 's> {
+    type Writer = MockWriter<'n, 's>;
+    fn share_writer(&self) -> Result<MockWriter<'n, 's>, MockError> {
+        Ok(MockWriter { net: self.net, id: self.id })
     }
 }

@@ -6,7 +6,9 @@
 //! written atomically into a pipe.
 
 use core::fmt::{self, Write as _};
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::io::Write as _;
+use std::sync::OnceLock;
 
 /// The longest report line, newline included (Linux's `PIPE_BUF` is 4096:
 /// a write this size into a pipe is never interleaved).
@@ -60,13 +62,59 @@ impl fmt::Write for Line {
     }
 }
 
+/// How a line reaches stderr, if a std adapter installed one
+/// ([`set_line_writer`]).
+static WRITER: OnceLock<fn(&[u8]) -> bool> = OnceLock::new();
+/// Lines the writer dropped, ever.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Lines dropped since the last notice that said so.
+static UNTOLD: AtomicU64 = AtomicU64::new(0);
+
+/// Installs `write` as the way the stderr fallback writes a line: it must
+/// write the whole line at once or not at all, without waiting, and say
+/// whether it did. The first call wins.
+pub(crate) fn set_line_writer(write: fn(&[u8]) -> bool) {
+    let _ = WRITER.set(write);
+}
+
+/// Lines the installed writer could not write (stderr full) and dropped.
+pub(crate) fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
 /// Writes `args` and a newline to stderr in one `write(2)` (cut to
 /// [`MAX_LINE`] bytes with a ` [...]` marker). Errors are ignored, as
 /// `eprintln!`'s panics would not help a failing request.
+///
+/// With a writer installed ([`set_line_writer`]) a line that stderr cannot
+/// take at once is dropped and counted, and the next line that gets
+/// through is preceded by one saying how many were dropped. Without one,
+/// the write blocks while stderr is full.
 pub(crate) fn line(args: fmt::Arguments<'_>) {
     let mut line = Line::new();
     let _ = line.write_fmt(args);
-    let _ = std::io::stderr().write_all(line.finish());
+    let Some(write) = WRITER.get() else {
+        let _ = std::io::stderr().write_all(line.finish());
+        return;
+    };
+    let untold = UNTOLD.load(Ordering::Relaxed);
+    if untold > 0 {
+        let mut notice = Line::new();
+        let _ = write!(notice, "sockserv: {untold} report lines dropped: stderr was full");
+        if !write(notice.finish()) {
+            count_dropped();
+            return;
+        }
+        UNTOLD.fetch_sub(untold, Ordering::Relaxed);
+    }
+    if !write(line.finish()) {
+        count_dropped();
+    }
+}
+
+fn count_dropped() {
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+    UNTOLD.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use core::time::Duration;
 
 use embedded_io::{Error as _, ErrorType};
 
+use crate::capacity::CapWatch;
 use crate::handler::{DatagramHandler, Request, Service, StreamHandler};
 use crate::request::{ReplySendError, serve_datagram, serve_stream, shutdown_stream};
 use crate::transport::{Clock, DatagramSocket, Readiness, StreamListener, Wait};
@@ -107,6 +108,24 @@ pub trait Dispatch {
     /// most [`ROOM_WAIT`], so a stop is seen that soon. Default: returns.
     fn wait_for_room(&mut self, timeout: Duration) {
         let _ = timeout;
+    }
+    /// The cap [`has_room`](Self::has_room) answers for, as the reports
+    /// name it: its name and size (`("max_threads", 8)`). Default: `None`
+    /// (no cap; the reports then say "the dispatch").
+    fn cap(&self) -> Option<(&'static str, usize)> {
+        None
+    }
+}
+
+/// A dispatch's cap as the reports name it.
+struct CapName(Option<(&'static str, usize)>);
+
+impl fmt::Display for CapName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((name, n)) => write!(f, "{name} ({n})"),
+            None => f.write_str("the dispatch"),
+        }
     }
 }
 
@@ -377,6 +396,7 @@ pub struct Server<T, Svc, C, Sh, D = Inline> {
     dispatch: D,
     timeout: Option<Duration>,
     accept_backoff: Duration,
+    cap: CapWatch,
 }
 
 /// Calls `loop_stopped` when dropped: `serve_forever`'s `finally`.
@@ -421,6 +441,7 @@ where
             dispatch,
             timeout: None,
             accept_backoff: DEFAULT_ACCEPT_BACKOFF,
+            cap: CapWatch::new(),
         }
     }
 
@@ -447,21 +468,24 @@ where
         // CPython's `finally:`: the request is cleared and waiters told even
         // when a handler or hook panics out of the loop.
         let _stopped = Stopped(&self.shutdown);
-        Self::serve_loop(
+        let result = Self::serve_loop(
             &mut self.transport,
             &self.service,
             &mut self.dispatch,
-            &self.shutdown,
+            (&self.shutdown, &self.clock, &mut self.cap),
             poll_interval,
             self.accept_backoff,
-        )
+        );
+        // A stop ends an episode quietly (the next run reports afresh).
+        self.cap.stopped();
+        result
     }
 
     fn serve_loop(
         transport: &mut T,
         service: &Svc,
         dispatch: &mut D,
-        shutdown: &Sh,
+        (shutdown, clock, cap): (&Sh, &C, &mut CapWatch),
         poll_interval: Duration,
         accept_backoff: Duration,
     ) -> Result<(), T::Error> {
@@ -474,12 +498,17 @@ where
         let mut eager = false;
         while !shutdown.is_requested() {
             if !dispatch.has_room() {
+                // An episode at the cap: reported once, when it begins.
+                cap.update(true, clock.now(), &CapName(dispatch.cap()));
                 dispatch.wait_for_room(poll_interval.min(ROOM_WAIT));
-                eager = false;
+                // Once there is room, try at once: take who waits, or
+                // find nobody does (the episode ends).
+                eager = true;
                 dispatch.service_actions();
                 service.service_actions();
                 continue;
             }
+            let waited = !backoff && !eager;
             let ready = if backoff {
                 transport.pause(backoff_after(accept_backoff, failures))?
             } else if eager {
@@ -493,13 +522,18 @@ where
             }
             backoff = false;
             eager = false;
+            if waited && ready == Readiness::TimedOut {
+                cap.update(false, clock.now(), &CapName(dispatch.cap()));
+            }
             if ready == Readiness::Ready {
                 match Self::handle_request_noblock(transport, service, dispatch) {
                     Ok(true) => {
                         failures = 0;
                         eager = true;
                     }
-                    Ok(false) => {}
+                    // With room and nobody waiting, an episode at the cap
+                    // is over.
+                    Ok(false) => cap.update(false, clock.now(), &CapName(dispatch.cap())),
                     Err(()) => {
                         failures += 1;
                         backoff = true;
@@ -580,6 +614,13 @@ impl<T, Svc, C, Sh, D> Server<T, Svc, C, Sh, D> {
     /// `handle_request`'s timeout.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// How many times `serve_forever` found the dispatch at its cap
+    /// ([`Dispatch::has_room`] answering `false`): episodes, each reported
+    /// once when it began (a warning) and once when it ended (info).
+    pub fn cap_reached(&self) -> u64 {
+        self.cap.reached()
     }
 
     /// How long `serve_forever` pauses after a failed accept.

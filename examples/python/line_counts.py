@@ -16,7 +16,7 @@ def python_lines(path):
     return [l for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
 
 
-for name in ["kv", "http_hello", "udp_len"]:
+for name in ["kv", "http_hello", "udp_len", "chat", "counter", "log_sink"]:
     rust = len(rust_lines(pathlib.Path(f"examples/{name}.rs")))
     python = len(python_lines(pathlib.Path(f"examples/python/{name}.py")))
     print(f"{name:<11} Rust {rust:>3}  Python {python:>3}  ratio {rust / python:.2f}")

@@ -1,15 +1,16 @@
 //! The echo handler both echo examples serve, in all three forms: blocking
 //! stream, event mode and datagram. `#[path]`-included by each example.
+//! The handlers themselves are in `echo.rs`, shared with the mps2-an386
+//! firmware; here the stream form gets its read buffer from the heap.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use embedded_io::{Read, Write};
-use sockserv::{DatagramHandler, ReplyFull, ReplyWriter, StreamHandler};
-use sockserv::{EventHandler, Outbox, Step};
+use sockserv::StreamHandler;
 
-/// Sends every byte back until the client closes its side; each datagram
-/// back whole.
-pub struct Echo;
+#[path = "echo.rs"]
+mod echo;
+pub use echo::Echo;
 
 /// The blocking stream echo's read buffer, in bytes (`echo --buffer`):
 /// each read takes at most this much, and each write sends what one read
@@ -20,28 +21,7 @@ impl<S: Read + Write> StreamHandler<S> for Echo {
     type Error = S::Error;
     fn handle(&mut self, stream: &mut S) -> Result<(), S::Error> {
         let mut buf = vec![0u8; STREAM_BUFFER.load(Ordering::Relaxed)];
-        loop {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            stream.write_all(&buf[..n])?;
-        }
-    }
-}
-
-impl EventHandler for Echo {
-    type Error = core::convert::Infallible;
-    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
-        // What does not fit stays buffered until the client reads.
-        Ok(Step::consumed(out.write(input)))
-    }
-}
-
-impl DatagramHandler for Echo {
-    type Error = ReplyFull;
-    fn handle(&mut self, packet: &[u8], reply: &mut ReplyWriter<'_>) -> Result<(), ReplyFull> {
-        reply.write_all(packet)
+        echo::echo_stream(stream, &mut buf)
     }
 }
 

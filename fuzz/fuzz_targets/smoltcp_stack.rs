@@ -5,14 +5,18 @@
 //!
 //! Invariants: nothing panics or spins (the clock counts reads per step);
 //! reads and writes never report more than the buffer; a UDP datagram is
-//! whole or reported truncated with a size beyond the buffer; and once
-//! every connection is dropped and the close and handshake timeouts have
-//! passed, every pooled socket of both listeners listens again (nothing
-//! leaks out of the pools).
+//! whole or reported truncated with a size beyond the buffer; every UDP
+//! datagram built from the input (some from spoofed sources in the subnet
+//! that never answer ARP) is received or counted lost (its socket had 4
+//! slots); and once every connection is dropped and the close and
+//! handshake timeouts have passed, every pooled socket of both listeners
+//! listens again (nothing leaks out of the pools) and no reply is left
+//! stuck in the UDP socket's send queue.
 #![no_main]
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[path = "../../tests/frames/mod.rs"]
 mod frames;
@@ -26,7 +30,7 @@ use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 use sockserv_core::driver::{
     Clock, DatagramSocket, Event, EventSource, Interest, NbConnection, StreamListener,
 };
-use sockserv_smoltcp::{Options, Spin, Stack, Storage, TcpEventSource};
+use sockserv_smoltcp::{DatagramLoss, Loss, Options, Spin, Stack, Storage, TcpEventSource};
 
 const EVENT_PORT: u16 = 7000;
 const PLAIN_PORT: u16 = 7001;
@@ -74,9 +78,15 @@ enum Frame {
     },
     Udp {
         src_port: u16,
+        /// `Some(host)`: from 192.168.69.host, an address nobody answers
+        /// ARP for (a spoofed source), instead of the peer.
+        spoofed: Option<u8>,
         payload: Vec<u8>,
     },
 }
+
+/// UDP datagrams lost for want of room in the socket (this run's hook).
+static UDP_LOST: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, arbitrary::Arbitrary)]
 enum Op {
@@ -166,6 +176,15 @@ fuzz_target!(|ops: Vec<Op>| {
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
     );
     let mut udp = stack.bind_udp(UDP_PORT, udp_socket).unwrap();
+    UDP_LOST.store(0, Ordering::SeqCst);
+    stack.on_loss(|loss| {
+        if let Loss::Datagram { reason: DatagramLoss::QueueFull | DatagramLoss::TooLarge, .. } =
+            loss
+        {
+            UDP_LOST.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let (mut udp_sent, mut udp_received) = (0u64, 0u64);
     udp.set_send_timeout(Some(Duration::from_millis(10)));
     source.set_accepting(true).unwrap();
     let mut conns: [Option<sockserv_smoltcp::NbTcpConn>; SLOTS] = [None, None, None];
@@ -179,14 +198,16 @@ fuzz_target!(|ops: Vec<Op>| {
                 let frame = stack.with_device(|d| peers.tcp(&d.tx, f));
                 stack.with_device(|d| d.rx.extend(frame));
             }
-            Op::Frame(Frame::Udp { src_port, payload }) => {
-                stack.with_device(|d| {
-                    d.rx.push_back(frames::udp(
-                        (*src_port).max(1),
-                        UDP_PORT,
-                        &payload[..payload.len().min(1400)],
-                    ))
-                });
+            Op::Frame(Frame::Udp { src_port, spoofed, payload }) => {
+                let payload = &payload[..payload.len().min(1400)];
+                let mut frame = frames::udp((*src_port).max(1), UDP_PORT, payload);
+                // Not us (.1), not the peer (.100), not the broadcast.
+                if let Some(host) = spoofed.filter(|h| ![0, 1, 100, 255].contains(h)) {
+                    frame[14 + 15] = host;
+                }
+                // An empty datagram cannot be told lost (see DatagramLoss).
+                udp_sent += u64::from(!payload.is_empty());
+                stack.with_device(|d| d.rx.push_back(frame));
             }
             Op::Advance(ms) => now.set(now.get() + Duration::from_millis(u64::from(*ms))),
             Op::Drop(k) => {
@@ -196,8 +217,14 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Accepting(on) => source.set_accepting(*on).unwrap(),
         }
-        step(&mut source, &mut conns, &mut plain, &mut udp);
+        udp_received += step(&mut source, &mut conns, &mut plain, &mut udp);
     }
+    // Raw frames may carry datagrams too: at least every one built here.
+    let lost = UDP_LOST.load(Ordering::SeqCst);
+    assert!(
+        udp_received + lost >= udp_sent,
+        "{udp_sent} UDP datagrams sent, {udp_received} received, {lost} counted lost"
+    );
     // Everything closes; once the timeouts pass every pooled socket listens.
     source.set_accepting(true).unwrap();
     for (k, c) in conns.iter_mut().enumerate() {
@@ -205,7 +232,10 @@ fuzz_target!(|ops: Vec<Op>| {
             source.deregister(k, &mut c);
         }
     }
-    for _ in 0..8 {
+    // 20 s: the timeouts, and up to 4 queued replies to addresses that
+    // never answer ARP given up on one after the other (3 s of requests
+    // each, one request a second).
+    for _ in 0..20 {
         reads.set(0);
         now.set(now.get() + Duration::from_secs(1));
         while let Ok(Some((c, _))) = source.try_accept() {
@@ -217,17 +247,18 @@ fuzz_target!(|ops: Vec<Op>| {
         stack.poll();
     }
     assert_eq!(listening(&stack), 2 * POOL, "every pooled socket listens again");
+    assert_eq!(udp.with_socket(|s| s.send_queue()), 0, "a reply stuck in the send queue");
 });
 
 /// One turn of a server: accept into free slots (or drop when full), echo
 /// what registered connections read, take plain connections and drop
-/// them, echo UDP datagrams.
+/// them, echo UDP datagrams. Returns how many UDP datagrams came.
 fn step<'s, 'a>(
     source: &mut TcpEventSource<'s, 'a>,
     conns: &mut [Option<sockserv_smoltcp::NbTcpConn<'s, 'a>>; SLOTS],
     plain: &mut sockserv_smoltcp::TcpListener<'s, 'a>,
     udp: &mut sockserv_smoltcp::UdpSocket<'s, 'a>,
-) {
+) -> u64 {
     let mut events = [Event::Woken; 8];
     let n = source.wait(Some(Duration::ZERO), &mut events).unwrap();
     assert!(n <= events.len());
@@ -247,7 +278,9 @@ fn step<'s, 'a>(
         drop(c);
     }
     let mut buf = [0u8; 64];
+    let mut received = 0;
     while let Ok(Some(got)) = udp.try_recv_from(&mut buf) {
+        received += u64::from(got.len > 0 || got.truncated.is_some());
         assert!(got.len <= buf.len());
         match got.truncated {
             Some(size) => assert!(size > buf.len(), "truncated to {size} of {}", buf.len()),
@@ -256,6 +289,7 @@ fn step<'s, 'a>(
             }
         }
     }
+    received
 }
 
 fn accept<'s, 'a>(

@@ -74,22 +74,24 @@ use crate::tcp::TcpListener;
 /// # let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
 /// # iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(192, 168, 69, 1), 24)).unwrap());
 /// # let socket = || tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 1024]), tcp::SocketBuffer::new(vec![0; 1024]));
-/// # let clock = || Uptime(std::time::Instant::now());
 ///
 /// // A stack as for sync mode; a pool sized for the table plus the backlog.
 /// let mut storage = Storage::<8>::new();
-/// let stack = Stack::new(iface, device, &mut storage, Spin, clock());
+/// let stack = Stack::new(iface, device, &mut storage, Spin, Uptime(std::time::Instant::now()));
 /// let pool = [socket(), socket(), socket(), socket()];
 /// let listener = stack.listen(7000, pool, Options { backlog: 1, ..Options::default() })?;
 ///
-/// // The core's event loop over it: two connections sharing two
-/// // 512-byte buffers.
+/// // The core's event loop over it, on the stack's clock: two
+/// // connections sharing two 512-byte buffers. (`listener.into_event_server`
+/// // makes the same server: see `EventTcpServer`.)
 /// static FLAG: ShutdownFlag = ShutdownFlag::new();
 /// let config = EventServerConfig { idle_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+/// let source = TcpEventSource::new(listener);
+/// let clock = source.clock();
 /// let mut server = EventServer::new(
-///     TcpEventSource::new(listener),
+///     source,
 ///     service_fn(|_| Echo),
-///     clock(),
+///     clock,
 ///     &FLAG,
 ///     FixedSlots::<_, 2>::new(),
 ///     FixedPool::<512, 2>::new(),
@@ -131,9 +133,14 @@ impl<'s, 'a> TcpEventSource<'s, 'a> {
     /// Stores what is ready in `events`, `Accept` first; returns how many.
     fn collect(&mut self, events: &mut [Event]) -> usize {
         let mut n = 0;
-        if self.accepting && !events.is_empty() && self.listener.ready() {
-            events[0] = Event::Accept;
-            n = 1;
+        if self.accepting && !events.is_empty() {
+            if self.listener.ready() {
+                events[0] = Event::Accept;
+                n = 1;
+            }
+        } else {
+            // The cap is still followed (and told) while not accepting.
+            self.listener.watch_cap();
         }
         let port = self.listener.port();
         let mut socks = self.net().sockets();

@@ -4,15 +4,20 @@
 //! [`WhenFull::Drop`](crate::WhenFull::Drop)); smoltcp itself has no such
 //! choice (its PR #1120 to add one is still open). And it follows IPv4
 //! fragments, so that a datagram smoltcp will fail to reassemble is
-//! counted and reported ([`Losses`]), never lost in silence.
+//! counted and reported ([`Losses`]), never lost in silence, and notes
+//! each UDP datagram in one frame ([`Arrival`]) so that the stack can
+//! count one its socket had no room for.
 
 use core::time::Duration;
 
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket,
+};
 
-use crate::loss::{Loss, Losses};
+use crate::loss::{Arrival, Loss, Losses};
+use crate::neighbor::ARP_FRAME;
 use crate::pool::Pool;
 
 /// The device as the interface sees it during one ingress step.
@@ -26,17 +31,31 @@ pub(crate) struct Gate<'g, 'p, D> {
     /// The clock's time, and smoltcp's reassembly timeout.
     pub(crate) now: Duration,
     pub(crate) reassembly_timeout: Duration,
+    /// Whether to note UDP datagrams (the stack has a UDP socket), and
+    /// which checksums the interface verifies.
+    pub(crate) udp: Option<Checksums>,
 }
 
-/// A received frame on its way to the interface.
+/// The checksums smoltcp verifies on receive (the device's capabilities):
+/// a frame that fails one never reaches a socket, and is no socket's loss.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Checksums {
+    pub(crate) ipv4: bool,
+    pub(crate) udp: bool,
+}
+
+/// A received frame on its way to the interface: the device's, or an ARP
+/// reply the stack hands it (see [`Neighbors`](crate::neighbor::Neighbors)).
 pub(crate) struct GateRx<'g, 'p, T> {
-    token: T,
+    token: Option<T>,
+    injected: [u8; ARP_FRAME],
     pool: &'p Pool<'p>,
     medium: Medium,
     losses: &'g mut Losses,
     control: &'g mut bool,
     now: Duration,
     reassembly_timeout: Duration,
+    udp: Option<Checksums>,
 }
 
 impl<'p, D: Device> Device for Gate<'_, 'p, D> {
@@ -50,15 +69,24 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
         Self: 'a;
 
     fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let (token, tx) = self.device.receive(t)?;
+        let (token, tx, injected) = if self.losses.neighbors.injecting() {
+            let tx = self.device.transmit(t)?;
+            let injected = self.losses.neighbors.take_injection().unwrap_or([0; ARP_FRAME]);
+            (None, tx, injected)
+        } else {
+            let (token, tx) = self.device.receive(t)?;
+            (Some(token), tx, [0; ARP_FRAME])
+        };
         let rx = GateRx {
             token,
+            injected,
             pool: self.pool,
             medium: self.medium,
             losses: self.losses,
             control: self.control,
             now: self.now,
             reassembly_timeout: self.reassembly_timeout,
+            udp: self.udp,
         };
         Some((rx, tx))
     }
@@ -74,11 +102,19 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
 
 impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Self { token, pool, medium, losses, control, now, reassembly_timeout } = self;
+        let Self { token, injected, pool, medium, losses, control, now, reassembly_timeout, udp } =
+            self;
+        let Some(token) = token else { return f(&injected) };
         token.consume(|frame| {
-            let Some(ip) = ipv4(medium, frame) else { return f(frame) };
+            let Some(ip) = ipv4(medium, frame) else {
+                if medium == Medium::Ethernet {
+                    losses.neighbors.received(frame);
+                }
+                return f(frame);
+            };
             losses.fragment(&ip, now, reassembly_timeout);
             *control = is_control(&ip);
+            losses.arrival = udp.and_then(|checksums| arrival(&ip, checksums));
             match syn_port(&ip) {
                 Some(port) if pool.drops_syn(port) => {
                     losses.report(Loss::SynDropped { port });
@@ -93,8 +129,92 @@ impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     }
 
     fn meta(&self) -> smoltcp::phy::PacketMeta {
-        self.token.meta()
+        self.token.as_ref().map(RxToken::meta).unwrap_or_default()
     }
+}
+
+/// The device as the interface sees it while sending: it shows each frame
+/// sent to the neighbour watch, and counts each packet dropped for a
+/// neighbour that never answered (sent to our own link address, see
+/// [`Neighbors`](crate::neighbor::Neighbors)).
+pub(crate) struct Egress<'g, D> {
+    pub(crate) device: &'g mut D,
+    pub(crate) losses: &'g mut Losses,
+    pub(crate) now: Duration,
+    /// Our link address and IPv4 addresses (Ethernet only).
+    pub(crate) ours: Option<Ours>,
+}
+
+/// Our link address and (up to four) IPv4 addresses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ours {
+    pub(crate) mac: [u8; 6],
+    pub(crate) ips: [Option<Ipv4Address>; 4],
+}
+
+/// A frame the interface sends, looked at once written.
+pub(crate) struct EgressTx<'g, T> {
+    token: T,
+    losses: &'g mut Losses,
+    now: Duration,
+    ours: Option<Ours>,
+}
+
+impl<D: Device> Device for Egress<'_, D> {
+    type RxToken<'a>
+        = D::RxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = EgressTx<'a, D::TxToken<'a>>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (rx, token) = self.device.receive(t)?;
+        let tx = EgressTx { token, losses: self.losses, now: self.now, ours: self.ours };
+        Some((rx, tx))
+    }
+
+    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
+        let token = self.device.transmit(t)?;
+        Some(EgressTx { token, losses: self.losses, now: self.now, ours: self.ours })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.device.capabilities()
+    }
+}
+
+impl<T: TxToken> TxToken for EgressTx<'_, T> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let Self { token, losses, now, ours } = self;
+        token.consume(len, |frame| {
+            let r = f(frame);
+            if let Some(ours) = ours {
+                losses.neighbors.sent(frame, now);
+                if let Some(to) = unresolved(frame, &ours) {
+                    losses.report(Loss::Unresolved { to });
+                }
+            }
+            r
+        })
+    }
+
+    fn set_meta(&mut self, meta: smoltcp::phy::PacketMeta) {
+        self.token.set_meta(meta);
+    }
+}
+
+/// The destination of an IPv4 packet in `frame` sent to our own link
+/// address but not to one of our addresses: one given up on.
+fn unresolved(frame: &[u8], ours: &Ours) -> Option<Ipv4Address> {
+    if frame.get(0..6)? != ours.mac || frame.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let b = frame.get(30..34)?;
+    let to = Ipv4Address::new(b[0], b[1], b[2], b[3]);
+    (!ours.ips.contains(&Some(to))).then_some(to)
 }
 
 /// The IPv4 packet in `frame`, if it carries one.
@@ -112,6 +232,25 @@ fn ipv4(medium: Medium, frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
         _ => return None,
     };
     Ipv4Packet::new_checked(packet).ok()
+}
+
+/// The UDP datagram `ip` carries whole (not a fragment), if smoltcp will
+/// take it to a socket: well formed, its checksums right (those smoltcp
+/// verifies).
+fn arrival(ip: &Ipv4Packet<&[u8]>, checksums: Checksums) -> Option<Arrival> {
+    if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    if checksums.ipv4 && !ip.verify_checksum() {
+        return None;
+    }
+    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+    let (from, to) = (ip.src_addr(), ip.dst_addr());
+    // As smoltcp: a zero checksum means none was sent.
+    if checksums.udp && udp.checksum() != 0 && !udp.verify_checksum(&from.into(), &to.into()) {
+        return None;
+    }
+    Some(Arrival { from, to, port: udp.dst_port(), len: udp.payload().len() })
 }
 
 /// Whether `ip` carries a TCP SYN, FIN or RST (or a fragment, which

@@ -1,6 +1,12 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(feature = "document-features", doc = "# Feature flags")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 #![no_std]
-#![forbid(unsafe_code)]
+// No `unsafe` at all, except with `tap` in its device's module (two
+// `ioctl`s, each with its SAFETY line).
+#![cfg_attr(not(feature = "tap"), forbid(unsafe_code))]
+#![cfg_attr(feature = "tap", deny(unsafe_code))]
 #![warn(missing_docs)]
 
 mod conn;
@@ -8,9 +14,13 @@ mod error;
 mod event;
 mod gate;
 mod loss;
+mod neighbor;
 mod net;
 mod pool;
+mod serve;
 mod stack;
+#[cfg(feature = "tap")]
+mod tap;
 mod tcp;
 mod udp;
 mod wait;
@@ -19,7 +29,10 @@ pub use conn::TcpConn;
 pub use error::{BindError, Error, ListenError};
 pub use event::{NbTcpConn, TcpEventSource};
 pub use loss::{DatagramLoss, Loss, Stats};
+pub use serve::{EventTcpServer, StackClock, TcpServer, UdpServer};
 pub use stack::{Stack, Storage};
+#[cfg(feature = "tap")]
+pub use tap::{TapDevice, TapRx, TapTx};
 pub use tcp::{Options, TcpListener, WhenFull};
 pub use udp::UdpSocket;
 #[cfg(feature = "tap")]
@@ -40,8 +53,10 @@ mod layering {
         ("gate", include_str!("gate.rs")),
         ("pool", include_str!("pool.rs")),
         ("loss", include_str!("loss.rs")),
+        ("neighbor", include_str!("neighbor.rs")),
         ("wait", include_str!("wait.rs")),
         ("error", include_str!("error.rs")),
+        ("serve", include_str!("serve.rs")),
     ];
 
     /// The module graph goes one way (leaves ← sockets ← `stack` ← the

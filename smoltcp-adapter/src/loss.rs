@@ -1,13 +1,18 @@
 //! What smoltcp drops before any socket sees it, counted and reported:
-//! SYNs the listeners' policy drops, and IPv4 datagrams that arrive in
+//! SYNs the listeners' policy drops, IPv4 datagrams that arrive in
 //! fragments smoltcp cannot reassemble (reassembly off, every
 //! reassembly buffer busy, too large for one, or a fragment that never
-//! came). The gate sees every received frame, so it keeps a model of
-//! smoltcp's reassembly buffers beside them.
+//! came), and UDP datagrams a bound socket had no room for (its receive
+//! queue full, or larger than its buffer). The gate sees every received
+//! frame, so it keeps a model of smoltcp's reassembly buffers beside
+//! them, and notes each UDP datagram so that the stack can tell whether
+//! its socket took it.
 
 use core::time::Duration;
 
 use smoltcp::wire::{Ipv4Address, Ipv4Packet};
+
+use crate::neighbor::Neighbors;
 
 /// What the stack counted: losses it could not report to a server as
 /// they happened (smoltcp drops these before any socket sees them).
@@ -18,9 +23,18 @@ pub struct Stats {
     /// ([`WhenFull::Drop`](crate::WhenFull::Drop) /
     /// [`WhenFull::Refuse`](crate::WhenFull::Refuse)); each client retries.
     pub syns_dropped: u32,
-    /// IPv4 datagrams (UDP or any other protocol) that came in fragments
-    /// and were lost: see [`Loss`].
+    /// IPv4 datagrams lost on arrival: UDP or any other protocol that came
+    /// in fragments smoltcp could not reassemble, and UDP datagrams whose
+    /// socket had no room; see [`DatagramLoss`].
     pub datagrams_lost: u32,
+    /// Packets dropped because their on-link destination never answered
+    /// ARP: see [`Loss::Unresolved`].
+    pub unresolved: u32,
+    /// Episodes in which a listener had
+    /// [`Options::max_connections`](crate::Options::max_connections) open
+    /// (counted once each, when it fills; a warning goes through the
+    /// logging shim then, and another when it clears).
+    pub connection_cap_reached: u32,
 }
 
 /// One loss, as told to the hook of [`Stack::on_loss`](crate::Stack::on_loss).
@@ -32,16 +46,26 @@ pub enum Loss {
         /// The listener's port.
         port: u16,
     },
-    /// A datagram from `from` that came in fragments was lost.
+    /// A datagram from `from` was lost on arrival (it came in fragments
+    /// smoltcp could not reassemble, or its UDP socket had no room).
     Datagram {
         /// Its sender.
         from: Ipv4Address,
         /// Why.
         reason: DatagramLoss,
     },
+    /// A packet to `to`, an on-link address that did not answer ARP
+    /// during 3 s, was dropped rather than left to block every later
+    /// packet of its socket (smoltcp keeps such a packet at the head of
+    /// the send queue for ever). The address is asked for again after a
+    /// minute, or at once when it speaks ARP.
+    Unresolved {
+        /// The destination.
+        to: Ipv4Address,
+    },
 }
 
-/// Why a fragmented datagram was lost.
+/// Why a datagram was lost on arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DatagramLoss {
@@ -50,10 +74,28 @@ pub enum DatagramLoss {
     NoReassembly,
     /// Every reassembly buffer was busy with another datagram.
     BuffersBusy,
-    /// Larger than a reassembly buffer.
+    /// Larger than a reassembly buffer, or than its UDP socket's whole
+    /// receive buffer (it could never be taken).
     TooLarge,
     /// A fragment never came before smoltcp's reassembly timeout.
     Incomplete,
+    /// Its UDP socket's receive queue was full (every packet slot or the
+    /// payload buffer taken): the server did not read fast enough, or the
+    /// queue is too small for the clients in flight at once. Counted for a
+    /// datagram that came in one frame with a payload (an empty datagram
+    /// or one smoltcp reassembled cannot be told from one the socket took).
+    QueueFull,
+}
+
+/// A UDP datagram that came in one frame, as the gate saw it: the stack
+/// checks after the interface took the frame whether a socket queued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Arrival {
+    pub(crate) from: Ipv4Address,
+    pub(crate) to: Ipv4Address,
+    pub(crate) port: u16,
+    /// Its payload's size.
+    pub(crate) len: usize,
 }
 
 /// The counters, the hook and the reassembly model.
@@ -61,6 +103,10 @@ pub enum DatagramLoss {
 pub(crate) struct Losses {
     pub(crate) stats: Stats,
     pub(crate) hook: Option<fn(Loss)>,
+    /// The UDP datagram in the frame the interface is taking, if any.
+    pub(crate) arrival: Option<Arrival>,
+    /// The neighbours that do not answer ARP.
+    pub(crate) neighbors: Neighbors,
     #[cfg(feature = "large-datagrams")]
     reassembly: model::Reassembly,
 }
@@ -92,7 +138,7 @@ impl Losses {
         }
         #[cfg(feature = "large-datagrams")]
         {
-            let Self { stats, hook, reassembly } = self;
+            let Self { stats, hook, reassembly, .. } = self;
             reassembly.fragment(packet, now, timeout, &mut |from, reason| {
                 count(stats, *hook, Loss::Datagram { from, reason });
             });
@@ -106,7 +152,7 @@ impl Losses {
         let _ = now;
         #[cfg(feature = "large-datagrams")]
         {
-            let Self { stats, hook, reassembly } = self;
+            let Self { stats, hook, reassembly, .. } = self;
             reassembly.expire(now, &mut |from, reason| {
                 count(stats, *hook, Loss::Datagram { from, reason });
             });
@@ -118,6 +164,7 @@ fn count(stats: &mut Stats, hook: Option<fn(Loss)>, loss: Loss) {
     let counter = match loss {
         Loss::SynDropped { .. } => &mut stats.syns_dropped,
         Loss::Datagram { .. } => &mut stats.datagrams_lost,
+        Loss::Unresolved { .. } => &mut stats.unresolved,
     };
     *counter = counter.wrapping_add(1);
     if let Some(hook) = hook {

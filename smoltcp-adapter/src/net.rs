@@ -20,6 +20,9 @@ pub(crate) struct Sockets<'a> {
     pub(crate) capacity: usize,
     pub(crate) pool: Pool<'a>,
     pub(crate) losses: Losses,
+    /// How many UDP sockets are bound (the gate notes UDP datagrams only
+    /// when there is one).
+    pub(crate) udp: usize,
 }
 
 impl Sockets<'_> {

@@ -11,8 +11,8 @@ use smoltcp::socket::{tcp, udp};
 use sockserv_core::driver::{Clock, Readiness};
 
 use crate::error::{BindError, ListenError};
-use crate::gate::Gate;
-use crate::loss::{Loss, Losses, Stats};
+use crate::gate::{Checksums, Egress, Gate, Ours};
+use crate::loss::{Arrival, DatagramLoss, Loss, Losses, Stats};
 use crate::net::{Net, Sockets, instant};
 use crate::pool::{Entry, Pool, Slot};
 use crate::tcp::{Options, TcpListener, WhenFull};
@@ -93,7 +93,7 @@ where
     ) -> Self {
         let set = SocketSet::new(&mut storage.sockets[..]);
         let pool = Pool::new(&mut storage.slots[..]);
-        let socks = Sockets { set, capacity: N, pool, losses: Losses::default() };
+        let socks = Sockets { set, capacity: N, pool, losses: Losses::default(), udp: 0 };
         Self { inner: RefCell::new(Inner { iface, device, wait, socks }), clock }
     }
 
@@ -157,6 +157,7 @@ where
             return Err(BindError::Full);
         }
         let handle = socks.set.add(socket);
+        socks.udp += 1;
         Ok(UdpSocket::new(self, handle))
     }
 
@@ -192,15 +193,16 @@ where
         }
     }
 
-    /// What the stack counted so far: SYNs dropped, fragmented datagrams
-    /// lost.
+    /// What the stack counted so far: SYNs dropped, datagrams lost on
+    /// arrival (fragments not reassembled, a UDP socket without room).
     pub fn stats(&self) -> Stats {
         self.sockets().losses.stats
     }
 
     /// Calls `hook` on each loss as it happens (besides counting it in
     /// [`stats`](Self::stats)): a SYN the backlog policy dropped, a
-    /// datagram smoltcp could not reassemble. It runs inside the poll:
+    /// datagram smoltcp could not reassemble or a UDP socket had no room
+    /// for. It runs inside the poll:
     /// it must not call back into the stack.
     pub fn on_loss(&self, hook: fn(Loss)) {
         self.sockets().losses.hook = Some(hook);
@@ -263,7 +265,13 @@ where
             let (mut moved, state_changed) =
                 ingress(&mut inner.iface, &mut inner.device, socks, &frame);
             changed |= state_changed;
-            while inner.iface.poll_egress(t, &mut inner.device, &mut socks.set)
+            let mut egress = Egress {
+                device: &mut inner.device,
+                losses: &mut socks.losses,
+                now,
+                ours: frame.ours,
+            };
+            while inner.iface.poll_egress(t, &mut egress, &mut socks.set)
                 == PollResult::SocketStateChanged
             {
                 moved = true;
@@ -308,6 +316,8 @@ struct FrameContext {
     medium: smoltcp::phy::Medium,
     now: Duration,
     reassembly_timeout: Duration,
+    checksums: Checksums,
+    ours: Option<Ours>,
 }
 
 impl FrameContext {
@@ -319,7 +329,27 @@ impl FrameContext {
             let _ = iface;
             Duration::ZERO
         };
-        Self { medium: device.capabilities().medium, now, reassembly_timeout }
+        let caps = device.capabilities();
+        let checksums = Checksums { ipv4: caps.checksum.ipv4.rx(), udp: caps.checksum.udp.rx() };
+        // `hardware_addr` panics on another medium.
+        let ethernet = caps.medium == smoltcp::phy::Medium::Ethernet;
+        let ours = match ethernet.then(|| iface.hardware_addr()) {
+            Some(smoltcp::wire::HardwareAddress::Ethernet(mac)) => {
+                let mut ips = [None; 4];
+                let v4 = iface.ip_addrs().iter().filter_map(|c| match c.address() {
+                    smoltcp::wire::IpAddress::Ipv4(a) => Some(a),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                });
+                for (slot, ip) in ips.iter_mut().zip(v4) {
+                    *slot = Some(ip);
+                }
+                Some(Ours { mac: mac.0, ips })
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
+        Self { medium: caps.medium, now, reassembly_timeout, checksums, ours }
     }
 }
 
@@ -338,8 +368,13 @@ fn ingress<D: Device>(
     // A closing socket moves on with a plain ACK; any other role change
     // needs a SYN, FIN or RST.
     let mut watch_all = socks.pool.closing();
+    let watch_udp = socks.udp > 0;
     loop {
         let mut control = false;
+        // What the UDP sockets hold before the frame: if a datagram for one
+        // of them leaves it unchanged, smoltcp dropped it.
+        let queued = if watch_udp { udp_queued(&socks.set) } else { 0 };
+        socks.losses.arrival = None;
         let mut gate = Gate {
             device: &mut *device,
             pool: &socks.pool,
@@ -348,8 +383,15 @@ fn ingress<D: Device>(
             control: &mut control,
             now: frame.now,
             reassembly_timeout: frame.reassembly_timeout,
+            udp: watch_udp.then_some(frame.checksums),
         };
-        match iface.poll_ingress_single(t, &mut gate, &mut socks.set) {
+        let result = iface.poll_ingress_single(t, &mut gate, &mut socks.set);
+        if let Some(arrival) = socks.losses.arrival.take()
+            && let Some(reason) = udp_drop(iface, &socks.set, &arrival, queued)
+        {
+            socks.losses.report(Loss::Datagram { from: arrival.from, reason });
+        }
+        match result {
             PollIngressSingleResult::None => return (moved, changed),
             PollIngressSingleResult::PacketProcessed => moved = true,
             PollIngressSingleResult::SocketStateChanged => {
@@ -371,4 +413,58 @@ fn ingress<D: Device>(
             }
         }
     }
+}
+
+/// The payload bytes queued in every UDP socket's receive queue.
+fn udp_queued(set: &SocketSet<'_>) -> usize {
+    set.iter()
+        .filter_map(|(_, s)| match s {
+            smoltcp::socket::Socket::Udp(u) => Some(u.recv_queue()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .sum()
+}
+
+/// Whether smoltcp dropped the UDP datagram `arrival` (and why), given
+/// what the UDP sockets held before it (`queued`): it was for us, a socket
+/// takes its port, and no socket's queue grew (as smoltcp's
+/// `process_udp`, whose drop for want of room leaves no trace).
+fn udp_drop(
+    iface: &Interface,
+    set: &SocketSet<'_>,
+    arrival: &Arrival,
+    queued: usize,
+) -> Option<DatagramLoss> {
+    if arrival.len == 0 || udp_queued(set) != queued {
+        return None;
+    }
+    let to = arrival.to;
+    let ours = iface.has_ip_addr(to)
+        || to.is_broadcast()
+        || iface.ip_addrs().iter().any(|cidr| match cidr {
+            smoltcp::wire::IpCidr::Ipv4(c) => c.broadcast() == Some(to),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        });
+    if !ours {
+        return None;
+    }
+    // The first socket that takes the port, as smoltcp picks it.
+    set.iter().find_map(|(_, s)| match s {
+        smoltcp::socket::Socket::Udp(u) => {
+            let ep = u.endpoint();
+            let takes = ep.port == arrival.port
+                && ep.addr.is_none_or(|a| a == to.into() || !iface.has_ip_addr(to));
+            takes.then(|| {
+                if arrival.len > u.payload_recv_capacity() {
+                    DatagramLoss::TooLarge
+                } else {
+                    DatagramLoss::QueueFull
+                }
+            })
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    })
 }

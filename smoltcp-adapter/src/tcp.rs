@@ -1,15 +1,18 @@
 //! The listener: a pool of smoltcp sockets on one port as a
 //! [`StreamListener`].
 
+use core::cell::Cell;
 use core::time::Duration;
 
 use embedded_io::ErrorType;
 use smoltcp::iface::SocketHandle;
 use smoltcp::wire::IpEndpoint;
 use sockserv_core::driver::{Accepted, Readiness, StreamListener, Wait};
+use sockserv_core::logging::{Level, report};
 
 use crate::conn::{Served, TcpConn};
 use crate::error::Error;
+use crate::loss::Stats;
 use crate::net::{Net, to_smol};
 use crate::pool::Pool;
 
@@ -104,6 +107,12 @@ impl Default for Options {
 /// cut short: its socket may listen again at once), so give the pool
 /// `backlog` + the connections served at once + one or two closing.
 ///
+/// When [`Options::max_connections`] are open, the listener says so once
+/// through the logging shim (`sockserv_core::logging`, a warning), counts
+/// the episode in [`Stats::connection_cap_reached`], and says again when
+/// a connection closed and it offers connections again: an operator whose
+/// clients wait can tell why.
+///
 /// Dropping the listener closes its listening sockets, resets the
 /// connections nobody accepted, and frees every socket of its pool once
 /// its close is over.
@@ -111,11 +120,13 @@ pub struct TcpListener<'s, 'a> {
     net: &'s dyn Net<'a>,
     port: u16,
     options: Options,
+    /// Whether the last look found `max_connections` open.
+    full: Cell<bool>,
 }
 
 impl<'s, 'a> TcpListener<'s, 'a> {
     pub(crate) fn new(net: &'s dyn Net<'a>, port: u16, options: Options) -> Self {
-        Self { net, port, options }
+        Self { net, port, options, full: Cell::new(false) }
     }
 
     /// The port.
@@ -138,10 +149,12 @@ impl<'s, 'a> TcpListener<'s, 'a> {
     pub(crate) fn accept_socket(&self) -> Option<(SocketHandle, IpEndpoint)> {
         let mut guard = self.net.sockets();
         let socks = &mut *guard;
-        if self.at_limit(&socks.pool) {
+        if self.at_limit(&socks.pool, &mut socks.losses.stats) {
             return None;
         }
         let (handle, remote) = socks.pool.accept(self.port, &mut socks.set)?;
+        // This connection may fill the cap: say so now, not at the next look.
+        self.at_limit(&socks.pool, &mut socks.losses.stats);
         let socket = socks.set.get_mut::<smoltcp::socket::tcp::Socket>(handle);
         socket.set_nagle_enabled(!self.options.disable_nagle_algorithm);
         if let Some(interval) = self.options.keep_alive {
@@ -155,17 +168,55 @@ impl<'s, 'a> TcpListener<'s, 'a> {
     pub(crate) fn ready(&self) -> bool {
         let mut socks = self.net.sockets();
         let socks = &mut *socks;
-        !self.at_limit(&socks.pool) && socks.pool.ready(self.port, &mut socks.set)
+        !self.at_limit(&socks.pool, &mut socks.losses.stats)
+            && socks.pool.ready(self.port, &mut socks.set)
+    }
+
+    /// Follows the cap (see [`at_limit`](Self::at_limit)) without asking
+    /// for a connection: for an event source whose server stopped
+    /// accepting.
+    pub(crate) fn watch_cap(&self) {
+        let mut socks = self.net.sockets();
+        let socks = &mut *socks;
+        self.at_limit(&socks.pool, &mut socks.losses.stats);
     }
 
     /// Whether [`Options::max_connections`] are open (and the policy
-    /// honours it).
-    fn at_limit(&self, pool: &Pool<'_>) -> bool {
+    /// honours it). Tells the logging shim when that changes, and counts
+    /// each time it fills.
+    fn at_limit(&self, pool: &Pool<'_>, stats: &mut Stats) -> bool {
         let limit = match self.options.when_full {
             WhenFull::Refuse => None,
             WhenFull::Drop | WhenFull::Reset => self.options.max_connections,
         };
-        limit.is_some_and(|max| pool.served(self.port) >= max)
+        let Some(max) = limit else { return false };
+        let full = pool.served(self.port) >= max;
+        if full != self.full.replace(full) {
+            if full {
+                stats.connection_cap_reached = stats.connection_cap_reached.wrapping_add(1);
+                let policy = match self.options.when_full {
+                    WhenFull::Reset => "reset",
+                    _ => "dropped (the clients retry)",
+                };
+                report(
+                    Level::Warn,
+                    format_args!(
+                        "port {}: {max} connections open (max_connections): new ones wait in \
+                         the backlog ({}), then their SYNs are {policy}",
+                        self.port, self.options.backlog
+                    ),
+                );
+            } else {
+                report(
+                    Level::Warn,
+                    format_args!(
+                        "port {}: below {max} connections again (max_connections): accepting",
+                        self.port
+                    ),
+                );
+            }
+        }
+        full
     }
 
     /// Polls and sleeps until `deadline`, or until `done` says so.

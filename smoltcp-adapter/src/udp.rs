@@ -26,13 +26,17 @@ fn max_packet(ip_mtu: usize) -> usize {
 /// * A datagram larger than the server's buffer is **reported, never cut
 ///   silently**: the socket peeks first and tells the size in
 ///   [`Received::truncated`] (smoltcp's own `recv_slice` would drop it).
-///   A datagram larger than the smoltcp socket's receive buffer never gets
-///   this far: smoltcp drops it on arrival, unseen. A datagram larger than
+///   A datagram that finds the smoltcp socket's receive queue full (or
+///   is larger than its whole buffer) never gets this far: smoltcp drops
+///   it on arrival, and the stack counts it in
+///   [`Stack::stats`](crate::Stack::stats) and tells the
+///   [`Stack::on_loss`](crate::Stack::on_loss) hook
+///   ([`DatagramLoss::QueueFull`](crate::DatagramLoss::QueueFull)): give
+///   the socket a packet slot for every datagram that can arrive between
+///   two reads. A datagram larger than
 ///   one frame arrives in fragments: with the `large-datagrams` feature
 ///   smoltcp reassembles it (up to 64 KiB); without it, or when
-///   reassembly fails, the loss is counted in
-///   [`Stack::stats`](crate::Stack::stats) and told to the
-///   [`Stack::on_loss`](crate::Stack::on_loss) hook.
+///   reassembly fails, the loss is counted and told the same way.
 /// * `send_to` refuses (`InvalidInput`) a datagram larger than one frame
 ///   (without `large-datagrams`: this stack then does not fragment) or
 ///   65,507 bytes (with it), or than the send buffer holds; it waits for room in the send buffer up to
@@ -49,6 +53,11 @@ pub struct UdpSocket<'s, 'a> {
 impl<'s, 'a> UdpSocket<'s, 'a> {
     pub(crate) fn new(net: &'s dyn Net<'a>, handle: SocketHandle) -> Self {
         Self { net, handle, send_timeout: Some(Duration::from_secs(1)) }
+    }
+
+    /// The stack this socket lives on.
+    pub(crate) fn net(&self) -> &'s dyn Net<'a> {
+        self.net
     }
 
     /// How long `send_to` waits for room in the send buffer (`None`: for
@@ -138,6 +147,8 @@ impl DatagramSocket for UdpSocket<'_, '_> {
 
 impl Drop for UdpSocket<'_, '_> {
     fn drop(&mut self) {
-        self.net.sockets().set.remove(self.handle);
+        let mut socks = self.net.sockets();
+        socks.set.remove(self.handle);
+        socks.udp = socks.udp.saturating_sub(1);
     }
 }

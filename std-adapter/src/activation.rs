@@ -29,44 +29,22 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::path::PathBuf;
 
 use socket2::{Domain, Socket, Type};
 
 use crate::addr::BindAddr;
-use crate::socket::BindError;
+use crate::error::BindError;
 use crate::sys;
 
-/// A socket this process inherited (from a service manager, or a parent
-/// that passed it by number), owned from now on: dropping it closes it.
-///
-/// Made by [`listen_fds`], from an [`OwnedFd`] (safe), or from a bare
-/// descriptor number with [`FromRawFd::from_raw_fd`](std::os::fd::FromRawFd::from_raw_fd) (unsafe, as std's:
-/// the number must belong to nothing else in the process, which only the
-/// caller knows — a number passed with `--fd` by a launcher, say):
-///
-/// ```no_run
-/// use std::os::fd::FromRawFd;
-/// use sockserv_std::activation::Inherited;
-/// // SAFETY: the launcher passed fd 3 to this process and nothing here
-/// // has used it.
-/// let socket = unsafe { Inherited::from_raw_fd(3) };
-/// ```
-///
-/// Whether it is a socket of the right kind is checked when a server is
-/// built from it ([`BindError`] otherwise).
-pub struct Inherited {
-    socket: Socket,
-    fd: RawFd,
-    name: Option<String>,
-}
+pub use crate::sys::Inherited;
 
 impl Inherited {
     /// Takes descriptor `fd` of `listen_fds`: open, `FD_CLOEXEC` set.
     fn take(fd: RawFd, name: Option<String>) -> io::Result<Self> {
         let owned = sys::adopt_fd(fd)?;
-        Ok(Self { socket: Socket::from(owned), fd, name })
+        Ok(Self { socket: socket2::Socket::from(owned), fd, name })
     }
 
     /// The descriptor number it was inherited as.
@@ -97,9 +75,8 @@ impl Inherited {
     pub(crate) fn into_socket(self, ty: Type) -> Result<(Socket, BindAddr), BindError> {
         let err = |source| BindError { requested: self.to_string(), address: None, source };
         let invalid = |what: String| err(io::Error::new(io::ErrorKind::InvalidInput, what));
-        let actual = self.socket.r#type().map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTSOCK) => invalid(format!("{self} is not a socket")),
-            _ => err(e),
+        let actual = self.socket.r#type().map_err(|e| {
+            if sys::is_not_socket(&e) { invalid(format!("{self} is not a socket")) } else { err(e) }
         })?;
         let domain = self.socket.domain().map_err(err)?;
         if ![Domain::IPV4, Domain::IPV6, Domain::UNIX].contains(&domain) {
@@ -132,13 +109,6 @@ fn kind(ty: Type) -> &'static str {
         Type::STREAM => "stream",
         Type::DGRAM => "datagram",
         _ => "non-stream, non-datagram",
-    }
-}
-
-impl From<OwnedFd> for Inherited {
-    fn from(fd: OwnedFd) -> Self {
-        let raw = fd.as_raw_fd();
-        Self { socket: Socket::from(fd), fd: raw, name: None }
     }
 }
 
@@ -215,6 +185,5 @@ pub fn listen_fds() -> io::Result<Vec<Inherited>> {
 pub fn spawn_successor(sockets: &[BorrowedFd<'_>], names: &[&str]) -> io::Result<u32> {
     let program = std::env::current_exe()?;
     let successor = sys::Successor::new(program.as_os_str(), std::env::args_os(), names)?;
-    let pid = successor.spawn(sockets)?;
-    Ok(pid as u32)
+    successor.spawn(sockets)
 }

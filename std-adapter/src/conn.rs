@@ -3,15 +3,16 @@
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use embedded_io::{ErrorType, Read, Write};
+use embedded_io::{Error, ErrorKind, ErrorType, Read, Write};
 use socket2::Socket;
 use sockserv_core::driver::Connection;
 
-use crate::shutdown::Shared;
-use crate::sys;
+use crate::shutdown::{Shared, Waited};
+use crate::sys::{self, Wants};
 
 /// A connected TCP or Unix stream socket, blocking, as `embedded_io`
 /// [`Read`] + [`Write`]: what a [`StreamHandler`](sockserv_core::StreamHandler)
@@ -33,13 +34,19 @@ use crate::sys;
 ///   serving, as in CPython.
 #[derive(Debug)]
 pub struct Conn {
-    socket: Socket,
+    /// The socket and what became of the peer, shared (weakly) with the
+    /// strategy, so that closing the server can shut it down after the
+    /// grace and a failure can be reported for what it was; closed when
+    /// the connection is dropped.
+    link: Arc<Link>,
+    /// The server's stop state: waits wake up on a stop request.
     shared: Arc<Shared>,
     timeout: Option<Duration>,
     /// Waits wake up on a stop request (sequential strategy).
-    pub(crate) cancellable: bool,
-    /// The listening socket's descriptor, for a forked child to close.
-    pub(crate) listener: RawFd,
+    cancellable: bool,
+    /// The listening socket that accepted it (a pool's idle workers accept
+    /// from a duplicate of it); never used as a descriptor here.
+    listener: RawFd,
 }
 
 impl Conn {
@@ -49,14 +56,62 @@ impl Conn {
         timeout: Option<Duration>,
         listener: RawFd,
     ) -> Self {
-        Self { socket, shared, timeout, cancellable: false, listener }
+        let link = Arc::new(Link { socket, gone: AtomicU8::new(0) });
+        Self { link, shared, timeout, cancellable: false, listener }
+    }
+
+    /// What a pool worker needs to accept the next connection as this one
+    /// was (its listener's descriptor, the server's stop state, the stream
+    /// timeout, Nagle off), to accept for itself.
+    pub(crate) fn accepted_from(&self) -> (RawFd, Arc<Shared>, Option<Duration>, bool) {
+        let nodelay = self.link.socket.tcp_nodelay().unwrap_or(false);
+        (self.listener, Arc::clone(&self.shared), self.timeout, nodelay)
+    }
+
+    /// What a shared writer waits with: the server's stop state (a stop
+    /// cuts its wait short) and the `stream_timeout`.
+    pub(crate) fn writer_waits(&self) -> (Arc<Shared>, Option<Duration>) {
+        (Arc::clone(&self.shared), self.timeout)
+    }
+
+    /// Makes reads and writes that wait give up when the server is asked
+    /// to stop (the sequential strategy: one client must not hold it).
+    pub(crate) fn cancel_on_stop(&mut self) {
+        self.cancellable = true;
+    }
+
+    /// A handle that can shut the socket down while a handler holds it,
+    /// without keeping it open once the handler has closed it.
+    pub(crate) fn watch(&self) -> Weak<Link> {
+        Arc::downgrade(&self.link)
+    }
+
+    /// Remembers a failure that says the peer went away.
+    fn noted<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result
+            && let Some(i) = PEER_GONE.iter().position(|&k| k == Error::kind(e))
+        {
+            self.link.gone.store(i as u8 + 1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Waits until the socket is ready for `wants`: fails with
+    /// `Interrupted` on a stop request, `TimedOut` after `stream_timeout`.
+    fn wait_for(&self, wants: Wants, timed_out: &'static str) -> io::Result<()> {
+        let fd = Some((self.link.socket.as_fd(), wants));
+        match self.shared.wait(fd, self.timeout, false)? {
+            Waited::Stop => Err(stopping()),
+            Waited::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, timed_out)),
+            Waited::Ready => Ok(()),
+        }
     }
 
     /// A write of all of `buf` that gives up when the server is asked to
     /// stop (a client that never reads must not hold the server either).
     fn write_cancellable(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            match sys::send_dontwait(&self.socket, buf) {
+            match sys::send_dontwait(&self.link.socket, buf) {
                 Ok(n) => {
                     buf = &buf[n..];
                     continue;
@@ -65,20 +120,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let (stop, ready) = sys::poll_writable_or_wake(
-                self.shared.wake_fd(),
-                self.socket.as_fd(),
-                self.timeout,
-            )?;
-            if stop {
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "the server is shutting down",
-                ));
-            }
-            if !ready {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
-            }
+            self.wait_for(Wants { read: false, write: true }, "write timed out")?;
         }
         Ok(())
     }
@@ -87,38 +129,62 @@ impl Conn {
     /// waiting; when nothing is there, wait for the socket or the stop.
     fn read_cancellable(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match sys::recv_dontwait(&self.socket, buf) {
+            match sys::recv_dontwait(&self.link.socket, buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => return other,
             }
-            let polled =
-                sys::poll_readable([self.shared.wake_fd(), self.socket.as_fd()], self.timeout)?;
-            if polled.ready[0] {
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "the server is shutting down",
-                ));
-            }
-            if !polled.any {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out"));
-            }
+            self.wait_for(Wants { read: true, write: false }, "read timed out")?;
         }
-    }
-
-    /// The shared stop state of the server that accepted this connection.
-    pub(crate) fn stop_handle(&self) -> Arc<Shared> {
-        Arc::clone(&self.shared)
     }
 
     /// The socket, for options this type does not cover.
     pub fn get_ref(&self) -> &Socket {
-        &self.socket
+        &self.link.socket
     }
 
-    /// The socket.
-    pub fn into_inner(self) -> Socket {
-        self.socket
+    /// The socket (a duplicate descriptor in the rare case the server
+    /// is shutting it down at that moment).
+    ///
+    /// # Errors
+    /// Only when a duplicate was needed and could not be made.
+    pub fn into_inner(self) -> io::Result<Socket> {
+        Arc::try_unwrap(self.link).map(|l| l.socket).or_else(|l| l.socket.try_clone())
+    }
+}
+
+/// What a cancellable read or write fails with on a stop request.
+fn stopping() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the server is shutting down")
+}
+
+/// The failures that say the peer went away: routine for a server.
+const PEER_GONE: [ErrorKind; 4] = [
+    ErrorKind::ConnectionReset,
+    ErrorKind::BrokenPipe,
+    ErrorKind::ConnectionAborted,
+    ErrorKind::NotConnected,
+];
+
+/// A connection's socket and what became of its peer.
+#[derive(Debug)]
+pub(crate) struct Link {
+    socket: Socket,
+    /// 0, or 1 + the index in [`PEER_GONE`] of the failure seen.
+    gone: AtomicU8,
+}
+
+impl Link {
+    /// Shuts the connection down both ways (closing the server after its
+    /// grace): a read waiting in the handler sees EOF, a write fails.
+    pub(crate) fn shut_down(&self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    /// How the peer went away, if a read or write said so.
+    pub(crate) fn peer_gone(&self) -> Option<ErrorKind> {
+        let i = self.gone.load(Ordering::Relaxed);
+        PEER_GONE.get(usize::from(i.checked_sub(1)?)).copied()
     }
 }
 
@@ -137,12 +203,13 @@ impl ErrorType for Conn {
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancellable && !buf.is_empty() {
-            return self.read_cancellable(buf);
+            let read = self.read_cancellable(buf);
+            return self.noted(read);
         }
         loop {
-            match (&self.socket).read(buf) {
+            match (&self.link.socket).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other.map_err(timeout_kind),
+                other => return self.noted(other.map_err(timeout_kind)),
             }
         }
     }
@@ -152,13 +219,13 @@ impl Write for Conn {
     /// Writes all of `buf` (CPython's `_SocketWriter` never writes
     /// partially either).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.cancellable {
-            self.write_cancellable(buf)?;
-            return Ok(buf.len());
-        }
-        // std's write_all retries EINTR and fails on a zero write.
-        (&self.socket).write_all(buf).map_err(timeout_kind)?;
-        Ok(buf.len())
+        let written = if self.cancellable {
+            self.write_cancellable(buf)
+        } else {
+            // std's write_all retries EINTR and fails on a zero write.
+            (&self.link.socket).write_all(buf).map_err(timeout_kind)
+        };
+        self.noted(written).map(|()| buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -168,12 +235,12 @@ impl Write for Conn {
 
 impl Connection for Conn {
     fn shutdown_write(&mut self) -> io::Result<()> {
-        self.socket.shutdown(Shutdown::Write)
+        self.link.socket.shutdown(Shutdown::Write)
     }
 }
 
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        self.link.socket.as_fd()
     }
 }

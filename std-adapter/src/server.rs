@@ -1,4 +1,4 @@
-//! The server types: CPython's eight server classes as aliases of two
+//! The server types: CPython's twelve server classes as aliases of two
 //! generic servers.
 
 use std::io;
@@ -11,11 +11,13 @@ use sockserv_core::driver::{
 use sockserv_core::{DatagramHandler, Server, Service, StreamHandler};
 
 use crate::activation::Inherited;
-use crate::addr::{Address, BindAddr, IntoBindAddr, Source};
+use crate::addr::{Address, BindAddr};
 use crate::conn::Conn;
 use crate::dispatch::{Forking, Sequential, Threading};
+use crate::error::BindError;
 use crate::shutdown::{Shared, ShutdownHandle, Signal, StdClock};
-use crate::socket::{BindError, Options, SocketDatagram, SocketListener};
+use crate::socket::{Options, SocketDatagram, SocketListener};
+use crate::source::{IntoBindAddr, Source};
 
 /// A transport of the std adapter: knows its bound address.
 pub trait Bound {
@@ -101,16 +103,22 @@ pub type DatagramServer<Svc, D = Sequential> =
     SocketServer<Datagram<SocketDatagram, Vec<u8>>, Svc, D>;
 
 /// The equivalent of `socketserver.TCPServer` (IPv4 or IPv6 by the address).
+#[doc(alias = "TCPServer")]
 pub type TcpServer<Svc> = StreamServer<Svc, Sequential>;
 /// The equivalent of `socketserver.ThreadingTCPServer`.
+#[doc(alias = "ThreadingTCPServer")]
 pub type ThreadingTcpServer<Svc> = StreamServer<Svc, Threading>;
 /// The equivalent of `socketserver.ForkingTCPServer`.
+#[doc(alias = "ForkingTCPServer")]
 pub type ForkingTcpServer<Svc> = StreamServer<Svc, Forking>;
 /// The equivalent of `socketserver.UDPServer`.
+#[doc(alias = "UDPServer")]
 pub type UdpServer<Svc> = DatagramServer<Svc, Sequential>;
 /// The equivalent of `socketserver.ThreadingUDPServer`.
+#[doc(alias = "ThreadingUDPServer")]
 pub type ThreadingUdpServer<Svc> = DatagramServer<Svc, Threading>;
 /// The equivalent of `socketserver.ForkingUDPServer`.
+#[doc(alias = "ForkingUDPServer")]
 pub type ForkingUdpServer<Svc> = DatagramServer<Svc, Forking>;
 /// The equivalent of `socketserver.UnixStreamServer` (bind it to a path).
 pub type UnixStreamServer<Svc> = StreamServer<Svc, Sequential>;
@@ -129,7 +137,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 ///
 /// ```
 /// # use sockserv::{service_fn, StreamHandler};
-/// # use sockserv::std_adapter::{Builder, Threading};
+/// # use sockserv::std_adapter::{Builder, Close, Threading};
 /// # struct Nop;
 /// # impl<S: embedded_io::Read + embedded_io::Write> StreamHandler<S> for Nop {
 /// #     type Error = S::Error;
@@ -137,8 +145,7 @@ pub type ForkingUnixDatagramServer<Svc> = DatagramServer<Svc, Forking>;
 /// # }
 /// let server = Builder::new()
 ///     .request_queue_size(64)
-///     .allow_reuse_address(true)
-///     .dispatch(Threading::new().daemon_threads(true))
+///     .dispatch(Threading::new().close(Close::Leave))
 ///     .stream("[::1]:0", service_fn(|_| Nop));
 /// # let _ = server; // IPv6 may be off on some machines
 /// ```
@@ -180,9 +187,10 @@ impl<D> Builder<D> {
     }
 
     /// Sets `SO_REUSEADDR` before bind (CPython's `allow_reuse_address`):
-    /// [`Options::allow_reuse_address`].
-    pub fn allow_reuse_address(mut self, yes: bool) -> Self {
-        self.options.allow_reuse_address = yes;
+    /// [`Options::allow_reuse_address`]; `true` or `false` as in CPython,
+    /// or a [`ReuseAddress`](crate::ReuseAddress).
+    pub fn allow_reuse_address(mut self, reuse: impl Into<crate::socket::ReuseAddress>) -> Self {
+        self.options.allow_reuse_address = reuse.into();
         self
     }
 
@@ -424,6 +432,14 @@ impl<T, Svc, D: Dispatch> SocketServer<T, Svc, D> {
     /// The service (hooks and shared state).
     pub fn service(&self) -> &Svc {
         self.inner.service()
+    }
+
+    /// How many times `serve_forever` stopped accepting because the
+    /// strategy was at its cap (`max_threads`, `max_children`, a full
+    /// pool): episodes, each reported once as a warning when it began and
+    /// once at info level when there was room again.
+    pub fn cap_reached(&self) -> u64 {
+        self.inner.cap_reached()
     }
 
     /// The strategy (for instance to read `Threading::live_threads`).

@@ -6,10 +6,22 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
+use std::time::Duration;
 
 use sockserv_core::ShutdownSignal;
 
 use crate::sys;
+
+/// What [`Shared::wait`] ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// A stop was asked for.
+    Stop,
+    /// The descriptor is ready.
+    Ready,
+    /// The timeout passed.
+    TimedOut,
+}
 
 #[derive(Debug, Default)]
 struct LoopState {
@@ -42,6 +54,10 @@ impl Shared {
     /// member, and it counts as shut down once its own loop (the one that
     /// runs the members) has returned.
     pub(crate) fn group(members: Vec<Arc<Shared>>) -> io::Result<Arc<Self>> {
+        // Every server makes one: from the first on, a report on stderr
+        // never waits for a reader (a line stderr cannot take is dropped
+        // and counted).
+        sockserv_core::logging::set_line_writer(sys::write_stderr_line);
         let (wake_read, wake_write) = sys::pipe()?;
         Ok(Arc::new(Self {
             requested: Arc::new(AtomicBool::new(false)),
@@ -53,6 +69,11 @@ impl Shared {
         }))
     }
 
+    /// Whether `serve_forever` runs now and no stop is asked of it.
+    pub(crate) fn is_serving(&self) -> bool {
+        !self.is_requested() && self.lock().thread.is_some()
+    }
+
     /// Whether a stop is requested now.
     pub(crate) fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
@@ -61,6 +82,28 @@ impl Shared {
     /// The descriptor that becomes readable when a stop is asked for.
     pub(crate) fn wake_fd(&self) -> BorrowedFd<'_> {
         self.wake_read.as_fd()
+    }
+
+    /// Waits until `fd` (if any) is ready for `wants`, a stop is asked
+    /// for, or `timeout` passes: the blocking wait with a deadline and a
+    /// wake-up that the listeners' `wait` and `pause` and a connection's
+    /// cancellable reads and writes share. A wake-up is drained when
+    /// `drain` says so (a loop re-checks the stop flag; a connection
+    /// leaves it for the loop).
+    pub(crate) fn wait(
+        &self,
+        fd: Option<(BorrowedFd<'_>, sys::Wants)>,
+        timeout: Option<Duration>,
+        drain: bool,
+    ) -> io::Result<Waited> {
+        let (woken, ready) = sys::poll_or_wake(self.wake_fd(), fd, timeout)?;
+        if woken {
+            if drain {
+                self.drain();
+            }
+            return Ok(Waited::Stop);
+        }
+        Ok(if ready { Waited::Ready } else { Waited::TimedOut })
     }
 
     /// Empties the wake-up pipe after a wake-up was seen.

@@ -2,24 +2,23 @@
 //! and [`SocketDatagram`] (UDP, Unix datagram), built with the CPython
 //! knobs in [`Options`].
 
-use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use embedded_io::ErrorType;
-use socket2::{Domain, SockAddr, Socket, Type};
-use sockserv_core::driver::{
-    Accepted, DatagramSocket, Readiness, Received, ReplySendError, StreamListener, Wait,
-};
+use socket2::{Domain, Socket, Type};
+use sockserv_core::driver::{Accepted, DatagramSocket, Readiness, Received, StreamListener, Wait};
 
 use crate::activation::Inherited;
 use crate::addr::{Address, BindAddr};
 use crate::conn::Conn;
-use crate::shutdown::Shared;
-use crate::sys;
+use crate::error::BindError;
+use crate::replies::{self, Keeper, Replier, ReplyStats};
+use crate::shutdown::{Shared, Waited};
+use crate::sys::{self, PollSet, Wants};
 
 /// CPython's server class attributes, with its names and meaning.
 #[derive(Clone, Debug)]
@@ -28,8 +27,10 @@ pub struct Options {
     /// (`/proc/sys/net/core/somaxconn`), as CPython now does (gh-80184:
     /// its old 5 made clients wait seconds).
     pub request_queue_size: i32,
-    /// `SO_REUSEADDR` before bind. Default `false`, as CPython.
-    pub allow_reuse_address: bool,
+    /// `SO_REUSEADDR` before bind (CPython's `allow_reuse_address`).
+    /// Default [`ReuseAddress::Streams`]: TCP listeners get it, datagram
+    /// sockets do not.
+    pub allow_reuse_address: ReuseAddress,
     /// `SO_REUSEPORT` before bind, for IPv4/IPv6 only (Linux refuses it on
     /// Unix sockets, CPython gh-128916). Default `false`.
     pub allow_reuse_port: bool,
@@ -69,7 +70,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             request_queue_size: sys::somaxconn(),
-            allow_reuse_address: false,
+            allow_reuse_address: ReuseAddress::Streams,
             allow_reuse_port: false,
             max_packet_size: 65_536,
             bind_and_activate: true,
@@ -79,61 +80,45 @@ impl Default for Options {
     }
 }
 
-/// A bind (or listen) that failed: names what the caller asked for (as
-/// written), the address it resolved to (when it did) and the cause.
+/// Which sockets get `SO_REUSEADDR` before bind.
 ///
-/// ```
-/// # struct Nop;
-/// # impl<S: embedded_io::Read + embedded_io::Write> sockserv::StreamHandler<S> for Nop {
-/// #     type Error = S::Error;
-/// #     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
-/// # }
-/// let e = sockserv::std_adapter::TcpServer::bind("127.0.0.1:99999", sockserv::service_fn(|_| Nop))
-///     .err()
-///     .unwrap();
-/// assert_eq!(e.requested, "127.0.0.1:99999");
-/// assert!(e.address.is_none(), "it did not resolve");
-/// assert_eq!(e.to_string(), "cannot bind 127.0.0.1:99999: invalid port value");
-/// ```
-#[derive(Debug)]
-pub struct BindError {
-    /// What the caller passed, as written (`"localhost:80"`, a path).
-    pub requested: String,
-    /// What it resolved to; `None` when it did not resolve.
-    pub address: Option<BindAddr>,
-    /// Why it failed.
-    pub source: io::Error,
+/// Why TCP listeners get it by default: a connection the server closed
+/// first stays in `TIME_WAIT` for a minute, and without `SO_REUSEADDR`
+/// Linux refuses to bind the port again while any does ("Address already
+/// in use"), so a server restarted right after a busy run could not
+/// start. With it, the bind succeeds as long as no socket *listens* on
+/// the port (two live servers still cannot share it by accident). Rust's
+/// `std::net::TcpListener::bind` sets it on Unix for this reason, and
+/// CPython's `HTTPServer` sets `allow_reuse_address`. Datagram sockets do
+/// not get it by default: on Linux it would let a second UDP socket bind
+/// the same port and take a share of its datagrams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReuseAddress {
+    /// Listening (stream) inet sockets only. The default.
+    #[default]
+    Streams,
+    /// Datagram sockets too (CPython's `allow_reuse_address = True` on a
+    /// `UDPServer`).
+    All,
+    /// None (CPython's `TCPServer` default).
+    Never,
 }
 
-impl BindError {
-    /// Binding (or preparing to bind) the resolved `address` failed.
-    pub(crate) fn at(address: &BindAddr, source: io::Error) -> Self {
-        Self { requested: address.to_string(), address: Some(address.clone()), source }
-    }
-
-    /// `requested` did not resolve to an address.
-    pub(crate) fn unresolved(requested: impl fmt::Display, source: io::Error) -> Self {
-        Self { requested: requested.to_string(), address: None, source }
-    }
-}
-
-impl fmt::Display for BindError {
-    /// `cannot bind ADDR: cause`, or `cannot bind REQUESTED (ADDR): cause`
-    /// when what was asked for resolved to something that reads otherwise.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot bind {}", self.requested)?;
-        if let Some(address) = &self.address
-            && address.to_string() != self.requested
-        {
-            write!(f, " ({address})")?;
+impl ReuseAddress {
+    fn applies_to(self, ty: Type) -> bool {
+        match self {
+            Self::Streams => ty == Type::STREAM,
+            Self::All => true,
+            Self::Never => false,
         }
-        write!(f, ": {}", self.source)
     }
 }
 
-impl std::error::Error for BindError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+impl From<bool> for ReuseAddress {
+    /// CPython's boolean: `true` is [`All`](Self::All), `false`
+    /// [`Never`](Self::Never).
+    fn from(yes: bool) -> Self {
+        if yes { Self::All } else { Self::Never }
     }
 }
 
@@ -143,7 +128,7 @@ impl std::error::Error for BindError {
 fn create(address: &BindAddr, ty: Type, opts: &Options) -> io::Result<Socket> {
     let socket = Socket::new(address.domain(), ty, None)?;
     let inet = address.domain() != Domain::UNIX;
-    if opts.allow_reuse_address && inet {
+    if opts.allow_reuse_address.applies_to(ty) && inet {
         socket.set_reuse_address(true)?;
     }
     if opts.allow_reuse_port && inet {
@@ -160,6 +145,9 @@ struct Bound {
     address: BindAddr,
     shared: Arc<Shared>,
     created_path: Option<PathBuf>,
+    /// A stream listener: forked children close it
+    /// ([`sys::listener_opened`]).
+    listener: bool,
 }
 
 impl Bound {
@@ -171,7 +159,15 @@ impl Bound {
     ) -> Result<Self, BindError> {
         let socket =
             create(&address, ty, opts).map_err(|source| BindError::at(&address, source))?;
-        Ok(Self { socket, address, shared, created_path: None })
+        Ok(Self::with(socket, address, shared, ty))
+    }
+
+    fn with(socket: Socket, address: BindAddr, shared: Arc<Shared>, ty: Type) -> Self {
+        let listener = ty == Type::STREAM;
+        if listener {
+            sys::listener_opened(socket.as_raw_fd());
+        }
+        Self { socket, address, shared, created_path: None, listener }
     }
 
     /// An inherited socket, bound already: served as it is (non-blocking
@@ -179,7 +175,7 @@ impl Bound {
     fn inherited(inherited: Inherited, ty: Type, shared: Arc<Shared>) -> Result<Self, BindError> {
         let (socket, address) = inherited.into_socket(ty)?;
         socket.set_nonblocking(true).map_err(|source| BindError::at(&address, source))?;
-        Ok(Self { socket, address, shared, created_path: None })
+        Ok(Self::with(socket, address, shared, ty))
     }
 
     /// CPython's `server_bind`: bind, then learn the real address (the port
@@ -198,29 +194,31 @@ impl Bound {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
-        let polled = sys::poll_readable(
-            [self.shared.wake_fd(), std::os::fd::AsFd::as_fd(&self.socket)],
-            timeout,
-        )?;
-        if polled.ready[0] {
-            self.shared.drain();
-            return Ok(Readiness::Woken);
-        }
-        Ok(if polled.any { Readiness::Ready } else { Readiness::TimedOut })
+        let fd = Some((self.socket.as_fd(), READABLE));
+        Ok(readiness(self.shared.wait(fd, timeout, true)?))
     }
 
     fn pause(&self, duration: Duration) -> io::Result<Readiness> {
         // Watch only the wake-up pipe.
-        if sys::wait_readable(self.shared.wake_fd(), Some(duration))? {
-            self.shared.drain();
-            return Ok(Readiness::Woken);
-        }
-        Ok(Readiness::TimedOut)
+        Ok(readiness(self.shared.wait(None, Some(duration), true)?))
+    }
+}
+
+const READABLE: Wants = Wants { read: true, write: false };
+
+fn readiness(waited: Waited) -> Readiness {
+    match waited {
+        Waited::Stop => Readiness::Woken,
+        Waited::Ready => Readiness::Ready,
+        Waited::TimedOut => Readiness::TimedOut,
     }
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
+        if self.listener {
+            sys::listener_closed(self.socket.as_raw_fd());
+        }
         // `with server:` / server_close: the socket closes with `self.socket`;
         // a Unix path this server created is removed.
         if let Some(p) = self.created_path.take() {
@@ -313,7 +311,7 @@ impl SocketListener {
         let socket = self.inner.socket.try_clone()?;
         let address = self.inner.address.clone();
         Ok(Self {
-            inner: Bound { socket, address, shared, created_path: None },
+            inner: Bound::with(socket, address, shared, Type::STREAM),
             stream_timeout: self.stream_timeout,
             nodelay: self.nodelay,
             backlog: self.backlog,
@@ -392,18 +390,26 @@ impl StreamListener for SocketListener {
 /// A bound UDP or Unix datagram socket: CPython's `UDPServer.socket` /
 /// `UnixDatagramServer.socket`.
 ///
-/// Replies never wait: a reply the system cannot take at once (`EAGAIN`:
-/// a Unix-datagram peer whose receive queue is full, or a full send
-/// buffer) is dropped and reported to `Service::handle_error` as
-/// `RequestError::ReplyDropped`, in every strategy, so a client that
-/// never reads its replies cannot hold the loop, a thread or a child.
-/// UDP drops such a datagram silently somewhere on the path anyway;
-/// CPython's blocking `sendto` instead waits, which for a Unix datagram
-/// peer that never reads is for ever.
+/// Replies never make the server wait. A UDP reply the system cannot take
+/// at once (`EAGAIN`: a full send buffer) is dropped and reported to
+/// `Service::handle_error` as `RequestError::ReplyDropped`, as a congested
+/// path drops it anyway. A Unix-datagram reply whose peer's receive queue
+/// is full waits instead, in order, in a bounded queue per peer that the
+/// server loop retries until the peer reads (see [`ReplyStats`] and the
+/// crate's README: "Unix datagrams"); the server goes on serving the
+/// others meanwhile. CPython's blocking `sendto` waits in the server
+/// itself, for ever when the peer never reads.
+///
+/// A Unix-datagram server also raises its send buffer to
+/// `net.core.wmem_max`: Linux charges every reply sitting unread in a
+/// peer's queue to the *sender's* send buffer, so that buffer is what a
+/// client that never reads takes from the others.
 #[derive(Debug)]
 pub struct SocketDatagram {
     inner: Bound,
     sender: Arc<Socket>,
+    replier: Replier,
+    keeper: Option<Keeper>,
     max_packet_size: usize,
 }
 
@@ -414,9 +420,7 @@ impl SocketDatagram {
         shared: Arc<Shared>,
     ) -> Result<Self, BindError> {
         let inner = Bound::new(address, Type::DGRAM, opts, shared)?;
-        let sender =
-            inner.socket.try_clone().map_err(|source| BindError::at(&inner.address, source))?;
-        let mut s = Self { inner, sender: Arc::new(sender), max_packet_size: opts.max_packet_size };
+        let mut s = Self::with_replies(inner, opts)?;
         if opts.bind_and_activate {
             s.server_bind()?;
         }
@@ -430,9 +434,23 @@ impl SocketDatagram {
         shared: Arc<Shared>,
     ) -> Result<Self, BindError> {
         let inner = Bound::inherited(inherited, Type::DGRAM, shared)?;
-        let sender =
-            inner.socket.try_clone().map_err(|source| BindError::at(&inner.address, source))?;
-        Ok(Self { inner, sender: Arc::new(sender), max_packet_size: opts.max_packet_size })
+        Self::with_replies(inner, opts)
+    }
+
+    /// The socket with its sender handle, and for Unix datagrams the
+    /// keeper of waiting replies and the larger send buffer.
+    fn with_replies(inner: Bound, opts: &Options) -> Result<Self, BindError> {
+        let err = |source| BindError::at(&inner.address, source);
+        let sender = Arc::new(inner.socket.try_clone().map_err(err)?);
+        let (keeper, replier) = if inner.address.domain() == Domain::UNIX {
+            inner.socket.set_send_buffer_size(sys::wmem_max()).map_err(err)?;
+            let (keeper, replier) =
+                Keeper::new(Arc::clone(&sender), opts.max_packet_size).map_err(err)?;
+            (Some(keeper), replier)
+        } else {
+            (None, Keeper::none(Arc::clone(&sender)))
+        };
+        Ok(Self { inner, sender, replier, keeper, max_packet_size: opts.max_packet_size })
     }
 
     /// CPython's `server_bind` (datagram servers have no `server_activate`).
@@ -464,44 +482,61 @@ impl SocketDatagram {
         &self.inner.shared
     }
 
-    /// Whether the server is asked to stop.
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.inner.shared.is_requested()
-    }
-
-    /// A handle to the same socket that can send from other threads (the
-    /// threading strategy replies through it).
+    /// A handle to the same socket that can send from other threads.
     pub fn sender(&self) -> Arc<Socket> {
         Arc::clone(&self.sender)
     }
-}
 
-/// Sends one datagram reply through `socket`, without waiting: a reply
-/// that cannot leave at once is dropped ([`ReplySendError::WouldBlock`],
-/// reported as `RequestError::ReplyDropped`).
-pub(crate) fn send_reply(socket: &Socket, data: &[u8], to: &Address) -> Result<(), ReplySendError> {
-    let failed = |e: io::Error| match e.kind() {
-        io::ErrorKind::WouldBlock => ReplySendError::WouldBlock,
-        kind => ReplySendError::Failed(kind.into()),
-    };
-    let to = to.to_sockaddr().map_err(failed)?;
-    send_to(socket, data, &to).map_err(failed)
-}
+    /// What every strategy replies through (from the loop, a thread or a
+    /// forked child).
+    pub(crate) fn replier(&self) -> &Replier {
+        &self.replier
+    }
 
-/// One `sendto(MSG_DONTWAIT)`, retrying interruptions only. A full queue
-/// is `WouldBlock`, never a wait: for a Unix datagram socket, poll(2)
-/// reports the server's socket writable while the *peer's* receive queue
-/// is full, so waiting for room would spin, and a peer that never reads
-/// would hold the server (or a thread, or a child) for ever.
-fn send_to(socket: &Socket, data: &[u8], to: &SockAddr) -> io::Result<()> {
-    loop {
-        match socket.send_to_with_flags(data, to, libc::MSG_DONTWAIT) {
-            Ok(n) if n == data.len() => return Ok(()),
-            Ok(_) => {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "datagram sent partially"));
+    /// Unix datagrams: the replies that waited for a full peer queue, the
+    /// ones dropped, and the ones waiting now (all zero for UDP, whose
+    /// dropped replies go to `Service::handle_error` one by one).
+    pub fn reply_stats(&self) -> ReplyStats {
+        self.keeper.as_ref().map(Keeper::stats).unwrap_or_default()
+    }
+
+    /// [`Bound::wait`], also retrying waiting replies when they are due
+    /// and taking the ones handed over: returns only for a datagram, a
+    /// wake-up or `timeout`.
+    fn wait_keeping(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
+        let Some(keeper) = self.keeper.as_mut() else { return self.inner.wait(timeout) };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let due = keeper.next_due();
+            let until = match (deadline, due) {
+                (Some(d), Some(u)) => Some(d.min(u)),
+                (d, u) => d.or(u),
+            };
+            let wait = until.map(|u| u.saturating_duration_since(Instant::now()));
+            let mut set = PollSet::default();
+            let read = Wants { read: true, write: false };
+            set.push(self.inner.shared.wake_fd().as_raw_fd(), read);
+            set.push(self.inner.socket.as_raw_fd(), read);
+            set.push(keeper.fd().as_raw_fd(), read);
+            set.wait(wait)?;
+            let [woken, readable, handed] = [0, 1, 2].map(|i| {
+                let r = set.ready(i);
+                r.read || r.write
+            });
+            if woken {
+                self.inner.shared.drain();
+                return Ok(Readiness::Woken);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            let now = Instant::now();
+            if handed || due.is_some_and(|d| d <= now) {
+                keeper.work(&self.inner.socket, now);
+            }
+            if readable {
+                return Ok(Readiness::Ready);
+            }
+            if deadline.is_some_and(|d| d <= now) {
+                return Ok(Readiness::TimedOut);
+            }
         }
     }
 }
@@ -512,7 +547,7 @@ impl ErrorType for SocketDatagram {
 
 impl Wait for SocketDatagram {
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
-        self.inner.wait(timeout)
+        self.wait_keeping(timeout)
     }
 
     fn pause(&mut self, duration: Duration) -> io::Result<Readiness> {
@@ -524,6 +559,11 @@ impl DatagramSocket for SocketDatagram {
     type Address = Address;
 
     fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<Address>>> {
+        // A busy loop takes datagram after datagram without waiting: the
+        // waiting replies get their turn here too.
+        if let Some(keeper) = self.keeper.as_mut() {
+            keeper.look(&self.inner.socket);
+        }
         match sys::recv_from_trunc(&self.inner.socket, buf) {
             Ok((size, from)) => {
                 let len = size.min(buf.len());
@@ -538,6 +578,6 @@ impl DatagramSocket for SocketDatagram {
     /// Never waits: a datagram the system cannot take at once fails with
     /// `io::ErrorKind::WouldBlock` (see [`SocketDatagram`]).
     fn send_to(&mut self, data: &[u8], to: &Address) -> io::Result<()> {
-        send_to(&self.inner.socket, data, &to.to_sockaddr()?)
+        replies::send_to(&self.inner.socket, data, &to.to_sockaddr()?)
     }
 }

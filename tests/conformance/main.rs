@@ -10,6 +10,8 @@ mod cases;
 mod kernel;
 mod mock;
 mod nal;
+#[path = "../util/root.rs"]
+mod root;
 mod smoltcp_loopback;
 mod smoltcp_tap;
 #[path = "../smoltcp_world/mod.rs"]

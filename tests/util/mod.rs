@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod process;
+pub mod root;
 
 use sockserv::embedded_io;
 use sockserv::std_adapter::{Address, BindAddr};

@@ -26,6 +26,9 @@ pub struct Program {
     child: Child,
     /// The address of its first line.
     pub addr: SocketAddr,
+    /// The Unix socket path of its first line, for a Unix server (`addr`
+    /// is then `0.0.0.0:0`).
+    pub path: Option<PathBuf>,
     stderr: Arc<Mutex<Vec<u8>>>,
     reaped: bool,
 }
@@ -59,12 +62,17 @@ impl Program {
             let _ = tx.send(out.read_line(&mut line).map(|_| line));
             let _ = std::io::copy(&mut out, &mut std::io::sink());
         });
-        let mut program = Self { child, addr: ([0, 0, 0, 0], 0).into(), stderr, reaped: false };
+        let mut program =
+            Self { child, addr: ([0, 0, 0, 0], 0).into(), path: None, stderr, reaped: false };
         let line = match rx.recv_timeout(PROCESS_TIMEOUT) {
             Ok(Ok(line)) => line,
             other => panic!("{name} ({lang:?}): no first line ({other:?}); {}", program.stderr()),
         };
         let addr = line.trim_end().strip_prefix("listening on ");
+        if let Some(path) = addr.filter(|a| a.starts_with('/')) {
+            program.path = Some(path.into());
+            return program;
+        }
         program.addr = match addr.and_then(|a| a.parse().ok()) {
             Some(a) => a,
             None => panic!("{name} ({lang:?}): first line {line:?}; {}", program.stderr()),

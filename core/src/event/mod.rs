@@ -35,11 +35,13 @@ use embedded_io::{Error as _, ErrorKind};
 
 pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
 pub use server::{EventServer, EventServerConfig, OnShutdown, ServerSlot, WhenFull};
-pub use table::{ConnTable, Outcome, Slot, SlotStorage, TableStats};
+pub use table::{CappedSlots, ConnTable, Outcome, Slot, SlotStorage, TableStats};
 
 /// Slot storage with a capacity of `N` fixed at compile time, no
 /// allocator: `FixedSlots::new()` (a `heapless::Vec`; slots are made as
-/// connections first need them).
+/// connections first need them). `new` is a `const fn` and an empty
+/// `FixedSlots` is all zero bytes, so it can be a `static` in `.bss`
+/// that the server borrows (`&mut S` is slot storage too).
 pub type FixedSlots<T, const N: usize> = heapless::Vec<T, N>;
 
 use crate::transport::NbConnection;

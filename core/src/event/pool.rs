@@ -52,19 +52,45 @@ pub trait BufferPool {
 
 /// `N` buffers of `B` bytes each, fixed at compile time: the pool of a
 /// `no_std` server (for instance 16 connections sharing 4 buffers).
-/// Its memory is the whole `N × B` wherever it is placed (a `static`, the
-/// stack); nothing is allocated.
+/// Its memory is the whole `N × B` wherever it is placed; nothing is
+/// allocated.
 ///
-/// `N` is at least 2 and `B` at least 1, checked when it is built: a
-/// connection reads into one buffer only while another stays free for
-/// its answer, so a one-buffer pool would never read (a silent hang).
+/// [`new`](Self::new) is a `const fn` whose value is all zero bytes, so a
+/// pool can be a `static` that lands in `.bss` (no flash image, nothing
+/// built on the stack first). The server borrows it (a `&mut P` is a pool
+/// too): on a microcontroller through `static_cell::ConstStaticCell` or
+/// `cortex_m::singleton!`, on a host through a `Mutex`:
+///
+/// ```
+/// use std::sync::Mutex;
+/// use sockserv::FixedPool;
+/// use sockserv::driver::BufferPool;
+///
+/// // Four 512-byte buffers in .bss.
+/// static POOL: Mutex<FixedPool<512, 4>> = Mutex::new(FixedPool::new());
+///
+/// let mut guard = POOL.lock().unwrap();
+/// let pool: &mut FixedPool<512, 4> = &mut guard;
+/// let id = pool.take().unwrap();
+/// assert_eq!(pool.get(id).len(), 512);
+/// ```
+///
+/// A pool needs at least two buffers (a connection holding input needs a
+/// second one to answer into) of at least one byte; a smaller one does
+/// not compile:
 ///
 /// ```compile_fail
-/// let pool = sockserv::FixedPool::<512, 1>::new(); // error: N >= 2
+/// let pool = sockserv::FixedPool::<512, 1>::new();
+/// # let _ = pool;
 /// ```
 pub struct FixedPool<const B: usize, const N: usize> {
     bufs: [[u8; B]; N],
-    free: heapless::Vec<BufId, N>,
+    /// Buffers given back, most recent last (lent again first).
+    given: [BufId; N],
+    given_len: usize,
+    /// Buffers `fresh..N` have never been lent (lent in order, low ids
+    /// first), so that a new pool is all zero bytes.
+    fresh: usize,
 }
 
 impl<const B: usize, const N: usize> Default for FixedPool<B, N> {
@@ -74,23 +100,26 @@ impl<const B: usize, const N: usize> Default for FixedPool<B, N> {
 }
 
 impl<const B: usize, const N: usize> FixedPool<B, N> {
-    /// A pool with every buffer free.
-    pub fn new() -> Self {
+    /// A pool with every buffer free: all zero bytes, evaluated at
+    /// compile time in a `static` or `const`.
+    ///
+    /// # Panics
+    /// Never at run time: a pool of fewer than two buffers, of empty
+    /// buffers, or of more buffers than a [`BufId`] can name fails to
+    /// compile.
+    pub const fn new() -> Self {
         const {
-            assert!(N >= 2, "FixedPool needs N >= 2 buffers: one to read into, one to answer from");
-            assert!(B >= 1, "FixedPool needs buffers of at least 1 byte");
+            assert!(N >= 2, "a FixedPool needs at least two buffers (input and output)");
+            assert!(B > 0, "a FixedPool's buffers need at least one byte");
+            assert!(N < BufId::MAX as usize, "too many buffers for a BufId");
+            assert!(B <= u32::MAX as usize, "a buffer larger than 4 GiB");
         }
-        let mut free = heapless::Vec::new();
-        // Lend low ids first.
-        for id in (0..N).rev() {
-            let _ = free.push(id as BufId);
-        }
-        Self { bufs: [[0; B]; N], free }
+        Self { bufs: [[0; B]; N], given: [0; N], given_len: 0, fresh: 0 }
     }
 
     /// How many buffers are lent now.
     pub fn lent(&self) -> usize {
-        N - self.free.len()
+        N - BufferPool::free(self)
     }
 }
 
@@ -100,16 +129,28 @@ impl<const B: usize, const N: usize> BufferPool for FixedPool<B, N> {
     }
 
     fn take(&mut self) -> Option<BufId> {
-        self.free.pop()
+        if self.given_len > 0 {
+            self.given_len -= 1;
+            return Some(self.given[self.given_len]);
+        }
+        if self.fresh < N {
+            self.fresh += 1;
+            return Some((self.fresh - 1) as BufId);
+        }
+        None
     }
 
     fn give(&mut self, id: BufId) {
-        debug_assert!(!self.free.contains(&id), "buffer {id} given back twice");
-        let _ = self.free.push(id);
+        debug_assert!((id as usize) < self.fresh, "buffer {id} was never lent");
+        debug_assert!(!self.given[..self.given_len].contains(&id), "buffer {id} given back twice");
+        if let Some(slot) = self.given.get_mut(self.given_len) {
+            *slot = id;
+            self.given_len += 1;
+        }
     }
 
     fn free(&self) -> usize {
-        self.free.len()
+        self.given_len + (N - self.fresh)
     }
 
     fn get(&self, id: BufId) -> &[u8] {
@@ -123,6 +164,32 @@ impl<const B: usize, const N: usize> BufferPool for FixedPool<B, N> {
     fn pair_mut(&mut self, a: BufId, b: BufId) -> (&mut [u8], &mut [u8]) {
         let (a, b) = pair_mut(&mut self.bufs, a as usize, b as usize);
         (a, b)
+    }
+}
+
+/// A borrowed pool is a pool: the server can use a pool that lives in a
+/// `static` (`&'static mut FixedPool<..>`).
+impl<P: BufferPool + ?Sized> BufferPool for &mut P {
+    fn buffer_size(&self) -> usize {
+        (**self).buffer_size()
+    }
+    fn take(&mut self) -> Option<BufId> {
+        (**self).take()
+    }
+    fn give(&mut self, id: BufId) {
+        (**self).give(id);
+    }
+    fn free(&self) -> usize {
+        (**self).free()
+    }
+    fn get(&self, id: BufId) -> &[u8] {
+        (**self).get(id)
+    }
+    fn get_mut(&mut self, id: BufId) -> &mut [u8] {
+        (**self).get_mut(id)
+    }
+    fn pair_mut(&mut self, a: BufId, b: BufId) -> (&mut [u8], &mut [u8]) {
+        (**self).pair_mut(a, b)
     }
 }
 
@@ -251,7 +318,10 @@ impl Held {
                 let (input, output) = pool.pair_mut(a, b);
                 (&input[self.start as usize..self.end as usize], &mut output[out.end as usize..])
             }
-            (Some(a), None) => (&pool.get(a)[self.start as usize..self.end as usize], &mut []),
+            (Some(a), None) => {
+                let pool: &'p _ = pool;
+                (&pool.get(a)[self.start as usize..self.end as usize], &mut [])
+            }
             (None, Some(b)) => (&[], &mut pool.get_mut(b)[out.end as usize..]),
             (None, None) => (&[], &mut []),
         }

@@ -9,6 +9,7 @@ use embedded_io::{Error as _, ErrorKind};
 
 use super::{BufferPool, ConnTable, EventHandler, Outcome, Slot, SlotStorage};
 use crate::Service;
+use crate::capacity::CapWatch;
 use crate::server::ShutdownSignal;
 use crate::transport::{Clock, Event, EventSource, Interest, NbConnection};
 
@@ -131,6 +132,18 @@ where
     accept_failures: u32,
     /// Accepting is off because the table is full.
     at_cap: bool,
+    /// Episodes at the cap: from the table filling up to the first accept
+    /// that finds nobody waiting with room in the table.
+    cap: CapWatch,
+}
+
+/// The table's cap as the reports name it.
+struct TableCap(usize);
+
+impl fmt::Display for TableCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the connection table ({} connections)", self.0)
+    }
 }
 
 /// How many readiness events one wait collects.
@@ -168,6 +181,7 @@ where
             accept_resume: None,
             accept_failures: 0,
             at_cap: false,
+            cap: CapWatch::new(),
         }
     }
 
@@ -185,6 +199,7 @@ where
         let signal = self.shutdown.clone();
         let _stopped = crate::server::Stopped(&signal);
         let result = self.serve_loop(poll_interval);
+        self.cap.stopped();
         let drained = self.drain();
         result.and(drained)
     }
@@ -243,6 +258,11 @@ where
         }
         if resume {
             self.source.set_accepting(true)?;
+            if self.cap.is_at_cap() {
+                // Take who waited now (or find nobody waits: the episode
+                // ends) instead of at the listener's next event.
+                self.accept(now)?;
+            }
         }
         Ok(())
     }
@@ -256,6 +276,7 @@ where
             if self.table.is_full() && self.config.when_full == WhenFull::Wait {
                 // The rest wait in the backlog until a connection closes.
                 self.at_cap = true;
+                self.cap.update(true, now, &TableCap(self.table.capacity()));
                 self.source.set_accepting(false)?;
                 break;
             }
@@ -264,7 +285,13 @@ where
                     self.accept_failures = 0;
                     self.admit(conn, client, now);
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // Nobody waits and there is room: the episode is over.
+                    if !self.table.is_full() {
+                        self.cap.update(false, now, &TableCap(self.table.capacity()));
+                    }
+                    break;
+                }
                 Err(e) => {
                     self.service.handle_accept_error(&e);
                     self.accept_failures += 1;
@@ -344,13 +371,24 @@ where
         }
     }
 
-    /// Shutdown: stop accepting; let connections send what is buffered for
-    /// up to `shutdown_grace`; close the rest.
+    /// Shutdown: stop accepting; read and answer what each connection had
+    /// received when the stop came (one service call each, as for a
+    /// readiness event the loop did not get to); let connections send what
+    /// is buffered for up to `shutdown_grace`; close the rest.
+    ///
+    /// Reading first matters: a socket closed with unread input makes the
+    /// kernel send a reset instead of a FIN, and a reset discards what the
+    /// client has not read yet, answers included.
     fn drain(&mut self) -> Result<(), Src::Error> {
         let accepting_off = self.source.set_accepting(false);
         let now = self.clock.now();
         let deadline = now + self.config.shutdown_grace;
         if self.config.on_shutdown == OnShutdown::Flush {
+            for token in self.table.tokens() {
+                if self.table.is_live(token) {
+                    self.service(token, true, true, now);
+                }
+            }
             self.table.close_gracefully();
             for token in self.table.tokens() {
                 if self.table.is_live(token) {
@@ -393,6 +431,13 @@ where
     Src: EventSource,
     Svc: Service<Src::Address>,
 {
+    /// How many times the table was full and accepting stopped:
+    /// episodes, each reported once as a warning when the table filled up
+    /// and once (info) when an accept found room and nobody waiting.
+    pub fn cap_reached(&self) -> u64 {
+        self.cap.reached()
+    }
+
     /// The connection table.
     pub fn table(&self) -> &Table<Src, Svc, S, P> {
         &self.table

@@ -47,6 +47,70 @@ impl<T, const N: usize> SlotStorage<T> for heapless::Vec<T, N> {
     }
 }
 
+/// Borrowed slot storage is slot storage: a table can use slots that
+/// live in a `static` (`&'static mut FixedSlots<..>`).
+impl<T, S: SlotStorage<T> + ?Sized> SlotStorage<T> for &mut S {
+    fn slots(&self) -> &[T] {
+        (**self).slots()
+    }
+    fn slots_mut(&mut self) -> &mut [T] {
+        (**self).slots_mut()
+    }
+    fn max_slots(&self) -> usize {
+        (**self).max_slots()
+    }
+    fn push(&mut self, item: T) -> Result<(), T> {
+        (**self).push(item)
+    }
+}
+
+/// Slot storage whose capacity is lowered at run time: at most `max` of
+/// the slots `S` could hold (a table sized by a command-line option over
+/// [`FixedSlots`](crate::FixedSlots) of the largest size allowed).
+///
+/// ```
+/// use sockserv::driver::SlotStorage;
+/// use sockserv::{CappedSlots, FixedSlots};
+///
+/// let slots = CappedSlots::new(FixedSlots::<u8, 256>::new(), 16);
+/// assert_eq!(slots.max_slots(), 16);
+/// ```
+#[derive(Debug)]
+pub struct CappedSlots<S> {
+    slots: S,
+    max: usize,
+}
+
+impl<S> CappedSlots<S> {
+    /// `slots` limited to `max` (the smaller of the two capacities holds).
+    pub const fn new(slots: S, max: usize) -> Self {
+        Self { slots, max }
+    }
+
+    /// The storage back.
+    pub fn into_inner(self) -> S {
+        self.slots
+    }
+}
+
+impl<T, S: SlotStorage<T>> SlotStorage<T> for CappedSlots<S> {
+    fn slots(&self) -> &[T] {
+        self.slots.slots()
+    }
+    fn slots_mut(&mut self) -> &mut [T] {
+        self.slots.slots_mut()
+    }
+    fn max_slots(&self) -> usize {
+        self.slots.max_slots().min(self.max)
+    }
+    fn push(&mut self, item: T) -> Result<(), T> {
+        if self.slots.slots().len() >= self.max_slots() {
+            return Err(item);
+        }
+        self.slots.push(item)
+    }
+}
+
 /// One place in a [`ConnTable`]: a live connection's state (without its
 /// buffers, which are borrowed from the pool), or a link in the free list.
 pub struct Slot<C, H, A>(State<C, H, A>);

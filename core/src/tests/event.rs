@@ -687,6 +687,141 @@ fn an_outbox_takes_formatted_answers() {
     assert_eq!(net.conn(0).unwrap().output(), b"15 bytes\nok\n");
 }
 
+/// The echo of [`a_server_runs_on_a_pool_and_slots_in_statics`].
+struct StaticEcho;
+
+impl EventHandler for StaticEcho {
+    type Error = core::convert::Infallible;
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        Ok(Step::consumed(out.write(input)))
+    }
+}
+
+type StaticSlot = Slot<MockStream<'static, 'static>, StaticEcho, MockAddr>;
+
+/// A firmware's placement: the pool and the slots are statics built by
+/// `const fn`s at compile time (a `Mutex` and a thread-local stand for
+/// `static_cell` here: mock connections are not `Send`), and the server
+/// borrows them.
+static POOL: std::sync::Mutex<FixedPool<16, 2>> = std::sync::Mutex::new(FixedPool::new());
+std::thread_local! {
+    static SLOTS: RefCell<crate::FixedSlots<StaticSlot, 2>> =
+        const { RefCell::new(crate::FixedSlots::new()) };
+}
+/// A `const` pool too (each use a fresh one).
+const FRESH: FixedPool<8, 3> = FixedPool::new();
+
+#[test]
+fn a_server_runs_on_a_pool_and_slots_in_statics() {
+    use crate::driver::BufferPool;
+    let net: &'static MockNet<'static> = std::boxed::Box::leak(std::boxed::Box::default());
+    static FLAG: ShutdownFlag = ShutdownFlag::new();
+    net.connect(MockConn::new(1, b"hello from a static pool, longer than one buffer\n"));
+    net.connect(MockConn::new(2, b"second\n"));
+    net.request_stop_at(10 * SEC, &FLAG);
+    let mut pool = POOL.lock().unwrap();
+    SLOTS.with_borrow_mut(|slots| serve_from_statics(net, &FLAG, slots, &mut pool));
+    assert_eq!(
+        net.conn(0).unwrap().output(),
+        b"hello from a static pool, longer than one buffer\n"
+    );
+    assert_eq!(net.conn(1).unwrap().output(), b"second\n");
+    assert_eq!(pool.lent(), 0, "every buffer back in the static pool");
+    SLOTS.with_borrow(|slots| assert_eq!(slots.len(), 2, "both slots made in the static storage"));
+
+    let mut fresh = FRESH;
+    let ids: Vec<_> = core::iter::from_fn(|| fresh.take()).collect();
+    assert_eq!(ids, [0, 1, 2], "a new pool lends low ids first, each once");
+    fresh.give(1);
+    fresh.give(0);
+    assert_eq!((fresh.take(), fresh.take(), fresh.take()), (Some(0), Some(1), None));
+}
+
+fn serve_from_statics(
+    net: &'static MockNet<'static>,
+    flag: &'static ShutdownFlag,
+    slots: &mut crate::FixedSlots<StaticSlot, 2>,
+    pool: &mut FixedPool<16, 2>,
+) {
+    use crate::driver::BufferPool;
+    assert_eq!((pool.free(), pool.lent(), pool.buffer_size()), (2, 0, 16), "a new pool is free");
+    let mut server = EventServer::new(
+        net.event_source(),
+        crate::service_fn(|_: &MockAddr| StaticEcho),
+        net,
+        flag,
+        slots,
+        pool,
+        EventServerConfig::default(),
+    );
+    server.serve_forever(POLL).unwrap();
+    assert_eq!(server.table().capacity(), 2);
+}
+
+/// The mock on a device: capacities small enough for a microcontroller's
+/// RAM (4 connections, 64 bytes captured each, 1 datagram, 8 events),
+/// serving the event mode; going past them fails as documented.
+#[test]
+fn a_mock_with_small_capacities_serves_and_refuses_past_them() {
+    type Small<'s> = MockNet<'s, 4, 64, 1, 8>;
+    let small = core::mem::size_of::<Small<'_>>();
+    let host = core::mem::size_of::<MockNet<'_>>();
+    assert!(small < 4 * 1024, "a small mock is {small} bytes");
+    assert!(host > 100 * 1024, "the host default keeps room for long tests ({host} bytes)");
+    std::println!("mock: {small} bytes with 4/64/1/8, {host} bytes with the defaults");
+
+    let flag = ShutdownFlag::new();
+    let net = Small::with_capacities();
+    for i in 0..5 {
+        net.connect(MockConn::new(i, b"ping\n"));
+    }
+    net.request_stop_at(10 * SEC, &flag);
+    // 8 events: a ninth cannot be scripted.
+    for _ in 0..2 {
+        net.spurious_ready_at(20 * SEC);
+    }
+    assert_eq!(net.pending(), 8);
+    let over = std::panic::catch_unwind(|| {
+        let net = Small::with_capacities();
+        for _ in 0..9 {
+            net.spurious_ready_at(SEC);
+        }
+    });
+    assert!(over.is_err(), "a ninth event overflows the script");
+    let mut server = EventServer::new(
+        net.event_source(),
+        crate::service_fn(|_: &MockAddr| StaticEcho),
+        &net,
+        &flag,
+        crate::FixedSlots::<_, 4>::new(),
+        FixedPool::<32, 2>::new(),
+        EventServerConfig { when_full: crate::WhenFull::Refuse, ..EventServerConfig::default() },
+    );
+    server.serve_forever(POLL).unwrap();
+    drop(server);
+    assert_eq!(net.conn_count(), 4, "a fifth connection does not fit the net");
+    assert_eq!(net.stats().accept_errors, 1, "and its accept failed (OutOfMemory)");
+    for i in 0..4 {
+        assert_eq!(net.conn(i).unwrap().output(), b"ping\n");
+    }
+}
+
+/// A connection's output past the net's capture fails the write.
+#[test]
+fn a_small_mock_capture_fails_the_write_past_it() {
+    use embedded_io::Write as _;
+    let net = MockNet::<'_, 1, 4, 1, 2>::with_capacities();
+    net.connect(MockConn::new(1, b""));
+    let (mut stream, _) =
+        crate::driver::StreamListener::try_accept(&mut net.listener::<MockAddr>())
+            .unwrap()
+            .unwrap();
+    assert_eq!(stream.write(b"1234"), Ok(4));
+    assert_eq!(stream.write(b"5"), Err(crate::mock::MockError(ErrorKind::OutOfMemory)));
+    drop(stream);
+    assert_eq!(net.conn(0).unwrap().output(), b"1234");
+}
+
 #[test]
 fn a_formatted_answer_leaves_in_one_write() {
     // `write!(out, "{} bytes\n", n)` is two pieces; they used to leave as

@@ -3,8 +3,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::shutdown::Shared;
-use crate::sys;
+use crate::sys::{self, ExitStatus, Pid, Signal};
 
 /// How often a wait looks again when a child has no pidfd (an old kernel)
 /// or poll(2) failed.
@@ -12,7 +11,7 @@ const REAP_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 struct Child {
-    pid: libc::pid_t,
+    pid: Pid,
     /// Readable once the child has exited.
     pidfd: Option<OwnedFd>,
 }
@@ -33,15 +32,15 @@ impl Children {
         self.running.len()
     }
 
-    pub(super) fn push(&mut self, pid: libc::pid_t) {
+    pub(super) fn push(&mut self, pid: Pid) {
         let pidfd = sys::pidfd_open(pid).ok();
         self.running.push(Child { pid, pidfd });
     }
 
-    fn record(&mut self, status: Option<i32>) {
+    fn record(&mut self, status: Option<ExitStatus>) {
         self.reaped += 1;
-        self.last_status = status.filter(|&s| libc::WIFEXITED(s)).map(|s| libc::WEXITSTATUS(s));
-        let ok = status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0);
+        self.last_status = status.and_then(ExitStatus::code);
+        let ok = self.last_status == Some(0);
         if !ok {
             self.failed += 1;
         }
@@ -67,42 +66,29 @@ impl Children {
         }
     }
 
-    /// Sleeps until a child exits, `shared`'s wake-up pipe is readable, or
-    /// `deadline` passes; whether the pipe was readable.
-    fn sleep(&self, shared: Option<&Shared>, deadline: Option<Instant>) -> bool {
+    /// Sleeps until a child exits or `deadline` passes.
+    fn sleep(&self, deadline: Option<Instant>) {
         let fds: Vec<_> =
             self.running.iter().filter_map(|c| c.pidfd.as_ref().map(AsFd::as_fd)).collect();
         let mut timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if fds.len() < self.running.len() {
             timeout = Some(timeout.map_or(REAP_TICK, |t| t.min(REAP_TICK)));
         }
-        match sys::poll_any(shared.map(Shared::wake_fd), &fds, timeout) {
-            Ok(woken) => woken,
-            Err(_) => {
-                std::thread::sleep(REAP_TICK);
-                false
-            }
+        if sys::poll_any(&fds, timeout).is_err() {
+            std::thread::sleep(REAP_TICK);
         }
     }
 
     /// CPython's `collect_children` at `max_children`: reaps, and while
-    /// `max` children are running waits for one to exit. Gives up
-    /// (`false`) as soon as a stop is requested: the stop's wake-up pipe
-    /// is watched too, so `shutdown()` and stop signals are seen at once.
-    pub(super) fn wait_for_slot(&mut self, max: usize, shared: &Shared) -> bool {
+    /// `max` children are running waits for one to exit (`serve_forever`
+    /// never comes here at the cap: it stops accepting instead, and sees
+    /// a stop request; `handle_request` waits, as CPython's does).
+    pub(super) fn wait_for_slot(&mut self, max: usize) {
         self.reap_exited();
         while self.running.len() >= max {
-            if shared.is_requested() {
-                return false;
-            }
-            if self.sleep(Some(shared), None) && !shared.is_requested() {
-                // A stale wake-up (no stop behind it) would keep the pipe
-                // readable and this loop spinning.
-                shared.drain();
-            }
+            self.sleep(None);
             self.reap_exited();
         }
-        true
     }
 
     /// Reaps; while `max` children run, sleeps until one exits or
@@ -110,7 +96,7 @@ impl Children {
     pub(super) fn wait_for_exit(&mut self, max: usize, timeout: Duration) {
         self.reap_exited();
         if self.running.len() >= max {
-            self.sleep(None, Some(Instant::now() + timeout));
+            self.sleep(Some(Instant::now() + timeout));
             self.reap_exited();
         }
     }
@@ -127,7 +113,7 @@ impl Children {
     /// SIGTERM, gives them `grace` again, then SIGKILL; reaps them all.
     pub(super) fn end(&mut self, grace: Duration) {
         self.wait_until(Instant::now() + grace);
-        for signal in [libc::SIGTERM, libc::SIGKILL] {
+        for signal in [Signal::Term, Signal::Kill] {
             if self.running.is_empty() {
                 return;
             }
@@ -142,7 +128,7 @@ impl Children {
     fn wait_until(&mut self, deadline: Instant) {
         self.reap_exited();
         while !self.running.is_empty() && Instant::now() < deadline {
-            self.sleep(None, Some(deadline));
+            self.sleep(Some(deadline));
             self.reap_exited();
         }
     }

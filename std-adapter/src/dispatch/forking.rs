@@ -1,43 +1,43 @@
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::num::NonZeroUsize;
 
 use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
 use sockserv_core::{DatagramHandler, RequestError, Service, StreamHandler};
 
 use super::children::Children;
-use super::{guarded, serve_datagram_apart};
+use super::close::Close;
+use super::{DatagramRequest, guarded, serve_stream};
 use crate::addr::Address;
 use crate::conn::Conn;
-use crate::shutdown::Shared;
 use crate::socket::SocketDatagram;
 use crate::sys;
 
+/// CPython's `ForkingMixIn.max_children`.
+const CPYTHON_MAX_CHILDREN: NonZeroUsize = NonZeroUsize::new(40).unwrap();
+
 /// A process per request: the equivalent of `socketserver.ForkingMixIn`.
 ///
-/// * The child first closes the listening socket (so that the port is free
-///   once the server exits, even while children still serve) and gives
-///   the stop signals of [`ShutdownHandle::stop_on_signal`](crate::ShutdownHandle::stop_on_signal)
+/// * The child first closes the listening sockets (so that the port is
+///   free once the server exits, even while children still serve) and
+///   gives the stop signals of [`ShutdownHandle::stop_on_signal`](crate::ShutdownHandle::stop_on_signal)
 ///   their default action back (a SIGTERM ends a child).
 /// * The child serves the request, then leaves with `_exit`: status 0 when
 ///   the handler succeeded, 1 when it failed or panicked. It never returns
 ///   into the server loop, and runs no destructor of the parent's (a Unix
 ///   socket path is not removed by a child).
-/// * `max_children` (default 40): when that many children are running, the
-///   server waits for one to finish before forking again. A stop request
-///   (a `shutdown()`, a stop signal) ends that wait at once: the waiting
-///   connection is shut down unserved and `serve_forever` returns.
+/// * [`max_children`](Self::max_children) (default 40, as CPython): at
+///   that many running children `serve_forever` stops accepting until one
+///   exits (connections wait in the backlog; a stop request is seen at
+///   once). `handle_request` at the cap waits for one to exit.
 /// * Finished children are reaped at every `serve_forever` turn
 ///   (`service_actions`) and when `handle_request` times out.
-/// * `block_on_close` (default `true`): `server_close` waits for every
-///   child, however long its client keeps it (CPython).
-/// * Without `block_on_close`, CPython leaves the children running: they
-///   keep serving after the server has gone, for as long as their clients
-///   stay. Here `server_close` gives them [`close_grace`](Self::close_grace)
-///   (default 1 s, as event mode's `shutdown_grace`) to finish, then
-///   sends the ones left SIGTERM, after another `close_grace` SIGKILL, and
-///   reaps them: once the server is closed, no process of its own is left.
-///   `close_grace(None)` keeps CPython's behaviour.
+/// * [`close`](Self::close) (default [`Close::Grace`] of 1 s): with
+///   `Grace`, `server_close` gives running children the grace to finish,
+///   then sends the ones left SIGTERM, after another grace SIGKILL, and
+///   reaps them: once the server is closed, no process of its own is
+///   left. [`Close::Wait`] waits for every child however long its client
+///   keeps it (CPython's `block_on_close`); [`Close::Leave`] leaves them
+///   running (CPython without `block_on_close`).
 /// * Only our own children are ever waited for (by pid, with a pidfd to
 ///   sleep on when at the limit; never `waitpid(-1)`, CPython issue
 ///   1540386), so a program's other children keep their exit status.
@@ -51,14 +51,8 @@ use crate::sys;
 /// thread for that reason.
 #[derive(Debug)]
 pub struct Forking {
-    /// CPython's `max_children`.
-    pub max_children: usize,
-    /// CPython's `block_on_close`.
-    pub block_on_close: bool,
-    /// Without `block_on_close`: how long `server_close` lets running
-    /// children finish before it ends them (see [`Forking`]). `None`
-    /// leaves them running, as CPython does.
-    pub close_grace: Option<Duration>,
+    max_children: NonZeroUsize,
+    close: Close,
     children: Children,
 }
 
@@ -69,33 +63,25 @@ impl Default for Forking {
 }
 
 impl Forking {
-    /// CPython's defaults (40 children, block on close), and a 1 s
-    /// [`close_grace`](Self::close_grace) for when not blocking on close.
+    /// CPython's 40 children, and a 1 s grace on close
+    /// ([`Close::default`]).
     pub fn new() -> Self {
         Self {
-            max_children: 40,
-            block_on_close: true,
-            close_grace: Some(Duration::from_secs(1)),
+            max_children: CPYTHON_MAX_CHILDREN,
+            close: Close::default(),
             children: Children::default(),
         }
     }
 
-    /// Sets `max_children` (at least 1).
-    pub fn max_children(mut self, max: usize) -> Self {
-        self.max_children = max.max(1);
+    /// Sets `max_children` (CPython's name).
+    pub fn max_children(mut self, max: NonZeroUsize) -> Self {
+        self.max_children = max;
         self
     }
 
-    /// Sets `block_on_close`.
-    pub fn block_on_close(mut self, block: bool) -> Self {
-        self.block_on_close = block;
-        self
-    }
-
-    /// Sets [`close_grace`](Self::close_grace) (`None`: CPython's
-    /// behaviour, children outlive the server).
-    pub fn close_grace(mut self, grace: Option<Duration>) -> Self {
-        self.close_grace = grace;
+    /// What closing the server does with running children.
+    pub fn close(mut self, close: Close) -> Self {
+        self.close = close;
         self
     }
 
@@ -122,30 +108,20 @@ impl Forking {
     }
 
     /// Waits for a free child slot, then forks; in the child runs `run`
-    /// and exits with its outcome. Returns in the parent only: `Ok(false)`
-    /// when a stop was requested while waiting (nothing forked).
-    fn fork_and_run<Svc, F>(
-        &mut self,
-        service: &Svc,
-        client: &Address,
-        shared: &Shared,
-        listener: Option<std::os::fd::RawFd>,
-        run: F,
-    ) -> io::Result<bool>
+    /// and exits with its outcome. Returns in the parent only.
+    fn fork_and_run<Svc, F>(&mut self, service: &Svc, client: &Address, run: F) -> io::Result<()>
     where
         Svc: Service<Address>,
         F: FnOnce() -> bool,
     {
-        if !self.children.wait_for_slot(self.max_children, shared) {
-            return Ok(false);
-        }
+        self.children.wait_for_slot(self.max_children.get());
         // The child runs the request and leaves with status 0 or 1.
         let pid = sys::fork_run(|| {
-            sys::after_fork_in_child(listener);
+            sys::after_fork_in_child();
             if guarded(service, client, run) { 0 } else { 1 }
         })?;
         self.children.push(pid);
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -159,20 +135,24 @@ impl Dispatch for Forking {
     }
 
     fn server_close(&mut self) {
-        match (self.block_on_close, self.close_grace) {
-            (true, _) => self.children.wait_all(),
-            (false, Some(grace)) => self.children.end(grace),
-            (false, None) => self.children.reap_exited(),
+        match self.close {
+            Close::Wait => self.children.wait_all(),
+            Close::Grace(grace) => self.children.end(grace),
+            Close::Leave => self.children.reap_exited(),
         }
     }
 
     /// Below `max_children`: the loop accepts only then.
     fn has_room(&self) -> bool {
-        self.children.len() < self.max_children
+        self.children.len() < self.max_children.get()
     }
 
-    fn wait_for_room(&mut self, timeout: Duration) {
-        self.children.wait_for_exit(self.max_children, timeout);
+    fn cap(&self) -> Option<(&'static str, usize)> {
+        Some(("max_children", self.max_children.get()))
+    }
+
+    fn wait_for_room(&mut self, timeout: std::time::Duration) {
+        self.children.wait_for_exit(self.max_children.get(), timeout);
     }
 }
 
@@ -181,21 +161,17 @@ where
     Svc: Service<Address, Handler: StreamHandler<Conn>>,
 {
     fn process_request(&mut self, service: &Svc, stream: Conn, client: Address) {
-        let listener = Some(stream.listener);
-        let shared = stream.stop_handle();
         let mut stream = Some(stream);
-        let forked = self.fork_and_run(service, &client, &shared, listener, || {
-            stream.take().is_some_and(|s| sockserv_core::driver::serve_stream(service, s, &client))
+        let forked = self.fork_and_run(service, &client, || {
+            stream.take().is_some_and(|s| serve_stream(service, s, &client))
         });
         // The parent closes its copy (CPython's close_request); when the
-        // fork failed the connection is shut down and the failure reported;
-        // when the server stopped while waiting for a slot, shut down.
+        // fork failed the connection is shut down and the failure reported.
         match (forked, stream) {
             (Err(e), Some(s)) => {
                 service.handle_error(&client, &RequestError::Spawn(&e));
                 sockserv_core::driver::shutdown_stream(s);
             }
-            (Ok(false), Some(s)) => sockserv_core::driver::shutdown_stream(s),
             (_, s) => drop(s),
         }
     }
@@ -213,14 +189,11 @@ where
         truncated: Option<usize>,
         client: Address,
     ) {
-        let sender = socket.sender();
-        let reply_size = socket.max_reply();
         // The child replies through the socket (a duplicate descriptor of
         // it): it keeps the original open too, only until it exits.
-        let shared = Arc::clone(socket.shared());
-        let forked = self.fork_and_run(service, &client, &shared, None, || {
-            serve_datagram_apart(service, &sender, packet, truncated, &client, reply_size)
-        });
+        let request = DatagramRequest::new(socket, packet, truncated);
+        let forked = self
+            .fork_and_run(service, &client, || request.serve(service, &client, &mut Vec::new()));
         if let Err(e) = forked {
             service.handle_error(&client, &RequestError::Spawn(&e));
         }

@@ -1,10 +1,10 @@
 use sockserv_core::driver::{DatagramDispatch, Dispatch, StreamDispatch};
 use sockserv_core::{DatagramHandler, Service, StreamHandler};
 
-use super::guarded;
+use super::{serve_datagram, serve_stream};
 use crate::addr::Address;
 use crate::conn::Conn;
-use crate::socket::{SocketDatagram, send_reply};
+use crate::socket::SocketDatagram;
 
 /// One request at a time on the server's thread: plain `TCPServer` /
 /// `UDPServer`. A handler panic is caught and reported, like an error. A
@@ -30,8 +30,8 @@ where
     fn process_request(&mut self, service: &Svc, mut stream: Conn, client: Address) {
         // One request at a time: a stop request must not wait for this
         // client to leave.
-        stream.cancellable = true;
-        guarded(service, &client, || sockserv_core::driver::serve_stream(service, stream, &client));
+        stream.cancel_on_stop();
+        serve_stream(service, stream, &client);
     }
 }
 
@@ -51,10 +51,7 @@ where
         if reply.len() < socket.max_reply() {
             reply.resize(socket.max_reply(), 0);
         }
-        let sender = socket.socket();
-        guarded(service, &client, || {
-            let send = |data: &[u8], to: &Address| send_reply(sender, data, to);
-            sockserv_core::driver::serve_datagram(service, packet, truncated, &client, reply, send)
-        });
+        let reply = &mut reply[..socket.max_reply()];
+        serve_datagram(service, socket.replier(), packet, truncated, &client, reply);
     }
 }

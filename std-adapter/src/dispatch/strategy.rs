@@ -81,6 +81,9 @@ impl Dispatch for Strategy {
     fn wait_for_room(&mut self, timeout: std::time::Duration) {
         each!(self, d => d.wait_for_room(timeout));
     }
+    fn cap(&self) -> Option<(&'static str, usize)> {
+        each!(self, d => d.cap())
+    }
     fn server_close(&mut self) {
         each!(self, d => d.server_close());
     }

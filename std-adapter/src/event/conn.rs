@@ -6,6 +6,8 @@ use embedded_io::ErrorType;
 use socket2::Socket;
 use sockserv_core::driver::NbConnection;
 
+use crate::sys;
+
 /// A non-blocking connected socket: the event mode's connection on std.
 /// Interruptions are retried; would-block is `Ok(None)`; writes never raise
 /// SIGPIPE (`MSG_NOSIGNAL`).
@@ -47,7 +49,7 @@ impl NbConnection for NbConn {
 
     fn try_write(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
         loop {
-            if let Some(r) = would_block(self.0.send_with_flags(buf, libc::MSG_NOSIGNAL)) {
+            if let Some(r) = would_block(sys::send_nosignal(&self.0, buf)) {
                 return r;
             }
         }

@@ -1,5 +1,5 @@
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use embedded_io::ErrorType;
@@ -9,17 +9,17 @@ use super::conn::NbConn;
 use super::{LISTENER, WAKER};
 use crate::addr::Address;
 use crate::socket::SocketListener;
-use crate::sys;
+use crate::sys::{Epoll, Events, Wants};
 
 /// The event mode's readiness source on Linux: a listener, the shutdown
 /// wake-up pipe and the connections in one epoll instance, level-triggered.
 #[derive(Debug)]
 pub struct EpollSource {
-    epoll: OwnedFd,
+    epoll: Epoll,
     listener: SocketListener,
-    buf: Vec<libc::epoll_event>,
-    /// Per token, the events it is registered for (`None`: not in epoll).
-    registered: Vec<Option<u32>>,
+    events: Events,
+    /// Per token, what it is registered for (`None`: not in epoll).
+    registered: Vec<Option<Wants>>,
     /// The listener is shared with other loops' epoll instances and is
     /// registered `EPOLLEXCLUSIVE` (added while accepting, removed when not:
     /// an exclusive registration cannot be modified).
@@ -28,16 +28,15 @@ pub struct EpollSource {
     listening: bool,
 }
 
-fn mask(interest: Interest) -> u32 {
-    let mut m = 0;
-    if interest.read {
-        m |= libc::EPOLLIN as u32;
-    }
-    if interest.write {
-        m |= libc::EPOLLOUT as u32;
-    }
-    m
+/// How many events one wait takes at most.
+const EVENTS: usize = 1024;
+
+fn wants(interest: Interest) -> Wants {
+    Wants { read: interest.read, write: interest.write }
 }
+
+const NOTHING: Wants = Wants { read: false, write: false };
+const READ: Wants = Wants { read: true, write: false };
 
 impl EpollSource {
     /// A source for `listener` (bound and listening).
@@ -46,8 +45,7 @@ impl EpollSource {
     /// epoll could not be created.
     pub fn new(listener: SocketListener) -> io::Result<Self> {
         let source = Self::with_mode(listener, false)?;
-        let fd = source.listener.socket().as_fd();
-        sys::epoll_ctl(source.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd, 0, LISTENER)?;
+        source.epoll.add(source.listener.socket().as_fd(), LISTENER, NOTHING)?;
         Ok(source)
     }
 
@@ -62,11 +60,10 @@ impl EpollSource {
     }
 
     fn with_mode(listener: SocketListener, exclusive: bool) -> io::Result<Self> {
-        let epoll = sys::epoll_create()?;
-        let wake = listener.shared().wake_fd();
-        sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, wake, libc::EPOLLIN as u32, WAKER)?;
-        let buf = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-        Ok(Self { epoll, listener, buf, registered: Vec::new(), exclusive, listening: false })
+        let epoll = Epoll::new()?;
+        epoll.add(listener.shared().wake_fd(), WAKER, READ)?;
+        let events = Events::with_capacity(EVENTS);
+        Ok(Self { epoll, listener, events, registered: Vec::new(), exclusive, listening: false })
     }
 
     /// The listener.
@@ -74,7 +71,7 @@ impl EpollSource {
         &self.listener
     }
 
-    fn slot(&mut self, token: usize) -> &mut Option<u32> {
+    fn slot(&mut self, token: usize) -> &mut Option<Wants> {
         if self.registered.len() <= token {
             self.registered.resize(token + 1, None);
         }
@@ -85,16 +82,16 @@ impl EpollSource {
     /// epoll reports hang-ups and errors whatever the mask, and a socket the
     /// table will not read would be reported for ever (a spin).
     fn ctl(&mut self, token: usize, conn: &NbConn, interest: Interest) -> io::Result<()> {
-        let events = mask(interest);
+        let wants = wants(interest);
         let registered = self.slot(token).is_some();
-        let op = match (registered, events) {
-            (false, 0) => return Ok(()),
-            (true, 0) => libc::EPOLL_CTL_DEL,
-            (true, _) => libc::EPOLL_CTL_MOD,
-            (false, _) => libc::EPOLL_CTL_ADD,
-        };
-        sys::epoll_ctl(self.epoll.as_fd(), op, conn.as_fd(), events, token as u64)?;
-        *self.slot(token) = (events != 0).then_some(events);
+        let fd = conn.as_fd();
+        match (registered, wants == NOTHING) {
+            (false, true) => return Ok(()),
+            (true, true) => self.epoll.delete(fd)?,
+            (true, false) => self.epoll.modify(fd, token as u64, wants)?,
+            (false, false) => self.epoll.add(fd, token as u64, wants)?,
+        }
+        *self.slot(token) = (wants != NOTHING).then_some(wants);
         Ok(())
     }
 }
@@ -108,29 +105,20 @@ impl EventSource for EpollSource {
     type Address = Address;
 
     fn wait(&mut self, timeout: Option<Duration>, events: &mut [Event]) -> io::Result<usize> {
-        let max = events.len().min(self.buf.len());
-        let n = sys::epoll_wait(self.epoll.as_fd(), &mut self.buf[..max], timeout)?;
-        let mut out = 0;
-        for i in 0..n {
-            let ev = self.buf[i];
-            let (token, bits) = (ev.u64, ev.events);
-            let event = match token {
-                LISTENER => Event::Accept,
-                WAKER => {
+        let n = self.epoll.wait(&mut self.events, events.len(), timeout)?;
+        for (i, event) in events.iter_mut().enumerate().take(n) {
+            *event = match self.events.get(i) {
+                (LISTENER, _) => Event::Accept,
+                (WAKER, _) => {
                     self.listener.shared().drain();
                     Event::Woken
                 }
-                t => {
-                    let t = t as usize;
-                    let read = bits & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
-                    let write = bits & (libc::EPOLLOUT | libc::EPOLLERR) as u32 != 0;
-                    Event::Conn { token: t, read, write }
+                (token, ready) => {
+                    Event::Conn { token: token as usize, read: ready.read, write: ready.write }
                 }
             };
-            events[out] = event;
-            out += 1;
         }
-        Ok(out)
+        Ok(n)
     }
 
     fn try_accept(&mut self) -> io::Result<Option<NbAccepted<Self>>> {
@@ -143,17 +131,15 @@ impl EventSource for EpollSource {
             if on == self.listening {
                 return Ok(());
             }
-            let (op, events) = if on {
-                (libc::EPOLL_CTL_ADD, (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32)
+            if on {
+                self.epoll.add_exclusive(fd, LISTENER)?;
             } else {
-                (libc::EPOLL_CTL_DEL, 0)
-            };
-            sys::epoll_ctl(self.epoll.as_fd(), op, fd, events, LISTENER)?;
+                self.epoll.delete(fd)?;
+            }
             self.listening = on;
             return Ok(());
         }
-        let events = if on { libc::EPOLLIN as u32 } else { 0 };
-        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_MOD, fd, events, LISTENER)
+        self.epoll.modify(fd, LISTENER, if on { READ } else { NOTHING })
     }
 
     fn register(&mut self, token: usize, conn: &mut NbConn, interest: Interest) -> io::Result<()> {
@@ -172,7 +158,7 @@ impl EventSource for EpollSource {
 
     fn deregister(&mut self, token: usize, conn: &mut NbConn) {
         if self.slot(token).take().is_some() {
-            let _ = sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_DEL, conn.as_fd(), 0, 0);
+            let _ = self.epoll.delete(conn.as_fd());
         }
     }
 }

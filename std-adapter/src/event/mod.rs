@@ -13,7 +13,7 @@ pub use poll::PollSource;
 pub use pool::{GrowSlots, LazyPool};
 pub use server::{
     EventOptions, EventStreamServer, EventTcpServer, EventUnixStreamServer, FromListener,
-    LoopStats, PortSharing,
+    LoopStats, PortSharing, Workers,
 };
 
 /// Tokens the sources keep for themselves (connection tokens are table

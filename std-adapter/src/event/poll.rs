@@ -8,7 +8,7 @@ use sockserv_core::driver::{Event, EventSource, Interest, NbAccepted};
 use super::conn::NbConn;
 use crate::addr::Address;
 use crate::socket::SocketListener;
-use crate::sys::{self, pollfd};
+use crate::sys::{PollSet, Wants};
 
 /// The portable fallback of [`EpollSource`](super::EpollSource): poll(2)
 /// over the listener, the wake-up pipe and every connection, rebuilt each
@@ -19,7 +19,7 @@ pub struct PollSource {
     accepting: bool,
     /// Per token: the descriptor and what it waits for.
     conns: Vec<Option<(RawFd, Interest)>>,
-    fds: Vec<libc::pollfd>,
+    fds: PollSet,
     tokens: Vec<usize>,
     /// Where the next wait starts looking, so that more ready connections
     /// than one wait reports take turns (no starvation of high tokens).
@@ -33,7 +33,7 @@ impl PollSource {
             listener,
             accepting: false,
             conns: Vec::new(),
-            fds: Vec::new(),
+            fds: PollSet::default(),
             tokens: Vec::new(),
             next_start: 0,
         }
@@ -63,9 +63,10 @@ impl EventSource for PollSource {
     fn wait(&mut self, timeout: Option<Duration>, events: &mut [Event]) -> io::Result<usize> {
         self.fds.clear();
         self.tokens.clear();
-        self.fds.push(pollfd(self.listener.shared().wake_fd().as_raw_fd(), libc::POLLIN));
-        let listen_events = if self.accepting { libc::POLLIN } else { 0 };
-        self.fds.push(pollfd(self.listener.socket().as_raw_fd(), listen_events));
+        self.fds
+            .push(self.listener.shared().wake_fd().as_raw_fd(), Wants { read: true, write: false });
+        let listen = Wants { read: self.accepting, write: false };
+        self.fds.push(self.listener.socket().as_raw_fd(), listen);
         let n = self.conns.len();
         let start = if n == 0 { 0 } else { self.next_start % n };
         for token in (start..n).chain(0..start) {
@@ -73,23 +74,16 @@ impl EventSource for PollSource {
             if !interest.read && !interest.write {
                 continue; // nothing to wait for (and no hang-up spin)
             }
-            let mut ev = 0;
-            if interest.read {
-                ev |= libc::POLLIN;
-            }
-            if interest.write {
-                ev |= libc::POLLOUT;
-            }
-            self.fds.push(pollfd(fd, ev));
+            self.fds.push(fd, Wants { read: interest.read, write: interest.write });
             self.tokens.push(token);
         }
-        sys::poll_many(&mut self.fds, timeout)?;
+        self.fds.wait(timeout)?;
         let mut ready = Vec::with_capacity(2);
-        if self.fds[0].revents != 0 {
+        if self.fds.ready(0).read {
             self.listener.shared().drain();
             ready.push(Event::Woken);
         }
-        if self.fds[1].revents != 0 {
+        if self.fds.ready(1).read {
             ready.push(Event::Accept);
         }
         let mut out = 0;
@@ -100,9 +94,9 @@ impl EventSource for PollSource {
             }
         }
         self.next_start = 0;
-        for (pfd, &token) in self.fds[2..].iter().zip(&self.tokens) {
-            let r = pfd.revents;
-            if r == 0 {
+        for (i, &token) in (2..self.fds.len()).zip(&self.tokens) {
+            let r = self.fds.ready(i);
+            if !r.read && !r.write {
                 continue;
             }
             if out == events.len() {
@@ -110,9 +104,7 @@ impl EventSource for PollSource {
                 self.next_start = token;
                 break;
             }
-            let read = r & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
-            let write = r & (libc::POLLOUT | libc::POLLERR) != 0;
-            events[out] = Event::Conn { token, read, write };
+            events[out] = Event::Conn { token, read: r.read, write: r.write };
             out += 1;
         }
         Ok(out)

@@ -1,4 +1,5 @@
 use std::io;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +10,12 @@ use sockserv_core::{EventHandler, EventServer, EventServerConfig, ServerSlot, Ta
 
 use super::pool::{GrowSlots, LazyPool};
 use super::{EpollSource, PollSource};
-use crate::addr::{Address, BindAddr, IntoBindAddr};
+use crate::addr::{Address, BindAddr};
+use crate::error::BindError;
 use crate::server::Builder;
 use crate::shutdown::{Shared, ShutdownHandle, Signal, StdClock};
-use crate::socket::{BindError, SocketListener};
+use crate::socket::SocketListener;
+use crate::source::IntoBindAddr;
 
 /// Knobs of the event mode.
 #[derive(Clone, Copy, Debug)]
@@ -24,17 +27,19 @@ pub struct EventOptions {
     /// Default 1,024. A slot is
     /// made when a connection first needs it (about 100 bytes plus the
     /// handler; see `docs/DESIGN.md`), and holds no buffer of its own.
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     /// The size of every buffer of the pool: one read takes at most this
     /// much, and what a connection cannot take at once is queued in one.
     /// Default 64 KiB, so a 64 KiB message needs one read and one write.
-    pub buffer_size: usize,
+    pub buffer_size: NonZeroUsize,
     /// How many buffers may be lent at once (a connection borrows one to
     /// read into and one for output the connection could not take at
     /// once, and gives each back as soon as it is empty). Beyond it a
     /// connection waits (`handle_buffers_exhausted` told). Default 1,024
-    /// (64 MiB at most with the default size).
-    pub max_buffers: usize,
+    /// (64 MiB at most with the default size). At least 2 (one connection
+    /// reading while its output waits): fewer is refused when the server
+    /// is built.
+    pub max_buffers: NonZeroUsize,
     /// Free buffers kept allocated for the next connections; the others
     /// are freed as they come back. Default 64.
     pub keep_buffers: usize,
@@ -51,13 +56,48 @@ pub struct EventOptions {
     /// cannot hold a slot and its buffers for ever).
     pub server: EventServerConfig,
     /// How many event loops serve the port, each on a thread of its own
-    /// with its own table and pool (and the limits above each): default
-    /// **1** (one loop, on the thread that calls `serve_forever`); `0`
-    /// means one per CPU (`std::thread::available_parallelism`).
-    pub workers: usize,
+    /// with its own table and pool (and the limits above each). Default
+    /// one loop, on the thread that calls `serve_forever`.
+    pub workers: Workers,
     /// How several loops share the port (unused with one loop). Default
     /// [`PortSharing::ReusePort`].
     pub port_sharing: PortSharing,
+}
+
+/// How many event loops an event server runs
+/// ([`EventOptions::workers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// This many loops.
+    Count(NonZeroUsize),
+    /// One per CPU (`std::thread::available_parallelism`, one when it
+    /// cannot tell).
+    PerCpu,
+}
+
+impl Workers {
+    /// One loop, on the thread that calls `serve_forever` (the default).
+    pub const ONE: Self = Self::Count(NonZeroUsize::MIN);
+
+    /// How many loops this is on this machine.
+    pub fn loops(self) -> usize {
+        match self {
+            Self::Count(n) => n.get(),
+            Self::PerCpu => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        }
+    }
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self::ONE
+    }
+}
+
+impl From<NonZeroUsize> for Workers {
+    fn from(n: NonZeroUsize) -> Self {
+        Self::Count(n)
+    }
 }
 
 /// How the loops of an event server with several
@@ -83,25 +123,41 @@ pub enum PortSharing {
 }
 
 impl EventOptions {
-    /// How many loops `workers` asks for (`0`: one per CPU).
+    /// How many loops `workers` asks for on this machine.
     pub fn loops(&self) -> usize {
-        match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
+        self.workers.loops()
+    }
+
+    /// Refuses what would make a server that cannot serve.
+    fn check(&self) -> io::Result<()> {
+        if self.max_buffers.get() < 2 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "EventOptions::max_buffers must be at least 2 (a connection reads into one while its output waits in another)",
+            ));
         }
+        Ok(())
+    }
+}
+
+/// `n`, which is not zero.
+const fn non_zero(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => panic!("zero"),
     }
 }
 
 impl Default for EventOptions {
     fn default() -> Self {
         Self {
-            max_connections: 1024,
-            buffer_size: 64 * 1024,
-            max_buffers: 1024,
+            max_connections: const { non_zero(1024) },
+            buffer_size: const { non_zero(64 * 1024) },
+            max_buffers: const { non_zero(1024) },
             keep_buffers: 64,
             disable_nagle_algorithm: true,
             server: EventServerConfig::default(),
-            workers: 1,
+            workers: Workers::ONE,
             port_sharing: PortSharing::default(),
         }
     }
@@ -223,6 +279,10 @@ pub struct LoopStats {
     pub buffers_lent: usize,
     /// The table's counts (connections opened, waits for a buffer, ...).
     pub table: TableStats,
+    /// Times the loop's table was full and it stopped accepting
+    /// (episodes, each reported once when it began and once when it
+    /// ended).
+    pub cap_reached: u64,
 }
 
 impl<Svc, Src> EventStreamServer<Svc, Src>
@@ -250,7 +310,7 @@ where
         service: Svc,
         options: &EventOptions,
         shared: Arc<Shared>,
-        exclusive: bool,
+        sharing: PortSharing,
     ) -> Result<Self, BindError> {
         let address = listeners[0].address().clone();
         let serve: ServeFn<Svc, Src> = if listeners.len() == 1 { serve_one } else { serve_all };
@@ -258,8 +318,10 @@ where
             .into_iter()
             .map(|l| {
                 let signal = Signal(Arc::clone(l.shared()));
-                let source =
-                    if exclusive { Src::from_shared_listener(l) } else { Src::from_listener(l) };
+                let source = match sharing {
+                    PortSharing::Exclusive => Src::from_shared_listener(l),
+                    PortSharing::ReusePort => Src::from_listener(l),
+                };
                 let source = source.map_err(|e| BindError::at(&address, e))?;
                 Ok(new_loop(source, service.clone(), signal, options))
             })
@@ -278,8 +340,8 @@ where
     Src: EventSource<Address = Address, Error = io::Error>,
     Svc: Service<Address, Handler: EventHandler>,
 {
-    let slots = GrowSlots::new(o.max_connections);
-    let pool = LazyPool::new(o.buffer_size, o.max_buffers, o.keep_buffers);
+    let slots = GrowSlots::new(o.max_connections.get());
+    let pool = LazyPool::new(o.buffer_size.get(), o.max_buffers.get(), o.keep_buffers);
     EventServer::new(source, service, StdClock::new(), signal, slots, pool, o.server)
 }
 
@@ -375,6 +437,7 @@ fn sum_stats(stats: impl Iterator<Item = LoopStats>) -> LoopStats {
             buffer_waits: a.table.buffer_waits + b.table.buffer_waits,
             starved: a.table.starved + b.table.starved,
         },
+        cap_reached: a.cap_reached + b.cap_reached,
     })
 }
 
@@ -434,6 +497,7 @@ where
                 connections: l.table().len(),
                 buffers_lent: l.table().pool().lent(),
                 table: l.table().stats(),
+                cap_reached: l.cap_reached(),
             })
             .collect()
     }
@@ -448,8 +512,9 @@ impl<D> Builder<D> {
     /// An event-mode stream server (TCP for socket addresses, Unix for
     /// paths), with [`EventOptions::workers`] loops. The dispatch strategy
     /// set on the builder does not apply; the socket options do
-    /// (`request_queue_size`, reuse); Nagle is off when either the builder
-    /// or `options` says so.
+    /// (`request_queue_size`, reuse), except Nagle's algorithm, which
+    /// follows [`EventOptions::disable_nagle_algorithm`] (the builder's
+    /// `disable_nagle_algorithm` is replaced by it).
     ///
     /// The service is cloned per loop and each loop may run on a thread of
     /// its own, hence `Clone + Send` (and handlers `Send`); with one loop
@@ -475,6 +540,7 @@ impl<D> Builder<D> {
             builder = builder.allow_reuse_port(true);
         }
         let first = builder.listener(address)?;
+        options.check().map_err(|e| BindError::at(first.address(), e))?;
         // Unix sockets cannot share a path by SO_REUSEPORT: they share one.
         let reuse_port = want_reuse && !matches!(first.address(), BindAddr::Unix(_));
         let listeners = more_listeners(&builder, first, workers, reuse_port)?;
@@ -484,8 +550,10 @@ impl<D> Builder<D> {
             let members = listeners.iter().map(|l| Arc::clone(l.shared())).collect();
             Shared::group(members).map_err(|e| BindError::at(listeners[0].address(), e))?
         };
+        // One listener in every loop's epoll: each wakes exclusively.
         let exclusive = workers > 1 && !reuse_port;
-        EventStreamServer::from_listeners(listeners, service, &options, shared, exclusive)
+        let sharing = if exclusive { PortSharing::Exclusive } else { PortSharing::ReusePort };
+        EventStreamServer::from_listeners(listeners, service, &options, shared, sharing)
     }
 }
 

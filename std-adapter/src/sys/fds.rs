@@ -91,7 +91,7 @@ impl Successor {
     ///
     /// Async-signal-safe calls only between fork and exec, so this is safe
     /// in a process with threads.
-    pub(crate) fn spawn(mut self, fds: &[BorrowedFd<'_>]) -> io::Result<libc::pid_t> {
+    pub(crate) fn spawn(mut self, fds: &[BorrowedFd<'_>]) -> io::Result<u32> {
         if fds.len() > MAX_FDS {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"));
         }
@@ -131,10 +131,10 @@ impl Successor {
                     }
                 };
                 if n == 4 {
-                    let _ = super::reap(pid, true);
+                    let _ = super::reap(super::Pid::from_raw(pid), true);
                     return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
                 }
-                Ok(pid)
+                Ok(pid as u32)
             }
         }
     }
@@ -207,7 +207,39 @@ unsafe fn child_exec(
     fail(status)
 }
 
-impl FromRawFd for crate::activation::Inherited {
+/// A socket this process inherited (from a service manager, or a parent
+/// that passed it by number), owned from now on: dropping it closes it.
+///
+/// Made by [`listen_fds`](crate::activation::listen_fds), from an
+/// [`OwnedFd`] (safe), or from a bare descriptor number with
+/// [`FromRawFd::from_raw_fd`] (unsafe, as std's: the number must belong to
+/// nothing else in the process, which only the caller knows — a number
+/// passed with `--fd` by a launcher, say):
+///
+/// ```no_run
+/// use std::os::fd::FromRawFd;
+/// use sockserv_std::activation::Inherited;
+/// // SAFETY: the launcher passed fd 3 to this process and nothing here
+/// // has used it.
+/// let socket = unsafe { Inherited::from_raw_fd(3) };
+/// ```
+///
+/// Whether it is a socket of the right kind is checked when a server is
+/// built from it (`BindError` otherwise).
+pub struct Inherited {
+    pub(crate) socket: socket2::Socket,
+    pub(crate) fd: RawFd,
+    pub(crate) name: Option<String>,
+}
+
+impl From<OwnedFd> for Inherited {
+    fn from(fd: OwnedFd) -> Self {
+        let raw = fd.as_raw_fd();
+        Self { socket: socket2::Socket::from(fd), fd: raw, name: None }
+    }
+}
+
+impl FromRawFd for Inherited {
     /// Takes descriptor `fd` as it is (no check: a descriptor that is not
     /// an open socket of the right kind fails when a server is built).
     ///

@@ -15,6 +15,7 @@
 #[cfg(feature = "pull-alloc")]
 extern crate alloc;
 
+mod http_check;
 mod nal_check;
 mod ring;
 mod smoltcp_check;
@@ -76,6 +77,9 @@ extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     }
     if !nal_check::serve_one() {
         return 5;
+    }
+    if !http_check::serve_one() {
+        return 6;
     }
     0
 }

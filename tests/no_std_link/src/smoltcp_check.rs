@@ -10,13 +10,15 @@ use core::time::Duration;
 
 use core::convert::Infallible;
 
-use sockserv::driver::{Clock, Readiness, Stream};
+use sockserv::driver::{Clock, Readiness};
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use sockserv::smoltcp_adapter::smoltcp::socket::tcp;
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
-use sockserv::smoltcp_adapter::{Options, Stack, Storage, TcpEventSource, Wait, smoltcp};
-use sockserv::{EventHandler, EventServer, EventServerConfig, FixedPool, FixedSlots, Outbox, Step};
-use sockserv::{Inline, Server, Service, ShutdownFlag, service_fn};
+use sockserv::smoltcp_adapter::{
+    EventTcpServer, Options, Stack, Storage, TcpServer, Wait, smoltcp,
+};
+use sockserv::{EventHandler, EventServerConfig, FixedPool, Outbox, Step};
+use sockserv::{Service, ShutdownFlag, service_fn};
 
 use crate::Echo;
 use crate::ring::Ring;
@@ -89,6 +91,16 @@ impl<'f> Service<IpEndpoint> for EventEchoService<'f> {
 
 static EVENT_FLAG: ShutdownFlag = ShutdownFlag::new();
 
+/// The event server's buffers, as a firmware places them: a `static`
+/// built at compile time (all zero bytes: it lands in `.bss`, which
+/// `.ci/run` checks), never on the stack.
+static mut POOL: FixedPool<64, 2> = FixedPool::new();
+
+/// The event server as a firmware names it: two connections sharing the
+/// static pool.
+type EchoEventServer<'s, 'a> =
+    EventTcpServer<'s, 'a, EventEchoService<'static>, &'static mut FixedPool<64, 2>, 2>;
+
 /// `true` when the client got its message back and the server's FIN.
 pub fn serve_one(mode: Mode) -> bool {
     let clock = Ticks(Cell::new(Duration::ZERO));
@@ -120,24 +132,26 @@ pub fn serve_one(mode: Mode) -> bool {
     peer.client.set(Some(handle));
     let served = match mode {
         Mode::Sync => {
-            let service = service_fn(|_| Echo);
-            let mut server = Server::new(Stream(listener), service, &clock, &FLAG, Inline::new());
+            // On the stack's clock (given once, to `Stack::new`).
+            let mut server: TcpServer<'_, '_, _> =
+                listener.into_server(service_fn(|_| Echo), &FLAG);
             server.set_timeout(Some(Duration::from_secs(5)));
             server.handle_request().is_ok()
         }
         Mode::Event => {
-            // A table of two connections sharing two 64-byte buffers, no heap.
+            // A table of two connections sharing two 64-byte buffers in a
+            // static, no heap.
             let config = EventServerConfig {
                 idle_timeout: Some(Duration::from_secs(5)),
                 ..EventServerConfig::default()
             };
-            let mut server = EventServer::new(
-                TcpEventSource::new(listener),
+            // SAFETY: the only reference to POOL, made once (event mode is
+            // served once per run), as `cortex_m::singleton!` would.
+            let pool = unsafe { &mut *core::ptr::addr_of_mut!(POOL) };
+            let mut server: EchoEventServer<'_, '_> = listener.into_event_server(
                 EventEchoService(&EVENT_FLAG),
-                &clock,
                 &EVENT_FLAG,
-                FixedSlots::<_, 2>::new(),
-                FixedPool::<64, 2>::new(),
+                pool,
                 config,
             );
             server.serve_forever(Duration::from_millis(100)).is_ok()

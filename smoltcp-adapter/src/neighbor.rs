@@ -1,0 +1,189 @@
+//! Neighbours that never answer ARP. smoltcp keeps a packet whose on-link
+//! destination has no link address at the head of its socket's send
+//! queue, asking again every second, for ever: one reply to a spoofed
+//! source in our subnet blocks every later reply of that UDP socket.
+//! smoltcp offers no way to drop that packet, so the stack watches the ARP
+//! requests it sends (the egress gate) and, once one address has been
+//! asked for during [`GIVE_UP_AFTER`] without an answer, hands the
+//! interface an ARP reply of its own (the ingress gate) that gives the
+//! address the stack's own link address: the packets queued for it leave,
+//! addressed to no other host (a switch, or the kernel behind a TAP
+//! device, discards them), and the egress gate counts and reports each
+//! one ([`Loss::Unresolved`](crate::Loss::Unresolved)). A real answer (any
+//! ARP packet from the address) replaces that entry in smoltcp's
+//! neighbour cache at once; otherwise it expires with smoltcp's entries
+//! (60 s), and the next packet for the address is asked for again.
+
+use core::time::Duration;
+
+use smoltcp::wire::Ipv4Address;
+
+/// How long the stack asks for a neighbour's link address before it gives
+/// up and drops what waits for it: three ARP requests, one a second, as
+/// Linux does (`mcast_solicit` 3, `retrans_time` 1 s).
+pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(3);
+/// An address not asked for during this long is forgotten (smoltcp asks
+/// once a second while a packet waits, but only one request a second in
+/// all: with several addresses waiting, each is asked less often).
+const FORGET_AFTER: Duration = Duration::from_secs(10);
+/// How many addresses are watched at once (one per socket whose head
+/// packet waits; beyond, the oldest is forgotten).
+const WATCHED: usize = 8;
+
+/// An Ethernet frame carrying an ARP packet for IPv4.
+pub(crate) const ARP_FRAME: usize = 14 + 28;
+
+#[derive(Clone, Copy, Debug)]
+struct Watch {
+    addr: Ipv4Address,
+    /// The first and last request seen for it.
+    first: Duration,
+    last: Duration,
+}
+
+/// The addresses being asked for, and the ARP reply to hand the
+/// interface next.
+#[derive(Debug, Default)]
+pub(crate) struct Neighbors {
+    watched: [Option<Watch>; WATCHED],
+    inject: Option<[u8; ARP_FRAME]>,
+}
+
+impl Neighbors {
+    /// The stack sent `frame` at `now`: if it is an ARP request for an
+    /// address asked for since [`GIVE_UP_AFTER`] or longer, prepares the
+    /// reply that gives up on it.
+    pub(crate) fn sent(&mut self, frame: &[u8], now: Duration) {
+        // An Ethernet ARP request for IPv4 (htype 1, ptype 0x0800, hlen 6,
+        // plen 4, op 1).
+        let Some(arp) = frame.get(14..ARP_FRAME) else { return };
+        if frame[12..14] != [0x08, 0x06] || arp[..8] != [0, 1, 8, 0, 6, 4, 0, 1] {
+            return;
+        }
+        let addr = ipv4(&arp[24..28]);
+        self.forget_stale(now);
+        let watch = match self.watched.iter_mut().flatten().find(|w| w.addr == addr) {
+            Some(w) => w,
+            None => {
+                // A free entry, or the one asked for least recently.
+                let slot =
+                    self.watched.iter_mut().min_by_key(|w| w.map(|w| w.last)).expect("WATCHED > 0");
+                slot.insert(Watch { addr, first: now, last: now })
+            }
+        };
+        watch.last = now;
+        if now.saturating_sub(watch.first) < GIVE_UP_AFTER || self.inject.is_some() {
+            return;
+        }
+        // The reply: from `addr` at our own link address, to us.
+        let (our_mac, our_ip) = (&arp[8..14], &arp[14..18]);
+        let mut reply = [0u8; ARP_FRAME];
+        reply[0..6].copy_from_slice(our_mac);
+        reply[6..12].copy_from_slice(our_mac);
+        reply[12..14].copy_from_slice(&[0x08, 0x06]);
+        reply[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        reply[22..28].copy_from_slice(our_mac);
+        reply[28..32].copy_from_slice(&addr.octets());
+        reply[32..38].copy_from_slice(our_mac);
+        reply[38..42].copy_from_slice(our_ip);
+        self.inject = Some(reply);
+        self.forget(addr);
+    }
+
+    /// The stack received `frame`: an ARP packet from an address watched
+    /// means it answers (smoltcp learns its link address from it).
+    pub(crate) fn received(&mut self, frame: &[u8]) {
+        if let Some(arp) = frame.get(14..ARP_FRAME)
+            && frame[12..14] == [0x08, 0x06]
+            && arp[..6] == [0, 1, 8, 0, 6, 4]
+        {
+            self.forget(ipv4(&arp[14..18]));
+        }
+    }
+
+    /// Whether a reply waits to be handed to the interface.
+    pub(crate) fn injecting(&self) -> bool {
+        self.inject.is_some()
+    }
+
+    /// The reply to hand the interface, once.
+    pub(crate) fn take_injection(&mut self) -> Option<[u8; ARP_FRAME]> {
+        self.inject.take()
+    }
+
+    fn forget(&mut self, addr: Ipv4Address) {
+        for slot in &mut self.watched {
+            if slot.is_some_and(|w| w.addr == addr) {
+                *slot = None;
+            }
+        }
+    }
+
+    fn forget_stale(&mut self, now: Duration) {
+        for slot in &mut self.watched {
+            if slot.is_some_and(|w| now.saturating_sub(w.last) >= FORGET_AFTER) {
+                *slot = None;
+            }
+        }
+    }
+}
+
+fn ipv4(b: &[u8]) -> Ipv4Address {
+    Ipv4Address::new(b[0], b[1], b[2], b[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    fn request(target: [u8; 4]) -> [u8; ARP_FRAME] {
+        let mut f = [0u8; ARP_FRAME];
+        f[0..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&US);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f[22..28].copy_from_slice(&US);
+        f[28..32].copy_from_slice(&[192, 168, 69, 1]);
+        f[38..42].copy_from_slice(&target);
+        f
+    }
+
+    #[test]
+    fn gives_up_after_three_seconds_of_requests() {
+        let mut n = Neighbors::default();
+        let x = [192, 168, 69, 77];
+        for s in 0..3 {
+            n.sent(&request(x), Duration::from_secs(s));
+            assert!(!n.injecting(), "at {s} s");
+        }
+        n.sent(&request(x), Duration::from_secs(3));
+        let reply = n.take_injection().expect("gave up at 3 s");
+        assert_eq!(&reply[0..6], &US, "to us");
+        assert_eq!(&reply[20..22], &[0, 2], "a reply");
+        assert_eq!(&reply[22..28], &US, "the address is ours");
+        assert_eq!(&reply[28..32], &x);
+        assert_eq!(&reply[38..42], &[192, 168, 69, 1]);
+        assert!(n.take_injection().is_none(), "once");
+    }
+
+    #[test]
+    fn an_answer_or_a_pause_starts_over() {
+        let mut n = Neighbors::default();
+        let x = [192, 168, 69, 77];
+        n.sent(&request(x), Duration::ZERO);
+        // x answers (any ARP packet from it).
+        let mut answer = request([192, 168, 69, 1]);
+        answer[28..32].copy_from_slice(&x);
+        n.received(&answer);
+        n.sent(&request(x), Duration::from_secs(3));
+        assert!(!n.injecting(), "the clock started again at 3 s");
+        // Not asked for 10 s: forgotten.
+        n.sent(&request(x), Duration::from_secs(13));
+        n.sent(&request(x), Duration::from_secs(15));
+        assert!(!n.injecting());
+        n.sent(&request(x), Duration::from_secs(16));
+        assert!(n.injecting());
+    }
+}
