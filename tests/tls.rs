@@ -546,3 +546,35 @@ fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
     assert!(err.starts_with(&format!("echo: {k}: ")), "{err}");
     assert!(out.is_empty(), "nothing listens: {out}");
 }
+
+/// kv behind `--tls-cert/--tls-key`: the same commands and answers over
+/// openssl s_client; SIGTERM still exits 0.
+#[test]
+fn kv_over_tls() {
+    use util::process::{Lang, Program};
+    let tls = tls_args();
+    let mut args = vec!["127.0.0.1:0"];
+    args.extend(tls.iter().map(String::as_str));
+    let mut kv = Program::start(Lang::Rust, "kv", &args);
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-servername", "localhost"])
+        .args(["-connect", &kv.addr.to_string(), "-CAfile"])
+        .arg(&certificate().0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    // QUIT makes kv close, which ends s_client (-quiet ignores stdin's EOF).
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"SET greeting hello world\nGET greeting\nQUIT\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "OK\nhello world\nBYE\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(kv.signal(libc::SIGTERM).code(), Some(0), "{}", kv.stderr());
+}
