@@ -18,6 +18,9 @@
 //! times`, on stderr). `--mode threading --pool N`
 //! serves from N worker threads (a request waits for one when all are
 //! busy and N more wait) instead of a thread per request.
+//! `--tls-cert PEM --tls-key PEM` serves streams over TLS (rustls) in the
+//! blocking modes (sync, threading with or without `--pool`, forking):
+//! the same echo, behind a handshake.
 //!
 //! Socket activation: started by a service manager (systemd, or
 //! `systemd-socket-activate -l 9999 echo`; `--datagram` for UDP), it
@@ -40,14 +43,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use sockserv::std_adapter::activation::{self, Inherited};
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer, PortSharing, Workers};
+use sockserv::std_adapter::{Address, Conn};
 use sockserv::std_adapter::{
     BindAddr, BindError, Builder, Close, Forking, IntoBindAddr, Pool, Sequential, ShutdownHandle,
     Strategy, Threading,
 };
-use sockserv::{ServiceExt, service_fn};
+use sockserv::{Service, ServiceExt, StreamHandler, service_fn};
+use sockserv_tls::{self as tls, rustls::ServerConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Proto {
@@ -55,6 +60,12 @@ enum Proto {
     Udp,
     Unix,
     UnixDgram,
+}
+
+impl Proto {
+    fn is_datagram(self) -> bool {
+        matches!(self, Self::Udp | Self::UnixDgram)
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -112,6 +123,16 @@ struct Args {
     /// Threading mode: N worker threads instead of a thread per request.
     #[arg(long)]
     pool: Option<NonZeroUsize>,
+    /// Streams in the blocking modes: serve TLS with this PEM certificate
+    /// chain (leaf first).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a client may take to complete the TLS handshake.
+    #[arg(long, default_value_t = 10.0)]
+    tls_handshake_timeout: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -127,13 +148,31 @@ use shared::Echo;
 fn main() -> ExitCode {
     let args = Args::parse();
     shared::STREAM_BUFFER.store(args.buffer as usize, Ordering::Relaxed);
+    let tls = match shared::tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref()) {
+        Ok(tls) => {
+            let timeout = Duration::from_secs_f64(args.tls_handshake_timeout.max(0.001));
+            tls.map(|config| (config, timeout))
+        }
+        Err(e) => {
+            eprintln!("echo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if tls.is_some() && (matches!(args.mode, Mode::Event) || args.proto.is_datagram()) {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--tls-cert serves streams (tcp, unix) in the sync, threading and forking modes",
+            )
+            .exit();
+    }
     let result = match inherited(&args) {
         Ok(Some(socket)) => {
             let proto = if socket.is_datagram() { Proto::Udp } else { Proto::Tcp };
-            run(&args, proto, socket)
+            run(&args, proto, socket, tls)
         }
         Ok(None) => match address(&args) {
-            Ok(address) => run(&args, args.proto, address),
+            Ok(address) => run(&args, args.proto, address, tls),
             Err(e) => Err(Failure::Bind(e)),
         },
         Err(e) => Err(Failure::Io(e)),
@@ -172,30 +211,35 @@ fn address(args: &Args) -> Result<BindAddr, BindError> {
     }
 }
 
-fn run(args: &Args, proto: Proto, address: impl IntoBindAddr) -> Result<(), Failure> {
+fn run(
+    args: &Args,
+    proto: Proto,
+    address: impl IntoBindAddr,
+    tls: Option<(Arc<ServerConfig>, Duration)>,
+) -> Result<(), Failure> {
     // Closing must not wait for clients that keep their connection
     // open: a signal stops the server within `--grace` (forking: the
     // children still serving get it too, then SIGTERM, so no process of
     // the example's is left once it has exited).
     let grace = Duration::from_secs_f64(args.grace.max(0.0));
     match args.mode {
-        Mode::Sync => serve(proto, address, Sequential::new()),
+        Mode::Sync => serve(proto, address, Sequential::new(), tls),
         Mode::Threading if let Some(n) = args.pool => {
-            serve(proto, address, Pool::new(n).close(Close::Grace(grace)))
+            serve(proto, address, Pool::new(n).close(Close::Grace(grace)), tls)
         }
         Mode::Threading => {
             let mut threading = Threading::new().close(Close::Grace(grace));
             if let Some(cap) = args.max_connections {
                 threading = threading.max_threads(cap);
             }
-            serve(proto, address, threading)
+            serve(proto, address, threading, tls)
         }
         Mode::Forking => {
             let mut forking = Forking::new().close(Close::Grace(grace));
             if let Some(cap) = args.max_connections {
                 forking = forking.max_children(cap);
             }
-            serve(proto, address, forking)
+            serve(proto, address, forking, tls)
         }
         Mode::Event => serve_event(proto, address, event_options(args, grace)),
     }
@@ -220,21 +264,20 @@ fn serve(
     proto: Proto,
     address: impl IntoBindAddr,
     strategy: impl Into<Strategy>,
+    tls: Option<(Arc<ServerConfig>, Duration)>,
 ) -> Result<(), Failure> {
     let restart = Restart::default();
     let service = service_fn(|_| Echo).on_service_actions(restart.check());
     let builder = Builder::new().dispatch(strategy.into());
     let poll = Duration::from_millis(500);
     match proto {
-        Proto::Tcp | Proto::Unix => {
-            let mut server = builder.stream(address, service).map_err(Failure::Bind)?;
-            let stop = server.shutdown_handle();
-            restart.arm(&stop, server.listener().socket())?;
-            announce(server.server_address(), &stop)?;
-            let served = server.serve_forever(poll).map_err(Failure::Io);
-            say_cap_reached(server.cap_reached());
-            served
-        }
+        Proto::Tcp | Proto::Unix => match tls {
+            Some((config, timeout)) => {
+                let service = tls::tls(config, service).handshake_timeout(timeout);
+                serve_stream(builder, address, &restart, service)
+            }
+            None => serve_stream(builder, address, &restart, service),
+        },
         Proto::Udp | Proto::UnixDgram => {
             let mut server = builder.datagram(address, service).map_err(Failure::Bind)?;
             let stop = server.shutdown_handle();
@@ -245,6 +288,25 @@ fn serve(
             served
         }
     }
+}
+
+/// The stream server of the blocking modes, `service` plain or behind TLS.
+fn serve_stream<Svc>(
+    builder: Builder<Strategy>,
+    address: impl IntoBindAddr,
+    restart: &Restart,
+    service: Svc,
+) -> Result<(), Failure>
+where
+    Svc: Service<Address, Handler: StreamHandler<Conn> + Send> + Clone + Send + 'static,
+{
+    let mut server = builder.stream(address, service).map_err(Failure::Bind)?;
+    let stop = server.shutdown_handle();
+    restart.arm(&stop, server.listener().socket())?;
+    announce(server.server_address(), &stop)?;
+    let served = server.serve_forever(Duration::from_millis(500)).map_err(Failure::Io);
+    say_cap_reached(server.cap_reached());
+    served
 }
 
 /// At exit, on stderr: how many times the server stopped accepting at its
@@ -325,7 +387,7 @@ fn serve_event(
             say_cap_reached(stats.iter().map(|s| s.cap_reached).sum());
             served
         }
-        Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new()),
+        Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new(), None),
     }
 }
 

@@ -2,8 +2,11 @@
 //! the store shared behind an `Arc<Mutex<..>>`.
 //!
 //! ```text
-//! cargo run --example kv -- [HOST:PORT]        (default 127.0.0.1:9998)
+//! cargo run --example kv -- [HOST:PORT] [--tls-cert PEM --tls-key PEM]
 //! ```
+//!
+//! (default 127.0.0.1:9998; with `--tls-cert` and `--tls-key`, the same
+//! store over TLS: the handler is unchanged, `sockserv::tls` wraps it).
 //!
 //! One command a line, one answer a line:
 //! `SET key value` → `OK` (the value is the rest of the line, spaces kept),
@@ -21,6 +24,8 @@ use std::time::Duration;
 use sockserv::embedded_io::{Read, Write};
 use sockserv::std_adapter::ThreadingTcpServer;
 use sockserv::*;
+use sockserv_tls::rustls::ServerConfig;
+use sockserv_tls::server_config_from_pem;
 
 /// The longest line served, newline included.
 const MAX_LINE: usize = 256;
@@ -70,11 +75,41 @@ fn execute(store: &Mutex<HashMap<String, String>>, line: &str) -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9998".into());
+    let (addr, tls) = arguments()?;
     let store = Store::default();
+    let service = service_fn(move |_| Kv(store.clone()));
+    match tls {
+        Some(config) => serve(ThreadingTcpServer::bind(addr, sockserv_tls::tls(config, service))?),
+        None => serve(ThreadingTcpServer::bind(addr, service)?),
+    }
+}
+
+/// The address (default 127.0.0.1:9998) and, with `--tls-cert PEM
+/// --tls-key PEM`, the TLS configuration.
+fn arguments() -> Result<(String, Option<Arc<ServerConfig>>), Failure> {
+    let mut addr = "127.0.0.1:9998".to_string();
+    let (mut cert, mut key) = (None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--tls-cert" => cert = Some(args.next().ok_or("--tls-cert needs a PEM file")?),
+            "--tls-key" => key = Some(args.next().ok_or("--tls-key needs a PEM file")?),
+            _ => addr = arg,
+        }
+    }
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(Arc::new(server_config_from_pem(cert, key)?)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    Ok((addr, tls))
+}
+
+type Failure = Box<dyn std::error::Error>;
+
+fn serve<S>(mut server: ThreadingTcpServer<S>) -> Result<(), Failure> {
     // A signal stops it within the default 1 s close grace, idle clients
     // or not (their connections are then shut down).
-    let mut server = ThreadingTcpServer::bind(addr, service_fn(move |_| Kv(store.clone())))?;
     let stop = server.shutdown_handle();
     stop.stop_on_termination()?;
     println!("listening on {}", server.server_address());

@@ -98,3 +98,6 @@ pub use sockserv_nal as nal_adapter;
 #[cfg(feature = "http")]
 #[doc(inline)]
 pub use sockserv_http as http;
+#[cfg(feature = "tls")]
+#[doc(inline)]
+pub use sockserv_tls as tls;

@@ -24,3 +24,18 @@ impl<S: Read + Write> StreamHandler<S> for Echo {
         echo::echo_stream(stream, &mut buf)
     }
 }
+
+/// The TLS configuration of `--tls-cert` / `--tls-key` (`None` without
+/// them), or a one-line error naming the file at fault.
+#[allow(dead_code)] // udp_len-like examples include this file without TLS.
+pub fn tls_config(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<Option<std::sync::Arc<sockserv_tls::rustls::ServerConfig>>, sockserv_tls::PemError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            Ok(Some(std::sync::Arc::new(sockserv_tls::server_config_from_pem(cert, key)?)))
+        }
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,580 @@
+//! TLS (`sockserv_tls`, the facade's `sockserv::tls`) with real clients:
+//! the echo example as a process with `--tls-cert/--tls-key` in every
+//! blocking mode, served to Python's `ssl`, `openssl s_client` and a
+//! rustls client; an in-process HTTPS handler served to `curl --cacert`;
+//! hostile clients (half a ClientHello and silence, plaintext, random
+//! bytes, a reset in the handshake, a close without close_notify), each
+//! with its outcome while others are served. The certificate is made at
+//! test time with `openssl req`; none is committed.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sockserv_tls::rustls::pki_types::pem::PemObject;
+use sockserv_tls::rustls::pki_types::{CertificateDer, ServerName};
+use sockserv_tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use util::TEST_STR;
+use util::echo::Server;
+use util::procs::{group_cpu, group_threads};
+
+/// How long a served client may wait for its echo while hostile clients
+/// hold the server (the goal is 100 ms; the bound has slack for a loaded
+/// machine, and each test prints what it measured).
+const SERVED_WITHIN: Duration = Duration::from_secs(3);
+
+/// A test CA and a certificate it signed for `localhost` / 127.0.0.1,
+/// made once per test run with `openssl`: (ca.pem, cert.pem, key.pem).
+fn certificate() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static PEM: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
+    PEM.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sockserv-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |name: &str| dir.join(name);
+        std::fs::write(p("leaf.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+            .unwrap();
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let script = format!(
+            "openssl req -x509 -days 1 -subj '/CN=sockserv test CA' {ec} -keyout ca.key -out ca.pem \
+             && openssl req -subj /CN=localhost {ec} -keyout key.pem -out leaf.csr \
+             && openssl x509 -req -days 1 -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -extfile leaf.ext -out cert.pem \
+             && openssl req -subj /CN=localhost {ec} -keyout key2.pem -out leaf2.csr \
+             && openssl x509 -req -days 1 -in leaf2.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -extfile leaf.ext -out cert2.pem"
+        );
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+        (p("ca.pem"), p("cert.pem"), p("key.pem"))
+    })
+}
+
+fn tls_args() -> Vec<String> {
+    let (_, cert, key) = certificate();
+    let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    vec!["--tls-cert".into(), s(cert), "--tls-key".into(), s(key)]
+}
+
+/// The echo example over TLS in `mode` (`pool` = threading with a pool).
+fn start(mode: &str, extra: &[&str]) -> Server {
+    let mut args = tls_args();
+    let (mode, pool) = match mode {
+        "pool" => ("threading", true),
+        other => (other, false),
+    };
+    if pool {
+        args.extend(["--pool".into(), "64".into()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_with("tcp", mode, "127.0.0.1:0", &args)
+}
+
+const MODES: [&str; 4] = ["sync", "threading", "pool", "forking"];
+
+fn client_config() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&certificate().0).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }))
+}
+
+/// A rustls client connected to `addr` (handshake not yet driven).
+fn tls_client(addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    StreamOwned::new(ClientConnection::new(client_config(), name).unwrap(), tcp)
+}
+
+/// Connect, handshake, one echo of `TEST_STR`, close_notify: how long it took.
+fn echo_once(addr: SocketAddr) -> Duration {
+    let start = Instant::now();
+    let mut s = tls_client(addr);
+    s.write_all(TEST_STR).unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, TEST_STR);
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    start.elapsed()
+}
+
+/// The server's stderr has no report of a failed request (a handshake
+/// failure is info/debug, so the example, which installs no logger,
+/// prints nothing for it; a handler error would be a warning line).
+fn assert_quiet(server: &Server) {
+    let err = server.stderr_text();
+    assert!(!err.contains("failed"), "the server reported a failure: {err}");
+}
+
+// ---------------------------------------------------------------------
+// Real clients
+// ---------------------------------------------------------------------
+
+const PYTHON_CLIENT: &str = r#"
+import socket, ssl, sys
+host, port = sys.argv[1].rsplit(":", 1)
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with socket.create_connection((host, int(port)), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        data = b"x" * 100000 + b"\n"
+        s.sendall(data)
+        got = b""
+        while len(got) < len(data):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        assert got == data, (len(got), len(data))
+        print(s.version(), len(got))
+"#;
+
+#[test]
+fn python_ssl_in_every_blocking_mode() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let out = Command::new("python3")
+            .args(["-c", PYTHON_CLIENT, &server.addr, certificate().0.to_str().unwrap()])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{mode}: python ssl client: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.stderr_text()
+        );
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(line.starts_with("TLSv1.3 100001"), "{mode}: {line}");
+        assert_quiet(&server);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+#[test]
+fn openssl_s_client_tls12_and_tls13_in_every_blocking_mode() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        for version in ["-tls1_2", "-tls1_3"] {
+            let mut child = Command::new("openssl")
+                .args(["s_client", "-quiet", "-no_ign_eof", "-verify_return_error", version])
+                .args(["-servername", "localhost", "-connect", &server.addr, "-CAfile"])
+                .arg(&certificate().0)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("openssl runs");
+            // s_client ends at its stdin's EOF: close it after the echo.
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"hello s_client\n").unwrap();
+            // A server that never answers: s_client is killed after 10 s,
+            // only while it is still unreaped (so the pid is still its).
+            let pid = child.id() as libc::pid_t;
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = Arc::clone(&done);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_secs(10));
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    // SAFETY: kill has no memory preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            });
+            let mut line = String::new();
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(stdin);
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                line,
+                "hello s_client\n",
+                "{mode} {version}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{mode} {version}: {}", out.status);
+        }
+        assert_quiet(&server);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+#[test]
+fn a_rustls_client_in_every_blocking_mode() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        for _ in 0..5 {
+            echo_once(server.inet());
+        }
+        assert_quiet(&server);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// An HTTPS handler that answers with what `TlsStream::info` says, served
+/// in-process on a threading server, asked by curl.
+mod https {
+    use std::sync::Arc;
+
+    use sockserv::embedded_io::{Read, Write};
+    use sockserv::std_adapter::ThreadingTcpServer;
+    use sockserv::{StreamHandler, service_fn};
+    use sockserv_tls::{TlsStream, server_config_from_pem, tls};
+
+    struct Hello;
+
+    impl StreamHandler<TlsStream<'_>> for Hello {
+        type Error = std::io::Error;
+        fn handle(&mut self, s: &mut TlsStream<'_>) -> Result<(), std::io::Error> {
+            // The request head, up to its blank line.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let info = s.info();
+            let body = format!(
+                "alpn={} sni={} client_certs={}\n",
+                String::from_utf8_lossy(info.alpn_protocol.unwrap_or(b"none")),
+                info.server_name.unwrap_or("none"),
+                info.peer_certificates.map_or(0, <[_]>::len),
+            );
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .map_err(|_| std::io::Error::other("format"))
+        }
+    }
+
+    /// The leaf certificate a client is served.
+    fn served_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
+        let mut s = super::tls_client(addr);
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).unwrap();
+        }
+        s.conn.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    fn leaf_der(path: &std::path::Path) -> Vec<u8> {
+        use sockserv_tls::rustls::pki_types::CertificateDer;
+        use sockserv_tls::rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_file(path).unwrap().to_vec()
+    }
+
+    /// CertSwap: after replace_from_pem, the next handshake gets the new
+    /// certificate, with no restart; a bad file leaves the old one.
+    #[test]
+    fn the_certificate_is_replaced_while_serving() {
+        let (_, cert, key) = super::certificate();
+        let dir = cert.parent().unwrap();
+        let certs = sockserv_tls::CertSwap::from_pem(cert, key).unwrap();
+        let service = tls(Arc::new(certs.server_config()), service_fn(|_| Hello));
+        let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service).unwrap();
+        let addr: std::net::SocketAddr = server.server_address().to_string().parse().unwrap();
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || {
+            server.serve_forever(std::time::Duration::from_millis(100)).unwrap()
+        });
+        assert_eq!(served_leaf(addr), leaf_der(cert));
+        certs.replace_from_pem(dir.join("cert2.pem"), dir.join("key2.pem")).unwrap();
+        assert_eq!(served_leaf(addr), leaf_der(&dir.join("cert2.pem")));
+        // A key that does not match: refused, the second certificate stays.
+        assert!(certs.replace_from_pem(cert, dir.join("key2.pem")).is_err());
+        assert_eq!(served_leaf(addr), leaf_der(&dir.join("cert2.pem")));
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+    }
+
+    #[test]
+    fn curl_cacert_sees_alpn_and_sni() {
+        let (ca, cert, key) = super::certificate();
+        let mut config = server_config_from_pem(cert, key).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let service = tls(Arc::new(config), service_fn(|_| Hello));
+        let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service).unwrap();
+        let port = server.server_address().to_string();
+        let port = port.rsplit(':').next().unwrap().to_owned();
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || {
+            server.serve_forever(std::time::Duration::from_millis(100)).unwrap()
+        });
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .expect("curl runs");
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "alpn=http/1.1 sni=localhost client_certs=0\n",
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Hostile clients
+// ---------------------------------------------------------------------
+
+/// The first 40 bytes of a TLS 1.2 ClientHello record (its header says
+/// 512 bytes follow): half a handshake.
+fn half_client_hello() -> Vec<u8> {
+    let mut v = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    v.extend([0x42; 29]);
+    v
+}
+
+/// 50 clients send half a ClientHello and go silent: in the concurrent
+/// modes others are served meanwhile, nothing spins, and after the
+/// handshake timeout (1 s here) every one of them is closed by the
+/// server and its threads are gone.
+#[test]
+fn half_client_hellos_and_silence() {
+    for mode in ["threading", "pool", "forking"] {
+        // Forking's default cap (40 children) would make the 51st wait.
+        let mut server = start(mode, &["--tls-handshake-timeout", "1", "--max-connections", "100"]);
+        let addr = server.inet();
+        echo_once(addr);
+        let pgid = server.pid();
+        let threads_before = group_threads(pgid);
+        let silent: Vec<TcpStream> = (0..50)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(&half_client_hello()).unwrap();
+                s
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(200));
+        let cpu_before = group_cpu(pgid);
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            worst = worst.max(echo_once(addr));
+        }
+        println!("{mode}: served in at most {worst:?} beside 50 silent handshakes");
+        assert!(worst < SERVED_WITHIN, "{mode}: an echo took {worst:?}");
+        // The timeout closes them: each reads EOF (or a reset) well
+        // before 5 s; none gets any plaintext.
+        let start = Instant::now();
+        for mut s in silent {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(0) => {}
+                Ok(n) => {
+                    assert_eq!(buf[0], 0x15, "{mode}: only an alert may come: {:?}", &buf[..n])
+                }
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{mode}: {e}"),
+            }
+        }
+        let closed_after = start.elapsed();
+        assert!(closed_after < Duration::from_secs(5), "{mode}: {closed_after:?}");
+        let cpu = group_cpu(pgid) - cpu_before;
+        println!("{mode}: server CPU while 50 handshakes waited out the timeout: {cpu:?}");
+        assert!(cpu < Duration::from_millis(700), "{mode}: the server spun: {cpu:?}");
+        thread::sleep(Duration::from_millis(300));
+        if mode == "threading" {
+            let after = group_threads(pgid);
+            assert!(after <= threads_before + 1, "{mode}: threads {threads_before} -> {after}");
+        }
+        echo_once(addr);
+        server.assert_alive();
+        assert_quiet(&server);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// Sync mode serves one connection at a time: a silent handshake holds it
+/// for the handshake timeout, no longer; then the next client is served.
+#[test]
+fn sync_mode_a_silent_handshake_holds_the_server_only_until_the_timeout() {
+    let server = start("sync", &["--tls-handshake-timeout", "0.5"]);
+    let addr = server.inet();
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.write_all(&half_client_hello()).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let took = echo_once(addr);
+    println!("sync: served after {took:?} behind one silent handshake (timeout 500 ms)");
+    assert!(took >= Duration::from_millis(300), "served before the timeout? {took:?}");
+    assert!(took < Duration::from_millis(500) + SERVED_WITHIN, "{took:?}");
+    let mut buf = [0u8; 8];
+    silent.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)), "closed by the server");
+    assert_quiet(&server);
+    server.stop_cleanly(libc::SIGTERM);
+}
+
+/// Not a handshake: the server answers with an alert (or just closes), at
+/// once; the next client is served.
+fn not_a_handshake(what: &str, bytes: &[u8]) {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = Instant::now();
+        s.write_all(bytes).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let took = start.elapsed();
+        assert!(took < SERVED_WITHIN, "{mode} {what}: closed after {took:?}");
+        assert!(got.is_empty() || got[0] == 0x15, "{mode} {what}: not an alert: {got:?}");
+        echo_once(addr);
+        assert_quiet(&server);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+#[test]
+fn plaintext_instead_of_a_handshake() {
+    not_a_handshake("plaintext", b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+}
+
+#[test]
+fn random_bytes_instead_of_a_handshake() {
+    // A fixed pseudo-random sequence (xorshift), so a failure reproduces.
+    let mut x: u32 = 0x9e37_79b9;
+    let bytes: Vec<u8> = (0..2000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    not_a_handshake("random", &bytes);
+}
+
+/// A reset (SO_LINGER 0) in the middle of the handshake: the server drops
+/// the connection (debug report) and serves the next one.
+#[test]
+fn a_reset_in_the_handshake() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        for _ in 0..10 {
+            let s = socket2::Socket::from(TcpStream::connect(addr).unwrap());
+            (&s).write_all(&half_client_hello()).unwrap();
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s);
+        }
+        let took = echo_once(addr);
+        assert!(took < SERVED_WITHIN, "{mode}: {took:?}");
+        assert_quiet(&server);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// A client that completes the handshake, sends data and closes the TCP
+/// connection without close_notify: the echo handler reads EOF (CPython's
+/// `suppress_ragged_eofs`), no handler error is reported, and the server
+/// serves on.
+#[test]
+fn a_close_without_close_notify() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        for _ in 0..5 {
+            let mut s = tls_client(addr);
+            s.write_all(TEST_STR).unwrap();
+            let mut buf = [0u8; 12];
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, TEST_STR);
+            // The TCP connection goes, no close_notify.
+            s.sock.shutdown(std::net::Shutdown::Both).unwrap();
+        }
+        thread::sleep(Duration::from_millis(200));
+        echo_once(addr);
+        assert_quiet(&server);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+// ---------------------------------------------------------------------
+// The example's arguments
+// ---------------------------------------------------------------------
+
+/// TLS where the example has none (event mode, datagrams) is a usage
+/// error (exit 2); an unreadable or wrong PEM file is named, exit 1.
+#[test]
+fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
+    let tls = tls_args();
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    for extra in [&["--mode", "event"][..], &["--proto", "udp"]] {
+        let args: Vec<&str> = [&["--addr", "127.0.0.1:0"][..], extra, &tls].concat();
+        let (status, out, err) = util::echo::run_expecting_exit(&args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains("--tls-cert serves streams"), "{err}");
+    }
+    // The key where the certificate should be: no CERTIFICATE block.
+    let (_, cert, key) = certificate();
+    let (k, c) = (key.to_str().unwrap(), cert.to_str().unwrap());
+    let args = ["--addr", "127.0.0.1:0", "--tls-cert", k, "--tls-key", c];
+    let (status, out, err) = util::echo::run_expecting_exit(&args);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.starts_with(&format!("echo: {k}: ")), "{err}");
+    assert!(out.is_empty(), "nothing listens: {out}");
+}
+
+/// kv behind `--tls-cert/--tls-key`: the same commands and answers over
+/// openssl s_client; SIGTERM still exits 0.
+#[test]
+fn kv_over_tls() {
+    use util::process::{Lang, Program};
+    let tls = tls_args();
+    let mut args = vec!["127.0.0.1:0"];
+    args.extend(tls.iter().map(String::as_str));
+    let mut kv = Program::start(Lang::Rust, "kv", &args);
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-servername", "localhost"])
+        .args(["-connect", &kv.addr.to_string(), "-CAfile"])
+        .arg(&certificate().0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    // QUIT makes kv close, which ends s_client (-quiet ignores stdin's EOF).
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"SET greeting hello world\nGET greeting\nQUIT\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "OK\nhello world\nBYE\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(kv.signal(libc::SIGTERM).code(), Some(0), "{}", kv.stderr());
+}
