@@ -211,7 +211,7 @@ fn a_thousand_open_connections_with_the_poll_fallback() {
 }
 
 #[test]
-fn with_refuse_when_full_a_full_table_refuses_and_keeps_serving() {
+fn with_when_full_refuse_a_full_table_refuses_and_keeps_serving() {
     let echo = Echo::default();
     let mut options =
         EventOptions { max_connections: NonZeroUsize::new(2).unwrap(), ..EventOptions::default() };

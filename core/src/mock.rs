@@ -925,7 +925,7 @@ impl<'n, 's, A: MockAddress> EventSource for MockEventSource<'n, 's, A> {
             let (r, w) = net.readiness(id);
             let (read, write) = (interest.read && r, interest.write && w);
             if read || write {
-                push(IoEvent::Conn { token, read, write });
+                push(IoEvent::Conn { token, read });
             }
         });
         if self.accepting && self.net.accept_due() {

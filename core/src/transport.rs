@@ -212,14 +212,16 @@ pub type NbAccepted<S> = (<S as EventSource>::Conn, <S as EventSource>::Address)
 pub enum Event {
     /// The listener may have connections to accept.
     Accept,
-    /// The connection registered under `token` is ready.
+    /// The connection registered under `token` is ready for what its
+    /// [`Interest`] asked: readable, writable or both. The server sends
+    /// whatever is queued each time it services a connection, so only
+    /// readability is reported.
     Conn {
         /// The token it was registered with.
         token: usize,
-        /// Readable (or EOF, or an error to collect).
+        /// Readable (or EOF, or an error to collect); `false` when only
+        /// writable.
         read: bool,
-        /// Writable.
-        write: bool,
     },
     /// The wait was woken for shutdown.
     Woken,

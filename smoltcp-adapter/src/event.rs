@@ -158,7 +158,7 @@ impl<'s, 'a> TcpEventSource<'s, 'a> {
                 self.cursor = i;
                 return n;
             };
-            *slot = Event::Conn { token: watch.token, read, write };
+            *slot = Event::Conn { token: watch.token, read };
             n += 1;
         }
         self.cursor = (self.cursor + 1) % len.max(1);

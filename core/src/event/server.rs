@@ -221,7 +221,7 @@ where
             for event in &events[..n] {
                 match *event {
                     Event::Accept => self.accept(now)?,
-                    Event::Conn { token, read, write } => self.service(token, read, write, now),
+                    Event::Conn { token, read } => self.service(token, read, now),
                     Event::Woken => {}
                 }
             }
@@ -347,8 +347,8 @@ where
         }
     }
 
-    fn service(&mut self, token: usize, read: bool, write: bool, now: Duration) {
-        match self.table.service(token, read, write, &self.service, now) {
+    fn service(&mut self, token: usize, read: bool, now: Duration) {
+        match self.table.service(token, read, &self.service, now) {
             Outcome::Open { interest, changed: true } => {
                 let Some(conn) = self.table.conn_mut(token) else { return };
                 if let Err(e) = self.source.reregister(token, conn, interest) {
@@ -367,7 +367,7 @@ where
         // again with the pool empty.
         for _ in 0..self.table.stats().starved {
             let Some(token) = self.table.next_starved() else { break };
-            self.service(token, true, true, now);
+            self.service(token, true, now);
         }
     }
 
@@ -386,14 +386,14 @@ where
         if self.config.on_shutdown == OnShutdown::Flush {
             for token in self.table.tokens() {
                 if self.table.is_live(token) {
-                    self.service(token, true, true, now);
+                    self.service(token, true, now);
                 }
             }
             self.table.close_gracefully();
             for token in self.table.tokens() {
                 if self.table.is_live(token) {
                     // Sends what it can now; re-registers for writing only, or closes.
-                    self.service(token, false, false, now);
+                    self.service(token, false, now);
                 }
             }
         }
@@ -408,8 +408,8 @@ where
                 Ok(n) => {
                     let now = self.clock.now();
                     for event in &events[..n] {
-                        if let Event::Conn { token, read, write } = *event {
-                            self.service(token, read, write, now);
+                        if let Event::Conn { token, read } = *event {
+                            self.service(token, read, now);
                         }
                     }
                     self.resume_starved(now);

@@ -416,7 +416,6 @@ where
         &mut self,
         token: usize,
         read: bool,
-        write: bool,
         service: &Svc,
         now: Duration,
     ) -> Outcome<C>
@@ -425,7 +424,6 @@ where
     {
         let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
-        let _ = write; // writing is attempted whenever something is buffered
         let was_starved = core::mem::take(&mut live.starved);
         let others = self.claims - usize::from(is_claim(live));
         let mut bufs = Bufs { pool: &mut self.pool, others };

@@ -113,9 +113,7 @@ impl EventSource for EpollSource {
                     self.listener.shared().drain();
                     Event::Woken
                 }
-                (token, ready) => {
-                    Event::Conn { token: token as usize, read: ready.read, write: ready.write }
-                }
+                (token, ready) => Event::Conn { token: token as usize, read: ready.read },
             };
         }
         Ok(n)

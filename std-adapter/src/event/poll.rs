@@ -104,7 +104,7 @@ impl EventSource for PollSource {
                 self.next_start = token;
                 break;
             }
-            events[out] = Event::Conn { token, read: r.read, write: r.write };
+            events[out] = Event::Conn { token, read: r.read };
             out += 1;
         }
         Ok(out)
