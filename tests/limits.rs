@@ -135,16 +135,26 @@ fn pool_reports_each_episode_at_its_cap_once() {
         thread::sleep(Duration::from_secs(1));
         assert_eq!(cap_warnings(&server), round, "pool: {}", server.stderr_text());
         drop(held);
-        // Each is served in turn (one worker): still the same episode.
-        for s in &mut waiting {
-            let mut got = [0u8; 7];
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.read_exact(&mut got).unwrap();
-            s.shutdown(std::net::Shutdown::Write).unwrap();
-            assert_eq!(s.read(&mut got).unwrap(), 0);
+        // Each is served (one worker, one at a time): still the same
+        // episode. The clients read at once, each on its own thread: the
+        // loop and an idle worker both accept, so the order in which the
+        // one worker takes them is not the order they connected.
+        let served: Vec<thread::JoinHandle<()>> = waiting
+            .drain(..)
+            .map(|mut s| {
+                thread::spawn(move || {
+                    let mut got = [0u8; 7];
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    s.read_exact(&mut got).unwrap();
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    assert_eq!(s.read(&mut got).unwrap(), 0);
+                })
+            })
+            .collect();
+        for client in served {
+            client.join().expect("a waiting client was not served");
         }
         assert_eq!(cap_warnings(&server), round, "pool: {}", server.stderr_text());
-        drop(waiting);
         thread::sleep(Duration::from_millis(300));
     }
     let (status, _, stderr) = server.stop(libc::SIGTERM);

@@ -190,6 +190,17 @@ impl Queue {
                 st.accepting -= 1;
                 match taken {
                     Taken::Job(job) => {
+                        // A request the loop queued while this worker waited
+                        // on the listener came first: it is served first, the
+                        // new one takes its place in the queue (served in
+                        // order; the queue's length does not change).
+                        let job = match st.jobs.pop_front() {
+                            Some(first) => {
+                                st.jobs.push_back(job);
+                                first
+                            }
+                            None => job,
+                        };
                         st.busy += 1;
                         // Someone takes this worker's place on the listener:
                         // a worker waiting for a job, or a new one.
