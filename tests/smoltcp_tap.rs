@@ -59,6 +59,11 @@ struct Differs {
     /// The most connections it serves at once (`--max-connections` is
     /// capped there).
     max_connections: usize,
+    /// How many clients connect at once in the backlog check: more than
+    /// its connections and backlog hold, few enough that the kernel's SYN
+    /// retries (1, 3, 7, 15, 31 s after the first) get each one in within
+    /// the client's 60 s.
+    many_clients: usize,
     /// The datagrams its UDP socket queues; a burst beyond them is lost
     /// and counted. `None`: `--udp-slots` sizes the queue.
     udp_queue: Option<usize>,
@@ -67,6 +72,12 @@ struct Differs {
     burst_rounds: usize,
     /// It reports each lost datagram as it happens (it always counts them).
     reports_each_loss: bool,
+    /// Frames can be lost before the server sees them, uncounted: QEMU's
+    /// LAN9118 drops a frame its RX FIFO (about 10 KiB) has no room for
+    /// and counts nothing (the real chip's RX_DROP counter is not
+    /// emulated). A burst that fits the FIFO is still answered or counted
+    /// to the datagram; a flood past it may lose some there.
+    nic_drops_uncounted: bool,
     /// The server process reads the TAP device itself (the deleted-TAP
     /// check); under QEMU, the emulator does.
     owns_tap: bool,
@@ -78,9 +89,11 @@ const SMOLTCP_ECHO: Differs = Differs {
     name: "smoltcp_echo",
     max_datagram: 65_507,
     max_connections: 256,
+    many_clients: 50,
     udp_queue: None,
     burst_rounds: 50,
     reports_each_loss: true,
+    nic_drops_uncounted: false,
     owns_tap: true,
 };
 
@@ -94,9 +107,13 @@ const FIRMWARE: Differs = Differs {
     name: "mps2-an386 firmware",
     max_datagram: 1472,
     max_connections: 4,
+    // Three times its 4 connections and backlog of 2: served in the SYN
+    // retries at 1 and 3 s (50 clients need retries past 60 s).
+    many_clients: 18,
     udp_queue: Some(4),
     burst_rounds: 10,
     reports_each_loss: false,
+    nic_drops_uncounted: true,
     owns_tap: false,
 };
 
@@ -176,7 +193,7 @@ done
 
 echo "=== backlog"
 start tcp 7020 event --max-connections 16
-timeout -s KILL 120 python3 "$client" many 7020 || fail "50 clients on 16 connections"
+timeout -s KILL 120 python3 "$client" many 7020 || fail "more clients than connections and backlog"
 stop TERM
 echo "=== reset policy"
 start tcp 7030 event --max-connections 2 --when-full reset
@@ -192,6 +209,7 @@ HOST = "192.168.69.1"
 proto, port = sys.argv[1], int(sys.argv[2])
 MAX_DATAGRAM = int(os.environ["TAP_MAX_DATAGRAM"])
 CONNECTIONS = min(16, int(os.environ["TAP_MAX_CONNECTIONS"]))
+MANY = int(os.environ["TAP_MANY_CLIENTS"])
 
 def connect():
     s = socket.create_connection((HOST, port), timeout=10)
@@ -262,9 +280,9 @@ if proto == "tcp":
     assert echo(b"after a reset") == b"after a reset"
     print("reset mid-request: the next client is served")
 elif proto == "many":
-    # 50 clients at once on a server of 16 connections (or fewer, as the
-    # server declares; and its backlog): the SYNs beyond are dropped, the
-    # kernel retransmits them, and every client is served. None may be
+    # 50 clients at once on a server of 16 connections and a backlog of 8
+    # (or as many as the server declares): the SYNs beyond are dropped,
+    # the kernel retransmits them, and every client is served. None may be
     # refused or reset.
     results, errors = {}, {}
     def patient(i):
@@ -287,12 +305,13 @@ elif proto == "many":
         except OSError as e:
             errors[i] = repr(e)
     start = time.time()
-    threads = [threading.Thread(target=patient, args=(i,)) for i in range(50)]
+    threads = [threading.Thread(target=patient, args=(i,)) for i in range(MANY)]
     for t in threads: t.start()
     for t in threads: t.join(90)
     assert not errors, errors
-    assert sorted(results) == list(range(50)) and all(results.values()), results
-    print("50 clients on %d connections all served in %.1f s" % (CONNECTIONS, time.time() - start))
+    assert sorted(results) == list(range(MANY)) and all(results.values()), results
+    print("%d clients on %d connections all served in %.1f s"
+          % (MANY, CONNECTIONS, time.time() - start))
 elif proto == "refused":
     # --when-full reset: 20 clients at once on 2 connections and a backlog
     # of 8: those beyond are refused at once (RST), the others served.
@@ -369,6 +388,7 @@ fn run_in_namespace(
         .arg(&client_path)
         .env("TAP_MAX_DATAGRAM", differs.max_datagram.to_string())
         .env("TAP_MAX_CONNECTIONS", differs.max_connections.to_string())
+        .env("TAP_MANY_CLIENTS", differs.many_clients.to_string())
         .env("TAP_BURST_ROUNDS", differs.burst_rounds.to_string())
         .env("TAP_UDP_QUEUE", differs.udp_queue.map(|n| n.to_string()).unwrap_or_default())
         .env("TAP_OWNS_TAP", if differs.owns_tap { "1" } else { "0" })
@@ -407,7 +427,8 @@ fn smoltcp_echo_serves_the_linux_stack_over_tap_in_sync_and_event_mode() {
     );
     let backlog = stdout.split("=== backlog").nth(1).unwrap_or_default();
     let connections = differs.max_connections.min(16);
-    let served = format!("50 clients on {connections} connections all served");
+    let many = differs.many_clients;
+    let served = format!("{many} clients on {connections} connections all served");
     assert!(backlog.contains(&served), "{stdout}");
     // The test made the backlog overflow (or it proved nothing).
     let dropped = summary(backlog, " SYNs dropped");
@@ -652,7 +673,17 @@ fn smoltcp_echo_answers_20_udp_clients_at_once_and_reports_what_a_small_queue_dr
     } else {
         println!("{}: losses counted, not reported one by one (declared)", differs.name);
     }
-    assert_eq!(answered + counted, 200, "every datagram answered or counted:\n{stdout}");
+    if differs.nic_drops_uncounted {
+        let uncounted = 200 - answered.min(200) - counted.min(200 - answered.min(200));
+        println!(
+            "{}: flood: {answered} answered, {counted} counted lost, {uncounted} dropped by the \
+             emulated NIC before the server (declared: QEMU's LAN9118 counts nothing)",
+            differs.name
+        );
+        assert!(answered + counted <= 200, "more answered or counted than sent:\n{stdout}");
+    } else {
+        assert_eq!(answered + counted, 200, "every datagram answered or counted:\n{stdout}");
+    }
     let deleted = stdout.split("=== tap deleted").nth(1).unwrap_or_default();
     if !differs.owns_tap {
         assert!(deleted.contains("it does not read the TAP device itself"), "{stdout}");
