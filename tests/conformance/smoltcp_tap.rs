@@ -32,22 +32,29 @@ use crate::smoltcp_loopback::ACCEPT_CANNOT_FAIL;
 pub struct Tap;
 
 const INSIDE: &str = "SOCKSERV_CONFORMANCE_TAP";
-const HOST: Ipv4Address = Ipv4Address::new(192, 168, 69, 100);
-const SMOLTCP: Ipv4Address = Ipv4Address::new(192, 168, 69, 1);
-const PORT: u16 = 7000;
+pub const HOST: Ipv4Address = Ipv4Address::new(192, 168, 69, 100);
+pub const SMOLTCP: Ipv4Address = Ipv4Address::new(192, 168, 69, 1);
+pub const PORT: u16 = 7000;
 
 /// Runs `case` inside a fresh network namespace with a TAP device.
 fn in_namespace(name: &str, case: impl FnOnce()) {
+    in_namespace_of("smoltcp_tap", name, case);
+}
+
+/// Runs the case `module::name` of this binary inside a fresh network
+/// namespace with `tap0` (the case itself when already inside); as
+/// non-root, skips it (`root::can_run`). The firmware fixture's too.
+pub fn in_namespace_of(module: &str, name: &str, case: impl FnOnce()) {
     if std::env::var_os(INSIDE).is_some() {
         setup();
         case();
         return;
     }
-    if !crate::root::can_run(&format!("conformance smoltcp_tap::{name}")) {
+    if !crate::root::can_run(&format!("conformance {module}::{name}")) {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    let test = format!("smoltcp_tap::{name}");
+    let test = format!("{module}::{name}");
     let out = Command::new("timeout")
         .args(["-s", "KILL", "120", "unshare", "--net", "--"])
         .arg(exe)
@@ -137,7 +144,7 @@ fn pool<const K: usize>() -> [tcp::Socket<'static>; K] {
     })
 }
 
-fn format(a: SocketAddr) -> String {
+pub fn format(a: SocketAddr) -> String {
     let ip = match a.ip() {
         std::net::IpAddr::V4(v4) => IpAddress::Ipv4(v4),
         std::net::IpAddr::V6(v6) => panic!("an IPv6 peer on tap0: {v6}"),

@@ -151,8 +151,13 @@ struct Args<'l> {
 }
 
 fn parse(line: &str) -> Option<Args<'_>> {
-    let mut args =
-        Args { addr: IpEndpoint::new(core::net::Ipv4Addr::UNSPECIFIED.into(), 0), stop: [0; 128], server: "", ops: "", slots: 1 };
+    let mut args = Args {
+        addr: IpEndpoint::new(core::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+        stop: [0; 128],
+        server: "",
+        ops: "",
+        slots: 1,
+    };
     let mut words = line.split([' ', '\0']).filter(|w| !w.is_empty());
     while let Some(flag) = words.next() {
         if !flag.starts_with("--") {
@@ -266,7 +271,8 @@ fn run(args: &Args<'_>) -> u32 {
         stopping: &stopping,
     };
     let mut bufs = [[[0u8; TCP_BUFFER]; 2]; SOCKETS];
-    let (mut rx_meta, mut tx_meta) = ([udp::PacketMetadata::EMPTY; 8], [udp::PacketMetadata::EMPTY; 8]);
+    let (mut rx_meta, mut tx_meta) =
+        ([udp::PacketMetadata::EMPTY; 8], [udp::PacketMetadata::EMPTY; 8]);
     let (mut rx, mut tx) = ([0u8; 8192], [0u8; 8192]);
     let mut storage = Storage::<{ SOCKETS + 1 }>::new();
     let stack: Net<'_, '_> = Stack::new(iface, device, &mut storage, idle, &clock);
