@@ -7,6 +7,12 @@
 #
 #   bench/tap_throughput.sh [MiB per transfer, default 64] [rounds, default 5]
 #   TAP_MTU=1500 SMOLTCP_ARGS="--tcp-buffer 65536" bench/tap_throughput.sh
+#   SOCKSERV_TAP_SERVER=examples/mps2-an386/run SMOLTCP_ARGS= TAP_MTU=1500 bench/tap_throughput.sh 4 3
+#
+# SOCKSERV_TAP_SERVER names another server with smoltcp_echo's command line in
+# its place, e.g. the mps2-an386 echo firmware under QEMU (frames of 1,514
+# bytes at most: give TAP_MTU=1500; its buffers are fixed, so SMOLTCP_ARGS
+# is best empty).
 #
 # The client is the kernel's TCP stack (python3): it streams the bytes in
 # 64 KiB writes while a thread reads the echo, half-closes, and waits for
@@ -35,9 +41,13 @@ runs=${2:-5}
 tap_mtu=${TAP_MTU:-65521}
 smol_opts=${SMOLTCP_ARGS---tcp-buffer 262144}
 read -r -a smol_args <<<"$smol_opts"
+server=${SOCKSERV_TAP_SERVER:-target/release/examples/smoltcp_echo}
+server=$(realpath -m "$server")
+export SOCKSERV_TAP_SERVER=$server SMOLTCP_ARGS=$smol_opts TAP_MTU=$tap_mtu
 
 if [ "${SOCKSERV_BENCH_INSIDE:-}" != 1 ]; then
-    cargo build -q --release --features tap --example smoltcp_echo --example echo
+    # smoltcp's build script rejects SMOLTCP_* variables it does not know.
+    env -u SMOLTCP_ARGS cargo build -q --release --features tap --example smoltcp_echo --example echo
     export SOCKSERV_BENCH_INSIDE=1
     exec timeout -k 10 600 unshare --net -- "$0" "$mib" "$runs"
 fi
@@ -56,20 +66,22 @@ trap cleanup EXIT
 on_signal() { exit 143; }
 trap on_signal TERM INT
 
-# start NAME CMD...: runs a server, waits for "listening on ADDR", sets
-# $addr to ADDR. Not in a $(...) subshell: the pid must reach the trap.
+# start NAME CMD...: runs a server, waits for "listening on ADDR" on its
+# stdout (up to 60 s: a runner may check its build first), sets $addr to
+# ADDR. Not in a $(...) subshell: the pid must reach the trap.
 start() {
     local name=$1; shift
-    "$@" >"$tmp/$name.out" 2>&1 &
+    "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
     pids+=($!)
     disown
-    for _ in $(seq 100); do [ -s "$tmp/$name.out" ] && break; sleep 0.05; done
+    for _ in $(seq 600); do [ -s "$tmp/$name.out" ] && break; sleep 0.1; done
     local line; line=$(head -1 "$tmp/$name.out")
-    [[ $line == "listening on "* ]] || { echo "$name did not start: $line" >&2; exit 1; }
+    [[ $line == "listening on "* ]] ||
+        { echo "$name did not start: $line $(cat "$tmp/$name.err")" >&2; exit 1; }
     addr=${line#listening on }
 }
 
-start smoltcp target/release/examples/smoltcp_echo --tap tap0 --addr 192.168.69.1:7000 "${smol_args[@]}"
+start smoltcp "$server" --tap tap0 --addr 192.168.69.1:7000 "${smol_args[@]}"
 smol=$addr
 start kernel target/release/examples/echo --proto tcp --mode threading --addr 192.168.69.100:0
 kern=$addr
@@ -123,20 +135,23 @@ PY
 
 cat >"$tmp/stats.py" <<'PY'
 import statistics, sys
+import os
 names = ["smoltcp", "local", "veth"]
+server = os.path.basename(os.path.dirname(os.environ["SOCKSERV_TAP_SERVER"])) + "/" + \
+    os.path.basename(os.environ["SOCKSERV_TAP_SERVER"])
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 cols = {n: [r[i] for r in rows] for i, n in enumerate(names)}
 med = {n: statistics.median(v) for n, v in cols.items()}
 def show(label, n):
     v = cols[n]
     print("  %-58s median %7.1f MB/s  (min %.1f, max %.1f)" % (label, med[n], min(v), max(v)))
-show("smoltcp (sockserv-smoltcp over tap0):", "smoltcp")
+show("smoltcp (sockserv-smoltcp over tap0, %s):" % server, "smoltcp")
 show("Linux kernel, local address (sockserv-std echo):", "local")
 show("Linux kernel, across a veth pair (sockserv-std echo):", "veth")
 per = sorted(r[0] / r[2] for r in rows)
-print("  ratio smoltcp / kernel-over-veth: %.2f (medians); per round %s"
-      % (med["smoltcp"] / med["veth"], " ".join("%.2f" % x for x in per)))
-print("  ratio smoltcp / kernel-local: %.2f (medians)" % (med["smoltcp"] / med["local"]))
+print("  ratio smoltcp / kernel-over-veth: %.3f (medians); per round %s"
+      % (med["smoltcp"] / med["veth"], " ".join("%.3f" % x for x in per)))
+print("  ratio smoltcp / kernel-local: %.3f (medians)" % (med["smoltcp"] / med["local"]))
 PY
 
 buffer=$(sed -n 's/.*--tcp-buffer \([0-9]*\).*/\1/p' <<<" $smol_opts ")
@@ -144,10 +159,14 @@ buffer=${buffer:-65536}
 scale=0
 while (( (65535 << scale) < buffer && scale < 14 )); do scale=$((scale + 1)); done
 echo "TCP echo, $mib MiB per transfer, $runs rounds; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "settings: TAP MTU $tap_mtu, veth MTU $tap_mtu (GSO on); smoltcp_echo ${smol_opts:-(defaults)}:"
+echo "settings: TAP MTU $tap_mtu, veth MTU $tap_mtu (GSO on); $server ${smol_opts:-(defaults)}:"
 ack=$(sed -n 's/.*--ack-delay-ms \([0-9]*\).*/\1 ms/p' <<<" $smol_opts ")
-echo "  TCP socket buffers $buffer B each way (window scale $scale), delayed ACK" \
-    "${ack:-10 ms, the smoltcp default}, each poll drains every frame the TAP holds"
+if [[ $server == */smoltcp_echo ]]; then
+    echo "  TCP socket buffers $buffer B each way (window scale $scale), delayed ACK" \
+        "${ack:-10 ms, the smoltcp default}, each poll drains every frame the TAP holds"
+else
+    echo "  the server's own buffers and settings (see its documentation)"
+fi
 for _ in $(seq "$runs"); do
     s=$(python3 "$tmp/client.py" "$smol" "$mib")
     k=$(python3 "$tmp/client.py" "$kern" "$mib")

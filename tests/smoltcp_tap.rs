@@ -73,11 +73,13 @@ struct Differs {
     /// It reports each lost datagram as it happens (it always counts them).
     reports_each_loss: bool,
     /// Frames can be lost before the server sees them, uncounted: QEMU's
-    /// LAN9118 drops a frame its RX FIFO (about 10 KiB) has no room for
-    /// and counts nothing (the real chip's RX_DROP counter is not
+    /// LAN9118 drops a frame its RX data FIFO (2,640 words) has no room
+    /// for and counts nothing (the real chip's RX_DROP counter is not
     /// emulated). A burst that fits the FIFO is still answered or counted
-    /// to the datagram; a flood past it may lose some there.
-    nic_drops_uncounted: bool,
+    /// to the datagram (the 20-client burst: 20 frames of about 420
+    /// bytes); of the flood (200 frames of 17 words each) at least the 155
+    /// the FIFO holds reach the server and must be answered or counted.
+    nic_fifo_frames: Option<u32>,
     /// The server process reads the TAP device itself (the deleted-TAP
     /// check); under QEMU, the emulator does.
     owns_tap: bool,
@@ -93,7 +95,7 @@ const SMOLTCP_ECHO: Differs = Differs {
     udp_queue: None,
     burst_rounds: 50,
     reports_each_loss: true,
-    nic_drops_uncounted: false,
+    nic_fifo_frames: None,
     owns_tap: true,
 };
 
@@ -113,7 +115,7 @@ const FIRMWARE: Differs = Differs {
     udp_queue: Some(4),
     burst_rounds: 10,
     reports_each_loss: false,
-    nic_drops_uncounted: true,
+    nic_fifo_frames: Some(2640 / 17),
     owns_tap: false,
 };
 
@@ -673,14 +675,21 @@ fn smoltcp_echo_answers_20_udp_clients_at_once_and_reports_what_a_small_queue_dr
     } else {
         println!("{}: losses counted, not reported one by one (declared)", differs.name);
     }
-    if differs.nic_drops_uncounted {
-        let uncounted = 200 - answered.min(200) - counted.min(200 - answered.min(200));
+    if let Some(fifo) = differs.nic_fifo_frames {
+        let reached = answered + counted;
         println!(
-            "{}: flood: {answered} answered, {counted} counted lost, {uncounted} dropped by the \
-             emulated NIC before the server (declared: QEMU's LAN9118 counts nothing)",
-            differs.name
+            "{}: flood: {answered} answered, {counted} counted lost, {} dropped by the emulated \
+             NIC before the server (declared: QEMU's LAN9118 holds {fifo} of these frames and \
+             counts nothing past them)",
+            differs.name,
+            200u32.saturating_sub(reached)
         );
-        assert!(answered + counted <= 200, "more answered or counted than sent:\n{stdout}");
+        // A few ARP frames may share the FIFO with the flood.
+        assert!(
+            (fifo - 5..=200).contains(&reached),
+            "{reached} datagrams answered or counted: some that reached the server were lost \
+             uncounted:\n{stdout}"
+        );
     } else {
         assert_eq!(answered + counted, 200, "every datagram answered or counted:\n{stdout}");
     }

@@ -43,7 +43,29 @@ fn runner() -> PathBuf {
 /// Up to this long for the runner's build check and QEMU's boot.
 const BOOT: Duration = Duration::from_secs(90);
 
+/// Builds the conformance image once per test process, outside the
+/// namespace and its per-case time limit (a first build takes minutes).
 fn in_namespace(name: &str, case: impl FnOnce()) {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let inside = std::env::var_os("SOCKSERV_CONFORMANCE_TAP").is_some();
+    // SAFETY: geteuid(2) takes nothing and cannot fail. (As non-root the
+    // case is skipped by `root::can_run`: nothing to build.)
+    let root = unsafe { libc::geteuid() } == 0;
+    if !inside && root {
+        BUILT.call_once(|| {
+            let out = Command::new(runner())
+                .args(["--firmware", "conformance", "--build"])
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", runner().display()));
+            assert!(
+                out.status.success(),
+                "the firmware's conformance image did not build (it needs Debian's rustc-web, \
+                 rust-web-src, cargo-web and binutils-arm-none-eabi: examples/mps2-an386/ci \
+                 installs them):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+    }
     in_namespace_of("firmware", name, case);
 }
 
