@@ -10,7 +10,7 @@ use core::time::Duration;
 use embedded_io::{Error as _, ErrorKind};
 
 use super::pool::{BufferPool, Held};
-use super::{EventHandler, Next, Outbox};
+use super::{EventHandler, Next, Outbox, Step};
 use crate::transport::{Interest, NbConnection};
 use crate::{Phase, RequestError, Service};
 
@@ -396,12 +396,11 @@ where
         });
         let Some(live) = slot.live_mut() else { unreachable!("just made live") };
         let mut bufs = Bufs { pool: &mut self.pool, others: self.claims };
-        let result =
-            answer(live, &mut bufs, now, Phase::Opened, |h, out| h.opened(out)).and_then(|next| {
-                live.closing = next == Next::Close;
-                flush(live, &mut bufs, now)?;
-                drain(live, &mut bufs, now)
-            });
+        let result = answer(live, &mut bufs, now, Phase::Opened).and_then(|(step, _)| {
+            live.closing = step.next == Next::Close;
+            flush(live, &mut bufs, now)?;
+            drain(live, &mut bufs, now)
+        });
         let decision = decide(live, &mut bufs, result, service);
         self.claims += usize::from(is_claim(live));
         self.stats.note_starved(false, live, service);
@@ -763,27 +762,7 @@ where
     Ok(filled)
 }
 
-/// Runs one handler call with an [`Outbox`] over the connection (written
-/// through while nothing is queued) and a send buffer (borrowed if the
-/// pool has one); queues what the connection did not take. Returns the
-/// handler's result and whether the outbox had any room.
-fn answer<C, H, A, P, R>(
-    live: &mut Live<C, H, A>,
-    bufs: &mut Bufs<'_, P>,
-    now: Duration,
-    phase: Phase,
-    call: impl FnOnce(&mut H, &mut Outbox<'_>) -> Result<R, H::Error>,
-) -> Result<R, Failure<H::Error>>
-where
-    C: NbConnection,
-    H: EventHandler,
-    P: BufferPool,
-{
-    let (r, _) = answer_with_input(live, bufs, now, phase, |h, _, out| call(h, out))?;
-    Ok(r)
-}
-
-/// What [`answer_with_input`] saw.
+/// What [`answer`] saw.
 #[derive(Clone, Copy)]
 struct Answered {
     /// Bytes written (through or queued).
@@ -793,14 +772,21 @@ struct Answered {
     had_room: bool,
 }
 
-/// [`answer`] for `received`: the handler also gets the unconsumed input.
-fn answer_with_input<C, H, A, P, R>(
+/// Runs one handler call (`phase`: `opened`, `received` with the
+/// unconsumed input, `peer_closed` or `drained`) with an [`Outbox`] over
+/// the connection (written through while nothing is queued) and a send
+/// buffer (borrowed if the pool has one); queues what the connection did
+/// not take. Returns the handler's answer as a [`Step`] (the methods that
+/// return a [`Next`] consume nothing) and what the outbox saw.
+///
+/// One function for the four calls, not one per call: the outbox's
+/// set-up and accounting exist once in the code of each handler type.
+fn answer<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
     now: Duration,
     phase: Phase,
-    call: impl FnOnce(&mut H, &[u8], &mut Outbox<'_>) -> Result<R, H::Error>,
-) -> Result<(R, Answered), Failure<H::Error>>
+) -> Result<(Step, Answered), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
@@ -811,7 +797,14 @@ where
     let (input, free) = live.recv.data_and_free(&mut live.send, bufs.pool);
     let had_room = !free.is_empty();
     let mut out = Outbox::new(direct.then_some(&mut live.conn as &mut dyn super::TryWrite), free);
-    let result = call(&mut live.handler, input, &mut out);
+    let next = |r: Result<Next, H::Error>| r.map(|next| Step { consumed: 0, next });
+    let h = &mut live.handler;
+    let result = match phase {
+        Phase::Received => h.received(input, &mut out),
+        Phase::Opened => next(h.opened(&mut out)),
+        Phase::PeerClosed => next(h.peer_closed(&mut out)),
+        _ => next(h.drained(&mut out)),
+    };
     let done = out.done();
     live.send.fill(done.queued);
     live.send.release_if_empty(bufs.pool);
@@ -824,8 +817,8 @@ where
     if done.drain_wanted {
         live.drain_wanted = true;
     }
-    let r = result.map_err(|e| Failure::Handler(e, phase))?;
-    Ok((r, Answered { wrote: done.queued + done.sent, had_room }))
+    let step = result.map_err(|e| Failure::Handler(e, phase))?;
+    Ok((step, Answered { wrote: done.queued + done.sent, had_room }))
 }
 
 /// Offers the input to the handler while it consumes and there is room to
@@ -842,10 +835,7 @@ where
 {
     let mut waiting_for_more = live.recv.is_empty();
     while !live.closing && !live.recv.is_empty() && !live.send.is_full(bufs.pool) {
-        let (step, answered) =
-            answer_with_input(live, bufs, now, Phase::Received, |h, input, out| {
-                h.received(input, out)
-            })?;
+        let (step, answered) = answer(live, bufs, now, Phase::Received)?;
         let consumed = step.consumed.min(live.recv.len());
         let recv_full = live.recv.is_full(bufs.pool);
         live.recv.consume(consumed, bufs.pool);
@@ -876,8 +866,8 @@ where
         && !live.send.is_full(bufs.pool)
     {
         live.told_peer_closed = true;
-        let next = answer(live, bufs, now, Phase::PeerClosed, |h, out| h.peer_closed(out))?;
-        if next == Next::Close {
+        let (step, _) = answer(live, bufs, now, Phase::PeerClosed)?;
+        if step.next == Next::Close {
             live.closing = true;
         }
     }
@@ -903,9 +893,8 @@ where
             return Ok(());
         }
         live.drain_wanted = false;
-        let (next, answered) =
-            answer_with_input(live, bufs, now, Phase::Drained, |h, _, out| h.drained(out))?;
-        if next == Next::Close {
+        let (step, answered) = answer(live, bufs, now, Phase::Drained)?;
+        if step.next == Next::Close {
             live.closing = true;
         }
         if answered.wrote == 0 {
