@@ -142,7 +142,7 @@ impl<'a> Pool<'a> {
     /// there (smoltcp would answer it with a RST).
     pub(crate) fn drops_syn(&self, port: u16) -> bool {
         let live = || self.live().filter(|e| e.port == port && !e.retired);
-        live().any(|e| e.drop_syns) && !live().any(|e| e.role == Role::Listening)
+        live().any(|e| e.drop_syns) && !live().any(|e| matches!(e.role, Role::Listening))
     }
 
     /// Whether a dropped connection is still finishing its close.
@@ -153,7 +153,7 @@ impl<'a> Pool<'a> {
     /// How many connections of `port` are being served (accepted, not yet
     /// dropped).
     pub(crate) fn served(&self, port: u16) -> usize {
-        self.live().filter(|e| e.port == port && e.role == Role::Served).count()
+        self.live().filter(|e| e.port == port && matches!(e.role, Role::Served)).count()
     }
 
     /// Adds an entry; hands it back when the table is full.
@@ -177,7 +177,7 @@ impl<'a> Pool<'a> {
             let Some(entry) = slot.0.as_mut() else { continue };
             let socket = set.get_mut::<tcp::Socket>(entry.handle);
             entry.role = next_role(entry, socket, now, &mut ticket);
-            if entry.retired && entry.role == Role::Free {
+            if entry.retired && matches!(entry.role, Role::Free) {
                 set.remove(entry.handle);
                 slot.0 = None;
             }
@@ -192,7 +192,7 @@ impl<'a> Pool<'a> {
     fn rearm(&mut self, set: &mut SocketSet<'_>) {
         for i in 0..self.hi {
             let Some(entry) = self.slots[i].0 else { continue };
-            if entry.retired || entry.role != Role::Free {
+            if entry.retired || !matches!(entry.role, Role::Free) {
                 continue;
             }
             let pending = self.live().filter(|e| e.pending(entry.port));
@@ -253,8 +253,9 @@ impl<'a> Pool<'a> {
         handle: SocketHandle,
         watch: Option<Watch>,
     ) -> bool {
-        let served =
-            self.entries().find(|e| e.handle == handle && e.port == port && e.role == Role::Served);
+        let served = self
+            .entries()
+            .find(|e| e.handle == handle && e.port == port && matches!(e.role, Role::Served));
         match served {
             Some(e) => {
                 e.watch = watch;
@@ -273,7 +274,7 @@ impl<'a> Pool<'a> {
     /// socket of `port`.
     pub(crate) fn watched(&self, i: usize, port: u16) -> Option<(SocketHandle, Watch)> {
         let e = self.slots.get(i)?.0.as_ref()?;
-        let watch = e.watch.filter(|_| e.port == port && e.role == Role::Served)?;
+        let watch = e.watch.filter(|_| e.port == port && matches!(e.role, Role::Served))?;
         Some((e.handle, watch))
     }
 
