@@ -68,13 +68,15 @@ pub struct Options {
     pub keep_alive: Option<Duration>,
     /// How long a dropped connection may take to finish TCP's close
     /// (FIN-WAIT-2 with a peer that never closes) before its socket is
-    /// reset and reused. Default 30 s.
+    /// reset and reused. Default 30 s; at most 24 days (a longer one
+    /// counts as 24 days).
     pub close_timeout: Duration,
     /// How long a connection may stay half-open (a SYN taken, the
     /// handshake not finished) before its socket is reset and listens
     /// again, so that SYNs from peers that vanished cannot hold the
     /// backlog for ever. Only the handshake is timed: an established
-    /// connection waits to be accepted as long as it takes. Default 10 s.
+    /// connection waits to be accepted as long as it takes. Default 10 s;
+    /// at most 24 days, as `close_timeout`.
     pub handshake_timeout: Duration,
 }
 
