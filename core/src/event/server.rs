@@ -73,7 +73,8 @@ pub struct EventServerConfig {
     pub accept_burst: NonZeroUsize,
     /// Close a connection after this long without a byte read or written,
     /// so that clients that never speak (or never read) cannot hold a slot
-    /// and its buffers for ever. `None`: never.
+    /// and its buffers for ever. `None`: never. At most 24 days (a longer
+    /// one counts as 24 days), to the millisecond.
     pub idle_timeout: Option<Duration>,
 }
 

@@ -142,7 +142,8 @@ struct Live<C, H, A> {
     conn: C,
     handler: H,
     client: A,
-    last_active: Duration,
+    /// When it last read or wrote, in [`millis`].
+    last_active: u32,
     /// Unconsumed input.
     recv: Held,
     /// Unsent output.
@@ -231,7 +232,8 @@ pub struct ConnTable<C, H, A, S, P> {
     /// Where the next search for a starved connection starts.
     resume_cursor: usize,
     stats: TableStats,
-    idle_timeout: Option<Duration>,
+    /// In [`millis`] (at most 24 days).
+    idle_timeout: Option<u32>,
     next_sweep: Duration,
     _types: Types<C, H, A>,
 }
@@ -300,7 +302,8 @@ where
     P: BufferPool,
 {
     /// A table over empty slot storage `slots` and the buffer pool `pool`.
-    /// `idle_timeout`: close connections idle that long.
+    /// `idle_timeout`: close connections idle that long (at most 24 days,
+    /// to the millisecond).
     pub fn new(slots: S, pool: P, idle_timeout: Option<Duration>) -> Self {
         debug_assert!(slots.slots().is_empty(), "slot storage must start empty");
         Self {
@@ -311,7 +314,7 @@ where
             claims: 0,
             resume_cursor: 0,
             stats: TableStats::default(),
-            idle_timeout,
+            idle_timeout: idle_timeout.map(timeout_millis),
             next_sweep: Duration::ZERO,
             _types: PhantomData,
         }
@@ -377,6 +380,7 @@ where
         Svc: Service<A> + ?Sized,
     {
         let Some(token) = self.take_slot() else { return Err((conn, client, handler)) };
+        let now = millis(now);
         self.len += 1;
         self.stats.opened += 1;
         let slot = &mut self.slots.slots_mut()[token];
@@ -423,6 +427,7 @@ where
     {
         let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
+        let now = millis(now);
         let was_starved = core::mem::take(&mut live.starved);
         let others = self.claims - usize::from(is_claim(live));
         let mut bufs = Bufs { pool: &mut self.pool, others };
@@ -464,10 +469,10 @@ where
         if now < self.next_sweep {
             return;
         }
-        self.next_sweep = now + (timeout / 4).max(Duration::from_millis(1));
+        self.next_sweep = now + Duration::from_millis(u64::from((timeout / 4).max(1)));
+        let now = millis(now);
         for token in 0..self.slots.slots().len() {
-            let idle =
-                self.live(token).is_some_and(|l| now.saturating_sub(l.last_active) >= timeout);
+            let idle = self.live(token).is_some_and(|l| now.wrapping_sub(l.last_active) >= timeout);
             if idle && let Some(conn) = self.close(token, Some(RequestError::IdleTimeout), service)
             {
                 closed(token, conn);
@@ -706,7 +711,7 @@ fn step<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
     read: bool,
-    now: Duration,
+    now: u32,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
@@ -732,7 +737,7 @@ where
 fn read_some<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
 ) -> Result<bool, Failure<H::Error>>
 where
     C: NbConnection,
@@ -784,7 +789,7 @@ struct Answered {
 fn answer<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
     phase: Phase,
 ) -> Result<(Step, Answered), Failure<H::Error>>
 where
@@ -826,7 +831,7 @@ where
 fn process<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
@@ -881,7 +886,7 @@ where
 fn drain<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
@@ -926,7 +931,7 @@ where
 fn flush<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
@@ -944,4 +949,19 @@ where
         }
     }
     Ok(())
+}
+
+/// A time on the server's clock as wrapping 32-bit milliseconds: what
+/// each connection keeps as its last activity (`Duration` arithmetic is
+/// `u64` + `u32` with carries, bulky on a 32-bit MCU). Two such times are
+/// compared right while less than 24 days apart (`i32::MAX` ms); the
+/// sweep looks at every connection far more often than that.
+fn millis(t: Duration) -> u32 {
+    (t.as_secs() as u32).wrapping_mul(1000).wrapping_add(t.subsec_millis())
+}
+
+/// An idle timeout in those milliseconds: at most 24 days.
+fn timeout_millis(d: Duration) -> u32 {
+    let ms = (d.as_secs().min(3_000_000) as u32) * 1000 + d.subsec_millis();
+    ms.min(i32::MAX as u32)
 }
