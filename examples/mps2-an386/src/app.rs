@@ -72,7 +72,7 @@ fn main() -> ! {
     hw::paint_stack();
     let cfg = configure();
     let code = run(&cfg);
-    out::line_num(b"peak stack ", hw::peak_stack() as u64, b" bytes");
+    out::line_num(b"peak stack ", hw::peak_stack() as u32, b" bytes");
     hw::host_exit(code)
 }
 
@@ -187,7 +187,7 @@ fn announce(cfg: &config::Config) {
     // "IP:PORT" as `smoltcp_echo` prints it, built in one buffer.
     let mut text = [0u8; 21];
     let mut len = 0;
-    let mut digits = [0u8; 20];
+    let mut digits = [0u8; 10];
     for (i, o) in cfg.addr.ip().octets().into_iter().enumerate() {
         for &d in out::num(o.into(), &mut digits) {
             text[len] = d;
@@ -216,7 +216,7 @@ fn tcp_echo(
     let stack: Net<'_, '_> = Stack::new(iface, device, &mut storage, idle, clock);
     let max = usize::from(cfg.max_connections).min(MAX_CONNECTIONS);
     if usize::from(cfg.max_connections) > MAX_CONNECTIONS {
-        out::line_num(b"note: --max-connections capped at ", MAX_CONNECTIONS as u64, b"");
+        out::line_num(b"note: --max-connections capped at ", MAX_CONNECTIONS as u32, b"");
     }
     let when_full = match cfg.when_full {
         config::WhenFull::Drop => WhenFull::Drop,
@@ -296,7 +296,7 @@ fn udp_echo(
 
 fn report(stack: &Net<'_, '_>) {
     let stats = stack.stats();
-    out::line_num(b"", stats.syns_dropped as u64, b" SYNs dropped while the backlog was full");
+    out::line_num(b"", stats.syns_dropped, b" SYNs dropped while the backlog was full");
 }
 
 #[panic_handler]
