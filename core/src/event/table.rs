@@ -398,17 +398,7 @@ where
             starved: false,
             interest: Interest::default(),
         });
-        let Some(live) = slot.live_mut() else { unreachable!("just made live") };
-        let mut bufs = Bufs { pool: &mut self.pool, others: self.claims };
-        let result = answer(live, &mut bufs, now, Phase::Opened).and_then(|(step, _)| {
-            live.closing = step.next == Next::Close;
-            flush(live, &mut bufs, now)?;
-            drain(live, &mut bufs, now)
-        });
-        let decision = decide(live, &mut bufs, result, service);
-        self.claims += usize::from(is_claim(live));
-        self.stats.note_starved(false, live, service);
-        Ok((token, self.apply(token, decision, service)))
+        Ok((token, self.advance(token, None, service, now)))
     }
 
     /// Services the connection under `token` after its source reported it
@@ -425,13 +415,36 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
+        self.advance(token, Some(read), service, millis(now))
+    }
+
+    /// One step of the connection under `token` and what follows from
+    /// it: `opened` for a new connection (`read: None`), else a service
+    /// step; then the decision and its outcome. One function for both,
+    /// so that the decision's code exists once.
+    fn advance<Svc>(
+        &mut self,
+        token: usize,
+        read: Option<bool>,
+        service: &Svc,
+        now: u32,
+    ) -> Outcome<C>
+    where
+        Svc: Service<A> + ?Sized,
+    {
         let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
-        let now = millis(now);
         let was_starved = core::mem::take(&mut live.starved);
         let others = self.claims - usize::from(is_claim(live));
         let mut bufs = Bufs { pool: &mut self.pool, others };
-        let result = step(live, &mut bufs, read || was_starved, now);
+        let result = match read {
+            Some(read) => step(live, &mut bufs, read || was_starved, now),
+            None => answer(live, &mut bufs, now, Phase::Opened).and_then(|(step, _)| {
+                live.closing = step.next == Next::Close;
+                flush(live, &mut bufs, now)?;
+                drain(live, &mut bufs, now)
+            }),
+        };
         let decision = decide(live, &mut bufs, result, service);
         self.claims = others + usize::from(is_claim(live));
         self.stats.note_starved(was_starved, live, service);
