@@ -83,17 +83,16 @@ impl Neighbors {
         if now.wrapping_sub(watch.first) < GIVE_UP_MS || self.inject.is_some() {
             return;
         }
-        // The reply: from `addr` at our own link address, to us.
-        let (our_mac, our_ip) = (&arp[8..14], &arp[14..18]);
+        // The reply: from `addr` at our own link address, to us. It is
+        // the request turned round: to us (from us), op 2, the sender
+        // `addr` at our link address, the target us.
         let mut reply = [0u8; ARP_FRAME];
-        reply[0..6].copy_from_slice(our_mac);
-        reply[6..12].copy_from_slice(our_mac);
-        reply[12..14].copy_from_slice(&[0x08, 0x06]);
-        reply[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
-        reply[22..28].copy_from_slice(our_mac);
-        reply[28..32].copy_from_slice(&addr.octets());
-        reply[32..38].copy_from_slice(our_mac);
-        reply[38..42].copy_from_slice(our_ip);
+        reply.copy_from_slice(&frame[..ARP_FRAME]);
+        reply.copy_within(6..12, 0);
+        reply[21] = 2;
+        reply.copy_within(6..12, 32);
+        let (sender, target) = reply.split_at_mut(38);
+        sender[28..32].swap_with_slice(target);
         self.inject = Some(reply);
         self.forget(addr);
     }
