@@ -18,7 +18,7 @@ use core::time::Duration;
 
 use smoltcp::wire::Ipv4Address;
 
-use crate::net::millis;
+use crate::millis::millis;
 
 /// How long the stack asks for a neighbour's link address before it gives
 /// up and drops what waits for it: three ARP requests, one a second, as

@@ -5,7 +5,7 @@
 
 use core::time::Duration;
 
-use crate::net::{millis, timeout_millis};
+use crate::millis::{millis, timeout_millis};
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
