@@ -236,11 +236,11 @@ where
     /// Until the next deadline of ours, at most `poll_interval`.
     fn wait_timeout(&self, poll_interval: Duration) -> Duration {
         let now = self.clock.now();
-        [self.accept_resume, self.table.next_sweep()]
-            .into_iter()
-            .flatten()
-            .map(|at| at.saturating_sub(now))
-            .fold(poll_interval, Duration::min)
+        let next = match (self.accept_resume, self.table.next_sweep()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map_or(poll_interval, |at| at.saturating_sub(now).min(poll_interval))
     }
 
     /// Resumes accepting after a back-off; closes idle connections.
