@@ -14,7 +14,7 @@ use core::time::Duration;
 
 use cortex_m_rt::entry;
 use embedded_io::{Read, Write};
-use sockserv::driver::{Clock, Readiness};
+use sockserv::driver::Readiness;
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketSet};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
@@ -62,8 +62,9 @@ const UDP_BUFFER: usize = 2 * MAX_DATAGRAM;
 const LINGER: Duration = Duration::from_millis(500);
 /// SysTick: 10 ms at 25 MHz.
 const TICK: u32 = 250_000;
-/// How often the wait looks for the runner's stop file.
-const STOP_CHECK: Duration = Duration::from_millis(50);
+/// How often the wait looks for the runner's stop file: 50 ms in the
+/// clock's 40-ns ticks.
+const STOP_CHECK_TICKS: u32 = 1_250_000;
 
 static FLAG: ShutdownFlag = ShutdownFlag::new();
 
@@ -100,7 +101,8 @@ fn configure() -> config::Config {
 struct Idle<'c> {
     clock: &'c FreeRun,
     stop: Option<&'c [u8]>,
-    next_check: Cell<Duration>,
+    /// The clock's raw count at the last look for the stop file.
+    last_check: Cell<u32>,
     stopping: Cell<bool>,
 }
 
@@ -109,11 +111,11 @@ impl Idle<'_> {
         if self.stopping.get() {
             return true;
         }
-        let now = self.clock.now();
-        if now < self.next_check.get() {
+        let now = self.clock.ticks();
+        if now.wrapping_sub(self.last_check.get()) < STOP_CHECK_TICKS {
             return false;
         }
-        self.next_check.set(now + STOP_CHECK);
+        self.last_check.set(now);
         if self.stop.is_some_and(hw::host_file_exists) {
             self.stopping.set(true);
             FLAG.request();
@@ -173,7 +175,7 @@ fn run(cfg: &config::Config) -> u32 {
     let idle = Idle {
         clock: &clock,
         stop: cfg.stop_path(),
-        next_check: Cell::new(Duration::ZERO),
+        last_check: Cell::new(0u32.wrapping_sub(STOP_CHECK_TICKS)),
         stopping: Cell::new(false),
     };
     let ok = match cfg.proto {
