@@ -35,6 +35,7 @@ use embedded_io::{Error as _, ErrorKind};
 
 pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
 pub use server::{EventServer, EventServerConfig, OnShutdown, ServerSlot, WhenFull};
+pub(crate) use table::millis;
 pub use table::{CappedSlots, ConnTable, Outcome, Slot, SlotStorage, TableStats};
 
 /// Slot storage with a capacity of `N` fixed at compile time, no

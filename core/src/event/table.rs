@@ -969,7 +969,7 @@ where
 /// `u64` + `u32` with carries, bulky on a 32-bit MCU). Two such times are
 /// compared right while less than 24 days apart (`i32::MAX` ms); the
 /// sweep looks at every connection far more often than that.
-fn millis(t: Duration) -> u32 {
+pub(crate) fn millis(t: Duration) -> u32 {
     (t.as_secs() as u32).wrapping_mul(1000).wrapping_add(t.subsec_millis())
 }
 
