@@ -51,6 +51,18 @@ pub(crate) trait Net<'a> {
     /// The largest IP packet the device carries.
     fn ip_mtu(&self) -> usize;
 
+    /// The clock time `timeout` from now (`None`: no deadline). One copy
+    /// of the `Duration` arithmetic for every wait loop (a provided
+    /// method of a trait used as `dyn`).
+    fn deadline(&self, timeout: Option<Duration>) -> Option<Duration> {
+        timeout.map(|t| self.now().saturating_add(t))
+    }
+
+    /// Whether `deadline` (if any) has passed.
+    fn passed(&self, deadline: Option<Duration>) -> bool {
+        deadline.is_some_and(|d| self.now() >= d)
+    }
+
     /// Closes an accepted connection's socket (a FIN after what is queued),
     /// gives it back to the listener's pool, and polls so the FIN leaves
     /// now rather than at the next wait. What both kinds of connection do

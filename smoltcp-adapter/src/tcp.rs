@@ -228,7 +228,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
             if done(self) {
                 return Readiness::Ready;
             }
-            if deadline.is_some_and(|d| self.net.now() >= d) {
+            if self.net.passed(deadline) {
                 return Readiness::TimedOut;
             }
             if self.net.idle(deadline) == Readiness::Woken {
@@ -244,14 +244,14 @@ impl ErrorType for TcpListener<'_, '_> {
 
 impl<'s, 'a> Wait for TcpListener<'s, 'a> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
-        let deadline = timeout.map(|t| self.net.now().saturating_add(t));
+        let deadline = self.net.deadline(timeout);
         Ok(self.run(deadline, Self::ready))
     }
 
     fn pause(&mut self, duration: Duration) -> Result<Readiness, Error> {
-        let deadline = self.net.now().saturating_add(duration);
+        let deadline = self.net.deadline(Some(duration));
         // Keep the interface going, but do not watch for connections.
-        Ok(match self.run(Some(deadline), |_| false) {
+        Ok(match self.run(deadline, |_| false) {
             Readiness::Ready => Readiness::TimedOut,
             other => other,
         })
