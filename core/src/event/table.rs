@@ -315,7 +315,9 @@ where
             resume_cursor: 0,
             stats: TableStats::default(),
             idle_timeout: idle_timeout.map(timeout_millis),
-            next_sweep: Duration::ZERO,
+            // Without a table timeout, nothing to sweep until a handler
+            // has a timeout of its own.
+            next_sweep: if idle_timeout.is_some() { Duration::ZERO } else { Duration::MAX },
             _types: PhantomData,
         }
     }
@@ -380,7 +382,6 @@ where
         Svc: Service<A> + ?Sized,
     {
         let Some(token) = self.take_slot() else { return Err((conn, client, handler)) };
-        let now = millis(now);
         self.len += 1;
         self.stats.opened += 1;
         let slot = &mut self.slots.slots_mut()[token];
@@ -388,7 +389,7 @@ where
             conn,
             handler,
             client,
-            last_active: now,
+            last_active: millis(now),
             recv: Held::none(),
             send: Held::none(),
             peer_closed: false,
@@ -415,7 +416,7 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
-        self.advance(token, Some(read), service, millis(now))
+        self.advance(token, Some(read), service, now)
     }
 
     /// One step of the connection under `token` and what follows from
@@ -427,13 +428,14 @@ where
         token: usize,
         read: Option<bool>,
         service: &Svc,
-        now: u32,
+        clock_now: Duration,
     ) -> Outcome<C>
     where
         Svc: Service<A> + ?Sized,
     {
         let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
+        let now = millis(clock_now);
         let was_starved = core::mem::take(&mut live.starved);
         let others = self.claims - usize::from(is_claim(live));
         let mut bufs = Bufs { pool: &mut self.pool, others };
@@ -448,6 +450,7 @@ where
         let decision = decide(live, &mut bufs, result, service);
         self.claims = others + usize::from(is_claim(live));
         self.stats.note_starved(was_starved, live, service);
+        self.note_timeout(token, clock_now, now);
         self.apply(token, decision, service)
     }
 
@@ -470,33 +473,58 @@ where
         None
     }
 
-    /// Closes connections idle for `idle_timeout`, reporting
+    /// Closes connections idle for `idle_timeout` (or for their handler's
+    /// shorter [`EventHandler::idle_timeout`]), reporting
     /// [`RequestError::IdleTimeout`]; `closed` gets each one's token and
     /// handle (deregister, then drop). Scans at most every quarter of the
-    /// timeout, so an idle connection closes within 1.25 timeouts.
+    /// timeout, so an idle connection closes within 1.25 timeouts (a
+    /// handler's own timeout: when it is due, or a quarter of it after
+    /// the last scan).
     pub fn sweep<Svc>(&mut self, service: &Svc, now: Duration, mut closed: impl FnMut(usize, C))
     where
         Svc: Service<A> + ?Sized,
     {
-        let Some(timeout) = self.idle_timeout else { return };
         if now < self.next_sweep {
             return;
         }
-        self.next_sweep = now + Duration::from_millis(u64::from((timeout / 4).max(1)));
-        let now = millis(now);
+        let quarter = |t: u32| Duration::from_millis(u64::from((t / 4).max(1)));
+        let mut next = self.idle_timeout.map_or(Duration::MAX, |t| now + quarter(t));
+        let ms = millis(now);
         for token in 0..self.slots.slots().len() {
-            let idle = self.live(token).is_some_and(|l| now.wrapping_sub(l.last_active) >= timeout);
-            if idle && let Some(conn) = self.close(token, Some(RequestError::IdleTimeout), service)
-            {
-                closed(token, conn);
+            let Some(live) = self.live(token) else { continue };
+            let own = live.handler.idle_timeout().map(timeout_millis);
+            let Some(timeout) = min_timeout(own, self.idle_timeout) else { continue };
+            let idle_for = ms.wrapping_sub(live.last_active);
+            if idle_for >= timeout {
+                if let Some(conn) = self.close(token, Some(RequestError::IdleTimeout), service) {
+                    closed(token, conn);
+                }
+            } else if let Some(own) = own {
+                // Due when its own timeout passes, at least a quarter of
+                // it from now.
+                let due = Duration::from_millis(u64::from(own - idle_for));
+                next = next.min(now + due.max(quarter(own)));
             }
+        }
+        self.next_sweep = next;
+    }
+
+    /// Brings the next sweep forward to when the connection under `token`
+    /// is due by its handler's own idle timeout (`now`: the clock's time,
+    /// and in [`millis`]).
+    fn note_timeout(&mut self, token: usize, now: Duration, ms: u32) {
+        if let Some(live) = self.live(token)
+            && let Some(own) = live.handler.idle_timeout()
+        {
+            let idle_for = Duration::from_millis(u64::from(ms.wrapping_sub(live.last_active)));
+            self.next_sweep = self.next_sweep.min(now + own.saturating_sub(idle_for));
         }
     }
 
     /// When the next [`sweep`](Self::sweep) is due, if any connection is
-    /// open and there is an idle timeout.
+    /// open and there is an idle timeout (the table's or a handler's).
     pub fn next_sweep(&self) -> Option<Duration> {
-        self.idle_timeout.filter(|_| self.len > 0).map(|_| self.next_sweep)
+        (self.len > 0 && self.next_sweep != Duration::MAX).then_some(self.next_sweep)
     }
 
     /// Starts a graceful shutdown: every connection stops reading (its
@@ -583,6 +611,14 @@ where
 impl<C> From<Option<C>> for Outcome<C> {
     fn from(conn: Option<C>) -> Self {
         conn.map_or(Outcome::Absent, Outcome::Closed)
+    }
+}
+
+/// The shorter of two optional timeouts (in [`millis`]).
+fn min_timeout(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -818,7 +854,7 @@ where
     let next = |r: Result<Next, H::Error>| r.map(|next| Step { consumed: 0, next });
     let h = &mut live.handler;
     let result = match phase {
-        Phase::Received => h.received(input, &mut out),
+        Phase::Received => h.received_mut(input, &mut out),
         Phase::Opened => next(h.opened(&mut out)),
         Phase::PeerClosed => next(h.peer_closed(&mut out)),
         _ => next(h.drained(&mut out)),
