@@ -19,8 +19,9 @@ use crate::logging::{Level, report};
 /// client.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CapWatch {
-    /// When the current episode began, while at the cap.
-    since: Option<Duration>,
+    /// When the current episode began (in wrapping 32-bit milliseconds),
+    /// while at the cap.
+    since: Option<u32>,
     reached: u64,
 }
 
@@ -36,7 +37,7 @@ impl CapWatch {
     pub fn update(&mut self, full: bool, now: Duration, what: &dyn core::fmt::Display) {
         match (self.since, full) {
             (None, true) => {
-                self.since = Some(now);
+                self.since = Some(crate::event::millis(now));
                 self.reached += 1;
                 report(
                     Level::Warn,
@@ -49,7 +50,7 @@ impl CapWatch {
             }
             (Some(since), false) => {
                 self.since = None;
-                let ms = now.saturating_sub(since).as_millis();
+                let ms = crate::event::millis(now).wrapping_sub(since);
                 report(
                     Level::Info,
                     format_args!(

@@ -66,7 +66,7 @@ impl<'s, 'a> TcpConn<'s, 'a> {
         mut attempt: impl FnMut(&Served<'s, 'a>) -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
         let net = self.socket.net;
-        let deadline = self.timeout.map(|t| net.now().saturating_add(t));
+        let deadline = net.deadline(self.timeout);
         loop {
             if let Some(answer) = attempt(&self.socket)? {
                 return Ok(answer);
@@ -74,7 +74,7 @@ impl<'s, 'a> TcpConn<'s, 'a> {
             if net.poll() {
                 continue;
             }
-            if deadline.is_some_and(|d| net.now() >= d) {
+            if net.passed(deadline) {
                 return Err(Error::TIMED_OUT);
             }
             if net.idle(deadline) == Readiness::Woken {

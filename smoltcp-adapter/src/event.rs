@@ -194,14 +194,14 @@ impl<'s, 'a> EventSource for TcpEventSource<'s, 'a> {
     /// stack's [`Wait`](crate::Wait) while nothing is. Never fails.
     fn wait(&mut self, timeout: Option<Duration>, events: &mut [Event]) -> Result<usize, Error> {
         let net = self.net();
-        let deadline = timeout.map(|t| net.now().saturating_add(t));
+        let deadline = net.deadline(timeout);
         loop {
             net.poll();
             let n = self.collect(events);
             if n > 0 || events.is_empty() {
                 return Ok(n);
             }
-            if deadline.is_some_and(|d| net.now() >= d) {
+            if net.passed(deadline) {
                 return Ok(0);
             }
             if net.idle(deadline) == Readiness::Woken {

@@ -113,9 +113,10 @@ impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
                 return f(frame);
             };
             losses.fragment(&ip, now, reassembly_timeout);
-            *control = is_control(&ip);
-            losses.arrival = udp.and_then(|checksums| arrival(&ip, checksums));
-            match syn_port(&ip) {
+            let seen = Seen::of(&ip, udp);
+            *control = seen.control;
+            losses.arrival = seen.arrival;
+            match seen.syn {
                 Some(port) if pool.drops_syn(port) => {
                     losses.report(Loss::SynDropped { port });
                     // The closure must run to give the interface its
@@ -235,13 +236,47 @@ fn ipv4(medium: Medium, frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
     Ipv4Packet::new_checked(packet).ok()
 }
 
-/// The UDP datagram `ip` carries whole (not a fragment), if smoltcp will
-/// take it to a socket: well formed, its checksums right (those smoltcp
-/// verifies).
-fn arrival(ip: &Ipv4Packet<&[u8]>, checksums: Checksums) -> Option<Arrival> {
-    if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 {
-        return None;
+/// What the gate learns from an IPv4 packet, in one pass over its
+/// headers.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Seen {
+    /// It carries a TCP SYN, FIN or RST (or is a TCP fragment, which
+    /// cannot tell).
+    control: bool,
+    /// It is a connection request (a TCP SYN without ACK, unfragmented or
+    /// the first fragment): its destination port.
+    syn: Option<u16>,
+    /// The UDP datagram it carries whole, if the stack watches UDP
+    /// (`udp`: the checksums smoltcp verifies) and smoltcp will take it
+    /// to a socket (see [`arrival`]).
+    arrival: Option<Arrival>,
+}
+
+impl Seen {
+    fn of(ip: &Ipv4Packet<&[u8]>, udp: Option<Checksums>) -> Self {
+        let first = ip.frag_offset() == 0;
+        match ip.next_header() {
+            IpProtocol::Tcp => match TcpPacket::new_checked(ip.payload()) {
+                Ok(tcp) if first => Self {
+                    control: tcp.syn() || tcp.fin() || tcp.rst(),
+                    syn: (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port()),
+                    arrival: None,
+                },
+                _ => Self { control: true, ..Self::default() },
+            },
+            IpProtocol::Udp if first && !ip.more_frags() => Self {
+                arrival: udp.and_then(|checksums| arrival(ip, checksums)),
+                ..Self::default()
+            },
+            _ => Self::default(),
+        }
     }
+}
+
+/// The UDP datagram in `ip` (a whole one, not a fragment), if smoltcp
+/// will take it to a socket: well formed, its checksums right (those
+/// smoltcp verifies).
+fn arrival(ip: &Ipv4Packet<&[u8]>, checksums: Checksums) -> Option<Arrival> {
     if checksums.ipv4 && !ip.verify_checksum() {
         return None;
     }
@@ -252,28 +287,6 @@ fn arrival(ip: &Ipv4Packet<&[u8]>, checksums: Checksums) -> Option<Arrival> {
         return None;
     }
     Some(Arrival { from, to, port: udp.dst_port(), len: udp.payload().len() })
-}
-
-/// Whether `ip` carries a TCP SYN, FIN or RST (or a fragment, which
-/// cannot tell).
-fn is_control(ip: &Ipv4Packet<&[u8]>) -> bool {
-    if ip.next_header() != IpProtocol::Tcp {
-        return false;
-    }
-    match TcpPacket::new_checked(ip.payload()) {
-        Ok(tcp) if ip.frag_offset() == 0 => tcp.syn() || tcp.fin() || tcp.rst(),
-        _ => true,
-    }
-}
-
-/// The destination port of a connection request (a TCP SYN without ACK,
-/// unfragmented or the first fragment), if `ip` carries one.
-fn syn_port(ip: &Ipv4Packet<&[u8]>) -> Option<u16> {
-    if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
-        return None;
-    }
-    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-    (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port())
 }
 
 #[cfg(test)]
@@ -326,6 +339,14 @@ mod tests {
 
     fn parsed(buf: &[u8]) -> Ipv4Packet<&[u8]> {
         Ipv4Packet::new_checked(buf).unwrap()
+    }
+
+    fn syn_port(ip: &Ipv4Packet<&[u8]>) -> Option<u16> {
+        Seen::of(ip, None).syn
+    }
+
+    fn is_control(ip: &Ipv4Packet<&[u8]>) -> bool {
+        Seen::of(ip, None).control
     }
 
     #[test]

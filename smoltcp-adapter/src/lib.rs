@@ -14,6 +14,7 @@ mod error;
 mod event;
 mod gate;
 mod loss;
+mod millis;
 mod neighbor;
 mod net;
 mod pool;
@@ -57,6 +58,7 @@ mod layering {
         ("wait", include_str!("wait.rs")),
         ("error", include_str!("error.rs")),
         ("serve", include_str!("serve.rs")),
+        ("millis", include_str!("millis.rs")),
     ];
 
     /// The module graph goes one way (leaves ← sockets ← `stack` ← the

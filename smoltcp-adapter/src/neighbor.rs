@@ -18,14 +18,18 @@ use core::time::Duration;
 
 use smoltcp::wire::Ipv4Address;
 
+use crate::millis::millis;
+
 /// How long the stack asks for a neighbour's link address before it gives
 /// up and drops what waits for it: three ARP requests, one a second, as
 /// Linux does (`mcast_solicit` 3, `retrans_time` 1 s).
 pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(3);
+const GIVE_UP_MS: u32 = GIVE_UP_AFTER.as_secs() as u32 * 1000;
 /// An address not asked for during this long is forgotten (smoltcp asks
 /// once a second while a packet waits, but only one request a second in
 /// all: with several addresses waiting, each is asked less often).
 const FORGET_AFTER: Duration = Duration::from_secs(10);
+const FORGET_MS: u32 = FORGET_AFTER.as_secs() as u32 * 1000;
 /// How many addresses are watched at once (one per socket whose head
 /// packet waits; beyond, the oldest is forgotten).
 const WATCHED: usize = 8;
@@ -36,9 +40,9 @@ pub(crate) const ARP_FRAME: usize = 14 + 28;
 #[derive(Clone, Copy, Debug)]
 struct Watch {
     addr: Ipv4Address,
-    /// The first and last request seen for it.
-    first: Duration,
-    last: Duration,
+    /// The first and last request seen for it, in [`millis`].
+    first: u32,
+    last: u32,
 }
 
 /// The addresses being asked for, and the ARP reply to hand the
@@ -61,31 +65,34 @@ impl Neighbors {
             return;
         }
         let addr = ipv4(&arp[24..28]);
+        let now = millis(now);
         self.forget_stale(now);
         let watch = match self.watched.iter_mut().flatten().find(|w| w.addr == addr) {
             Some(w) => w,
             None => {
                 // A free entry, or the one asked for least recently.
-                let slot =
-                    self.watched.iter_mut().min_by_key(|w| w.map(|w| w.last)).expect("WATCHED > 0");
+                let slot = self
+                    .watched
+                    .iter_mut()
+                    .min_by_key(|w| w.map(|w| u32::MAX - now.wrapping_sub(w.last)))
+                    .expect("WATCHED > 0");
                 slot.insert(Watch { addr, first: now, last: now })
             }
         };
         watch.last = now;
-        if now.saturating_sub(watch.first) < GIVE_UP_AFTER || self.inject.is_some() {
+        if now.wrapping_sub(watch.first) < GIVE_UP_MS || self.inject.is_some() {
             return;
         }
-        // The reply: from `addr` at our own link address, to us.
-        let (our_mac, our_ip) = (&arp[8..14], &arp[14..18]);
+        // The reply: from `addr` at our own link address, to us. It is
+        // the request turned round: to us (from us), op 2, the sender
+        // `addr` at our link address, the target us.
         let mut reply = [0u8; ARP_FRAME];
-        reply[0..6].copy_from_slice(our_mac);
-        reply[6..12].copy_from_slice(our_mac);
-        reply[12..14].copy_from_slice(&[0x08, 0x06]);
-        reply[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
-        reply[22..28].copy_from_slice(our_mac);
-        reply[28..32].copy_from_slice(&addr.octets());
-        reply[32..38].copy_from_slice(our_mac);
-        reply[38..42].copy_from_slice(our_ip);
+        reply.copy_from_slice(&frame[..ARP_FRAME]);
+        reply.copy_within(6..12, 0);
+        reply[21] = 2;
+        reply.copy_within(6..12, 32);
+        let (sender, target) = reply.split_at_mut(38);
+        sender[28..32].swap_with_slice(target);
         self.inject = Some(reply);
         self.forget(addr);
     }
@@ -119,9 +126,9 @@ impl Neighbors {
         }
     }
 
-    fn forget_stale(&mut self, now: Duration) {
+    fn forget_stale(&mut self, now: u32) {
         for slot in &mut self.watched {
-            if slot.is_some_and(|w| now.saturating_sub(w.last) >= FORGET_AFTER) {
+            if slot.is_some_and(|w| now.wrapping_sub(w.last) >= FORGET_MS) {
                 *slot = None;
             }
         }
@@ -166,6 +173,28 @@ mod tests {
         assert_eq!(&reply[28..32], &x);
         assert_eq!(&reply[38..42], &[192, 168, 69, 1]);
         assert!(n.take_injection().is_none(), "once");
+    }
+
+    #[test]
+    fn a_new_address_takes_the_place_of_the_one_asked_for_least_recently() {
+        let mut n = Neighbors::default();
+        let ms = Duration::from_millis;
+        let addr = |i: u8| [192, 168, 69, 10 + i];
+        // WATCHED addresses, one every 100 ms, then one more at the time
+        // of the last: the first (asked for longest ago) makes room.
+        for i in 0..WATCHED as u8 {
+            n.sent(&request(addr(i)), ms(100 * u64::from(i)));
+        }
+        let last = 100 * (WATCHED as u64 - 1);
+        n.sent(&request(addr(WATCHED as u8)), ms(last));
+        // The first one starts over: not given up on at 3 s.
+        n.sent(&request(addr(0)), ms(3_000));
+        assert!(!n.injecting(), "the first address was forgotten");
+        // The one asked for at the same time as the newcomer was kept.
+        let kept = WATCHED as u8 - 1;
+        n.sent(&request(addr(kept)), ms(last + 3_000));
+        let reply = n.take_injection().expect("still watched since its first request");
+        assert_eq!(&reply[28..32], &addr(kept));
     }
 
     #[test]

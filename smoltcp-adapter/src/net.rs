@@ -51,6 +51,18 @@ pub(crate) trait Net<'a> {
     /// The largest IP packet the device carries.
     fn ip_mtu(&self) -> usize;
 
+    /// The clock time `timeout` from now (`None`: no deadline). One copy
+    /// of the `Duration` arithmetic for every wait loop (a provided
+    /// method of a trait used as `dyn`).
+    fn deadline(&self, timeout: Option<Duration>) -> Option<Duration> {
+        timeout.map(|t| self.now().saturating_add(t))
+    }
+
+    /// Whether `deadline` (if any) has passed.
+    fn passed(&self, deadline: Option<Duration>) -> bool {
+        deadline.is_some_and(|d| self.now() >= d)
+    }
+
     /// Closes an accepted connection's socket (a FIN after what is queued),
     /// gives it back to the listener's pool, and polls so the FIN leaves
     /// now rather than at the next wait. What both kinds of connection do
@@ -68,10 +80,17 @@ pub(crate) trait Net<'a> {
 
 /// A time on the stack's clock as smoltcp's `Instant`.
 pub(crate) fn instant(t: Duration) -> smoltcp::time::Instant {
-    smoltcp::time::Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+    smoltcp::time::Instant::from_micros(micros(t) as i64)
 }
 
 /// A duration as smoltcp's.
 pub(crate) fn to_smol(d: Duration) -> smoltcp::time::Duration {
-    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    smoltcp::time::Duration::from_micros(micros(d))
+}
+
+/// `d` in microseconds, at most `i64::MAX` (292,000 years): without
+/// `as_micros`' `u128` arithmetic, bulky on a 32-bit MCU.
+fn micros(d: Duration) -> u64 {
+    const MAX_SECS: u64 = i64::MAX as u64 / 1_000_000 - 1;
+    d.as_secs().min(MAX_SECS) * 1_000_000 + u64::from(d.subsec_micros())
 }

@@ -5,6 +5,8 @@
 
 use core::time::Duration;
 
+use crate::millis::{millis, timeout_millis};
+
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::IpEndpoint;
@@ -19,11 +21,11 @@ enum Role {
     Listening,
     /// Took a SYN: a connection waiting to be accepted (the `ticket`-th
     /// to arrive), since when.
-    Queued { ticket: u32, since: Duration },
+    Queued { ticket: u32, since: u32 },
     /// Handed to a [`TcpConn`](crate::TcpConn).
     Served,
     /// The connection was dropped; TCP's close is finishing (since when).
-    Closing(Duration),
+    Closing(u32),
 }
 
 /// One pooled socket.
@@ -32,8 +34,9 @@ pub(crate) struct Entry {
     handle: SocketHandle,
     port: u16,
     backlog: usize,
-    close_timeout: Duration,
-    handshake_timeout: Duration,
+    /// The timeouts, in [`millis`].
+    close_timeout: u32,
+    handshake_timeout: u32,
     /// Whether a SYN that finds no listening socket is dropped (not reset).
     drop_syns: bool,
     role: Role,
@@ -65,8 +68,8 @@ impl Entry {
             handle,
             port,
             backlog,
-            close_timeout,
-            handshake_timeout,
+            close_timeout: timeout_millis(close_timeout),
+            handshake_timeout: timeout_millis(handshake_timeout),
             drop_syns,
             role: Role::Free,
             retired: false,
@@ -142,7 +145,7 @@ impl<'a> Pool<'a> {
     /// there (smoltcp would answer it with a RST).
     pub(crate) fn drops_syn(&self, port: u16) -> bool {
         let live = || self.live().filter(|e| e.port == port && !e.retired);
-        live().any(|e| e.drop_syns) && !live().any(|e| e.role == Role::Listening)
+        live().any(|e| e.drop_syns) && !live().any(|e| matches!(e.role, Role::Listening))
     }
 
     /// Whether a dropped connection is still finishing its close.
@@ -153,7 +156,7 @@ impl<'a> Pool<'a> {
     /// How many connections of `port` are being served (accepted, not yet
     /// dropped).
     pub(crate) fn served(&self, port: u16) -> usize {
-        self.live().filter(|e| e.port == port && e.role == Role::Served).count()
+        self.live().filter(|e| e.port == port && matches!(e.role, Role::Served)).count()
     }
 
     /// Adds an entry; hands it back when the table is full.
@@ -172,12 +175,13 @@ impl<'a> Pool<'a> {
     /// closes that lingered past their timeout, then re-arms each port up
     /// to its backlog.
     pub(crate) fn refill(&mut self, set: &mut SocketSet<'_>, now: Duration) {
+        let now = millis(now);
         let mut ticket = self.next_ticket;
         for slot in self.slots[..self.hi].iter_mut() {
             let Some(entry) = slot.0.as_mut() else { continue };
             let socket = set.get_mut::<tcp::Socket>(entry.handle);
             entry.role = next_role(entry, socket, now, &mut ticket);
-            if entry.retired && entry.role == Role::Free {
+            if entry.retired && matches!(entry.role, Role::Free) {
                 set.remove(entry.handle);
                 slot.0 = None;
             }
@@ -192,7 +196,7 @@ impl<'a> Pool<'a> {
     fn rearm(&mut self, set: &mut SocketSet<'_>) {
         for i in 0..self.hi {
             let Some(entry) = self.slots[i].0 else { continue };
-            if entry.retired || entry.role != Role::Free {
+            if entry.retired || !matches!(entry.role, Role::Free) {
                 continue;
             }
             let pending = self.live().filter(|e| e.pending(entry.port));
@@ -240,7 +244,7 @@ impl<'a> Pool<'a> {
     /// A served connection was dropped (and its socket closed) at `now`.
     pub(crate) fn release(&mut self, handle: SocketHandle, now: Duration) {
         if let Some(e) = self.entries().find(|e| e.handle == handle) {
-            e.role = Role::Closing(now);
+            e.role = Role::Closing(millis(now));
             e.watch = None;
         }
     }
@@ -253,8 +257,9 @@ impl<'a> Pool<'a> {
         handle: SocketHandle,
         watch: Option<Watch>,
     ) -> bool {
-        let served =
-            self.entries().find(|e| e.handle == handle && e.port == port && e.role == Role::Served);
+        let served = self
+            .entries()
+            .find(|e| e.handle == handle && e.port == port && matches!(e.role, Role::Served));
         match served {
             Some(e) => {
                 e.watch = watch;
@@ -273,7 +278,7 @@ impl<'a> Pool<'a> {
     /// socket of `port`.
     pub(crate) fn watched(&self, i: usize, port: u16) -> Option<(SocketHandle, Watch)> {
         let e = self.slots.get(i)?.0.as_ref()?;
-        let watch = e.watch.filter(|_| e.port == port && e.role == Role::Served)?;
+        let watch = e.watch.filter(|_| e.port == port && matches!(e.role, Role::Served))?;
         Some((e.handle, watch))
     }
 
@@ -305,7 +310,8 @@ impl<'a> Pool<'a> {
 }
 
 /// The role a pooled socket has now, given what smoltcp did to it.
-fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: Duration, ticket: &mut u32) -> Role {
+/// (`now` in [`millis`].)
+fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: u32, ticket: &mut u32) -> Role {
     match entry.role {
         Role::Listening | Role::Queued { .. } if socket.is_listening() => Role::Listening,
         Role::Listening if socket.is_open() => {
@@ -315,7 +321,7 @@ fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: Duration, ticket:
         Role::Listening | Role::Queued { .. } if !socket.is_open() => closing(socket, now),
         Role::Queued { since, .. }
             if socket.state() == State::SynReceived
-                && now.saturating_sub(since) >= entry.handshake_timeout =>
+                && now.wrapping_sub(since) >= entry.handshake_timeout =>
         {
             // A peer that sent a SYN and vanished: smoltcp would resend
             // the SYN-ACK for ever and the socket would hold its place in
@@ -324,7 +330,7 @@ fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: Duration, ticket:
             closing(socket, now)
         }
         Role::Closing(_) if reclaimable(socket) => Role::Free,
-        Role::Closing(since) if now.saturating_sub(since) >= entry.close_timeout => {
+        Role::Closing(since) if now.wrapping_sub(since) >= entry.close_timeout => {
             if socket.state() == State::Closed {
                 // Its reset has not left by now: smoltcp keeps a CLOSED
                 // socket's peer until the RST is out, and a peer that
@@ -344,6 +350,6 @@ fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: Duration, ticket:
 }
 
 /// A socket that left the connection: free at once if its close is over.
-fn closing(socket: &tcp::Socket<'_>, now: Duration) -> Role {
+fn closing(socket: &tcp::Socket<'_>, now: u32) -> Role {
     if reclaimable(socket) { Role::Free } else { Role::Closing(now) }
 }

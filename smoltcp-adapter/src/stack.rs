@@ -91,9 +91,24 @@ where
         wait: W,
         clock: C,
     ) -> Self {
-        let set = SocketSet::new(&mut storage.sockets[..]);
-        let pool = Pool::new(&mut storage.slots[..]);
-        let socks = Sockets { set, capacity: N, pool, losses: Losses::default(), udp: 0 };
+        Self::with_storage(iface, device, &mut storage.sockets, &mut storage.slots, wait, clock)
+    }
+
+    /// [`new`](Self::new) without the storage's size: one copy of the
+    /// code whatever sizes a program uses.
+    #[inline(never)]
+    fn with_storage(
+        iface: Interface,
+        device: D,
+        sockets: &'a mut [SocketStorage<'a>],
+        slots: &'a mut [Slot],
+        wait: W,
+        clock: C,
+    ) -> Self {
+        let capacity = sockets.len();
+        let set = SocketSet::new(sockets);
+        let pool = Pool::new(slots);
+        let socks = Sockets { set, capacity, pool, losses: Losses::default(), udp: 0 };
         Self { inner: RefCell::new(Inner { iface, device, wait, socks }), clock }
     }
 

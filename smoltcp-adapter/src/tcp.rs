@@ -68,13 +68,15 @@ pub struct Options {
     pub keep_alive: Option<Duration>,
     /// How long a dropped connection may take to finish TCP's close
     /// (FIN-WAIT-2 with a peer that never closes) before its socket is
-    /// reset and reused. Default 30 s.
+    /// reset and reused. Default 30 s; at most 24 days (a longer one
+    /// counts as 24 days).
     pub close_timeout: Duration,
     /// How long a connection may stay half-open (a SYN taken, the
     /// handshake not finished) before its socket is reset and listens
     /// again, so that SYNs from peers that vanished cannot hold the
     /// backlog for ever. Only the handshake is timed: an established
-    /// connection waits to be accepted as long as it takes. Default 10 s.
+    /// connection waits to be accepted as long as it takes. Default 10 s;
+    /// at most 24 days, as `close_timeout`.
     pub handshake_timeout: Duration,
 }
 
@@ -226,7 +228,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
             if done(self) {
                 return Readiness::Ready;
             }
-            if deadline.is_some_and(|d| self.net.now() >= d) {
+            if self.net.passed(deadline) {
                 return Readiness::TimedOut;
             }
             if self.net.idle(deadline) == Readiness::Woken {
@@ -242,14 +244,14 @@ impl ErrorType for TcpListener<'_, '_> {
 
 impl<'s, 'a> Wait for TcpListener<'s, 'a> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
-        let deadline = timeout.map(|t| self.net.now().saturating_add(t));
+        let deadline = self.net.deadline(timeout);
         Ok(self.run(deadline, Self::ready))
     }
 
     fn pause(&mut self, duration: Duration) -> Result<Readiness, Error> {
-        let deadline = self.net.now().saturating_add(duration);
+        let deadline = self.net.deadline(Some(duration));
         // Keep the interface going, but do not watch for connections.
-        Ok(match self.run(Some(deadline), |_| false) {
+        Ok(match self.run(deadline, |_| false) {
             Readiness::Ready => Readiness::TimedOut,
             other => other,
         })

@@ -77,7 +77,7 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
             if watch && self.with_socket(|s| s.can_recv()) {
                 return Readiness::Ready;
             }
-            if deadline.is_some_and(|d| self.net.now() >= d) {
+            if self.net.passed(deadline) {
                 return Readiness::TimedOut;
             }
             if self.net.idle(deadline) == Readiness::Woken {
@@ -93,13 +93,13 @@ impl ErrorType for UdpSocket<'_, '_> {
 
 impl Wait for UdpSocket<'_, '_> {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
-        let deadline = timeout.map(|t| self.net.now().saturating_add(t));
+        let deadline = self.net.deadline(timeout);
         Ok(self.run(deadline, true))
     }
 
     fn pause(&mut self, duration: Duration) -> Result<Readiness, Error> {
-        let deadline = self.net.now().saturating_add(duration);
-        Ok(self.run(Some(deadline), false))
+        let deadline = self.net.deadline(Some(duration));
+        Ok(self.run(deadline, false))
     }
 }
 
@@ -124,7 +124,7 @@ impl DatagramSocket for UdpSocket<'_, '_> {
         if data.len() > capacity || data.len() + HEADERS > max_packet(self.net.ip_mtu()) {
             return Err(Error::TOO_LARGE);
         }
-        let deadline = self.send_timeout.map(|t| self.net.now().saturating_add(t));
+        let deadline = self.net.deadline(self.send_timeout);
         loop {
             match self.with_socket(|s| s.send_slice(data, *to)) {
                 Ok(()) => {
@@ -137,7 +137,7 @@ impl DatagramSocket for UdpSocket<'_, '_> {
             if self.net.poll() {
                 continue;
             }
-            if deadline.is_some_and(|d| self.net.now() >= d) {
+            if self.net.passed(deadline) {
                 return Err(Error::TIMED_OUT);
             }
             let _ = self.net.idle(deadline);

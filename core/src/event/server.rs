@@ -73,7 +73,8 @@ pub struct EventServerConfig {
     pub accept_burst: NonZeroUsize,
     /// Close a connection after this long without a byte read or written,
     /// so that clients that never speak (or never read) cannot hold a slot
-    /// and its buffers for ever. `None`: never.
+    /// and its buffers for ever. `None`: never. At most 24 days (a longer
+    /// one counts as 24 days), to the millisecond.
     pub idle_timeout: Option<Duration>,
 }
 
@@ -235,11 +236,11 @@ where
     /// Until the next deadline of ours, at most `poll_interval`.
     fn wait_timeout(&self, poll_interval: Duration) -> Duration {
         let now = self.clock.now();
-        [self.accept_resume, self.table.next_sweep()]
-            .into_iter()
-            .flatten()
-            .map(|at| at.saturating_sub(now))
-            .fold(poll_interval, Duration::min)
+        let next = match (self.accept_resume, self.table.next_sweep()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map_or(poll_interval, |at| at.saturating_sub(now).min(poll_interval))
     }
 
     /// Resumes accepting after a back-off; closes idle connections.

@@ -10,7 +10,7 @@ use core::time::Duration;
 use embedded_io::{Error as _, ErrorKind};
 
 use super::pool::{BufferPool, Held};
-use super::{EventHandler, Next, Outbox};
+use super::{EventHandler, Next, Outbox, Step};
 use crate::transport::{Interest, NbConnection};
 use crate::{Phase, RequestError, Service};
 
@@ -142,7 +142,8 @@ struct Live<C, H, A> {
     conn: C,
     handler: H,
     client: A,
-    last_active: Duration,
+    /// When it last read or wrote, in [`millis`].
+    last_active: u32,
     /// Unconsumed input.
     recv: Held,
     /// Unsent output.
@@ -231,7 +232,8 @@ pub struct ConnTable<C, H, A, S, P> {
     /// Where the next search for a starved connection starts.
     resume_cursor: usize,
     stats: TableStats,
-    idle_timeout: Option<Duration>,
+    /// In [`millis`] (at most 24 days).
+    idle_timeout: Option<u32>,
     next_sweep: Duration,
     _types: Types<C, H, A>,
 }
@@ -300,7 +302,8 @@ where
     P: BufferPool,
 {
     /// A table over empty slot storage `slots` and the buffer pool `pool`.
-    /// `idle_timeout`: close connections idle that long.
+    /// `idle_timeout`: close connections idle that long (at most 24 days,
+    /// to the millisecond).
     pub fn new(slots: S, pool: P, idle_timeout: Option<Duration>) -> Self {
         debug_assert!(slots.slots().is_empty(), "slot storage must start empty");
         Self {
@@ -311,8 +314,10 @@ where
             claims: 0,
             resume_cursor: 0,
             stats: TableStats::default(),
-            idle_timeout,
-            next_sweep: Duration::ZERO,
+            idle_timeout: idle_timeout.map(timeout_millis),
+            // Without a table timeout, nothing to sweep until a handler
+            // has a timeout of its own.
+            next_sweep: if idle_timeout.is_some() { Duration::ZERO } else { Duration::MAX },
             _types: PhantomData,
         }
     }
@@ -384,7 +389,7 @@ where
             conn,
             handler,
             client,
-            last_active: now,
+            last_active: millis(now),
             recv: Held::none(),
             send: Held::none(),
             peer_closed: false,
@@ -394,18 +399,7 @@ where
             starved: false,
             interest: Interest::default(),
         });
-        let Some(live) = slot.live_mut() else { unreachable!("just made live") };
-        let mut bufs = Bufs { pool: &mut self.pool, others: self.claims };
-        let result =
-            answer(live, &mut bufs, now, Phase::Opened, |h, out| h.opened(out)).and_then(|next| {
-                live.closing = next == Next::Close;
-                flush(live, &mut bufs, now)?;
-                drain(live, &mut bufs, now)
-            });
-        let decision = decide(live, &mut bufs, result, service);
-        self.claims += usize::from(is_claim(live));
-        self.stats.note_starved(false, live, service);
-        Ok((token, self.apply(token, decision, service)))
+        Ok((token, self.advance(token, None, service, now)))
     }
 
     /// Services the connection under `token` after its source reported it
@@ -422,15 +416,41 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
+        self.advance(token, Some(read), service, now)
+    }
+
+    /// One step of the connection under `token` and what follows from
+    /// it: `opened` for a new connection (`read: None`), else a service
+    /// step; then the decision and its outcome. One function for both,
+    /// so that the decision's code exists once.
+    fn advance<Svc>(
+        &mut self,
+        token: usize,
+        read: Option<bool>,
+        service: &Svc,
+        clock_now: Duration,
+    ) -> Outcome<C>
+    where
+        Svc: Service<A> + ?Sized,
+    {
         let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
+        let now = millis(clock_now);
         let was_starved = core::mem::take(&mut live.starved);
         let others = self.claims - usize::from(is_claim(live));
         let mut bufs = Bufs { pool: &mut self.pool, others };
-        let result = step(live, &mut bufs, read || was_starved, now);
+        let result = match read {
+            Some(read) => step(live, &mut bufs, read || was_starved, now),
+            None => answer(live, &mut bufs, now, Phase::Opened).and_then(|(step, _)| {
+                live.closing = step.next == Next::Close;
+                flush(live, &mut bufs, now)?;
+                drain(live, &mut bufs, now)
+            }),
+        };
         let decision = decide(live, &mut bufs, result, service);
         self.claims = others + usize::from(is_claim(live));
         self.stats.note_starved(was_starved, live, service);
+        self.note_timeout(token, clock_now, now);
         self.apply(token, decision, service)
     }
 
@@ -453,33 +473,58 @@ where
         None
     }
 
-    /// Closes connections idle for `idle_timeout`, reporting
+    /// Closes connections idle for `idle_timeout` (or for their handler's
+    /// shorter [`EventHandler::idle_timeout`]), reporting
     /// [`RequestError::IdleTimeout`]; `closed` gets each one's token and
     /// handle (deregister, then drop). Scans at most every quarter of the
-    /// timeout, so an idle connection closes within 1.25 timeouts.
+    /// timeout, so an idle connection closes within 1.25 timeouts (a
+    /// handler's own timeout: when it is due, or a quarter of it after
+    /// the last scan).
     pub fn sweep<Svc>(&mut self, service: &Svc, now: Duration, mut closed: impl FnMut(usize, C))
     where
         Svc: Service<A> + ?Sized,
     {
-        let Some(timeout) = self.idle_timeout else { return };
         if now < self.next_sweep {
             return;
         }
-        self.next_sweep = now + (timeout / 4).max(Duration::from_millis(1));
+        let quarter = |t: u32| Duration::from_millis(u64::from((t / 4).max(1)));
+        let mut next = self.idle_timeout.map_or(Duration::MAX, |t| now + quarter(t));
+        let ms = millis(now);
         for token in 0..self.slots.slots().len() {
-            let idle =
-                self.live(token).is_some_and(|l| now.saturating_sub(l.last_active) >= timeout);
-            if idle && let Some(conn) = self.close(token, Some(RequestError::IdleTimeout), service)
-            {
-                closed(token, conn);
+            let Some(live) = self.live(token) else { continue };
+            let own = live.handler.idle_timeout().map(timeout_millis);
+            let Some(timeout) = min_timeout(own, self.idle_timeout) else { continue };
+            let idle_for = ms.wrapping_sub(live.last_active);
+            if idle_for >= timeout {
+                if let Some(conn) = self.close(token, Some(RequestError::IdleTimeout), service) {
+                    closed(token, conn);
+                }
+            } else if let Some(own) = own {
+                // Due when its own timeout passes, at least a quarter of
+                // it from now.
+                let due = Duration::from_millis(u64::from(own - idle_for));
+                next = next.min(now + due.max(quarter(own)));
             }
+        }
+        self.next_sweep = next;
+    }
+
+    /// Brings the next sweep forward to when the connection under `token`
+    /// is due by its handler's own idle timeout (`now`: the clock's time,
+    /// and in [`millis`]).
+    fn note_timeout(&mut self, token: usize, now: Duration, ms: u32) {
+        if let Some(live) = self.live(token)
+            && let Some(own) = live.handler.idle_timeout()
+        {
+            let idle_for = Duration::from_millis(u64::from(ms.wrapping_sub(live.last_active)));
+            self.next_sweep = self.next_sweep.min(now + own.saturating_sub(idle_for));
         }
     }
 
     /// When the next [`sweep`](Self::sweep) is due, if any connection is
-    /// open and there is an idle timeout.
+    /// open and there is an idle timeout (the table's or a handler's).
     pub fn next_sweep(&self) -> Option<Duration> {
-        self.idle_timeout.filter(|_| self.len > 0).map(|_| self.next_sweep)
+        (self.len > 0 && self.next_sweep != Duration::MAX).then_some(self.next_sweep)
     }
 
     /// Starts a graceful shutdown: every connection stops reading (its
@@ -566,6 +611,14 @@ where
 impl<C> From<Option<C>> for Outcome<C> {
     fn from(conn: Option<C>) -> Self {
         conn.map_or(Outcome::Absent, Outcome::Closed)
+    }
+}
+
+/// The shorter of two optional timeouts (in [`millis`]).
+fn min_timeout(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -707,7 +760,7 @@ fn step<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
     read: bool,
-    now: Duration,
+    now: u32,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
@@ -733,7 +786,7 @@ where
 fn read_some<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
 ) -> Result<bool, Failure<H::Error>>
 where
     C: NbConnection,
@@ -763,27 +816,7 @@ where
     Ok(filled)
 }
 
-/// Runs one handler call with an [`Outbox`] over the connection (written
-/// through while nothing is queued) and a send buffer (borrowed if the
-/// pool has one); queues what the connection did not take. Returns the
-/// handler's result and whether the outbox had any room.
-fn answer<C, H, A, P, R>(
-    live: &mut Live<C, H, A>,
-    bufs: &mut Bufs<'_, P>,
-    now: Duration,
-    phase: Phase,
-    call: impl FnOnce(&mut H, &mut Outbox<'_>) -> Result<R, H::Error>,
-) -> Result<R, Failure<H::Error>>
-where
-    C: NbConnection,
-    H: EventHandler,
-    P: BufferPool,
-{
-    let (r, _) = answer_with_input(live, bufs, now, phase, |h, _, out| call(h, out))?;
-    Ok(r)
-}
-
-/// What [`answer_with_input`] saw.
+/// What [`answer`] saw.
 #[derive(Clone, Copy)]
 struct Answered {
     /// Bytes written (through or queued).
@@ -793,14 +826,21 @@ struct Answered {
     had_room: bool,
 }
 
-/// [`answer`] for `received`: the handler also gets the unconsumed input.
-fn answer_with_input<C, H, A, P, R>(
+/// Runs one handler call (`phase`: `opened`, `received` with the
+/// unconsumed input, `peer_closed` or `drained`) with an [`Outbox`] over
+/// the connection (written through while nothing is queued) and a send
+/// buffer (borrowed if the pool has one); queues what the connection did
+/// not take. Returns the handler's answer as a [`Step`] (the methods that
+/// return a [`Next`] consume nothing) and what the outbox saw.
+///
+/// One function for the four calls, not one per call: the outbox's
+/// set-up and accounting exist once in the code of each handler type.
+fn answer<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
     phase: Phase,
-    call: impl FnOnce(&mut H, &[u8], &mut Outbox<'_>) -> Result<R, H::Error>,
-) -> Result<(R, Answered), Failure<H::Error>>
+) -> Result<(Step, Answered), Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
@@ -811,7 +851,14 @@ where
     let (input, free) = live.recv.data_and_free(&mut live.send, bufs.pool);
     let had_room = !free.is_empty();
     let mut out = Outbox::new(direct.then_some(&mut live.conn as &mut dyn super::TryWrite), free);
-    let result = call(&mut live.handler, input, &mut out);
+    let next = |r: Result<Next, H::Error>| r.map(|next| Step { consumed: 0, next });
+    let h = &mut live.handler;
+    let result = match phase {
+        Phase::Received => h.received_mut(input, &mut out),
+        Phase::Opened => next(h.opened(&mut out)),
+        Phase::PeerClosed => next(h.peer_closed(&mut out)),
+        _ => next(h.drained(&mut out)),
+    };
     let done = out.done();
     live.send.fill(done.queued);
     live.send.release_if_empty(bufs.pool);
@@ -824,8 +871,8 @@ where
     if done.drain_wanted {
         live.drain_wanted = true;
     }
-    let r = result.map_err(|e| Failure::Handler(e, phase))?;
-    Ok((r, Answered { wrote: done.queued + done.sent, had_room }))
+    let step = result.map_err(|e| Failure::Handler(e, phase))?;
+    Ok((step, Answered { wrote: done.queued + done.sent, had_room }))
 }
 
 /// Offers the input to the handler while it consumes and there is room to
@@ -833,7 +880,7 @@ where
 fn process<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
@@ -842,10 +889,7 @@ where
 {
     let mut waiting_for_more = live.recv.is_empty();
     while !live.closing && !live.recv.is_empty() && !live.send.is_full(bufs.pool) {
-        let (step, answered) =
-            answer_with_input(live, bufs, now, Phase::Received, |h, input, out| {
-                h.received(input, out)
-            })?;
+        let (step, answered) = answer(live, bufs, now, Phase::Received)?;
         let consumed = step.consumed.min(live.recv.len());
         let recv_full = live.recv.is_full(bufs.pool);
         live.recv.consume(consumed, bufs.pool);
@@ -876,8 +920,8 @@ where
         && !live.send.is_full(bufs.pool)
     {
         live.told_peer_closed = true;
-        let next = answer(live, bufs, now, Phase::PeerClosed, |h, out| h.peer_closed(out))?;
-        if next == Next::Close {
+        let (step, _) = answer(live, bufs, now, Phase::PeerClosed)?;
+        if step.next == Next::Close {
             live.closing = true;
         }
     }
@@ -891,7 +935,7 @@ where
 fn drain<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
@@ -903,9 +947,8 @@ where
             return Ok(());
         }
         live.drain_wanted = false;
-        let (next, answered) =
-            answer_with_input(live, bufs, now, Phase::Drained, |h, _, out| h.drained(out))?;
-        if next == Next::Close {
+        let (step, answered) = answer(live, bufs, now, Phase::Drained)?;
+        if step.next == Next::Close {
             live.closing = true;
         }
         if answered.wrote == 0 {
@@ -937,7 +980,7 @@ where
 fn flush<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
-    now: Duration,
+    now: u32,
 ) -> Result<(), Failure<H::Error>>
 where
     C: NbConnection,
@@ -955,4 +998,19 @@ where
         }
     }
     Ok(())
+}
+
+/// A time on the server's clock as wrapping 32-bit milliseconds: what
+/// each connection keeps as its last activity (`Duration` arithmetic is
+/// `u64` + `u32` with carries, bulky on a 32-bit MCU). Two such times are
+/// compared right while less than 24 days apart (`i32::MAX` ms); the
+/// sweep looks at every connection far more often than that.
+pub(crate) fn millis(t: Duration) -> u32 {
+    (t.as_secs() as u32).wrapping_mul(1000).wrapping_add(t.subsec_millis())
+}
+
+/// An idle timeout in those milliseconds: at most 24 days.
+fn timeout_millis(d: Duration) -> u32 {
+    let ms = (d.as_secs().min(3_000_000) as u32) * 1000 + d.subsec_millis();
+    ms.min(i32::MAX as u32)
 }

@@ -14,7 +14,7 @@ use core::time::Duration;
 
 use cortex_m_rt::entry;
 use embedded_io::{Read, Write};
-use sockserv::driver::{Clock, Readiness};
+use sockserv::driver::Readiness;
 use sockserv::smoltcp_adapter::smoltcp::iface::{Config, Interface, SocketSet};
 use sockserv::smoltcp_adapter::smoltcp::socket::{tcp, udp};
 use sockserv::smoltcp_adapter::smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint};
@@ -62,8 +62,9 @@ const UDP_BUFFER: usize = 2 * MAX_DATAGRAM;
 const LINGER: Duration = Duration::from_millis(500);
 /// SysTick: 10 ms at 25 MHz.
 const TICK: u32 = 250_000;
-/// How often the wait looks for the runner's stop file.
-const STOP_CHECK: Duration = Duration::from_millis(50);
+/// How often the wait looks for the runner's stop file: 50 ms in the
+/// clock's 40-ns ticks.
+const STOP_CHECK_TICKS: u32 = 1_250_000;
 
 static FLAG: ShutdownFlag = ShutdownFlag::new();
 
@@ -72,7 +73,7 @@ fn main() -> ! {
     hw::paint_stack();
     let cfg = configure();
     let code = run(&cfg);
-    out::line_num(b"peak stack ", hw::peak_stack() as u64, b" bytes");
+    out::line_num(b"peak stack ", hw::peak_stack() as u32, b" bytes");
     hw::host_exit(code)
 }
 
@@ -100,7 +101,8 @@ fn configure() -> config::Config {
 struct Idle<'c> {
     clock: &'c FreeRun,
     stop: Option<&'c [u8]>,
-    next_check: Cell<Duration>,
+    /// The clock's raw count at the last look for the stop file.
+    last_check: Cell<u32>,
     stopping: Cell<bool>,
 }
 
@@ -109,11 +111,11 @@ impl Idle<'_> {
         if self.stopping.get() {
             return true;
         }
-        let now = self.clock.now();
-        if now < self.next_check.get() {
+        let now = self.clock.ticks();
+        if now.wrapping_sub(self.last_check.get()) < STOP_CHECK_TICKS {
             return false;
         }
-        self.next_check.set(now + STOP_CHECK);
+        self.last_check.set(now);
         if self.stop.is_some_and(hw::host_file_exists) {
             self.stopping.set(true);
             FLAG.request();
@@ -159,7 +161,7 @@ fn run(cfg: &config::Config) -> u32 {
     }
     hw::start_ticks(TICK);
     let mut config = Config::new(EthernetAddress(mac).into());
-    config.random_seed = clock.ticks();
+    config.random_seed = clock.ticks().into();
     let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new((*cfg.addr.ip()).into(), 24));
@@ -173,7 +175,7 @@ fn run(cfg: &config::Config) -> u32 {
     let idle = Idle {
         clock: &clock,
         stop: cfg.stop_path(),
-        next_check: Cell::new(Duration::ZERO),
+        last_check: Cell::new(0u32.wrapping_sub(STOP_CHECK_TICKS)),
         stopping: Cell::new(false),
     };
     let ok = match cfg.proto {
@@ -187,7 +189,7 @@ fn announce(cfg: &config::Config) {
     // "IP:PORT" as `smoltcp_echo` prints it, built in one buffer.
     let mut text = [0u8; 21];
     let mut len = 0;
-    let mut digits = [0u8; 20];
+    let mut digits = [0u8; 10];
     for (i, o) in cfg.addr.ip().octets().into_iter().enumerate() {
         for &d in out::num(o.into(), &mut digits) {
             text[len] = d;
@@ -216,7 +218,7 @@ fn tcp_echo(
     let stack: Net<'_, '_> = Stack::new(iface, device, &mut storage, idle, clock);
     let max = usize::from(cfg.max_connections).min(MAX_CONNECTIONS);
     if usize::from(cfg.max_connections) > MAX_CONNECTIONS {
-        out::line_num(b"note: --max-connections capped at ", MAX_CONNECTIONS as u64, b"");
+        out::line_num(b"note: --max-connections capped at ", MAX_CONNECTIONS as u32, b"");
     }
     let when_full = match cfg.when_full {
         config::WhenFull::Drop => WhenFull::Drop,
@@ -298,11 +300,11 @@ fn udp_echo(
 /// tests that drive either server read this line).
 fn report(stack: &Net<'_, '_>) {
     let stats = stack.stats();
-    let (mut syns, mut datagrams) = ([0u8; 20], [0u8; 20]);
+    let (mut syns, mut datagrams) = ([0u8; 10], [0u8; 10]);
     out::line(&[
-        out::num(stats.syns_dropped.into(), &mut syns),
+        out::num(stats.syns_dropped, &mut syns),
         b" SYNs dropped while the backlog was full, ",
-        out::num(stats.datagrams_lost.into(), &mut datagrams),
+        out::num(stats.datagrams_lost, &mut datagrams),
         b" datagrams lost on arrival",
     ]);
 }

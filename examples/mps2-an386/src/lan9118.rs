@@ -164,32 +164,40 @@ impl<'b> Lan9118<'b> {
     }
 }
 
-/// The FREE_RUN counter (25 MHz), as a 64-bit count of microseconds.
+/// The FREE_RUN counter (25 MHz) as a clock: whole seconds counted in
+/// 32 bits beside the counter's ticks since the last whole second, so
+/// that reading it needs no 64-bit division (the 32-bit counter wraps
+/// every 171 s; any reading in between keeps the count right).
 pub struct FreeRun {
-    last: core::cell::Cell<u32>,
-    high: core::cell::Cell<u64>,
+    /// Seconds since the counter started, up to `base`.
+    secs: core::cell::Cell<u32>,
+    /// The counter's value at that whole second.
+    base: core::cell::Cell<u32>,
 }
+
+/// FREE_RUN ticks a second (40 ns each).
+const TICKS_PER_SEC: u32 = 25_000_000;
 
 impl FreeRun {
     pub const fn new() -> Self {
-        Self { last: core::cell::Cell::new(0), high: core::cell::Cell::new(0) }
+        Self { secs: core::cell::Cell::new(0), base: core::cell::Cell::new(0) }
     }
 
-    /// Ticks of 40 ns since the counter started (the 32-bit counter wraps
-    /// every 171 s; any call in between notices).
-    pub fn ticks(&self) -> u64 {
-        let now = eth_read(FREE_RUN);
-        if now < self.last.get() {
-            self.high.set(self.high.get() + (1 << 32));
-        }
-        self.last.set(now);
-        self.high.get() | u64::from(now)
+    /// The counter's raw value (40 ns ticks, wrapping every 171 s).
+    pub fn ticks(&self) -> u32 {
+        eth_read(FREE_RUN)
     }
 }
 
 impl sockserv::driver::Clock for FreeRun {
     fn now(&self) -> core::time::Duration {
-        core::time::Duration::from_nanos(self.ticks() * 40)
+        let mut ticks = self.ticks().wrapping_sub(self.base.get());
+        while ticks >= TICKS_PER_SEC {
+            ticks -= TICKS_PER_SEC;
+            self.base.set(self.base.get().wrapping_add(TICKS_PER_SEC));
+            self.secs.set(self.secs.get() + 1);
+        }
+        core::time::Duration::new(u64::from(self.secs.get()), ticks * 40)
     }
 }
 

@@ -13,7 +13,7 @@ pub fn line(parts: &[&[u8]]) {
 }
 
 /// `n` in decimal, in `buf`.
-pub fn num(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub fn num(n: u32, buf: &mut [u8; 10]) -> &[u8] {
     let mut i = buf.len();
     let mut n = n;
     loop {
@@ -27,7 +27,7 @@ pub fn num(n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// A line `prefix` + `n` + `suffix`.
-pub fn line_num(prefix: &[u8], n: u64, suffix: &[u8]) {
-    let mut buf = [0u8; 20];
+pub fn line_num(prefix: &[u8], n: u32, suffix: &[u8]) {
+    let mut buf = [0u8; 10];
     line(&[prefix, num(n, &mut buf), suffix]);
 }

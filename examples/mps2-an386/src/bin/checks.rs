@@ -134,8 +134,8 @@ fn mock_event() -> bool {
         return false;
     }
     if closed.get() != CONNS || net.conn_count() != CONNS {
-        out::line_num(b"closed: ", closed.get() as u64, b"");
-        out::line_num(b"connections: ", net.conn_count() as u64, b"");
+        out::line_num(b"closed: ", closed.get() as u32, b"");
+        out::line_num(b"connections: ", net.conn_count() as u32, b"");
         return false;
     }
     (0..CONNS).all(|i| {
@@ -162,7 +162,7 @@ fn checks() -> u32 {
         }
         out::line(&[b"ok: ", name]);
     }
-    out::line_num(b"peak stack ", hw::peak_stack() as u64, b" bytes");
+    out::line_num(b"peak stack ", hw::peak_stack() as u32, b" bytes");
     0
 }
 
