@@ -576,16 +576,30 @@ elif what == "burst":
             msg = b"client %d round %d " % (i, r) * 20
             s.sendto(msg, (HOST, port))
             try:
-                while s.recvfrom(65536)[0] != msg:
-                    pass
-                with lock:
-                    answered += 1
+                while True:
+                    got = s.recvfrom(65536)[0]
+                    with lock:
+                        answered += 1
+                    if got == msg:
+                        break
+                    # An answer to an earlier round that came after its
+                    # client stopped waiting (a loaded machine, QEMU):
+                    # answered late, not lost; counted above.
             except socket.timeout:
                 with lock:
                     missing.append((i, r))
     threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
     for t in threads: t.start()
     for t in threads: t.join(100)
+    # Late answers to the last rounds.
+    for s in socks:
+        s.settimeout(0.5)
+        try:
+            while True:
+                s.recvfrom(65536)
+                answered += 1
+        except socket.timeout:
+            pass
     print("20 concurrent clients: %d of %d answered" % (answered, 20 * rounds))
     assert queue or not missing, missing
 else:

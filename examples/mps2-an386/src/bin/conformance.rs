@@ -257,7 +257,7 @@ fn run(args: &Args<'_>) -> u32 {
     }
     hw::start_ticks(TICK);
     let mut config = Config::new(EthernetAddress(mac).into());
-    config.random_seed = clock.ticks();
+    config.random_seed = clock.ticks().into();
     let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new(args.addr.addr, 24));
