@@ -2,9 +2,12 @@
 //! the echo example as a process with `--tls-cert/--tls-key` in every
 //! blocking mode, served to Python's `ssl`, `openssl s_client` and a
 //! rustls client; an in-process HTTPS handler served to `curl --cacert`;
-//! hostile clients (half a ClientHello and silence, plaintext, random
-//! bytes, a reset in the handshake, a close without close_notify), each
-//! with its outcome while others are served. The certificate is made at
+//! the service's view of each handshake (`Tls::on_handshake`: ALPN, SNI,
+//! client certificates) asked by curl; hostile clients (half a ClientHello
+//! and silence, plaintext, random bytes, a reset in the handshake, a close
+//! without close_notify, an alert or a bad record mid-stream, a client that
+//! never reads after the handshake), each with its outcome while others are
+//! served. The certificate is made at
 //! test time with `openssl req`; none is committed.
 
 mod util;
@@ -313,6 +316,165 @@ mod https {
         serving.join().unwrap();
     }
 
+    /// What the service's hook saw and set, per connection.
+    #[derive(Default)]
+    struct Seen {
+        negotiated: String,
+        setup_saw: String,
+    }
+
+    /// A handler the service sets up from the handshake (`on_handshake`)
+    /// before its `setup`; it answers with what it was told.
+    struct Told {
+        told: Option<String>,
+        log: Arc<std::sync::Mutex<Vec<Seen>>>,
+    }
+
+    impl<S: Read + Write> StreamHandler<S> for Told {
+        type Error = S::Error;
+        fn setup(&mut self, _: &mut S) -> Result<(), S::Error> {
+            let mut log = self.log.lock().unwrap();
+            log.last_mut().unwrap().setup_saw = self.told.clone().unwrap_or_default();
+            Ok(())
+        }
+        fn handle(&mut self, s: &mut S) -> Result<(), S::Error> {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let body = format!("{}\n", self.told.as_deref().unwrap_or("nothing"));
+            s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+        }
+    }
+
+    fn curl(port: &str, host: &str, extra: &[&str]) -> std::process::Output {
+        let (ca, cert, key) = super::certificate();
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .args(["--cert"])
+            .arg(cert)
+            .args(["--key"])
+            .arg(key)
+            .args(extra)
+            .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+            .arg(format!("https://{host}:{port}/"))
+            .output()
+            .expect("curl runs")
+    }
+
+    /// The service sees each connection's ALPN protocol, SNI name and
+    /// client certificate once its handshake is done (`Tls::on_handshake`,
+    /// on the request's thread, before the handler's `setup`), sets up the
+    /// handler from them, and may refuse the connection: curl with a client
+    /// certificate, once per ALPN protocol, and once with a name the hook
+    /// refuses.
+    #[test]
+    fn the_service_sees_alpn_sni_and_client_certificates_before_setup() {
+        use sockserv_tls::TlsInfo;
+        use sockserv_tls::rustls::pki_types::pem::PemObject;
+        use sockserv_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use sockserv_tls::rustls::{self, RootCertStore, ServerConfig};
+
+        let (ca, cert, key) = super::certificate();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+        let chain = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(clients)
+            .with_single_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let log: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let for_handlers = Arc::clone(&log);
+        let for_hook = Arc::clone(&log);
+        let service = tls(
+            Arc::new(config),
+            service_fn(move |_| Told { told: None, log: Arc::clone(&for_handlers) }),
+        )
+        .on_handshake(move |info: &TlsInfo<'_>, handler: &mut Told| {
+            let negotiated = format!(
+                "alpn={} sni={} client_cert={}",
+                String::from_utf8_lossy(info.alpn_protocol.unwrap_or(b"none")),
+                info.server_name.unwrap_or("none"),
+                // curl sends its leaf and the CA it found for it.
+                info.peer_certificates.is_some_and(|chain| !chain.is_empty()),
+            );
+            let refuse = info.server_name == Some("refused.localhost");
+            handler.told = Some(negotiated.clone());
+            for_hook.lock().unwrap().push(Seen { negotiated, setup_saw: String::new() });
+            !refuse
+        });
+        let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service).unwrap();
+        let port = server.server_address().to_string();
+        let port = port.rsplit(':').next().unwrap().to_owned();
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || {
+            server.serve_forever(std::time::Duration::from_millis(100)).unwrap()
+        });
+        let h1 = curl(&port, "localhost", &["--http1.1"]);
+        let h2 = curl(&port, "localhost", &["--http2"]);
+        // The certificate does not name refused.localhost: -k.
+        let refused = curl(&port, "refused.localhost", &["-k", "--http1.1"]);
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+        let text = |o: &std::process::Output| {
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&h1.stdout),
+            "alpn=http/1.1 sni=localhost client_cert=true\n",
+            "{}",
+            text(&h1)
+        );
+        // curl offers h2 first: the handler is told so (it answers
+        // HTTP/1.1 bytes, which curl cannot read as h2: only the service's
+        // log is checked for that one).
+        assert!(!refused.status.success(), "refused: {}", text(&refused));
+        assert!(refused.stdout.is_empty(), "refused: {}", text(&refused));
+        let log = log.lock().unwrap();
+        let seen: Vec<(&str, &str)> =
+            log.iter().map(|s| (s.negotiated.as_str(), s.setup_saw.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "alpn=http/1.1 sni=localhost client_cert=true",
+                    "alpn=http/1.1 sni=localhost client_cert=true"
+                ),
+                (
+                    "alpn=h2 sni=localhost client_cert=true",
+                    "alpn=h2 sni=localhost client_cert=true"
+                ),
+                // Refused: the handler's setup never ran.
+                ("alpn=http/1.1 sni=refused.localhost client_cert=true", ""),
+            ],
+            "h2 curl: {}",
+            text(&h2)
+        );
+    }
+
     #[test]
     fn curl_cacert_sees_alpn_and_sni() {
         let (ca, cert, key) = super::certificate();
@@ -517,6 +679,233 @@ fn a_close_without_close_notify() {
         thread::sleep(Duration::from_millis(200));
         echo_once(addr);
         assert_quiet(&server);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// Nanoseconds the tasks of `pgid`'s group and of this test have waited on
+/// a run queue so far (`/proc/PID/task/TID/schedstat`, second field): time
+/// the machine gave to others, which no server can do anything about.
+fn machine_delay(pgid: i32) -> Duration {
+    let mut ns = 0u64;
+    let pids = util::procs::group(pgid).into_iter().map(|p| p.pid.to_string());
+    for pid in pids.chain(["self".into()]) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat.split_whitespace().nth(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
+/// How soon another client must be served while a hostile one acts (its
+/// echo's time minus the time the machine made the server and the test
+/// wait for a CPU).
+const OTHERS_WITHIN: Duration = Duration::from_millis(100);
+
+/// `echo_once` for a client that was already connected and handshaken
+/// (`s`): one echo, its time minus the machine's run-queue delay.
+fn echo_on(s: &mut StreamOwned<ClientConnection, TcpStream>, pgid: i32) -> (Duration, Duration) {
+    let delay = machine_delay(pgid);
+    let start = Instant::now();
+    s.write_all(TEST_STR).unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, TEST_STR);
+    let took = start.elapsed();
+    (took, took.saturating_sub(machine_delay(pgid).saturating_sub(delay)))
+}
+
+/// A handshaken rustls client.
+fn handshaken(addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+    let mut s = tls_client(addr);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s
+}
+
+/// Processes and threads of the server's group.
+fn census(pgid: i32) -> (usize, u32) {
+    (util::procs::group(pgid).len(), group_threads(pgid))
+}
+
+/// Waits up to 3 s for the group to be back to `before` (processes,
+/// threads): what a hostile client took is given back once it left. The
+/// pool (`--pool 64`) keeps the workers it started, up to its size.
+fn back_to(pgid: i32, before: (usize, u32), what: &str) {
+    let before = if what == "pool" { (before.0, before.1.max(64 + 2)) } else { before };
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut now = census(pgid);
+    while (now.0 > before.0 || now.1 > before.1) && Instant::now() < end {
+        thread::sleep(Duration::from_millis(50));
+        now = census(pgid);
+    }
+    assert!(
+        now.0 <= before.0 && now.1 <= before.1,
+        "{what}: (processes, threads) {before:?} -> {now:?}"
+    );
+}
+
+/// What a client sends in the middle of a TLS stream instead of its next
+/// record.
+const MID_STREAM: [(&str, &[u8]); 3] = [
+    // A fatal alert (handshake_failure) as a plaintext record: TLS 1.3
+    // encrypts every record after the handshake, so it cannot decrypt.
+    ("a plaintext fatal alert", &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]),
+    // An application_data record whose 32 bytes are not what the keys make.
+    (
+        "a bad record",
+        &[
+            0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+        ],
+    ),
+    // A record header that announces 65,535 bytes: more than any TLS
+    // record may hold (rustls refuses it from the header alone).
+    ("an oversized record header", &[0x17, 0x03, 0x03, 0xff, 0xff]),
+];
+
+/// After a few echoes a client sends an alert or a bad record instead of
+/// its next record: the server answers with an alert (or closes) at once,
+/// says what happened (the handler's read fails with `InvalidData`, which
+/// the echo reports), and a client connected beside it is served within
+/// 100 ms meanwhile; nothing spins and the thread or child is gone after.
+#[test]
+fn an_alert_or_a_bad_record_mid_stream() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let pgid = server.pid();
+        echo_once(addr);
+        let before = census(pgid);
+        for (what, bytes) in MID_STREAM {
+            // In sync mode the server serves one connection at a time: the
+            // other client connects only after the hostile one is done.
+            let mut other = (mode != "sync").then(|| handshaken(addr));
+            let mut s = handshaken(addr);
+            for _ in 0..3 {
+                s.write_all(TEST_STR).unwrap();
+                let mut buf = [0u8; 12];
+                s.read_exact(&mut buf).unwrap();
+                assert_eq!(&buf, TEST_STR, "{mode} {what}");
+            }
+            let start = Instant::now();
+            s.sock.write_all(bytes).unwrap();
+            let mut got = Vec::new();
+            match s.sock.read_to_end(&mut got) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{mode} {what}: {e}")
+                }
+            }
+            let closed = start.elapsed();
+            println!("{mode}: {what}: closed after {closed:?} ({} bytes back)", got.len());
+            assert!(closed < SERVED_WITHIN, "{mode} {what}: closed after {closed:?}");
+            // An encrypted alert (TLS 1.3: an application_data record on
+            // the wire) or nothing; never plaintext.
+            assert!(got.is_empty() || got[0] == 0x17 || got[0] == 0x15, "{mode} {what}: {got:?}");
+            let mut other = other.take().unwrap_or_else(|| handshaken(addr));
+            let (took, net) = echo_on(&mut other, pgid);
+            println!(
+                "{mode}: {what}: the other client was served in {took:?} ({net:?} without run-queue waits)"
+            );
+            assert!(
+                net < OTHERS_WITHIN,
+                "{mode} {what}: the other client waited {took:?} ({net:?})"
+            );
+            other.conn.send_close_notify();
+            let _ = other.flush();
+        }
+        let cpu = group_cpu(pgid);
+        thread::sleep(Duration::from_millis(500));
+        let idle = group_cpu(pgid) - cpu;
+        assert!(idle < Duration::from_millis(100), "{mode}: {idle:?} of CPU in 500 ms idle");
+        back_to(pgid, before, mode);
+        let err = server.stderr_text();
+        let reported =
+            err.lines().filter(|l| l.contains("InvalidData") || l.contains("invalid")).count();
+        assert!(reported >= MID_STREAM.len(), "{mode}: each bad stream is reported: {err}");
+        echo_once(addr);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// A client completes the handshake, then sends requests as fast as it can
+/// and never reads a reply: the server's echo blocks in its write once the
+/// socket buffers are full, holding that one connection's thread, worker
+/// or child, without spinning; a client beside it is served within
+/// 100 ms; when the non-reader goes, so does what it held. Sync mode
+/// serves one connection at a time, so there the next client is served as
+/// soon as the non-reader leaves (the echo example sets no stream
+/// timeout; with one, `Server::stream_timeout` would bound the hold).
+#[test]
+fn a_client_that_never_reads_after_the_handshake() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let pgid = server.pid();
+        echo_once(addr);
+        let before = census(pgid);
+        let mut other = (mode != "sync").then(|| handshaken(addr));
+        let mut hostile = handshaken(addr);
+        hostile.sock.set_nonblocking(true).unwrap();
+        // Records out until nothing more goes for 300 ms (both sides'
+        // buffers full) or 64 MiB went.
+        let chunk = vec![b'x'; 16 * 1024];
+        let (mut sent, mut stuck_since) = (0usize, None::<Instant>);
+        let flood_start = Instant::now();
+        while sent < 64 << 20 && flood_start.elapsed() < Duration::from_secs(20) {
+            if !hostile.conn.wants_write() {
+                hostile.conn.writer().write_all(&chunk).unwrap();
+            }
+            match hostile.conn.write_tls(&mut hostile.sock) {
+                Ok(n) => {
+                    sent += n;
+                    stuck_since = None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let since = *stuck_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(300) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{mode}: the non-reader's write: {e}"),
+            }
+        }
+        println!("{mode}: the non-reader sent {sent} bytes before the server stopped reading");
+        assert!(stuck_since.is_some(), "{mode}: the server read 64 MiB without writing back?");
+        let cpu = group_cpu(pgid);
+        thread::sleep(Duration::from_millis(500));
+        let held = group_cpu(pgid) - cpu;
+        println!("{mode}: server CPU in 500 ms while held: {held:?}");
+        assert!(held < Duration::from_millis(100), "{mode}: {held:?} of CPU in 500 ms: it spins");
+        if let Some(other) = &mut other {
+            let (took, net) = echo_on(other, pgid);
+            println!(
+                "{mode}: the other client was served in {took:?} ({net:?} without run-queue waits)"
+            );
+            assert!(net < OTHERS_WITHIN, "{mode}: the other client waited {took:?} ({net:?})");
+            // And a new one.
+            let took = echo_once(addr);
+            assert!(took < SERVED_WITHIN, "{mode}: a new client waited {took:?}");
+        }
+        // The non-reader leaves (its unread replies make the close a reset).
+        drop(hostile);
+        let start = Instant::now();
+        let mut next = other.take().unwrap_or_else(|| handshaken(addr));
+        let (took, _) = echo_on(&mut next, pgid);
+        println!(
+            "{mode}: after the non-reader left, served in {:?} (echo {took:?})",
+            start.elapsed()
+        );
+        assert!(start.elapsed() < SERVED_WITHIN, "{mode}: {:?}", start.elapsed());
+        next.conn.send_close_notify();
+        let _ = next.flush();
+        drop(next);
+        back_to(pgid, before, mode);
         server.stop_cleanly(libc::SIGTERM);
     }
 }

@@ -9,7 +9,7 @@ mod stream;
 
 pub use config::{CertSwap, PemError, server_config_from_pem};
 pub use handshake::HandshakeError;
-pub use service::{DEFAULT_HANDSHAKE_TIMEOUT, Tls, TlsHandler, tls};
+pub use service::{DEFAULT_HANDSHAKE_TIMEOUT, NoHook, OnHandshake, Tls, TlsHandler, tls};
 pub use stream::{TlsInfo, TlsStream};
 
 /// The rustls crate this layer is built on (its `ServerConfig`, resolvers,

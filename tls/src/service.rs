@@ -9,7 +9,7 @@ use sockserv_core::{Request, RequestError, Service, StreamHandler};
 use sockserv_std::Conn;
 
 use crate::handshake::{HandshakeError, handshake};
-use crate::stream::{TlsStream, peer};
+use crate::stream::{TlsInfo, TlsStream, info_of, peer};
 
 /// How long a client may take to complete the handshake, unless
 /// [`Tls::handshake_timeout`] says otherwise: 10 s.
@@ -60,10 +60,39 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Tls<Svc> {
+pub struct Tls<Svc, F = NoHook> {
     inner: Svc,
     config: Arc<ServerConfig>,
     handshake_timeout: Duration,
+    on_handshake: F,
+}
+
+/// The service's say once a connection's handshake completed: see
+/// [`Tls::on_handshake`]. Implemented for closures
+/// `Fn(&TlsInfo<'_>, &mut H) -> bool` and for [`NoHook`].
+pub trait OnHandshake<H> {
+    /// Called on the request's thread (or child) after the handshake and
+    /// before the handler's `setup`, with what was negotiated and the
+    /// handler the service made for this client. `false` closes the
+    /// connection (with `close_notify`) without running the handler;
+    /// reported at info.
+    fn on_handshake(&self, info: &TlsInfo<'_>, handler: &mut H) -> bool;
+}
+
+/// No hook: every completed handshake is served.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHook;
+
+impl<H> OnHandshake<H> for NoHook {
+    fn on_handshake(&self, _: &TlsInfo<'_>, _: &mut H) -> bool {
+        true
+    }
+}
+
+impl<H, F: Fn(&TlsInfo<'_>, &mut H) -> bool> OnHandshake<H> for F {
+    fn on_handshake(&self, info: &TlsInfo<'_>, handler: &mut H) -> bool {
+        self(info, handler)
+    }
 }
 
 /// Wraps `service` in TLS with `config` (see [`Tls`]).
@@ -75,7 +104,47 @@ impl<Svc> Tls<Svc> {
     /// Wraps `service` in TLS with `config`, with the
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
     pub fn new(config: Arc<ServerConfig>, service: Svc) -> Self {
-        Self { inner: service, config, handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT }
+        Self {
+            inner: service,
+            config,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            on_handshake: NoHook,
+        }
+    }
+}
+
+impl<Svc, F> Tls<Svc, F> {
+    /// Lets the service see each connection's TLS details — ALPN, SNI name,
+    /// client certificates ([`TlsInfo`]) — once its handshake completed:
+    /// `Service::handler` runs before the handshake, so `hook` gets the
+    /// handler it made and may set it up from what was negotiated (a
+    /// protocol per ALPN, a user per client certificate), or return `false`
+    /// to close the connection before the handler runs. It runs on the
+    /// request's thread or child, before the handler's `setup`; a clone of
+    /// `hook` goes with each connection's handler (capture an `Arc` for
+    /// state the service keeps).
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use sockserv::tls::{TlsInfo, server_config_from_pem, tls};
+    /// # use sockserv::service_fn;
+    /// # struct Proto { h2: bool }
+    /// # let config = Arc::new(server_config_from_pem("cert.pem", "key.pem")?);
+    /// let service = tls(config, service_fn(|_| Proto { h2: false }))
+    ///     .on_handshake(|info: &TlsInfo<'_>, handler: &mut Proto| {
+    ///         handler.h2 = info.alpn_protocol == Some(b"h2");
+    ///         true
+    ///     });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn on_handshake<G>(self, hook: G) -> Tls<Svc, G> {
+        Tls {
+            inner: self.inner,
+            config: self.config,
+            handshake_timeout: self.handshake_timeout,
+            on_handshake: hook,
+        }
     }
 
     /// Sets how long a client may take to complete the handshake (from
@@ -97,8 +166,13 @@ impl<Svc> Tls<Svc> {
     }
 }
 
-impl<A: std::fmt::Debug, Svc: Service<A>> Service<A> for Tls<Svc> {
-    type Handler = TlsHandler<Svc::Handler>;
+impl<A, Svc, F> Service<A> for Tls<Svc, F>
+where
+    A: std::fmt::Debug,
+    Svc: Service<A>,
+    F: OnHandshake<Svc::Handler> + Clone,
+{
+    type Handler = TlsHandler<Svc::Handler, F>;
 
     fn handler(&self, client: &A) -> Self::Handler {
         TlsHandler {
@@ -106,6 +180,7 @@ impl<A: std::fmt::Debug, Svc: Service<A>> Service<A> for Tls<Svc> {
             config: Arc::clone(&self.config),
             timeout: self.handshake_timeout,
             tls: None,
+            on_handshake: self.on_handshake.clone(),
         }
     }
 
@@ -135,18 +210,20 @@ impl<A: std::fmt::Debug, Svc: Service<A>> Service<A> for Tls<Svc> {
 /// The handler [`Tls`] makes: the handshake in `setup`, then the inner
 /// handler over a [`TlsStream`].
 #[derive(Debug)]
-pub struct TlsHandler<H> {
+pub struct TlsHandler<H, F = NoHook> {
     inner: H,
     config: Arc<ServerConfig>,
     timeout: Duration,
     /// The session, once the handshake completed.
     tls: Option<ServerConnection>,
+    on_handshake: F,
 }
 
-impl<H, E> StreamHandler<Conn> for TlsHandler<H>
+impl<H, E, F> StreamHandler<Conn> for TlsHandler<H, F>
 where
     H: for<'a> StreamHandler<TlsStream<'a>, Error = E>,
     E: std::fmt::Debug,
+    F: OnHandshake<H>,
 {
     type Error = E;
 
@@ -158,7 +235,15 @@ where
             .map_err(HandshakeError::Tls)
             .and_then(|mut tls| handshake(&mut tls, conn, self.timeout).map(|()| tls));
         match result {
-            Ok(tls) => {
+            Ok(mut tls) => {
+                if !self.on_handshake.on_handshake(&info_of(&tls), &mut self.inner) {
+                    report(
+                        sockserv_core::logging::Level::Info,
+                        format_args!("{}: refused after the TLS handshake", peer(conn)),
+                    );
+                    TlsStream::new(&mut tls, conn).close();
+                    return Ok(());
+                }
                 let tls = self.tls.insert(tls);
                 self.inner.setup(&mut TlsStream::new(tls, conn))
             }
