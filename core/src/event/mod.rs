@@ -414,7 +414,11 @@ pub trait EventHandler {
     ///
     /// # Errors
     /// Whatever the handler decides.
-    fn received_mut(&mut self, input: &mut [u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+    fn received_mut(
+        &mut self,
+        input: &mut [u8],
+        out: &mut Outbox<'_>,
+    ) -> Result<Step, Self::Error> {
         self.received(input, out)
     }
 

@@ -316,7 +316,10 @@ impl Held {
         match (self.id(), out.id()) {
             (Some(a), Some(b)) => {
                 let (input, output) = pool.pair_mut(a, b);
-                (&mut input[self.start as usize..self.end as usize], &mut output[out.end as usize..])
+                (
+                    &mut input[self.start as usize..self.end as usize],
+                    &mut output[out.end as usize..],
+                )
             }
             (Some(a), None) => {
                 (&mut pool.get_mut(a)[self.start as usize..self.end as usize], &mut [])
