@@ -914,13 +914,13 @@ fn a_client_that_never_reads_after_the_handshake() {
 // The example's arguments
 // ---------------------------------------------------------------------
 
-/// TLS where the example has none (event mode, datagrams) is a usage
+/// TLS where the example has none (datagrams) is a usage
 /// error (exit 2); an unreadable or wrong PEM file is named, exit 1.
 #[test]
 fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
     let tls = tls_args();
     let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
-    for extra in [&["--mode", "event"][..], &["--proto", "udp"]] {
+    for extra in [&["--proto", "udp"][..]] {
         let args: Vec<&str> = [&["--addr", "127.0.0.1:0"][..], extra, &tls].concat();
         let (status, out, err) = util::echo::run_expecting_exit(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {out}{err}");
