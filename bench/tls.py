@@ -350,7 +350,7 @@ def render(meta, results, mem, avail):
 
 def main(a):
     """Called by bench/run with its parsed arguments when --only names tls
-    (or --render names a saved *-tls.json)."""
+    (or --render names a saved *-tls*.json)."""
     if a.render:
         d = json.load(open(a.render))
         text = render(d["meta"], d["summary"], d["mem"], d["avail"])
