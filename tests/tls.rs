@@ -69,19 +69,25 @@ fn tls_args() -> Vec<String> {
 /// The echo example over TLS in `mode` (`pool` = threading with a pool).
 fn start(mode: &str, extra: &[&str]) -> Server {
     let mut args = tls_args();
-    let (mode, pool) = match mode {
-        "pool" => ("threading", true),
-        other => (other, false),
+    let mode = match mode {
+        "pool" => {
+            args.extend(["--pool".into(), "64".into()]);
+            "threading"
+        }
+        "event2" => {
+            args.extend(["--workers".into(), "2".into()]);
+            "event"
+        }
+        other => other,
     };
-    if pool {
-        args.extend(["--pool".into(), "64".into()]);
-    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_with("tcp", mode, "127.0.0.1:0", &args)
 }
 
-const MODES: [&str; 4] = ["sync", "threading", "pool", "forking"];
+/// Every stream mode: the blocking ones, event mode with one loop and
+/// with two (`event2`).
+const MODES: [&str; 6] = ["sync", "threading", "pool", "forking", "event", "event2"];
 
 fn client_config() -> Arc<ClientConfig> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
@@ -153,7 +159,7 @@ with socket.create_connection((host, int(port)), timeout=10) as raw:
 "#;
 
 #[test]
-fn python_ssl_in_every_blocking_mode() {
+fn python_ssl_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         let out = Command::new("python3")
@@ -174,7 +180,7 @@ fn python_ssl_in_every_blocking_mode() {
 }
 
 #[test]
-fn openssl_s_client_tls12_and_tls13_in_every_blocking_mode() {
+fn openssl_s_client_tls12_and_tls13_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         for version in ["-tls1_2", "-tls1_3"] {
@@ -222,7 +228,7 @@ fn openssl_s_client_tls12_and_tls13_in_every_blocking_mode() {
 }
 
 #[test]
-fn a_rustls_client_in_every_blocking_mode() {
+fn a_rustls_client_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         for _ in 0..5 {
@@ -362,7 +368,7 @@ fn half_client_hello() -> Vec<u8> {
 /// server and its threads are gone.
 #[test]
 fn half_client_hellos_and_silence() {
-    for mode in ["threading", "pool", "forking"] {
+    for mode in ["threading", "pool", "forking", "event", "event2"] {
         // Forking's default cap (40 children) would make the 51st wait.
         let mut server = start(mode, &["--tls-handshake-timeout", "1", "--max-connections", "100"]);
         let addr = server.inet();
@@ -404,7 +410,8 @@ fn half_client_hellos_and_silence() {
         println!("{mode}: server CPU while 50 handshakes waited out the timeout: {cpu:?}");
         assert!(cpu < Duration::from_millis(700), "{mode}: the server spun: {cpu:?}");
         thread::sleep(Duration::from_millis(300));
-        if mode == "threading" {
+        if !matches!(mode, "pool" | "forking") {
+            // (A pool starts its threads as they are needed.)
             let after = group_threads(pgid);
             assert!(after <= threads_before + 1, "{mode}: threads {threads_before} -> {after}");
         }
@@ -521,17 +528,126 @@ fn a_close_without_close_notify() {
     }
 }
 
+/// Resident memory of the server's processes (VmRSS summed), in KiB.
+fn group_rss_kib(pgid: i32) -> u64 {
+    util::procs::group(pgid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
+        .filter_map(|st| {
+            let line = st.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A TLS record the peer may not send after the handshake: a fatal
+/// alert (handshake_failure) in plaintext.
+const PLAINTEXT_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+
+/// An alert in the middle of the stream (after a served echo): the server
+/// closes that connection at once (a blocking handler reads an
+/// `InvalidData` error, reported as its failure; in event mode the TLS
+/// layer ends the session and reports at info, the handler sees nothing)
+/// and serves the next client.
+#[test]
+fn an_alert_mid_stream() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let mut s = tls_client(addr);
+        s.write_all(TEST_STR).unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap();
+        let start = Instant::now();
+        s.sock.write_all(&PLAINTEXT_ALERT).unwrap();
+        // The server's alert (TLS 1.3: an encrypted record, type 23), or
+        // nothing, then EOF or a reset.
+        let mut rest = Vec::new();
+        let _ = s.sock.read_to_end(&mut rest);
+        let took = start.elapsed();
+        println!("{mode}: closed {took:?} after the alert ({} bytes back)", rest.len());
+        assert!(took < SERVED_WITHIN, "{mode}: closed after {took:?}");
+        let record = rest.first().copied();
+        assert!(matches!(record, None | Some(0x15 | 0x17)), "{mode}: not an alert: {rest:?}");
+        let served = echo_once(addr);
+        assert!(served < SERVED_WITHIN, "{mode}: {served:?}");
+        if mode.starts_with("event") {
+            assert_quiet(&server);
+        }
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// A client that completes the handshake, then floods requests and never
+/// reads: the server stops reading from it once its answers fill the
+/// socket (back-pressure: the client's writes block), its memory stays
+/// bounded, it does not spin, and others are served meanwhile. (Sync
+/// mode serves one connection at a time: such a client holds it, as any
+/// client that never reads holds a sequential server.)
+#[test]
+fn a_client_that_never_reads() {
+    const FLOOD: usize = 32 << 20;
+    for mode in &MODES[1..] {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let pgid = server.pid();
+        echo_once(addr);
+        let rss_before = group_rss_kib(pgid);
+        let mut s = tls_client(addr);
+        s.sock.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let flooder = thread::spawn(move || {
+            let chunk = vec![b'x'; 16 << 10];
+            let mut sent = 0;
+            while sent < FLOOD {
+                match s.write(&chunk) {
+                    Ok(n) if n > 0 => sent += n,
+                    _ => break,
+                }
+                // rustls buffers what the socket does not take: stop when
+                // the socket stops taking it.
+                if s.flush().is_err() {
+                    break;
+                }
+            }
+            (sent, s)
+        });
+        let (sent, s) = flooder.join().unwrap();
+        println!("{mode}: the never-reading client got {sent} bytes in before its writes blocked");
+        assert!(
+            sent < FLOOD,
+            "{mode}: the server read all {FLOOD} bytes of a client that never reads"
+        );
+        let cpu_before = group_cpu(pgid);
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            worst = worst.max(echo_once(addr));
+        }
+        println!("{mode}: others served in at most {worst:?} beside it");
+        assert!(worst < SERVED_WITHIN, "{mode}: {worst:?}");
+        thread::sleep(Duration::from_millis(500));
+        let cpu = group_cpu(pgid) - cpu_before;
+        let rss = group_rss_kib(pgid);
+        println!("{mode}: server CPU {cpu:?} over ~0.5 s; RSS {rss_before} -> {rss} KiB");
+        assert!(cpu < Duration::from_millis(400), "{mode}: the server spun: {cpu:?}");
+        assert!(rss < rss_before + 16 * 1024, "{mode}: RSS {rss_before} -> {rss} KiB");
+        drop(s);
+        thread::sleep(Duration::from_millis(200));
+        echo_once(addr);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
 // ---------------------------------------------------------------------
 // The example's arguments
 // ---------------------------------------------------------------------
 
-/// TLS where the example has none (event mode, datagrams) is a usage
-/// error (exit 2); an unreadable or wrong PEM file is named, exit 1.
+/// TLS where the example has none (datagrams) is a usage error (exit 2);
+/// an unreadable or wrong PEM file is named, exit 1.
 #[test]
 fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
     let tls = tls_args();
     let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
-    for extra in [&["--mode", "event"][..], &["--proto", "udp"]] {
+    for extra in [&["--proto", "udp"][..], &["--proto", "udp", "--mode", "event"]] {
         let args: Vec<&str> = [&["--addr", "127.0.0.1:0"][..], extra, &tls].concat();
         let (status, out, err) = util::echo::run_expecting_exit(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {out}{err}");
@@ -540,11 +656,13 @@ fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
     // The key where the certificate should be: no CERTIFICATE block.
     let (_, cert, key) = certificate();
     let (k, c) = (key.to_str().unwrap(), cert.to_str().unwrap());
-    let args = ["--addr", "127.0.0.1:0", "--tls-cert", k, "--tls-key", c];
-    let (status, out, err) = util::echo::run_expecting_exit(&args);
-    assert_eq!(status.code(), Some(1), "{out}{err}");
-    assert!(err.starts_with(&format!("echo: {k}: ")), "{err}");
-    assert!(out.is_empty(), "nothing listens: {out}");
+    for mode in ["threading", "event"] {
+        let args = ["--addr", "127.0.0.1:0", "--mode", mode, "--tls-cert", k, "--tls-key", c];
+        let (status, out, err) = util::echo::run_expecting_exit(&args);
+        assert_eq!(status.code(), Some(1), "{mode}: {out}{err}");
+        assert!(err.starts_with(&format!("echo: {k}: ")), "{mode}: {err}");
+        assert!(out.is_empty(), "{mode}: nothing listens: {out}");
+    }
 }
 
 /// kv behind `--tls-cert/--tls-key`: the same commands and answers over
