@@ -115,7 +115,9 @@ fn tls_client(addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
     StreamOwned::new(ClientConnection::new(client_config(), name).unwrap(), tcp)
 }
 
-/// Connect, handshake, one echo of `TEST_STR`, close_notify: how long it took.
+/// Connect, handshake, one echo of `TEST_STR`, close_notify, and the
+/// server's close_notify back (rustls reads a close without one as an
+/// `UnexpectedEof` error): how long the echo took.
 fn echo_once(addr: SocketAddr) -> Duration {
     let start = Instant::now();
     let mut s = tls_client(addr);
@@ -123,9 +125,13 @@ fn echo_once(addr: SocketAddr) -> Duration {
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, TEST_STR);
+    let took = start.elapsed();
     s.conn.send_close_notify();
     s.flush().unwrap();
-    start.elapsed()
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("the server's close_notify");
+    assert!(rest.is_empty(), "{rest:?}");
+    took
 }
 
 /// The server's stderr has no report of a failed request (a handshake
@@ -695,4 +701,240 @@ fn kv_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(kv.signal(libc::SIGTERM).code(), Some(0), "{}", kv.stderr());
+}
+
+/// Event mode in-process, every hostile client at once beside a client
+/// being served: what each one gets, what the server reports (captured
+/// through `log`), the loop thread's CPU time, and that nothing is left
+/// once they are gone (no handler alive, no connection, no buffer lent).
+mod event_in_process {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use sockserv::std_adapter::Builder;
+    use sockserv::std_adapter::event::{EventOptions, EventTcpServer};
+    use sockserv::{EventHandler, Outbox, Step, service_fn};
+    use sockserv_tls::{server_config_from_pem, tls};
+
+    use super::{
+        PLAINTEXT_ALERT, SERVED_WITHIN, TEST_STR, certificate, echo_once, half_client_hello,
+        tls_client,
+    };
+
+    /// Handlers alive now (made by the service, dropped with their slot).
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    struct Echo;
+
+    impl Echo {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Echo
+        }
+    }
+
+    impl Drop for Echo {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl EventHandler for Echo {
+        type Error = core::convert::Infallible;
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            Ok(Step::consumed(out.write(input)))
+        }
+    }
+
+    /// Every report of the server, as (level, text).
+    static LOG: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            LOG.lock().unwrap().push((record.level(), record.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+
+    /// The reports that name `port` (a client's).
+    fn reports_about(port: u16) -> Vec<(log::Level, String)> {
+        let needle = format!("127.0.0.1:{port}:");
+        LOG.lock().unwrap().iter().filter(|(_, t)| t.contains(&needle)).cloned().collect()
+    }
+
+    /// CPU time of thread `tid` of this process so far.
+    fn thread_cpu(tid: i32) -> Duration {
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let rest = &text[text.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if done() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        done()
+    }
+
+    #[test]
+    fn every_hostile_client_at_once_and_nothing_left() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Debug);
+        let (_, cert, key) = certificate();
+        let config = Arc::new(server_config_from_pem(cert, key).unwrap());
+        let service =
+            tls(config, service_fn(|_| Echo::new())).handshake_timeout(Duration::from_secs(1));
+        let mut options = EventOptions::default();
+        options.server.idle_timeout = Some(Duration::from_secs(3));
+        let mut server: EventTcpServer<_> =
+            Builder::new().event("127.0.0.1:0", service, options).unwrap();
+        let sockserv::std_adapter::BindAddr::Inet(addr) = *server.server_address() else {
+            unreachable!("bound to 127.0.0.1")
+        };
+        let stop = server.shutdown_handle();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let loop_thread = thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            server.serve_forever(Duration::from_millis(500)).unwrap();
+            server
+        });
+        let tid = tid_rx.recv().unwrap();
+        echo_once(addr);
+
+        // Half a ClientHello and silence, 200 of them.
+        let silent: Vec<TcpStream> = (0..200)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(&half_client_hello()).unwrap();
+                s
+            })
+            .collect();
+        // Plaintext instead of a handshake.
+        let mut plain = TcpStream::connect(addr).unwrap();
+        plain.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        // A reset in the handshake.
+        let reset_port = {
+            let s = socket2::Socket::from(TcpStream::connect(addr).unwrap());
+            (&s).write_all(&half_client_hello()).unwrap();
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+            s.local_addr().unwrap().as_socket().unwrap().port()
+        };
+        // An alert mid-stream.
+        let mut alerting = tls_client(addr);
+        alerting.write_all(TEST_STR).unwrap();
+        let mut buf = [0u8; 12];
+        alerting.read_exact(&mut buf).unwrap();
+        alerting.sock.write_all(&PLAINTEXT_ALERT).unwrap();
+        // A close without close_notify.
+        let ragged_port = {
+            let mut s = tls_client(addr);
+            s.write_all(TEST_STR).unwrap();
+            s.read_exact(&mut buf).unwrap();
+            s.sock.shutdown(std::net::Shutdown::Both).unwrap();
+            s.sock.local_addr().unwrap().port()
+        };
+        // A client that floods and never reads.
+        let mut flooder = tls_client(addr);
+        flooder.sock.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        let chunk = vec![b'y'; 16 << 10];
+        let mut flooded = 0usize;
+        while flooded < 64 << 20 {
+            if flooder.write(&chunk).is_err() || flooder.flush().is_err() {
+                break;
+            }
+            flooded += chunk.len();
+        }
+        assert!(flooded < 64 << 20, "the server read all of a client that never reads");
+
+        // Others are served meanwhile, and the loop does not spin.
+        let cpu_before = thread_cpu(tid);
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            worst = worst.max(echo_once(addr));
+        }
+        println!("event: served in at most {worst:?} beside 200 silent handshakes and the rest");
+        assert!(worst < SERVED_WITHIN, "an echo took {worst:?}");
+
+        // Plaintext: an alert (or nothing) and a close, at once.
+        plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = plain.read_to_end(&mut got);
+        assert!(got.is_empty() || got[0] == 0x15, "plaintext got {got:?}");
+        let plain_port = plain.local_addr().unwrap().port();
+        // The alert: the session ends; an encrypted alert back, then EOF.
+        alerting.sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let _ = alerting.sock.read_to_end(&mut rest);
+        assert!(matches!(rest.first(), None | Some(0x15 | 0x17)), "alert got {rest:?}");
+        let alert_port = alerting.sock.local_addr().unwrap().port();
+        // The silent ones are closed at the handshake timeout (1 s).
+        let start = Instant::now();
+        for mut s in silent {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut b = [0u8; 64];
+            assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "a silent handshake got bytes");
+        }
+        println!("event: 200 silent handshakes closed {:?} later", start.elapsed());
+        let cpu = thread_cpu(tid) - cpu_before;
+        println!("event: loop CPU while they waited: {cpu:?}");
+        assert!(cpu < Duration::from_millis(500), "the loop spun: {cpu:?}");
+
+        // Everyone leaves: nothing is left (the never-reader is closed by
+        // its reset when dropped).
+        drop(flooder);
+        drop(alerting);
+        drop(plain);
+        let gone = wait_until(Duration::from_secs(10), || LIVE.load(Ordering::SeqCst) == 0);
+        assert!(gone, "{} handlers still alive", LIVE.load(Ordering::SeqCst));
+        echo_once(addr);
+        stop.shutdown().unwrap();
+        let server = loop_thread.join().unwrap();
+        assert_eq!(server.connections(), 0);
+        assert_eq!(server.buffers_lent(), 0, "buffers still lent after every client left");
+        assert_eq!(server.stats().starved, 0);
+
+        // What was said, and at what level: never a warning or a handler
+        // error for any of them.
+        let plain_said = reports_about(plain_port);
+        println!("plaintext: {plain_said:?}");
+        assert!(
+            plain_said
+                .iter()
+                .any(|(l, t)| *l == log::Level::Info && t.contains("TLS handshake failed")),
+            "{plain_said:?}"
+        );
+        let alert_said = reports_about(alert_port);
+        println!("alert: {alert_said:?}");
+        assert!(alert_said.iter().any(|(l, _)| *l == log::Level::Info), "{alert_said:?}");
+        let ragged_said = reports_about(ragged_port);
+        println!("no close_notify: {ragged_said:?}");
+        assert!(
+            ragged_said.iter().any(|(_, t)| t.contains("without close_notify")),
+            "{ragged_said:?}"
+        );
+        println!("reset: {:?}", reports_about(reset_port));
+        let log = LOG.lock().unwrap();
+        let loud: Vec<_> = log.iter().filter(|(l, _)| *l <= log::Level::Warn).collect();
+        assert!(loud.is_empty(), "warnings or errors: {loud:?}");
+        let timeouts = log.iter().filter(|(_, t)| t.contains("idle for too long")).count();
+        println!("event: {timeouts} handshake timeouts reported at info");
+    }
 }
