@@ -287,7 +287,7 @@ mod https {
     }
 
     /// The leaf certificate a client is served.
-    fn served_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
+    pub(super) fn served_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
         let mut s = super::tls_client(addr);
         while s.conn.is_handshaking() {
             s.conn.complete_io(&mut s.sock).unwrap();
@@ -295,7 +295,7 @@ mod https {
         s.conn.peer_certificates().unwrap()[0].to_vec()
     }
 
-    fn leaf_der(path: &std::path::Path) -> Vec<u8> {
+    pub(super) fn leaf_der(path: &std::path::Path) -> Vec<u8> {
         use sockserv_tls::rustls::pki_types::CertificateDer;
         use sockserv_tls::rustls::pki_types::pem::PemObject;
         CertificateDer::from_pem_file(path).unwrap().to_vec()
@@ -353,6 +353,111 @@ mod https {
             "curl: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// Event mode: an HTTP responder whose `opened` keeps what
+/// `handshake_info` says, asked by curl; and a certificate replaced while
+/// the event loop serves.
+mod https_event {
+    use std::sync::Arc;
+
+    use sockserv::std_adapter::BindAddr;
+    use sockserv::std_adapter::event::EventTcpServer;
+    use sockserv::{EventHandler, Next, Outbox, Step, service_fn};
+    use sockserv_tls::{handshake_info, server_config_from_pem, tls};
+
+    /// Answers one request with the negotiated ALPN and SNI, then closes.
+    struct Hello {
+        said: String,
+    }
+
+    impl EventHandler for Hello {
+        type Error = core::fmt::Error;
+        fn opened(&mut self, _out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+            self.said = handshake_info(|info| {
+                format!(
+                    "alpn={} sni={} client_certs={}\n",
+                    String::from_utf8_lossy(info.alpn_protocol.unwrap_or(b"none")),
+                    info.server_name.unwrap_or("none"),
+                    info.peer_certificates.map_or(0, <[_]>::len),
+                )
+            })
+            .unwrap_or_default();
+            Ok(Next::Continue)
+        }
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            if !input.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(Step::consumed(0));
+            }
+            let body = &self.said;
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            write!(out, "{body}")?;
+            Ok(Step::close(input.len()))
+        }
+    }
+
+    fn serve<Svc>(
+        service: Svc,
+    ) -> (std::net::SocketAddr, sockserv::std_adapter::ShutdownHandle, std::thread::JoinHandle<()>)
+    where
+        Svc: sockserv::Service<sockserv::std_adapter::Address, Handler: EventHandler + Send>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let mut server = EventTcpServer::bind("127.0.0.1:0", service).unwrap();
+        let BindAddr::Inet(addr) = *server.server_address() else { unreachable!() };
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || {
+            server.serve_forever(std::time::Duration::from_millis(100)).unwrap()
+        });
+        (addr, stop, serving)
+    }
+
+    #[test]
+    fn curl_cacert_sees_alpn_and_sni_in_event_mode() {
+        let (ca, cert, key) = super::certificate();
+        let mut config = server_config_from_pem(cert, key).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let service = tls(Arc::new(config), service_fn(|_| Hello { said: String::new() }));
+        let (addr, stop, serving) = serve(service);
+        let port = addr.port();
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .expect("curl runs");
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "alpn=http/1.1 sni=localhost client_certs=0\n",
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_certificate_is_replaced_while_the_event_loop_serves() {
+        let (_, cert, key) = super::certificate();
+        let dir = cert.parent().unwrap();
+        let certs = sockserv_tls::CertSwap::from_pem(cert, key).unwrap();
+        let service =
+            tls(Arc::new(certs.server_config()), service_fn(|_| Hello { said: String::new() }));
+        let (addr, stop, serving) = serve(service);
+        assert_eq!(super::https::served_leaf(addr), super::https::leaf_der(cert));
+        certs.replace_from_pem(dir.join("cert2.pem"), dir.join("key2.pem")).unwrap();
+        let second = super::https::leaf_der(&dir.join("cert2.pem"));
+        assert_eq!(super::https::served_leaf(addr), second);
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
     }
 }
 
