@@ -1042,4 +1042,63 @@ mod event_in_process {
         let timeouts = log.iter().filter(|(_, t)| t.contains("idle for too long")).count();
         println!("event: {timeouts} handshake timeouts reported at info");
     }
+
+    /// Answers each complete line with its length.
+    struct Lines;
+
+    impl EventHandler for Lines {
+        type Error = core::fmt::Error;
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            let used = out.answer_lines(input, 8, |line, out| write!(out, "{}\n", line.len()))?;
+            Ok(Step::consumed(used))
+        }
+    }
+
+    /// Every record ends in the middle of a line, 20,000 of them: the
+    /// plaintext left over waits in the table's buffer after each read,
+    /// and the spent records before it are given back each time (else
+    /// they pile up, the buffer fills and the connection is closed as
+    /// stalled after some thousands of records).
+    #[test]
+    fn records_that_end_mid_line_do_not_pile_up() {
+        let (_, cert, key) = certificate();
+        let config = Arc::new(server_config_from_pem(cert, key).unwrap());
+        let mut server =
+            EventTcpServer::bind("127.0.0.1:0", tls(config, service_fn(|_| Lines))).unwrap();
+        let sockserv::std_adapter::BindAddr::Inet(addr) = *server.server_address() else {
+            unreachable!("bound to 127.0.0.1")
+        };
+        let stop = server.shutdown_handle();
+        let serving = thread::spawn(move || server.serve_forever(Duration::from_millis(100)));
+        let mut c = tls_client(addr);
+        const N: usize = 20_000;
+        // "ab" then "c\nab" ... : each record holds the end of one line and
+        // the start of the next.
+        c.write_all(b"ab").unwrap();
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..N {
+            c.write_all(b"c\nab").unwrap();
+            c.flush().unwrap();
+            // Keep the answers flowing (the client's socket must not fill).
+            c.sock.set_nonblocking(true).unwrap();
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                answers.extend_from_slice(&buf[..n]);
+            }
+            c.sock.set_nonblocking(false).unwrap();
+        }
+        c.write_all(b"c\n").unwrap();
+        while answers.len() < (N + 1) * 2 {
+            let n = c.read(&mut buf).expect("the answers");
+            assert!(n > 0, "closed after {} of {} answers", answers.len() / 2, N + 1);
+            answers.extend_from_slice(&buf[..n]);
+        }
+        // Each line is "abc\n": 4 bytes.
+        assert!(answers.chunks(2).all(|a| a == b"4\n"), "an answer differs");
+        stop.shutdown().unwrap();
+        serving.join().unwrap().unwrap();
+    }
 }

@@ -580,6 +580,14 @@ impl<H: EventHandler> Driver<'_, H> {
             s.done = 0;
             s.plain = 0;
             all
+        } else if s.unsent.is_empty() && s.done > s.plain {
+            // Plaintext waits (a partial request): move it up to the
+            // unprocessed bytes and give the spent records before it back,
+            // so they never pile up in the buffer.
+            let spent = s.done - s.plain;
+            input.copy_within(base..base + s.plain, base + spent);
+            s.done = s.plain;
+            base + spent
         } else {
             base
         };
