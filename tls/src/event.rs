@@ -203,11 +203,17 @@ impl EventSession {
         if self.done > input.len() {
             return Err(Failed::Room(self.done));
         }
+        // To write, records that arrived meanwhile are left for later (their
+        // answers, a key update's, could take the room the data was sized
+        // for), unless rustls holds part of a handshake message in the
+        // input (then it must see the input as it was).
+        let writing = !data.is_empty() || close_notify;
         loop {
             if !self.handshaken && self.sni.is_none() {
                 self.sni = sni::server_name(&input[self.done..]).map(Into::into);
             }
-            let status = self.conn.process_tls_records(&mut input[self.done..]);
+            let end = if writing && !self.hs_partial { self.done } else { input.len() };
+            let status = self.conn.process_tls_records(&mut input[self.done..end]);
             let mut discard = status.discard;
             let state = match status.state {
                 Ok(state) => state,
@@ -307,7 +313,7 @@ impl EventSession {
                 other => other,
             };
             self.done += discard;
-            self.hs_partial = sni::holds_record(&input[self.done..]);
+            self.hs_partial = end > self.done && sni::holds_record(&input[self.done..end]);
             if moved > 0 {
                 if self.plain + moved > self.done {
                     // Cannot happen (a record's plaintext is shorter than
@@ -453,7 +459,9 @@ impl<H: EventHandler> Driver<'_, H> {
         scratch: &mut Scratch,
         f: impl FnOnce(&mut H, &mut [u8], &mut Outbox<'_>) -> Result<Step, H::Error>,
     ) -> Result<Called, H::Error> {
-        let room = plain_room(out.room(), self.frag);
+        // Nothing to write while a handshake record waits for room.
+        let room =
+            if self.session.unsent.is_empty() { plain_room(out.room(), self.frag) } else { 0 };
         let (consumed, next, wrote, drain) = {
             let plain = self.session.plain;
             let mut inner_out = Outbox::gather(&mut scratch.plain[..room]);
@@ -465,7 +473,14 @@ impl<H: EventHandler> Driver<'_, H> {
         if wrote > 0 || close {
             let data = &scratch.plain[..wrote];
             let s = &mut *self.session;
-            if let Err(why) = s.pump(&mut input[base..], out, &mut scratch.wire, data, close) {
+            let pumped = s.pump(&mut input[base..], out, &mut scratch.wire, data, close);
+            let pumped = pumped.and_then(|p| match p {
+                Pumped::Ready | Pumped::Closed => Ok(p),
+                // Sized to fit: cannot happen, but never drop an answer
+                // silently.
+                Pumped::NoRoom | Pumped::Blocked => Err(Failed::Room(data.len())),
+            });
+            if let Err(why) = pumped {
                 s.fail(&why);
                 return Ok(Called { consumed, next: Next::Close });
             }
@@ -565,6 +580,14 @@ impl<H: EventHandler> Driver<'_, H> {
             s.done = 0;
             s.plain = 0;
             all
+        } else if s.unsent.is_empty() && s.done > s.plain {
+            // Plaintext waits (a partial request): move it up to the
+            // unprocessed bytes and give the spent records before it back,
+            // so they never pile up in the buffer.
+            let spent = s.done - s.plain;
+            input.copy_within(base..base + s.plain, base + spent);
+            s.done = s.plain;
+            base + spent
         } else {
             base
         };
@@ -686,5 +709,37 @@ impl<H: EventHandler> Driver<'_, H> {
     /// client that trickles bytes).
     pub(crate) fn overdue(&self) -> bool {
         !self.session.handshaken && self.session.started.elapsed() > self.timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_room_fits_its_records_and_the_reserve() {
+        for frag in [32, 512, 4096, 16384] {
+            for room in (0..70_000).step_by(97) {
+                let n = plain_room(room, frag);
+                assert!(n <= PLAIN_MAX);
+                let wire = n + n.div_ceil(frag) * RECORD_OVERHEAD;
+                if n > 0 {
+                    assert!(wire + RESERVE <= room.min(WIRE_MAX), "room {room} frag {frag}: {n}");
+                }
+            }
+            // A full outbox still carries a whole record's plaintext.
+            assert!(plain_room(64 << 10, 16384) == PLAIN_MAX);
+        }
+    }
+
+    #[test]
+    fn a_session_adds_little_to_rustls() {
+        let ours = size_of::<EventSession>() - size_of::<UnbufferedServerConnection>();
+        println!(
+            "EventSession {} bytes, of which rustls's UnbufferedServerConnection {}",
+            size_of::<EventSession>(),
+            size_of::<UnbufferedServerConnection>()
+        );
+        assert!(ours <= 128, "{ours} bytes of our own per session");
     }
 }
