@@ -129,16 +129,26 @@ impl<Svc, F> Tls<Svc, F> {
     /// state the service keeps).
     ///
     /// ```no_run
-    /// # use std::sync::Arc;
-    /// # use sockserv::tls::{TlsInfo, server_config_from_pem, tls};
-    /// # use sockserv::service_fn;
-    /// # struct Proto { h2: bool }
-    /// # let config = Arc::new(server_config_from_pem("cert.pem", "key.pem")?);
-    /// let service = tls(config, service_fn(|_| Proto { h2: false }))
+    /// use std::sync::Arc;
+    /// use sockserv::std_adapter::ThreadingTcpServer;
+    /// use sockserv::tls::{TlsInfo, server_config_from_pem, tls};
+    /// use sockserv::{StreamHandler, embedded_io::{Read, Write}, service_fn};
+    ///
+    /// struct Proto { h2: bool }
+    /// impl<S: Read + Write> StreamHandler<S> for Proto {
+    ///     type Error = S::Error;
+    ///     fn handle(&mut self, _: &mut S) -> Result<(), S::Error> { Ok(()) }
+    /// }
+    ///
+    /// let mut config = server_config_from_pem("cert.pem", "key.pem")?;
+    /// config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    /// let service = tls(Arc::new(config), service_fn(|_| Proto { h2: false }))
     ///     .on_handshake(|info: &TlsInfo<'_>, handler: &mut Proto| {
     ///         handler.h2 = info.alpn_protocol == Some(b"h2");
-    ///         true
+    ///         true // false: close the connection, the handler never runs
     ///     });
+    /// let mut server = ThreadingTcpServer::bind("127.0.0.1:8443", service)?;
+    /// server.serve_forever(std::time::Duration::from_millis(500))?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
