@@ -2,9 +2,12 @@
 //! the echo example as a process with `--tls-cert/--tls-key` in every
 //! blocking mode, served to Python's `ssl`, `openssl s_client` and a
 //! rustls client; an in-process HTTPS handler served to `curl --cacert`;
-//! hostile clients (half a ClientHello and silence, plaintext, random
-//! bytes, a reset in the handshake, a close without close_notify), each
-//! with its outcome while others are served. The certificate is made at
+//! the service's view of each handshake (`Tls::on_handshake`: ALPN, SNI,
+//! client certificates) asked by curl; hostile clients (half a ClientHello
+//! and silence, plaintext, random bytes, a reset in the handshake, a close
+//! without close_notify, an alert or a bad record mid-stream, a client that
+//! never reads after the handshake), each with its outcome while others are
+//! served. The certificate is made at
 //! test time with `openssl req`; none is committed.
 
 mod util;
@@ -69,19 +72,25 @@ fn tls_args() -> Vec<String> {
 /// The echo example over TLS in `mode` (`pool` = threading with a pool).
 fn start(mode: &str, extra: &[&str]) -> Server {
     let mut args = tls_args();
-    let (mode, pool) = match mode {
-        "pool" => ("threading", true),
-        other => (other, false),
+    let mode = match mode {
+        "pool" => {
+            args.extend(["--pool".into(), "64".into()]);
+            "threading"
+        }
+        "event2" => {
+            args.extend(["--workers".into(), "2".into()]);
+            "event"
+        }
+        other => other,
     };
-    if pool {
-        args.extend(["--pool".into(), "64".into()]);
-    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_with("tcp", mode, "127.0.0.1:0", &args)
 }
 
-const MODES: [&str; 4] = ["sync", "threading", "pool", "forking"];
+/// Every stream mode: the blocking ones, event mode with one loop and
+/// with two (`event2`).
+const MODES: [&str; 6] = ["sync", "threading", "pool", "forking", "event", "event2"];
 
 fn client_config() -> Arc<ClientConfig> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
@@ -109,7 +118,9 @@ fn tls_client(addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
     StreamOwned::new(ClientConnection::new(client_config(), name).unwrap(), tcp)
 }
 
-/// Connect, handshake, one echo of `TEST_STR`, close_notify: how long it took.
+/// Connect, handshake, one echo of `TEST_STR`, close_notify, and the
+/// server's close_notify back (rustls reads a close without one as an
+/// `UnexpectedEof` error): how long the echo took.
 fn echo_once(addr: SocketAddr) -> Duration {
     let start = Instant::now();
     let mut s = tls_client(addr);
@@ -117,9 +128,13 @@ fn echo_once(addr: SocketAddr) -> Duration {
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, TEST_STR);
+    let took = start.elapsed();
     s.conn.send_close_notify();
     s.flush().unwrap();
-    start.elapsed()
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("the server's close_notify");
+    assert!(rest.is_empty(), "{rest:?}");
+    took
 }
 
 /// The server's stderr has no report of a failed request (a handshake
@@ -153,7 +168,7 @@ with socket.create_connection((host, int(port)), timeout=10) as raw:
 "#;
 
 #[test]
-fn python_ssl_in_every_blocking_mode() {
+fn python_ssl_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         let out = Command::new("python3")
@@ -174,7 +189,7 @@ fn python_ssl_in_every_blocking_mode() {
 }
 
 #[test]
-fn openssl_s_client_tls12_and_tls13_in_every_blocking_mode() {
+fn openssl_s_client_tls12_and_tls13_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         for version in ["-tls1_2", "-tls1_3"] {
@@ -222,7 +237,7 @@ fn openssl_s_client_tls12_and_tls13_in_every_blocking_mode() {
 }
 
 #[test]
-fn a_rustls_client_in_every_blocking_mode() {
+fn a_rustls_client_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         for _ in 0..5 {
@@ -275,7 +290,7 @@ mod https {
     }
 
     /// The leaf certificate a client is served.
-    fn served_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
+    pub(super) fn served_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
         let mut s = super::tls_client(addr);
         while s.conn.is_handshaking() {
             s.conn.complete_io(&mut s.sock).unwrap();
@@ -283,7 +298,7 @@ mod https {
         s.conn.peer_certificates().unwrap()[0].to_vec()
     }
 
-    fn leaf_der(path: &std::path::Path) -> Vec<u8> {
+    pub(super) fn leaf_der(path: &std::path::Path) -> Vec<u8> {
         use sockserv_tls::rustls::pki_types::CertificateDer;
         use sockserv_tls::rustls::pki_types::pem::PemObject;
         CertificateDer::from_pem_file(path).unwrap().to_vec()
@@ -311,6 +326,165 @@ mod https {
         assert_eq!(served_leaf(addr), leaf_der(&dir.join("cert2.pem")));
         stop.shutdown().unwrap();
         serving.join().unwrap();
+    }
+
+    /// What the service's hook saw and set, per connection.
+    #[derive(Default)]
+    struct Seen {
+        negotiated: String,
+        setup_saw: String,
+    }
+
+    /// A handler the service sets up from the handshake (`on_handshake`)
+    /// before its `setup`; it answers with what it was told.
+    struct Told {
+        told: Option<String>,
+        log: Arc<std::sync::Mutex<Vec<Seen>>>,
+    }
+
+    impl<S: Read + Write> StreamHandler<S> for Told {
+        type Error = S::Error;
+        fn setup(&mut self, _: &mut S) -> Result<(), S::Error> {
+            let mut log = self.log.lock().unwrap();
+            log.last_mut().unwrap().setup_saw = self.told.clone().unwrap_or_default();
+            Ok(())
+        }
+        fn handle(&mut self, s: &mut S) -> Result<(), S::Error> {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let body = format!("{}\n", self.told.as_deref().unwrap_or("nothing"));
+            s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+        }
+    }
+
+    fn curl(port: &str, host: &str, extra: &[&str]) -> std::process::Output {
+        let (ca, cert, key) = super::certificate();
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .args(["--cert"])
+            .arg(cert)
+            .args(["--key"])
+            .arg(key)
+            .args(extra)
+            .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+            .arg(format!("https://{host}:{port}/"))
+            .output()
+            .expect("curl runs")
+    }
+
+    /// The service sees each connection's ALPN protocol, SNI name and
+    /// client certificate once its handshake is done (`Tls::on_handshake`,
+    /// on the request's thread, before the handler's `setup`), sets up the
+    /// handler from them, and may refuse the connection: curl with a client
+    /// certificate, once per ALPN protocol, and once with a name the hook
+    /// refuses.
+    #[test]
+    fn the_service_sees_alpn_sni_and_client_certificates_before_setup() {
+        use sockserv_tls::TlsInfo;
+        use sockserv_tls::rustls::pki_types::pem::PemObject;
+        use sockserv_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use sockserv_tls::rustls::{self, RootCertStore, ServerConfig};
+
+        let (ca, cert, key) = super::certificate();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+        let chain = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(clients)
+            .with_single_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let log: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let for_handlers = Arc::clone(&log);
+        let for_hook = Arc::clone(&log);
+        let service = tls(
+            Arc::new(config),
+            service_fn(move |_| Told { told: None, log: Arc::clone(&for_handlers) }),
+        )
+        .on_handshake(move |info: &TlsInfo<'_>, handler: &mut Told| {
+            let negotiated = format!(
+                "alpn={} sni={} client_cert={}",
+                String::from_utf8_lossy(info.alpn_protocol.unwrap_or(b"none")),
+                info.server_name.unwrap_or("none"),
+                // curl sends its leaf and the CA it found for it.
+                info.peer_certificates.is_some_and(|chain| !chain.is_empty()),
+            );
+            let refuse = info.server_name == Some("refused.localhost");
+            handler.told = Some(negotiated.clone());
+            for_hook.lock().unwrap().push(Seen { negotiated, setup_saw: String::new() });
+            !refuse
+        });
+        let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service).unwrap();
+        let port = server.server_address().to_string();
+        let port = port.rsplit(':').next().unwrap().to_owned();
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || {
+            server.serve_forever(std::time::Duration::from_millis(100)).unwrap()
+        });
+        let h1 = curl(&port, "localhost", &["--http1.1"]);
+        let h2 = curl(&port, "localhost", &["--http2"]);
+        // The certificate does not name refused.localhost: -k.
+        let refused = curl(&port, "refused.localhost", &["-k", "--http1.1"]);
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+        let text = |o: &std::process::Output| {
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&h1.stdout),
+            "alpn=http/1.1 sni=localhost client_cert=true\n",
+            "{}",
+            text(&h1)
+        );
+        // curl offers h2 first: the handler is told so (it answers
+        // HTTP/1.1 bytes, which curl cannot read as h2: only the service's
+        // log is checked for that one).
+        assert!(!refused.status.success(), "refused: {}", text(&refused));
+        assert!(refused.stdout.is_empty(), "refused: {}", text(&refused));
+        let log = log.lock().unwrap();
+        let seen: Vec<(&str, &str)> =
+            log.iter().map(|s| (s.negotiated.as_str(), s.setup_saw.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "alpn=http/1.1 sni=localhost client_cert=true",
+                    "alpn=http/1.1 sni=localhost client_cert=true"
+                ),
+                (
+                    "alpn=h2 sni=localhost client_cert=true",
+                    "alpn=h2 sni=localhost client_cert=true"
+                ),
+                // Refused: the handler's setup never ran.
+                ("alpn=http/1.1 sni=refused.localhost client_cert=true", ""),
+            ],
+            "h2 curl: {}",
+            text(&h2)
+        );
     }
 
     #[test]
@@ -344,6 +518,111 @@ mod https {
     }
 }
 
+/// Event mode: an HTTP responder whose `opened` keeps what
+/// `handshake_info` says, asked by curl; and a certificate replaced while
+/// the event loop serves.
+mod https_event {
+    use std::sync::Arc;
+
+    use sockserv::std_adapter::BindAddr;
+    use sockserv::std_adapter::event::EventTcpServer;
+    use sockserv::{EventHandler, Next, Outbox, Step, service_fn};
+    use sockserv_tls::{handshake_info, server_config_from_pem, tls};
+
+    /// Answers one request with the negotiated ALPN and SNI, then closes.
+    struct Hello {
+        said: String,
+    }
+
+    impl EventHandler for Hello {
+        type Error = core::fmt::Error;
+        fn opened(&mut self, _out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+            self.said = handshake_info(|info| {
+                format!(
+                    "alpn={} sni={} client_certs={}\n",
+                    String::from_utf8_lossy(info.alpn_protocol.unwrap_or(b"none")),
+                    info.server_name.unwrap_or("none"),
+                    info.peer_certificates.map_or(0, <[_]>::len),
+                )
+            })
+            .unwrap_or_default();
+            Ok(Next::Continue)
+        }
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            if !input.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(Step::consumed(0));
+            }
+            let body = &self.said;
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            write!(out, "{body}")?;
+            Ok(Step::close(input.len()))
+        }
+    }
+
+    fn serve<Svc>(
+        service: Svc,
+    ) -> (std::net::SocketAddr, sockserv::std_adapter::ShutdownHandle, std::thread::JoinHandle<()>)
+    where
+        Svc: sockserv::Service<sockserv::std_adapter::Address, Handler: EventHandler + Send>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let mut server = EventTcpServer::bind("127.0.0.1:0", service).unwrap();
+        let BindAddr::Inet(addr) = *server.server_address() else { unreachable!() };
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || {
+            server.serve_forever(std::time::Duration::from_millis(100)).unwrap()
+        });
+        (addr, stop, serving)
+    }
+
+    #[test]
+    fn curl_cacert_sees_alpn_and_sni_in_event_mode() {
+        let (ca, cert, key) = super::certificate();
+        let mut config = server_config_from_pem(cert, key).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let service = tls(Arc::new(config), service_fn(|_| Hello { said: String::new() }));
+        let (addr, stop, serving) = serve(service);
+        let port = addr.port();
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .expect("curl runs");
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "alpn=http/1.1 sni=localhost client_certs=0\n",
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_certificate_is_replaced_while_the_event_loop_serves() {
+        let (_, cert, key) = super::certificate();
+        let dir = cert.parent().unwrap();
+        let certs = sockserv_tls::CertSwap::from_pem(cert, key).unwrap();
+        let service =
+            tls(Arc::new(certs.server_config()), service_fn(|_| Hello { said: String::new() }));
+        let (addr, stop, serving) = serve(service);
+        assert_eq!(super::https::served_leaf(addr), super::https::leaf_der(cert));
+        certs.replace_from_pem(dir.join("cert2.pem"), dir.join("key2.pem")).unwrap();
+        let second = super::https::leaf_der(&dir.join("cert2.pem"));
+        assert_eq!(super::https::served_leaf(addr), second);
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------
 // Hostile clients
 // ---------------------------------------------------------------------
@@ -362,7 +641,7 @@ fn half_client_hello() -> Vec<u8> {
 /// server and its threads are gone.
 #[test]
 fn half_client_hellos_and_silence() {
-    for mode in ["threading", "pool", "forking"] {
+    for mode in ["threading", "pool", "forking", "event", "event2"] {
         // Forking's default cap (40 children) would make the 51st wait.
         let mut server = start(mode, &["--tls-handshake-timeout", "1", "--max-connections", "100"]);
         let addr = server.inet();
@@ -404,7 +683,8 @@ fn half_client_hellos_and_silence() {
         println!("{mode}: server CPU while 50 handshakes waited out the timeout: {cpu:?}");
         assert!(cpu < Duration::from_millis(700), "{mode}: the server spun: {cpu:?}");
         thread::sleep(Duration::from_millis(300));
-        if mode == "threading" {
+        if !matches!(mode, "pool" | "forking") {
+            // (A pool starts its threads as they are needed.)
             let after = group_threads(pgid);
             assert!(after <= threads_before + 1, "{mode}: threads {threads_before} -> {after}");
         }
@@ -521,17 +801,357 @@ fn a_close_without_close_notify() {
     }
 }
 
+/// Nanoseconds the tasks of `pgid`'s group and of this test have waited on
+/// a run queue so far (`/proc/PID/task/TID/schedstat`, second field): time
+/// the machine gave to others, which no server can do anything about.
+fn machine_delay(pgid: i32) -> Duration {
+    let mut ns = 0u64;
+    let pids = util::procs::group(pgid).into_iter().map(|p| p.pid.to_string());
+    for pid in pids.chain(["self".into()]) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat.split_whitespace().nth(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
+/// How soon another client must be served while a hostile one acts (its
+/// echo's time minus the time the machine made the server and the test
+/// wait for a CPU).
+const OTHERS_WITHIN: Duration = Duration::from_millis(100);
+
+/// `echo_once` for a client that was already connected and handshaken
+/// (`s`): one echo, its time minus the machine's run-queue delay.
+fn echo_on(s: &mut StreamOwned<ClientConnection, TcpStream>, pgid: i32) -> (Duration, Duration) {
+    let delay = machine_delay(pgid);
+    let start = Instant::now();
+    s.write_all(TEST_STR).unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, TEST_STR);
+    let took = start.elapsed();
+    (took, took.saturating_sub(machine_delay(pgid).saturating_sub(delay)))
+}
+
+/// A handshaken rustls client.
+fn handshaken(addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+    let mut s = tls_client(addr);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s
+}
+
+/// Processes and threads of the server's group.
+fn census(pgid: i32) -> (usize, u32) {
+    (util::procs::group(pgid).len(), group_threads(pgid))
+}
+
+/// Waits up to 3 s for the group to be back to `before` (processes,
+/// threads): what a hostile client took is given back once it left. The
+/// pool (`--pool 64`) keeps the workers it started, up to its size.
+fn back_to(pgid: i32, before: (usize, u32), what: &str) {
+    let before = if what == "pool" { (before.0, before.1.max(64 + 2)) } else { before };
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut now = census(pgid);
+    while (now.0 > before.0 || now.1 > before.1) && Instant::now() < end {
+        thread::sleep(Duration::from_millis(50));
+        now = census(pgid);
+    }
+    assert!(
+        now.0 <= before.0 && now.1 <= before.1,
+        "{what}: (processes, threads) {before:?} -> {now:?}"
+    );
+}
+
+/// The blocking modes (event mode's own outcomes for these clients are in
+/// `an_alert_mid_stream` and `a_client_that_never_reads`).
+const BLOCKING: [&str; 4] = ["sync", "threading", "pool", "forking"];
+
+/// What a client sends in the middle of a TLS stream instead of its next
+/// record.
+const MID_STREAM: [(&str, &[u8]); 3] = [
+    // A fatal alert (handshake_failure) as a plaintext record: TLS 1.3
+    // encrypts every record after the handshake, so it cannot decrypt.
+    ("a plaintext fatal alert", &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]),
+    // An application_data record whose 32 bytes are not what the keys make.
+    (
+        "a bad record",
+        &[
+            0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+        ],
+    ),
+    // A record header that announces 65,535 bytes: more than any TLS
+    // record may hold (rustls refuses it from the header alone).
+    ("an oversized record header", &[0x17, 0x03, 0x03, 0xff, 0xff]),
+];
+
+/// After a few echoes a client sends an alert or a bad record instead of
+/// its next record: the server answers with an alert (or closes) at once,
+/// says what happened (the handler's read fails with `InvalidData`, which
+/// the echo reports), and a client connected beside it is served within
+/// 100 ms meanwhile; nothing spins and the thread or child is gone after.
+#[test]
+fn an_alert_or_a_bad_record_mid_stream() {
+    for mode in BLOCKING {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let pgid = server.pid();
+        echo_once(addr);
+        let before = census(pgid);
+        for (what, bytes) in MID_STREAM {
+            // In sync mode the server serves one connection at a time: the
+            // other client connects only after the hostile one is done.
+            let mut other = (mode != "sync").then(|| handshaken(addr));
+            let mut s = handshaken(addr);
+            for _ in 0..3 {
+                s.write_all(TEST_STR).unwrap();
+                let mut buf = [0u8; 12];
+                s.read_exact(&mut buf).unwrap();
+                assert_eq!(&buf, TEST_STR, "{mode} {what}");
+            }
+            let start = Instant::now();
+            s.sock.write_all(bytes).unwrap();
+            let mut got = Vec::new();
+            match s.sock.read_to_end(&mut got) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{mode} {what}: {e}")
+                }
+            }
+            let closed = start.elapsed();
+            println!("{mode}: {what}: closed after {closed:?} ({} bytes back)", got.len());
+            assert!(closed < SERVED_WITHIN, "{mode} {what}: closed after {closed:?}");
+            // An encrypted alert (TLS 1.3: an application_data record on
+            // the wire) or nothing; never plaintext.
+            assert!(got.is_empty() || got[0] == 0x17 || got[0] == 0x15, "{mode} {what}: {got:?}");
+            let mut other = other.take().unwrap_or_else(|| handshaken(addr));
+            let (took, net) = echo_on(&mut other, pgid);
+            println!(
+                "{mode}: {what}: the other client was served in {took:?} ({net:?} without run-queue waits)"
+            );
+            assert!(
+                net < OTHERS_WITHIN,
+                "{mode} {what}: the other client waited {took:?} ({net:?})"
+            );
+            other.conn.send_close_notify();
+            let _ = other.flush();
+        }
+        let cpu = group_cpu(pgid);
+        thread::sleep(Duration::from_millis(500));
+        let idle = group_cpu(pgid) - cpu;
+        assert!(idle < Duration::from_millis(100), "{mode}: {idle:?} of CPU in 500 ms idle");
+        back_to(pgid, before, mode);
+        let err = server.stderr_text();
+        let reported =
+            err.lines().filter(|l| l.contains("InvalidData") || l.contains("invalid")).count();
+        assert!(reported >= MID_STREAM.len(), "{mode}: each bad stream is reported: {err}");
+        echo_once(addr);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// A client completes the handshake, then sends requests as fast as it can
+/// and never reads a reply: the server's echo blocks in its write once the
+/// socket buffers are full, holding that one connection's thread, worker
+/// or child, without spinning; a client beside it is served within
+/// 100 ms; when the non-reader goes, so does what it held. Sync mode
+/// serves one connection at a time, so there the next client is served as
+/// soon as the non-reader leaves (the echo example sets no stream
+/// timeout; with one, `Server::stream_timeout` would bound the hold).
+#[test]
+fn a_client_that_never_reads_after_the_handshake() {
+    for mode in BLOCKING {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let pgid = server.pid();
+        echo_once(addr);
+        let before = census(pgid);
+        let mut other = (mode != "sync").then(|| handshaken(addr));
+        let mut hostile = handshaken(addr);
+        hostile.sock.set_nonblocking(true).unwrap();
+        // Records out until nothing more goes for 300 ms (both sides'
+        // buffers full) or 64 MiB went.
+        let chunk = vec![b'x'; 16 * 1024];
+        let (mut sent, mut stuck_since) = (0usize, None::<Instant>);
+        let flood_start = Instant::now();
+        while sent < 64 << 20 && flood_start.elapsed() < Duration::from_secs(20) {
+            if !hostile.conn.wants_write() {
+                hostile.conn.writer().write_all(&chunk).unwrap();
+            }
+            match hostile.conn.write_tls(&mut hostile.sock) {
+                Ok(n) => {
+                    sent += n;
+                    stuck_since = None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let since = *stuck_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(300) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{mode}: the non-reader's write: {e}"),
+            }
+        }
+        println!("{mode}: the non-reader sent {sent} bytes before the server stopped reading");
+        assert!(stuck_since.is_some(), "{mode}: the server read 64 MiB without writing back?");
+        let cpu = group_cpu(pgid);
+        thread::sleep(Duration::from_millis(500));
+        let held = group_cpu(pgid) - cpu;
+        println!("{mode}: server CPU in 500 ms while held: {held:?}");
+        assert!(held < Duration::from_millis(100), "{mode}: {held:?} of CPU in 500 ms: it spins");
+        if let Some(other) = &mut other {
+            let (took, net) = echo_on(other, pgid);
+            println!(
+                "{mode}: the other client was served in {took:?} ({net:?} without run-queue waits)"
+            );
+            assert!(net < OTHERS_WITHIN, "{mode}: the other client waited {took:?} ({net:?})");
+            // And a new one.
+            let took = echo_once(addr);
+            assert!(took < SERVED_WITHIN, "{mode}: a new client waited {took:?}");
+        }
+        // The non-reader leaves (its unread replies make the close a reset).
+        drop(hostile);
+        let start = Instant::now();
+        let mut next = other.take().unwrap_or_else(|| handshaken(addr));
+        let (took, _) = echo_on(&mut next, pgid);
+        println!(
+            "{mode}: after the non-reader left, served in {:?} (echo {took:?})",
+            start.elapsed()
+        );
+        assert!(start.elapsed() < SERVED_WITHIN, "{mode}: {:?}", start.elapsed());
+        next.conn.send_close_notify();
+        let _ = next.flush();
+        drop(next);
+        back_to(pgid, before, mode);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// Resident memory of the server's processes (VmRSS summed), in KiB.
+fn group_rss_kib(pgid: i32) -> u64 {
+    util::procs::group(pgid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
+        .filter_map(|st| {
+            let line = st.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A TLS record the peer may not send after the handshake: a fatal
+/// alert (handshake_failure) in plaintext.
+const PLAINTEXT_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+
+/// An alert in the middle of the stream (after a served echo): the server
+/// closes that connection at once (a blocking handler reads an
+/// `InvalidData` error, reported as its failure; in event mode the TLS
+/// layer ends the session and reports at info, the handler sees nothing)
+/// and serves the next client.
+#[test]
+fn an_alert_mid_stream() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let mut s = tls_client(addr);
+        s.write_all(TEST_STR).unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap();
+        let start = Instant::now();
+        s.sock.write_all(&PLAINTEXT_ALERT).unwrap();
+        // The server's alert (TLS 1.3: an encrypted record, type 23), or
+        // nothing, then EOF or a reset.
+        let mut rest = Vec::new();
+        let _ = s.sock.read_to_end(&mut rest);
+        let took = start.elapsed();
+        println!("{mode}: closed {took:?} after the alert ({} bytes back)", rest.len());
+        assert!(took < SERVED_WITHIN, "{mode}: closed after {took:?}");
+        let record = rest.first().copied();
+        assert!(matches!(record, None | Some(0x15 | 0x17)), "{mode}: not an alert: {rest:?}");
+        let served = echo_once(addr);
+        assert!(served < SERVED_WITHIN, "{mode}: {served:?}");
+        if mode.starts_with("event") {
+            assert_quiet(&server);
+        }
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// A client that completes the handshake, then floods requests and never
+/// reads: the server stops reading from it once its answers fill the
+/// socket (back-pressure: the client's writes block), its memory stays
+/// bounded, it does not spin, and others are served meanwhile. (Sync
+/// mode serves one connection at a time: such a client holds it, as any
+/// client that never reads holds a sequential server.)
+#[test]
+fn a_client_that_never_reads() {
+    const FLOOD: usize = 32 << 20;
+    for mode in &MODES[1..] {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let pgid = server.pid();
+        echo_once(addr);
+        let rss_before = group_rss_kib(pgid);
+        let mut s = tls_client(addr);
+        s.sock.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let flooder = thread::spawn(move || {
+            let chunk = vec![b'x'; 16 << 10];
+            let mut sent = 0;
+            while sent < FLOOD {
+                match s.write(&chunk) {
+                    Ok(n) if n > 0 => sent += n,
+                    _ => break,
+                }
+                // rustls buffers what the socket does not take: stop when
+                // the socket stops taking it.
+                if s.flush().is_err() {
+                    break;
+                }
+            }
+            (sent, s)
+        });
+        let (sent, s) = flooder.join().unwrap();
+        println!("{mode}: the never-reading client got {sent} bytes in before its writes blocked");
+        assert!(
+            sent < FLOOD,
+            "{mode}: the server read all {FLOOD} bytes of a client that never reads"
+        );
+        let cpu_before = group_cpu(pgid);
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            worst = worst.max(echo_once(addr));
+        }
+        println!("{mode}: others served in at most {worst:?} beside it");
+        assert!(worst < SERVED_WITHIN, "{mode}: {worst:?}");
+        thread::sleep(Duration::from_millis(500));
+        let cpu = group_cpu(pgid) - cpu_before;
+        let rss = group_rss_kib(pgid);
+        println!("{mode}: server CPU {cpu:?} over ~0.5 s; RSS {rss_before} -> {rss} KiB");
+        assert!(cpu < Duration::from_millis(400), "{mode}: the server spun: {cpu:?}");
+        assert!(rss < rss_before + 16 * 1024, "{mode}: RSS {rss_before} -> {rss} KiB");
+        drop(s);
+        thread::sleep(Duration::from_millis(200));
+        echo_once(addr);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
 // ---------------------------------------------------------------------
 // The example's arguments
 // ---------------------------------------------------------------------
 
-/// TLS where the example has none (event mode, datagrams) is a usage
-/// error (exit 2); an unreadable or wrong PEM file is named, exit 1.
+/// TLS where the example has none (datagrams) is a usage error (exit 2);
+/// an unreadable or wrong PEM file is named, exit 1.
 #[test]
 fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
     let tls = tls_args();
     let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
-    for extra in [&["--mode", "event"][..], &["--proto", "udp"]] {
+    for extra in [&["--proto", "udp"][..], &["--proto", "udp", "--mode", "event"]] {
         let args: Vec<&str> = [&["--addr", "127.0.0.1:0"][..], extra, &tls].concat();
         let (status, out, err) = util::echo::run_expecting_exit(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {out}{err}");
@@ -540,11 +1160,13 @@ fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
     // The key where the certificate should be: no CERTIFICATE block.
     let (_, cert, key) = certificate();
     let (k, c) = (key.to_str().unwrap(), cert.to_str().unwrap());
-    let args = ["--addr", "127.0.0.1:0", "--tls-cert", k, "--tls-key", c];
-    let (status, out, err) = util::echo::run_expecting_exit(&args);
-    assert_eq!(status.code(), Some(1), "{out}{err}");
-    assert!(err.starts_with(&format!("echo: {k}: ")), "{err}");
-    assert!(out.is_empty(), "nothing listens: {out}");
+    for mode in ["threading", "event"] {
+        let args = ["--addr", "127.0.0.1:0", "--mode", mode, "--tls-cert", k, "--tls-key", c];
+        let (status, out, err) = util::echo::run_expecting_exit(&args);
+        assert_eq!(status.code(), Some(1), "{mode}: {out}{err}");
+        assert!(err.starts_with(&format!("echo: {k}: ")), "{mode}: {err}");
+        assert!(out.is_empty(), "{mode}: nothing listens: {out}");
+    }
 }
 
 /// kv behind `--tls-cert/--tls-key`: the same commands and answers over
@@ -577,4 +1199,299 @@ fn kv_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(kv.signal(libc::SIGTERM).code(), Some(0), "{}", kv.stderr());
+}
+
+/// Event mode in-process, every hostile client at once beside a client
+/// being served: what each one gets, what the server reports (captured
+/// through `log`), the loop thread's CPU time, and that nothing is left
+/// once they are gone (no handler alive, no connection, no buffer lent).
+mod event_in_process {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use sockserv::std_adapter::Builder;
+    use sockserv::std_adapter::event::{EventOptions, EventTcpServer};
+    use sockserv::{EventHandler, Outbox, Step, service_fn};
+    use sockserv_tls::{server_config_from_pem, tls};
+
+    use super::{
+        PLAINTEXT_ALERT, SERVED_WITHIN, TEST_STR, certificate, echo_once, half_client_hello,
+        tls_client,
+    };
+
+    /// Handlers alive now (made by the service, dropped with their slot).
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    struct Echo;
+
+    impl Echo {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Echo
+        }
+    }
+
+    impl Drop for Echo {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl EventHandler for Echo {
+        type Error = core::convert::Infallible;
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            Ok(Step::consumed(out.write(input)))
+        }
+    }
+
+    /// Every report of the server, as (level, text).
+    static LOG: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            LOG.lock().unwrap().push((record.level(), record.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+
+    /// The reports that name `port` (a client's).
+    fn reports_about(port: u16) -> Vec<(log::Level, String)> {
+        let needle = format!("127.0.0.1:{port}:");
+        LOG.lock().unwrap().iter().filter(|(_, t)| t.contains(&needle)).cloned().collect()
+    }
+
+    /// CPU time of thread `tid` of this process so far.
+    fn thread_cpu(tid: i32) -> Duration {
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let rest = &text[text.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if done() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        done()
+    }
+
+    #[test]
+    fn every_hostile_client_at_once_and_nothing_left() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Debug);
+        let (_, cert, key) = certificate();
+        let config = Arc::new(server_config_from_pem(cert, key).unwrap());
+        let service =
+            tls(config, service_fn(|_| Echo::new())).handshake_timeout(Duration::from_secs(1));
+        let mut options = EventOptions::default();
+        options.server.idle_timeout = Some(Duration::from_secs(3));
+        let mut server: EventTcpServer<_> =
+            Builder::new().event("127.0.0.1:0", service, options).unwrap();
+        let sockserv::std_adapter::BindAddr::Inet(addr) = *server.server_address() else {
+            unreachable!("bound to 127.0.0.1")
+        };
+        let stop = server.shutdown_handle();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let loop_thread = thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            server.serve_forever(Duration::from_millis(500)).unwrap();
+            server
+        });
+        let tid = tid_rx.recv().unwrap();
+        echo_once(addr);
+
+        // Half a ClientHello and silence, 200 of them.
+        let silent: Vec<TcpStream> = (0..200)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(&half_client_hello()).unwrap();
+                s
+            })
+            .collect();
+        // Plaintext instead of a handshake.
+        let mut plain = TcpStream::connect(addr).unwrap();
+        plain.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        // A reset in the handshake.
+        let reset_port = {
+            let s = socket2::Socket::from(TcpStream::connect(addr).unwrap());
+            (&s).write_all(&half_client_hello()).unwrap();
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+            s.local_addr().unwrap().as_socket().unwrap().port()
+        };
+        // An alert mid-stream.
+        let mut alerting = tls_client(addr);
+        alerting.write_all(TEST_STR).unwrap();
+        let mut buf = [0u8; 12];
+        alerting.read_exact(&mut buf).unwrap();
+        alerting.sock.write_all(&PLAINTEXT_ALERT).unwrap();
+        // A close without close_notify.
+        let ragged_port = {
+            let mut s = tls_client(addr);
+            s.write_all(TEST_STR).unwrap();
+            s.read_exact(&mut buf).unwrap();
+            s.sock.shutdown(std::net::Shutdown::Both).unwrap();
+            s.sock.local_addr().unwrap().port()
+        };
+        // A client that floods and never reads.
+        let mut flooder = tls_client(addr);
+        flooder.sock.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        let chunk = vec![b'y'; 16 << 10];
+        let mut flooded = 0usize;
+        while flooded < 64 << 20 {
+            if flooder.write(&chunk).is_err() || flooder.flush().is_err() {
+                break;
+            }
+            flooded += chunk.len();
+        }
+        assert!(flooded < 64 << 20, "the server read all of a client that never reads");
+
+        // Others are served meanwhile, and the loop does not spin.
+        let cpu_before = thread_cpu(tid);
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            worst = worst.max(echo_once(addr));
+        }
+        println!("event: served in at most {worst:?} beside 200 silent handshakes and the rest");
+        assert!(worst < SERVED_WITHIN, "an echo took {worst:?}");
+
+        // Plaintext: an alert (or nothing) and a close, at once.
+        plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = plain.read_to_end(&mut got);
+        assert!(got.is_empty() || got[0] == 0x15, "plaintext got {got:?}");
+        let plain_port = plain.local_addr().unwrap().port();
+        // The alert: the session ends; an encrypted alert back, then EOF.
+        alerting.sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let _ = alerting.sock.read_to_end(&mut rest);
+        assert!(matches!(rest.first(), None | Some(0x15 | 0x17)), "alert got {rest:?}");
+        let alert_port = alerting.sock.local_addr().unwrap().port();
+        // The silent ones are closed at the handshake timeout (1 s).
+        let start = Instant::now();
+        for mut s in silent {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut b = [0u8; 64];
+            assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "a silent handshake got bytes");
+        }
+        println!("event: 200 silent handshakes closed {:?} later", start.elapsed());
+        let cpu = thread_cpu(tid) - cpu_before;
+        println!("event: loop CPU while they waited: {cpu:?}");
+        assert!(cpu < Duration::from_millis(500), "the loop spun: {cpu:?}");
+
+        // Everyone leaves: nothing is left (the never-reader is closed by
+        // its reset when dropped).
+        drop(flooder);
+        drop(alerting);
+        drop(plain);
+        let gone = wait_until(Duration::from_secs(10), || LIVE.load(Ordering::SeqCst) == 0);
+        assert!(gone, "{} handlers still alive", LIVE.load(Ordering::SeqCst));
+        echo_once(addr);
+        stop.shutdown().unwrap();
+        let server = loop_thread.join().unwrap();
+        assert_eq!(server.connections(), 0);
+        assert_eq!(server.buffers_lent(), 0, "buffers still lent after every client left");
+        assert_eq!(server.stats().starved, 0);
+
+        // What was said, and at what level: never a warning or a handler
+        // error for any of them.
+        let plain_said = reports_about(plain_port);
+        println!("plaintext: {plain_said:?}");
+        assert!(
+            plain_said
+                .iter()
+                .any(|(l, t)| *l == log::Level::Info && t.contains("TLS handshake failed")),
+            "{plain_said:?}"
+        );
+        let alert_said = reports_about(alert_port);
+        println!("alert: {alert_said:?}");
+        assert!(alert_said.iter().any(|(l, _)| *l == log::Level::Info), "{alert_said:?}");
+        let ragged_said = reports_about(ragged_port);
+        println!("no close_notify: {ragged_said:?}");
+        assert!(
+            ragged_said.iter().any(|(_, t)| t.contains("without close_notify")),
+            "{ragged_said:?}"
+        );
+        println!("reset: {:?}", reports_about(reset_port));
+        let log = LOG.lock().unwrap();
+        let loud: Vec<_> = log.iter().filter(|(l, _)| *l <= log::Level::Warn).collect();
+        assert!(loud.is_empty(), "warnings or errors: {loud:?}");
+        let timeouts = log.iter().filter(|(_, t)| t.contains("idle for too long")).count();
+        println!("event: {timeouts} handshake timeouts reported at info");
+    }
+
+    /// Answers each complete line with its length.
+    struct Lines;
+
+    impl EventHandler for Lines {
+        type Error = core::fmt::Error;
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            let used = out.answer_lines(input, 8, |line, out| writeln!(out, "{}", line.len()))?;
+            Ok(Step::consumed(used))
+        }
+    }
+
+    /// Every record ends in the middle of a line, 20,000 of them: the
+    /// plaintext left over waits in the table's buffer after each read,
+    /// and the spent records before it are given back each time (else
+    /// they pile up, the buffer fills and the connection is closed as
+    /// stalled after some thousands of records).
+    #[test]
+    fn records_that_end_mid_line_do_not_pile_up() {
+        let (_, cert, key) = certificate();
+        let config = Arc::new(server_config_from_pem(cert, key).unwrap());
+        let mut server =
+            EventTcpServer::bind("127.0.0.1:0", tls(config, service_fn(|_| Lines))).unwrap();
+        let sockserv::std_adapter::BindAddr::Inet(addr) = *server.server_address() else {
+            unreachable!("bound to 127.0.0.1")
+        };
+        let stop = server.shutdown_handle();
+        let serving = thread::spawn(move || server.serve_forever(Duration::from_millis(100)));
+        let mut c = tls_client(addr);
+        const N: usize = 20_000;
+        // "ab" then "c\nab" ... : each record holds the end of one line and
+        // the start of the next.
+        c.write_all(b"ab").unwrap();
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..N {
+            c.write_all(b"c\nab").unwrap();
+            c.flush().unwrap();
+            // Keep the answers flowing (the client's socket must not fill).
+            c.sock.set_nonblocking(true).unwrap();
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                answers.extend_from_slice(&buf[..n]);
+            }
+            c.sock.set_nonblocking(false).unwrap();
+        }
+        c.write_all(b"c\n").unwrap();
+        while answers.len() < (N + 1) * 2 {
+            let n = c.read(&mut buf).expect("the answers");
+            assert!(n > 0, "closed after {} of {} answers", answers.len() / 2, N + 1);
+            answers.extend_from_slice(&buf[..n]);
+        }
+        // Each line is "abc\n": 4 bytes.
+        assert!(answers.chunks(2).all(|a| a == b"4\n"), "an answer differs");
+        stop.shutdown().unwrap();
+        serving.join().unwrap().unwrap();
+    }
 }

@@ -57,13 +57,7 @@ impl<'a> TlsStream<'a> {
 
     /// What the handshake negotiated: ALPN, SNI name, client certificates.
     pub fn info(&self) -> TlsInfo<'_> {
-        TlsInfo {
-            alpn_protocol: self.tls.alpn_protocol(),
-            server_name: self.tls.server_name(),
-            peer_certificates: self.tls.peer_certificates(),
-            protocol_version: self.tls.protocol_version(),
-            cipher_suite: self.tls.negotiated_cipher_suite(),
-        }
+        info_of(self.tls)
     }
 
     /// The rustls connection (for what [`info`](Self::info) does not say).
@@ -152,6 +146,17 @@ impl Connection for TlsStream<'_> {
         self.tls.send_close_notify();
         self.write_pending()?;
         self.conn.shutdown_write()
+    }
+}
+
+/// What `tls`'s handshake negotiated.
+pub(crate) fn info_of(tls: &ServerConnection) -> TlsInfo<'_> {
+    TlsInfo {
+        alpn_protocol: tls.alpn_protocol(),
+        server_name: tls.server_name(),
+        peer_certificates: tls.peer_certificates(),
+        protocol_version: tls.protocol_version(),
+        cipher_suite: tls.negotiated_cipher_suite(),
     }
 }
 

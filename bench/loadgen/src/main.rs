@@ -27,9 +27,20 @@
 //! Per request the loop costs one write, one read and a share of one
 //! epoll_wait: a reply is read only up to the bytes still expected, so no
 //! extra read to see EAGAIN is needed (the next reply is a new edge).
+//!
+//! `--tls`: every TCP connection speaks TLS (rustls, ring, the same
+//! version as sockserv-tls) with SNI `localhost`. The client does not
+//! verify the server's certificate or signature (every echoed byte is still
+//! compared) and does not resume sessions, so each connection is a full
+//! handshake and the client spends its CPU on the key exchange only. A
+//! request is one record out; the reply is read until its plaintext is
+//! complete (then the socket is read to EAGAIN, since records need not
+//! end where the reply does). With `--churn` a connection is: connect,
+//! handshake, one echo, close_notify, close.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
@@ -53,6 +64,7 @@ struct Opts {
     server_pid: Option<i32>,
     connect_timeout: f64,
     max_connecting: usize,
+    tls: bool,
 }
 
 fn usage(msg: &str) -> ! {
@@ -60,7 +72,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: loadgen --addr HOST:PORT [--proto tcp|udp] [--conns N] [--size S] [--warmup SECS] \
          [--duration SECS] [--churn] [--hold SECS] [--server-pid PID] [--connect-timeout SECS] \
-         [--max-connecting N]"
+         [--max-connecting N] [--tls]"
     );
     std::process::exit(2)
 }
@@ -80,6 +92,7 @@ fn parse_opts() -> Opts {
         server_pid: None,
         connect_timeout: 30.0,
         max_connecting: usize::MAX,
+        tls: false,
     };
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
@@ -104,6 +117,7 @@ fn parse_opts() -> Opts {
             "--server-pid" => o.server_pid = Some(num(&a, val())),
             "--connect-timeout" => o.connect_timeout = num(&a, val()),
             "--max-connecting" => o.max_connecting = num(&a, val()),
+            "--tls" => o.tls = true,
             "-h" | "--help" => usage("help"),
             _ => usage(&format!("unknown argument {a}")),
         }
@@ -278,12 +292,14 @@ fn jnum(x: f64) -> String {
 enum St {
     Idle,
     Connecting,
+    Handshaking,
     Sending,
     Receiving,
 }
 
 struct Slot {
     sock: Option<TcpStream>,
+    tls: Option<rustls::ClientConnection>,
     st: St,
     seq: u64,
     sent: usize,
@@ -307,6 +323,7 @@ struct Tcp<'a> {
     hold_done: usize,
     src: u32,
     draining: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A non-blocking connect. To an IPv4 loopback server, each connection
@@ -418,6 +435,7 @@ impl<'a> Tcp<'a> {
         if let Some(mut s) = sl.sock.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
+        sl.tls = None;
         sl.st = St::Idle;
         if !self.draining {
             sl.retry_at = Some(now + Duration::from_millis(10));
@@ -432,6 +450,39 @@ impl<'a> Tcp<'a> {
         if !self.o.churn {
             sl.t_req = now;
         }
+    }
+
+    /// The reply of slot `i` is complete: count it, then the next request
+    /// (state Sending), or a new connection (churn), or idle (hold, drain).
+    fn complete(&mut self, i: usize) {
+        let now = Instant::now();
+        let sl = &mut self.slots[i];
+        sl.seq += 1;
+        if self.measuring {
+            self.stats.requests += 1;
+            sl.done += 1;
+            self.stats.latencies_ns.push((now - sl.t_req).as_nanos() as u64);
+        }
+        if self.o.hold.is_some() || self.draining {
+            sl.st = St::Idle;
+            self.hold_done += 1;
+            return;
+        }
+        if self.o.churn {
+            let mut s = sl.sock.take().unwrap();
+            if let Some(mut tls) = sl.tls.take() {
+                // close_notify, best effort (one write).
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut s);
+            }
+            let _ = self.poll.registry().deregister(&mut s);
+            drop(s);
+            sl.st = St::Idle;
+            self.open(i, now);
+            // A fresh connect completes on a writable edge.
+            return;
+        }
+        self.begin_request(i, now);
     }
 
     /// Advances slot `i` as far as it goes without blocking.
@@ -461,7 +512,53 @@ impl<'a> Tcp<'a> {
                     if let Some(j) = self.pending_connect.pop() {
                         self.open(j, now);
                     }
-                    self.begin_request(i, now);
+                    if let Some(config) = &self.tls {
+                        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                        let mut c = rustls::ClientConnection::new(Arc::clone(config), name)
+                            .expect("TLS client");
+                        // A whole request is queued at once (1 MiB included).
+                        c.set_buffer_limit(None);
+                        self.slots[i].tls = Some(c);
+                        self.slots[i].st = St::Handshaking;
+                    } else {
+                        self.begin_request(i, now);
+                    }
+                }
+                St::Handshaking => {
+                    let sl = &mut self.slots[i];
+                    let (sock, tls) = (sl.sock.as_mut().unwrap(), sl.tls.as_mut().unwrap());
+                    match handshake_step(tls, sock) {
+                        Ok(true) => self.begin_request(i, Instant::now()),
+                        Ok(false) => return,
+                        Err(_) => return self.fail(i, Instant::now()),
+                    }
+                }
+                St::Sending | St::Receiving if self.tls.is_some() => {
+                    let size = self.pat.size;
+                    let sl = &mut self.slots[i];
+                    let (sock, tls) = (sl.sock.as_mut().unwrap(), sl.tls.as_mut().unwrap());
+                    if sl.st == St::Sending {
+                        let msg = self.pat.msg(i, sl.seq);
+                        tls.writer().write_all(msg).expect("unlimited buffer");
+                        sl.sent = msg.len();
+                        sl.st = St::Receiving;
+                    }
+                    let o = Pattern::offset(i, sl.seq);
+                    let expect = &self.pat.bytes[o..o + size];
+                    match echo_step(tls, sock, &mut self.buf, expect, &mut sl.recvd) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => {
+                            if e.kind() == io::ErrorKind::InvalidData && self.measuring {
+                                self.stats.mismatches += 1;
+                            }
+                            return self.fail(i, Instant::now());
+                        }
+                    }
+                    self.complete(i);
+                    if self.slots[i].st != St::Sending {
+                        return;
+                    }
                 }
                 St::Sending => {
                     let sl = &mut self.slots[i];
@@ -497,28 +594,10 @@ impl<'a> Tcp<'a> {
                             }
                             sl.recvd += n;
                             if sl.recvd == size {
-                                let now = Instant::now();
-                                sl.seq += 1;
-                                if self.measuring {
-                                    self.stats.requests += 1;
-                                    sl.done += 1;
-                                    self.stats.latencies_ns.push((now - sl.t_req).as_nanos() as u64);
-                                }
-                                if self.o.hold.is_some() || self.draining {
-                                    sl.st = St::Idle;
-                                    self.hold_done += 1;
+                                self.complete(i);
+                                if self.slots[i].st != St::Sending {
                                     return;
                                 }
-                                if self.o.churn {
-                                    let mut s = sl.sock.take().unwrap();
-                                    let _ = self.poll.registry().deregister(&mut s);
-                                    drop(s);
-                                    sl.st = St::Idle;
-                                    self.open(i, now);
-                                    // A fresh connect completes on a writable edge.
-                                    return;
-                                }
-                                self.begin_request(i, now);
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -531,9 +610,140 @@ impl<'a> Tcp<'a> {
     }
 }
 
+// ---------------------------------------------------------------- TLS
+
+/// Accepts any certificate and signature: the load generator measures the
+/// server, it does not authenticate it (it checks every echoed byte).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// rustls with ring, default versions and groups, no resumption (every
+/// connection a full handshake), no certificate check.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        .with_no_client_auth();
+    c.resumption = rustls::client::Resumption::disabled();
+    Arc::new(c)
+}
+
+/// Sends what rustls has queued; false when the socket is full.
+fn flush_tls(tls: &mut rustls::ClientConnection, sock: &mut TcpStream) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads records once; Ok(false) at EAGAIN. EOF and a bad record are errors.
+fn read_tls(tls: &mut rustls::ClientConnection, sock: &mut TcpStream) -> io::Result<bool> {
+    loop {
+        match tls.read_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {
+                tls.process_new_packets().map_err(io::Error::other)?;
+                return Ok(true);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Advances the handshake; Ok(true) once it is complete.
+fn handshake_step(tls: &mut rustls::ClientConnection, sock: &mut TcpStream) -> io::Result<bool> {
+    loop {
+        flush_tls(tls, sock)?;
+        if !tls.is_handshaking() {
+            return Ok(true);
+        }
+        if !read_tls(tls, sock)? {
+            return Ok(false);
+        }
+    }
+}
+
+/// Sends the queued request and reads the reply's plaintext, comparing it
+/// with `expect`; Ok(true) once all of it is back (InvalidData: a byte
+/// differs), Ok(false) when the socket has nothing more for now.
+fn echo_step(
+    tls: &mut rustls::ClientConnection,
+    sock: &mut TcpStream,
+    buf: &mut [u8],
+    expect: &[u8],
+    recvd: &mut usize,
+) -> io::Result<bool> {
+    loop {
+        flush_tls(tls, sock)?;
+        loop {
+            let want = (expect.len() - *recvd).min(buf.len());
+            if want == 0 {
+                return Ok(true);
+            }
+            match tls.reader().read(&mut buf[..want]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    if buf[..n] != expect[*recvd..*recvd + n] {
+                        return Err(io::ErrorKind::InvalidData.into());
+                    }
+                    *recvd += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if !read_tls(tls, sock)? {
+            return Ok(false);
+        }
+    }
+}
+
 fn new_slot(now: Instant) -> Slot {
     Slot {
         sock: None,
+        tls: None,
         st: St::Idle,
         seq: 0,
         sent: 0,
@@ -569,6 +779,7 @@ fn run_tcp(o: &Opts) -> io::Result<(Stats, Window, Vec<u64>, String)> {
         hold_done: 0,
         src: 0,
         draining: false,
+        tls: o.tls.then(tls_config),
     };
     t.stats.latencies_ns.reserve(1 << 20);
     for i in (0..o.conns).rev() {

@@ -835,3 +835,62 @@ fn a_formatted_answer_leaves_in_one_write() {
     assert_eq!(c.output(), b"8 bytes\n4 bytes\n");
     assert_eq!(c.writes(), 2, "one write per answer");
 }
+
+/// A handler with an idle timeout of its own (as TLS has while its
+/// handshake runs).
+struct OwnTimeout(Duration);
+
+impl EventHandler for OwnTimeout {
+    type Error = core::convert::Infallible;
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+        Ok(Step::consumed(out.write(input)))
+    }
+    fn idle_timeout(&self) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
+/// When each connection was reported idle.
+struct OwnTimeoutSvc<'n, 's> {
+    net: &'n MockNet<'s>,
+    idle_at: RefCell<Vec<Duration>>,
+}
+
+impl Service<MockAddr> for &OwnTimeoutSvc<'_, '_> {
+    type Handler = OwnTimeout;
+    fn handler(&self, _: &MockAddr) -> OwnTimeout {
+        OwnTimeout(2 * SEC)
+    }
+    fn handle_error(&self, _: &MockAddr, error: &RequestError<'_>) {
+        if matches!(error, RequestError::IdleTimeout) {
+            self.idle_at.borrow_mut().push(crate::transport::Clock::now(&self.net));
+        }
+    }
+}
+
+#[test]
+fn a_handlers_own_idle_timeout_closes_before_the_tables() {
+    for table in [None, Some(60 * SEC)] {
+        let flag = ShutdownFlag::new();
+        let net = MockNet::new();
+        net.connect(MockConn::new(1, b"").hold_open());
+        net.request_stop_at(20 * SEC, &flag);
+        let svc = OwnTimeoutSvc { net: &net, idle_at: RefCell::new(Vec::new()) };
+        let config = EventServerConfig { idle_timeout: table, ..Default::default() };
+        let mut server = EventServer::new(
+            net.event_source(),
+            &svc,
+            &net,
+            &flag,
+            heapless::Vec::<Slot<MockStream<'_, '_>, OwnTimeout, MockAddr>, 2>::new(),
+            FixedPool::<64, 4>::new(),
+            config,
+        );
+        server.serve_forever(SEC).unwrap();
+        let at = svc.idle_at.borrow().clone();
+        assert_eq!(at.len(), 1, "table timeout {table:?}: {at:?}");
+        // Due at 2 s; the sweep is brought forward to it (within 1.25 x).
+        assert!(at[0] >= 2 * SEC && at[0] <= 2 * SEC + SEC / 2, "{table:?}: closed at {:?}", at[0]);
+        assert_eq!(net.conn(0).unwrap().closes(), 1);
+    }
+}
