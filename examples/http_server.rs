@@ -8,11 +8,11 @@
 //! ```
 //!
 //! Serves DIRECTORY (default: the current one) on PORT (8000) at ADDRESS
-//! (default: what `getaddrinfo` gives first for a passive socket, as
-//! Python picks it: `0.0.0.0`, or `::` where IPv6 comes first, which on
-//! Linux also takes IPv4), and prints Python's first line,
-//! `Serving HTTP on 0.0.0.0 port 8000 (http://0.0.0.0:8000/) ...`
-//! (`[::1]` in the URL for an IPv6 address). SIGINT / SIGTERM stop it with
+//! (default: `::` taking IPv4 too, as Python's dual-stack server does
+//! where `getaddrinfo` puts IPv6 first; `0.0.0.0` without IPv6), and
+//! prints Python's first line,
+//! `Serving HTTP on :: port 8000 (http://[::]:8000/) ...`
+//! (`[...]` in the URL for an IPv6 address). SIGINT / SIGTERM stop it with
 //! exit status 0; a usage error exits 2.
 //!
 //! Answers as CPython's `SimpleHTTPRequestHandler` does: `GET` and `HEAD`;
@@ -44,10 +44,10 @@
 //! `--tls-cert` / `--tls-key` serve HTTPS in the blocking modes (event mode
 //! refuses them: exit 2).
 
-use std::ffi::{CStr, CString};
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -145,7 +145,7 @@ fn run(args: &Args, tls: Option<Arc<ServerConfig>>) -> Result<(), String> {
     };
     let source =
         Arc::new(Source::disk(&dir).map_err(|e| format!("cannot serve {}: {e}", dir.display()))?);
-    let address = best_address(args.bind.as_deref(), args.port)?;
+    let address = address(args.bind.as_deref(), args.port)?;
     let grace = Close::Grace(Duration::from_secs(1));
     let strategy: Strategy = match args.mode {
         Mode::Sync => Sequential::new().into(),
@@ -166,7 +166,7 @@ fn run(args: &Args, tls: Option<Arc<ServerConfig>>) -> Result<(), String> {
         }
         Mode::Event => return serve_event(args, address, source),
     };
-    let builder = Builder::new().dispatch(strategy);
+    let builder = Builder::new().only_v6(Some(false)).dispatch(strategy);
     if let Some(config) = tls {
         let service = service_fn(move |_| Http::<_, HEAD>::new(Files::new(Arc::clone(&source))));
         return serve(builder, address, tls::tls(config, service));
@@ -182,7 +182,7 @@ fn run(args: &Args, tls: Option<Arc<ServerConfig>>) -> Result<(), String> {
 /// socket given to `Files` for `sendfile`.
 struct Served {
     http: Http<Files, HEAD>,
-    direct: Option<Arc<OnceLock<TcpStream>>>,
+    direct: Option<Arc<OnceLock<OwnedFd>>>,
 }
 
 impl Served {
@@ -198,9 +198,9 @@ impl StreamHandler<Conn> for Served {
 
     fn handle(&mut self, conn: &mut Conn) -> Result<(), Self::Error> {
         if let Some(direct) = &self.direct
-            && let Ok(socket) = conn.get_ref().try_clone()
+            && let Ok(socket) = conn.as_fd().try_clone_to_owned()
         {
-            let _ = direct.set(TcpStream::from(socket));
+            let _ = direct.set(socket);
         }
         self.http.handle(conn)
     }
@@ -224,8 +224,10 @@ fn serve_event(args: &Args, address: SocketAddr, source: Arc<Source>) -> Result<
     };
     options.server.shutdown_grace = Duration::from_secs(1);
     let service = service_fn(move |_| HttpEvents::new(FilesEvents::new(Arc::clone(&source))));
-    let mut server: EventTcpServer<_> =
-        Builder::new().event(address, service, options).map_err(|e| e.to_string())?;
+    let mut server: EventTcpServer<_> = Builder::new()
+        .only_v6(Some(false))
+        .event(address, service, options)
+        .map_err(|e| e.to_string())?;
     let stop = server.shutdown_handle();
     announce(server.server_address(), &stop)?;
     server.serve_forever(Duration::from_millis(500)).map_err(|e| e.to_string())
@@ -243,71 +245,17 @@ fn announce(address: &BindAddr, stop: &ShutdownHandle) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The first address `getaddrinfo` gives for a passive stream socket on
-/// `host` (all interfaces without one) and `port`: Python's
-/// `_get_best_family`.
-fn best_address(host: Option<&str>, port: u16) -> Result<SocketAddr, String> {
-    let host_c = host.map(|h| CString::new(h).map_err(|_| "NUL in the address".to_owned()));
-    let host_c = host_c.transpose()?;
-    let port_c = CString::new(port.to_string()).expect("digits");
-    // SAFETY: an all-zero addrinfo is a valid "no hints" value.
-    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
-    hints.ai_flags = libc::AI_PASSIVE;
-    hints.ai_socktype = libc::SOCK_STREAM;
-    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
-    // SAFETY: the strings are NUL-terminated and alive for the call;
-    // `list` receives a list we free below.
-    let rc = unsafe {
-        libc::getaddrinfo(
-            host_c.as_ref().map_or(std::ptr::null(), |h| h.as_ptr()),
-            port_c.as_ptr(),
-            &hints,
-            &mut list,
-        )
-    };
-    if rc != 0 {
-        // SAFETY: gai_strerror returns a static NUL-terminated string.
-        let why = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
-        return Err(format!("{}: {}", host.unwrap_or(""), why.to_string_lossy()));
+/// Where to listen: `-b HOST`'s first address (std's resolver, as
+/// Python's `getaddrinfo`); without it `[::]` taking IPv4 too (dual stack,
+/// as Python's `DualStackServer`), or `0.0.0.0` where IPv6 is unavailable.
+fn address(bind: Option<&str>, port: u16) -> Result<SocketAddr, String> {
+    if let Some(host) = bind {
+        let mut found = (host, port).to_socket_addrs().map_err(|e| format!("{host}: {e}"))?;
+        return found.next().ok_or_else(|| format!("{host}: no address"));
     }
-    let mut found = None;
-    let mut at = list;
-    while !at.is_null() && found.is_none() {
-        // SAFETY: `at` is a node of the list getaddrinfo returned.
-        let info = unsafe { &*at };
-        // SAFETY: ai_addr points to ai_addrlen bytes of the family's sockaddr.
-        found = unsafe { sockaddr(info.ai_addr, info.ai_addrlen) };
-        at = info.ai_next;
-    }
-    // SAFETY: `list` came from getaddrinfo and is freed once.
-    unsafe { libc::freeaddrinfo(list) };
-    found.ok_or_else(|| "no IPv4 or IPv6 address to bind".into())
-}
-
-/// # Safety
-/// `addr` points to `len` readable bytes of a socket address.
-unsafe fn sockaddr(addr: *const libc::sockaddr, len: libc::socklen_t) -> Option<SocketAddr> {
-    // SAFETY: the caller's promise; the family says which struct it is.
-    unsafe {
-        match i32::from((*addr).sa_family) {
-            libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
-                let a = &*(addr as *const libc::sockaddr_in);
-                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
-            }
-            libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
-                let a = &*(addr as *const libc::sockaddr_in6);
-                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-                Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                    ip,
-                    u16::from_be(a.sin6_port),
-                    a.sin6_flowinfo,
-                    a.sin6_scope_id,
-                )))
-            }
-            _ => None,
-        }
-    }
+    let ipv6 = std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok();
+    let any = if ipv6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+    Ok(SocketAddr::new(any, port))
 }
 
 /// The TLS configuration of `--tls-cert` / `--tls-key`, or a one-line

@@ -10,8 +10,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -19,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sockserv::embedded_io::{Read, Write};
+use sockserv::std_adapter::files;
 use sockserv_http::{
     BodyLength, Error, EventRespond, Reply, ReplyError, RequestHead, Respond, Sent, Transaction,
     http_date,
@@ -32,7 +32,7 @@ pub enum Source {
     /// A directory on disk, held open: every file is opened beneath it
     /// by the kernel (`openat2` with `RESOLVE_BENEATH`), so neither `..`
     /// nor a symbolic link leaves it.
-    Disk(OwnedFd),
+    Disk(File),
     /// Files in memory, by path without the leading `/` (`index.html`,
     /// `css/site.css`); a path that is a prefix of others up to a `/` is a
     /// directory.
@@ -46,7 +46,7 @@ impl Source {
         if !dir.metadata()?.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Self::Disk(dir.into()))
+        Ok(Self::Disk(dir))
     }
 }
 
@@ -144,32 +144,10 @@ fn miss(e: io::Error) -> Miss {
     }
 }
 
-/// Opens `rel` beneath `root`: the kernel refuses (`EXDEV`) any `..` or
-/// symbolic link that would resolve outside it, and magic links.
-fn open_beneath(root: &OwnedFd, rel: &[u8]) -> io::Result<File> {
-    let rel = if rel.is_empty() { &b"."[..] } else { rel };
-    let path = std::ffi::CString::new(rel)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // SAFETY: open_how is plain integers; all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2(2) reads `path` (NUL-terminated, alive for the call)
-    // and `how` (its size passed); it returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by openat2 and is owned by nothing else.
-    Ok(unsafe { File::from_raw_fd(fd as i32) })
+/// Opens `rel` beneath `root` (the std adapter's `open_beneath`: the
+/// kernel refuses any `..` or symbolic link that would leave it).
+fn open_beneath(root: &File, rel: &[u8]) -> io::Result<File> {
+    files::open_beneath(root, OsStr::from_bytes(rel))
 }
 
 /// A request as the answer needs it (owned: in event mode the head's bytes
@@ -535,7 +513,7 @@ fn fields(answer: &Answer, date: &[u8; 29]) -> Vec<(&'static str, Vec<u8>)> {
 /// `File` to a `TcpStream` uses it on Linux).
 pub struct Files {
     source: Arc<Source>,
-    direct: Arc<OnceLock<TcpStream>>,
+    direct: Arc<OnceLock<OwnedFd>>,
     /// A file body's bounce buffer when it cannot go direct (TLS, smoltcp).
     buffer: Vec<u8>,
 }
@@ -546,7 +524,7 @@ impl Files {
     }
 
     /// Where the connection's own socket goes to enable `sendfile`.
-    pub fn direct(&self) -> Arc<OnceLock<TcpStream>> {
+    pub fn direct(&self) -> Arc<OnceLock<OwnedFd>> {
         Arc::clone(&self.direct)
     }
 }
@@ -597,42 +575,24 @@ impl Respond for Files {
     }
 }
 
-/// `len` bytes of `file` from `start` to `socket` with `sendfile(2)` (the
-/// kernel copies from the page cache; std's `io::copy` from a `File` to a
-/// `TcpStream` reads and writes through a buffer instead, as strace shows
-/// with Rust 1.95): how many went out.
-fn sendfile(file: &File, start: u64, len: u64, socket: &TcpStream) -> u64 {
-    let end = start.saturating_add(len);
-    let Ok(mut offset) = libc::off_t::try_from(start) else { return 0 };
-    loop {
-        let at = offset as u64;
-        if at >= end {
-            return at - start;
-        }
-        let count = (end - at).min(1 << 30) as usize;
-        // SAFETY: both descriptors are open for the call (borrowed from
-        // `file` and `socket`); `offset` is a valid off_t the kernel
-        // advances by what it sent.
-        let sent =
-            unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut offset, count) };
-        match sent {
-            0 => return offset as u64 - start, // the file shrank
-            n if n > 0 => {}
-            _ => {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                        return offset as u64 - start;
-                    }
-                    _ => {
-                        eprintln!("http_server: sending a file: {e}");
-                        return offset as u64 - start;
-                    }
+/// `len` bytes of `file` from `start` to `socket` with the std adapter's
+/// `send_file` (`sendfile(2)`): how many went out.
+fn sendfile(file: &File, start: u64, len: u64, socket: &impl AsFd) -> u64 {
+    let mut sent = 0;
+    while sent < len {
+        let count = (len - sent).min(1 << 30) as usize;
+        match files::send_file(socket, file, start + sent, count) {
+            Ok(0) => break, // the file shrank
+            Ok(n) => sent += n as u64,
+            Err(e) => {
+                if !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+                    eprintln!("http_server: sending a file: {e}");
                 }
+                break;
             }
         }
     }
+    sent
 }
 
 /// The event-mode application: the answer is made when the request is
