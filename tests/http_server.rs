@@ -283,8 +283,17 @@ fn https_in_the_blocking_modes_and_a_usage_error_in_event_mode() {
 
 #[test]
 fn curl_reuses_the_connection_and_gets_heads_ranges_and_501() {
-    let root = tree("curl");
-    let server = Server::start(&root, &["-b", "127.0.0.1"]);
+    curl_checks("threading");
+}
+
+#[test]
+fn curl_in_event_mode_streams_files_too() {
+    curl_checks("event");
+}
+
+fn curl_checks(mode: &str) {
+    let root = tree(&format!("curl-{mode}"));
+    let server = Server::start(&root, &["-b", "127.0.0.1", "--mode", mode]);
     let (ok, out, err) = run(
         "curl",
         &["-sS", "-v", &server.url("/a.txt"), &server.url("/sub/b.md"), &server.url("/")],
@@ -344,8 +353,17 @@ fn curl_reuses_the_connection_and_gets_heads_ranges_and_501() {
 
 #[test]
 fn python_http_client_and_urllib() {
-    let root = tree("python");
-    let server = Server::start(&root, &["-b", "127.0.0.1"]);
+    python_checks("threading");
+}
+
+#[test]
+fn python_http_client_and_urllib_in_event_mode() {
+    python_checks("event");
+}
+
+fn python_checks(mode: &str) {
+    let root = tree(&format!("python-{mode}"));
+    let server = Server::start(&root, &["-b", "127.0.0.1", "--mode", mode]);
     let script = r#"
 import http.client, sys, urllib.request, urllib.error
 port = int(sys.argv[1])
@@ -518,8 +536,17 @@ fn ab_and_wrk_get_every_answer() {
 
 #[test]
 fn hostile_paths_stay_inside() {
-    let root = tree("hostile");
-    let server = Server::start(&root, &["-b", "127.0.0.1"]);
+    hostile_checks("threading");
+}
+
+#[test]
+fn hostile_paths_stay_inside_in_event_mode() {
+    hostile_checks("event");
+}
+
+fn hostile_checks(mode: &str) {
+    let root = tree(&format!("hostile-{mode}"));
+    let server = Server::start(&root, &["-b", "127.0.0.1", "--mode", mode]);
     let p = server.port;
     for path in [
         "/../secret.txt",

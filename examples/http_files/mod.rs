@@ -20,8 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sockserv::embedded_io::{Read, Write};
 use sockserv::std_adapter::files;
 use sockserv_http::{
-    BodyLength, Error, EventRespond, Reply, ReplyError, RequestHead, Respond, Sent, Transaction,
-    http_date,
+    BodyLength, Error, EventRespond, Reply, RequestHead, Respond, Sent, Transaction, http_date,
 };
 
 mod path;
@@ -596,63 +595,55 @@ fn sendfile(file: &File, start: u64, len: u64, socket: &impl AsFd) -> u64 {
 }
 
 /// The event-mode application: the answer is made when the request is
-/// complete and written whole (at most `MAX_REPLY` bytes; a larger file
-/// gets a 500 page saying so).
+/// complete; its head is written then and its body streamed as the peer
+/// reads (`fill`, from the open file or the page), so a connection holds
+/// its open file, never the file's bytes.
 pub struct FilesEvents {
     source: Arc<Source>,
     request: Request,
+    /// The body being sent: the file (and where its part starts) or a page.
+    body: Option<Body>,
 }
 
 impl FilesEvents {
     pub fn new(source: Arc<Source>) -> Self {
-        Self { source, request: Request::default() }
+        Self { source, request: Request::default(), body: None }
     }
 }
 
-/// The largest answer event mode writes at once.
-pub const EVENT_MAX_REPLY: usize = 32 * 1024;
-
 impl EventRespond for FilesEvents {
-    type Error = ReplyError;
-    const MAX_REPLY: usize = EVENT_MAX_REPLY;
+    type Error = io::Error;
 
-    fn head(&mut self, head: &RequestHead<'_, '_>) -> Result<(), ReplyError> {
+    fn head(&mut self, head: &RequestHead<'_, '_>) -> Result<(), io::Error> {
         self.request = Request::of(head);
         Ok(())
     }
 
-    fn respond(&mut self, reply: &mut Reply<'_, '_>) -> Result<(), ReplyError> {
-        let mut answer = answer(&self.source, &self.request);
-        // The head's fields take at most 1 KiB; the body has the rest.
-        if answer.body_len() > (EVENT_MAX_REPLY - 1024) as u64 {
-            answer = error(500, "File too large for event mode's whole answers");
-        }
-        let date = http_date(now());
-        let fields = fields(&answer, &date);
+    fn respond(&mut self, reply: &mut Reply<'_, '_>) -> Result<(), io::Error> {
+        let answer = answer(&self.source, &self.request);
+        let fields = fields(&answer, &http_date(now()));
         let fields: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (*n, &v[..])).collect();
-        let body = match answer.body {
-            Body::Bytes(bytes) => bytes,
-            Body::File { content: Content::Memory(data), start, len } => {
-                data[start as usize..(start + len) as usize].to_vec()
+        let len = answer.body_len();
+        self.body = Some(answer.body);
+        reply.start(answer.status, &fields, BodyLength::Known(len)).map_err(io::Error::other)
+    }
+
+    fn fill(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, io::Error> {
+        let (data, at): (&[u8], u64) = match &self.body {
+            None => return Ok(0),
+            Some(Body::Bytes(bytes)) => (bytes, offset),
+            Some(Body::File { content: Content::Memory(data), start, .. }) => {
+                (data, start + offset)
             }
-            Body::File { content: Content::Disk(file), start, len } => {
-                let mut data = vec![0; len as usize];
-                match file.read_exact_at(&mut data, start) {
-                    Ok(()) => data,
-                    Err(e) => {
-                        eprintln!("http_server: reading a file: {e}");
-                        let page = error(500, "The file could not be read");
-                        let Body::Bytes(bytes) = page.body else { unreachable!() };
-                        return reply.send(
-                            500,
-                            &[("Content-Type", b"text/html;charset=utf-8")],
-                            &bytes,
-                        );
-                    }
-                }
+            Some(Body::File { content: Content::Disk(file), start, len }) => {
+                let want = buf.len().min(len.saturating_sub(offset) as usize);
+                return file.read_at(&mut buf[..want], start + offset);
             }
         };
-        reply.send(answer.status, &fields, &body)
+        let rest = data.get(at as usize..).unwrap_or(&[]);
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
     }
 }
 
