@@ -232,6 +232,9 @@ impl Stream {
     const NONE: Self = Self { sent: 0, len: 0, chunk: 0, pos: 0, in_chunk: false, chunked: false };
 }
 
+/// The stack buffer for a body this small (instead of all of `S`).
+const SMALL_PIECE: usize = 4096;
+
 /// How many pieces one call writes at most before letting the loop serve
 /// others (it asks to be called again once they have left).
 const PIECES_PER_CALL: usize = 16;
@@ -478,8 +481,14 @@ impl<A: EventRespond, const S: usize> HttpEvents<A, S> {
     /// Streams the answer's body: `Some(keep_alive)` once it is all out.
     fn stream(&mut self, out: &mut Outbox<'_>) -> Result<Option<bool>, EventError<A::Error>> {
         if self.stream.len != 0 {
-            let mut buf = [0u8; S];
-            if !pump(&mut self.app, &mut self.stream, &mut buf, out)? {
+            // A body that fits a page does not pay for zeroing all of `S`.
+            let left = self.stream.len - self.stream.sent;
+            let done = if !self.stream.chunked && left <= SMALL_PIECE as u64 && S > SMALL_PIECE {
+                pump(&mut self.app, &mut self.stream, &mut [0u8; SMALL_PIECE], out)?
+            } else {
+                pump(&mut self.app, &mut self.stream, &mut [0u8; S], out)?
+            };
+            if !done {
                 return Ok(None);
             }
             self.stream = Stream::NONE;
