@@ -5,11 +5,13 @@
 //! while another client is served, and a pipelined flood from a client
 //! that reads only at the end (every answer arrives, in order).
 
+mod http_hostile;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -275,6 +277,9 @@ fn streamed_answers_of_any_length_with_keep_alive() {
 
     let (head, _) = curl(&["-I", &format!("{}/stream/1048576", server.url)]);
     assert!(head.contains("Content-Length: 1048576\r\n"), "{head}");
+    // The std feature's clock dates every answer (IMF-fixdate, 29 bytes).
+    let date = head.lines().find_map(|l| l.strip_prefix("Date: ")).expect("a Date field");
+    assert!(date.len() == 29 && date.ends_with(" GMT"), "{date}");
     let out = Command::new("curl")
         .args(["-sS", "--http1.0", "--max-time", "20", &format!("{}/chunked/300000", server.url)])
         .output()
@@ -321,4 +326,70 @@ fn streamed_answers_follow_a_slow_reader_and_keep_pipelined_order() {
     assert!(tail.contains("hello /hello\n"), "{}", &tail[..200]);
     assert!(tail.contains("Transfer-Encoding: chunked"), "third answer chunked");
     assert!(tail.ends_with("0\r\n\r\n"), "last chunk ends the connection");
+}
+
+/// Counts the applications alive (one per open connection).
+struct Counted {
+    app: App,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EventRespond for Counted {
+    type Error = ReplyError;
+    fn head(&mut self, request: &RequestHead<'_, '_>) -> Result<(), Self::Error> {
+        self.app.head(request)
+    }
+    fn body(&mut self, data: &[u8]) -> Result<(), Self::Error> {
+        self.app.body(data)
+    }
+    fn respond(&mut self, reply: &mut Reply<'_, '_>) -> Result<(), Self::Error> {
+        self.app.respond(reply)
+    }
+}
+
+/// Every hostile client at once (tests/http_hostile): slowloris heads get
+/// 408 after the head timeout, endless chunked bodies and bodies over the
+/// limit 413, smuggling attempts 400, floods from clients that never read
+/// are stopped (the server stops reading them); a client on a keep-alive
+/// connection is served throughout; nothing spins; afterwards no
+/// connection and no buffer is left.
+#[test]
+fn hostile_clients_get_defined_outcomes_while_others_are_served() {
+    let head_timeout = Duration::from_secs(2);
+    let limits = Limits { max_body: MAX_BODY, head_timeout, ..Limits::default() };
+    let live = Arc::new(AtomicUsize::new(0));
+    let count = live.clone();
+    let mut server = EventTcpServer::bind(
+        "127.0.0.1:0",
+        service_fn(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+            HttpEvents::with_limits(Counted { app: App::default(), live: count.clone() }, limits)
+        }),
+    )
+    .unwrap();
+    let addr = server.server_address().to_string();
+    let stop = server.shutdown_handle();
+    let thread = thread::spawn(move || {
+        server.serve_forever(Duration::from_millis(50)).unwrap();
+        server
+    });
+    let report = http_hostile::run(&addr, head_timeout);
+    http_hostile::check(&report, head_timeout);
+    // Every hostile connection is closed by now (the floods by their
+    // clients): the server closes its side and drops each handler.
+    let t = std::time::Instant::now();
+    while live.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(live.load(Ordering::SeqCst), 0, "connections left open");
+    stop.shutdown().unwrap();
+    let server = thread.join().unwrap();
+    let stats = server.loop_stats();
+    assert_eq!((stats[0].connections, stats[0].buffers_lent), (0, 0), "{stats:?}");
 }

@@ -9,7 +9,7 @@ use sockserv_core::StreamHandler;
 
 use crate::{
     BodyDecoder, BodyLength, CHUNK_END, CHUNK_HEADER_MAX, CONTINUE, Exchange, LAST_CHUNK, Limits,
-    Piece, Refusal, RequestHead, ResponseHead, chunk_header, httparse,
+    Piece, Refusal, RequestHead, ResponseHead, chunk_header, clock, httparse,
 };
 
 /// The header fields a request may have (more: 431).
@@ -186,6 +186,7 @@ impl<'a, S: Read + Write> Transaction<'a, S> {
             return Err(Error::AlreadySent);
         }
         let mut head = ResponseHead::new(self.out, status);
+        crate::clock::date(&mut head);
         for (name, value) in fields {
             head.header(name, value);
         }
@@ -424,10 +425,15 @@ impl<R: Respond, const N: usize> Http<R, N> {
         stream: &mut S,
         filled: &mut usize,
     ) -> Result<bool, Error<S::Error>> {
+        let mut since = None;
         loop {
             let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
             match RequestHead::parse(&self.head[..*filled], &mut fields, &self.limits) {
                 Ok(Some(_)) => return Ok(true),
+                // A head begun: it must be whole within the limit.
+                Ok(None) if *filled > 0 && clock::overdue(&mut since, self.limits.head_timeout) => {
+                    return Err(Error::Refused(Refusal::HeadTimeout));
+                }
                 Ok(None) => {}
                 Err(refusal) => return Err(Error::Refused(refusal)),
             }
