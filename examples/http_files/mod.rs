@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sockserv::embedded_io::{Read, Write};
 use sockserv::std_adapter::files;
@@ -494,16 +494,9 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
     Some(days * 86_400 + h * 3600 + m * 60 + sec)
 }
 
-/// Seconds since the epoch, for `Date`.
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
-}
-
-/// The answer's fields as the HTTP layer takes them, `Date` first.
-fn fields(answer: &Answer, date: &[u8; 29]) -> Vec<(&'static str, Vec<u8>)> {
-    let mut fields = vec![("Date", date.to_vec())];
-    fields.extend(answer.fields.iter().cloned());
-    fields
+/// The answer's fields as the HTTP layer takes them (it adds `Date`).
+fn fields<'f>(fields: &'f [(&'static str, Vec<u8>)]) -> Vec<(&'f str, &'f [u8])> {
+    fields.iter().map(|(n, v)| (*n, &v[..])).collect()
 }
 
 /// The blocking handler's application: `sockserv::http::Http::new(Files::new(..))`.
@@ -534,18 +527,17 @@ impl Respond for Files {
         head: &RequestHead<'_, '_>,
         tx: &mut Transaction<'_, S>,
     ) -> Result<Sent, Error<S::Error>> {
-        let answer = answer(&self.source, &Request::of(head));
-        let fields = fields(&answer, &http_date(now()));
-        let fields: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (*n, &v[..])).collect();
-        let (content, start, len) = match answer.body {
-            Body::Bytes(bytes) => return tx.send(answer.status, &fields, &bytes),
+        let Answer { status, fields: owned, body } = answer(&self.source, &Request::of(head));
+        let fields = fields(&owned);
+        let (content, start, len) = match body {
+            Body::Bytes(bytes) => return tx.send(status, &fields, &bytes),
             Body::File { content: Content::Memory(data), start, len } => {
                 let part = &data[start as usize..(start + len) as usize];
-                return tx.send(answer.status, &fields, part);
+                return tx.send(status, &fields, part);
             }
             Body::File { content: Content::Disk(file), start, len } => (file, start, len),
         };
-        let mut body = tx.start(answer.status, &fields, BodyLength::Known(len))?;
+        let mut body = tx.start(status, &fields, BodyLength::Known(len))?;
         if let Some(socket) = self.direct.get() {
             body.send_direct(len, |_| sendfile(&content, start, len, socket))?;
             return body.finish();
@@ -621,11 +613,12 @@ impl EventRespond for FilesEvents {
 
     fn respond(&mut self, reply: &mut Reply<'_, '_>) -> Result<(), io::Error> {
         let answer = answer(&self.source, &self.request);
-        let fields = fields(&answer, &http_date(now()));
-        let fields: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (*n, &v[..])).collect();
         let len = answer.body_len();
+        reply
+            .start(answer.status, &fields(&answer.fields), BodyLength::Known(len))
+            .map_err(io::Error::other)?;
         self.body = Some(answer.body);
-        reply.start(answer.status, &fields, BodyLength::Known(len)).map_err(io::Error::other)
+        Ok(())
     }
 
     fn fill(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, io::Error> {
