@@ -103,7 +103,7 @@ fn slowloris(addr: &str, bound: Duration) -> Seen {
         if !got.is_empty() {
             continue;
         }
-        match s.write(b"a") {
+        match s.write_all(b"a") {
             Ok(_) => sent += 1,
             Err(_) => break "reset",
         }
