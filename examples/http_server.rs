@@ -41,8 +41,8 @@
 //! `forking`, `event` (epoll loops, `--workers N` of them; bodies are
 //! streamed as the peer reads, in 64 KiB pieces read with `pread`). In
 //! the threading and forking modes a file body leaves with `sendfile(2)`.
-//! `--tls-cert` / `--tls-key` serve HTTPS in the blocking modes (event mode
-//! refuses them: exit 2).
+//! `--tls-cert` / `--tls-key` serve HTTPS in every mode (rustls; in event
+//! mode through the TLS layer's event handler).
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -53,13 +53,13 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use sockserv::std_adapter::event::{EventOptions, EventTcpServer, Workers};
 use sockserv::std_adapter::{
     Address, BindAddr, Builder, Close, Conn, Forking, Pool, Sequential, ShutdownHandle, Strategy,
     Threading,
 };
-use sockserv::{Service, StreamHandler, service_fn};
+use sockserv::{EventHandler, Service, StreamHandler, service_fn};
 use sockserv_http::{Http, HttpEvents};
 use sockserv_tls::{self as tls, rustls::ServerConfig};
 
@@ -100,7 +100,7 @@ struct Args {
     /// default 40; event: the table, default 10,000).
     #[arg(long)]
     max_connections: Option<NonZeroUsize>,
-    /// Serve HTTPS with this PEM certificate chain (blocking modes).
+    /// Serve HTTPS with this PEM certificate chain.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of `--tls-cert`.
@@ -125,14 +125,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if tls.is_some() && args.mode == Mode::Event {
-        Args::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--tls-cert serves HTTPS in the sync, threading and forking modes (not event)",
-            )
-            .exit();
-    }
     match run(&args, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -168,7 +160,7 @@ fn run(args: &Args, tls: Option<Arc<ServerConfig>>) -> Result<(), String> {
             }
             forking.into()
         }
-        Mode::Event => return serve_event(args, address, source),
+        Mode::Event => return serve_event(args, address, source, tls),
     };
     let builder = Builder::new().only_v6(Some(false)).dispatch(strategy);
     if let Some(config) = tls {
@@ -220,7 +212,12 @@ where
     server.serve_forever(Duration::from_millis(500)).map_err(|e| e.to_string())
 }
 
-fn serve_event(args: &Args, address: SocketAddr, source: Arc<Source>) -> Result<(), String> {
+fn serve_event(
+    args: &Args,
+    address: SocketAddr,
+    source: Arc<Source>,
+    tls: Option<Arc<ServerConfig>>,
+) -> Result<(), String> {
     let mut options = EventOptions {
         max_connections: args.max_connections.unwrap_or(NonZeroUsize::new(10_000).unwrap()),
         workers: NonZeroUsize::new(args.workers).map_or(Workers::PerCpu, Workers::Count),
@@ -230,7 +227,18 @@ fn serve_event(args: &Args, address: SocketAddr, source: Arc<Source>) -> Result<
     let service = service_fn(move |_| {
         HttpEvents::new(FilesEvents::new(Arc::clone(&source))).with_stream_buffer::<STREAM>()
     });
-    let mut server: EventTcpServer<_> = Builder::new()
+    match tls {
+        Some(config) => serve_events(address, options, tls::tls(config, service)),
+        None => serve_events(address, options, service),
+    }
+}
+
+/// The event-mode server, `service` plain or behind TLS.
+fn serve_events<Svc>(address: SocketAddr, options: EventOptions, service: Svc) -> Result<(), String>
+where
+    Svc: Service<Address, Handler: EventHandler + Send> + Clone + Send,
+{
+    let mut server: EventTcpServer<Svc> = Builder::new()
         .only_v6(Some(false))
         .event(address, service, options)
         .map_err(|e| e.to_string())?;

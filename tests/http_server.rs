@@ -242,16 +242,10 @@ fn certificate(dir: &Path) -> (String, String) {
 }
 
 #[test]
-fn https_in_the_blocking_modes_and_a_usage_error_in_event_mode() {
+fn https_in_every_mode() {
     let root = tree("tls");
     let (cert, key) = certificate(root.parent().unwrap());
-    let out = Command::new(example_binary("http_server"))
-        .args(["0", "--mode", "event", "--tls-cert", &cert, "--tls-key", &key])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
-    for mode in ["threading", "forking"] {
+    for mode in ["threading", "forking", "event"] {
         let server = Server::start(
             &root,
             &["-b", "127.0.0.1", "--mode", mode, "--tls-cert", &cert, "--tls-key", &key],
