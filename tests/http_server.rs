@@ -94,8 +94,16 @@ impl Drop for Server {
 /// several types, a 3 MB file, odd names, an index.html, links in and
 /// out, a secret beside it, a directory nobody may read.
 fn tree(tag: &str) -> PathBuf {
+    // Earlier runs' trees of this tag go (a tree is left for a failed
+    // test to be looked at).
+    let suffix = format!("-{tag}");
+    for old in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let name = old.file_name().to_string_lossy().into_owned();
+        if name.starts_with("sockserv-http-") && name.ends_with(&suffix) {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
     let top = std::env::temp_dir().join(format!("sockserv-http-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&top);
     let root = top.join("root");
     std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
     std::fs::create_dir_all(root.join("site")).unwrap();
