@@ -7,9 +7,12 @@
 //! pipelining and the refusals (smuggling, over-long heads, bodies over the
 //! limit) while another client keeps being served.
 
+mod http_hostile;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -289,4 +292,54 @@ fn refusals_answer_and_close_while_others_are_served() {
     assert_eq!(refused.len(), 7, "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("Refused(Smuggling)")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("Refused(HeadTooLarge)")), "{errors:?}");
+}
+
+/// Counts the handlers alive (one per open connection).
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Respond for Counted {
+    fn respond<S: embedded_io::Read + embedded_io::Write>(
+        &mut self,
+        request: &RequestHead<'_, '_>,
+        tx: &mut Transaction<'_, S>,
+    ) -> Result<Sent, Error<S::Error>> {
+        App.respond(request, tx)
+    }
+}
+
+/// Every hostile client at once (tests/http_hostile), a thread each:
+/// slowloris heads get 408 after the head timeout, endless chunked bodies
+/// and bodies over the limit 413, smuggling attempts 400, floods from
+/// clients that never read are stopped; a client on a keep-alive
+/// connection is served throughout; nothing spins; afterwards every
+/// connection's handler is gone.
+#[test]
+fn hostile_clients_get_defined_outcomes_while_others_are_served() {
+    let head_timeout = Duration::from_secs(2);
+    let limits = Limits { max_body: MAX_BODY, head_timeout, ..Limits::default() };
+    let live = Arc::new(AtomicUsize::new(0));
+    let count = live.clone();
+    let service = service_fn(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+        Http::<Counted>::with_limits(Counted(count.clone()), limits)
+    });
+    let mut server = ThreadingTcpServer::bind("127.0.0.1:0", service).unwrap();
+    let addr = server.server_address().to_string();
+    let stop = server.shutdown_handle();
+    let thread = thread::spawn(move || server.serve_forever(Duration::from_millis(50)).unwrap());
+    let report = http_hostile::run(&addr, head_timeout);
+    http_hostile::check(&report, head_timeout);
+    let t = std::time::Instant::now();
+    while live.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(live.load(Ordering::SeqCst), 0, "connections left open");
+    stop.shutdown().unwrap();
+    thread.join().unwrap();
 }

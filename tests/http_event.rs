@@ -5,26 +5,39 @@
 //! while another client is served, and a pipelined flood from a client
 //! that reads only at the end (every answer arrives, in order).
 
+mod http_hostile;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use sockserv::service_fn;
 use sockserv::std_adapter::ShutdownHandle;
 use sockserv::std_adapter::event::EventTcpServer;
-use sockserv_http::{EventRespond, HttpEvents, Limits, Reply, ReplyError, RequestHead};
+use sockserv_http::{BodyLength, EventRespond, HttpEvents, Limits, Reply, ReplyError, RequestHead};
 
 const MAX_BODY: u64 = 8 * 1024 * 1024;
 
 /// `/hello*`: names the target; `/count`: the body's length and checksum,
-/// counted piece by piece.
+/// counted piece by piece; `/stream/N` and `/chunked/N`: N bytes of
+/// [`pattern`] streamed from `fill` (with `Content-Length`, and chunked),
+/// the furthest offset asked for kept in `filled`.
 #[derive(Default)]
 struct App {
     target: String,
     len: u64,
     sum: u64,
+    size: u64,
+    filled: Arc<AtomicU64>,
+}
+
+/// The byte at `offset` of a streamed body.
+fn pattern(offset: u64) -> u8 {
+    (offset * 7 % 251 + offset / 251) as u8
 }
 
 impl EventRespond for App {
@@ -53,8 +66,26 @@ impl EventRespond for App {
                 &[("Content-Type", b"text/plain")],
                 format!("hello {t}\n").as_bytes(),
             ),
+            t if t.starts_with("/stream/") || t.starts_with("/chunked/") => {
+                let (kind, n) = t[1..].split_once('/').unwrap();
+                self.size = n.parse().unwrap();
+                let length = match kind {
+                    "stream" => BodyLength::Known(self.size),
+                    _ => BodyLength::Unknown,
+                };
+                reply.start(200, &[("Content-Type", b"application/octet-stream")], length)
+            }
             _ => reply.send(404, &[], b"not found\n"),
         }
+    }
+
+    fn fill(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let n = (self.size.saturating_sub(offset)).min(buf.len() as u64) as usize;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern(offset + i as u64);
+        }
+        self.filled.fetch_max(offset + n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -77,10 +108,18 @@ impl Drop for Running {
 }
 
 fn serve() -> Running {
+    serve_counting(Arc::default())
+}
+
+/// A server whose streamed bodies record how far they were read in `filled`.
+fn serve_counting(filled: Arc<AtomicU64>) -> Running {
     let limits = Limits { max_body: MAX_BODY, ..Limits::default() };
     let mut server = EventTcpServer::bind(
         "127.0.0.1:0",
-        service_fn(move |_| HttpEvents::with_limits(App::default(), limits)),
+        service_fn(move |_| {
+            let app = App { filled: filled.clone(), ..App::default() };
+            HttpEvents::with_limits(app, limits)
+        }),
     )
     .unwrap();
     let addr = server.server_address().to_string();
@@ -208,4 +247,149 @@ fn refusals_answer_and_close_while_others_are_served() {
         assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{status}: {answer}");
         ask_good();
     }
+}
+
+/// Large answers leave as the peer reads: a 1 MiB `Content-Length` body
+/// and a chunked one, twice each on one curl connection, byte for byte;
+/// HEAD gets the length and no body; HTTP/1.0 gets the unknown-length
+/// body as is, then the close.
+#[test]
+fn streamed_answers_of_any_length_with_keep_alive() {
+    let server = serve();
+    let want: Vec<u8> = (0..1_048_576u64).map(pattern).collect();
+    let urls = [
+        format!("{}/stream/1048576", server.url),
+        format!("{}/chunked/1048576", server.url),
+        format!("{}/stream/1048576", server.url),
+        format!("{}/chunked/1048576", server.url),
+        format!("{}/hello", server.url),
+    ];
+    let out =
+        Command::new("curl").args(["-sS", "-v", "--max-time", "20"]).args(&urls).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("Connected to").count(), 1, "{log}");
+    assert_eq!(log.matches("Transfer-Encoding: chunked").count(), 2, "{log}");
+    assert_eq!(out.stdout.len(), 4 * want.len() + "hello /hello\n".len());
+    for i in 0..4 {
+        assert!(out.stdout[i * want.len()..(i + 1) * want.len()] == want[..], "body {i}");
+    }
+
+    let (head, _) = curl(&["-I", &format!("{}/stream/1048576", server.url)]);
+    assert!(head.contains("Content-Length: 1048576\r\n"), "{head}");
+    // The std feature's clock dates every answer (IMF-fixdate, 29 bytes).
+    let date = head.lines().find_map(|l| l.strip_prefix("Date: ")).expect("a Date field");
+    assert!(date.len() == 29 && date.ends_with(" GMT"), "{date}");
+    let out = Command::new("curl")
+        .args(["-sS", "--http1.0", "--max-time", "20", &format!("{}/chunked/300000", server.url)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == want[..300_000]);
+}
+
+/// A client that pipelines three requests for large bodies and reads
+/// slowly gets them all, in order, and the server reads its source only
+/// as far as the connection takes (no body held whole).
+#[test]
+fn streamed_answers_follow_a_slow_reader_and_keep_pipelined_order() {
+    let filled = Arc::new(AtomicU64::new(0));
+    let server = serve_counting(filled.clone());
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let size: u64 = 64 << 20;
+    s.write_all(
+        format!(
+            "GET /stream/{size} HTTP/1.1\r\nHost: x\r\n\r\n\
+             GET /hello HTTP/1.1\r\nHost: x\r\n\r\n\
+             GET /chunked/100000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Read 1 MiB, then stop: the server must stop asking its source.
+    let mut got = vec![0u8; 1 << 20];
+    s.read_exact(&mut got).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    let asked = filled.load(Ordering::Relaxed);
+    assert!(asked < 24 << 20, "the source was read to {asked} of {size} for a reader at 1 MiB");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    got.extend_from_slice(&rest);
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]);
+    assert!(head.contains(&format!("Content-Length: {size}")), "{head}");
+    let body = &got[head_end..head_end + size as usize];
+    assert!(body.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)), "first body");
+    let tail = String::from_utf8_lossy(&got[head_end + size as usize..]);
+    assert!(tail.starts_with("HTTP/1.1 200 OK\r\n"), "{}", &tail[..100]);
+    assert!(tail.contains("hello /hello\n"), "{}", &tail[..200]);
+    assert!(tail.contains("Transfer-Encoding: chunked"), "third answer chunked");
+    assert!(tail.ends_with("0\r\n\r\n"), "last chunk ends the connection");
+}
+
+/// Counts the applications alive (one per open connection).
+struct Counted {
+    app: App,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EventRespond for Counted {
+    type Error = ReplyError;
+    fn head(&mut self, request: &RequestHead<'_, '_>) -> Result<(), Self::Error> {
+        self.app.head(request)
+    }
+    fn body(&mut self, data: &[u8]) -> Result<(), Self::Error> {
+        self.app.body(data)
+    }
+    fn respond(&mut self, reply: &mut Reply<'_, '_>) -> Result<(), Self::Error> {
+        self.app.respond(reply)
+    }
+}
+
+/// Every hostile client at once (tests/http_hostile): slowloris heads get
+/// 408 after the head timeout, endless chunked bodies and bodies over the
+/// limit 413, smuggling attempts 400, floods from clients that never read
+/// are stopped (the server stops reading them); a client on a keep-alive
+/// connection is served throughout; nothing spins; afterwards no
+/// connection and no buffer is left.
+#[test]
+fn hostile_clients_get_defined_outcomes_while_others_are_served() {
+    let head_timeout = Duration::from_secs(2);
+    let limits = Limits { max_body: MAX_BODY, head_timeout, ..Limits::default() };
+    let live = Arc::new(AtomicUsize::new(0));
+    let count = live.clone();
+    let mut server = EventTcpServer::bind(
+        "127.0.0.1:0",
+        service_fn(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+            HttpEvents::with_limits(Counted { app: App::default(), live: count.clone() }, limits)
+        }),
+    )
+    .unwrap();
+    let addr = server.server_address().to_string();
+    let stop = server.shutdown_handle();
+    let thread = thread::spawn(move || {
+        server.serve_forever(Duration::from_millis(50)).unwrap();
+        server
+    });
+    let report = http_hostile::run(&addr, head_timeout);
+    http_hostile::check(&report, head_timeout);
+    // Every hostile connection is closed by now (the floods by their
+    // clients): the server closes its side and drops each handler.
+    let t = std::time::Instant::now();
+    while live.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(live.load(Ordering::SeqCst), 0, "connections left open");
+    stop.shutdown().unwrap();
+    let server = thread.join().unwrap();
+    let stats = server.loop_stats();
+    assert_eq!((stats[0].connections, stats[0].buffers_lent), (0, 0), "{stats:?}");
 }

@@ -67,7 +67,7 @@ fn decode(
 fuzz_target!(|data: &[u8]| {
     let [step, limit, input @ ..] = data else { return };
     let step = usize::from(*step).max(1);
-    let limits = Limits { max_head: 512, max_body: u64::from(*limit) * 16 };
+    let limits = Limits { max_head: 512, max_body: u64::from(*limit) * 16, ..Limits::default() };
 
     let whole = parse(input, &limits);
     if let Ok(Some((head_len, framing, _, _))) = whole {

@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "std")]
+extern crate std;
+
 mod blocking;
 mod body;
 mod event;
@@ -45,6 +48,9 @@ pub enum Refusal {
     TooManyHeaders,
     /// 505: a version other than HTTP/1.0 and HTTP/1.1.
     Version,
+    /// 408: the head did not arrive whole within
+    /// [`Limits::head_timeout`] of its first byte (a slowloris client).
+    HeadTimeout,
 }
 
 impl Refusal {
@@ -56,12 +62,14 @@ impl Refusal {
             Self::ExpectationFailed => 417,
             Self::HeadTooLarge | Self::TooManyHeaders => 431,
             Self::Version => 505,
+            Self::HeadTimeout => 408,
         }
     }
 
     /// A complete response (no body, `Connection: close`).
     pub fn response(self) -> &'static [u8] {
         match self.status() {
+            408 => b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             400 => b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             413 => b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             417 => b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -81,11 +89,83 @@ impl fmt::Display for Refusal {
             Self::HeadTooLarge => "request head over the limit",
             Self::TooManyHeaders => "too many header fields",
             Self::Version => "unsupported HTTP version",
+            Self::HeadTimeout => "request head too slow",
         })
     }
 }
 
 impl core::error::Error for Refusal {}
+
+/// The adapters' clock: the `std` feature's, or none (then no head
+/// timeout and no automatic `Date`).
+pub(crate) mod clock {
+    use core::time::Duration;
+
+    use crate::ResponseHead;
+
+    /// A point in time, for the head timeout.
+    #[cfg(feature = "std")]
+    pub(crate) type Instant = std::time::Instant;
+    /// No clock: nothing to hold.
+    #[cfg(not(feature = "std"))]
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Instant;
+
+    /// Now, when there is a clock.
+    #[cfg(feature = "std")]
+    pub(crate) fn now() -> Option<Instant> {
+        Some(Instant::now())
+    }
+
+    /// Now, when there is a clock.
+    #[cfg(not(feature = "std"))]
+    pub(crate) fn now() -> Option<Instant> {
+        None
+    }
+
+    /// Starts `since` at the first call, then says whether more than
+    /// `limit` has passed since (never without a clock).
+    pub(crate) fn overdue(since: &mut Option<Instant>, limit: Duration) -> bool {
+        let Some(now) = now() else { return false };
+        #[cfg(feature = "std")]
+        {
+            let start = *since.get_or_insert(now);
+            now.duration_since(start) > limit
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = (since, limit, now);
+            false
+        }
+    }
+
+    /// Adds `Date` with the current time, when there is a clock (the
+    /// field is formatted once a second per thread).
+    #[cfg(feature = "std")]
+    pub(crate) fn date(head: &mut ResponseHead<'_>) {
+        use std::cell::Cell;
+        std::thread_local! {
+            static LAST: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let value = LAST.with(|last| {
+            let (at, value) = last.get();
+            if at == secs {
+                return value;
+            }
+            let value = crate::http_date(secs);
+            last.set((secs, value));
+            value
+        });
+        head.header("Date", &value);
+    }
+
+    /// Adds `Date` with the current time, when there is a clock.
+    #[cfg(not(feature = "std"))]
+    pub(crate) fn date(_head: &mut ResponseHead<'_>) {}
+}
 
 #[cfg(test)]
 mod tests {
@@ -102,6 +182,7 @@ mod tests {
             HeadTooLarge,
             TooManyHeaders,
             Version,
+            HeadTimeout,
         ] {
             let mut fields = [httparse::EMPTY_HEADER; 4];
             let mut resp = httparse::Response::new(&mut fields);

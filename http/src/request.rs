@@ -18,13 +18,24 @@ pub struct Limits {
     /// 413 before any body byte is read, a chunked body when its data passes
     /// the limit.
     pub max_body: u64,
+    /// The longest a head may take from its first byte to its last: a
+    /// slower one (a slowloris client sending a byte a second) is answered
+    /// 408 and closed. Checked as bytes arrive, with the `std` feature's
+    /// clock (without it there is none: the server's idle or stream
+    /// timeout bounds a client that stops sending).
+    pub head_timeout: core::time::Duration,
 }
 
 impl Default for Limits {
     /// 8 KiB heads (nginx's `large_client_header_buffers` size), 1 MiB
-    /// bodies (nginx's `client_max_body_size`).
+    /// bodies (nginx's `client_max_body_size`), 20 s for a head (Apache's
+    /// `RequestReadTimeout header=20`; nginx's `client_header_timeout` is 60 s).
     fn default() -> Self {
-        Self { max_head: 8 * 1024, max_body: 1024 * 1024 }
+        Self {
+            max_head: 8 * 1024,
+            max_body: 1024 * 1024,
+            head_timeout: core::time::Duration::from_secs(20),
+        }
     }
 }
 
@@ -234,7 +245,7 @@ mod tests {
 
     fn parse(buf: &[u8]) -> Result<Option<(Framing, bool, bool, usize)>, Refusal> {
         let mut headers = [EMPTY; 8];
-        let limits = Limits { max_head: 256, max_body: 1000 };
+        let limits = Limits { max_head: 256, max_body: 1000, ..Limits::default() };
         RequestHead::parse(buf, &mut headers, &limits)
             .map(|h| h.map(|h| (h.framing, h.keep_alive, h.expect_continue, h.head_len)))
     }

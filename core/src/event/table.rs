@@ -444,7 +444,7 @@ where
             None => answer(live, &mut bufs, now, Phase::Opened).and_then(|(step, _)| {
                 live.closing = step.next == Next::Close;
                 flush(live, &mut bufs, now)?;
-                drain(live, &mut bufs, now)
+                drain(live, &mut bufs, now).map(drop)
             }),
         };
         let decision = decide(live, &mut bufs, result, service);
@@ -769,14 +769,24 @@ where
 {
     flush(live, bufs, now)?;
     drain(live, bufs, now)?;
+    let mut waiting = false;
     for _ in 0..ROUNDS {
         let filled = read && read_some(live, bufs, now)?;
         process(live, bufs, now)?;
         flush(live, bufs, now)?;
-        drain(live, bufs, now)?;
-        if !filled || !live.send.is_empty() || live.starved {
+        // A long answer that ended in `drained` with input read behind it
+        // (pipelined requests): offer that input in the next round, as
+        // no readiness event comes for bytes already read.
+        waiting = drain(live, bufs, now)? && !live.recv.is_empty() && live.send.is_empty();
+        if !(filled || waiting) || !live.send.is_empty() || live.starved {
+            waiting = false;
             break;
         }
+    }
+    if waiting && !live.closing {
+        // Rounds used up with input still waiting: come back when the
+        // connection is writable (one more `drained` call, then the input).
+        live.drain_wanted = true;
     }
     Ok(())
 }
@@ -932,20 +942,23 @@ where
 /// ([`Outbox::notify_drained`]) and the send buffer is empty; again (a few
 /// rounds) while it writes more and the connection takes it all. A call
 /// that writes nothing ends its request (no spin on a writable socket).
+/// Returns whether the handler was called.
 fn drain<C, H, A, P>(
     live: &mut Live<C, H, A>,
     bufs: &mut Bufs<'_, P>,
     now: u32,
-) -> Result<(), Failure<H::Error>>
+) -> Result<bool, Failure<H::Error>>
 where
     C: NbConnection,
     H: EventHandler,
     P: BufferPool,
 {
+    let mut called = false;
     for _ in 0..ROUNDS {
         if !live.drain_wanted || !live.send.is_empty() || live.closing {
-            return Ok(());
+            return Ok(called);
         }
+        called = true;
         live.drain_wanted = false;
         let (step, answered) = answer(live, bufs, now, Phase::Drained)?;
         if step.next == Next::Close {
@@ -956,7 +969,7 @@ where
         }
         flush(live, bufs, now)?;
     }
-    Ok(())
+    Ok(called)
 }
 
 /// Stops reading, drops unread input, sends what is buffered; the
