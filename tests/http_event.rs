@@ -393,3 +393,29 @@ fn hostile_clients_get_defined_outcomes_while_others_are_served() {
     let stats = server.loop_stats();
     assert_eq!((stats[0].connections, stats[0].buffers_lent), (0, 0), "{stats:?}");
 }
+
+/// A client that sends its requests, then closes its sending side (as
+/// `nc -N` does) gets every answer, the streamed ones whole, then the
+/// close. Before, the half-close ended a streamed answer where it stood.
+#[test]
+fn a_half_closed_peer_gets_every_answer() {
+    let server = serve();
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        b"GET /chunked/3000000 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /hello HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /stream/2000000 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("every answer, then the close");
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 3);
+    assert!(text.contains("hello /hello\n"));
+    let last = got.windows(4).rposition(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body = &got[last..];
+    assert_eq!(body.len(), 2_000_000);
+    assert!(body.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)));
+}
