@@ -103,8 +103,8 @@ fn slowloris(addr: &str, bound: Duration) -> Seen {
         if !got.is_empty() {
             continue;
         }
-        match s.write(b"a") {
-            Ok(_) => sent += 1,
+        match s.write_all(b"a") {
+            Ok(()) => sent += 1,
             Err(_) => break "reset",
         }
     };
