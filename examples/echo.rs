@@ -18,9 +18,9 @@
 //! times`, on stderr). `--mode threading --pool N`
 //! serves from N worker threads (a request waits for one when all are
 //! busy and N more wait) instead of a thread per request.
-//! `--tls-cert PEM --tls-key PEM` serves streams over TLS (rustls) in the
-//! blocking modes (sync, threading with or without `--pool`, forking):
-//! the same echo, behind a handshake.
+//! `--tls-cert PEM --tls-key PEM` serves streams over TLS (rustls) in
+//! every stream mode (sync, threading with or without `--pool`, forking,
+//! event with any `--workers`): the same echo, behind a handshake.
 //!
 //! Socket activation: started by a service manager (systemd, or
 //! `systemd-socket-activate -l 9999 echo`; `--datagram` for UDP), it
@@ -158,11 +158,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if tls.is_some() && (matches!(args.mode, Mode::Event) || args.proto.is_datagram()) {
+    if tls.is_some() && args.proto.is_datagram() {
         Args::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
-                "--tls-cert serves streams (tcp, unix) in the sync, threading and forking modes",
+                "--tls-cert serves streams (tcp, unix), not datagrams",
             )
             .exit();
     }
@@ -241,7 +241,7 @@ fn run(
             }
             serve(proto, address, forking, tls)
         }
-        Mode::Event => serve_event(proto, address, event_options(args, grace)),
+        Mode::Event => serve_event(proto, address, event_options(args, grace), tls),
     }
 }
 
@@ -366,29 +366,51 @@ fn serve_event(
     proto: Proto,
     address: impl IntoBindAddr,
     options: EventOptions,
+    tls: Option<(Arc<ServerConfig>, Duration)>,
 ) -> Result<(), Failure> {
-    let poll = Duration::from_millis(500);
     match proto {
         Proto::Tcp | Proto::Unix => {
             let restart = Restart::default();
             let service = service_fn(|_| Echo).on_service_actions(restart.check());
-            let mut server: EventTcpServer<_> =
-                Builder::new().event(address, service, options).map_err(Failure::Bind)?;
-            let stop = server.shutdown_handle();
-            restart.arm(&stop, server.listener().socket())?;
-            announce(server.server_address(), &stop)?;
-            let served = server.serve_forever(poll).map_err(Failure::Io);
-            if server.workers() > 1 {
-                for (i, s) in server.loop_stats().iter().enumerate() {
-                    eprintln!("loop {i}: {} connections", s.table.opened);
+            match tls {
+                Some((config, timeout)) => {
+                    let service = tls::tls(config, service).handshake_timeout(timeout);
+                    serve_event_stream(address, options, &restart, service)
                 }
+                None => serve_event_stream(address, options, &restart, service),
             }
-            let stats = server.loop_stats();
-            say_cap_reached(stats.iter().map(|s| s.cap_reached).sum());
-            served
         }
         Proto::Udp | Proto::UnixDgram => serve(proto, address, Sequential::new(), None),
     }
+}
+
+/// The event-mode stream server, `service` plain or behind TLS.
+fn serve_event_stream<Svc>(
+    address: impl IntoBindAddr,
+    options: EventOptions,
+    restart: &Restart,
+    service: Svc,
+) -> Result<(), Failure>
+where
+    Svc: sockserv::Service<sockserv::std_adapter::Address, Handler: sockserv::EventHandler + Send>
+        + Clone
+        + Send,
+{
+    let poll = Duration::from_millis(500);
+    let mut server: EventTcpServer<_> =
+        Builder::new().event(address, service, options).map_err(Failure::Bind)?;
+    let stop = server.shutdown_handle();
+    restart.arm(&stop, server.listener().socket())?;
+    announce(server.server_address(), &stop)?;
+    let served = server.serve_forever(poll).map_err(Failure::Io);
+    if server.workers() > 1 {
+        for (i, s) in server.loop_stats().iter().enumerate() {
+            eprintln!("loop {i}: {} connections", s.table.opened);
+        }
+    }
+    let stats = server.loop_stats();
+    say_cap_reached(stats.iter().map(|s| s.cap_reached).sum());
+    served
 }
 
 fn event_options(args: &Args, grace: Duration) -> EventOptions {

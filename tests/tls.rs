@@ -69,19 +69,25 @@ fn tls_args() -> Vec<String> {
 /// The echo example over TLS in `mode` (`pool` = threading with a pool).
 fn start(mode: &str, extra: &[&str]) -> Server {
     let mut args = tls_args();
-    let (mode, pool) = match mode {
-        "pool" => ("threading", true),
-        other => (other, false),
+    let mode = match mode {
+        "pool" => {
+            args.extend(["--pool".into(), "64".into()]);
+            "threading"
+        }
+        "event2" => {
+            args.extend(["--workers".into(), "2".into()]);
+            "event"
+        }
+        other => other,
     };
-    if pool {
-        args.extend(["--pool".into(), "64".into()]);
-    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_with("tcp", mode, "127.0.0.1:0", &args)
 }
 
-const MODES: [&str; 4] = ["sync", "threading", "pool", "forking"];
+/// Every stream mode: the blocking ones, event mode with one loop and
+/// with two (`event2`).
+const MODES: [&str; 6] = ["sync", "threading", "pool", "forking", "event", "event2"];
 
 fn client_config() -> Arc<ClientConfig> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
@@ -109,7 +115,9 @@ fn tls_client(addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
     StreamOwned::new(ClientConnection::new(client_config(), name).unwrap(), tcp)
 }
 
-/// Connect, handshake, one echo of `TEST_STR`, close_notify: how long it took.
+/// Connect, handshake, one echo of `TEST_STR`, close_notify, and the
+/// server's close_notify back (rustls reads a close without one as an
+/// `UnexpectedEof` error): how long the echo took.
 fn echo_once(addr: SocketAddr) -> Duration {
     let start = Instant::now();
     let mut s = tls_client(addr);
@@ -117,9 +125,13 @@ fn echo_once(addr: SocketAddr) -> Duration {
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, TEST_STR);
+    let took = start.elapsed();
     s.conn.send_close_notify();
     s.flush().unwrap();
-    start.elapsed()
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("the server's close_notify");
+    assert!(rest.is_empty(), "{rest:?}");
+    took
 }
 
 /// The server's stderr has no report of a failed request (a handshake
@@ -153,7 +165,7 @@ with socket.create_connection((host, int(port)), timeout=10) as raw:
 "#;
 
 #[test]
-fn python_ssl_in_every_blocking_mode() {
+fn python_ssl_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         let out = Command::new("python3")
@@ -174,7 +186,7 @@ fn python_ssl_in_every_blocking_mode() {
 }
 
 #[test]
-fn openssl_s_client_tls12_and_tls13_in_every_blocking_mode() {
+fn openssl_s_client_tls12_and_tls13_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         for version in ["-tls1_2", "-tls1_3"] {
@@ -222,7 +234,7 @@ fn openssl_s_client_tls12_and_tls13_in_every_blocking_mode() {
 }
 
 #[test]
-fn a_rustls_client_in_every_blocking_mode() {
+fn a_rustls_client_in_every_mode() {
     for mode in MODES {
         let server = start(mode, &[]);
         for _ in 0..5 {
@@ -275,7 +287,7 @@ mod https {
     }
 
     /// The leaf certificate a client is served.
-    fn served_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
+    pub(super) fn served_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
         let mut s = super::tls_client(addr);
         while s.conn.is_handshaking() {
             s.conn.complete_io(&mut s.sock).unwrap();
@@ -283,7 +295,7 @@ mod https {
         s.conn.peer_certificates().unwrap()[0].to_vec()
     }
 
-    fn leaf_der(path: &std::path::Path) -> Vec<u8> {
+    pub(super) fn leaf_der(path: &std::path::Path) -> Vec<u8> {
         use sockserv_tls::rustls::pki_types::CertificateDer;
         use sockserv_tls::rustls::pki_types::pem::PemObject;
         CertificateDer::from_pem_file(path).unwrap().to_vec()
@@ -344,6 +356,111 @@ mod https {
     }
 }
 
+/// Event mode: an HTTP responder whose `opened` keeps what
+/// `handshake_info` says, asked by curl; and a certificate replaced while
+/// the event loop serves.
+mod https_event {
+    use std::sync::Arc;
+
+    use sockserv::std_adapter::BindAddr;
+    use sockserv::std_adapter::event::EventTcpServer;
+    use sockserv::{EventHandler, Next, Outbox, Step, service_fn};
+    use sockserv_tls::{handshake_info, server_config_from_pem, tls};
+
+    /// Answers one request with the negotiated ALPN and SNI, then closes.
+    struct Hello {
+        said: String,
+    }
+
+    impl EventHandler for Hello {
+        type Error = core::fmt::Error;
+        fn opened(&mut self, _out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+            self.said = handshake_info(|info| {
+                format!(
+                    "alpn={} sni={} client_certs={}\n",
+                    String::from_utf8_lossy(info.alpn_protocol.unwrap_or(b"none")),
+                    info.server_name.unwrap_or("none"),
+                    info.peer_certificates.map_or(0, <[_]>::len),
+                )
+            })
+            .unwrap_or_default();
+            Ok(Next::Continue)
+        }
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            if !input.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(Step::consumed(0));
+            }
+            let body = &self.said;
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            write!(out, "{body}")?;
+            Ok(Step::close(input.len()))
+        }
+    }
+
+    fn serve<Svc>(
+        service: Svc,
+    ) -> (std::net::SocketAddr, sockserv::std_adapter::ShutdownHandle, std::thread::JoinHandle<()>)
+    where
+        Svc: sockserv::Service<sockserv::std_adapter::Address, Handler: EventHandler + Send>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let mut server = EventTcpServer::bind("127.0.0.1:0", service).unwrap();
+        let BindAddr::Inet(addr) = *server.server_address() else { unreachable!() };
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || {
+            server.serve_forever(std::time::Duration::from_millis(100)).unwrap()
+        });
+        (addr, stop, serving)
+    }
+
+    #[test]
+    fn curl_cacert_sees_alpn_and_sni_in_event_mode() {
+        let (ca, cert, key) = super::certificate();
+        let mut config = server_config_from_pem(cert, key).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let service = tls(Arc::new(config), service_fn(|_| Hello { said: String::new() }));
+        let (addr, stop, serving) = serve(service);
+        let port = addr.port();
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .expect("curl runs");
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "alpn=http/1.1 sni=localhost client_certs=0\n",
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_certificate_is_replaced_while_the_event_loop_serves() {
+        let (_, cert, key) = super::certificate();
+        let dir = cert.parent().unwrap();
+        let certs = sockserv_tls::CertSwap::from_pem(cert, key).unwrap();
+        let service =
+            tls(Arc::new(certs.server_config()), service_fn(|_| Hello { said: String::new() }));
+        let (addr, stop, serving) = serve(service);
+        assert_eq!(super::https::served_leaf(addr), super::https::leaf_der(cert));
+        certs.replace_from_pem(dir.join("cert2.pem"), dir.join("key2.pem")).unwrap();
+        let second = super::https::leaf_der(&dir.join("cert2.pem"));
+        assert_eq!(super::https::served_leaf(addr), second);
+        stop.shutdown().unwrap();
+        serving.join().unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------
 // Hostile clients
 // ---------------------------------------------------------------------
@@ -362,7 +479,7 @@ fn half_client_hello() -> Vec<u8> {
 /// server and its threads are gone.
 #[test]
 fn half_client_hellos_and_silence() {
-    for mode in ["threading", "pool", "forking"] {
+    for mode in ["threading", "pool", "forking", "event", "event2"] {
         // Forking's default cap (40 children) would make the 51st wait.
         let mut server = start(mode, &["--tls-handshake-timeout", "1", "--max-connections", "100"]);
         let addr = server.inet();
@@ -404,7 +521,8 @@ fn half_client_hellos_and_silence() {
         println!("{mode}: server CPU while 50 handshakes waited out the timeout: {cpu:?}");
         assert!(cpu < Duration::from_millis(700), "{mode}: the server spun: {cpu:?}");
         thread::sleep(Duration::from_millis(300));
-        if mode == "threading" {
+        if !matches!(mode, "pool" | "forking") {
+            // (A pool starts its threads as they are needed.)
             let after = group_threads(pgid);
             assert!(after <= threads_before + 1, "{mode}: threads {threads_before} -> {after}");
         }
@@ -521,17 +639,126 @@ fn a_close_without_close_notify() {
     }
 }
 
+/// Resident memory of the server's processes (VmRSS summed), in KiB.
+fn group_rss_kib(pgid: i32) -> u64 {
+    util::procs::group(pgid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
+        .filter_map(|st| {
+            let line = st.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A TLS record the peer may not send after the handshake: a fatal
+/// alert (handshake_failure) in plaintext.
+const PLAINTEXT_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+
+/// An alert in the middle of the stream (after a served echo): the server
+/// closes that connection at once (a blocking handler reads an
+/// `InvalidData` error, reported as its failure; in event mode the TLS
+/// layer ends the session and reports at info, the handler sees nothing)
+/// and serves the next client.
+#[test]
+fn an_alert_mid_stream() {
+    for mode in MODES {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let mut s = tls_client(addr);
+        s.write_all(TEST_STR).unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap();
+        let start = Instant::now();
+        s.sock.write_all(&PLAINTEXT_ALERT).unwrap();
+        // The server's alert (TLS 1.3: an encrypted record, type 23), or
+        // nothing, then EOF or a reset.
+        let mut rest = Vec::new();
+        let _ = s.sock.read_to_end(&mut rest);
+        let took = start.elapsed();
+        println!("{mode}: closed {took:?} after the alert ({} bytes back)", rest.len());
+        assert!(took < SERVED_WITHIN, "{mode}: closed after {took:?}");
+        let record = rest.first().copied();
+        assert!(matches!(record, None | Some(0x15 | 0x17)), "{mode}: not an alert: {rest:?}");
+        let served = echo_once(addr);
+        assert!(served < SERVED_WITHIN, "{mode}: {served:?}");
+        if mode.starts_with("event") {
+            assert_quiet(&server);
+        }
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
+/// A client that completes the handshake, then floods requests and never
+/// reads: the server stops reading from it once its answers fill the
+/// socket (back-pressure: the client's writes block), its memory stays
+/// bounded, it does not spin, and others are served meanwhile. (Sync
+/// mode serves one connection at a time: such a client holds it, as any
+/// client that never reads holds a sequential server.)
+#[test]
+fn a_client_that_never_reads() {
+    const FLOOD: usize = 32 << 20;
+    for mode in &MODES[1..] {
+        let server = start(mode, &[]);
+        let addr = server.inet();
+        let pgid = server.pid();
+        echo_once(addr);
+        let rss_before = group_rss_kib(pgid);
+        let mut s = tls_client(addr);
+        s.sock.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let flooder = thread::spawn(move || {
+            let chunk = vec![b'x'; 16 << 10];
+            let mut sent = 0;
+            while sent < FLOOD {
+                match s.write(&chunk) {
+                    Ok(n) if n > 0 => sent += n,
+                    _ => break,
+                }
+                // rustls buffers what the socket does not take: stop when
+                // the socket stops taking it.
+                if s.flush().is_err() {
+                    break;
+                }
+            }
+            (sent, s)
+        });
+        let (sent, s) = flooder.join().unwrap();
+        println!("{mode}: the never-reading client got {sent} bytes in before its writes blocked");
+        assert!(
+            sent < FLOOD,
+            "{mode}: the server read all {FLOOD} bytes of a client that never reads"
+        );
+        let cpu_before = group_cpu(pgid);
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            worst = worst.max(echo_once(addr));
+        }
+        println!("{mode}: others served in at most {worst:?} beside it");
+        assert!(worst < SERVED_WITHIN, "{mode}: {worst:?}");
+        thread::sleep(Duration::from_millis(500));
+        let cpu = group_cpu(pgid) - cpu_before;
+        let rss = group_rss_kib(pgid);
+        println!("{mode}: server CPU {cpu:?} over ~0.5 s; RSS {rss_before} -> {rss} KiB");
+        assert!(cpu < Duration::from_millis(400), "{mode}: the server spun: {cpu:?}");
+        assert!(rss < rss_before + 16 * 1024, "{mode}: RSS {rss_before} -> {rss} KiB");
+        drop(s);
+        thread::sleep(Duration::from_millis(200));
+        echo_once(addr);
+        server.stop_cleanly(libc::SIGTERM);
+    }
+}
+
 // ---------------------------------------------------------------------
 // The example's arguments
 // ---------------------------------------------------------------------
 
-/// TLS where the example has none (event mode, datagrams) is a usage
-/// error (exit 2); an unreadable or wrong PEM file is named, exit 1.
+/// TLS where the example has none (datagrams) is a usage error (exit 2);
+/// an unreadable or wrong PEM file is named, exit 1.
 #[test]
 fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
     let tls = tls_args();
     let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
-    for extra in [&["--mode", "event"][..], &["--proto", "udp"]] {
+    for extra in [&["--proto", "udp"][..], &["--proto", "udp", "--mode", "event"]] {
         let args: Vec<&str> = [&["--addr", "127.0.0.1:0"][..], extra, &tls].concat();
         let (status, out, err) = util::echo::run_expecting_exit(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {out}{err}");
@@ -540,11 +767,13 @@ fn echo_refuses_tls_where_it_has_none_and_names_a_bad_pem() {
     // The key where the certificate should be: no CERTIFICATE block.
     let (_, cert, key) = certificate();
     let (k, c) = (key.to_str().unwrap(), cert.to_str().unwrap());
-    let args = ["--addr", "127.0.0.1:0", "--tls-cert", k, "--tls-key", c];
-    let (status, out, err) = util::echo::run_expecting_exit(&args);
-    assert_eq!(status.code(), Some(1), "{out}{err}");
-    assert!(err.starts_with(&format!("echo: {k}: ")), "{err}");
-    assert!(out.is_empty(), "nothing listens: {out}");
+    for mode in ["threading", "event"] {
+        let args = ["--addr", "127.0.0.1:0", "--mode", mode, "--tls-cert", k, "--tls-key", c];
+        let (status, out, err) = util::echo::run_expecting_exit(&args);
+        assert_eq!(status.code(), Some(1), "{mode}: {out}{err}");
+        assert!(err.starts_with(&format!("echo: {k}: ")), "{mode}: {err}");
+        assert!(out.is_empty(), "{mode}: nothing listens: {out}");
+    }
 }
 
 /// kv behind `--tls-cert/--tls-key`: the same commands and answers over
@@ -577,4 +806,299 @@ fn kv_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(kv.signal(libc::SIGTERM).code(), Some(0), "{}", kv.stderr());
+}
+
+/// Event mode in-process, every hostile client at once beside a client
+/// being served: what each one gets, what the server reports (captured
+/// through `log`), the loop thread's CPU time, and that nothing is left
+/// once they are gone (no handler alive, no connection, no buffer lent).
+mod event_in_process {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use sockserv::std_adapter::Builder;
+    use sockserv::std_adapter::event::{EventOptions, EventTcpServer};
+    use sockserv::{EventHandler, Outbox, Step, service_fn};
+    use sockserv_tls::{server_config_from_pem, tls};
+
+    use super::{
+        PLAINTEXT_ALERT, SERVED_WITHIN, TEST_STR, certificate, echo_once, half_client_hello,
+        tls_client,
+    };
+
+    /// Handlers alive now (made by the service, dropped with their slot).
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    struct Echo;
+
+    impl Echo {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Echo
+        }
+    }
+
+    impl Drop for Echo {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl EventHandler for Echo {
+        type Error = core::convert::Infallible;
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            Ok(Step::consumed(out.write(input)))
+        }
+    }
+
+    /// Every report of the server, as (level, text).
+    static LOG: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            LOG.lock().unwrap().push((record.level(), record.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+
+    /// The reports that name `port` (a client's).
+    fn reports_about(port: u16) -> Vec<(log::Level, String)> {
+        let needle = format!("127.0.0.1:{port}:");
+        LOG.lock().unwrap().iter().filter(|(_, t)| t.contains(&needle)).cloned().collect()
+    }
+
+    /// CPU time of thread `tid` of this process so far.
+    fn thread_cpu(tid: i32) -> Duration {
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let rest = &text[text.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if done() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        done()
+    }
+
+    #[test]
+    fn every_hostile_client_at_once_and_nothing_left() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Debug);
+        let (_, cert, key) = certificate();
+        let config = Arc::new(server_config_from_pem(cert, key).unwrap());
+        let service =
+            tls(config, service_fn(|_| Echo::new())).handshake_timeout(Duration::from_secs(1));
+        let mut options = EventOptions::default();
+        options.server.idle_timeout = Some(Duration::from_secs(3));
+        let mut server: EventTcpServer<_> =
+            Builder::new().event("127.0.0.1:0", service, options).unwrap();
+        let sockserv::std_adapter::BindAddr::Inet(addr) = *server.server_address() else {
+            unreachable!("bound to 127.0.0.1")
+        };
+        let stop = server.shutdown_handle();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let loop_thread = thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            server.serve_forever(Duration::from_millis(500)).unwrap();
+            server
+        });
+        let tid = tid_rx.recv().unwrap();
+        echo_once(addr);
+
+        // Half a ClientHello and silence, 200 of them.
+        let silent: Vec<TcpStream> = (0..200)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(&half_client_hello()).unwrap();
+                s
+            })
+            .collect();
+        // Plaintext instead of a handshake.
+        let mut plain = TcpStream::connect(addr).unwrap();
+        plain.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        // A reset in the handshake.
+        let reset_port = {
+            let s = socket2::Socket::from(TcpStream::connect(addr).unwrap());
+            (&s).write_all(&half_client_hello()).unwrap();
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+            s.local_addr().unwrap().as_socket().unwrap().port()
+        };
+        // An alert mid-stream.
+        let mut alerting = tls_client(addr);
+        alerting.write_all(TEST_STR).unwrap();
+        let mut buf = [0u8; 12];
+        alerting.read_exact(&mut buf).unwrap();
+        alerting.sock.write_all(&PLAINTEXT_ALERT).unwrap();
+        // A close without close_notify.
+        let ragged_port = {
+            let mut s = tls_client(addr);
+            s.write_all(TEST_STR).unwrap();
+            s.read_exact(&mut buf).unwrap();
+            s.sock.shutdown(std::net::Shutdown::Both).unwrap();
+            s.sock.local_addr().unwrap().port()
+        };
+        // A client that floods and never reads.
+        let mut flooder = tls_client(addr);
+        flooder.sock.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        let chunk = vec![b'y'; 16 << 10];
+        let mut flooded = 0usize;
+        while flooded < 64 << 20 {
+            if flooder.write(&chunk).is_err() || flooder.flush().is_err() {
+                break;
+            }
+            flooded += chunk.len();
+        }
+        assert!(flooded < 64 << 20, "the server read all of a client that never reads");
+
+        // Others are served meanwhile, and the loop does not spin.
+        let cpu_before = thread_cpu(tid);
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            worst = worst.max(echo_once(addr));
+        }
+        println!("event: served in at most {worst:?} beside 200 silent handshakes and the rest");
+        assert!(worst < SERVED_WITHIN, "an echo took {worst:?}");
+
+        // Plaintext: an alert (or nothing) and a close, at once.
+        plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = plain.read_to_end(&mut got);
+        assert!(got.is_empty() || got[0] == 0x15, "plaintext got {got:?}");
+        let plain_port = plain.local_addr().unwrap().port();
+        // The alert: the session ends; an encrypted alert back, then EOF.
+        alerting.sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let _ = alerting.sock.read_to_end(&mut rest);
+        assert!(matches!(rest.first(), None | Some(0x15 | 0x17)), "alert got {rest:?}");
+        let alert_port = alerting.sock.local_addr().unwrap().port();
+        // The silent ones are closed at the handshake timeout (1 s).
+        let start = Instant::now();
+        for mut s in silent {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut b = [0u8; 64];
+            assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "a silent handshake got bytes");
+        }
+        println!("event: 200 silent handshakes closed {:?} later", start.elapsed());
+        let cpu = thread_cpu(tid) - cpu_before;
+        println!("event: loop CPU while they waited: {cpu:?}");
+        assert!(cpu < Duration::from_millis(500), "the loop spun: {cpu:?}");
+
+        // Everyone leaves: nothing is left (the never-reader is closed by
+        // its reset when dropped).
+        drop(flooder);
+        drop(alerting);
+        drop(plain);
+        let gone = wait_until(Duration::from_secs(10), || LIVE.load(Ordering::SeqCst) == 0);
+        assert!(gone, "{} handlers still alive", LIVE.load(Ordering::SeqCst));
+        echo_once(addr);
+        stop.shutdown().unwrap();
+        let server = loop_thread.join().unwrap();
+        assert_eq!(server.connections(), 0);
+        assert_eq!(server.buffers_lent(), 0, "buffers still lent after every client left");
+        assert_eq!(server.stats().starved, 0);
+
+        // What was said, and at what level: never a warning or a handler
+        // error for any of them.
+        let plain_said = reports_about(plain_port);
+        println!("plaintext: {plain_said:?}");
+        assert!(
+            plain_said
+                .iter()
+                .any(|(l, t)| *l == log::Level::Info && t.contains("TLS handshake failed")),
+            "{plain_said:?}"
+        );
+        let alert_said = reports_about(alert_port);
+        println!("alert: {alert_said:?}");
+        assert!(alert_said.iter().any(|(l, _)| *l == log::Level::Info), "{alert_said:?}");
+        let ragged_said = reports_about(ragged_port);
+        println!("no close_notify: {ragged_said:?}");
+        assert!(
+            ragged_said.iter().any(|(_, t)| t.contains("without close_notify")),
+            "{ragged_said:?}"
+        );
+        println!("reset: {:?}", reports_about(reset_port));
+        let log = LOG.lock().unwrap();
+        let loud: Vec<_> = log.iter().filter(|(l, _)| *l <= log::Level::Warn).collect();
+        assert!(loud.is_empty(), "warnings or errors: {loud:?}");
+        let timeouts = log.iter().filter(|(_, t)| t.contains("idle for too long")).count();
+        println!("event: {timeouts} handshake timeouts reported at info");
+    }
+
+    /// Answers each complete line with its length.
+    struct Lines;
+
+    impl EventHandler for Lines {
+        type Error = core::fmt::Error;
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            let used = out.answer_lines(input, 8, |line, out| write!(out, "{}\n", line.len()))?;
+            Ok(Step::consumed(used))
+        }
+    }
+
+    /// Every record ends in the middle of a line, 20,000 of them: the
+    /// plaintext left over waits in the table's buffer after each read,
+    /// and the spent records before it are given back each time (else
+    /// they pile up, the buffer fills and the connection is closed as
+    /// stalled after some thousands of records).
+    #[test]
+    fn records_that_end_mid_line_do_not_pile_up() {
+        let (_, cert, key) = certificate();
+        let config = Arc::new(server_config_from_pem(cert, key).unwrap());
+        let mut server =
+            EventTcpServer::bind("127.0.0.1:0", tls(config, service_fn(|_| Lines))).unwrap();
+        let sockserv::std_adapter::BindAddr::Inet(addr) = *server.server_address() else {
+            unreachable!("bound to 127.0.0.1")
+        };
+        let stop = server.shutdown_handle();
+        let serving = thread::spawn(move || server.serve_forever(Duration::from_millis(100)));
+        let mut c = tls_client(addr);
+        const N: usize = 20_000;
+        // "ab" then "c\nab" ... : each record holds the end of one line and
+        // the start of the next.
+        c.write_all(b"ab").unwrap();
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..N {
+            c.write_all(b"c\nab").unwrap();
+            c.flush().unwrap();
+            // Keep the answers flowing (the client's socket must not fill).
+            c.sock.set_nonblocking(true).unwrap();
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                answers.extend_from_slice(&buf[..n]);
+            }
+            c.sock.set_nonblocking(false).unwrap();
+        }
+        c.write_all(b"c\n").unwrap();
+        while answers.len() < (N + 1) * 2 {
+            let n = c.read(&mut buf).expect("the answers");
+            assert!(n > 0, "closed after {} of {} answers", answers.len() / 2, N + 1);
+            answers.extend_from_slice(&buf[..n]);
+        }
+        // Each line is "abc\n": 4 bytes.
+        assert!(answers.chunks(2).all(|a| a == b"4\n"), "an answer differs");
+        stop.shutdown().unwrap();
+        serving.join().unwrap().unwrap();
+    }
 }

@@ -295,6 +295,51 @@ impl<S: Read + Write> ResponseBody<'_, '_, S> {
         self.tx.stream.flush()?;
         Ok(Sent(()))
     }
+
+    /// Sends `n` bytes of the body through `send`, which gets the
+    /// connection itself and returns how many bytes it wrote to it (a file
+    /// sent with `sendfile(2)` through another handle of the same socket,
+    /// say: the head is already out, nothing is buffered here). Counted as
+    /// [`write`](Write::write) counts; not called for `HEAD`; a chunked
+    /// body gets one chunk of `n` bytes around it. What made `send` stop
+    /// short is the caller's to report.
+    ///
+    /// # Errors
+    /// [`Error::BodyLength`] when `n` is more than is left of a
+    /// `Content-Length` body (`send` not called) or `send` wrote fewer
+    /// than `n` bytes (the connection then closes); [`Error::Io`].
+    pub fn send_direct(
+        &mut self,
+        n: u64,
+        send: impl FnOnce(&mut S) -> u64,
+    ) -> Result<(), Error<S::Error>> {
+        if let Some(left) = &mut self.left {
+            if n > *left {
+                self.tx.keep_alive = false;
+                return Err(Error::BodyLength);
+            }
+            *left -= n;
+        }
+        if !self.send || n == 0 {
+            return Ok(());
+        }
+        if self.chunked {
+            let Ok(len) = usize::try_from(n) else {
+                self.tx.keep_alive = false;
+                return Err(Error::BodyLength);
+            };
+            let mut line = [0u8; CHUNK_HEADER_MAX];
+            self.tx.stream.write_all(chunk_header(len, &mut line))?;
+        }
+        if send(self.tx.stream) != n {
+            self.tx.keep_alive = false;
+            return Err(Error::BodyLength);
+        }
+        if self.chunked {
+            self.tx.stream.write_all(CHUNK_END)?;
+        }
+        Ok(())
+    }
 }
 
 impl<S: ErrorType> ErrorType for ResponseBody<'_, '_, S> {

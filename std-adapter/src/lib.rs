@@ -46,3 +46,12 @@ pub use source::IntoBindAddr;
 #[doc(hidden)]
 pub use source::Source;
 pub use writer::ConnWriter;
+
+/// Serving files safely and fast: a path opened beneath a directory that
+/// no `..` or symbolic link can leave ([`open_beneath`](files::open_beneath),
+/// `openat2`), and a file sent to a connection by the kernel
+/// ([`send_file`](files::send_file), `sendfile`). The `http_server`
+/// example serves a directory with them.
+pub mod files {
+    pub use crate::sys::files::{open_beneath, send_file};
+}

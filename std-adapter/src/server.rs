@@ -229,6 +229,13 @@ impl<D> Builder<D> {
         self
     }
 
+    /// Sets `IPV6_V6ONLY` on IPv6 sockets before bind (`Some(false)`: dual
+    /// stack): [`Options::only_v6`].
+    pub fn only_v6(mut self, only: Option<bool>) -> Self {
+        self.options.only_v6 = only;
+        self
+    }
+
     /// Resolves `address` and binds it with `bind`, or hands an inherited
     /// socket to `inherit`; an error names the address as the caller wrote
     /// it.

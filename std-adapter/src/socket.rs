@@ -64,6 +64,11 @@ pub struct Options {
     /// (one `write_all`). Event mode turns it off too, as asyncio and Go
     /// do.
     pub disable_nagle_algorithm: bool,
+    /// `IPV6_V6ONLY` before bind, IPv6 only: `Some(false)` makes `[::]`
+    /// take IPv4 connections too (dual stack, as `python3 -m http.server`
+    /// asks), `Some(true)` IPv6 alone. Default `None`: the system's
+    /// (`/proc/sys/net/ipv6/bindv6only`, 0 on Linux: dual stack).
+    pub only_v6: Option<bool>,
 }
 
 impl Default for Options {
@@ -76,6 +81,7 @@ impl Default for Options {
             bind_and_activate: true,
             stream_timeout: None,
             disable_nagle_algorithm: true,
+            only_v6: None,
         }
     }
 }
@@ -133,6 +139,11 @@ fn create(address: &BindAddr, ty: Type, opts: &Options) -> io::Result<Socket> {
     }
     if opts.allow_reuse_port && inet {
         socket.set_reuse_port(true)?;
+    }
+    if let Some(only) = opts.only_v6
+        && address.domain() == Domain::IPV6
+    {
+        socket.set_only_v6(only)?;
     }
     Ok(socket)
 }

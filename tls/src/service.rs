@@ -4,10 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::{ServerConfig, ServerConnection};
+use sockserv_core::logging::Level;
 use sockserv_core::logging::report;
-use sockserv_core::{Request, RequestError, Service, StreamHandler};
+use sockserv_core::{
+    EventHandler, Next, Outbox, Request, RequestError, Service, Step, StreamHandler,
+};
 use sockserv_std::Conn;
 
+use crate::event::{Driver, EventSession};
 use crate::handshake::{HandshakeError, handshake};
 use crate::stream::{TlsStream, peer};
 
@@ -106,6 +110,8 @@ impl<A: std::fmt::Debug, Svc: Service<A>> Service<A> for Tls<Svc> {
             config: Arc::clone(&self.config),
             timeout: self.handshake_timeout,
             tls: None,
+            event: None,
+            client: Some(format!("{client:?}").into()),
         }
     }
 
@@ -132,15 +138,23 @@ impl<A: std::fmt::Debug, Svc: Service<A>> Service<A> for Tls<Svc> {
     }
 }
 
-/// The handler [`Tls`] makes: the handshake in `setup`, then the inner
-/// handler over a [`TlsStream`].
+/// The handler [`Tls`] makes. Blocking modes: the handshake in `setup`,
+/// then the inner handler over a [`TlsStream`]. Event mode: rustls's
+/// unbuffered connection between the connection's buffers and the inner
+/// [`EventHandler`], which is told `opened` once the handshake completed
+/// (see [`handshake_info`](crate::handshake_info)).
 #[derive(Debug)]
 pub struct TlsHandler<H> {
     inner: H,
     config: Arc<ServerConfig>,
     timeout: Duration,
-    /// The session, once the handshake completed.
-    tls: Option<ServerConnection>,
+    /// Blocking modes: the session, once the handshake completed.
+    tls: Option<Box<ServerConnection>>,
+    /// Event mode: the session, from `opened`.
+    event: Option<Box<EventSession>>,
+    /// The client's address, for event mode's reports (moved into the
+    /// session).
+    client: Option<Box<str>>,
 }
 
 impl<H, E> StreamHandler<Conn> for TlsHandler<H>
@@ -159,7 +173,7 @@ where
             .and_then(|mut tls| handshake(&mut tls, conn, self.timeout).map(|()| tls));
         match result {
             Ok(tls) => {
-                let tls = self.tls.insert(tls);
+                let tls = self.tls.insert(Box::new(tls));
                 self.inner.setup(&mut TlsStream::new(tls, conn))
             }
             Err(e) => {
@@ -183,5 +197,90 @@ where
         let finished = self.inner.finish(&mut stream);
         stream.close();
         finished
+    }
+}
+
+impl<H: EventHandler> TlsHandler<H> {
+    fn driver(&mut self) -> Option<Driver<'_, H>> {
+        let frag = self.config.max_fragment_size.map_or(16384, |m| m.saturating_sub(5).max(1));
+        let session = self.event.as_deref_mut()?;
+        Some(Driver { session, inner: &mut self.inner, frag, timeout: self.timeout })
+    }
+}
+
+/// Event mode: TLS between the connection table and the inner handler.
+///
+/// The handshake runs first, under the handshake timeout (as an idle
+/// timeout of the connection's own, and checked against its start on
+/// every call); the inner handler's `opened` follows it, then it gets
+/// plaintext in `received`, its `Outbox` room sized so that its answer's
+/// records fit the connection's. A failed handshake is reported at info
+/// (debug when the client went away) and the connection closed, never as a
+/// handler error. The inner handler closing (`Next::Close`) sends
+/// `close_notify` after its answer. The peer's `close_notify`, and a TCP
+/// EOF without one, are both `peer_closed`.
+impl<H: EventHandler> EventHandler for TlsHandler<H> {
+    type Error = H::Error;
+
+    fn opened(&mut self, _out: &mut Outbox<'_>) -> Result<Next, H::Error> {
+        let client = self.client.take().unwrap_or_else(|| "a client".into());
+        match EventSession::new(Arc::clone(&self.config), client) {
+            Ok(session) => {
+                self.event = Some(Box::new(session));
+                Ok(Next::Continue)
+            }
+            Err(e) => {
+                report(Level::Warn, format_args!("TLS session not started: {e}"));
+                Ok(Next::Close)
+            }
+        }
+    }
+
+    /// Copies the input and runs [`received_mut`](Self::received_mut) (the
+    /// table calls that one, on its own buffer).
+    fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, H::Error> {
+        self.received_mut(&mut input.to_vec(), out)
+    }
+
+    fn received_mut(&mut self, input: &mut [u8], out: &mut Outbox<'_>) -> Result<Step, H::Error> {
+        match self.driver() {
+            Some(mut d) => d.received(input, out),
+            None => Ok(Step::close(input.len())),
+        }
+    }
+
+    fn peer_closed(&mut self, out: &mut Outbox<'_>) -> Result<Next, H::Error> {
+        match self.driver() {
+            Some(mut d) => d.peer_closed(out),
+            None => Ok(Next::Close),
+        }
+    }
+
+    fn drained(&mut self, out: &mut Outbox<'_>) -> Result<Next, H::Error> {
+        match self.driver() {
+            Some(mut d) => d.drained(out),
+            None => Ok(Next::Continue),
+        }
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        match &self.event {
+            Some(s) if s.handshaking() => Some(self.timeout),
+            Some(_) => self.inner.idle_timeout(),
+            None => None,
+        }
+    }
+
+    fn closed(&mut self) {
+        if let Some(s) = &self.event {
+            if s.handshaken() {
+                self.inner.closed();
+            } else if !s.is_over() {
+                report(
+                    Level::Debug,
+                    format_args!("{}: closed during the TLS handshake", s.client()),
+                );
+            }
+        }
     }
 }

@@ -120,6 +120,26 @@ impl<'a> Outbox<'a> {
         Self { direct, free, queued: 0, sent: 0, failed: None, drain_wanted: false }
     }
 
+    /// An outbox that only gathers into `buf` (nothing goes to a
+    /// connection): for a layer between the table and a handler, such as
+    /// TLS, that hands a handler plaintext room and encodes what it wrote
+    /// ([`gathered`](Self::gathered)) into its own outbox.
+    pub fn gather(buf: &'a mut [u8]) -> Self {
+        Self::new(None, buf)
+    }
+
+    /// How many bytes are gathered, not yet sent (the first bytes of the
+    /// buffer of [`gather`](Self::gather)).
+    pub fn gathered(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether the handler asked for [`drained`](EventHandler::drained)
+    /// ([`notify_drained`](Self::notify_drained)).
+    pub fn drain_requested(&self) -> bool {
+        self.drain_wanted
+    }
+
     /// How many more bytes are certain to be taken now: the free room of
     /// the send buffer. [`write`](Self::write) may take more (what the
     /// connection accepts at once).
@@ -385,6 +405,32 @@ pub trait EventHandler {
     /// # Errors
     /// Whatever the handler decides.
     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error>;
+
+    /// [`received`](Self::received) with the input writable: what the
+    /// table calls. A layer that decodes in place (TLS decrypting records
+    /// in the connection's buffer) overrides it; it may rewrite the input,
+    /// and the bytes it leaves unconsumed are offered again as it left
+    /// them, with what arrives after them. Default: `received`.
+    ///
+    /// # Errors
+    /// Whatever the handler decides.
+    fn received_mut(
+        &mut self,
+        input: &mut [u8],
+        out: &mut Outbox<'_>,
+    ) -> Result<Step, Self::Error> {
+        self.received(input, out)
+    }
+
+    /// An idle timeout of the connection's own, for as long as it says so
+    /// (a TLS handshake's timeout): the connection is closed with
+    /// [`RequestError::IdleTimeout`](crate::RequestError::IdleTimeout)
+    /// once nothing was read or written for the shorter of this and the
+    /// table's idle timeout. Asked after every call of the handler.
+    /// Default: `None` (the table's).
+    fn idle_timeout(&self) -> Option<core::time::Duration> {
+        None
+    }
 
     /// The peer closed its sending side and every byte it sent was offered.
     /// Default: close (after what is buffered has been sent).

@@ -311,19 +311,21 @@ impl Held {
         &mut self,
         out: &mut Held,
         pool: &'p mut impl BufferPool,
-    ) -> (&'p [u8], &'p mut [u8]) {
+    ) -> (&'p mut [u8], &'p mut [u8]) {
         out.compact(pool);
         match (self.id(), out.id()) {
             (Some(a), Some(b)) => {
                 let (input, output) = pool.pair_mut(a, b);
-                (&input[self.start as usize..self.end as usize], &mut output[out.end as usize..])
+                (
+                    &mut input[self.start as usize..self.end as usize],
+                    &mut output[out.end as usize..],
+                )
             }
             (Some(a), None) => {
-                let pool: &'p _ = pool;
-                (&pool.get(a)[self.start as usize..self.end as usize], &mut [])
+                (&mut pool.get_mut(a)[self.start as usize..self.end as usize], &mut [])
             }
-            (None, Some(b)) => (&[], &mut pool.get_mut(b)[out.end as usize..]),
-            (None, None) => (&[], &mut []),
+            (None, Some(b)) => (&mut [], &mut pool.get_mut(b)[out.end as usize..]),
+            (None, None) => (&mut [], &mut []),
         }
     }
 

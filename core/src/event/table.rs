@@ -312,7 +312,9 @@ where
             resume_cursor: 0,
             stats: TableStats::default(),
             idle_timeout,
-            next_sweep: Duration::ZERO,
+            // Without a table timeout, nothing to sweep until a handler
+            // has a timeout of its own.
+            next_sweep: if idle_timeout.is_some() { Duration::ZERO } else { Duration::MAX },
             _types: PhantomData,
         }
     }
@@ -405,6 +407,7 @@ where
         let decision = decide(live, &mut bufs, result, service);
         self.claims += usize::from(is_claim(live));
         self.stats.note_starved(false, live, service);
+        self.note_timeout(token);
         Ok((token, self.apply(token, decision, service)))
     }
 
@@ -431,6 +434,7 @@ where
         let decision = decide(live, &mut bufs, result, service);
         self.claims = others + usize::from(is_claim(live));
         self.stats.note_starved(was_starved, live, service);
+        self.note_timeout(token);
         self.apply(token, decision, service)
     }
 
@@ -453,33 +457,51 @@ where
         None
     }
 
-    /// Closes connections idle for `idle_timeout`, reporting
+    /// Closes connections idle for `idle_timeout` (or for their handler's
+    /// shorter [`EventHandler::idle_timeout`]), reporting
     /// [`RequestError::IdleTimeout`]; `closed` gets each one's token and
     /// handle (deregister, then drop). Scans at most every quarter of the
-    /// timeout, so an idle connection closes within 1.25 timeouts.
+    /// timeout, so an idle connection closes within 1.25 timeouts (a
+    /// handler's own timeout: when it is due, or a quarter of it after
+    /// the last scan).
     pub fn sweep<Svc>(&mut self, service: &Svc, now: Duration, mut closed: impl FnMut(usize, C))
     where
         Svc: Service<A> + ?Sized,
     {
-        let Some(timeout) = self.idle_timeout else { return };
         if now < self.next_sweep {
             return;
         }
-        self.next_sweep = now + (timeout / 4).max(Duration::from_millis(1));
+        let quarter = |t: Duration| (t / 4).max(Duration::from_millis(1));
+        let mut next = self.idle_timeout.map_or(Duration::MAX, |t| now + quarter(t));
         for token in 0..self.slots.slots().len() {
-            let idle =
-                self.live(token).is_some_and(|l| now.saturating_sub(l.last_active) >= timeout);
-            if idle && let Some(conn) = self.close(token, Some(RequestError::IdleTimeout), service)
-            {
-                closed(token, conn);
+            let Some(live) = self.live(token) else { continue };
+            let own = live.handler.idle_timeout();
+            let Some(timeout) = min_timeout(own, self.idle_timeout) else { continue };
+            if now.saturating_sub(live.last_active) >= timeout {
+                if let Some(conn) = self.close(token, Some(RequestError::IdleTimeout), service) {
+                    closed(token, conn);
+                }
+            } else if let Some(own) = own {
+                next = next.min((live.last_active + own).max(now + quarter(own)));
             }
+        }
+        self.next_sweep = next;
+    }
+
+    /// Brings the next sweep forward to when the connection under `token`
+    /// is due by its handler's own idle timeout.
+    fn note_timeout(&mut self, token: usize) {
+        if let Some(live) = self.live(token)
+            && let Some(own) = live.handler.idle_timeout()
+        {
+            self.next_sweep = self.next_sweep.min(live.last_active + own);
         }
     }
 
     /// When the next [`sweep`](Self::sweep) is due, if any connection is
-    /// open and there is an idle timeout.
+    /// open and there is an idle timeout (the table's or a handler's).
     pub fn next_sweep(&self) -> Option<Duration> {
-        self.idle_timeout.filter(|_| self.len > 0).map(|_| self.next_sweep)
+        (self.len > 0 && self.next_sweep != Duration::MAX).then_some(self.next_sweep)
     }
 
     /// Starts a graceful shutdown: every connection stops reading (its
@@ -566,6 +588,14 @@ where
 impl<C> From<Option<C>> for Outcome<C> {
     fn from(conn: Option<C>) -> Self {
         conn.map_or(Outcome::Absent, Outcome::Closed)
+    }
+}
+
+/// The shorter of two optional timeouts.
+fn min_timeout(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -809,7 +839,7 @@ fn answer_with_input<C, H, A, P, R>(
     bufs: &mut Bufs<'_, P>,
     now: Duration,
     phase: Phase,
-    call: impl FnOnce(&mut H, &[u8], &mut Outbox<'_>) -> Result<R, H::Error>,
+    call: impl FnOnce(&mut H, &mut [u8], &mut Outbox<'_>) -> Result<R, H::Error>,
 ) -> Result<(R, Answered), Failure<H::Error>>
 where
     C: NbConnection,
@@ -854,7 +884,7 @@ where
     while !live.closing && !live.recv.is_empty() && !live.send.is_full(bufs.pool) {
         let (step, answered) =
             answer_with_input(live, bufs, now, Phase::Received, |h, input, out| {
-                h.received(input, out)
+                h.received_mut(input, out)
             })?;
         let consumed = step.consumed.min(live.recv.len());
         let recv_full = live.recv.is_full(bufs.pool);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 mod epoll;
 pub mod fds;
+pub mod files;
 mod process;
 mod shared;
 mod socket;
