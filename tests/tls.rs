@@ -1049,7 +1049,7 @@ mod event_in_process {
     impl EventHandler for Lines {
         type Error = core::fmt::Error;
         fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
-            let used = out.answer_lines(input, 8, |line, out| write!(out, "{}\n", line.len()))?;
+            let used = out.answer_lines(input, 8, |line, out| writeln!(out, "{}", line.len()))?;
             Ok(Step::consumed(used))
         }
     }
