@@ -333,7 +333,9 @@ fn hostile_clients_get_defined_outcomes_while_others_are_served() {
     let addr = server.server_address().to_string();
     let stop = server.shutdown_handle();
     let thread = thread::spawn(move || server.serve_forever(Duration::from_millis(50)).unwrap());
-    let report = http_hostile::run(&addr, head_timeout);
+    // The server's threads: its accept loop and a thread per connection
+    // (other tests' connection threads share the name: a loose bound).
+    let report = http_hostile::run(&addr, head_timeout, "sockserv-reques");
     http_hostile::check(&report, head_timeout);
     let t = std::time::Instant::now();
     while live.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_secs(5) {

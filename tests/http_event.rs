@@ -375,11 +375,14 @@ fn hostile_clients_get_defined_outcomes_while_others_are_served() {
     .unwrap();
     let addr = server.server_address().to_string();
     let stop = server.shutdown_handle();
-    let thread = thread::spawn(move || {
-        server.serve_forever(Duration::from_millis(50)).unwrap();
-        server
-    });
-    let report = http_hostile::run(&addr, head_timeout);
+    let thread = thread::Builder::new()
+        .name("hostile-server".into())
+        .spawn(move || {
+            server.serve_forever(Duration::from_millis(50)).unwrap();
+            server
+        })
+        .unwrap();
+    let report = http_hostile::run(&addr, head_timeout, "hostile-server");
     http_hostile::check(&report, head_timeout);
     // Every hostile connection is closed by now (the floods by their
     // clients): the server closes its side and drops each handler.
@@ -392,4 +395,67 @@ fn hostile_clients_get_defined_outcomes_while_others_are_served() {
     let server = thread.join().unwrap();
     let stats = server.loop_stats();
     assert_eq!((stats[0].connections, stats[0].buffers_lent), (0, 0), "{stats:?}");
+}
+
+/// A client that sends its requests, then closes its sending side (as
+/// `nc -N` does) gets every answer, the streamed ones whole, then the
+/// close. Before, the half-close ended a streamed answer where it stood.
+#[test]
+fn a_half_closed_peer_gets_every_answer() {
+    let server = serve();
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        b"GET /chunked/3000000 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /hello HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /stream/2000000 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("every answer, then the close");
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 3);
+    assert!(text.contains("hello /hello\n"));
+    let last = got.windows(4).rposition(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body = &got[last..];
+    assert_eq!(body.len(), 2_000_000);
+    assert!(body.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)));
+}
+
+/// A client that sends part of a head and then nothing is closed after
+/// the head timeout (the connection's own idle timeout while a head is
+/// under way), not the table's five minutes; a whole request before it on
+/// the same connection is answered, and an idle keep-alive connection
+/// (no head begun) is left open.
+#[test]
+fn a_head_begun_then_silence_is_closed_after_the_head_timeout() {
+    let head_timeout = Duration::from_secs(1);
+    let limits = Limits { head_timeout, ..Limits::default() };
+    let mut server = EventTcpServer::bind(
+        "127.0.0.1:0",
+        service_fn(move |_| HttpEvents::with_limits(App::default(), limits)),
+    )
+    .unwrap();
+    let addr = server.server_address().to_string();
+    let stop = server.shutdown_handle();
+    let thread = thread::spawn(move || server.serve_forever(Duration::from_millis(50)).unwrap());
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    let mut quiet = TcpStream::connect(&addr).unwrap();
+    quiet.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHo").unwrap();
+    let start = std::time::Instant::now();
+    quiet.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    quiet.read_to_end(&mut got).expect("closed, no read timeout");
+    let after = start.elapsed();
+    assert!(String::from_utf8_lossy(&got).ends_with("hello /hello\n"), "{got:?}");
+    assert!(after >= head_timeout && after < head_timeout * 3, "closed after {after:?}");
+    // The idle one (nothing begun) is still served.
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(buf[..n].ends_with(b"hello /hello\n"));
+    stop.shutdown().unwrap();
+    thread.join().unwrap();
 }

@@ -399,6 +399,14 @@ pub struct HttpEvents<A, const S: usize = 16384> {
     stream: Stream,
     /// When the head being received began (for the head timeout).
     head_since: Option<clock::Instant>,
+    /// `received` left whole requests unconsumed (waiting behind an answer
+    /// or for room), not just the start of one.
+    input_left: bool,
+    /// The peer closed its sending side while requests were still answered.
+    peer_gone: bool,
+    /// Part of a head has arrived (the connection's idle timeout is then
+    /// `Limits::head_timeout`).
+    partial_head: bool,
 }
 
 impl<A: EventRespond> HttpEvents<A> {
@@ -419,6 +427,9 @@ impl<A: EventRespond> HttpEvents<A> {
             keep_alive: false,
             stream: Stream::NONE,
             head_since: None,
+            input_left: false,
+            peer_gone: false,
+            partial_head: false,
         }
     }
 }
@@ -438,6 +449,9 @@ impl<A: EventRespond, const S: usize> HttpEvents<A, S> {
             keep_alive,
             stream,
             head_since,
+            input_left,
+            peer_gone,
+            partial_head,
         } = self;
         HttpEvents {
             app,
@@ -449,6 +463,9 @@ impl<A: EventRespond, const S: usize> HttpEvents<A, S> {
             keep_alive,
             stream,
             head_since,
+            input_left,
+            peer_gone,
+            partial_head,
         }
     }
 
@@ -508,11 +525,17 @@ impl<A: EventRespond, const S: usize> EventHandler for HttpEvents<A, S> {
 
     fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
         let mut used = 0;
+        // Stopped for want of input (not of room, nor behind an answer).
+        let mut need_more = false;
         loop {
             let rest = &input[used..];
             match self.state {
                 State::Head => {
                     if rest.is_empty() {
+                        // All answered; a peer that stopped sending is done.
+                        if self.peer_gone {
+                            return Ok(Step::close(input.len()));
+                        }
                         break;
                     }
                     let mut fields = [httparse::EMPTY_HEADER; crate::MAX_FIELDS];
@@ -525,10 +548,16 @@ impl<A: EventRespond, const S: usize> EventHandler for HttpEvents<A, S> {
                         {
                             return Err(Self::refuse(out, Refusal::HeadTimeout));
                         }
-                        Ok(None) => break,
+                        Ok(None) if self.peer_gone => return Ok(Step::close(input.len())),
+                        Ok(None) => {
+                            self.partial_head = true;
+                            need_more = true;
+                            break;
+                        }
                         Err(refusal) => return Err(Self::refuse(out, refusal)),
                     };
                     self.head_since = None;
+                    self.partial_head = false;
                     // Answer only with room for it: else leave the request
                     // unread (offered again once the peer has read).
                     if out.room() < A::MAX_REPLY {
@@ -554,6 +583,7 @@ impl<A: EventRespond, const S: usize> EventHandler for HttpEvents<A, S> {
                         if core::mem::take(&mut self.continue_due) {
                             out.write(CONTINUE);
                         }
+                        need_more = true;
                         break;
                     }
                     Ok((n, Piece::End)) => {
@@ -573,15 +603,44 @@ impl<A: EventRespond, const S: usize> EventHandler for HttpEvents<A, S> {
                 },
             }
         }
+        self.input_left = !need_more && used < input.len();
         Ok(Step::consumed(used))
+    }
+
+    /// While part of a head has arrived, a peer that sends nothing more
+    /// for `Limits::head_timeout` is closed (the table's clock: this bounds
+    /// a client that starts a head and goes quiet, with or without `std`).
+    fn idle_timeout(&self) -> Option<core::time::Duration> {
+        (self.state == State::Head && self.partial_head).then_some(self.limits.head_timeout)
+    }
+
+    /// The peer stopped sending (a half-close after its requests, as
+    /// `nc -N` does): an answer under way is finished, and requests
+    /// already received are still answered, then the connection closes.
+    fn peer_closed(&mut self, _out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
+        if matches!(self.state, State::Respond | State::Stream)
+            || (self.state == State::Head && self.input_left)
+        {
+            self.peer_gone = true;
+            return Ok(Next::Continue);
+        }
+        Ok(Next::Close)
     }
 
     fn drained(&mut self, out: &mut Outbox<'_>) -> Result<Next, Self::Error> {
         if self.state == State::Respond && !self.respond(out)? {
             return Ok(Next::Continue);
         }
-        if self.state == State::Stream && self.stream(out)? == Some(false) {
-            return Ok(Next::Close);
+        match self.state {
+            State::Stream => match self.stream(out)? {
+                Some(false) => return Ok(Next::Close),
+                // Nothing left to answer for a peer that stopped sending
+                // (with input left, `received` answers it next).
+                Some(true) if self.peer_gone && !self.input_left => return Ok(Next::Close),
+                _ => {}
+            },
+            State::Head if self.peer_gone && !self.input_left => return Ok(Next::Close),
+            _ => {}
         }
         Ok(Next::Continue)
     }
@@ -603,9 +662,9 @@ mod tests {
     }
 
     /// What an idle keep-alive connection costs beside the loop's slot
-    /// (88 bytes on x86_64) and the application: no buffer; 96 bytes of
-    /// its own on x86_64 without a clock, 120 with the `std` feature's
-    /// (the head timeout's start).
+    /// (88 bytes on x86_64) and the application: no buffer; 128 bytes of
+    /// its own on x86_64 with the `std` feature's clock (the head
+    /// timeout's start).
     #[test]
     fn the_per_connection_state_is_small() {
         let size = core::mem::size_of::<HttpEvents<Nothing>>();

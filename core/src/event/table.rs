@@ -965,6 +965,12 @@ where
             live.closing = true;
         }
         if answered.wrote == 0 {
+            if !answered.had_room && live.drain_wanted && !live.closing {
+                // It could not write for want of a buffer (and the
+                // connection took nothing): wait for one, then call again.
+                live.starved = true;
+                return Ok(true);
+            }
             live.drain_wanted = false;
         }
         flush(live, bufs, now)?;
