@@ -92,17 +92,21 @@ fn configs() -> &'static (Arc<ServerConfig>, Arc<ClientConfig>) {
         );
         let out = Command::new("sh").args(["-c", &script]).current_dir(&dir).output().unwrap();
         assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-        let server = server_config_from_pem(dir.join("cert.pem"), dir.join("key.pem")).unwrap();
+        let mut server = server_config_from_pem(dir.join("cert.pem"), dir.join("key.pem")).unwrap();
+        // No session caches: what a run leaves behind is a leak.
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = ClientConfig::builder_with_provider(provider)
+        let mut client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        client.resumption = rustls::client::Resumption::disabled();
         (Arc::new(server), Arc::new(client))
     })
 }
@@ -112,9 +116,13 @@ fuzz_target!(|case: Case| {
     let before = LIVE.load(Ordering::Relaxed);
     run(&case, server, client);
     let after = LIVE.load(Ordering::Relaxed);
-    // rustls's client session cache may keep tickets between runs: allow
-    // a little, never a connection's worth of buffers.
-    assert!(after <= before + 16 * 1024, "{} bytes not freed", after.saturating_sub(before));
+    // The first run makes the loop thread's scratch room (35 KiB, kept);
+    // after it, a run leaves nothing (session caches are off): allow a
+    // little for allocator-level noise, never a connection's worth.
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    if RUNS.fetch_add(1, Ordering::Relaxed) > 0 {
+        assert!(after <= before + 16 * 1024, "{} bytes not freed", after.saturating_sub(before));
+    }
 });
 
 /// One connection, driven as the table drives it.
@@ -140,7 +148,6 @@ fn run(case: &Case, server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) {
     let mut echoed: Vec<u8> = Vec::new();
     let mut data_sent = false;
     let mut eof_sent = false;
-    let mut closed = false;
     let mut drain = false;
     let mut told_closed = false;
     let mut peak_live = 0usize;
@@ -221,7 +228,6 @@ fn run(case: &Case, server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) {
             echoed.extend_from_slice(&buf[..k]);
         }
         if step == Next::Close {
-            closed = true;
             break;
         }
         if !c.is_handshaking() && !data_sent {

@@ -2,10 +2,13 @@
 //! `docs/DESIGN.md`'s TLS section.
 //!
 //! ```text
-//! cargo run --release --example tls_memory -- [IDLE] [MID_HANDSHAKE]
+//! cargo build --release --example echo
+//! cargo run --release -p sockserv-tls --example tls_memory -- [IDLE] [MID_HANDSHAKE]
 //! ```
-//! (defaults 10,000 and 1,000; `cargo build --release --example echo`
-//! first). Makes a test certificate with `openssl`, then:
+//! (defaults 10,000 and 1,000). A measurement tool, not an example to
+//! copy: its counting allocator is the one `unsafe` of the tls crate's
+//! tree (in-process RSS deltas are blurred by memory the allocator
+//! reuses, so heap is counted instead). Makes a test certificate with `openssl`, then:
 //!
 //! 1. **Heap per session, in process** (a counting allocator): the
 //!    handler `sockserv_tls::tls` makes for an event handler, driven
@@ -267,8 +270,7 @@ fn echo_process(
     println!("  + {idle} idle TLS connections: {after_idle} KiB ({per_idle} bytes each)");
     println!("  + {mid} mid-handshake connections: {after_mid} KiB ({per_mid} bytes each)");
     drop((warm, idle_conns, mid_conns));
-    // SAFETY: kill has no memory preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.kill()?;
     child.wait()?;
     Ok(())
 }
