@@ -332,8 +332,9 @@ impl SocketListener {
     /// Accepts one connection for the event mode: non-blocking, with
     /// `TCP_NODELAY` if asked; `Ok(None)` when none is pending.
     pub(crate) fn accept_nonblocking(&self) -> io::Result<Option<(Socket, Address)>> {
-        let Some((socket, addr)) = self.accept_raw()? else { return Ok(None) };
-        socket.set_nonblocking(true)?;
+        let Some((socket, addr)) = self.accept_with(sys::accept_nonblocking)? else {
+            return Ok(None);
+        };
         self.set_nodelay(&socket)?;
         Ok(Some((socket, addr)))
     }
@@ -341,8 +342,16 @@ impl SocketListener {
     /// One `accept`, retrying interruptions; `Ok(None)` when none is pending
     /// (or the connection was reset before we took it: not ours to report).
     fn accept_raw(&self) -> io::Result<Option<(Socket, Address)>> {
+        self.accept_with(Socket::accept)
+    }
+
+    /// [`accept_raw`](Self::accept_raw) with the accept call given.
+    fn accept_with(
+        &self,
+        accept: impl Fn(&Socket) -> io::Result<(Socket, socket2::SockAddr)>,
+    ) -> io::Result<Option<(Socket, Address)>> {
         loop {
-            match self.inner.socket.accept() {
+            match accept(&self.inner.socket) {
                 Ok((socket, addr)) => return Ok(Some((socket, Address::from_sockaddr(&addr)))),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),

@@ -24,8 +24,8 @@ pub(crate) use process::{
 };
 pub(crate) use shared::SharedCounter;
 pub(crate) use socket::{
-    dup_cloexec, is_not_socket, recv_dontwait, recv_from_trunc, send_dontwait, send_nosignal,
-    send_to_dontwait, somaxconn, wmem_max,
+    accept_nonblocking, dup_cloexec, is_not_socket, recv_dontwait, recv_from_trunc, send_dontwait,
+    send_nosignal, send_to_dontwait, somaxconn, wmem_max,
 };
 pub(crate) use stderr::write_stderr_line;
 

@@ -32,6 +32,12 @@ pub(crate) fn recv_from_trunc(sock: &Socket, buf: &mut [u8]) -> io::Result<(usiz
     }
 }
 
+/// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: a connection that is
+/// non-blocking from the start (no `fcntl` pair after the accept).
+pub(crate) fn accept_nonblocking(listener: &Socket) -> io::Result<(Socket, SockAddr)> {
+    listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+}
+
 /// `send(MSG_DONTWAIT | MSG_NOSIGNAL)` on a blocking socket: what fits, or
 /// `WouldBlock`.
 pub(crate) fn send_dontwait(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
