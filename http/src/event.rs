@@ -6,7 +6,7 @@ use core::fmt;
 use sockserv_core::{EventHandler, Next, Outbox, Step};
 
 use crate::{
-    BodyDecoder, BodyLength, CHUNK_END, CHUNK_HEADER_MAX, CONTINUE, Exchange, Limits, Piece,
+    BodyDecoder, BodyLength, CHUNK_END, CHUNK_HEADER_MAX, CONTINUE, Exchange, Limits, Piece, Plan,
     Refusal, RequestHead, ResponseHead, chunk_header, clock, httparse,
 };
 
@@ -138,21 +138,8 @@ impl Reply<'_, '_> {
         fields: &[(&str, &[u8])],
         body: &[u8],
     ) -> Result<(), ReplyError> {
-        if self.keep_alive.is_some() {
-            return Err(ReplyError::AlreadySent);
-        }
         let mut buf = [0u8; HEAD_MAX];
-        let mut head = ResponseHead::new(&mut buf, status);
-        clock::date(&mut head);
-        for (name, value) in fields {
-            head.header(name, value);
-        }
-        if self.close {
-            head.close();
-        }
-        let plan = head
-            .finish(&self.exchange, BodyLength::Known(body.len() as u64))
-            .map_err(|_| ReplyError::HeadTooLarge)?;
+        let plan = self.head(&mut buf, status, fields, BodyLength::Known(body.len() as u64))?;
         let body = if plan.send_body { body } else { &[] };
         if plan.head_len + body.len() > self.out.room() {
             return Err(ReplyError::NoRoom);
@@ -179,19 +166,8 @@ impl Reply<'_, '_> {
         fields: &[(&str, &[u8])],
         length: BodyLength,
     ) -> Result<(), ReplyError> {
-        if self.keep_alive.is_some() {
-            return Err(ReplyError::AlreadySent);
-        }
         let mut buf = [0u8; HEAD_MAX];
-        let mut head = ResponseHead::new(&mut buf, status);
-        clock::date(&mut head);
-        for (name, value) in fields {
-            head.header(name, value);
-        }
-        if self.close {
-            head.close();
-        }
-        let plan = head.finish(&self.exchange, length).map_err(|_| ReplyError::HeadTooLarge)?;
+        let plan = self.head(&mut buf, status, fields, length)?;
         if plan.head_len > self.out.room() {
             return Err(ReplyError::NoRoom);
         }
@@ -208,6 +184,30 @@ impl Reply<'_, '_> {
             };
         }
         Ok(())
+    }
+
+    /// The response head for `send` and `start`, built in `buf`: the
+    /// status, `Date`, the caller's fields, `Connection: close` when this
+    /// exchange ends the connection.
+    fn head(
+        &self,
+        buf: &mut [u8; HEAD_MAX],
+        status: u16,
+        fields: &[(&str, &[u8])],
+        length: BodyLength,
+    ) -> Result<Plan, ReplyError> {
+        if self.keep_alive.is_some() {
+            return Err(ReplyError::AlreadySent);
+        }
+        let mut head = ResponseHead::new(buf, status);
+        clock::date(&mut head);
+        for (name, value) in fields {
+            head.header(name, value);
+        }
+        if self.close {
+            head.close();
+        }
+        head.finish(&self.exchange, length).map_err(|_| ReplyError::HeadTooLarge)
     }
 }
 
