@@ -721,7 +721,9 @@ fn fd_count(pid: i32) -> usize {
 #[test]
 fn a_thousand_half_client_hellos_in_event_mode() {
     const SILENT: usize = 1000;
-    let mut server = start("event", &["--tls-handshake-timeout", "5"]);
+    // (A timeout long enough that none of them is closed by it while
+    // the test runs on a loaded machine.)
+    let mut server = start("event", &["--tls-handshake-timeout", "60"]);
     let addr = server.inet();
     echo_once(addr);
     let pid = server.pid();
@@ -734,8 +736,8 @@ fn a_thousand_half_client_hellos_in_event_mode() {
             s
         })
         .collect();
-    let accepted = wait_for(Duration::from_secs(10), || fd_count(pid) >= fds_before + SILENT);
-    assert!(accepted, "accepted {} of {SILENT}", fd_count(pid) - fds_before);
+    let accepted = wait_for(Duration::from_secs(30), || fd_count(pid) >= fds_before + SILENT);
+    assert!(accepted, "descriptors {fds_before} -> {} with {SILENT} clients", fd_count(pid));
     thread::sleep(Duration::from_millis(200));
     let rss = group_rss_kib(pid);
     let cpu_before = group_cpu(pid);
@@ -749,7 +751,7 @@ fn a_thousand_half_client_hellos_in_event_mode() {
         (rss.saturating_sub(rss_before) * 1024) / SILENT as u64
     );
     // (Goal: 100 ms; bounded generously for a loaded machine. Before the
-    // fix the echo waited for the handshake timeout, 5 s.)
+    // fix the pool was held by them: the echo was refused.)
     assert!(worst < Duration::from_secs(1), "an echo took {worst:?}");
     // No spin: the loop sleeps while they are silent.
     let quiet_from = group_cpu(pid);
