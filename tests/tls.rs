@@ -1325,6 +1325,80 @@ mod event_in_process {
         }
     }
 
+    /// A handshake whose bytes arrive in pieces, driven as the table
+    /// drives the handler: while it runs, every call takes the whole input
+    /// (what rustls cannot process yet waits in the session, so the
+    /// table's pooled buffer goes back); the call that completes it hands
+    /// the plaintext behind the client's Finished to the inner handler.
+    /// (Before the session kept those bytes, every partial call consumed
+    /// nothing.)
+    #[test]
+    fn a_handshake_in_pieces_gives_every_input_back() {
+        use sockserv::{Next, Service};
+        use sockserv_tls::rustls::ClientConnection;
+        use sockserv_tls::rustls::pki_types::ServerName;
+
+        struct Uncounted;
+        impl EventHandler for Uncounted {
+            type Error = core::convert::Infallible;
+            fn received(
+                &mut self,
+                input: &[u8],
+                out: &mut Outbox<'_>,
+            ) -> Result<Step, Self::Error> {
+                Ok(Step::consumed(out.write(input)))
+            }
+        }
+
+        let (_, cert, key) = certificate();
+        let config = Arc::new(server_config_from_pem(cert, key).unwrap());
+        let service = tls(config, service_fn(|_| Uncounted));
+        let mut h = Service::<u32>::handler(&service, &7);
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = ClientConnection::new(super::client_config(), name).unwrap();
+        let mut out_buf = vec![0u8; 64 << 10];
+        let mut call = |h: &mut _, input: &mut [u8], back: &mut Vec<u8>| {
+            let mut out = Outbox::gather(&mut out_buf);
+            let step = EventHandler::received_mut(h, input, &mut out).unwrap();
+            let n = out.gathered();
+            back.extend_from_slice(&out_buf[..n]);
+            step
+        };
+        let mut opened_buf = [0u8; 256];
+        let mut out = Outbox::gather(&mut opened_buf);
+        assert_eq!(EventHandler::opened(&mut h, &mut out).unwrap(), Next::Continue);
+
+        // The ClientHello, one byte per call.
+        let mut hello = Vec::new();
+        c.write_tls(&mut hello).unwrap();
+        let mut back = Vec::new();
+        for i in 0..hello.len() {
+            let step = call(&mut h, &mut hello[i..i + 1], &mut back);
+            assert_eq!(step, Step::consumed(1), "ClientHello byte {i} of {}", hello.len());
+        }
+        assert!(!back.is_empty(), "no server flight after the whole ClientHello");
+        c.read_tls(&mut &back[..]).unwrap();
+        c.process_new_packets().unwrap();
+
+        // The client's Finished and a request in one flight, cut inside the
+        // Finished record: the first piece waits in the session.
+        c.writer().write_all(TEST_STR).unwrap();
+        let mut flight = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut flight).unwrap();
+        }
+        let mut back = Vec::new();
+        let (first, second) = flight.split_at_mut(20);
+        assert_eq!(call(&mut h, first, &mut back), Step::consumed(20));
+        let len = second.len();
+        assert_eq!(call(&mut h, second, &mut back), Step::consumed(len));
+        c.read_tls(&mut &back[..]).unwrap();
+        c.process_new_packets().unwrap();
+        let mut got = vec![0u8; TEST_STR.len()];
+        c.reader().read_exact(&mut got).unwrap();
+        assert_eq!(got, TEST_STR);
+    }
+
     /// Every report of the server, as (level, text).
     static LOG: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
 
