@@ -1399,6 +1399,61 @@ mod event_in_process {
         assert_eq!(got, TEST_STR);
     }
 
+    /// A handshake message larger than the session keeps (a ClientHello
+    /// that says it is 60,000 bytes long, sent in whole records of 16 KiB,
+    /// a piece per call): refused once more than two records wait, the
+    /// input taken; never a pool buffer held for it.
+    #[test]
+    fn a_handshake_message_larger_than_two_records_is_refused() {
+        use sockserv::Service;
+
+        struct Uncounted;
+        impl EventHandler for Uncounted {
+            type Error = core::convert::Infallible;
+            fn received(
+                &mut self,
+                input: &[u8],
+                out: &mut Outbox<'_>,
+            ) -> Result<Step, Self::Error> {
+                Ok(Step::consumed(out.write(input)))
+            }
+        }
+
+        let (_, cert, key) = certificate();
+        let config = Arc::new(server_config_from_pem(cert, key).unwrap());
+        let service = tls(config, service_fn(|_| Uncounted));
+        let mut h = Service::<u32>::handler(&service, &7);
+        let mut out_buf = vec![0u8; 64 << 10];
+        let mut out = Outbox::gather(&mut out_buf);
+        EventHandler::opened(&mut h, &mut out).unwrap();
+        // Handshake records of 16,384 bytes: the first starts a
+        // ClientHello of 60,000 bytes.
+        let record = |first: bool| {
+            let mut r = vec![0x16, 0x03, 0x01, 0x40, 0x00];
+            let mut body = vec![0u8; 16384];
+            if first {
+                body[..4].copy_from_slice(&[0x01, 0x00, 0xea, 0x60]);
+                body[4..6].copy_from_slice(&[0x03, 0x03]);
+            }
+            r.extend(body);
+            r
+        };
+        let mut closed = None;
+        for i in 0..4 {
+            let mut input = record(i == 0);
+            let len = input.len();
+            let mut out = Outbox::gather(&mut out_buf);
+            let step = EventHandler::received_mut(&mut h, &mut input, &mut out).unwrap();
+            assert_eq!(step.consumed, len, "record {i}: the input is taken");
+            if step.next == sockserv::Next::Close {
+                closed = Some(i);
+                break;
+            }
+        }
+        println!("a 60,000-byte ClientHello: closed at record {closed:?}");
+        assert!(matches!(closed, Some(1 | 2)), "closed at {closed:?}");
+    }
+
     /// Every report of the server, as (level, text).
     static LOG: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
 
