@@ -9,8 +9,10 @@
 //! connection (the table's back-pressure, `Stalled` and buffer waits apply
 //! unchanged). What the inner handler writes goes to an [`Outbox`] over
 //! room on the stack, sized so that its records fit the table's outbox,
-//! and is encrypted into it. The session keeps no buffer of its own: an
-//! idle TLS connection holds its rustls state and nothing else.
+//! and is encrypted into it. An idle TLS connection holds its rustls
+//! state and nothing else. While the handshake waits for the rest of a
+//! record, the few bytes it has wait in the session (`held`, at most two
+//! records), so a half handshake holds no pooled buffer.
 
 use std::cell::RefCell;
 use std::fmt;
