@@ -9,8 +9,10 @@
 //! connection (the table's back-pressure, `Stalled` and buffer waits apply
 //! unchanged). What the inner handler writes goes to an [`Outbox`] over
 //! room on the stack, sized so that its records fit the table's outbox,
-//! and is encrypted into it. The session keeps no buffer of its own: an
-//! idle TLS connection holds its rustls state and nothing else.
+//! and is encrypted into it. An idle TLS connection holds its rustls
+//! state and nothing else. While the handshake waits for the rest of a
+//! record, the few bytes it has wait in the session (`held`, at most two
+//! records), so a half handshake holds no pooled buffer.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -38,6 +40,10 @@ const RECORD_OVERHEAD: usize = 5 + 64;
 /// Room kept free for `close_notify` (and a small handshake record such
 /// as a key update) after the inner handler's answer.
 const RESERVE: usize = 256;
+/// The most handshake bytes a session keeps while it waits for the rest
+/// of a handshake record (or message): two whole records. A handshake
+/// that leaves more unprocessed is refused.
+pub(crate) const HELD_MAX: usize = 2 * WIRE_MAX;
 
 /// One connection's TLS session in event mode (boxed in the handler, so a
 /// plain slot stays small).
@@ -57,6 +63,10 @@ pub(crate) struct EventSession {
     done: usize,
     /// A handshake record that did not fit the outbox (sent first).
     unsent: Vec<u8>,
+    /// While handshaking: the bytes rustls has not processed yet (part of
+    /// a record or of a handshake message), kept here instead of in the
+    /// table's pooled buffer, which goes back at the end of each call.
+    held: Vec<u8>,
     handshaken: bool,
     /// The peer sent `close_notify`.
     tls_eof: bool,
@@ -131,6 +141,7 @@ impl EventSession {
             plain: 0,
             done: 0,
             unsent: Vec::new(),
+            held: Vec::new(),
             handshaken: false,
             tls_eof: false,
             told_closed: None,
@@ -509,7 +520,112 @@ impl<H: EventHandler> Driver<'_, H> {
             report(Level::Info, format_args!("{}: TLS handshake timed out ({took:?})", s.client));
             return Ok(Step::close(input.len()));
         }
-        with_scratch(|scratch| self.received_in(input, out, scratch))
+        with_scratch(|scratch| {
+            if self.session.held.is_empty() {
+                let step = self.received_in(input, out, scratch)?;
+                Ok(self.hold_rest(input, step))
+            } else {
+                self.received_held(input, out, scratch)
+            }
+        })
+    }
+
+    /// Whether what is left of the input after a call can wait in the
+    /// session's small `held` buffer: the handshake is still running,
+    /// nothing waits to be sent, no (early) plaintext waits.
+    fn may_hold(&self) -> bool {
+        let s = &*self.session;
+        s.handshaking() && s.unsent.is_empty() && s.plain == 0 && s.done == 0
+    }
+
+    /// After a call over the table's input: a handshake still running
+    /// keeps what rustls left (part of a record) in `held`, and the whole
+    /// input goes back, so the pooled buffer returns to the pool; a
+    /// silent half handshake then holds only those bytes.
+    fn hold_rest(&mut self, input: &[u8], step: Step) -> Step {
+        let consumed = step.consumed.min(input.len());
+        if step.next == Next::Close || consumed == input.len() || !self.may_hold() {
+            return step;
+        }
+        let rest = &input[consumed..];
+        if rest.len() > HELD_MAX {
+            self.refuse_large(rest.len());
+            return Step::close(input.len());
+        }
+        self.session.held = rest.to_vec();
+        Step::consumed(input.len())
+    }
+
+    /// A call while part of the handshake waits in `held`: the new bytes
+    /// are appended (up to [`HELD_MAX`]) and rustls runs over `held`.
+    /// Once the handshake is done (or a handshake record waits for room),
+    /// what is left goes back to the table's input, behind its last bytes
+    /// taken (there is room: the handshake moved on only past bytes of
+    /// this input).
+    fn received_held(
+        &mut self,
+        input: &mut [u8],
+        out: &mut Outbox<'_>,
+        scratch: &mut Scratch,
+    ) -> Result<Step, H::Error> {
+        let mut taken = 0;
+        loop {
+            let mut held = std::mem::take(&mut self.session.held);
+            let k = (input.len() - taken).min(HELD_MAX.saturating_sub(held.len()));
+            held.extend_from_slice(&input[taken..taken + k]);
+            taken += k;
+            let step = self.received_in(&mut held, out, scratch)?;
+            if step.next == Next::Close {
+                return Ok(Step::close(input.len()));
+            }
+            let consumed = step.consumed.min(held.len());
+            if self.may_hold() {
+                held.drain(..consumed);
+                if held.len() >= HELD_MAX {
+                    self.refuse_large(held.len());
+                    return Ok(Step::close(input.len()));
+                }
+                if !held.is_empty() {
+                    self.session.held = held;
+                }
+                if taken == input.len() {
+                    return Ok(Step::consumed(input.len()));
+                }
+                continue;
+            }
+            // Back to the table: the plaintext, the spent bytes the session
+            // still counts (one is enough to be offered again while a
+            // record waits for room), the unprocessed bytes.
+            let s = &mut *self.session;
+            let (plain, done) = (s.plain, s.done);
+            let keep = usize::from(!s.unsent.is_empty() && done > plain);
+            let unprocessed = held.len().saturating_sub(consumed + done);
+            let rest = plain + keep + unprocessed;
+            if rest > taken {
+                s.fail(&Failed::Room(rest));
+                return Ok(Step::close(input.len()));
+            }
+            let at = taken - rest;
+            input[at..at + plain].copy_from_slice(&held[consumed..consumed + plain]);
+            input[at + plain..taken].copy_from_slice(&held[consumed + done - keep..]);
+            s.done = plain + keep;
+            return Ok(Step { consumed: at, next: step.next });
+        }
+    }
+
+    /// A handshake that leaves more than [`HELD_MAX`] bytes unprocessed
+    /// (a record or message larger than any real one) is refused.
+    fn refuse_large(&mut self, n: usize) {
+        let s = &mut *self.session;
+        s.over = true;
+        s.held = Vec::new();
+        report(
+            Level::Info,
+            format_args!(
+                "{}: TLS handshake failed: {n} bytes of an unfinished handshake record or message (at most {HELD_MAX} kept)",
+                s.client
+            ),
+        );
     }
 
     fn received_in(
