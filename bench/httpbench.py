@@ -80,7 +80,11 @@ def servers(example):
         return argv
 
     python = lambda port, root, _: [sys.executable, "-m", "http.server", str(port), "-b", HOST, "-d", root]
+    # Threading mode sends file bodies with sendfile(2), as nginx does;
+    # event mode copies them through the pooled buffers.
+    threading = lambda port, root, _: [exe, str(port), "-b", HOST, "-d", root, "--mode", "threading"]
     return {
+        "sockserv threading": (SERVER_CPU, threading),
         "sockserv event": (SERVER_CPU, ours(1)),
         "nginx 1 worker": (SERVER_CPU, nginx(1)),
         "python http.server": (SERVER_CPU, python),
@@ -117,7 +121,7 @@ WORKLOADS = [
     ("ka1000", SMALL, 1000, True, ONE + TWO),
     ("close50", SMALL, 50, False, ONE + TWO),
     ("close1000", SMALL, 1000, False, ONE),
-    ("big50", BIG, 50, True, ONE + TWO),
+    ("big50", BIG, 50, True, ("sockserv threading",) + ONE + TWO),
 ]
 
 
