@@ -75,9 +75,10 @@ struct Differs {
     /// Frames can be lost before the server sees them, uncounted: QEMU's
     /// LAN9118 drops a frame its RX data FIFO (2,640 words) has no room
     /// for and counts nothing (the real chip's RX_DROP counter is not
-    /// emulated). A burst that fits the FIFO is still answered or counted
-    /// to the datagram (the 20-client burst: 20 frames of about 420
-    /// bytes); of the flood (200 frames of 17 words each) at least the 155
+    /// emulated). A burst that fits the FIFO is answered or counted (the
+    /// 20-client burst: 20 frames of about 420 bytes), all but the few a
+    /// lagging server lets the next round's frames push out (at most 5%
+    /// allowed); of the flood (200 frames of 17 words each) at least the 155
     /// the FIFO holds reach the server and must be answered or counted.
     nic_fifo_frames: Option<u32>,
     /// The server process reads the TAP device itself (the deleted-TAP
@@ -670,11 +671,30 @@ fn smoltcp_echo_answers_20_udp_clients_at_once_and_reports_what_a_small_queue_dr
                      {lost} counted lost (declared)",
                     differs.name
                 );
-                assert_eq!(
-                    answered + lost,
-                    sent,
-                    "{mode}: every one answered or counted:\n{stdout}"
-                );
+                match differs.nic_fifo_frames {
+                    None => assert_eq!(
+                        answered + lost,
+                        sent,
+                        "{mode}: every one answered or counted:\n{stdout}"
+                    ),
+                    // A round's 20 frames fit the emulated NIC's FIFO, but
+                    // when the server lags (a loaded machine) the clients'
+                    // next round arrives before the FIFO is drained, and
+                    // the NIC drops what does not fit, uncounted (seen: 1
+                    // of 200 in 2 of ~10 runs at load average 10-30).
+                    Some(_) => {
+                        let uncounted = sent.saturating_sub(answered + lost);
+                        println!(
+                            "{}: {mode}: {uncounted} dropped by the emulated NIC before the \
+                             server (declared)",
+                            differs.name
+                        );
+                        assert!(
+                            answered + lost <= sent && uncounted * 20 <= sent,
+                            "{mode}: more than 5% neither answered nor counted:\n{stdout}"
+                        );
+                    }
+                }
             }
         }
     }
