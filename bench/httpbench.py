@@ -13,10 +13,9 @@ numbers and asserts nothing.
 
 Options (from bench/run): --reps, --warmup, --duration, --quick,
 --no-build, --out; `--only http` or `--only http:KEY,...` (keys below).
-The sockserv server: examples/http_server (`--mode event`) when it is
-built and serves files in event mode, else examples/http_static (the
-layer's own minimal file server); HTTP_EXAMPLE=http_static|http_server
-forces one.
+The sockserv server: examples/http_server (`--mode event`; built here
+like every example the run uses); HTTP_EXAMPLE=http_static runs the
+layer's own minimal file server instead.
 """
 
 import datetime
@@ -58,7 +57,7 @@ def pick_example():
     forced = os.environ.get("HTTP_EXAMPLE")
     if forced:
         return forced
-    return "http_server" if os.access(example_path("http_server"), os.X_OK) else "http_static"
+    return "http_server"
 
 
 # name -> (cpus, argv builder(port, root, conf_dir))
