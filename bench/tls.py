@@ -322,7 +322,7 @@ def render(meta, results, mem, avail):
             held = min(r["held"] for r in runs)
             w(f"| {n} | {held:,} | {b / 1024:.1f} | {a / 1024:.1f} | {run.fmt(per)} | {run.fmt(a * 1024 / max(held, 1))} |")
         w("")
-    w("## Goals (issue 19), against the faster tokio-rustls runtime of each row")
+    w("## Goals, against the faster tokio-rustls runtime of each row")
     w("")
     for ours, target, keys in GOALS:
         for k in keys:
