@@ -235,23 +235,19 @@ impl EventSession {
             };
             let mut moved = 0;
             let stop = match state {
+                // One record at a time: its plaintext to the stack, then
+                // (the record discarded) in place after the rest.
                 ConnectionState::ReadTraffic(mut r) => {
-                    // One record at a time: its plaintext to the stack,
-                    // then (the record discarded) in place after the rest.
                     if let Some(record) = r.next_record() {
                         let record = record.map_err(Failed::Tls)?;
-                        moved = record.payload.len().min(PLAIN_MAX);
-                        wire[..moved].copy_from_slice(&record.payload[..moved]);
-                        discard += record.discard;
+                        (moved, discard) = stash(&record, wire, discard);
                     }
                     None
                 }
                 ConnectionState::ReadEarlyData(mut r) => {
                     if let Some(record) = r.next_record() {
                         let record = record.map_err(Failed::Tls)?;
-                        moved = record.payload.len().min(PLAIN_MAX);
-                        wire[..moved].copy_from_slice(&record.payload[..moved]);
-                        discard += record.discard;
+                        (moved, discard) = stash(&record, wire, discard);
                     }
                     None
                 }
@@ -826,6 +822,18 @@ impl<H: EventHandler> Driver<'_, H> {
     pub(crate) fn overdue(&self) -> bool {
         !self.session.handshaken && self.session.started.elapsed() > self.timeout
     }
+}
+
+/// Copies a decrypted record's plaintext (up to `PLAIN_MAX`) to `wire`;
+/// returns how much, and `discard` grown by the record's own.
+fn stash(
+    record: &rustls::unbuffered::AppDataRecord<'_>,
+    wire: &mut [u8],
+    discard: usize,
+) -> (usize, usize) {
+    let moved = record.payload.len().min(PLAIN_MAX);
+    wire[..moved].copy_from_slice(&record.payload[..moved]);
+    (moved, discard + record.discard)
 }
 
 #[cfg(test)]
