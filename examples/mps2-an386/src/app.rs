@@ -73,27 +73,39 @@ fn main() -> ! {
     hw::paint_stack();
     let cfg = configure();
     let code = run(&cfg);
-    out::line_num(b"peak stack ", hw::peak_stack() as u32, b" bytes");
+    out::line_num(b"P ", hw::peak_stack() as u32, b"");
     hw::host_exit(code)
 }
 
-/// The command line, parsed (in a frame of its own: the line's buffer is
-/// gone once the server runs).
+/// The settings, read (in a frame of its own: the line's buffer is gone
+/// once the server runs).
 #[inline(never)]
 fn configure() -> config::Config {
     let mut line = [0u8; 512];
     let n = hw::host_cmdline(&mut line);
     match config::Config::parse(&line[..n]) {
-        Ok(cfg) if cfg.mode != super::MODE => {
-            out::line(&[b"error: this image serves the other --mode"]);
-            hw::host_exit(2)
-        }
-        Ok(cfg) => cfg,
-        Err(word) => {
-            out::line(&[b"error: bad or missing ", word]);
-            hw::host_exit(2)
-        }
+        Some(cfg) if cfg.mode == super::MODE => cfg,
+        Some(_) => error(E_OTHER_MODE, 2),
+        None => error(E_SETTINGS, 2),
     }
+}
+
+// What the firmware tells the runner: short records the runner words
+// (as defmt keeps its format strings on the host, so the image carries
+// no sentences). `L`: serving; `S SYNS DATAGRAMS`: what the stack
+// dropped, counted; `C N`: `--max-connections` capped at N; `P N`: the
+// peak stack; `E K`: error K (the runner's ERRORS table names them).
+const E_NO_DEVICE: u32 = 1;
+const E_GATEWAY: u32 = 2;
+const E_LISTEN: u32 = 3;
+const E_BIND: u32 = 4;
+const E_OTHER_MODE: u32 = 5;
+const E_SETTINGS: u32 = 6;
+
+/// Reports error `kind` and exits with `code`.
+fn error(kind: u32, code: u32) -> ! {
+    out::line_num(b"E ", kind, b"");
+    hw::host_exit(code)
 }
 
 /// Sleeps on the LAN9118's interrupt and SysTick; asks the server to stop
@@ -156,8 +168,7 @@ fn run(cfg: &config::Config) -> u32 {
     let mut device = Lan9118::new(&mut frames);
     let mac = [0x02, 0, 0, 0, 0, 0x01];
     if device.init(mac).is_err() {
-        out::line(&[b"error: no LAN9118 at 0x40200000"]);
-        return 1;
+        error(E_NO_DEVICE, 1);
     }
     hw::start_ticks(TICK);
     let mut config = Config::new(EthernetAddress(mac).into());
@@ -168,8 +179,7 @@ fn run(cfg: &config::Config) -> u32 {
     });
     if let Some(gw) = cfg.gateway {
         if iface.routes_mut().add_default_ipv4_route(gw).is_err() {
-            out::line(&[b"error: cannot add the gateway"]);
-            return 1;
+            error(E_GATEWAY, 1);
         }
     }
     let idle = Idle {
@@ -185,26 +195,6 @@ fn run(cfg: &config::Config) -> u32 {
     if ok { 0 } else { 1 }
 }
 
-fn announce(cfg: &config::Config) {
-    // "IP:PORT" as `smoltcp_echo` prints it, built in one buffer.
-    let mut text = [0u8; 21];
-    let mut len = 0;
-    let mut digits = [0u8; 10];
-    for (i, o) in cfg.addr.ip().octets().into_iter().enumerate() {
-        for &d in out::num(o.into(), &mut digits) {
-            text[len] = d;
-            len += 1;
-        }
-        text[len] = if i < 3 { b'.' } else { b':' };
-        len += 1;
-    }
-    for &d in out::num(cfg.addr.port().into(), &mut digits) {
-        text[len] = d;
-        len += 1;
-    }
-    out::line(&[b"listening on ", &text[..len]]);
-}
-
 #[inline(never)]
 fn tcp_echo(
     cfg: &config::Config,
@@ -218,7 +208,7 @@ fn tcp_echo(
     let stack: Net<'_, '_> = Stack::new(iface, device, &mut storage, idle, clock);
     let max = usize::from(cfg.max_connections).min(MAX_CONNECTIONS);
     if usize::from(cfg.max_connections) > MAX_CONNECTIONS {
-        out::line_num(b"note: --max-connections capped at ", MAX_CONNECTIONS as u32, b"");
+        out::line_num(b"C ", MAX_CONNECTIONS as u32, b"");
     }
     let when_full = match cfg.when_full {
         config::WhenFull::Drop => WhenFull::Drop,
@@ -231,10 +221,9 @@ fn tcp_echo(
         tcp::Socket::new(tcp::SocketBuffer::new(&mut rx[..]), tcp::SocketBuffer::new(&mut tx[..]))
     });
     let Ok(listener) = stack.listen(cfg.addr.port(), sockets, options) else {
-        out::line(&[b"error: cannot listen"]);
-        return false;
+        error(E_LISTEN, 1);
     };
-    announce(cfg);
+    out::line(&[b"L"]);
     let service = service_fn(|_: &IpEndpoint| Echo);
     let poll = Duration::from_millis(500);
     let ok = match super::MODE {
@@ -282,10 +271,9 @@ fn udp_echo(
         udp::PacketBuffer::new(&mut tx_meta[..], &mut tx[..]),
     );
     let Ok(socket) = stack.bind_udp(cfg.addr.port(), socket) else {
-        out::line(&[b"error: cannot bind"]);
-        return false;
+        error(E_BIND, 1);
     };
-    announce(cfg);
+    out::line(&[b"L"]);
     let service = service_fn(|_: &IpEndpoint| Echo);
     // A datagram longer than the buffer would be reported as truncated;
     // without fragmentation none is longer than MAX_DATAGRAM.
@@ -296,16 +284,16 @@ fn udp_echo(
     ok
 }
 
-/// What the stack dropped, counted, in `smoltcp_echo`'s words (the
-/// tests that drive either server read this line).
+/// What the stack dropped, counted (the runner words it as
+/// `smoltcp_echo` does; the tests that drive either server read it).
 fn report(stack: &Net<'_, '_>) {
     let stats = stack.stats();
     let (mut syns, mut datagrams) = ([0u8; 10], [0u8; 10]);
     out::line(&[
+        b"S ",
         out::num(stats.syns_dropped, &mut syns),
-        b" SYNs dropped while the backlog was full, ",
+        b" ",
         out::num(stats.datagrams_lost, &mut datagrams),
-        b" datagrams lost on arrival",
     ]);
 }
 

@@ -1,9 +1,19 @@
-//! What the runner tells the firmware, as `smoltcp_echo`'s own flags on
+//! What the runner tells the echo images: its own command line
+//! (`smoltcp_echo`'s flags) parsed on the host, handed over as numbers on
 //! the kernel command line (QEMU's `-append`, read through semihosting's
-//! SYS_GET_CMDLINE): `--addr IP:PORT [--gateway IP] [--proto tcp|udp]
-//! [--mode sync|event] [--max-connections N] [--when-full drop|reset|refuse]
-//! [--stop PATH]`. `--stop` names a host file whose existence asks the
-//! firmware to stop (the runner creates it on SIGINT / SIGTERM).
+//! SYS_GET_CMDLINE), after a `--` word (QEMU puts the image's path
+//! first):
+//!
+//! ```text
+//! -- ADDR PORT GATEWAY PROTO MODE MAX_CONNECTIONS WHEN_FULL [STOP]
+//! ```
+//!
+//! ADDR and GATEWAY are IPv4 addresses as 32-bit numbers (GATEWAY 0: none),
+//! PROTO 0 tcp / 1 udp, MODE 0 sync / 1 event, WHEN_FULL 0 drop / 1 reset /
+//! 2 refuse; STOP names a host file whose existence asks the firmware to
+//! stop (the runner creates it on SIGINT / SIGTERM). A board has no
+//! command line: there these settings are constants (or read from flash),
+//! and the flags' parser would be flash spent on the host's job.
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -26,7 +36,7 @@ pub enum WhenFull {
     Refuse,
 }
 
-/// The longest `--stop` path, with its NUL.
+/// The longest stop path, with its NUL.
 pub const STOP_PATH: usize = 128;
 
 pub struct Config {
@@ -42,79 +52,37 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses the command line (the image's name, if QEMU puts it first,
-    /// is skipped); an error is the flag (or word) that was wrong.
-    /// Hand-written over bytes and table-driven (one comparison loop for
-    /// every flag and value): `core::net`'s parsers cost a KiB of flash.
-    pub fn parse(line: &[u8]) -> Result<Self, &[u8]> {
+    /// Reads the settings; `None` when they are missing or out of range.
+    pub fn parse(line: &[u8]) -> Option<Self> {
+        let mut words = Words(line);
+        while words.next()? != b"--" {}
+        let mut n = [0u32; 7];
+        for v in &mut n {
+            *v = number(words.next()?)?;
+        }
+        let [addr, port, gateway, proto, mode, max, when_full] = n;
         let mut cfg = Config {
-            addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-            gateway: None,
-            proto: Proto::Tcp,
-            mode: Mode::Sync,
-            max_connections: 16,
-            when_full: WhenFull::Drop,
+            addr: SocketAddrV4::new(addr.into(), u16::try_from(port).ok().filter(|&p| p > 0)?),
+            gateway: (gateway != 0).then(|| gateway.into()),
+            proto: *[Proto::Tcp, Proto::Udp].get(proto as usize)?,
+            mode: *[Mode::Sync, Mode::Event].get(mode as usize)?,
+            max_connections: u16::try_from(max).ok().filter(|&m| m > 0)?,
+            when_full: *[WhenFull::Drop, WhenFull::Reset, WhenFull::Refuse]
+                .get(when_full as usize)?,
             stop: [0; STOP_PATH],
             stop_len: 0,
         };
-        let mut words = Words(line);
-        while let Some(flag) = words.next() {
-            if !flag.starts_with(b"--") {
-                continue;
-            }
-            let value = words.next().ok_or(flag)?;
-            let ok = match pick(flag, &FLAGS).ok_or(flag)? {
-                0 => value.iter().position(|&c| c == b':').and_then(|colon| {
-                    let port = u16::try_from(number(&value[colon + 1..])?).ok()?;
-                    cfg.addr = SocketAddrV4::new(ipv4(&value[..colon])?, port);
-                    Some(())
-                }),
-                1 => ipv4(value).map(|ip| cfg.gateway = Some(ip)),
-                2 => {
-                    pick(value, &[b"tcp", b"udp"]).map(|i| cfg.proto = [Proto::Tcp, Proto::Udp][i])
-                }
-                3 => pick(value, &[b"sync", b"event"])
-                    .map(|i| cfg.mode = [Mode::Sync, Mode::Event][i]),
-                4 => number(value)
-                    .and_then(|n| u16::try_from(n).ok())
-                    .filter(|&n| n > 0)
-                    .map(|n| cfg.max_connections = n),
-                5 => pick(value, &[b"drop", b"reset", b"refuse"]).map(|i| {
-                    cfg.when_full = [WhenFull::Drop, WhenFull::Reset, WhenFull::Refuse][i]
-                }),
-                _ => (value.len() < STOP_PATH).then(|| {
-                    cfg.stop[..value.len()].copy_from_slice(value);
-                    cfg.stop_len = value.len() + 1;
-                }),
-            };
-            ok.ok_or(flag)?;
+        if let Some(stop) = words.next().filter(|s| s.len() < STOP_PATH) {
+            cfg.stop[..stop.len()].copy_from_slice(stop);
+            cfg.stop_len = stop.len() + 1;
         }
-        if cfg.addr.port() == 0 {
-            return Err(b"--addr");
-        }
-        Ok(cfg)
+        Some(cfg)
     }
 
     /// The stop file's NUL-terminated path, if any.
     pub fn stop_path(&self) -> Option<&[u8]> {
         (self.stop_len > 0).then(|| &self.stop[..self.stop_len])
     }
-}
-
-/// The flags, in the order `parse` matches them.
-const FLAGS: [&[u8]; 7] = [
-    b"--addr",
-    b"--gateway",
-    b"--proto",
-    b"--mode",
-    b"--max-connections",
-    b"--when-full",
-    b"--stop",
-];
-
-/// The index of `word` in `names`.
-fn pick(word: &[u8], names: &[&[u8]]) -> Option<usize> {
-    names.iter().position(|&n| n == word)
 }
 
 /// The words of a command line (separated by spaces or NULs).
@@ -132,21 +100,13 @@ impl<'l> Iterator for Words<'l> {
     }
 }
 
-/// A decimal number of at most 5 digits.
+/// A decimal number that fits in 32 bits.
 fn number(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || s.len() > 5 {
+    if s.is_empty() {
         return None;
     }
-    s.iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-}
-
-/// A dotted-quad IPv4 address.
-fn ipv4(s: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for o in &mut octets {
-        let part = parts.next().filter(|p| p.len() <= 3)?;
-        *o = u8::try_from(number(part)?).ok()?;
-    }
-    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+    s.iter().try_fold(0u32, |n, &c| {
+        let d = c.checked_sub(b'0').filter(|&d| d < 10)?;
+        n.checked_mul(10)?.checked_add(u32::from(d))
+    })
 }
