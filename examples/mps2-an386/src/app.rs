@@ -210,11 +210,7 @@ fn tcp_echo(
     if usize::from(cfg.max_connections) > MAX_CONNECTIONS {
         out::line_num(b"C ", MAX_CONNECTIONS as u32, b"");
     }
-    let when_full = match cfg.when_full {
-        config::WhenFull::Drop => WhenFull::Drop,
-        config::WhenFull::Reset => WhenFull::Reset,
-        config::WhenFull::Refuse => WhenFull::Refuse,
-    };
+    let when_full = cfg.when_full;
     let options =
         Options { backlog: BACKLOG, when_full, max_connections: Some(max), ..Options::default() };
     let sockets = bufs.iter_mut().map(|[rx, tx]| {

@@ -17,6 +17,8 @@
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
+use sockserv::smoltcp_adapter::WhenFull;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     Tcp,
@@ -27,13 +29,6 @@ pub enum Proto {
 pub enum Mode {
     Sync,
     Event,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum WhenFull {
-    Drop,
-    Reset,
-    Refuse,
 }
 
 /// The longest stop path, with its NUL.
