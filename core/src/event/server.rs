@@ -8,6 +8,7 @@ use core::time::Duration;
 use embedded_io::{Error as _, ErrorKind};
 
 use super::{BufferPool, ConnTable, EventHandler, Outcome, Slot, SlotStorage};
+use super::{is_due, millis, timeout_millis};
 use crate::Service;
 use crate::capacity::CapWatch;
 use crate::server::ShutdownSignal;
@@ -51,11 +52,12 @@ pub struct EventServerConfig {
     /// How long accepting pauses after a failed accept (out of file
     /// descriptors), doubling while failures go on (at most
     /// [`MAX_ACCEPT_BACKOFF`](crate::MAX_ACCEPT_BACKOFF)): existing
-    /// connections keep being served meanwhile.
+    /// connections keep being served meanwhile. At most 24 days, to the
+    /// millisecond.
     pub accept_backoff: Duration,
     /// How long a shutdown waits for connections to send what is buffered
     /// (or, with [`OnShutdown::Finish`], to finish) before closing them
-    /// anyway.
+    /// anyway. At most 24 days, to the millisecond.
     pub shutdown_grace: Duration,
     /// What open connections get on shutdown: [`OnShutdown::Flush`] (the
     /// default) or [`OnShutdown::Finish`].
@@ -129,7 +131,8 @@ where
     shutdown: Sh,
     table: Table<Src, Svc, S, P>,
     config: EventServerConfig,
-    accept_resume: Option<Duration>,
+    /// When accepting resumes after a failed accept, in [`millis`].
+    accept_resume: Option<u32>,
     accept_failures: u32,
     /// Accepting is off because the table is full.
     at_cap: bool,
@@ -235,18 +238,19 @@ where
 
     /// Until the next deadline of ours, at most `poll_interval`.
     fn wait_timeout(&self, poll_interval: Duration) -> Duration {
-        let now = self.clock.now();
-        let next = match (self.accept_resume, self.table.next_sweep()) {
+        let now = millis(self.clock.now());
+        let resume = self.accept_resume.map(|at| (at.wrapping_sub(now) as i32).max(0) as u32);
+        let next = match (resume, self.table.sweep_due_in(now)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        next.map_or(poll_interval, |at| at.saturating_sub(now).min(poll_interval))
+        next.map_or(poll_interval, |ms| from_millis(ms).min(poll_interval))
     }
 
     /// Resumes accepting after a back-off; closes idle connections.
     fn housekeeping(&mut self, now: Duration) -> Result<(), Src::Error> {
         let mut resume = false;
-        if self.accept_resume.is_some_and(|at| now >= at) {
+        if self.accept_resume.is_some_and(|at| is_due(millis(now), at)) {
             self.accept_resume = None;
             resume = !self.at_cap;
         }
@@ -300,7 +304,7 @@ where
                         self.config.accept_backoff,
                         self.accept_failures,
                     );
-                    self.accept_resume = Some(now + pause);
+                    self.accept_resume = Some(millis(now).wrapping_add(timeout_millis(pause)));
                     self.source.set_accepting(false)?;
                     break;
                 }
@@ -383,7 +387,8 @@ where
     fn drain(&mut self) -> Result<(), Src::Error> {
         let accepting_off = self.source.set_accepting(false);
         let now = self.clock.now();
-        let deadline = now + self.config.shutdown_grace;
+        let start = millis(now);
+        let grace = timeout_millis(self.config.shutdown_grace);
         if self.config.on_shutdown == OnShutdown::Flush {
             for token in self.table.tokens() {
                 if self.table.is_live(token) {
@@ -401,11 +406,11 @@ where
         let mut events = [Event::Woken; EVENTS];
         let mut result = Ok(());
         while !self.table.is_empty() {
-            let now = self.clock.now();
-            if now >= deadline {
+            let passed = millis(self.clock.now()).wrapping_sub(start);
+            if passed >= grace {
                 break;
             }
-            match self.source.wait(Some(deadline - now), &mut events) {
+            match self.source.wait(Some(from_millis(grace - passed)), &mut events) {
                 Ok(n) => {
                     let now = self.clock.now();
                     for event in &events[..n] {
@@ -463,4 +468,9 @@ where
     pub fn shutdown_signal(&self) -> &Sh {
         &self.shutdown
     }
+}
+
+/// A time in milliseconds (of [`millis`]) as a [`Duration`].
+fn from_millis(ms: u32) -> Duration {
+    Duration::new(u64::from(ms / 1000), ms % 1000 * 1_000_000)
 }

@@ -234,7 +234,12 @@ pub struct ConnTable<C, H, A, S, P> {
     stats: TableStats,
     /// In [`millis`] (at most 24 days).
     idle_timeout: Option<u32>,
-    next_sweep: Duration,
+    /// When the next sweep is due, in [`millis`] (at most 24 days ahead
+    /// of when it was set); `None`: no timeout to sweep for.
+    next_sweep: Option<u32>,
+    /// The clock's time when `next_sweep` was set (what
+    /// [`next_sweep`](Self::next_sweep) counts from).
+    sweep_set: Duration,
     _types: Types<C, H, A>,
 }
 
@@ -315,9 +320,9 @@ where
             resume_cursor: 0,
             stats: TableStats::default(),
             idle_timeout: idle_timeout.map(timeout_millis),
-            // Without a table timeout, nothing to sweep until a handler
-            // has a timeout of its own.
-            next_sweep: if idle_timeout.is_some() { Duration::ZERO } else { Duration::MAX },
+            // Set when the first connection comes (`insert`).
+            next_sweep: None,
+            sweep_set: Duration::ZERO,
             _types: PhantomData,
         }
     }
@@ -382,6 +387,14 @@ where
         Svc: Service<A> + ?Sized,
     {
         let Some(token) = self.take_slot() else { return Err((conn, client, handler)) };
+        if self.len == 0 {
+            // The first connection: a sweep is due now if the table has a
+            // timeout (without one, nothing to sweep until a handler has
+            // a timeout of its own). Set afresh here, as times in
+            // `millis` compare right only while less than 24 days apart.
+            self.next_sweep = self.idle_timeout.map(|_| millis(now));
+            self.sweep_set = now;
+        }
         self.len += 1;
         self.stats.opened += 1;
         let slot = &mut self.slots.slots_mut()[token];
@@ -484,12 +497,13 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
-        if now < self.next_sweep {
+        let ms = millis(now);
+        if !self.next_sweep.is_some_and(|at| is_due(ms, at)) {
             return;
         }
-        let quarter = |t: u32| Duration::from_millis(u64::from((t / 4).max(1)));
-        let mut next = self.idle_timeout.map_or(Duration::MAX, |t| now + quarter(t));
-        let ms = millis(now);
+        let quarter = |t: u32| (t / 4).max(1);
+        // How long from now the next sweep is due.
+        let mut next = self.idle_timeout.map(quarter);
         for token in 0..self.slots.slots().len() {
             let Some(live) = self.live(token) else { continue };
             let own = live.handler.idle_timeout().map(timeout_millis);
@@ -502,11 +516,11 @@ where
             } else if let Some(own) = own {
                 // Due when its own timeout passes, at least a quarter of
                 // it from now.
-                let due = Duration::from_millis(u64::from(own - idle_for));
-                next = next.min(now + due.max(quarter(own)));
+                next = min_timeout(next, Some((own - idle_for).max(quarter(own))));
             }
         }
-        self.next_sweep = next;
+        self.next_sweep = next.map(|d| ms.wrapping_add(d));
+        self.sweep_set = now;
     }
 
     /// Brings the next sweep forward to when the connection under `token`
@@ -516,15 +530,29 @@ where
         if let Some(live) = self.live(token)
             && let Some(own) = live.handler.idle_timeout()
         {
-            let idle_for = Duration::from_millis(u64::from(ms.wrapping_sub(live.last_active)));
-            self.next_sweep = self.next_sweep.min(now + own.saturating_sub(idle_for));
+            let due = timeout_millis(own).saturating_sub(ms.wrapping_sub(live.last_active));
+            // Sooner than the sweep due now (if any)?
+            if self.next_sweep.is_none_or(|at| at.wrapping_sub(ms) as i32 > due as i32) {
+                self.next_sweep = Some(ms.wrapping_add(due));
+                self.sweep_set = now;
+            }
         }
     }
 
     /// When the next [`sweep`](Self::sweep) is due, if any connection is
     /// open and there is an idle timeout (the table's or a handler's).
     pub fn next_sweep(&self) -> Option<Duration> {
-        (self.len > 0 && self.next_sweep != Duration::MAX).then_some(self.next_sweep)
+        let at = self.next_sweep.filter(|_| self.len > 0)?;
+        let ahead = at.wrapping_sub(millis(self.sweep_set));
+        Some(self.sweep_set + Duration::from_millis(u64::from(ahead)))
+    }
+
+    /// How long until the next [`sweep`](Self::sweep) is due (0: it is),
+    /// in milliseconds from `now` (in [`millis`]), as
+    /// [`next_sweep`](Self::next_sweep) says.
+    pub(crate) fn sweep_due_in(&self, now: u32) -> Option<u32> {
+        let at = self.next_sweep.filter(|_| self.len > 0)?;
+        Some((at.wrapping_sub(now) as i32).max(0) as u32)
     }
 
     /// Starts a graceful shutdown: every connection stops reading (its
@@ -1028,8 +1056,14 @@ pub(crate) fn millis(t: Duration) -> u32 {
     (t.as_secs() as u32).wrapping_mul(1000).wrapping_add(t.subsec_millis())
 }
 
-/// An idle timeout in those milliseconds: at most 24 days.
-fn timeout_millis(d: Duration) -> u32 {
+/// Whether a time `at` in [`millis`] has come at `now` (the two less
+/// than 24 days apart).
+pub(crate) fn is_due(now: u32, at: u32) -> bool {
+    now.wrapping_sub(at) as i32 >= 0
+}
+
+/// A timeout in those milliseconds: at most 24 days.
+pub(crate) fn timeout_millis(d: Duration) -> u32 {
     let ms = (d.as_secs().min(3_000_000) as u32) * 1000 + d.subsec_millis();
     ms.min(i32::MAX as u32)
 }
