@@ -36,7 +36,7 @@ use embedded_io::{Error as _, ErrorKind};
 pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
 pub use server::{EventServer, EventServerConfig, OnShutdown, ServerSlot, WhenFull};
 pub use table::{CappedSlots, ConnTable, Outcome, Slot, SlotStorage, TableStats};
-pub(crate) use table::{is_due, millis, timeout_millis};
+pub(crate) use table::{millis, millis64, timeout_millis};
 
 /// Slot storage with a capacity of `N` fixed at compile time, no
 /// allocator: `FixedSlots::new()` (a `heapless::Vec`; slots are made as

@@ -8,7 +8,7 @@ use core::time::Duration;
 use embedded_io::{Error as _, ErrorKind};
 
 use super::{BufferPool, ConnTable, EventHandler, Outcome, Slot, SlotStorage};
-use super::{is_due, millis, timeout_millis};
+use super::{millis64, timeout_millis};
 use crate::Service;
 use crate::capacity::CapWatch;
 use crate::server::ShutdownSignal;
@@ -131,8 +131,8 @@ where
     shutdown: Sh,
     table: Table<Src, Svc, S, P>,
     config: EventServerConfig,
-    /// When accepting resumes after a failed accept, in [`millis`].
-    accept_resume: Option<u32>,
+    /// When accepting resumes after a failed accept, in [`millis64`].
+    accept_resume: Option<u64>,
     accept_failures: u32,
     /// Accepting is off because the table is full.
     at_cap: bool,
@@ -221,7 +221,7 @@ where
                 break;
             }
             // One clock read per batch of events, not one per event.
-            let now = self.clock.now();
+            let now = millis64(self.clock.now());
             for event in &events[..n] {
                 match *event {
                     Event::Accept => self.accept(now)?,
@@ -238,24 +238,23 @@ where
 
     /// Until the next deadline of ours, at most `poll_interval`.
     fn wait_timeout(&self, poll_interval: Duration) -> Duration {
-        let now = millis(self.clock.now());
-        let resume = self.accept_resume.map(|at| (at.wrapping_sub(now) as i32).max(0) as u32);
-        let next = match (resume, self.table.sweep_due_in(now)) {
+        let now = millis64(self.clock.now());
+        let next = match (self.accept_resume, self.table.next_sweep_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        next.map_or(poll_interval, |ms| from_millis(ms).min(poll_interval))
+        next.map_or(poll_interval, |at| from_millis(at.saturating_sub(now)).min(poll_interval))
     }
 
     /// Resumes accepting after a back-off; closes idle connections.
-    fn housekeeping(&mut self, now: Duration) -> Result<(), Src::Error> {
+    fn housekeeping(&mut self, now: u64) -> Result<(), Src::Error> {
         let mut resume = false;
-        if self.accept_resume.is_some_and(|at| is_due(millis(now), at)) {
+        if self.accept_resume.is_some_and(|at| now >= at) {
             self.accept_resume = None;
             resume = !self.at_cap;
         }
         let Self { table, source, service, .. } = self;
-        table.sweep(service, now, |token, mut conn| source.deregister(token, &mut conn));
+        table.sweep_at(service, now, |token, mut conn| source.deregister(token, &mut conn));
         if self.at_cap && !self.table.is_full() {
             // A connection closed: accept again (unless backing off).
             self.at_cap = false;
@@ -273,7 +272,7 @@ where
     }
 
     /// Accepts until the listener would block (at most `accept_burst`).
-    fn accept(&mut self, now: Duration) -> Result<(), Src::Error> {
+    fn accept(&mut self, now: u64) -> Result<(), Src::Error> {
         if self.accept_resume.is_some() {
             return Ok(());
         }
@@ -281,7 +280,7 @@ where
             if self.table.is_full() && self.config.when_full == WhenFull::Wait {
                 // The rest wait in the backlog until a connection closes.
                 self.at_cap = true;
-                self.cap.update(true, now, &TableCap(self.table.capacity()));
+                self.cap.update_at(true, now as u32, &TableCap(self.table.capacity()));
                 self.source.set_accepting(false)?;
                 break;
             }
@@ -293,7 +292,7 @@ where
                 Ok(None) => {
                     // Nobody waits and there is room: the episode is over.
                     if !self.table.is_full() {
-                        self.cap.update(false, now, &TableCap(self.table.capacity()));
+                        self.cap.update_at(false, now as u32, &TableCap(self.table.capacity()));
                     }
                     break;
                 }
@@ -304,7 +303,7 @@ where
                         self.config.accept_backoff,
                         self.accept_failures,
                     );
-                    self.accept_resume = Some(millis(now).wrapping_add(timeout_millis(pause)));
+                    self.accept_resume = Some(now + u64::from(timeout_millis(pause)));
                     self.source.set_accepting(false)?;
                     break;
                 }
@@ -314,7 +313,7 @@ where
     }
 
     /// Verifies a new connection and gives it a slot (or refuses it).
-    fn admit(&mut self, mut conn: Src::Conn, client: Src::Address, now: Duration) {
+    fn admit(&mut self, mut conn: Src::Conn, client: Src::Address, now: u64) {
         if !self.service.verify_request(&crate::Request::Connection { client: &client }) {
             let _ = conn.shutdown_write();
             return;
@@ -325,7 +324,7 @@ where
             return;
         }
         let handler = self.service.handler(&client);
-        match self.table.insert(conn, client, handler, &self.service, now) {
+        match self.table.insert_at(conn, client, handler, &self.service, now) {
             Ok((token, Outcome::Open { interest, .. })) => self.register(token, interest),
             Ok(_) => {}
             Err((mut conn, client, _)) => {
@@ -352,8 +351,8 @@ where
         }
     }
 
-    fn service(&mut self, token: usize, read: bool, now: Duration) {
-        match self.table.service(token, read, &self.service, now) {
+    fn service(&mut self, token: usize, read: bool, now: u64) {
+        match self.table.service_at(token, read, &self.service, now) {
             Outcome::Open { interest, changed: true } => {
                 let Some(conn) = self.table.conn_mut(token) else { return };
                 if let Err(e) = self.source.reregister(token, conn, interest) {
@@ -367,7 +366,7 @@ where
 
     /// Serves connections that wait for a buffer, while the pool has one
     /// free (buffers were given back during this batch of events).
-    fn resume_starved(&mut self, now: Duration) {
+    fn resume_starved(&mut self, now: u64) {
         // Bounded: each connection resumed either gets going or starves
         // again with the pool empty.
         for _ in 0..self.table.stats().starved {
@@ -386,9 +385,8 @@ where
     /// client has not read yet, answers included.
     fn drain(&mut self) -> Result<(), Src::Error> {
         let accepting_off = self.source.set_accepting(false);
-        let now = self.clock.now();
-        let start = millis(now);
-        let grace = timeout_millis(self.config.shutdown_grace);
+        let now = millis64(self.clock.now());
+        let deadline = now + u64::from(timeout_millis(self.config.shutdown_grace));
         if self.config.on_shutdown == OnShutdown::Flush {
             for token in self.table.tokens() {
                 if self.table.is_live(token) {
@@ -406,13 +404,13 @@ where
         let mut events = [Event::Woken; EVENTS];
         let mut result = Ok(());
         while !self.table.is_empty() {
-            let passed = millis(self.clock.now()).wrapping_sub(start);
-            if passed >= grace {
+            let now = millis64(self.clock.now());
+            if now >= deadline {
                 break;
             }
-            match self.source.wait(Some(from_millis(grace - passed)), &mut events) {
+            match self.source.wait(Some(from_millis(deadline - now)), &mut events) {
                 Ok(n) => {
-                    let now = self.clock.now();
+                    let now = millis64(self.clock.now());
                     for event in &events[..n] {
                         if let Event::Conn { token, read } = *event {
                             self.service(token, read, now);
@@ -470,7 +468,9 @@ where
     }
 }
 
-/// A time in milliseconds (of [`millis`]) as a [`Duration`].
-fn from_millis(ms: u32) -> Duration {
+/// Milliseconds as a [`Duration`], at most `u32::MAX` of them (49
+/// days: a wait that long ends early, and the loop waits again).
+fn from_millis(ms: u64) -> Duration {
+    let ms = ms.min(u64::from(u32::MAX)) as u32;
     Duration::new(u64::from(ms / 1000), ms % 1000 * 1_000_000)
 }

@@ -234,12 +234,9 @@ pub struct ConnTable<C, H, A, S, P> {
     stats: TableStats,
     /// In [`millis`] (at most 24 days).
     idle_timeout: Option<u32>,
-    /// When the next sweep is due, in [`millis`] (at most 24 days ahead
-    /// of when it was set); `None`: no timeout to sweep for.
-    next_sweep: Option<u32>,
-    /// The clock's time when `next_sweep` was set (what
-    /// [`next_sweep`](Self::next_sweep) counts from).
-    sweep_set: Duration,
+    /// When the next sweep is due, in [`millis64`]; `None`: no timeout
+    /// to sweep for.
+    next_sweep: Option<u64>,
     _types: Types<C, H, A>,
 }
 
@@ -320,9 +317,9 @@ where
             resume_cursor: 0,
             stats: TableStats::default(),
             idle_timeout: idle_timeout.map(timeout_millis),
-            // Set when the first connection comes (`insert`).
-            next_sweep: None,
-            sweep_set: Duration::ZERO,
+            // Without a table timeout, nothing to sweep until a handler
+            // has a timeout of its own.
+            next_sweep: idle_timeout.map(|_| 0),
             _types: PhantomData,
         }
     }
@@ -386,15 +383,22 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
+        self.insert_at(conn, client, handler, service, millis64(now))
+    }
+
+    /// [`insert`](Self::insert) at `now` in [`millis64`].
+    pub(crate) fn insert_at<Svc>(
+        &mut self,
+        conn: C,
+        client: A,
+        handler: H,
+        service: &Svc,
+        now: u64,
+    ) -> Result<(usize, Outcome<C>), (C, A, H)>
+    where
+        Svc: Service<A> + ?Sized,
+    {
         let Some(token) = self.take_slot() else { return Err((conn, client, handler)) };
-        if self.len == 0 {
-            // The first connection: a sweep is due now if the table has a
-            // timeout (without one, nothing to sweep until a handler has
-            // a timeout of its own). Set afresh here, as times in
-            // `millis` compare right only while less than 24 days apart.
-            self.next_sweep = self.idle_timeout.map(|_| millis(now));
-            self.sweep_set = now;
-        }
         self.len += 1;
         self.stats.opened += 1;
         let slot = &mut self.slots.slots_mut()[token];
@@ -402,7 +406,7 @@ where
             conn,
             handler,
             client,
-            last_active: millis(now),
+            last_active: now as u32,
             recv: Held::none(),
             send: Held::none(),
             peer_closed: false,
@@ -429,6 +433,20 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
+        self.advance(token, Some(read), service, millis64(now))
+    }
+
+    /// [`service`](Self::service) at `now` in [`millis64`].
+    pub(crate) fn service_at<Svc>(
+        &mut self,
+        token: usize,
+        read: bool,
+        service: &Svc,
+        now: u64,
+    ) -> Outcome<C>
+    where
+        Svc: Service<A> + ?Sized,
+    {
         self.advance(token, Some(read), service, now)
     }
 
@@ -441,14 +459,14 @@ where
         token: usize,
         read: Option<bool>,
         service: &Svc,
-        clock_now: Duration,
+        clock_now: u64,
     ) -> Outcome<C>
     where
         Svc: Service<A> + ?Sized,
     {
         let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
-        let now = millis(clock_now);
+        let now = clock_now as u32;
         let was_starved = core::mem::take(&mut live.starved);
         let others = self.claims - usize::from(is_claim(live));
         let mut bufs = Bufs { pool: &mut self.pool, others };
@@ -463,7 +481,7 @@ where
         let decision = decide(live, &mut bufs, result, service);
         self.claims = others + usize::from(is_claim(live));
         self.stats.note_starved(was_starved, live, service);
-        self.note_timeout(token, clock_now, now);
+        self.note_timeout(token, clock_now);
         self.apply(token, decision, service)
     }
 
@@ -493,14 +511,26 @@ where
     /// timeout, so an idle connection closes within 1.25 timeouts (a
     /// handler's own timeout: when it is due, or a quarter of it after
     /// the last scan).
-    pub fn sweep<Svc>(&mut self, service: &Svc, now: Duration, mut closed: impl FnMut(usize, C))
+    pub fn sweep<Svc>(&mut self, service: &Svc, now: Duration, closed: impl FnMut(usize, C))
     where
         Svc: Service<A> + ?Sized,
     {
-        let ms = millis(now);
-        if !self.next_sweep.is_some_and(|at| is_due(ms, at)) {
+        self.sweep_at(service, millis64(now), closed);
+    }
+
+    /// [`sweep`](Self::sweep) at `now` in [`millis64`].
+    pub(crate) fn sweep_at<Svc>(
+        &mut self,
+        service: &Svc,
+        now: u64,
+        mut closed: impl FnMut(usize, C),
+    ) where
+        Svc: Service<A> + ?Sized,
+    {
+        if self.next_sweep.is_none_or(|at| now < at) {
             return;
         }
+        let ms = now as u32;
         let quarter = |t: u32| (t / 4).max(1);
         // How long from now the next sweep is due.
         let mut next = self.idle_timeout.map(quarter);
@@ -519,40 +549,30 @@ where
                 next = min_timeout(next, Some((own - idle_for).max(quarter(own))));
             }
         }
-        self.next_sweep = next.map(|d| ms.wrapping_add(d));
-        self.sweep_set = now;
+        self.next_sweep = next.map(|d| now + u64::from(d));
     }
 
     /// Brings the next sweep forward to when the connection under `token`
-    /// is due by its handler's own idle timeout (`now`: the clock's time,
-    /// and in [`millis`]).
-    fn note_timeout(&mut self, token: usize, now: Duration, ms: u32) {
+    /// is due by its handler's own idle timeout (`now` in [`millis64`]).
+    fn note_timeout(&mut self, token: usize, now: u64) {
         if let Some(live) = self.live(token)
             && let Some(own) = live.handler.idle_timeout()
         {
-            let due = timeout_millis(own).saturating_sub(ms.wrapping_sub(live.last_active));
-            // Sooner than the sweep due now (if any)?
-            if self.next_sweep.is_none_or(|at| at.wrapping_sub(ms) as i32 > due as i32) {
-                self.next_sweep = Some(ms.wrapping_add(due));
-                self.sweep_set = now;
-            }
+            let idle_for = (now as u32).wrapping_sub(live.last_active);
+            let due = now + u64::from(timeout_millis(own).saturating_sub(idle_for));
+            self.next_sweep = Some(self.next_sweep.map_or(due, |at| at.min(due)));
         }
     }
 
     /// When the next [`sweep`](Self::sweep) is due, if any connection is
     /// open and there is an idle timeout (the table's or a handler's).
     pub fn next_sweep(&self) -> Option<Duration> {
-        let at = self.next_sweep.filter(|_| self.len > 0)?;
-        let ahead = at.wrapping_sub(millis(self.sweep_set));
-        Some(self.sweep_set + Duration::from_millis(u64::from(ahead)))
+        self.next_sweep_at().map(Duration::from_millis)
     }
 
-    /// How long until the next [`sweep`](Self::sweep) is due (0: it is),
-    /// in milliseconds from `now` (in [`millis`]), as
-    /// [`next_sweep`](Self::next_sweep) says.
-    pub(crate) fn sweep_due_in(&self, now: u32) -> Option<u32> {
-        let at = self.next_sweep.filter(|_| self.len > 0)?;
-        Some((at.wrapping_sub(now) as i32).max(0) as u32)
+    /// [`next_sweep`](Self::next_sweep) in [`millis64`].
+    pub(crate) fn next_sweep_at(&self) -> Option<u64> {
+        self.next_sweep.filter(|_| self.len > 0)
     }
 
     /// Starts a graceful shutdown: every connection stops reading (its
@@ -1047,19 +1067,20 @@ where
     Ok(())
 }
 
-/// A time on the server's clock as wrapping 32-bit milliseconds: what
-/// each connection keeps as its last activity (`Duration` arithmetic is
-/// `u64` + `u32` with carries, bulky on a 32-bit MCU). Two such times are
-/// compared right while less than 24 days apart (`i32::MAX` ms); the
-/// sweep looks at every connection far more often than that.
-pub(crate) fn millis(t: Duration) -> u32 {
-    (t.as_secs() as u32).wrapping_mul(1000).wrapping_add(t.subsec_millis())
+/// A time on the server's clock in milliseconds: what the table and the
+/// server keep their deadlines in (`Duration` arithmetic is `u64` + `u32`
+/// with carries, bulky on a 32-bit MCU).
+pub(crate) fn millis64(t: Duration) -> u64 {
+    t.as_secs().wrapping_mul(1000).wrapping_add(u64::from(t.subsec_millis()))
 }
 
-/// Whether a time `at` in [`millis`] has come at `now` (the two less
-/// than 24 days apart).
-pub(crate) fn is_due(now: u32, at: u32) -> bool {
-    now.wrapping_sub(at) as i32 >= 0
+/// A time on the server's clock as wrapping 32-bit milliseconds (the low
+/// half of [`millis64`]): what each connection keeps as its last
+/// activity. Two such times are compared right while less than 24 days
+/// apart (`i32::MAX` ms); the sweep looks at every connection far more
+/// often than that.
+pub(crate) fn millis(t: Duration) -> u32 {
+    millis64(t) as u32
 }
 
 /// A timeout in those milliseconds: at most 24 days.
