@@ -304,7 +304,7 @@ impl<'a> Outbox<'a> {
     }
 
     /// Sends what is gathered and says what happened.
-    pub(crate) fn done(mut self) -> Done {
+    pub(crate) fn done(&mut self) -> Done {
         self.flush();
         Done {
             queued: self.queued,
