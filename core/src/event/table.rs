@@ -725,12 +725,13 @@ fn may_read<C, H, A, P: BufferPool>(live: &Live<C, H, A>, bufs: &Bufs<'_, P>) ->
         && (live.recv.id().is_some() || bufs.may_take(&live.recv, &live.send, true))
 }
 
-/// What a connection waits for, from its state: read while it may, write
-/// while something is queued or the handler waits for its output to leave.
-/// A starved connection waits for nothing but a buffer.
-fn interest<C, H, A, P: BufferPool>(live: &Live<C, H, A>, bufs: &Bufs<'_, P>) -> Interest {
+/// What a connection waits for, from its state: read while it may
+/// (`may_read`, as [`may_read`] says), write while something is queued or
+/// the handler waits for its output to leave. A starved connection waits
+/// for nothing but a buffer.
+fn interest<C, H, A>(live: &Live<C, H, A>, may_read: bool) -> Interest {
     Interest {
-        read: may_read(live, bufs),
+        read: may_read,
         write: !live.starved && (!live.send.is_empty() || live.drain_wanted),
     }
 }
@@ -782,10 +783,11 @@ where
         Ok(()) => {
             // One that would read but may not take a buffer waits for one
             // (it is resumed when one comes back), instead of for readiness.
-            if wants_read(live, bufs.pool) && !may_read(live, bufs) {
+            let may = may_read(live, bufs);
+            if !may && wants_read(live, bufs.pool) {
                 live.starved = true;
             }
-            let interest = interest(live, bufs);
+            let interest = interest(live, may);
             let changed = interest != live.interest;
             live.interest = interest;
             Decision::Open { interest, changed }
