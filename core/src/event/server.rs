@@ -314,24 +314,33 @@ where
 
     /// Verifies a new connection and gives it a slot (or refuses it).
     fn admit(&mut self, mut conn: Src::Conn, client: Src::Address, now: u64) {
-        if !self.service.verify_request(&crate::Request::Connection { client: &client }) {
-            let _ = conn.shutdown_write();
-            return;
-        }
-        if self.table.is_full() {
+        if self.service.verify_request(&crate::Request::Connection { client: &client }) {
+            let Some((refused, client)) = self.insert(conn, client, now) else { return };
             self.service.handle_table_full(&client);
-            let _ = conn.shutdown_write();
-            return;
+            conn = refused;
+        }
+        // Refused (unverified, or no room): closed at once.
+        let _ = conn.shutdown_write();
+    }
+
+    /// Gives a verified connection a slot (its handler is made only if
+    /// there is room) and registers it; hands it back without room.
+    fn insert(
+        &mut self,
+        conn: Src::Conn,
+        client: Src::Address,
+        now: u64,
+    ) -> Option<(Src::Conn, Src::Address)> {
+        if self.table.is_full() {
+            return Some((conn, client));
         }
         let handler = self.service.handler(&client);
         match self.table.insert_at(conn, client, handler, &self.service, now) {
             Ok((token, Outcome::Open { interest, .. })) => self.register(token, interest),
             Ok(_) => {}
-            Err((mut conn, client, _)) => {
-                self.service.handle_table_full(&client);
-                let _ = conn.shutdown_write();
-            }
+            Err((conn, client, _)) => return Some((conn, client)),
         }
+        None
     }
 
     fn register(&mut self, token: usize, interest: Interest) {
