@@ -604,11 +604,12 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
-        match decision {
-            Decision::Open { interest, changed } => Outcome::Open { interest, changed },
-            Decision::Release => self.release(token).into(),
-            Decision::Fail(kind) => self.close(token, Some(RequestError::Io(kind)), service).into(),
-        }
+        let why = match decision {
+            Decision::Open { interest, changed } => return Outcome::Open { interest, changed },
+            Decision::Release => None,
+            Decision::Fail(kind) => Some(RequestError::Io(kind)),
+        };
+        self.close(token, why, service).into()
     }
 
     /// Reports `why` (if any) and releases the slot.
