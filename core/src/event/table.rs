@@ -638,22 +638,22 @@ where
     /// the connection back.
     fn release(&mut self, token: usize) -> Option<C> {
         let slot = self.slots.slots_mut().get_mut(token)?;
-        slot.live()?;
-        let State::Live(mut live) =
-            core::mem::replace(&mut slot.0, State::Free { next: self.free })
-        else {
-            unreachable!("checked live above")
-        };
+        let live = slot.live_mut()?;
         live.handler.closed();
-        self.claims -= usize::from(is_claim(&live));
+        self.claims -= usize::from(is_claim(live));
         live.recv.clear(&mut self.pool);
         live.send.clear(&mut self.pool);
         if live.starved {
             self.stats.starved -= 1;
         }
+        let State::Live(Live { conn, .. }) =
+            core::mem::replace(&mut slot.0, State::Free { next: self.free })
+        else {
+            unreachable!("checked live above")
+        };
         self.free = token as u32;
         self.len -= 1;
-        Some(live.conn)
+        Some(conn)
     }
 }
 
