@@ -35,9 +35,14 @@ impl CapWatch {
     /// counts when that changed. `what` names the cap in the reports
     /// (`"max_threads (8)"`, `"connection table (1024)"`).
     pub fn update(&mut self, full: bool, now: Duration, what: &dyn core::fmt::Display) {
+        self.update_at(full, crate::event::millis(now), what);
+    }
+
+    /// [`update`](Self::update) at `now` in wrapping 32-bit milliseconds.
+    pub(crate) fn update_at(&mut self, full: bool, now: u32, what: &dyn core::fmt::Display) {
         match (self.since, full) {
             (None, true) => {
-                self.since = Some(crate::event::millis(now));
+                self.since = Some(now);
                 self.reached += 1;
                 report(
                     Level::Warn,
@@ -50,7 +55,7 @@ impl CapWatch {
             }
             (Some(since), false) => {
                 self.since = None;
-                let ms = crate::event::millis(now).wrapping_sub(since);
+                let ms = now.wrapping_sub(since);
                 report(
                     Level::Info,
                     format_args!(

@@ -35,8 +35,8 @@ use embedded_io::{Error as _, ErrorKind};
 
 pub use pool::{BufId, BufferPool, FixedPool, pair_mut};
 pub use server::{EventServer, EventServerConfig, OnShutdown, ServerSlot, WhenFull};
-pub(crate) use table::millis;
 pub use table::{CappedSlots, ConnTable, Outcome, Slot, SlotStorage, TableStats};
+pub(crate) use table::{millis, millis64, timeout_millis};
 
 /// Slot storage with a capacity of `N` fixed at compile time, no
 /// allocator: `FixedSlots::new()` (a `heapless::Vec`; slots are made as
@@ -304,7 +304,7 @@ impl<'a> Outbox<'a> {
     }
 
     /// Sends what is gathered and says what happened.
-    pub(crate) fn done(mut self) -> Done {
+    pub(crate) fn done(&mut self) -> Done {
         self.flush();
         Done {
             queued: self.queued,

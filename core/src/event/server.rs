@@ -8,6 +8,7 @@ use core::time::Duration;
 use embedded_io::{Error as _, ErrorKind};
 
 use super::{BufferPool, ConnTable, EventHandler, Outcome, Slot, SlotStorage};
+use super::{millis64, timeout_millis};
 use crate::Service;
 use crate::capacity::CapWatch;
 use crate::server::ShutdownSignal;
@@ -51,11 +52,12 @@ pub struct EventServerConfig {
     /// How long accepting pauses after a failed accept (out of file
     /// descriptors), doubling while failures go on (at most
     /// [`MAX_ACCEPT_BACKOFF`](crate::MAX_ACCEPT_BACKOFF)): existing
-    /// connections keep being served meanwhile.
+    /// connections keep being served meanwhile. At most 24 days, to the
+    /// millisecond.
     pub accept_backoff: Duration,
     /// How long a shutdown waits for connections to send what is buffered
     /// (or, with [`OnShutdown::Finish`], to finish) before closing them
-    /// anyway.
+    /// anyway. At most 24 days, to the millisecond.
     pub shutdown_grace: Duration,
     /// What open connections get on shutdown: [`OnShutdown::Flush`] (the
     /// default) or [`OnShutdown::Finish`].
@@ -129,7 +131,8 @@ where
     shutdown: Sh,
     table: Table<Src, Svc, S, P>,
     config: EventServerConfig,
-    accept_resume: Option<Duration>,
+    /// When accepting resumes after a failed accept, in [`millis64`].
+    accept_resume: Option<u64>,
     accept_failures: u32,
     /// Accepting is off because the table is full.
     at_cap: bool,
@@ -218,7 +221,7 @@ where
                 break;
             }
             // One clock read per batch of events, not one per event.
-            let now = self.clock.now();
+            let now = millis64(self.clock.now());
             for event in &events[..n] {
                 match *event {
                     Event::Accept => self.accept(now)?,
@@ -235,23 +238,23 @@ where
 
     /// Until the next deadline of ours, at most `poll_interval`.
     fn wait_timeout(&self, poll_interval: Duration) -> Duration {
-        let now = self.clock.now();
-        let next = match (self.accept_resume, self.table.next_sweep()) {
+        let now = millis64(self.clock.now());
+        let next = match (self.accept_resume, self.table.next_sweep_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        next.map_or(poll_interval, |at| at.saturating_sub(now).min(poll_interval))
+        next.map_or(poll_interval, |at| from_millis(at.saturating_sub(now)).min(poll_interval))
     }
 
     /// Resumes accepting after a back-off; closes idle connections.
-    fn housekeeping(&mut self, now: Duration) -> Result<(), Src::Error> {
+    fn housekeeping(&mut self, now: u64) -> Result<(), Src::Error> {
         let mut resume = false;
         if self.accept_resume.is_some_and(|at| now >= at) {
             self.accept_resume = None;
             resume = !self.at_cap;
         }
         let Self { table, source, service, .. } = self;
-        table.sweep(service, now, |token, mut conn| source.deregister(token, &mut conn));
+        table.sweep_at(service, now, |token, mut conn| source.deregister(token, &mut conn));
         if self.at_cap && !self.table.is_full() {
             // A connection closed: accept again (unless backing off).
             self.at_cap = false;
@@ -269,7 +272,7 @@ where
     }
 
     /// Accepts until the listener would block (at most `accept_burst`).
-    fn accept(&mut self, now: Duration) -> Result<(), Src::Error> {
+    fn accept(&mut self, now: u64) -> Result<(), Src::Error> {
         if self.accept_resume.is_some() {
             return Ok(());
         }
@@ -277,7 +280,7 @@ where
             if self.table.is_full() && self.config.when_full == WhenFull::Wait {
                 // The rest wait in the backlog until a connection closes.
                 self.at_cap = true;
-                self.cap.update(true, now, &TableCap(self.table.capacity()));
+                self.cap.update_at(true, now as u32, &TableCap(self.table.capacity()));
                 self.source.set_accepting(false)?;
                 break;
             }
@@ -289,7 +292,7 @@ where
                 Ok(None) => {
                     // Nobody waits and there is room: the episode is over.
                     if !self.table.is_full() {
-                        self.cap.update(false, now, &TableCap(self.table.capacity()));
+                        self.cap.update_at(false, now as u32, &TableCap(self.table.capacity()));
                     }
                     break;
                 }
@@ -300,7 +303,7 @@ where
                         self.config.accept_backoff,
                         self.accept_failures,
                     );
-                    self.accept_resume = Some(now + pause);
+                    self.accept_resume = Some(now + u64::from(timeout_millis(pause)));
                     self.source.set_accepting(false)?;
                     break;
                 }
@@ -310,25 +313,34 @@ where
     }
 
     /// Verifies a new connection and gives it a slot (or refuses it).
-    fn admit(&mut self, mut conn: Src::Conn, client: Src::Address, now: Duration) {
-        if !self.service.verify_request(&crate::Request::Connection { client: &client }) {
-            let _ = conn.shutdown_write();
-            return;
-        }
-        if self.table.is_full() {
+    fn admit(&mut self, mut conn: Src::Conn, client: Src::Address, now: u64) {
+        if self.service.verify_request(&crate::Request::Connection { client: &client }) {
+            let Some((refused, client)) = self.insert(conn, client, now) else { return };
             self.service.handle_table_full(&client);
-            let _ = conn.shutdown_write();
-            return;
+            conn = refused;
+        }
+        // Refused (unverified, or no room): closed at once.
+        let _ = conn.shutdown_write();
+    }
+
+    /// Gives a verified connection a slot (its handler is made only if
+    /// there is room) and registers it; hands it back without room.
+    fn insert(
+        &mut self,
+        conn: Src::Conn,
+        client: Src::Address,
+        now: u64,
+    ) -> Option<(Src::Conn, Src::Address)> {
+        if self.table.is_full() {
+            return Some((conn, client));
         }
         let handler = self.service.handler(&client);
-        match self.table.insert(conn, client, handler, &self.service, now) {
+        match self.table.insert_at(conn, client, handler, &self.service, now) {
             Ok((token, Outcome::Open { interest, .. })) => self.register(token, interest),
             Ok(_) => {}
-            Err((mut conn, client, _)) => {
-                self.service.handle_table_full(&client);
-                let _ = conn.shutdown_write();
-            }
+            Err((conn, client, _)) => return Some((conn, client)),
         }
+        None
     }
 
     fn register(&mut self, token: usize, interest: Interest) {
@@ -348,8 +360,8 @@ where
         }
     }
 
-    fn service(&mut self, token: usize, read: bool, now: Duration) {
-        match self.table.service(token, read, &self.service, now) {
+    fn service(&mut self, token: usize, read: bool, now: u64) {
+        match self.table.service_at(token, read, &self.service, now) {
             Outcome::Open { interest, changed: true } => {
                 let Some(conn) = self.table.conn_mut(token) else { return };
                 if let Err(e) = self.source.reregister(token, conn, interest) {
@@ -363,7 +375,7 @@ where
 
     /// Serves connections that wait for a buffer, while the pool has one
     /// free (buffers were given back during this batch of events).
-    fn resume_starved(&mut self, now: Duration) {
+    fn resume_starved(&mut self, now: u64) {
         // Bounded: each connection resumed either gets going or starves
         // again with the pool empty.
         for _ in 0..self.table.stats().starved {
@@ -382,8 +394,8 @@ where
     /// client has not read yet, answers included.
     fn drain(&mut self) -> Result<(), Src::Error> {
         let accepting_off = self.source.set_accepting(false);
-        let now = self.clock.now();
-        let deadline = now + self.config.shutdown_grace;
+        let now = millis64(self.clock.now());
+        let deadline = now + u64::from(timeout_millis(self.config.shutdown_grace));
         if self.config.on_shutdown == OnShutdown::Flush {
             for token in self.table.tokens() {
                 if self.table.is_live(token) {
@@ -401,13 +413,13 @@ where
         let mut events = [Event::Woken; EVENTS];
         let mut result = Ok(());
         while !self.table.is_empty() {
-            let now = self.clock.now();
+            let now = millis64(self.clock.now());
             if now >= deadline {
                 break;
             }
-            match self.source.wait(Some(deadline - now), &mut events) {
+            match self.source.wait(Some(from_millis(deadline - now)), &mut events) {
                 Ok(n) => {
-                    let now = self.clock.now();
+                    let now = millis64(self.clock.now());
                     for event in &events[..n] {
                         if let Event::Conn { token, read } = *event {
                             self.service(token, read, now);
@@ -463,4 +475,11 @@ where
     pub fn shutdown_signal(&self) -> &Sh {
         &self.shutdown
     }
+}
+
+/// Milliseconds as a [`Duration`], at most `u32::MAX` of them (49
+/// days: a wait that long ends early, and the loop waits again).
+fn from_millis(ms: u64) -> Duration {
+    let ms = ms.min(u64::from(u32::MAX)) as u32;
+    Duration::new(u64::from(ms / 1000), ms % 1000 * 1_000_000)
 }

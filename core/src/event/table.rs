@@ -234,7 +234,9 @@ pub struct ConnTable<C, H, A, S, P> {
     stats: TableStats,
     /// In [`millis`] (at most 24 days).
     idle_timeout: Option<u32>,
-    next_sweep: Duration,
+    /// When the next sweep is due, in [`millis64`]; `None`: no timeout
+    /// to sweep for.
+    next_sweep: Option<u64>,
     _types: Types<C, H, A>,
 }
 
@@ -317,7 +319,7 @@ where
             idle_timeout: idle_timeout.map(timeout_millis),
             // Without a table timeout, nothing to sweep until a handler
             // has a timeout of its own.
-            next_sweep: if idle_timeout.is_some() { Duration::ZERO } else { Duration::MAX },
+            next_sweep: idle_timeout.map(|_| 0),
             _types: PhantomData,
         }
     }
@@ -381,6 +383,21 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
+        self.insert_at(conn, client, handler, service, millis64(now))
+    }
+
+    /// [`insert`](Self::insert) at `now` in [`millis64`].
+    pub(crate) fn insert_at<Svc>(
+        &mut self,
+        conn: C,
+        client: A,
+        handler: H,
+        service: &Svc,
+        now: u64,
+    ) -> Result<(usize, Outcome<C>), (C, A, H)>
+    where
+        Svc: Service<A> + ?Sized,
+    {
         let Some(token) = self.take_slot() else { return Err((conn, client, handler)) };
         self.len += 1;
         self.stats.opened += 1;
@@ -389,7 +406,7 @@ where
             conn,
             handler,
             client,
-            last_active: millis(now),
+            last_active: now as u32,
             recv: Held::none(),
             send: Held::none(),
             peer_closed: false,
@@ -416,6 +433,20 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
+        self.advance(token, Some(read), service, millis64(now))
+    }
+
+    /// [`service`](Self::service) at `now` in [`millis64`].
+    pub(crate) fn service_at<Svc>(
+        &mut self,
+        token: usize,
+        read: bool,
+        service: &Svc,
+        now: u64,
+    ) -> Outcome<C>
+    where
+        Svc: Service<A> + ?Sized,
+    {
         self.advance(token, Some(read), service, now)
     }
 
@@ -428,14 +459,14 @@ where
         token: usize,
         read: Option<bool>,
         service: &Svc,
-        clock_now: Duration,
+        clock_now: u64,
     ) -> Outcome<C>
     where
         Svc: Service<A> + ?Sized,
     {
         let Some(slot) = self.slots.slots_mut().get_mut(token) else { return Outcome::Absent };
         let Some(live) = slot.live_mut() else { return Outcome::Absent };
-        let now = millis(clock_now);
+        let now = clock_now as u32;
         let was_starved = core::mem::take(&mut live.starved);
         let others = self.claims - usize::from(is_claim(live));
         let mut bufs = Bufs { pool: &mut self.pool, others };
@@ -450,7 +481,7 @@ where
         let decision = decide(live, &mut bufs, result, service);
         self.claims = others + usize::from(is_claim(live));
         self.stats.note_starved(was_starved, live, service);
-        self.note_timeout(token, clock_now, now);
+        self.note_timeout(token, clock_now);
         self.apply(token, decision, service)
     }
 
@@ -480,16 +511,29 @@ where
     /// timeout, so an idle connection closes within 1.25 timeouts (a
     /// handler's own timeout: when it is due, or a quarter of it after
     /// the last scan).
-    pub fn sweep<Svc>(&mut self, service: &Svc, now: Duration, mut closed: impl FnMut(usize, C))
+    pub fn sweep<Svc>(&mut self, service: &Svc, now: Duration, closed: impl FnMut(usize, C))
     where
         Svc: Service<A> + ?Sized,
     {
-        if now < self.next_sweep {
+        self.sweep_at(service, millis64(now), closed);
+    }
+
+    /// [`sweep`](Self::sweep) at `now` in [`millis64`].
+    pub(crate) fn sweep_at<Svc>(
+        &mut self,
+        service: &Svc,
+        now: u64,
+        mut closed: impl FnMut(usize, C),
+    ) where
+        Svc: Service<A> + ?Sized,
+    {
+        if self.next_sweep.is_none_or(|at| now < at) {
             return;
         }
-        let quarter = |t: u32| Duration::from_millis(u64::from((t / 4).max(1)));
-        let mut next = self.idle_timeout.map_or(Duration::MAX, |t| now + quarter(t));
-        let ms = millis(now);
+        let ms = now as u32;
+        let quarter = |t: u32| (t / 4).max(1);
+        // How long from now the next sweep is due.
+        let mut next = self.idle_timeout.map(quarter);
         for token in 0..self.slots.slots().len() {
             let Some(live) = self.live(token) else { continue };
             let own = live.handler.idle_timeout().map(timeout_millis);
@@ -502,29 +546,33 @@ where
             } else if let Some(own) = own {
                 // Due when its own timeout passes, at least a quarter of
                 // it from now.
-                let due = Duration::from_millis(u64::from(own - idle_for));
-                next = next.min(now + due.max(quarter(own)));
+                next = min_timeout(next, Some((own - idle_for).max(quarter(own))));
             }
         }
-        self.next_sweep = next;
+        self.next_sweep = next.map(|d| now + u64::from(d));
     }
 
     /// Brings the next sweep forward to when the connection under `token`
-    /// is due by its handler's own idle timeout (`now`: the clock's time,
-    /// and in [`millis`]).
-    fn note_timeout(&mut self, token: usize, now: Duration, ms: u32) {
+    /// is due by its handler's own idle timeout (`now` in [`millis64`]).
+    fn note_timeout(&mut self, token: usize, now: u64) {
         if let Some(live) = self.live(token)
             && let Some(own) = live.handler.idle_timeout()
         {
-            let idle_for = Duration::from_millis(u64::from(ms.wrapping_sub(live.last_active)));
-            self.next_sweep = self.next_sweep.min(now + own.saturating_sub(idle_for));
+            let idle_for = (now as u32).wrapping_sub(live.last_active);
+            let due = now + u64::from(timeout_millis(own).saturating_sub(idle_for));
+            self.next_sweep = Some(self.next_sweep.map_or(due, |at| at.min(due)));
         }
     }
 
     /// When the next [`sweep`](Self::sweep) is due, if any connection is
     /// open and there is an idle timeout (the table's or a handler's).
     pub fn next_sweep(&self) -> Option<Duration> {
-        (self.len > 0 && self.next_sweep != Duration::MAX).then_some(self.next_sweep)
+        self.next_sweep_at().map(Duration::from_millis)
+    }
+
+    /// [`next_sweep`](Self::next_sweep) in [`millis64`].
+    pub(crate) fn next_sweep_at(&self) -> Option<u64> {
+        self.next_sweep.filter(|_| self.len > 0)
     }
 
     /// Starts a graceful shutdown: every connection stops reading (its
@@ -556,11 +604,12 @@ where
     where
         Svc: Service<A> + ?Sized,
     {
-        match decision {
-            Decision::Open { interest, changed } => Outcome::Open { interest, changed },
-            Decision::Release => self.release(token).into(),
-            Decision::Fail(kind) => self.close(token, Some(RequestError::Io(kind)), service).into(),
-        }
+        let why = match decision {
+            Decision::Open { interest, changed } => return Outcome::Open { interest, changed },
+            Decision::Release => None,
+            Decision::Fail(kind) => Some(RequestError::Io(kind)),
+        };
+        self.close(token, why, service).into()
     }
 
     /// Reports `why` (if any) and releases the slot.
@@ -589,22 +638,22 @@ where
     /// the connection back.
     fn release(&mut self, token: usize) -> Option<C> {
         let slot = self.slots.slots_mut().get_mut(token)?;
-        slot.live()?;
-        let State::Live(mut live) =
-            core::mem::replace(&mut slot.0, State::Free { next: self.free })
-        else {
-            unreachable!("checked live above")
-        };
+        let live = slot.live_mut()?;
         live.handler.closed();
-        self.claims -= usize::from(is_claim(&live));
+        self.claims -= usize::from(is_claim(live));
         live.recv.clear(&mut self.pool);
         live.send.clear(&mut self.pool);
         if live.starved {
             self.stats.starved -= 1;
         }
+        let State::Live(Live { conn, .. }) =
+            core::mem::replace(&mut slot.0, State::Free { next: self.free })
+        else {
+            unreachable!("checked live above")
+        };
         self.free = token as u32;
         self.len -= 1;
-        Some(live.conn)
+        Some(conn)
     }
 }
 
@@ -677,12 +726,13 @@ fn may_read<C, H, A, P: BufferPool>(live: &Live<C, H, A>, bufs: &Bufs<'_, P>) ->
         && (live.recv.id().is_some() || bufs.may_take(&live.recv, &live.send, true))
 }
 
-/// What a connection waits for, from its state: read while it may, write
-/// while something is queued or the handler waits for its output to leave.
-/// A starved connection waits for nothing but a buffer.
-fn interest<C, H, A, P: BufferPool>(live: &Live<C, H, A>, bufs: &Bufs<'_, P>) -> Interest {
+/// What a connection waits for, from its state: read while it may
+/// (`may_read`, as [`may_read`] says), write while something is queued or
+/// the handler waits for its output to leave. A starved connection waits
+/// for nothing but a buffer.
+fn interest<C, H, A>(live: &Live<C, H, A>, may_read: bool) -> Interest {
     Interest {
-        read: may_read(live, bufs),
+        read: may_read,
         write: !live.starved && (!live.send.is_empty() || live.drain_wanted),
     }
 }
@@ -734,10 +784,11 @@ where
         Ok(()) => {
             // One that would read but may not take a buffer waits for one
             // (it is resumed when one comes back), instead of for readiness.
-            if wants_read(live, bufs.pool) && !may_read(live, bufs) {
+            let may = may_read(live, bufs);
+            if !may && wants_read(live, bufs.pool) {
                 live.starved = true;
             }
-            let interest = interest(live, bufs);
+            let interest = interest(live, may);
             let changed = interest != live.interest;
             live.interest = interest;
             Decision::Open { interest, changed }
@@ -1019,17 +1070,24 @@ where
     Ok(())
 }
 
-/// A time on the server's clock as wrapping 32-bit milliseconds: what
-/// each connection keeps as its last activity (`Duration` arithmetic is
-/// `u64` + `u32` with carries, bulky on a 32-bit MCU). Two such times are
-/// compared right while less than 24 days apart (`i32::MAX` ms); the
-/// sweep looks at every connection far more often than that.
-pub(crate) fn millis(t: Duration) -> u32 {
-    (t.as_secs() as u32).wrapping_mul(1000).wrapping_add(t.subsec_millis())
+/// A time on the server's clock in milliseconds: what the table and the
+/// server keep their deadlines in (`Duration` arithmetic is `u64` + `u32`
+/// with carries, bulky on a 32-bit MCU).
+pub(crate) fn millis64(t: Duration) -> u64 {
+    t.as_secs().wrapping_mul(1000).wrapping_add(u64::from(t.subsec_millis()))
 }
 
-/// An idle timeout in those milliseconds: at most 24 days.
-fn timeout_millis(d: Duration) -> u32 {
+/// A time on the server's clock as wrapping 32-bit milliseconds (the low
+/// half of [`millis64`]): what each connection keeps as its last
+/// activity. Two such times are compared right while less than 24 days
+/// apart (`i32::MAX` ms); the sweep looks at every connection far more
+/// often than that.
+pub(crate) fn millis(t: Duration) -> u32 {
+    millis64(t) as u32
+}
+
+/// A timeout in those milliseconds: at most 24 days.
+pub(crate) fn timeout_millis(d: Duration) -> u32 {
     let ms = (d.as_secs().min(3_000_000) as u32) * 1000 + d.subsec_millis();
     ms.min(i32::MAX as u32)
 }

@@ -345,6 +345,40 @@ fn an_idle_connection_is_closed_and_reported() {
 }
 
 #[test]
+fn an_idle_connection_is_closed_across_the_wrap_of_the_millisecond_clock() {
+    // The table keeps times as wrapping 32-bit milliseconds: start 2 s
+    // before they wrap (at 2^32 ms, 49.7 days).
+    let start = Duration::from_millis(u64::from(u32::MAX)) - 2 * SEC;
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.advance(start);
+    net.connect(MockConn::new(1, b"").hold_open());
+    net.request_stop_at(start + 20 * SEC, &flag);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server::<2, 64, 4>(&ev, Some(4 * SEC)).serve_forever(SEC).unwrap();
+    assert_eq!(ev.count("error 1: idle for too long; closed"), 1);
+    let at = ev.first_error_at.get().unwrap() - start;
+    assert!(at >= 4 * SEC && at <= 5 * SEC, "closed {at:?} after opening: within 1.25 timeouts");
+}
+
+#[test]
+fn the_first_connection_after_a_long_quiet_time_is_swept_on_time() {
+    // Nobody for 30 days, and a poll interval longer than that: the loop
+    // does not turn meanwhile. The connection that then comes is still
+    // closed after its idle timeout, not weeks later.
+    let arrival = 30 * 24 * 3600 * SEC;
+    let flag = ShutdownFlag::new();
+    let net = MockNet::new();
+    net.connect_at(arrival, MockConn::new(1, b"").hold_open());
+    net.request_stop_at(arrival + 20 * SEC, &flag);
+    let ev = Ev::new(Kind::Echo, &net, &flag, |_| false);
+    server::<2, 64, 4>(&ev, Some(4 * SEC)).serve_forever(2 * arrival).unwrap();
+    assert_eq!(ev.count("error 1: idle for too long; closed"), 1, "{:?}", ev.log());
+    let at = ev.first_error_at.get().unwrap() - arrival;
+    assert!(at >= 4 * SEC && at <= 5 * SEC, "closed {at:?} after opening: within 1.25 timeouts");
+}
+
+#[test]
 fn an_idle_timeout_does_not_close_a_busy_connection() {
     let flag = ShutdownFlag::new();
     let net = MockNet::new();
