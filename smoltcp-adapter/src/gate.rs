@@ -8,8 +8,6 @@
 //! each UDP datagram in one frame ([`Arrival`]) so that the stack can
 //! count one its socket had no room for.
 
-use core::time::Duration;
-
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -17,6 +15,7 @@ use smoltcp::wire::{
 };
 
 use crate::loss::{Arrival, Loss, Losses};
+use crate::millis::Micros;
 use crate::neighbor::ARP_FRAME;
 use crate::pool::Pool;
 
@@ -29,8 +28,8 @@ pub(crate) struct Gate<'g, 'p, D> {
     /// Set when the frame was a TCP SYN, FIN or RST.
     pub(crate) control: &'g mut bool,
     /// The clock's time, and smoltcp's reassembly timeout.
-    pub(crate) now: Duration,
-    pub(crate) reassembly_timeout: Duration,
+    pub(crate) now: Micros,
+    pub(crate) reassembly_timeout: Micros,
     /// Whether to note UDP datagrams (the stack has a UDP socket), and
     /// which checksums the interface verifies.
     pub(crate) udp: Option<Checksums>,
@@ -53,8 +52,8 @@ pub(crate) struct GateRx<'g, 'p, T> {
     medium: Medium,
     losses: &'g mut Losses,
     control: &'g mut bool,
-    now: Duration,
-    reassembly_timeout: Duration,
+    now: Micros,
+    reassembly_timeout: Micros,
     udp: Option<Checksums>,
 }
 
@@ -141,7 +140,8 @@ impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
 pub(crate) struct Egress<'g, D> {
     pub(crate) device: &'g mut D,
     pub(crate) losses: &'g mut Losses,
-    pub(crate) now: Duration,
+    /// The clock's time in [`millis`](crate::millis::millis).
+    pub(crate) now: u32,
     /// Our link address and IPv4 addresses (Ethernet only).
     pub(crate) ours: Option<Ours>,
 }
@@ -157,7 +157,7 @@ pub(crate) struct Ours {
 pub(crate) struct EgressTx<'g, T> {
     token: T,
     losses: &'g mut Losses,
-    now: Duration,
+    now: u32,
     ours: Option<Ours>,
 }
 

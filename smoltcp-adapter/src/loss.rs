@@ -8,10 +8,9 @@
 //! them, and notes each UDP datagram so that the stack can tell whether
 //! its socket took it.
 
-use core::time::Duration;
-
 use smoltcp::wire::{Ipv4Address, Ipv4Packet};
 
+use crate::millis::Micros;
 use crate::neighbor::Neighbors;
 
 /// What the stack counted: losses it could not report to a server as
@@ -117,13 +116,9 @@ impl Losses {
     }
 
     /// Follows an IPv4 `packet` through smoltcp's reassembly (at `now`,
-    /// with its reassembly `timeout`), reporting what will be lost.
-    pub(crate) fn fragment(
-        &mut self,
-        packet: &Ipv4Packet<&[u8]>,
-        now: Duration,
-        timeout: Duration,
-    ) {
+    /// with its reassembly `timeout`, both in [`Micros`]), reporting what
+    /// will be lost.
+    pub(crate) fn fragment(&mut self, packet: &Ipv4Packet<&[u8]>, now: Micros, timeout: Micros) {
         if !packet.more_frags() && packet.frag_offset() == 0 {
             return;
         }
@@ -145,9 +140,9 @@ impl Losses {
         }
     }
 
-    /// Gives up on datagrams whose reassembly timed out by `now`, as
-    /// smoltcp does at each poll.
-    pub(crate) fn expire(&mut self, now: Duration) {
+    /// Gives up on datagrams whose reassembly timed out by `now` (in
+    /// [`Micros`]), as smoltcp does at each poll.
+    pub(crate) fn expire(&mut self, now: Micros) {
         #[cfg(not(feature = "large-datagrams"))]
         let _ = now;
         #[cfg(feature = "large-datagrams")]
@@ -174,11 +169,10 @@ fn count(stats: &mut Stats, hook: Option<fn(Loss)>, loss: Loss) {
 
 #[cfg(feature = "large-datagrams")]
 mod model {
-    use core::time::Duration;
-
     use smoltcp::wire::{IpProtocol, Ipv4Address, Ipv4Packet};
 
     use super::DatagramLoss;
+    use crate::millis::Micros;
 
     /// smoltcp's `reassembly-buffer-count-*` and `-size-*`, as the
     /// feature sets them.
@@ -206,7 +200,7 @@ mod model {
         /// smoltcp gave up on it (too large): it holds its buffer until
         /// it expires, and is not reported again.
         failed: bool,
-        expires: Duration,
+        expires: Micros,
     }
 
     /// A mirror of smoltcp's `PacketAssemblerSet`: which datagrams hold a
@@ -225,7 +219,7 @@ mod model {
         /// As smoltcp's `remove_expired`.
         pub(super) fn expire(
             &mut self,
-            now: Duration,
+            now: Micros,
             lost: &mut impl FnMut(Ipv4Address, DatagramLoss),
         ) {
             for slot in &mut self.slots {
@@ -242,8 +236,8 @@ mod model {
         pub(super) fn fragment(
             &mut self,
             packet: &Ipv4Packet<&[u8]>,
-            now: Duration,
-            timeout: Duration,
+            now: Micros,
+            timeout: Micros,
             lost: &mut impl FnMut(Ipv4Address, DatagramLoss),
         ) {
             self.expire(now, lost);
@@ -272,7 +266,7 @@ mod model {
                 got: 0,
                 total: None,
                 failed,
-                expires: now + timeout,
+                expires: now.saturating_add(timeout),
             });
             if h.failed {
                 return;
@@ -299,7 +293,10 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
+    use core::time::Duration;
+
     use super::*;
+    use crate::millis::micros;
     use smoltcp::wire::IpProtocol;
 
     const SENDER: Ipv4Address = Ipv4Address::new(192, 168, 69, 100);
@@ -325,7 +322,7 @@ mod tests {
     fn feed(losses: &mut Losses, packets: &[Vec<u8>], now: Duration) {
         for p in packets {
             let packet = Ipv4Packet::new_checked(&p[..]).unwrap();
-            losses.fragment(&packet, now, Duration::from_secs(60));
+            losses.fragment(&packet, micros(now), 60_000_000);
         }
     }
 
@@ -379,13 +376,13 @@ mod tests {
         assert_eq!(losses.stats.datagrams_lost, 4, "datagrams 7, 8 and 9 found no buffer");
         // The stray buffers (datagrams 4 and 7) expire: already counted.
         let t1 = Duration::from_secs(61);
-        losses.expire(t1);
+        losses.expire(micros(t1));
         assert_eq!(losses.stats.datagrams_lost, 4);
         // One whose last fragment never comes: lost at the timeout.
         feed(&mut losses, &[frag(5, 0, true, 1480)], t1);
-        losses.expire(t1 + Duration::from_secs(59));
+        losses.expire(micros(t1 + Duration::from_secs(59)));
         assert_eq!(losses.stats.datagrams_lost, 4);
-        losses.expire(t1 + Duration::from_secs(61));
+        losses.expire(micros(t1 + Duration::from_secs(61)));
         assert_eq!(losses.stats.datagrams_lost, 5, "datagram 5 timed out");
         assert_eq!(losses.stats.syns_dropped, 0);
     }

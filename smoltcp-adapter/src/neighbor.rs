@@ -18,8 +18,6 @@ use core::time::Duration;
 
 use smoltcp::wire::Ipv4Address;
 
-use crate::millis::millis;
-
 /// How long the stack asks for a neighbour's link address before it gives
 /// up and drops what waits for it: three ARP requests, one a second, as
 /// Linux does (`mcast_solicit` 3, `retrans_time` 1 s).
@@ -40,7 +38,7 @@ pub(crate) const ARP_FRAME: usize = 14 + 28;
 #[derive(Clone, Copy, Debug)]
 struct Watch {
     addr: Ipv4Address,
-    /// The first and last request seen for it, in [`millis`].
+    /// The first and last request seen for it, in [`millis`](crate::millis::millis).
     first: u32,
     last: u32,
 }
@@ -54,10 +52,10 @@ pub(crate) struct Neighbors {
 }
 
 impl Neighbors {
-    /// The stack sent `frame` at `now`: if it is an ARP request for an
+    /// The stack sent `frame` at `now` (in [`millis`](crate::millis::millis)): if it is an ARP request for an
     /// address asked for since [`GIVE_UP_AFTER`] or longer, prepares the
     /// reply that gives up on it.
-    pub(crate) fn sent(&mut self, frame: &[u8], now: Duration) {
+    pub(crate) fn sent(&mut self, frame: &[u8], now: u32) {
         // An Ethernet ARP request for IPv4 (htype 1, ptype 0x0800, hlen 6,
         // plen 4, op 1).
         let Some(arp) = frame.get(14..ARP_FRAME) else { return };
@@ -65,7 +63,6 @@ impl Neighbors {
             return;
         }
         let addr = ipv4(&arp[24..28]);
-        let now = millis(now);
         self.forget_stale(now);
         let watch = match self.watched.iter_mut().flatten().find(|w| w.addr == addr) {
             Some(w) => w,
@@ -142,6 +139,7 @@ fn ipv4(b: &[u8]) -> Ipv4Address {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::millis::millis;
 
     const US: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
@@ -162,10 +160,10 @@ mod tests {
         let mut n = Neighbors::default();
         let x = [192, 168, 69, 77];
         for s in 0..3 {
-            n.sent(&request(x), Duration::from_secs(s));
+            n.sent(&request(x), millis(Duration::from_secs(s)));
             assert!(!n.injecting(), "at {s} s");
         }
-        n.sent(&request(x), Duration::from_secs(3));
+        n.sent(&request(x), millis(Duration::from_secs(3)));
         let reply = n.take_injection().expect("gave up at 3 s");
         assert_eq!(&reply[0..6], &US, "to us");
         assert_eq!(&reply[20..22], &[0, 2], "a reply");
@@ -178,7 +176,7 @@ mod tests {
     #[test]
     fn a_new_address_takes_the_place_of_the_one_asked_for_least_recently() {
         let mut n = Neighbors::default();
-        let ms = Duration::from_millis;
+        let ms = |m: u64| millis(Duration::from_millis(m));
         let addr = |i: u8| [192, 168, 69, 10 + i];
         // WATCHED addresses, one every 100 ms, then one more at the time
         // of the last: the first (asked for longest ago) makes room.
@@ -201,18 +199,18 @@ mod tests {
     fn an_answer_or_a_pause_starts_over() {
         let mut n = Neighbors::default();
         let x = [192, 168, 69, 77];
-        n.sent(&request(x), Duration::ZERO);
+        n.sent(&request(x), millis(Duration::ZERO));
         // x answers (any ARP packet from it).
         let mut answer = request([192, 168, 69, 1]);
         answer[28..32].copy_from_slice(&x);
         n.received(&answer);
-        n.sent(&request(x), Duration::from_secs(3));
+        n.sent(&request(x), millis(Duration::from_secs(3)));
         assert!(!n.injecting(), "the clock started again at 3 s");
         // Not asked for 10 s: forgotten.
-        n.sent(&request(x), Duration::from_secs(13));
-        n.sent(&request(x), Duration::from_secs(15));
+        n.sent(&request(x), millis(Duration::from_secs(13)));
+        n.sent(&request(x), millis(Duration::from_secs(15)));
         assert!(!n.injecting());
-        n.sent(&request(x), Duration::from_secs(16));
+        n.sent(&request(x), millis(Duration::from_secs(16)));
         assert!(n.injecting());
     }
 }

@@ -13,6 +13,7 @@ use sockserv_core::driver::{Clock, Readiness};
 use crate::error::{BindError, ListenError};
 use crate::gate::{Checksums, Egress, Gate, Ours};
 use crate::loss::{Arrival, DatagramLoss, Loss, Losses, Stats};
+use crate::millis::{Micros, micros, millis};
 use crate::net::{Net, Sockets, instant};
 use crate::pool::{Entry, Pool, Slot};
 use crate::tcp::{Options, TcpListener, WhenFull};
@@ -152,7 +153,7 @@ where
             // Cannot fail: checked above.
             let _ = socks.pool.add(entry);
         }
-        socks.pool.refill(&mut socks.set, self.clock.now());
+        socks.pool.refill(&mut socks.set, millis(self.clock.now()));
         Ok(TcpListener::new(self, port, options))
     }
 
@@ -191,7 +192,7 @@ where
     /// (after `serve_forever` returned), since smoltcp sends only while
     /// someone polls. Shutdown wake-ups do not end it early.
     pub fn linger(&self, timeout: Duration) -> bool {
-        let deadline = self.clock.now().saturating_add(timeout);
+        let deadline = self.deadline(Some(timeout));
         loop {
             <Self as Net<'a>>::poll(self);
             let lingering = {
@@ -201,10 +202,10 @@ where
             if !lingering {
                 return true;
             }
-            if self.clock.now() >= deadline {
+            if self.passed(deadline) {
                 return false;
             }
-            let _ = self.idle(Some(deadline));
+            let _ = self.idle(deadline);
         }
     }
 
@@ -264,16 +265,17 @@ where
     }
 
     fn poll(&self) -> bool {
-        let now = self.clock.now();
+        let clock = self.clock.now();
+        let (now, ms) = (micros(clock), millis(clock));
         let t = instant(now);
         let inner = &mut *self.inner.borrow_mut();
         let socks = &mut inner.socks;
         inner.iface.poll_maintenance(t);
         socks.losses.expire(now);
-        let frame = FrameContext::new(&inner.iface, &inner.device, now);
+        let frame = FrameContext::new(&inner.iface, &inner.device, now, ms);
         let mut changed = false;
         // Timeouts (handshake, close) are followed once per poll.
-        socks.pool.refill(&mut socks.set, now);
+        socks.pool.refill(&mut socks.set, ms);
         // Rounds of ingress then egress until one round moves nothing: a
         // loopback device receives what the egress just sent.
         loop {
@@ -283,7 +285,7 @@ where
             let mut egress = Egress {
                 device: &mut inner.device,
                 losses: &mut socks.losses,
-                now,
+                now: ms,
                 ours: frame.ours,
             };
             while inner.iface.poll_egress(t, &mut egress, &mut socks.set)
@@ -295,25 +297,24 @@ where
             if !moved {
                 return changed;
             }
-            socks.pool.refill(&mut socks.set, now);
+            socks.pool.refill(&mut socks.set, ms);
         }
     }
 
-    fn idle(&self, deadline: Option<Duration>) -> Readiness {
-        let now = self.clock.now();
+    fn idle(&self, deadline: Option<Micros>) -> Readiness {
+        let now = self.now_micros();
         let inner = &mut *self.inner.borrow_mut();
-        let timer = inner
-            .iface
-            .poll_delay(instant(now), &inner.socks.set)
-            .map(|d| Duration::from_micros(d.total_micros()));
+        let timer =
+            inner.iface.poll_delay(instant(now), &inner.socks.set).map(|d| d.total_micros());
         let left = deadline.map(|d| d.saturating_sub(now));
         let timeout = match (timer, left) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if timeout == Some(Duration::ZERO) {
+        if timeout == Some(0) {
             return Readiness::TimedOut;
         }
+        let timeout = timeout.map(Duration::from_micros);
         inner.wait.wait(&mut inner.device, &mut inner.socks.set, timeout)
     }
 
@@ -329,20 +330,22 @@ where
 /// What the gate needs to know about the frames of one poll.
 struct FrameContext {
     medium: smoltcp::phy::Medium,
-    now: Duration,
-    reassembly_timeout: Duration,
+    /// The clock's time, in [`Micros`] and in [`millis`].
+    now: Micros,
+    ms: u32,
+    reassembly_timeout: Micros,
     checksums: Checksums,
     ours: Option<Ours>,
 }
 
 impl FrameContext {
-    fn new(iface: &Interface, device: &impl Device, now: Duration) -> Self {
+    fn new(iface: &Interface, device: &impl Device, now: Micros, ms: u32) -> Self {
         #[cfg(feature = "large-datagrams")]
-        let reassembly_timeout = Duration::from_micros(iface.reassembly_timeout().total_micros());
+        let reassembly_timeout = iface.reassembly_timeout().total_micros();
         #[cfg(not(feature = "large-datagrams"))]
         let reassembly_timeout = {
             let _ = iface;
-            Duration::ZERO
+            0
         };
         let caps = device.capabilities();
         let checksums = Checksums { ipv4: caps.checksum.ipv4.rx(), udp: caps.checksum.udp.rx() };
@@ -364,7 +367,7 @@ impl FrameContext {
             #[allow(unreachable_patterns)]
             _ => None,
         };
-        Self { medium: caps.medium, now, reassembly_timeout, checksums, ours }
+        Self { medium: caps.medium, now, ms, reassembly_timeout, checksums, ours }
     }
 }
 
@@ -422,7 +425,7 @@ fn ingress<D: Device>(
                 // accept queue does. Data and ACKs of served connections
                 // (nearly every frame under load) skip it.
                 if control || watch_all {
-                    socks.pool.refill(&mut socks.set, frame.now);
+                    socks.pool.refill(&mut socks.set, frame.ms);
                     watch_all = socks.pool.closing();
                 }
             }

@@ -13,6 +13,7 @@ use sockserv_core::logging::{Level, report};
 use crate::conn::{Served, TcpConn};
 use crate::error::Error;
 use crate::loss::Stats;
+use crate::millis::Micros;
 use crate::net::{Net, to_smol};
 use crate::pool::Pool;
 
@@ -222,7 +223,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
     }
 
     /// Polls and sleeps until `deadline`, or until `done` says so.
-    fn run(&self, deadline: Option<Duration>, done: impl Fn(&Self) -> bool) -> Readiness {
+    fn run(&self, deadline: Option<Micros>, done: impl Fn(&Self) -> bool) -> Readiness {
         loop {
             self.net.poll();
             if done(self) {
