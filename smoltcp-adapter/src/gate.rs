@@ -14,8 +14,7 @@ use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket,
 };
 
-use crate::loss::{Arrival, Loss, Losses};
-use crate::millis::Micros;
+use crate::loss::{Arrival, Loss, Losses, Timing};
 use crate::neighbor::ARP_FRAME;
 use crate::pool::Pool;
 
@@ -27,9 +26,8 @@ pub(crate) struct Gate<'g, 'p, D> {
     pub(crate) losses: &'g mut Losses,
     /// Set when the frame was a TCP SYN, FIN or RST.
     pub(crate) control: &'g mut bool,
-    /// The clock's time, and smoltcp's reassembly timeout.
-    pub(crate) now: Micros,
-    pub(crate) reassembly_timeout: Micros,
+    /// What following smoltcp's reassembly needs of the clock.
+    pub(crate) timing: Timing,
     /// Whether to note UDP datagrams (the stack has a UDP socket), and
     /// which checksums the interface verifies.
     pub(crate) udp: Option<Checksums>,
@@ -52,8 +50,7 @@ pub(crate) struct GateRx<'g, 'p, T> {
     medium: Medium,
     losses: &'g mut Losses,
     control: &'g mut bool,
-    now: Micros,
-    reassembly_timeout: Micros,
+    timing: Timing,
     udp: Option<Checksums>,
 }
 
@@ -83,8 +80,7 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
             medium: self.medium,
             losses: self.losses,
             control: self.control,
-            now: self.now,
-            reassembly_timeout: self.reassembly_timeout,
+            timing: self.timing,
             udp: self.udp,
         };
         Some((rx, tx))
@@ -101,8 +97,7 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
 
 impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Self { token, injected, pool, medium, losses, control, now, reassembly_timeout, udp } =
-            self;
+        let Self { token, injected, pool, medium, losses, control, timing, udp } = self;
         let Some(token) = token else { return f(&injected) };
         token.consume(|frame| {
             let Some(ip) = ipv4(medium, frame) else {
@@ -111,7 +106,7 @@ impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
                 }
                 return f(frame);
             };
-            losses.fragment(&ip, now, reassembly_timeout);
+            losses.fragment(&ip, timing);
             let seen = Seen::of(&ip, udp);
             *control = seen.control;
             losses.arrival = seen.arrival;

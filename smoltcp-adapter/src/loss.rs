@@ -97,6 +97,20 @@ pub(crate) struct Arrival {
     pub(crate) len: usize,
 }
 
+/// What following smoltcp's reassembly needs of the clock: the time of
+/// the frame and smoltcp's reassembly timeout, in [`Micros`].
+#[cfg(feature = "large-datagrams")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) now: Micros,
+    pub(crate) timeout: Micros,
+}
+
+/// Nothing: a build without reassembly does not time fragments.
+#[cfg(not(feature = "large-datagrams"))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing;
+
 /// The counters, the hook and the reassembly model.
 #[derive(Debug, Default)]
 pub(crate) struct Losses {
@@ -115,16 +129,15 @@ impl Losses {
         count(&mut self.stats, self.hook, loss);
     }
 
-    /// Follows an IPv4 `packet` through smoltcp's reassembly (at `now`,
-    /// with its reassembly `timeout`, both in [`Micros`]), reporting what
-    /// will be lost.
-    pub(crate) fn fragment(&mut self, packet: &Ipv4Packet<&[u8]>, now: Micros, timeout: Micros) {
+    /// Follows an IPv4 `packet` through smoltcp's reassembly (at the
+    /// time `timing` tells), reporting what will be lost.
+    pub(crate) fn fragment(&mut self, packet: &Ipv4Packet<&[u8]>, timing: Timing) {
         if !packet.more_frags() && packet.frag_offset() == 0 {
             return;
         }
         #[cfg(not(feature = "large-datagrams"))]
         {
-            let _ = (now, timeout);
+            let Timing = timing;
             // Each datagram once, on its first fragment.
             if packet.frag_offset() == 0 {
                 let from = packet.src_addr();
@@ -134,6 +147,7 @@ impl Losses {
         #[cfg(feature = "large-datagrams")]
         {
             let Self { stats, hook, reassembly, .. } = self;
+            let Timing { now, timeout } = timing;
             reassembly.fragment(packet, now, timeout, &mut |from, reason| {
                 count(stats, *hook, Loss::Datagram { from, reason });
             });
@@ -296,6 +310,7 @@ mod tests {
     use core::time::Duration;
 
     use super::*;
+    #[cfg(feature = "large-datagrams")]
     use crate::millis::micros;
     use smoltcp::wire::IpProtocol;
 
@@ -322,7 +337,14 @@ mod tests {
     fn feed(losses: &mut Losses, packets: &[Vec<u8>], now: Duration) {
         for p in packets {
             let packet = Ipv4Packet::new_checked(&p[..]).unwrap();
-            losses.fragment(&packet, micros(now), 60_000_000);
+            #[cfg(feature = "large-datagrams")]
+            let timing = Timing { now: micros(now), timeout: 60_000_000 };
+            #[cfg(not(feature = "large-datagrams"))]
+            let timing = {
+                let _ = now;
+                Timing
+            };
+            losses.fragment(&packet, timing);
         }
     }
 

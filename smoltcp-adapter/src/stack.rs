@@ -12,7 +12,7 @@ use sockserv_core::driver::{Clock, Readiness};
 
 use crate::error::{BindError, ListenError};
 use crate::gate::{Checksums, Egress, Gate, Ours};
-use crate::loss::{Arrival, DatagramLoss, Loss, Losses, Stats};
+use crate::loss::{Arrival, DatagramLoss, Loss, Losses, Stats, Timing};
 use crate::millis::{Micros, micros, millis};
 use crate::net::{Net, Sockets, instant};
 use crate::pool::{Entry, Pool, Slot};
@@ -333,7 +333,7 @@ struct FrameContext {
     /// The clock's time, in [`Micros`] and in [`millis`].
     now: Micros,
     ms: u32,
-    reassembly_timeout: Micros,
+    timing: Timing,
     checksums: Checksums,
     ours: Option<Ours>,
 }
@@ -341,12 +341,9 @@ struct FrameContext {
 impl FrameContext {
     fn new(iface: &Interface, device: &impl Device, now: Micros, ms: u32) -> Self {
         #[cfg(feature = "large-datagrams")]
-        let reassembly_timeout = iface.reassembly_timeout().total_micros();
+        let timing = Timing { now, timeout: iface.reassembly_timeout().total_micros() };
         #[cfg(not(feature = "large-datagrams"))]
-        let reassembly_timeout = {
-            let _ = iface;
-            0
-        };
+        let timing = Timing;
         let caps = device.capabilities();
         let checksums = Checksums { ipv4: caps.checksum.ipv4.rx(), udp: caps.checksum.udp.rx() };
         // `hardware_addr` panics on another medium.
@@ -367,7 +364,7 @@ impl FrameContext {
             #[allow(unreachable_patterns)]
             _ => None,
         };
-        Self { medium: caps.medium, now, ms, reassembly_timeout, checksums, ours }
+        Self { medium: caps.medium, now, ms, timing, checksums, ours }
     }
 }
 
@@ -399,8 +396,7 @@ fn ingress<D: Device>(
             medium: frame.medium,
             losses: &mut socks.losses,
             control: &mut control,
-            now: frame.now,
-            reassembly_timeout: frame.reassembly_timeout,
+            timing: frame.timing,
             udp: watch_udp.then_some(frame.checksums),
         };
         let result = iface.poll_ingress_single(t, &mut gate, &mut socks.set);
