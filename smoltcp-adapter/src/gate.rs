@@ -15,7 +15,6 @@ use smoltcp::wire::{
 };
 
 use crate::loss::{Arrival, Loss, Losses, Timing};
-use crate::neighbor::ARP_FRAME;
 use crate::pool::Pool;
 
 /// The device as the interface sees it during one ingress step.
@@ -41,11 +40,11 @@ pub(crate) struct Checksums {
     pub(crate) udp: bool,
 }
 
-/// A received frame on its way to the interface: the device's, or an ARP
-/// reply the stack hands it (see [`Neighbors`](crate::neighbor::Neighbors)).
+/// A received frame on its way to the interface: the device's, or (no
+/// token) the ARP reply the neighbour watch holds (see
+/// [`Neighbors`](crate::neighbor::Neighbors)).
 pub(crate) struct GateRx<'g, 'p, T> {
     token: Option<T>,
-    injected: [u8; ARP_FRAME],
     pool: &'p Pool<'p>,
     medium: Medium,
     losses: &'g mut Losses,
@@ -65,17 +64,14 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
         Self: 'a;
 
     fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let (token, tx, injected) = if self.losses.neighbors.injecting() {
-            let tx = self.device.transmit(t)?;
-            let injected = self.losses.neighbors.take_injection().unwrap_or([0; ARP_FRAME]);
-            (None, tx, injected)
+        let (token, tx) = if self.losses.neighbors.injecting() {
+            (None, self.device.transmit(t)?)
         } else {
             let (token, tx) = self.device.receive(t)?;
-            (Some(token), tx, [0; ARP_FRAME])
+            (Some(token), tx)
         };
         let rx = GateRx {
             token,
-            injected,
             pool: self.pool,
             medium: self.medium,
             losses: self.losses,
@@ -97,8 +93,8 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
 
 impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Self { token, injected, pool, medium, losses, control, timing, udp } = self;
-        let Some(token) = token else { return f(&injected) };
+        let Self { token, pool, medium, losses, control, timing, udp } = self;
+        let Some(token) = token else { return losses.neighbors.take_injection(f) };
         token.consume(|frame| {
             let Some(ip) = ipv4(medium, frame) else {
                 if medium == Medium::Ethernet {

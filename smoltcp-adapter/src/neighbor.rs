@@ -33,7 +33,7 @@ const FORGET_MS: u32 = FORGET_AFTER.as_secs() as u32 * 1000;
 const WATCHED: usize = 8;
 
 /// An Ethernet frame carrying an ARP packet for IPv4.
-pub(crate) const ARP_FRAME: usize = 14 + 28;
+const ARP_FRAME: usize = 14 + 28;
 
 #[derive(Clone, Copy, Debug)]
 struct Watch {
@@ -110,9 +110,12 @@ impl Neighbors {
         self.inject.is_some()
     }
 
-    /// The reply to hand the interface, once.
-    pub(crate) fn take_injection(&mut self) -> Option<[u8; ARP_FRAME]> {
-        self.inject.take()
+    /// Hands the reply to `f` (the interface), once, where it lies (an
+    /// empty frame when there is none).
+    pub(crate) fn take_injection<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let r = f(self.inject.as_ref().map_or(&[][..], |frame| &frame[..]));
+        self.inject = None;
+        r
     }
 
     fn forget(&mut self, addr: Ipv4Address) {
@@ -138,6 +141,8 @@ fn ipv4(b: &[u8]) -> Ipv4Address {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
     use crate::millis::millis;
 
@@ -164,13 +169,14 @@ mod tests {
             assert!(!n.injecting(), "at {s} s");
         }
         n.sent(&request(x), millis(Duration::from_secs(3)));
-        let reply = n.take_injection().expect("gave up at 3 s");
+        let reply = n.take_injection(<[u8]>::to_vec);
+        assert_eq!(reply.len(), ARP_FRAME, "gave up at 3 s");
         assert_eq!(&reply[0..6], &US, "to us");
         assert_eq!(&reply[20..22], &[0, 2], "a reply");
         assert_eq!(&reply[22..28], &US, "the address is ours");
         assert_eq!(&reply[28..32], &x);
         assert_eq!(&reply[38..42], &[192, 168, 69, 1]);
-        assert!(n.take_injection().is_none(), "once");
+        assert!(n.take_injection(<[u8]>::is_empty), "once");
     }
 
     #[test]
@@ -191,7 +197,8 @@ mod tests {
         // The one asked for at the same time as the newcomer was kept.
         let kept = WATCHED as u8 - 1;
         n.sent(&request(addr(kept)), ms(last + 3_000));
-        let reply = n.take_injection().expect("still watched since its first request");
+        let reply = n.take_injection(<[u8]>::to_vec);
+        assert_eq!(reply.len(), ARP_FRAME, "still watched since its first request");
         assert_eq!(&reply[28..32], &addr(kept));
     }
 
