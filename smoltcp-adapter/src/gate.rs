@@ -134,7 +134,7 @@ pub(crate) struct Egress<'g, D> {
     /// The clock's time in [`millis`](crate::millis::millis).
     pub(crate) now: u32,
     /// Our link address and IPv4 addresses (Ethernet only).
-    pub(crate) ours: Option<Ours>,
+    pub(crate) ours: Option<&'g Ours>,
 }
 
 /// Our link address and (up to four) IPv4 addresses.
@@ -149,7 +149,7 @@ pub(crate) struct EgressTx<'g, T> {
     token: T,
     losses: &'g mut Losses,
     now: u32,
-    ours: Option<Ours>,
+    ours: Option<&'g Ours>,
 }
 
 impl<D: Device> Device for Egress<'_, D> {
@@ -185,7 +185,7 @@ impl<T: TxToken> TxToken for EgressTx<'_, T> {
             let r = f(frame);
             if let Some(ours) = ours {
                 losses.neighbors.sent(frame, now);
-                if let Some(to) = unresolved(frame, &ours) {
+                if let Some(to) = unresolved(frame, ours) {
                     losses.report(Loss::Unresolved { to });
                 }
             }

@@ -286,7 +286,7 @@ where
                 device: &mut inner.device,
                 losses: &mut socks.losses,
                 now: ms,
-                ours: frame.ours,
+                ours: frame.ours.as_ref(),
             };
             while inner.iface.poll_egress(t, &mut egress, &mut socks.set)
                 == PollResult::SocketStateChanged
