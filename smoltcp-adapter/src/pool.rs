@@ -90,6 +90,11 @@ pub struct Slot(Option<Entry>);
 
 impl Slot {
     pub(crate) const EMPTY: Self = Self(None);
+
+    /// [`EMPTY`](Self::EMPTY), made at run time.
+    pub(crate) fn empty() -> Self {
+        Self(None)
+    }
 }
 
 /// The pool table, in the caller's storage.

@@ -24,7 +24,11 @@ use crate::wait::Wait;
 /// sockets (TCP, UDP, and any of your own), with no allocator.
 ///
 /// Make it a `static` (through `static_cell` or similar) or a local that
-/// outlives the stack.
+/// outlives the stack. For a local, [`Storage::default()`] is the
+/// smaller of the two constructors in flash: it writes each empty slot at
+/// run time, where the `const` [`new`](Self::new) copies smoltcp's image
+/// of an empty socket (a constant as large as a socket: 312 bytes on
+/// Cortex-M).
 #[derive(Debug)]
 pub struct Storage<'a, const N: usize> {
     sockets: [SocketStorage<'a>; N],
@@ -39,8 +43,13 @@ impl<const N: usize> Storage<'_, N> {
 }
 
 impl<const N: usize> Default for Storage<'_, N> {
+    /// Empty storage for `N` sockets, as [`new`](Self::new) makes it,
+    /// written at run time (no constant image to copy from).
     fn default() -> Self {
-        Self::new()
+        Self {
+            sockets: core::array::from_fn(|_| SocketStorage::default()),
+            slots: core::array::from_fn(|_| Slot::empty()),
+        }
     }
 }
 
