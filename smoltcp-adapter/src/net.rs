@@ -88,8 +88,3 @@ pub(crate) trait Net<'a> {
 pub(crate) fn instant(t: Micros) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(t as i64)
 }
-
-/// A duration as smoltcp's.
-pub(crate) fn to_smol(d: Duration) -> smoltcp::time::Duration {
-    smoltcp::time::Duration::from_micros(micros(d))
-}

@@ -13,8 +13,8 @@ use sockserv_core::logging::{Level, report};
 use crate::conn::{Served, TcpConn};
 use crate::error::Error;
 use crate::loss::Stats;
-use crate::millis::Micros;
-use crate::net::{Net, to_smol};
+use crate::millis::{Micros, micros};
+use crate::net::Net;
 use crate::pool::Pool;
 
 /// What a SYN gets when no socket of the listener's pool is listening:
@@ -161,8 +161,10 @@ impl<'s, 'a> TcpListener<'s, 'a> {
         let socket = socks.set.get_mut::<smoltcp::socket::tcp::Socket>(handle);
         socket.set_nagle_enabled(!self.options.disable_nagle_algorithm);
         if let Some(interval) = self.options.keep_alive {
-            socket.set_keep_alive(Some(to_smol(interval)));
-            socket.set_timeout(Some(to_smol(interval.saturating_mul(3))));
+            let interval = micros(interval);
+            socket.set_keep_alive(Some(smoltcp::time::Duration::from_micros(interval)));
+            let timeout = interval.saturating_mul(3);
+            socket.set_timeout(Some(smoltcp::time::Duration::from_micros(timeout)));
         }
         Some((handle, remote))
     }
