@@ -313,13 +313,15 @@ where
     fn idle(&self, deadline: Option<Micros>) -> Readiness {
         let now = self.now_micros();
         let inner = &mut *self.inner.borrow_mut();
-        let timer =
-            inner.iface.poll_delay(instant(now), &inner.socks.set).map(|d| d.total_micros());
-        let left = deadline.map(|d| d.saturating_sub(now));
-        let timeout = match (timer, left) {
+        // The earlier of smoltcp's next timer and `deadline`, both in
+        // clock time; one already past is a zero timeout.
+        let timer = inner.iface.poll_at(instant(now), &inner.socks.set);
+        let timer = timer.map(|at| Micros::try_from(at.total_micros()).unwrap_or(0));
+        let wake = match (timer, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let timeout = wake.map(|w| w.saturating_sub(now));
         if timeout == Some(0) {
             return Readiness::TimedOut;
         }
