@@ -133,14 +133,10 @@ impl<'s, 'a> TcpEventSource<'s, 'a> {
     /// Stores what is ready in `events`, `Accept` first; returns how many.
     fn collect(&mut self, events: &mut [Event]) -> usize {
         let mut n = 0;
-        if self.accepting && !events.is_empty() {
-            if self.listener.ready() {
-                events[0] = Event::Accept;
-                n = 1;
-            }
-        } else {
-            // The cap is still followed (and told) while not accepting.
-            self.listener.watch_cap();
+        // The cap is still followed (and told) while not accepting.
+        if self.listener.offers(self.accepting && !events.is_empty()) {
+            events[0] = Event::Accept;
+            n = 1;
         }
         let port = self.listener.port();
         let mut socks = self.net().sockets();

@@ -171,19 +171,18 @@ impl<'s, 'a> TcpListener<'s, 'a> {
 
     /// Whether a connection waits to be accepted (and may be).
     pub(crate) fn ready(&self) -> bool {
+        self.offers(true)
+    }
+
+    /// Whether a connection waits to be accepted (and may be), if
+    /// `asked`; follows the cap (see [`at_limit`](Self::at_limit)) either
+    /// way, as an event source whose server stopped accepting must.
+    pub(crate) fn offers(&self, asked: bool) -> bool {
         let mut socks = self.net.sockets();
         let socks = &mut *socks;
         !self.at_limit(&socks.pool, &mut socks.losses.stats)
+            && asked
             && socks.pool.ready(self.port, &mut socks.set)
-    }
-
-    /// Follows the cap (see [`at_limit`](Self::at_limit)) without asking
-    /// for a connection: for an event source whose server stopped
-    /// accepting.
-    pub(crate) fn watch_cap(&self) {
-        let mut socks = self.net.sockets();
-        let socks = &mut *socks;
-        self.at_limit(&socks.pool, &mut socks.losses.stats);
     }
 
     /// Whether [`Options::max_connections`] are open (and the policy
