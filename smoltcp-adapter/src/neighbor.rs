@@ -52,17 +52,17 @@ pub(crate) struct Neighbors {
 }
 
 impl Neighbors {
-    /// The stack sent `frame` at `now` (in [`millis`](crate::millis::millis)): if it is an ARP request for an
-    /// address asked for since [`GIVE_UP_AFTER`] or longer, prepares the
-    /// reply that gives up on it.
+    /// The stack sent `frame` at `now` (in [`millis`](crate::millis::millis)):
+    /// if it is an ARP request for an address asked for since
+    /// [`GIVE_UP_AFTER`] or longer, prepares the reply that gives up on it.
     pub(crate) fn sent(&mut self, frame: &[u8], now: u32) {
         // An Ethernet ARP request for IPv4 (htype 1, ptype 0x0800, hlen 6,
         // plen 4, op 1).
-        let Some(arp) = frame.get(14..ARP_FRAME) else { return };
-        if frame[12..14] != [0x08, 0x06] || arp[..8] != [0, 1, 8, 0, 6, 4, 0, 1] {
+        let Some(request) = frame.first_chunk::<ARP_FRAME>() else { return };
+        if request[12..14] != [0x08, 0x06] || request[14..22] != [0, 1, 8, 0, 6, 4, 0, 1] {
             return;
         }
-        let addr = ipv4(&arp[24..28]);
+        let addr = ipv4(&request[38..42]);
         self.forget_stale(now);
         let watch = match self.watched.iter_mut().flatten().find(|w| w.addr == addr) {
             Some(w) => w,
@@ -83,14 +83,12 @@ impl Neighbors {
         // The reply: from `addr` at our own link address, to us. It is
         // the request turned round: to us (from us), op 2, the sender
         // `addr` at our link address, the target us.
-        let mut reply = [0u8; ARP_FRAME];
-        reply.copy_from_slice(&frame[..ARP_FRAME]);
+        let reply = self.inject.insert(*request);
         reply.copy_within(6..12, 0);
         reply[21] = 2;
         reply.copy_within(6..12, 32);
-        let (sender, target) = reply.split_at_mut(38);
-        sender[28..32].swap_with_slice(target);
-        self.inject = Some(reply);
+        reply[28..32].copy_from_slice(&request[38..42]);
+        reply[38..42].copy_from_slice(&request[28..32]);
         self.forget(addr);
     }
 
