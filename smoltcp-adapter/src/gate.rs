@@ -201,11 +201,11 @@ impl<T: TxToken> TxToken for EgressTx<'_, T> {
 /// The destination of an IPv4 packet in `frame` sent to our own link
 /// address but not to one of our addresses: one given up on.
 fn unresolved(frame: &[u8], ours: &Ours) -> Option<Ipv4Address> {
-    if frame.get(0..6)? != ours.mac || frame.get(12..14)? != [0x08, 0x00] {
+    let head = frame.first_chunk::<34>()?;
+    if head[0..6] != ours.mac || head[12..14] != [0x08, 0x00] {
         return None;
     }
-    let b = frame.get(30..34)?;
-    let to = Ipv4Address::new(b[0], b[1], b[2], b[3]);
+    let to = Ipv4Address::new(head[30], head[31], head[32], head[33]);
     (!ours.ips.contains(&Some(to))).then_some(to)
 }
 
