@@ -67,11 +67,12 @@ impl Neighbors {
         let watch = match self.watched.iter_mut().flatten().find(|w| w.addr == addr) {
             Some(w) => w,
             None => {
-                // A free entry, or the one asked for least recently.
+                // A free entry, or the one asked for least recently (a
+                // watched one was asked for less than FORGET_AFTER ago).
                 let slot = self
                     .watched
                     .iter_mut()
-                    .min_by_key(|w| w.map(|w| u32::MAX - now.wrapping_sub(w.last)))
+                    .min_by_key(|w| w.map_or(0, |w| u32::MAX - now.wrapping_sub(w.last)))
                     .expect("WATCHED > 0");
                 slot.insert(Watch { addr, first: now, last: now })
             }
