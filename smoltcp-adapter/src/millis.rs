@@ -8,7 +8,9 @@ use core::time::Duration;
 /// listeners' pools and the neighbour watch keep and compare (`Duration`
 /// arithmetic is `u64` + `u32` with carries, bulky on a 32-bit MCU).
 /// The difference of two such times is right while less than 24 days
-/// apart (`i32::MAX` ms); both follow their times at every poll.
+/// apart (`i32::MAX` ms); both follow their times at every poll. Out of
+/// line: one copy for its several callers.
+#[inline(never)]
 pub(crate) fn millis(t: Duration) -> u32 {
     (t.as_secs() as u32).wrapping_mul(1000).wrapping_add(t.subsec_millis())
 }
@@ -27,7 +29,8 @@ pub(crate) type Micros = u64;
 
 /// `d` in microseconds (less than a microsecond left out), at most
 /// `i64::MAX` (292,000 years): without `as_micros`' `u128` arithmetic,
-/// bulky on a 32-bit MCU.
+/// bulky on a 32-bit MCU. Out of line: one copy for its several callers.
+#[inline(never)]
 pub(crate) fn micros(d: Duration) -> Micros {
     const MAX_SECS: u64 = i64::MAX as u64 / 1_000_000 - 1;
     d.as_secs().min(MAX_SECS) * 1_000_000 + u64::from(d.subsec_micros())
