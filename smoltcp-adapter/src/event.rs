@@ -133,14 +133,14 @@ impl<'s, 'a> TcpEventSource<'s, 'a> {
     /// Stores what is ready in `events`, `Accept` first; returns how many.
     fn collect(&mut self, events: &mut [Event]) -> usize {
         let mut n = 0;
+        let mut socks = self.net().sockets();
+        let socks = &mut *socks;
         // The cap is still followed (and told) while not accepting.
-        if self.listener.offers(self.accepting && !events.is_empty()) {
+        if self.listener.offers(socks, self.accepting && !events.is_empty()) {
             events[0] = Event::Accept;
             n = 1;
         }
         let port = self.listener.port();
-        let mut socks = self.net().sockets();
-        let socks = &mut *socks;
         let len = socks.pool.len();
         for k in 0..len {
             let i = (self.cursor + k) % len;

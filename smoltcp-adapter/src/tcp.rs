@@ -14,7 +14,7 @@ use crate::conn::{Served, TcpConn};
 use crate::error::Error;
 use crate::loss::Stats;
 use crate::millis::{Micros, micros};
-use crate::net::Net;
+use crate::net::{Net, Sockets};
 use crate::pool::Pool;
 
 /// What a SYN gets when no socket of the listener's pool is listening:
@@ -171,15 +171,14 @@ impl<'s, 'a> TcpListener<'s, 'a> {
 
     /// Whether a connection waits to be accepted (and may be).
     pub(crate) fn ready(&self) -> bool {
-        self.offers(true)
+        self.offers(&mut self.net.sockets(), true)
     }
 
     /// Whether a connection waits to be accepted (and may be), if
     /// `asked`; follows the cap (see [`at_limit`](Self::at_limit)) either
     /// way, as an event source whose server stopped accepting must.
-    pub(crate) fn offers(&self, asked: bool) -> bool {
-        let mut socks = self.net.sockets();
-        let socks = &mut *socks;
+    /// (`socks`: the stack's sockets, already borrowed.)
+    pub(crate) fn offers(&self, socks: &mut Sockets<'_>, asked: bool) -> bool {
         !self.at_limit(&socks.pool, &mut socks.losses.stats)
             && asked
             && socks.pool.ready(self.port, &mut socks.set)
