@@ -316,7 +316,9 @@ impl<'a> Pool<'a> {
 }
 
 /// The role a pooled socket has now, given what smoltcp did to it.
-/// (`now` in [`millis`](crate::millis::millis).)
+/// (`now` in [`millis`](crate::millis::millis).) Out of line: `refill`
+/// is smaller that way on a Cortex-M.
+#[inline(never)]
 fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: u32, ticket: &mut u32) -> Role {
     match entry.role {
         Role::Listening | Role::Queued { .. } if socket.is_listening() => Role::Listening,
