@@ -131,6 +131,8 @@ impl<'s, 'a> TcpEventSource<'s, 'a> {
     }
 
     /// Stores what is ready in `events`, `Accept` first; returns how many.
+    /// Out of line: `wait`'s loop is smaller that way on a Cortex-M.
+    #[inline(never)]
     fn collect(&mut self, events: &mut [Event]) -> usize {
         let mut n = 0;
         let mut socks = self.net().sockets();
