@@ -226,7 +226,9 @@ impl<'a> Pool<'a> {
         })
     }
 
-    /// Hands out the oldest acceptable connection on `port`.
+    /// Hands out the oldest acceptable connection on `port`. Out of line:
+    /// the firmware image is smaller that way.
+    #[inline(never)]
     pub(crate) fn accept(
         &mut self,
         port: u16,

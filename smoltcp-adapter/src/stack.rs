@@ -350,6 +350,9 @@ struct FrameContext {
 }
 
 impl FrameContext {
+    /// The context of the frames of a poll at `now`. Out of line: the
+    /// firmware image is smaller that way.
+    #[inline(never)]
     fn new(iface: &Interface, device: &impl Device, now: Micros, ms: u32) -> Self {
         #[cfg(feature = "large-datagrams")]
         let timing = Timing { now, timeout: iface.reassembly_timeout().total_micros() };
