@@ -184,15 +184,11 @@ impl<'s, 'a> Served<'s, 'a> {
     /// `BrokenPipe` after [`shutdown_write`](Self::shutdown_write) or the
     /// peer's close of a socket that may no longer send.
     pub(crate) fn try_write(&self, data: &[u8]) -> Result<Option<usize>, Error> {
-        self.with(|socket| {
-            if !socket.may_send() {
-                return Err(self.send_error(socket));
-            }
-            match socket.send_slice(data) {
-                Ok(0) if !data.is_empty() => Ok(None),
-                Ok(n) => Ok(Some(n)),
-                Err(_) => Err(self.send_error(socket)),
-            }
+        // smoltcp's send fails exactly when the socket may no longer send.
+        self.with(|socket| match socket.send_slice(data) {
+            Ok(0) if !data.is_empty() => Ok(None),
+            Ok(n) => Ok(Some(n)),
+            Err(_) => Err(self.send_error(socket)),
         })
     }
 

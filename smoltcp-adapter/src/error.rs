@@ -7,39 +7,55 @@ use embedded_io::ErrorKind;
 
 /// A stream or datagram operation that failed: an `embedded_io` kind and
 /// a short reason.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Error(Reason);
+
+/// What went wrong: one byte in every `Result`, its kind and words looked
+/// up when asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Error {
-    kind: ErrorKind,
-    reason: &'static str,
+enum Reason {
+    Reset,
+    TimedOut,
+    ShutDown,
+    TooLarge,
+    Unaddressable,
+    Interrupted,
+    Foreign,
 }
 
 impl Error {
-    pub(crate) const RESET: Self = Self::new(ErrorKind::ConnectionReset, "connection reset");
-    pub(crate) const TIMED_OUT: Self = Self::new(ErrorKind::TimedOut, "timed out");
-    pub(crate) const SHUT_DOWN: Self =
-        Self::new(ErrorKind::BrokenPipe, "write after the sending side was shut down");
-    pub(crate) const TOO_LARGE: Self =
-        Self::new(ErrorKind::InvalidInput, "datagram larger than the stack can send");
-    pub(crate) const UNADDRESSABLE: Self =
-        Self::new(ErrorKind::InvalidInput, "unaddressable destination");
-    pub(crate) const INTERRUPTED: Self =
-        Self::new(ErrorKind::Interrupted, "the server is shutting down");
-    pub(crate) const FOREIGN: Self =
-        Self::new(ErrorKind::InvalidInput, "not a connection of this listener");
-
-    pub(crate) const fn new(kind: ErrorKind, reason: &'static str) -> Self {
-        Self { kind, reason }
-    }
+    pub(crate) const RESET: Self = Self(Reason::Reset);
+    pub(crate) const TIMED_OUT: Self = Self(Reason::TimedOut);
+    pub(crate) const SHUT_DOWN: Self = Self(Reason::ShutDown);
+    pub(crate) const TOO_LARGE: Self = Self(Reason::TooLarge);
+    pub(crate) const UNADDRESSABLE: Self = Self(Reason::Unaddressable);
+    pub(crate) const INTERRUPTED: Self = Self(Reason::Interrupted);
+    pub(crate) const FOREIGN: Self = Self(Reason::Foreign);
 
     /// Why it failed, in a few words.
     pub fn reason(&self) -> &'static str {
-        self.reason
+        match self.0 {
+            Reason::Reset => "connection reset",
+            Reason::TimedOut => "timed out",
+            Reason::ShutDown => "write after the sending side was shut down",
+            Reason::TooLarge => "datagram larger than the stack can send",
+            Reason::Unaddressable => "unaddressable destination",
+            Reason::Interrupted => "the server is shutting down",
+            Reason::Foreign => "not a connection of this listener",
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use embedded_io::Error as _;
+        f.debug_struct("Error").field("kind", &self.kind()).field("reason", &self.reason()).finish()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason)
+        f.write_str(self.reason())
     }
 }
 
@@ -47,7 +63,13 @@ impl core::error::Error for Error {}
 
 impl embedded_io::Error for Error {
     fn kind(&self) -> ErrorKind {
-        self.kind
+        match self.0 {
+            Reason::Reset => ErrorKind::ConnectionReset,
+            Reason::TimedOut => ErrorKind::TimedOut,
+            Reason::ShutDown => ErrorKind::BrokenPipe,
+            Reason::TooLarge | Reason::Unaddressable | Reason::Foreign => ErrorKind::InvalidInput,
+            Reason::Interrupted => ErrorKind::Interrupted,
+        }
     }
 }
 

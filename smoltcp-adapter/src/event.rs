@@ -131,20 +131,18 @@ impl<'s, 'a> TcpEventSource<'s, 'a> {
     }
 
     /// Stores what is ready in `events`, `Accept` first; returns how many.
+    /// Out of line: `wait`'s loop is smaller that way on a Cortex-M.
+    #[inline(never)]
     fn collect(&mut self, events: &mut [Event]) -> usize {
         let mut n = 0;
-        if self.accepting && !events.is_empty() {
-            if self.listener.ready() {
-                events[0] = Event::Accept;
-                n = 1;
-            }
-        } else {
-            // The cap is still followed (and told) while not accepting.
-            self.listener.watch_cap();
-        }
-        let port = self.listener.port();
         let mut socks = self.net().sockets();
         let socks = &mut *socks;
+        // The cap is still followed (and told) while not accepting.
+        if self.listener.offers(socks, self.accepting && !events.is_empty()) {
+            events[0] = Event::Accept;
+            n = 1;
+        }
+        let port = self.listener.port();
         let len = socks.pool.len();
         for k in 0..len {
             let i = (self.cursor + k) % len;

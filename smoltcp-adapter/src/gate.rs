@@ -8,16 +8,13 @@
 //! each UDP datagram in one frame ([`Arrival`]) so that the stack can
 //! count one its socket had no room for.
 
-use core::time::Duration;
-
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket,
 };
 
-use crate::loss::{Arrival, Loss, Losses};
-use crate::neighbor::ARP_FRAME;
+use crate::loss::{Arrival, Loss, Losses, Timing};
 use crate::pool::Pool;
 
 /// The device as the interface sees it during one ingress step.
@@ -28,9 +25,8 @@ pub(crate) struct Gate<'g, 'p, D> {
     pub(crate) losses: &'g mut Losses,
     /// Set when the frame was a TCP SYN, FIN or RST.
     pub(crate) control: &'g mut bool,
-    /// The clock's time, and smoltcp's reassembly timeout.
-    pub(crate) now: Duration,
-    pub(crate) reassembly_timeout: Duration,
+    /// What following smoltcp's reassembly needs of the clock.
+    pub(crate) timing: Timing,
     /// Whether to note UDP datagrams (the stack has a UDP socket), and
     /// which checksums the interface verifies.
     pub(crate) udp: Option<Checksums>,
@@ -44,17 +40,16 @@ pub(crate) struct Checksums {
     pub(crate) udp: bool,
 }
 
-/// A received frame on its way to the interface: the device's, or an ARP
-/// reply the stack hands it (see [`Neighbors`](crate::neighbor::Neighbors)).
+/// A received frame on its way to the interface: the device's, or (no
+/// token) the ARP reply the neighbour watch holds (see
+/// [`Neighbors`](crate::neighbor::Neighbors)).
 pub(crate) struct GateRx<'g, 'p, T> {
     token: Option<T>,
-    injected: [u8; ARP_FRAME],
     pool: &'p Pool<'p>,
     medium: Medium,
     losses: &'g mut Losses,
     control: &'g mut bool,
-    now: Duration,
-    reassembly_timeout: Duration,
+    timing: Timing,
     udp: Option<Checksums>,
 }
 
@@ -69,23 +64,19 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
         Self: 'a;
 
     fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let (token, tx, injected) = if self.losses.neighbors.injecting() {
-            let tx = self.device.transmit(t)?;
-            let injected = self.losses.neighbors.take_injection().unwrap_or([0; ARP_FRAME]);
-            (None, tx, injected)
+        let (token, tx) = if self.losses.neighbors.injecting() {
+            (None, self.device.transmit(t)?)
         } else {
             let (token, tx) = self.device.receive(t)?;
-            (Some(token), tx, [0; ARP_FRAME])
+            (Some(token), tx)
         };
         let rx = GateRx {
             token,
-            injected,
             pool: self.pool,
             medium: self.medium,
             losses: self.losses,
             control: self.control,
-            now: self.now,
-            reassembly_timeout: self.reassembly_timeout,
+            timing: self.timing,
             udp: self.udp,
         };
         Some((rx, tx))
@@ -102,9 +93,8 @@ impl<'p, D: Device> Device for Gate<'_, 'p, D> {
 
 impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Self { token, injected, pool, medium, losses, control, now, reassembly_timeout, udp } =
-            self;
-        let Some(token) = token else { return f(&injected) };
+        let Self { token, pool, medium, losses, control, timing, udp } = self;
+        let Some(token) = token else { return losses.neighbors.take_injection(f) };
         token.consume(|frame| {
             let Some(ip) = ipv4(medium, frame) else {
                 if medium == Medium::Ethernet {
@@ -112,7 +102,7 @@ impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
                 }
                 return f(frame);
             };
-            losses.fragment(&ip, now, reassembly_timeout);
+            losses.fragment(&ip, timing);
             let seen = Seen::of(&ip, udp);
             *control = seen.control;
             losses.arrival = seen.arrival;
@@ -141,9 +131,10 @@ impl<T: RxToken> RxToken for GateRx<'_, '_, T> {
 pub(crate) struct Egress<'g, D> {
     pub(crate) device: &'g mut D,
     pub(crate) losses: &'g mut Losses,
-    pub(crate) now: Duration,
+    /// The clock's time in [`millis`](crate::millis::millis).
+    pub(crate) now: u32,
     /// Our link address and IPv4 addresses (Ethernet only).
-    pub(crate) ours: Option<Ours>,
+    pub(crate) ours: Option<&'g Ours>,
 }
 
 /// Our link address and (up to four) IPv4 addresses.
@@ -157,8 +148,8 @@ pub(crate) struct Ours {
 pub(crate) struct EgressTx<'g, T> {
     token: T,
     losses: &'g mut Losses,
-    now: Duration,
-    ours: Option<Ours>,
+    now: u32,
+    ours: Option<&'g Ours>,
 }
 
 impl<D: Device> Device for Egress<'_, D> {
@@ -194,7 +185,7 @@ impl<T: TxToken> TxToken for EgressTx<'_, T> {
             let r = f(frame);
             if let Some(ours) = ours {
                 losses.neighbors.sent(frame, now);
-                if let Some(to) = unresolved(frame, &ours) {
+                if let Some(to) = unresolved(frame, ours) {
                     losses.report(Loss::Unresolved { to });
                 }
             }
@@ -210,11 +201,11 @@ impl<T: TxToken> TxToken for EgressTx<'_, T> {
 /// The destination of an IPv4 packet in `frame` sent to our own link
 /// address but not to one of our addresses: one given up on.
 fn unresolved(frame: &[u8], ours: &Ours) -> Option<Ipv4Address> {
-    if frame.get(0..6)? != ours.mac || frame.get(12..14)? != [0x08, 0x00] {
+    let head = frame.first_chunk::<34>()?;
+    if head[0..6] != ours.mac || head[12..14] != [0x08, 0x00] {
         return None;
     }
-    let b = frame.get(30..34)?;
-    let to = Ipv4Address::new(b[0], b[1], b[2], b[3]);
+    let to = Ipv4Address::new(head[30], head[31], head[32], head[33]);
     (!ours.ips.contains(&Some(to))).then_some(to)
 }
 

@@ -8,10 +8,9 @@
 //! them, and notes each UDP datagram so that the stack can tell whether
 //! its socket took it.
 
-use core::time::Duration;
-
 use smoltcp::wire::{Ipv4Address, Ipv4Packet};
 
+use crate::millis::Micros;
 use crate::neighbor::Neighbors;
 
 /// What the stack counted: losses it could not report to a server as
@@ -98,6 +97,20 @@ pub(crate) struct Arrival {
     pub(crate) len: usize,
 }
 
+/// What following smoltcp's reassembly needs of the clock: the time of
+/// the frame and smoltcp's reassembly timeout, in [`Micros`].
+#[cfg(feature = "large-datagrams")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) now: Micros,
+    pub(crate) timeout: Micros,
+}
+
+/// Nothing: a build without reassembly does not time fragments.
+#[cfg(not(feature = "large-datagrams"))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing;
+
 /// The counters, the hook and the reassembly model.
 #[derive(Debug, Default)]
 pub(crate) struct Losses {
@@ -116,20 +129,15 @@ impl Losses {
         count(&mut self.stats, self.hook, loss);
     }
 
-    /// Follows an IPv4 `packet` through smoltcp's reassembly (at `now`,
-    /// with its reassembly `timeout`), reporting what will be lost.
-    pub(crate) fn fragment(
-        &mut self,
-        packet: &Ipv4Packet<&[u8]>,
-        now: Duration,
-        timeout: Duration,
-    ) {
+    /// Follows an IPv4 `packet` through smoltcp's reassembly (at the
+    /// time `timing` tells), reporting what will be lost.
+    pub(crate) fn fragment(&mut self, packet: &Ipv4Packet<&[u8]>, timing: Timing) {
         if !packet.more_frags() && packet.frag_offset() == 0 {
             return;
         }
         #[cfg(not(feature = "large-datagrams"))]
         {
-            let _ = (now, timeout);
+            let Timing = timing;
             // Each datagram once, on its first fragment.
             if packet.frag_offset() == 0 {
                 let from = packet.src_addr();
@@ -139,15 +147,16 @@ impl Losses {
         #[cfg(feature = "large-datagrams")]
         {
             let Self { stats, hook, reassembly, .. } = self;
+            let Timing { now, timeout } = timing;
             reassembly.fragment(packet, now, timeout, &mut |from, reason| {
                 count(stats, *hook, Loss::Datagram { from, reason });
             });
         }
     }
 
-    /// Gives up on datagrams whose reassembly timed out by `now`, as
-    /// smoltcp does at each poll.
-    pub(crate) fn expire(&mut self, now: Duration) {
+    /// Gives up on datagrams whose reassembly timed out by `now` (in
+    /// [`Micros`]), as smoltcp does at each poll.
+    pub(crate) fn expire(&mut self, now: Micros) {
         #[cfg(not(feature = "large-datagrams"))]
         let _ = now;
         #[cfg(feature = "large-datagrams")]
@@ -174,11 +183,10 @@ fn count(stats: &mut Stats, hook: Option<fn(Loss)>, loss: Loss) {
 
 #[cfg(feature = "large-datagrams")]
 mod model {
-    use core::time::Duration;
-
     use smoltcp::wire::{IpProtocol, Ipv4Address, Ipv4Packet};
 
     use super::DatagramLoss;
+    use crate::millis::Micros;
 
     /// smoltcp's `reassembly-buffer-count-*` and `-size-*`, as the
     /// feature sets them.
@@ -206,7 +214,7 @@ mod model {
         /// smoltcp gave up on it (too large): it holds its buffer until
         /// it expires, and is not reported again.
         failed: bool,
-        expires: Duration,
+        expires: Micros,
     }
 
     /// A mirror of smoltcp's `PacketAssemblerSet`: which datagrams hold a
@@ -225,7 +233,7 @@ mod model {
         /// As smoltcp's `remove_expired`.
         pub(super) fn expire(
             &mut self,
-            now: Duration,
+            now: Micros,
             lost: &mut impl FnMut(Ipv4Address, DatagramLoss),
         ) {
             for slot in &mut self.slots {
@@ -242,8 +250,8 @@ mod model {
         pub(super) fn fragment(
             &mut self,
             packet: &Ipv4Packet<&[u8]>,
-            now: Duration,
-            timeout: Duration,
+            now: Micros,
+            timeout: Micros,
             lost: &mut impl FnMut(Ipv4Address, DatagramLoss),
         ) {
             self.expire(now, lost);
@@ -272,7 +280,7 @@ mod model {
                 got: 0,
                 total: None,
                 failed,
-                expires: now + timeout,
+                expires: now.saturating_add(timeout),
             });
             if h.failed {
                 return;
@@ -299,7 +307,11 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
+    use core::time::Duration;
+
     use super::*;
+    #[cfg(feature = "large-datagrams")]
+    use crate::millis::micros;
     use smoltcp::wire::IpProtocol;
 
     const SENDER: Ipv4Address = Ipv4Address::new(192, 168, 69, 100);
@@ -325,7 +337,14 @@ mod tests {
     fn feed(losses: &mut Losses, packets: &[Vec<u8>], now: Duration) {
         for p in packets {
             let packet = Ipv4Packet::new_checked(&p[..]).unwrap();
-            losses.fragment(&packet, now, Duration::from_secs(60));
+            #[cfg(feature = "large-datagrams")]
+            let timing = Timing { now: micros(now), timeout: 60_000_000 };
+            #[cfg(not(feature = "large-datagrams"))]
+            let timing = {
+                let _ = now;
+                Timing
+            };
+            losses.fragment(&packet, timing);
         }
     }
 
@@ -379,13 +398,13 @@ mod tests {
         assert_eq!(losses.stats.datagrams_lost, 4, "datagrams 7, 8 and 9 found no buffer");
         // The stray buffers (datagrams 4 and 7) expire: already counted.
         let t1 = Duration::from_secs(61);
-        losses.expire(t1);
+        losses.expire(micros(t1));
         assert_eq!(losses.stats.datagrams_lost, 4);
         // One whose last fragment never comes: lost at the timeout.
         feed(&mut losses, &[frag(5, 0, true, 1480)], t1);
-        losses.expire(t1 + Duration::from_secs(59));
+        losses.expire(micros(t1 + Duration::from_secs(59)));
         assert_eq!(losses.stats.datagrams_lost, 4);
-        losses.expire(t1 + Duration::from_secs(61));
+        losses.expire(micros(t1 + Duration::from_secs(61)));
         assert_eq!(losses.stats.datagrams_lost, 5, "datagram 5 timed out");
         assert_eq!(losses.stats.syns_dropped, 0);
     }

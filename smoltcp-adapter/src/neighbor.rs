@@ -18,8 +18,6 @@ use core::time::Duration;
 
 use smoltcp::wire::Ipv4Address;
 
-use crate::millis::millis;
-
 /// How long the stack asks for a neighbour's link address before it gives
 /// up and drops what waits for it: three ARP requests, one a second, as
 /// Linux does (`mcast_solicit` 3, `retrans_time` 1 s).
@@ -35,12 +33,12 @@ const FORGET_MS: u32 = FORGET_AFTER.as_secs() as u32 * 1000;
 const WATCHED: usize = 8;
 
 /// An Ethernet frame carrying an ARP packet for IPv4.
-pub(crate) const ARP_FRAME: usize = 14 + 28;
+const ARP_FRAME: usize = 14 + 28;
 
 #[derive(Clone, Copy, Debug)]
 struct Watch {
     addr: Ipv4Address,
-    /// The first and last request seen for it, in [`millis`].
+    /// The first and last request seen for it, in [`millis`](crate::millis::millis).
     first: u32,
     last: u32,
 }
@@ -54,27 +52,27 @@ pub(crate) struct Neighbors {
 }
 
 impl Neighbors {
-    /// The stack sent `frame` at `now`: if it is an ARP request for an
-    /// address asked for since [`GIVE_UP_AFTER`] or longer, prepares the
-    /// reply that gives up on it.
-    pub(crate) fn sent(&mut self, frame: &[u8], now: Duration) {
+    /// The stack sent `frame` at `now` (in [`millis`](crate::millis::millis)):
+    /// if it is an ARP request for an address asked for since
+    /// [`GIVE_UP_AFTER`] or longer, prepares the reply that gives up on it.
+    pub(crate) fn sent(&mut self, frame: &[u8], now: u32) {
         // An Ethernet ARP request for IPv4 (htype 1, ptype 0x0800, hlen 6,
         // plen 4, op 1).
-        let Some(arp) = frame.get(14..ARP_FRAME) else { return };
-        if frame[12..14] != [0x08, 0x06] || arp[..8] != [0, 1, 8, 0, 6, 4, 0, 1] {
+        let Some(request) = frame.first_chunk::<ARP_FRAME>() else { return };
+        if request[12..14] != [0x08, 0x06] || request[14..22] != [0, 1, 8, 0, 6, 4, 0, 1] {
             return;
         }
-        let addr = ipv4(&arp[24..28]);
-        let now = millis(now);
+        let addr = ipv4(&request[38..42]);
         self.forget_stale(now);
         let watch = match self.watched.iter_mut().flatten().find(|w| w.addr == addr) {
             Some(w) => w,
             None => {
-                // A free entry, or the one asked for least recently.
+                // A free entry, or the one asked for least recently (a
+                // watched one was asked for less than FORGET_AFTER ago).
                 let slot = self
                     .watched
                     .iter_mut()
-                    .min_by_key(|w| w.map(|w| u32::MAX - now.wrapping_sub(w.last)))
+                    .min_by_key(|w| w.map_or(0, |w| u32::MAX - now.wrapping_sub(w.last)))
                     .expect("WATCHED > 0");
                 slot.insert(Watch { addr, first: now, last: now })
             }
@@ -86,14 +84,12 @@ impl Neighbors {
         // The reply: from `addr` at our own link address, to us. It is
         // the request turned round: to us (from us), op 2, the sender
         // `addr` at our link address, the target us.
-        let mut reply = [0u8; ARP_FRAME];
-        reply.copy_from_slice(&frame[..ARP_FRAME]);
+        let reply = self.inject.insert(*request);
         reply.copy_within(6..12, 0);
         reply[21] = 2;
         reply.copy_within(6..12, 32);
-        let (sender, target) = reply.split_at_mut(38);
-        sender[28..32].swap_with_slice(target);
-        self.inject = Some(reply);
+        reply[28..32].copy_from_slice(&request[38..42]);
+        reply[38..42].copy_from_slice(&request[28..32]);
         self.forget(addr);
     }
 
@@ -113,9 +109,12 @@ impl Neighbors {
         self.inject.is_some()
     }
 
-    /// The reply to hand the interface, once.
-    pub(crate) fn take_injection(&mut self) -> Option<[u8; ARP_FRAME]> {
-        self.inject.take()
+    /// Hands the reply to `f` (the interface), once, where it lies (an
+    /// empty frame when there is none).
+    pub(crate) fn take_injection<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let r = f(self.inject.as_ref().map_or(&[][..], |frame| &frame[..]));
+        self.inject = None;
+        r
     }
 
     fn forget(&mut self, addr: Ipv4Address) {
@@ -141,7 +140,10 @@ fn ipv4(b: &[u8]) -> Ipv4Address {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
+    use crate::millis::millis;
 
     const US: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
@@ -162,23 +164,24 @@ mod tests {
         let mut n = Neighbors::default();
         let x = [192, 168, 69, 77];
         for s in 0..3 {
-            n.sent(&request(x), Duration::from_secs(s));
+            n.sent(&request(x), millis(Duration::from_secs(s)));
             assert!(!n.injecting(), "at {s} s");
         }
-        n.sent(&request(x), Duration::from_secs(3));
-        let reply = n.take_injection().expect("gave up at 3 s");
+        n.sent(&request(x), millis(Duration::from_secs(3)));
+        let reply = n.take_injection(<[u8]>::to_vec);
+        assert_eq!(reply.len(), ARP_FRAME, "gave up at 3 s");
         assert_eq!(&reply[0..6], &US, "to us");
         assert_eq!(&reply[20..22], &[0, 2], "a reply");
         assert_eq!(&reply[22..28], &US, "the address is ours");
         assert_eq!(&reply[28..32], &x);
         assert_eq!(&reply[38..42], &[192, 168, 69, 1]);
-        assert!(n.take_injection().is_none(), "once");
+        assert!(n.take_injection(<[u8]>::is_empty), "once");
     }
 
     #[test]
     fn a_new_address_takes_the_place_of_the_one_asked_for_least_recently() {
         let mut n = Neighbors::default();
-        let ms = Duration::from_millis;
+        let ms = |m: u64| millis(Duration::from_millis(m));
         let addr = |i: u8| [192, 168, 69, 10 + i];
         // WATCHED addresses, one every 100 ms, then one more at the time
         // of the last: the first (asked for longest ago) makes room.
@@ -193,7 +196,8 @@ mod tests {
         // The one asked for at the same time as the newcomer was kept.
         let kept = WATCHED as u8 - 1;
         n.sent(&request(addr(kept)), ms(last + 3_000));
-        let reply = n.take_injection().expect("still watched since its first request");
+        let reply = n.take_injection(<[u8]>::to_vec);
+        assert_eq!(reply.len(), ARP_FRAME, "still watched since its first request");
         assert_eq!(&reply[28..32], &addr(kept));
     }
 
@@ -201,18 +205,18 @@ mod tests {
     fn an_answer_or_a_pause_starts_over() {
         let mut n = Neighbors::default();
         let x = [192, 168, 69, 77];
-        n.sent(&request(x), Duration::ZERO);
+        n.sent(&request(x), millis(Duration::ZERO));
         // x answers (any ARP packet from it).
         let mut answer = request([192, 168, 69, 1]);
         answer[28..32].copy_from_slice(&x);
         n.received(&answer);
-        n.sent(&request(x), Duration::from_secs(3));
+        n.sent(&request(x), millis(Duration::from_secs(3)));
         assert!(!n.injecting(), "the clock started again at 3 s");
         // Not asked for 10 s: forgotten.
-        n.sent(&request(x), Duration::from_secs(13));
-        n.sent(&request(x), Duration::from_secs(15));
+        n.sent(&request(x), millis(Duration::from_secs(13)));
+        n.sent(&request(x), millis(Duration::from_secs(15)));
         assert!(!n.injecting());
-        n.sent(&request(x), Duration::from_secs(16));
+        n.sent(&request(x), millis(Duration::from_secs(16)));
         assert!(n.injecting());
     }
 }

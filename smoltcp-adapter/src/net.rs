@@ -11,6 +11,7 @@ use smoltcp::socket::tcp;
 use sockserv_core::driver::Readiness;
 
 use crate::loss::Losses;
+use crate::millis::{Micros, micros, millis};
 use crate::pool::Pool;
 
 /// The socket set, its capacity and the listeners' pools.
@@ -42,25 +43,30 @@ pub(crate) trait Net<'a> {
     /// socket's state may have changed.
     fn poll(&self) -> bool;
     /// Sleeps until the device may have a frame (`Ready`), `deadline`
-    /// (clock time) or smoltcp's next timer passes (`TimedOut`, or
+    /// (clock time in [`Micros`]) or smoltcp's next timer passes (`TimedOut`, or
     /// `Ready`: the caller polls again either way), or the stack is woken
     /// for shutdown (`Woken`).
-    fn idle(&self, deadline: Option<Duration>) -> Readiness;
+    fn idle(&self, deadline: Option<Micros>) -> Readiness;
     /// The sockets.
     fn sockets(&self) -> RefMut<'_, Sockets<'a>>;
     /// The largest IP packet the device carries.
     fn ip_mtu(&self) -> usize;
 
+    /// The clock's time in [`Micros`].
+    fn now_micros(&self) -> Micros {
+        micros(self.now())
+    }
+
     /// The clock time `timeout` from now (`None`: no deadline). One copy
-    /// of the `Duration` arithmetic for every wait loop (a provided
-    /// method of a trait used as `dyn`).
-    fn deadline(&self, timeout: Option<Duration>) -> Option<Duration> {
-        timeout.map(|t| self.now().saturating_add(t))
+    /// of the time arithmetic for every wait loop (a provided method of a
+    /// trait used as `dyn`).
+    fn deadline(&self, timeout: Option<Duration>) -> Option<Micros> {
+        timeout.map(|t| self.now_micros().saturating_add(micros(t)))
     }
 
     /// Whether `deadline` (if any) has passed.
-    fn passed(&self, deadline: Option<Duration>) -> bool {
-        deadline.is_some_and(|d| self.now() >= d)
+    fn passed(&self, deadline: Option<Micros>) -> bool {
+        deadline.is_some_and(|d| self.now_micros() >= d)
     }
 
     /// Closes an accepted connection's socket (a FIN after what is queued),
@@ -68,7 +74,7 @@ pub(crate) trait Net<'a> {
     /// now rather than at the next wait. What both kinds of connection do
     /// when dropped.
     fn close_conn(&self, handle: SocketHandle) {
-        let now = self.now();
+        let now = millis(self.now());
         {
             let mut socks = self.sockets();
             socks.set.get_mut::<tcp::Socket>(handle).close();
@@ -79,18 +85,6 @@ pub(crate) trait Net<'a> {
 }
 
 /// A time on the stack's clock as smoltcp's `Instant`.
-pub(crate) fn instant(t: Duration) -> smoltcp::time::Instant {
-    smoltcp::time::Instant::from_micros(micros(t) as i64)
-}
-
-/// A duration as smoltcp's.
-pub(crate) fn to_smol(d: Duration) -> smoltcp::time::Duration {
-    smoltcp::time::Duration::from_micros(micros(d))
-}
-
-/// `d` in microseconds, at most `i64::MAX` (292,000 years): without
-/// `as_micros`' `u128` arithmetic, bulky on a 32-bit MCU.
-fn micros(d: Duration) -> u64 {
-    const MAX_SECS: u64 = i64::MAX as u64 / 1_000_000 - 1;
-    d.as_secs().min(MAX_SECS) * 1_000_000 + u64::from(d.subsec_micros())
+pub(crate) fn instant(t: Micros) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(t as i64)
 }

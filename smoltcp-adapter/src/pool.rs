@@ -5,7 +5,7 @@
 
 use core::time::Duration;
 
-use crate::millis::{millis, timeout_millis};
+use crate::millis::timeout_millis;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
@@ -34,7 +34,7 @@ pub(crate) struct Entry {
     handle: SocketHandle,
     port: u16,
     backlog: usize,
-    /// The timeouts, in [`millis`].
+    /// The timeouts, in [`millis`](crate::millis::millis).
     close_timeout: u32,
     handshake_timeout: u32,
     /// Whether a SYN that finds no listening socket is dropped (not reset).
@@ -90,6 +90,11 @@ pub struct Slot(Option<Entry>);
 
 impl Slot {
     pub(crate) const EMPTY: Self = Self(None);
+
+    /// [`EMPTY`](Self::EMPTY), made at run time.
+    pub(crate) fn empty() -> Self {
+        Self(None)
+    }
 }
 
 /// The pool table, in the caller's storage.
@@ -174,8 +179,8 @@ impl<'a> Pool<'a> {
     /// Follows every pooled socket's state, reclaims closed ones, aborts
     /// closes that lingered past their timeout, then re-arms each port up
     /// to its backlog.
-    pub(crate) fn refill(&mut self, set: &mut SocketSet<'_>, now: Duration) {
-        let now = millis(now);
+    /// (`now` in [`millis`](crate::millis::millis).)
+    pub(crate) fn refill(&mut self, set: &mut SocketSet<'_>, now: u32) {
         let mut ticket = self.next_ticket;
         for slot in self.slots[..self.hi].iter_mut() {
             let Some(entry) = slot.0.as_mut() else { continue };
@@ -221,7 +226,9 @@ impl<'a> Pool<'a> {
         })
     }
 
-    /// Hands out the oldest acceptable connection on `port`.
+    /// Hands out the oldest acceptable connection on `port`. Out of line:
+    /// the firmware image is smaller that way.
+    #[inline(never)]
     pub(crate) fn accept(
         &mut self,
         port: u16,
@@ -241,10 +248,11 @@ impl<'a> Pool<'a> {
         Some((entry.handle, remote))
     }
 
-    /// A served connection was dropped (and its socket closed) at `now`.
-    pub(crate) fn release(&mut self, handle: SocketHandle, now: Duration) {
+    /// A served connection was dropped (and its socket closed) at `now`
+    /// (in [`millis`](crate::millis::millis)).
+    pub(crate) fn release(&mut self, handle: SocketHandle, now: u32) {
         if let Some(e) = self.entries().find(|e| e.handle == handle) {
-            e.role = Role::Closing(millis(now));
+            e.role = Role::Closing(now);
             e.watch = None;
         }
     }
@@ -310,7 +318,9 @@ impl<'a> Pool<'a> {
 }
 
 /// The role a pooled socket has now, given what smoltcp did to it.
-/// (`now` in [`millis`].)
+/// (`now` in [`millis`](crate::millis::millis).) Out of line: `refill`
+/// is smaller that way on a Cortex-M.
+#[inline(never)]
 fn next_role(entry: &Entry, socket: &mut tcp::Socket<'_>, now: u32, ticket: &mut u32) -> Role {
     match entry.role {
         Role::Listening | Role::Queued { .. } if socket.is_listening() => Role::Listening,

@@ -12,7 +12,8 @@ use sockserv_core::driver::{Clock, Readiness};
 
 use crate::error::{BindError, ListenError};
 use crate::gate::{Checksums, Egress, Gate, Ours};
-use crate::loss::{Arrival, DatagramLoss, Loss, Losses, Stats};
+use crate::loss::{Arrival, DatagramLoss, Loss, Losses, Stats, Timing};
+use crate::millis::{Micros, micros, millis};
 use crate::net::{Net, Sockets, instant};
 use crate::pool::{Entry, Pool, Slot};
 use crate::tcp::{Options, TcpListener, WhenFull};
@@ -23,7 +24,11 @@ use crate::wait::Wait;
 /// sockets (TCP, UDP, and any of your own), with no allocator.
 ///
 /// Make it a `static` (through `static_cell` or similar) or a local that
-/// outlives the stack.
+/// outlives the stack. For a local, [`Storage::default()`] is the
+/// smaller of the two constructors in flash: it writes each empty slot at
+/// run time, where the `const` [`new`](Self::new) copies smoltcp's image
+/// of an empty socket (a constant as large as a socket: 312 bytes on
+/// Cortex-M).
 #[derive(Debug)]
 pub struct Storage<'a, const N: usize> {
     sockets: [SocketStorage<'a>; N],
@@ -38,8 +43,13 @@ impl<const N: usize> Storage<'_, N> {
 }
 
 impl<const N: usize> Default for Storage<'_, N> {
+    /// Empty storage for `N` sockets, as [`new`](Self::new) makes it,
+    /// written at run time (no constant image to copy from).
     fn default() -> Self {
-        Self::new()
+        Self {
+            sockets: core::array::from_fn(|_| SocketStorage::default()),
+            slots: core::array::from_fn(|_| Slot::empty()),
+        }
     }
 }
 
@@ -152,7 +162,7 @@ where
             // Cannot fail: checked above.
             let _ = socks.pool.add(entry);
         }
-        socks.pool.refill(&mut socks.set, self.clock.now());
+        socks.pool.refill(&mut socks.set, millis(self.clock.now()));
         Ok(TcpListener::new(self, port, options))
     }
 
@@ -191,7 +201,7 @@ where
     /// (after `serve_forever` returned), since smoltcp sends only while
     /// someone polls. Shutdown wake-ups do not end it early.
     pub fn linger(&self, timeout: Duration) -> bool {
-        let deadline = self.clock.now().saturating_add(timeout);
+        let deadline = self.deadline(Some(timeout));
         loop {
             <Self as Net<'a>>::poll(self);
             let lingering = {
@@ -201,10 +211,10 @@ where
             if !lingering {
                 return true;
             }
-            if self.clock.now() >= deadline {
+            if self.passed(deadline) {
                 return false;
             }
-            let _ = self.idle(Some(deadline));
+            let _ = self.idle(deadline);
         }
     }
 
@@ -264,16 +274,17 @@ where
     }
 
     fn poll(&self) -> bool {
-        let now = self.clock.now();
+        let clock = self.clock.now();
+        let (now, ms) = (micros(clock), millis(clock));
         let t = instant(now);
         let inner = &mut *self.inner.borrow_mut();
         let socks = &mut inner.socks;
         inner.iface.poll_maintenance(t);
         socks.losses.expire(now);
-        let frame = FrameContext::new(&inner.iface, &inner.device, now);
+        let frame = FrameContext::new(&inner.iface, &inner.device, now, ms);
         let mut changed = false;
         // Timeouts (handshake, close) are followed once per poll.
-        socks.pool.refill(&mut socks.set, now);
+        socks.pool.refill(&mut socks.set, ms);
         // Rounds of ingress then egress until one round moves nothing: a
         // loopback device receives what the egress just sent.
         loop {
@@ -283,8 +294,8 @@ where
             let mut egress = Egress {
                 device: &mut inner.device,
                 losses: &mut socks.losses,
-                now,
-                ours: frame.ours,
+                now: ms,
+                ours: frame.ours.as_ref(),
             };
             while inner.iface.poll_egress(t, &mut egress, &mut socks.set)
                 == PollResult::SocketStateChanged
@@ -295,25 +306,26 @@ where
             if !moved {
                 return changed;
             }
-            socks.pool.refill(&mut socks.set, now);
+            socks.pool.refill(&mut socks.set, ms);
         }
     }
 
-    fn idle(&self, deadline: Option<Duration>) -> Readiness {
-        let now = self.clock.now();
+    fn idle(&self, deadline: Option<Micros>) -> Readiness {
+        let now = self.now_micros();
         let inner = &mut *self.inner.borrow_mut();
-        let timer = inner
-            .iface
-            .poll_delay(instant(now), &inner.socks.set)
-            .map(|d| Duration::from_micros(d.total_micros()));
-        let left = deadline.map(|d| d.saturating_sub(now));
-        let timeout = match (timer, left) {
+        // The earlier of smoltcp's next timer and `deadline`, both in
+        // clock time; one already past is a zero timeout.
+        let timer = inner.iface.poll_at(instant(now), &inner.socks.set);
+        let timer = timer.map(|at| Micros::try_from(at.total_micros()).unwrap_or(0));
+        let wake = match (timer, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if timeout == Some(Duration::ZERO) {
+        let timeout = wake.map(|w| w.saturating_sub(now));
+        if timeout == Some(0) {
             return Readiness::TimedOut;
         }
+        let timeout = timeout.map(Duration::from_micros);
         inner.wait.wait(&mut inner.device, &mut inner.socks.set, timeout)
     }
 
@@ -329,21 +341,23 @@ where
 /// What the gate needs to know about the frames of one poll.
 struct FrameContext {
     medium: smoltcp::phy::Medium,
-    now: Duration,
-    reassembly_timeout: Duration,
+    /// The clock's time, in [`Micros`] and in [`millis`].
+    now: Micros,
+    ms: u32,
+    timing: Timing,
     checksums: Checksums,
     ours: Option<Ours>,
 }
 
 impl FrameContext {
-    fn new(iface: &Interface, device: &impl Device, now: Duration) -> Self {
+    /// The context of the frames of a poll at `now`. Out of line: the
+    /// firmware image is smaller that way.
+    #[inline(never)]
+    fn new(iface: &Interface, device: &impl Device, now: Micros, ms: u32) -> Self {
         #[cfg(feature = "large-datagrams")]
-        let reassembly_timeout = Duration::from_micros(iface.reassembly_timeout().total_micros());
+        let timing = Timing { now, timeout: iface.reassembly_timeout().total_micros() };
         #[cfg(not(feature = "large-datagrams"))]
-        let reassembly_timeout = {
-            let _ = iface;
-            Duration::ZERO
-        };
+        let timing = Timing;
         let caps = device.capabilities();
         let checksums = Checksums { ipv4: caps.checksum.ipv4.rx(), udp: caps.checksum.udp.rx() };
         // `hardware_addr` panics on another medium.
@@ -364,7 +378,7 @@ impl FrameContext {
             #[allow(unreachable_patterns)]
             _ => None,
         };
-        Self { medium: caps.medium, now, reassembly_timeout, checksums, ours }
+        Self { medium: caps.medium, now, ms, timing, checksums, ours }
     }
 }
 
@@ -396,8 +410,7 @@ fn ingress<D: Device>(
             medium: frame.medium,
             losses: &mut socks.losses,
             control: &mut control,
-            now: frame.now,
-            reassembly_timeout: frame.reassembly_timeout,
+            timing: frame.timing,
             udp: watch_udp.then_some(frame.checksums),
         };
         let result = iface.poll_ingress_single(t, &mut gate, &mut socks.set);
@@ -422,7 +435,7 @@ fn ingress<D: Device>(
                 // accept queue does. Data and ACKs of served connections
                 // (nearly every frame under load) skip it.
                 if control || watch_all {
-                    socks.pool.refill(&mut socks.set, frame.now);
+                    socks.pool.refill(&mut socks.set, frame.ms);
                     watch_all = socks.pool.closing();
                 }
             }

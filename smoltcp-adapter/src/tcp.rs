@@ -13,7 +13,8 @@ use sockserv_core::logging::{Level, report};
 use crate::conn::{Served, TcpConn};
 use crate::error::Error;
 use crate::loss::Stats;
-use crate::net::{Net, to_smol};
+use crate::millis::{Micros, micros};
+use crate::net::{Net, Sockets};
 use crate::pool::Pool;
 
 /// What a SYN gets when no socket of the listener's pool is listening:
@@ -160,27 +161,27 @@ impl<'s, 'a> TcpListener<'s, 'a> {
         let socket = socks.set.get_mut::<smoltcp::socket::tcp::Socket>(handle);
         socket.set_nagle_enabled(!self.options.disable_nagle_algorithm);
         if let Some(interval) = self.options.keep_alive {
-            socket.set_keep_alive(Some(to_smol(interval)));
-            socket.set_timeout(Some(to_smol(interval.saturating_mul(3))));
+            let interval = micros(interval);
+            socket.set_keep_alive(Some(smoltcp::time::Duration::from_micros(interval)));
+            let timeout = interval.saturating_mul(3);
+            socket.set_timeout(Some(smoltcp::time::Duration::from_micros(timeout)));
         }
         Some((handle, remote))
     }
 
     /// Whether a connection waits to be accepted (and may be).
     pub(crate) fn ready(&self) -> bool {
-        let mut socks = self.net.sockets();
-        let socks = &mut *socks;
-        !self.at_limit(&socks.pool, &mut socks.losses.stats)
-            && socks.pool.ready(self.port, &mut socks.set)
+        self.offers(&mut self.net.sockets(), true)
     }
 
-    /// Follows the cap (see [`at_limit`](Self::at_limit)) without asking
-    /// for a connection: for an event source whose server stopped
-    /// accepting.
-    pub(crate) fn watch_cap(&self) {
-        let mut socks = self.net.sockets();
-        let socks = &mut *socks;
-        self.at_limit(&socks.pool, &mut socks.losses.stats);
+    /// Whether a connection waits to be accepted (and may be), if
+    /// `asked`; follows the cap (see [`at_limit`](Self::at_limit)) either
+    /// way, as an event source whose server stopped accepting must.
+    /// (`socks`: the stack's sockets, already borrowed.)
+    pub(crate) fn offers(&self, socks: &mut Sockets<'_>, asked: bool) -> bool {
+        !self.at_limit(&socks.pool, &mut socks.losses.stats)
+            && asked
+            && socks.pool.ready(self.port, &mut socks.set)
     }
 
     /// Whether [`Options::max_connections`] are open (and the policy
@@ -222,7 +223,7 @@ impl<'s, 'a> TcpListener<'s, 'a> {
     }
 
     /// Polls and sleeps until `deadline`, or until `done` says so.
-    fn run(&self, deadline: Option<Duration>, done: impl Fn(&Self) -> bool) -> Readiness {
+    fn run(&self, deadline: Option<Micros>, done: impl Fn(&Self) -> bool) -> Readiness {
         loop {
             self.net.poll();
             if done(self) {

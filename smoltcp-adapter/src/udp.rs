@@ -9,6 +9,7 @@ use smoltcp::wire::IpEndpoint;
 use sockserv_core::driver::{DatagramSocket, Readiness, Received, Wait};
 
 use crate::error::Error;
+use crate::millis::Micros;
 use crate::net::Net;
 
 /// IPv4 and UDP headers: what a datagram adds to its payload.
@@ -71,7 +72,7 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
         f(self.net.sockets().set.get_mut::<udp::Socket<'a>>(self.handle))
     }
 
-    fn run(&self, deadline: Option<Duration>, watch: bool) -> Readiness {
+    fn run(&self, deadline: Option<Micros>, watch: bool) -> Readiness {
         loop {
             self.net.poll();
             if watch && self.with_socket(|s| s.can_recv()) {
