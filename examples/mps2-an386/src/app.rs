@@ -204,7 +204,7 @@ fn tcp_echo(
     clock: &FreeRun,
 ) -> bool {
     let mut bufs = [[[0u8; TCP_BUFFER]; 2]; POOL];
-    let mut storage = Storage::<{ POOL }>::new();
+    let mut storage = Storage::<{ POOL }>::default();
     let stack: Net<'_, '_> = Stack::new(iface, device, &mut storage, idle, clock);
     let max = usize::from(cfg.max_connections).min(MAX_CONNECTIONS);
     if usize::from(cfg.max_connections) > MAX_CONNECTIONS {
@@ -260,7 +260,7 @@ fn udp_echo(
     let mut tx_meta = [udp::PacketMetadata::EMPTY; 4];
     let mut rx = [0u8; UDP_BUFFER];
     let mut tx = [0u8; UDP_BUFFER];
-    let mut storage = Storage::<1>::new();
+    let mut storage = Storage::<1>::default();
     let stack: Net<'_, '_> = Stack::new(iface, device, &mut storage, idle, clock);
     let socket = udp::Socket::new(
         udp::PacketBuffer::new(&mut rx_meta[..], &mut rx[..]),

@@ -274,7 +274,7 @@ fn run(args: &Args<'_>) -> u32 {
     let (mut rx_meta, mut tx_meta) =
         ([udp::PacketMetadata::EMPTY; 8], [udp::PacketMetadata::EMPTY; 8]);
     let (mut rx, mut tx) = ([0u8; 8192], [0u8; 8192]);
-    let mut storage = Storage::<{ SOCKETS + 1 }>::new();
+    let mut storage = Storage::<{ SOCKETS + 1 }>::default();
     let stack: Net<'_, '_> = Stack::new(iface, device, &mut storage, idle, &clock);
     let port = args.addr.port;
     let start = clock.now();
