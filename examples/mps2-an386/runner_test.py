@@ -4,7 +4,8 @@
 
 - the settings reach the image as numbers on `-append`, after `--`;
 - the image's records come out as `smoltcp_echo`'s lines (`L` ->
-  `listening on ADDR` on stdout, `S`, `C`, `E` on stderr, `P` -> `peak
+  `listening on ADDR` on stdout, the address normalized as smoltcp_echo
+  prints it, `S`, `C`, `E` on stderr, `P` -> `peak
   stack N bytes`), other lines as they are;
 - the emulator's exit status is the runner's, and a SIGTERM that arrives
   just after the emulator exited does not change it (it killed the
@@ -39,9 +40,9 @@ def fake_qemu(tmp, script):
     return path
 
 
-def runner(qemu, *args):
+def runner(qemu, *args, addr="10.1.2.3:7000"):
     env = dict(os.environ, QEMU_SYSTEM_ARM=qemu)
-    return subprocess.Popen([RUN, "--tap", "tapx", "--addr", "10.1.2.3:7000", *args],
+    return subprocess.Popen([RUN, "--tap", "tapx", "--addr", addr, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
@@ -51,7 +52,7 @@ def main():
     qemu = fake_qemu(tmp, "echo L; echo 'C 4'; echo 'S 3 5'; echo 'E 4'; echo 'fault: x'; "
                           "echo 'P 1234'; exit 3")
     p = runner(qemu, "--gateway", "10.1.2.254", "--proto", "udp", "--mode", "event",
-               "--max-connections", "9", "--when-full", "refuse")
+               "--max-connections", "9", "--when-full", "refuse", addr="10.1.2.3:07000")
     out, err = (s.decode() for s in p.communicate(timeout=120))
     if p.returncode != 3:
         fail(f"status {p.returncode}, not the emulator's 3: {err}")
