@@ -1342,6 +1342,17 @@ mod event_in_process {
         }
     }
 
+    /// The same echo, not counted in `LIVE`: for the tests that drive a
+    /// handler by hand while others, running at once, count theirs.
+    struct Uncounted;
+
+    impl EventHandler for Uncounted {
+        type Error = core::convert::Infallible;
+        fn received(&mut self, input: &[u8], out: &mut Outbox<'_>) -> Result<Step, Self::Error> {
+            Ok(Step::consumed(out.write(input)))
+        }
+    }
+
     /// A handshake whose bytes arrive in pieces, driven as the table
     /// drives the handler: while it runs, every call takes the whole input
     /// (what rustls cannot process yet waits in the session, so the
@@ -1354,18 +1365,6 @@ mod event_in_process {
         use sockserv::{Next, Service};
         use sockserv_tls::rustls::ClientConnection;
         use sockserv_tls::rustls::pki_types::ServerName;
-
-        struct Uncounted;
-        impl EventHandler for Uncounted {
-            type Error = core::convert::Infallible;
-            fn received(
-                &mut self,
-                input: &[u8],
-                out: &mut Outbox<'_>,
-            ) -> Result<Step, Self::Error> {
-                Ok(Step::consumed(out.write(input)))
-            }
-        }
 
         let (_, cert, key) = certificate();
         let config = Arc::new(server_config_from_pem(cert, key).unwrap());
@@ -1423,18 +1422,6 @@ mod event_in_process {
     #[test]
     fn a_handshake_message_larger_than_two_records_is_refused() {
         use sockserv::Service;
-
-        struct Uncounted;
-        impl EventHandler for Uncounted {
-            type Error = core::convert::Infallible;
-            fn received(
-                &mut self,
-                input: &[u8],
-                out: &mut Outbox<'_>,
-            ) -> Result<Step, Self::Error> {
-                Ok(Step::consumed(out.write(input)))
-            }
-        }
 
         let (_, cert, key) = certificate();
         let config = Arc::new(server_config_from_pem(cert, key).unwrap());
